@@ -1,0 +1,1 @@
+//! A host-side KMCL simulator.

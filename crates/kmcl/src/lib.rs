@@ -1,0 +1,2 @@
+//! The safe Rust layer over KMCL.
+#![no_std]
