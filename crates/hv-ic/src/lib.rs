@@ -1,0 +1,3 @@
+//! Hyper-V integration-component protocols.
+#![no_std]
+#![forbid(unsafe_code)]
