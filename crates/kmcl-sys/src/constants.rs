@@ -64,7 +64,8 @@ pub const VMBUS_SERVER_CHANNEL_INIT_MAXIMUM_OFFER_DATA: ULONG = 120;
 /// The packet references external data: call `VmbChannelPacketGetExternalData`.
 pub const VMBUS_CHANNEL_PROCESS_PACKET_FLAG_EXTERNAL_DATA: UINT32 = 0x1;
 /// Mask of all process-packet flags.
-pub const VMBUS_CHANNEL_PROCESS_PACKET_FLAGS: UINT32 = VMBUS_CHANNEL_PROCESS_PACKET_FLAG_EXTERNAL_DATA;
+pub const VMBUS_CHANNEL_PROCESS_PACKET_FLAGS: UINT32 =
+    VMBUS_CHANNEL_PROCESS_PACKET_FLAG_EXTERNAL_DATA;
 
 // --- External data flags (`Flags` of VmbChannelPacketGetExternalData).
 

@@ -71,13 +71,15 @@ pub struct KMCL_CLIENT_INTERFACE_V1 {
     pub VmbChannelPacketGetExternalData: PFN_VMB_CHANNEL_PACKET_GET_EXTERNAL_DATA,
     pub VmbChannelPause: PFN_VMB_CHANNEL_PAUSE,
     pub VmbChannelSendSynchronousRequest: PFN_VMB_CHANNEL_SEND_SYNCHRONOUS_REQUEST,
-    pub VmbChannelSetIncomingProcessingAtPassive: PFN_VMB_CHANNEL_SET_INCOMING_PROCESSING_AT_PASSIVE,
+    pub VmbChannelSetIncomingProcessingAtPassive:
+        PFN_VMB_CHANNEL_SET_INCOMING_PROCESSING_AT_PASSIVE,
     pub VmbChannelSetInterruptLatency: PFN_VMB_CHANNEL_SET_INTERRUPT_LATENCY,
     pub VmbChannelSetPointer: PFN_VMB_CHANNEL_SET_POINTER,
     pub VmbChannelSetTransactionQuota: PFN_VMB_CHANNEL_SET_TRANSACTION_QUOTA,
     pub VmbChannelSizeofPacket: PFN_VMB_CHANNEL_SIZEOF_PACKET,
     pub VmbChannelStart: PFN_VMB_CHANNEL_START,
-    pub VmbClientChannelInitSetRingBufferPageCount: PFN_VMB_CLIENT_CHANNEL_INIT_SET_RING_BUFFER_PAGE_COUNT,
+    pub VmbClientChannelInitSetRingBufferPageCount:
+        PFN_VMB_CLIENT_CHANNEL_INIT_SET_RING_BUFFER_PAGE_COUNT,
     pub VmbClientChannelInitSetTargetPnp: PFN_VMB_CLIENT_CHANNEL_INIT_SET_TARGET_PNP,
     pub VmbPacketAllocate: PFN_VMB_PACKET_ALLOCATE,
     pub VmbPacketFree: PFN_VMB_PACKET_FREE,
@@ -237,11 +239,14 @@ pub struct KMCL_CLIENT_INTERFACE_V5 {
     pub VmbChannelInitSetPrimaryChannel: PFN_VMB_CHANNEL_INIT_SET_PRIMARY_CHANNEL,
     pub VmbChannelInitialize: PFN_VMB_CHANNEL_INITIALIZE,
     pub VmbChannelSetAllowableDpcCpuUsage: PFN_VMB_CHANNEL_SET_ALLOWABLE_DPC_CPU_USAGE,
-    pub VmbClientChannelInitSetTargetProcessorIndex: PFN_VMB_CLIENT_CHANNEL_INIT_SET_TARGET_PROCESSOR_INDEX,
+    pub VmbClientChannelInitSetTargetProcessorIndex:
+        PFN_VMB_CLIENT_CHANNEL_INIT_SET_TARGET_PROCESSOR_INDEX,
     pub VmbSizeofChannel: PFN_VMB_SIZEOF_CHANNEL,
-    pub VmbChannelInitSetInlinePacketContextSize: PFN_VMB_CHANNEL_INIT_SET_INLINE_PACKET_CONTEXT_SIZE,
+    pub VmbChannelInitSetInlinePacketContextSize:
+        PFN_VMB_CHANNEL_INIT_SET_INLINE_PACKET_CONTEXT_SIZE,
     pub VmbPacketGetInlinePacketContextPointer: PFN_VMB_PACKET_GET_INLINE_PACKET_CONTEXT_POINTER,
-    pub VmbChannelInitSetProcessPacketCallbacksEx: PFN_VMB_CHANNEL_INIT_SET_PROCESS_PACKET_CALLBACKS_EX,
+    pub VmbChannelInitSetProcessPacketCallbacksEx:
+        PFN_VMB_CHANNEL_INIT_SET_PROCESS_PACKET_CALLBACKS_EX,
     pub VmbPacketSetCompletionRoutineEx: PFN_VMB_PACKET_SET_COMPLETION_ROUTINE_EX,
 }
 
@@ -283,8 +288,10 @@ pub struct KMCL_SERVER_ONLY_METHODS {
     pub VmbPacketRestore: PFN_VMB_PACKET_RESTORE,
     pub VmbServerChannelInitSetFlags: PFN_VMB_SERVER_CHANNEL_INIT_SET_FLAGS,
     pub VmbServerChannelInitSetMmioMegabytes: PFN_VMB_SERVER_CHANNEL_INIT_SET_MMIO_MEGABYTES,
-    pub VmbServerChannelInitSetSaveRestorePacketCallbacks: PFN_VMB_SERVER_CHANNEL_INIT_SET_SAVE_RESTORE_PACKET_CALLBACKS,
-    pub VmbServerChannelInitSetTargetInterfaceId: PFN_VMB_SERVER_CHANNEL_INIT_SET_TARGET_INTERFACE_ID,
+    pub VmbServerChannelInitSetSaveRestorePacketCallbacks:
+        PFN_VMB_SERVER_CHANNEL_INIT_SET_SAVE_RESTORE_PACKET_CALLBACKS,
+    pub VmbServerChannelInitSetTargetInterfaceId:
+        PFN_VMB_SERVER_CHANNEL_INIT_SET_TARGET_INTERFACE_ID,
     pub VmbServerChannelInitSetTargetVtl: PFN_VMB_SERVER_CHANNEL_INIT_SET_TARGET_VTL,
     pub VmbServerChannelInitSetVmbusHandle: PFN_VMB_SERVER_CHANNEL_INIT_SET_VMBUS_HANDLE,
 }
@@ -318,7 +325,8 @@ impl KMCL_SERVER_ONLY_METHODS {
 pub struct KMCL_SERVER_ONLY_METHODS_V5 {
     /// The embedded (anonymous in C) V1 server methods.
     pub V1: KMCL_SERVER_ONLY_METHODS,
-    pub VmbServerChannelInitSetSaveRestorePacketCallbacksEx: PFN_VMB_SERVER_CHANNEL_INIT_SET_SAVE_RESTORE_PACKET_CALLBACKS_EX,
+    pub VmbServerChannelInitSetSaveRestorePacketCallbacksEx:
+        PFN_VMB_SERVER_CHANNEL_INIT_SET_SAVE_RESTORE_PACKET_CALLBACKS_EX,
 }
 
 impl KMCL_SERVER_ONLY_METHODS_V5 {
@@ -351,7 +359,10 @@ impl KMCL_SERVER_INTERFACE_V1 {
     /// All-zero table (every slot `None`).
     #[must_use]
     pub const fn zeroed() -> Self {
-        Self { Client: KMCL_CLIENT_INTERFACE_V1::zeroed(), Server: KMCL_SERVER_ONLY_METHODS::zeroed() }
+        Self {
+            Client: KMCL_CLIENT_INTERFACE_V1::zeroed(),
+            Server: KMCL_SERVER_ONLY_METHODS::zeroed(),
+        }
     }
 }
 
@@ -375,7 +386,10 @@ impl KMCL_SERVER_INTERFACE_V5 {
     /// All-zero table (every slot `None`).
     #[must_use]
     pub const fn zeroed() -> Self {
-        Self { Client: KMCL_CLIENT_INTERFACE_V5::zeroed(), Server: KMCL_SERVER_ONLY_METHODS_V5::zeroed() }
+        Self {
+            Client: KMCL_CLIENT_INTERFACE_V5::zeroed(),
+            Server: KMCL_SERVER_ONLY_METHODS_V5::zeroed(),
+        }
     }
 }
 
@@ -403,65 +417,230 @@ const _: () = {
     assert!(size_of::<KMCL_SERVER_INTERFACE_V5>() == 0x260);
     assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, V4.V3.V2.V1.VmbChannelAllocate) == 0x020);
     assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, V4.V3.V2.V1.VmbChannelCleanup) == 0x028);
-    assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, V4.V3.V2.V1.VmbChannelCreateGpadlFromBuffer) == 0x030);
-    assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, V4.V3.V2.V1.VmbChannelCreateGpadlFromMdl) == 0x038);
+    assert!(
+        offset_of!(
+            KMCL_CLIENT_INTERFACE_V5,
+            V4.V3.V2.V1.VmbChannelCreateGpadlFromBuffer
+        ) == 0x030
+    );
+    assert!(
+        offset_of!(
+            KMCL_CLIENT_INTERFACE_V5,
+            V4.V3.V2.V1.VmbChannelCreateGpadlFromMdl
+        ) == 0x038
+    );
     assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, V4.V3.V2.V1.VmbChannelDeleteGpadl) == 0x040);
     assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, V4.V3.V2.V1.VmbChannelDisable) == 0x048);
     assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, V4.V3.V2.V1.VmbChannelEnable) == 0x050);
-    assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, V4.V3.V2.V1.VmbChannelGetInterfaceInstance) == 0x058);
+    assert!(
+        offset_of!(
+            KMCL_CLIENT_INTERFACE_V5,
+            V4.V3.V2.V1.VmbChannelGetInterfaceInstance
+        ) == 0x058
+    );
     assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, V4.V3.V2.V1.VmbChannelGetMmioSpace) == 0x060);
     assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, V4.V3.V2.V1.VmbChannelGetPointer) == 0x068);
-    assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, V4.V3.V2.V1.VmbChannelInitSetClientContextSize) == 0x070);
+    assert!(
+        offset_of!(
+            KMCL_CLIENT_INTERFACE_V5,
+            V4.V3.V2.V1.VmbChannelInitSetClientContextSize
+        ) == 0x070
+    );
     assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, V4.V3.V2.V1.VmbChannelInitSetFlags) == 0x078);
-    assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, V4.V3.V2.V1.VmbChannelInitSetFriendlyName) == 0x080);
-    assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, V4.V3.V2.V1.VmbChannelInitSetMaximumExternalData) == 0x088);
-    assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, V4.V3.V2.V1.VmbChannelInitSetMaximumPacketSize) == 0x090);
-    assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, V4.V3.V2.V1.VmbChannelInitSetProcessPacketCallbacks) == 0x098);
-    assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, V4.V3.V2.V1.VmbChannelInitSetStateChangeCallbacks) == 0x0A0);
-    assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, V4.V3.V2.V1.VmbChannelPacketComplete) == 0x0A8);
-    assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, V4.V3.V2.V1.VmbChannelPacketDeferToPassive) == 0x0B0);
+    assert!(
+        offset_of!(
+            KMCL_CLIENT_INTERFACE_V5,
+            V4.V3.V2.V1.VmbChannelInitSetFriendlyName
+        ) == 0x080
+    );
+    assert!(
+        offset_of!(
+            KMCL_CLIENT_INTERFACE_V5,
+            V4.V3.V2.V1.VmbChannelInitSetMaximumExternalData
+        ) == 0x088
+    );
+    assert!(
+        offset_of!(
+            KMCL_CLIENT_INTERFACE_V5,
+            V4.V3.V2.V1.VmbChannelInitSetMaximumPacketSize
+        ) == 0x090
+    );
+    assert!(
+        offset_of!(
+            KMCL_CLIENT_INTERFACE_V5,
+            V4.V3.V2.V1.VmbChannelInitSetProcessPacketCallbacks
+        ) == 0x098
+    );
+    assert!(
+        offset_of!(
+            KMCL_CLIENT_INTERFACE_V5,
+            V4.V3.V2.V1.VmbChannelInitSetStateChangeCallbacks
+        ) == 0x0A0
+    );
+    assert!(
+        offset_of!(
+            KMCL_CLIENT_INTERFACE_V5,
+            V4.V3.V2.V1.VmbChannelPacketComplete
+        ) == 0x0A8
+    );
+    assert!(
+        offset_of!(
+            KMCL_CLIENT_INTERFACE_V5,
+            V4.V3.V2.V1.VmbChannelPacketDeferToPassive
+        ) == 0x0B0
+    );
     assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, V4.V3.V2.V1.VmbChannelPacketFail) == 0x0B8);
-    assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, V4.V3.V2.V1.VmbChannelPacketGetExternalData) == 0x0C0);
+    assert!(
+        offset_of!(
+            KMCL_CLIENT_INTERFACE_V5,
+            V4.V3.V2.V1.VmbChannelPacketGetExternalData
+        ) == 0x0C0
+    );
     assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, V4.V3.V2.V1.VmbChannelPause) == 0x0C8);
-    assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, V4.V3.V2.V1.VmbChannelSendSynchronousRequest) == 0x0D0);
-    assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, V4.V3.V2.V1.VmbChannelSetIncomingProcessingAtPassive) == 0x0D8);
-    assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, V4.V3.V2.V1.VmbChannelSetInterruptLatency) == 0x0E0);
+    assert!(
+        offset_of!(
+            KMCL_CLIENT_INTERFACE_V5,
+            V4.V3.V2.V1.VmbChannelSendSynchronousRequest
+        ) == 0x0D0
+    );
+    assert!(
+        offset_of!(
+            KMCL_CLIENT_INTERFACE_V5,
+            V4.V3.V2.V1.VmbChannelSetIncomingProcessingAtPassive
+        ) == 0x0D8
+    );
+    assert!(
+        offset_of!(
+            KMCL_CLIENT_INTERFACE_V5,
+            V4.V3.V2.V1.VmbChannelSetInterruptLatency
+        ) == 0x0E0
+    );
     assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, V4.V3.V2.V1.VmbChannelSetPointer) == 0x0E8);
-    assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, V4.V3.V2.V1.VmbChannelSetTransactionQuota) == 0x0F0);
+    assert!(
+        offset_of!(
+            KMCL_CLIENT_INTERFACE_V5,
+            V4.V3.V2.V1.VmbChannelSetTransactionQuota
+        ) == 0x0F0
+    );
     assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, V4.V3.V2.V1.VmbChannelSizeofPacket) == 0x0F8);
     assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, V4.V3.V2.V1.VmbChannelStart) == 0x100);
-    assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, V4.V3.V2.V1.VmbClientChannelInitSetRingBufferPageCount) == 0x108);
-    assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, V4.V3.V2.V1.VmbClientChannelInitSetTargetPnp) == 0x110);
+    assert!(
+        offset_of!(
+            KMCL_CLIENT_INTERFACE_V5,
+            V4.V3.V2.V1.VmbClientChannelInitSetRingBufferPageCount
+        ) == 0x108
+    );
+    assert!(
+        offset_of!(
+            KMCL_CLIENT_INTERFACE_V5,
+            V4.V3.V2.V1.VmbClientChannelInitSetTargetPnp
+        ) == 0x110
+    );
     assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, V4.V3.V2.V1.VmbPacketAllocate) == 0x118);
     assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, V4.V3.V2.V1.VmbPacketFree) == 0x120);
     assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, V4.V3.V2.V1.VmbPacketGetChannel) == 0x128);
     assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, V4.V3.V2.V1.VmbPacketGetPointer) == 0x130);
     assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, V4.V3.V2.V1.VmbPacketInitialize) == 0x138);
     assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, V4.V3.V2.V1.VmbPacketSend) == 0x140);
-    assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, V4.V3.V2.V1.VmbPacketSendWithExternalMdl) == 0x148);
-    assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, V4.V3.V2.V1.VmbPacketSendWithExternalPfns) == 0x150);
-    assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, V4.V3.V2.V1.VmbPacketSetCompletionRoutine) == 0x158);
+    assert!(
+        offset_of!(
+            KMCL_CLIENT_INTERFACE_V5,
+            V4.V3.V2.V1.VmbPacketSendWithExternalMdl
+        ) == 0x148
+    );
+    assert!(
+        offset_of!(
+            KMCL_CLIENT_INTERFACE_V5,
+            V4.V3.V2.V1.VmbPacketSendWithExternalPfns
+        ) == 0x150
+    );
+    assert!(
+        offset_of!(
+            KMCL_CLIENT_INTERFACE_V5,
+            V4.V3.V2.V1.VmbPacketSetCompletionRoutine
+        ) == 0x158
+    );
     assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, V4.V3.V2.V1.VmbPacketSetPointer) == 0x160);
-    assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, V4.V3.V2.VmbChannelPacketGetClientContext) == 0x168);
-    assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, V4.V3.V2.VmbChannelGetTargetDeviceObject) == 0x170);
-    assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, V4.V3.V2.VmbChannelGetParentDeviceObject) == 0x178);
-    assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, V4.V3.VmbChannelInitSetBounceBufferSizes) == 0x180);
-    assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, V4.V3.VmbChannelAllocateBounceBuffer) == 0x188);
-    assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, V4.VmbChannelInitSetMaximumPacketCount) == 0x190);
-    assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, V4.VmbChannelCreateGpadlFromPfnList) == 0x198);
+    assert!(
+        offset_of!(
+            KMCL_CLIENT_INTERFACE_V5,
+            V4.V3.V2.VmbChannelPacketGetClientContext
+        ) == 0x168
+    );
+    assert!(
+        offset_of!(
+            KMCL_CLIENT_INTERFACE_V5,
+            V4.V3.V2.VmbChannelGetTargetDeviceObject
+        ) == 0x170
+    );
+    assert!(
+        offset_of!(
+            KMCL_CLIENT_INTERFACE_V5,
+            V4.V3.V2.VmbChannelGetParentDeviceObject
+        ) == 0x178
+    );
+    assert!(
+        offset_of!(
+            KMCL_CLIENT_INTERFACE_V5,
+            V4.V3.VmbChannelInitSetBounceBufferSizes
+        ) == 0x180
+    );
+    assert!(
+        offset_of!(
+            KMCL_CLIENT_INTERFACE_V5,
+            V4.V3.VmbChannelAllocateBounceBuffer
+        ) == 0x188
+    );
+    assert!(
+        offset_of!(
+            KMCL_CLIENT_INTERFACE_V5,
+            V4.VmbChannelInitSetMaximumPacketCount
+        ) == 0x190
+    );
+    assert!(
+        offset_of!(
+            KMCL_CLIENT_INTERFACE_V5,
+            V4.VmbChannelCreateGpadlFromPfnList
+        ) == 0x198
+    );
     assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, VmbChannelInitSetPrimaryChannel) == 0x1A0);
     assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, VmbChannelInitialize) == 0x1A8);
     assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, VmbChannelSetAllowableDpcCpuUsage) == 0x1B0);
-    assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, VmbClientChannelInitSetTargetProcessorIndex) == 0x1B8);
+    assert!(
+        offset_of!(
+            KMCL_CLIENT_INTERFACE_V5,
+            VmbClientChannelInitSetTargetProcessorIndex
+        ) == 0x1B8
+    );
     assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, VmbSizeofChannel) == 0x1C0);
-    assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, VmbChannelInitSetInlinePacketContextSize) == 0x1C8);
-    assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, VmbPacketGetInlinePacketContextPointer) == 0x1D0);
-    assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, VmbChannelInitSetProcessPacketCallbacksEx) == 0x1D8);
+    assert!(
+        offset_of!(
+            KMCL_CLIENT_INTERFACE_V5,
+            VmbChannelInitSetInlinePacketContextSize
+        ) == 0x1C8
+    );
+    assert!(
+        offset_of!(
+            KMCL_CLIENT_INTERFACE_V5,
+            VmbPacketGetInlinePacketContextPointer
+        ) == 0x1D0
+    );
+    assert!(
+        offset_of!(
+            KMCL_CLIENT_INTERFACE_V5,
+            VmbChannelInitSetProcessPacketCallbacksEx
+        ) == 0x1D8
+    );
     assert!(offset_of!(KMCL_CLIENT_INTERFACE_V5, VmbPacketSetCompletionRoutineEx) == 0x1E0);
     assert!(offset_of!(KMCL_SERVER_INTERFACE_V1, Server.VmbChannelMapGpadl) == 0x168);
     assert!(offset_of!(KMCL_SERVER_INTERFACE_V5, Server.V1.VmbChannelMapGpadl) == 0x1E8);
     assert!(offset_of!(KMCL_SERVER_INTERFACE_V1, Server.VmbChannelRestoreFromBuffer) == 0x170);
-    assert!(offset_of!(KMCL_SERVER_INTERFACE_V5, Server.V1.VmbChannelRestoreFromBuffer) == 0x1F0);
+    assert!(
+        offset_of!(
+            KMCL_SERVER_INTERFACE_V5,
+            Server.V1.VmbChannelRestoreFromBuffer
+        ) == 0x1F0
+    );
     assert!(offset_of!(KMCL_SERVER_INTERFACE_V1, Server.VmbChannelSaveBegin) == 0x178);
     assert!(offset_of!(KMCL_SERVER_INTERFACE_V5, Server.V1.VmbChannelSaveBegin) == 0x1F8);
     assert!(offset_of!(KMCL_SERVER_INTERFACE_V1, Server.VmbChannelSaveContinue) == 0x180);
@@ -470,21 +649,96 @@ const _: () = {
     assert!(offset_of!(KMCL_SERVER_INTERFACE_V5, Server.V1.VmbChannelSaveEnd) == 0x208);
     assert!(offset_of!(KMCL_SERVER_INTERFACE_V1, Server.VmbChannelUnmapGpadl) == 0x190);
     assert!(offset_of!(KMCL_SERVER_INTERFACE_V5, Server.V1.VmbChannelUnmapGpadl) == 0x210);
-    assert!(offset_of!(KMCL_SERVER_INTERFACE_V1, Server.VmbConvertVmbusHandleToKernelHandle) == 0x198);
-    assert!(offset_of!(KMCL_SERVER_INTERFACE_V5, Server.V1.VmbConvertVmbusHandleToKernelHandle) == 0x218);
+    assert!(
+        offset_of!(
+            KMCL_SERVER_INTERFACE_V1,
+            Server.VmbConvertVmbusHandleToKernelHandle
+        ) == 0x198
+    );
+    assert!(
+        offset_of!(
+            KMCL_SERVER_INTERFACE_V5,
+            Server.V1.VmbConvertVmbusHandleToKernelHandle
+        ) == 0x218
+    );
     assert!(offset_of!(KMCL_SERVER_INTERFACE_V1, Server.VmbPacketRestore) == 0x1A0);
     assert!(offset_of!(KMCL_SERVER_INTERFACE_V5, Server.V1.VmbPacketRestore) == 0x220);
-    assert!(offset_of!(KMCL_SERVER_INTERFACE_V1, Server.VmbServerChannelInitSetFlags) == 0x1A8);
-    assert!(offset_of!(KMCL_SERVER_INTERFACE_V5, Server.V1.VmbServerChannelInitSetFlags) == 0x228);
-    assert!(offset_of!(KMCL_SERVER_INTERFACE_V1, Server.VmbServerChannelInitSetMmioMegabytes) == 0x1B0);
-    assert!(offset_of!(KMCL_SERVER_INTERFACE_V5, Server.V1.VmbServerChannelInitSetMmioMegabytes) == 0x230);
-    assert!(offset_of!(KMCL_SERVER_INTERFACE_V1, Server.VmbServerChannelInitSetSaveRestorePacketCallbacks) == 0x1B8);
-    assert!(offset_of!(KMCL_SERVER_INTERFACE_V5, Server.V1.VmbServerChannelInitSetSaveRestorePacketCallbacks) == 0x238);
-    assert!(offset_of!(KMCL_SERVER_INTERFACE_V1, Server.VmbServerChannelInitSetTargetInterfaceId) == 0x1C0);
-    assert!(offset_of!(KMCL_SERVER_INTERFACE_V5, Server.V1.VmbServerChannelInitSetTargetInterfaceId) == 0x240);
-    assert!(offset_of!(KMCL_SERVER_INTERFACE_V1, Server.VmbServerChannelInitSetTargetVtl) == 0x1C8);
-    assert!(offset_of!(KMCL_SERVER_INTERFACE_V5, Server.V1.VmbServerChannelInitSetTargetVtl) == 0x248);
-    assert!(offset_of!(KMCL_SERVER_INTERFACE_V1, Server.VmbServerChannelInitSetVmbusHandle) == 0x1D0);
-    assert!(offset_of!(KMCL_SERVER_INTERFACE_V5, Server.V1.VmbServerChannelInitSetVmbusHandle) == 0x250);
-    assert!(offset_of!(KMCL_SERVER_INTERFACE_V5, Server.VmbServerChannelInitSetSaveRestorePacketCallbacksEx) == 0x258);
+    assert!(
+        offset_of!(
+            KMCL_SERVER_INTERFACE_V1,
+            Server.VmbServerChannelInitSetFlags
+        ) == 0x1A8
+    );
+    assert!(
+        offset_of!(
+            KMCL_SERVER_INTERFACE_V5,
+            Server.V1.VmbServerChannelInitSetFlags
+        ) == 0x228
+    );
+    assert!(
+        offset_of!(
+            KMCL_SERVER_INTERFACE_V1,
+            Server.VmbServerChannelInitSetMmioMegabytes
+        ) == 0x1B0
+    );
+    assert!(
+        offset_of!(
+            KMCL_SERVER_INTERFACE_V5,
+            Server.V1.VmbServerChannelInitSetMmioMegabytes
+        ) == 0x230
+    );
+    assert!(
+        offset_of!(
+            KMCL_SERVER_INTERFACE_V1,
+            Server.VmbServerChannelInitSetSaveRestorePacketCallbacks
+        ) == 0x1B8
+    );
+    assert!(
+        offset_of!(
+            KMCL_SERVER_INTERFACE_V5,
+            Server.V1.VmbServerChannelInitSetSaveRestorePacketCallbacks
+        ) == 0x238
+    );
+    assert!(
+        offset_of!(
+            KMCL_SERVER_INTERFACE_V1,
+            Server.VmbServerChannelInitSetTargetInterfaceId
+        ) == 0x1C0
+    );
+    assert!(
+        offset_of!(
+            KMCL_SERVER_INTERFACE_V5,
+            Server.V1.VmbServerChannelInitSetTargetInterfaceId
+        ) == 0x240
+    );
+    assert!(
+        offset_of!(
+            KMCL_SERVER_INTERFACE_V1,
+            Server.VmbServerChannelInitSetTargetVtl
+        ) == 0x1C8
+    );
+    assert!(
+        offset_of!(
+            KMCL_SERVER_INTERFACE_V5,
+            Server.V1.VmbServerChannelInitSetTargetVtl
+        ) == 0x248
+    );
+    assert!(
+        offset_of!(
+            KMCL_SERVER_INTERFACE_V1,
+            Server.VmbServerChannelInitSetVmbusHandle
+        ) == 0x1D0
+    );
+    assert!(
+        offset_of!(
+            KMCL_SERVER_INTERFACE_V5,
+            Server.V1.VmbServerChannelInitSetVmbusHandle
+        ) == 0x250
+    );
+    assert!(
+        offset_of!(
+            KMCL_SERVER_INTERFACE_V5,
+            Server.VmbServerChannelInitSetSaveRestorePacketCallbacksEx
+        ) == 0x258
+    );
 };

@@ -70,13 +70,23 @@ impl GUID {
     /// The same value `DEFINE_GUID(name, l, w1, w2, b1..b8)` produces.
     #[must_use]
     pub const fn from_fields(data1: u32, data2: u16, data3: u16, data4: [u8; 8]) -> Self {
-        Self { Data1: data1, Data2: data2, Data3: data3, Data4: data4 }
+        Self {
+            Data1: data1,
+            Data2: data2,
+            Data3: data3,
+            Data4: data4,
+        }
     }
 
     /// `GUID_NULL`.
     #[must_use]
     pub const fn zeroed() -> Self {
-        Self { Data1: 0, Data2: 0, Data3: 0, Data4: [0; 8] }
+        Self {
+            Data1: 0,
+            Data2: 0,
+            Data3: 0,
+            Data4: [0; 8],
+        }
     }
 }
 
