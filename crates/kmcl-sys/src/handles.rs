@@ -39,5 +39,3 @@ pub type VMBPACKET = *mut VMBPACKET__;
 /// `VmbChannelPacketComplete`. Not a [`VMBPACKET`].
 pub type VMBPACKETCOMPLETION = *mut VMBPACKETCOMPLETION__;
 
-/// `PVMBCHANNEL`.
-pub type PVMBCHANNEL = *mut VMBCHANNEL;

@@ -13,9 +13,6 @@ use crate::callbacks::{
     PFN_VMB_CHANNEL_STARTED, PFN_VMB_CHANNEL_STARTED_EX, PFN_VMB_CHANNEL_SUSPEND,
     PFN_VMB_CHANNEL_SUSPEND_EX,
 };
-use crate::constants::{
-    VMB_CHANNEL_STATE_CHANGE_CALLBACKS_VERSION_1, VMB_CHANNEL_STATE_CHANGE_CALLBACKS_VERSION_5,
-};
 use crate::types::{PVOID, ULONG};
 
 /// `VMB_CHANNEL_STATE_CHANGE_CALLBACKS` (Version 1, 48 bytes on x64).
@@ -51,6 +48,11 @@ pub struct VMB_CHANNEL_STATE_CHANGE_CALLBACKS_V5 {
 /// `PVMB_CHANNEL_STATE_CHANGE_CALLBACKS_V5`.
 pub type PVMB_CHANNEL_STATE_CHANGE_CALLBACKS_V5 = *mut VMB_CHANNEL_STATE_CHANGE_CALLBACKS_V5;
 
+/// `Version` the header's `VMB_CHANNEL_STATE_CHANGE_CALLBACKS_INIT` writes (a literal in C).
+const VERSION_1: ULONG = 1;
+/// `Version` the header's `VMB_CHANNEL_STATE_CHANGE_CALLBACKS_INIT_V5` writes (a literal in C).
+const VERSION_5: ULONG = 5;
+
 #[allow(clippy::cast_possible_truncation)]
 const SIZE_V1: ULONG = core::mem::size_of::<VMB_CHANNEL_STATE_CHANGE_CALLBACKS>() as ULONG;
 #[allow(clippy::cast_possible_truncation)]
@@ -60,7 +62,7 @@ const SIZE_V5: ULONG = core::mem::size_of::<VMB_CHANNEL_STATE_CHANGE_CALLBACKS_V
 #[must_use]
 pub const fn VMB_CHANNEL_STATE_CHANGE_CALLBACKS_INIT() -> VMB_CHANNEL_STATE_CHANGE_CALLBACKS {
     VMB_CHANNEL_STATE_CHANGE_CALLBACKS {
-        Version: VMB_CHANNEL_STATE_CHANGE_CALLBACKS_VERSION_1,
+        Version: VERSION_1,
         Size: SIZE_V1,
         EvtChannelOpened: None,
         EvtChannelClosed: None,
@@ -74,7 +76,7 @@ pub const fn VMB_CHANNEL_STATE_CHANGE_CALLBACKS_INIT() -> VMB_CHANNEL_STATE_CHAN
 #[must_use]
 pub const fn VMB_CHANNEL_STATE_CHANGE_CALLBACKS_INIT_V5() -> VMB_CHANNEL_STATE_CHANGE_CALLBACKS_V5 {
     VMB_CHANNEL_STATE_CHANGE_CALLBACKS_V5 {
-        Version: VMB_CHANNEL_STATE_CHANGE_CALLBACKS_VERSION_5,
+        Version: VERSION_5,
         Size: SIZE_V5,
         CallbackContext: core::ptr::null_mut(),
         EvtChannelOpenedEx: None,
