@@ -797,25 +797,38 @@ impl Ring {
         }
     }
 
-    /// Data word at byte offset `at` (8-aligned, < dsize).
-    fn data(&self, at: u32) -> &AtomicU64 {
-        self.mem.word(self.data_word + at as usize / 8)
+    /// The data area's words.
+    fn data_words(&self) -> &[AtomicU64] {
+        let first = self.mem.base + self.data_word;
+        &self.mem.words[first..first + self.dsize as usize / 8]
     }
 }
 
 /// Sequential word writer over the data area, wrapping at dsize. Words are stored as
 /// little-endian values, so the bytes in memory are the wire bytes on any host.
 struct WordWriter<'r> {
-    ring: &'r Ring,
-    at: u32,
+    words: &'r [AtomicU64],
+    i: usize,
 }
 
-impl WordWriter<'_> {
+impl<'r> WordWriter<'r> {
+    fn new(ring: &'r Ring, at: u32) -> Self {
+        Self {
+            words: ring.data_words(),
+            i: at as usize / 8,
+        }
+    }
+
+    fn store(&mut self, raw: u64) {
+        self.words[self.i].store(raw, Ordering::Relaxed);
+        self.i += 1;
+        if self.i == self.words.len() {
+            self.i = 0;
+        }
+    }
+
     fn put(&mut self, value: u64) {
-        self.ring
-            .data(self.at)
-            .store(value.to_le(), Ordering::Relaxed);
-        self.at = self.ring.add(self.at, 8);
+        self.store(value.to_le());
     }
 
     fn put_bytes(&mut self, bytes: &[u8]) {
@@ -823,43 +836,51 @@ impl WordWriter<'_> {
         for chunk in &mut chunks {
             let mut b = [0u8; 8];
             b.copy_from_slice(chunk);
-            self.ring
-                .data(self.at)
-                .store(u64::from_ne_bytes(b), Ordering::Relaxed);
-            self.at = self.ring.add(self.at, 8);
+            self.store(u64::from_ne_bytes(b));
         }
         let rest = chunks.remainder();
         if !rest.is_empty() {
             let mut b = [0u8; 8];
             b[..rest.len()].copy_from_slice(rest);
-            self.ring
-                .data(self.at)
-                .store(u64::from_ne_bytes(b), Ordering::Relaxed);
-            self.at = self.ring.add(self.at, 8);
+            self.store(u64::from_ne_bytes(b));
         }
     }
 }
 
 /// Sequential word reader over the data area, wrapping at dsize.
 struct WordReader<'r> {
-    ring: &'r Ring,
-    at: u32,
+    words: &'r [AtomicU64],
+    i: usize,
 }
 
-impl WordReader<'_> {
-    fn get(&mut self) -> u64 {
-        let v = u64::from_le(self.ring.data(self.at).load(Ordering::Relaxed));
-        self.at = self.ring.add(self.at, 8);
-        v
+impl<'r> WordReader<'r> {
+    fn new(ring: &'r Ring, at: u32) -> Self {
+        Self {
+            words: ring.data_words(),
+            i: at as usize / 8,
+        }
     }
 
-    fn get_bytes(&mut self, n_words: usize, out: &mut Vec<u8>) {
-        out.reserve(n_words * 8);
-        for _ in 0..n_words {
-            let w = self.ring.data(self.at).load(Ordering::Relaxed);
-            out.extend_from_slice(&w.to_ne_bytes());
-            self.at = self.ring.add(self.at, 8);
+    fn load(&mut self) -> u64 {
+        let raw = self.words[self.i].load(Ordering::Relaxed);
+        self.i += 1;
+        if self.i == self.words.len() {
+            self.i = 0;
         }
+        raw
+    }
+
+    fn get(&mut self) -> u64 {
+        u64::from_le(self.load())
+    }
+
+    fn get_bytes(&mut self, n_words: usize) -> Vec<u8> {
+        let mut out = vec![0u8; n_words * 8];
+        for chunk in out.chunks_exact_mut(8) {
+            let raw = self.load();
+            chunk.copy_from_slice(&raw.to_ne_bytes());
+        }
+        out
     }
 }
 
@@ -981,10 +1002,7 @@ impl OutgoingRing {
             return Err(WriteError::TooLarge { needed: total, max });
         };
         let start = self.reserve(total)?;
-        let mut w = WordWriter {
-            ring: &self.ring,
-            at: start,
-        };
+        let mut w = WordWriter::new(&self.ring, start);
         let packet_type = packet.kind.packet_type().0;
         w.put(
             u64::from(packet_type)
@@ -1068,11 +1086,7 @@ impl OutgoingRing {
             });
         }
         let start = self.reserve(total)?;
-        WordWriter {
-            ring: &self.ring,
-            at: start,
-        }
-        .put_bytes(bytes);
+        WordWriter::new(&self.ring, start).put_bytes(bytes);
         Ok(self.commit(start, total as u32))
     }
 
@@ -1217,7 +1231,7 @@ impl IncomingRing {
         if avail < DESCRIPTOR_SIZE {
             return Err(corrupt(CorruptReason::DescriptorTruncated));
         }
-        let mut r = WordReader { ring, at };
+        let mut r = WordReader::new(ring, at);
         let d0 = r.get();
         let transaction_id = r.get();
         let packet_type = PacketType((d0 & 0xffff) as u16);
@@ -1312,18 +1326,10 @@ impl IncomingRing {
             }
             _ => return Err(corrupt(CorruptReason::UnknownType)),
         };
-        let mut payload = Vec::new();
-        let mut p = WordReader {
-            ring,
-            at: ring.add(at, u32::from(offset8) * 8),
-        };
-        p.get_bytes(usize::from(len8 - offset8), &mut payload);
+        let payload = WordReader::new(ring, ring.add(at, u32::from(offset8) * 8))
+            .get_bytes(usize::from(len8 - offset8));
         // `len` + 8 <= avail < dsize, so these fit in u32.
-        let trailer = WordReader {
-            ring,
-            at: ring.add(at, len as u32),
-        }
-        .get();
+        let trailer = WordReader::new(ring, ring.add(at, len as u32)).get();
         if self.check_trailer && trailer != u64::from(at) << 32 {
             return Err(corrupt(CorruptReason::BadTrailer));
         }
