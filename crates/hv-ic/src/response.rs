@@ -167,9 +167,10 @@ pub const TICKET_BODY_PREFIX: usize = 32;
 /// (user mode decides a shutdown long after the packet was completed).
 ///
 /// The response it writes has the request's length, header (flags
-/// TRANSACTION | RESPONSE, chosen status, transaction id echoed) and the first
-/// [`TICKET_BODY_PREFIX`] body bytes; the remaining bytes (the shutdown display text) are
-/// zero. OpenVMM's host reads only the status; Linux echoes the full request.
+/// TRANSACTION | RESPONSE, chosen status, transaction id echoed) and the kept body
+/// prefix (up to [`TICKET_BODY_PREFIX`] bytes; for shutdown only the 12-byte head);
+/// the remaining bytes (the shutdown display text) are zero. OpenVMM's host reads
+/// only the status; Linux echoes the full request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ResponseTicket {
     framing: Framing,
@@ -180,11 +181,19 @@ pub struct ResponseTicket {
 }
 
 impl ResponseTicket {
-    /// Remembers `msg` (received with `framing`) so it can be answered later.
+    /// Remembers `msg` (received with `framing`) so it can be answered later, keeping the
+    /// first [`TICKET_BODY_PREFIX`] body bytes.
     #[must_use]
     pub fn new(msg: &Message<'_>, framing: Framing) -> Self {
+        Self::with_body_prefix(msg, framing, TICKET_BODY_PREFIX)
+    }
+
+    /// As [`ResponseTicket::new`], keeping only the first `keep` body bytes
+    /// (at most [`TICKET_BODY_PREFIX`]); the answer has zeros after them.
+    #[must_use]
+    pub fn with_body_prefix(msg: &Message<'_>, framing: Framing, keep: usize) -> Self {
         let mut body_prefix = [0u8; TICKET_BODY_PREFIX];
-        let n = msg.body.len().min(TICKET_BODY_PREFIX);
+        let n = msg.body.len().min(keep).min(TICKET_BODY_PREFIX);
         if let (Some(dst), Some(src)) = (body_prefix.get_mut(..n), msg.body.get(..n)) {
             dst.copy_from_slice(src);
         }

@@ -122,7 +122,7 @@ impl ShutdownRequest {
     pub fn from_message(msg: &Message<'_>, framing: Framing) -> Result<Self, ParseError> {
         Ok(Self {
             params: parse_shutdown(msg.body)?,
-            ticket: ResponseTicket::new(msg, framing),
+            ticket: ResponseTicket::with_body_prefix(msg, framing, SHUTDOWN_HEAD_LEN),
         })
     }
 
