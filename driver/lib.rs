@@ -1,4 +1,25 @@
 //! `vmbridge`: a KMDF driver that binds to a Hyper-V VMBus channel through KMCL.
 //!
-//! C header: `vmbuskernelmodeclientlibapi.h` (through `kmcl-sys`).
+//! C header: `vmbuskernelmodeclientlibapi.h` (through `kmcl-sys`/`kmcl`), `wdf.h` (through
+//! `wdk-sys`, Windows only).
+//!
+//! # Code tour
+//!
+//! * [`bridge`] (`driver/core/`): the portable core — the user-mode ABI, the
+//!   configuration, the bounded packet queue and the request state machine. No unsafe.
+//! * [`trace`]: the `VmBridge` ETW TraceLogging provider, mirrored to a host sink.
+//! * `kmdf` (`driver/kmdf/`, Windows only): `DriverEntry`, `EvtDriverDeviceAdd`, PnP and
+//!   I/O callbacks, the `WDFSPINLOCK` lock; all WDF calls through
+//!   `call_unsafe_wdf_function_binding!`.
+//!
+//! On Windows targets the crate is `no_std` (a kernel-mode `cdylib`); on any other host
+//! it is a `std` rlib used by the simulator, the tests and `examples/simulate.rs`.
 #![cfg_attr(windows, no_std)]
+
+extern crate alloc;
+
+#[path = "core/mod.rs"]
+pub mod bridge;
+pub mod trace;
+#[cfg(not(windows))]
+pub mod host;

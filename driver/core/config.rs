@@ -1,0 +1,292 @@
+//! Driver configuration: registry values under the device's `Parameters` key.
+//!
+//! C header: none; the values are written by `inf/vmbridge.inx` (`HKR,Parameters,...`)
+//! and read by the KMDF glue with `WdfDeviceOpenRegistryKey` + `WdfRegistryQueryULong`.
+//!
+//! The configuration is a plain struct parsed from key/value pairs, so the same parser
+//! serves the registry (Windows), the simulator and the tests. Parsing never fails: an
+//! unknown key, a wrong type or an out-of-range value is reported as an [`Issue`] and
+//! the default is kept, so a bad registry edit cannot stop the device from starting.
+
+use alloc::vec::Vec;
+
+/// Registry value name of [`Config::processing_mode`] (`REG_DWORD`: 0 dispatch, 1 passive).
+pub const KEY_PROCESSING_MODE: &str = "ProcessingMode";
+/// Registry value name of [`Config::queue_depth`] (`REG_DWORD`).
+pub const KEY_QUEUE_DEPTH: &str = "QueueDepth";
+/// Registry value name of [`Config::max_packet_size`] (`REG_DWORD`).
+pub const KEY_MAX_PACKET_SIZE: &str = "MaxPacketSize";
+/// Registry value name of [`Config::max_pending_reads`] (`REG_DWORD`).
+pub const KEY_MAX_PENDING_READS: &str = "MaxPendingReads";
+/// Registry value name of [`Config::max_pending_sends`] (`REG_DWORD`).
+pub const KEY_MAX_PENDING_SENDS: &str = "MaxPendingSends";
+/// Registry value name of [`Config::ring_buffer_pages`] (`REG_DWORD`).
+pub const KEY_RING_BUFFER_PAGES: &str = "RingBufferPages";
+
+/// Every value name the parser understands (the INF test checks the INF against it).
+pub const KEYS: [&str; 6] = [
+    KEY_PROCESSING_MODE,
+    KEY_QUEUE_DEPTH,
+    KEY_MAX_PACKET_SIZE,
+    KEY_MAX_PENDING_READS,
+    KEY_MAX_PENDING_SENDS,
+    KEY_RING_BUFFER_PAGES,
+];
+
+/// Where incoming packets are processed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProcessingMode {
+    /// KMCL's DPC at DISPATCH_LEVEL (the KMCL default). Registry value 0.
+    Dispatch,
+    /// KMCL's worker thread at PASSIVE_LEVEL (`VmbChannelSetIncomingProcessingAtPassive`).
+    /// Registry value 1.
+    Passive,
+}
+
+impl ProcessingMode {
+    /// The registry encoding (0 or 1).
+    #[must_use]
+    pub const fn as_dword(self) -> u32 {
+        match self {
+            Self::Dispatch => 0,
+            Self::Passive => 1,
+        }
+    }
+
+    /// Parses the registry encoding.
+    #[must_use]
+    pub const fn from_dword(v: u32) -> Option<Self> {
+        match v {
+            0 => Some(Self::Dispatch),
+            1 => Some(Self::Passive),
+            _ => None,
+        }
+    }
+
+    /// Parses `dispatch` / `passive` (any case), as the simulator's `--mode` takes.
+    #[must_use]
+    pub fn from_name(s: &str) -> Option<Self> {
+        if s.eq_ignore_ascii_case("dispatch") {
+            Some(Self::Dispatch)
+        } else if s.eq_ignore_ascii_case("passive") {
+            Some(Self::Passive)
+        } else {
+            None
+        }
+    }
+
+    /// `dispatch` or `passive`.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Dispatch => "dispatch",
+            Self::Passive => "passive",
+        }
+    }
+}
+
+/// A registry value as the glue read it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Value<'a> {
+    /// `REG_DWORD`.
+    Dword(u32),
+    /// `REG_SZ` (accepted for `ProcessingMode`: `dispatch` / `passive`).
+    Str(&'a str),
+}
+
+/// Why a value was ignored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IssueKind {
+    /// The name is none of [`KEYS`].
+    UnknownKey,
+    /// `REG_SZ` where a `REG_DWORD` is required, or an unknown mode name.
+    WrongType,
+    /// Outside the documented range; the default was kept.
+    OutOfRange,
+}
+
+/// One ignored value: its (known) key or `"?"`, what was wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Issue {
+    /// The registry value name, as in [`KEYS`] (or `"?"` for an unknown key).
+    pub key: &'static str,
+    /// What was wrong.
+    pub kind: IssueKind,
+}
+
+/// The bridge's configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// DISPATCH (default) or PASSIVE processing of incoming packets.
+    pub processing_mode: ProcessingMode,
+    /// Packets held for user mode (queued or awaiting a response), 1..=4096, default 64.
+    /// Also the channel's transaction quota, so KMCL never delivers more.
+    pub queue_depth: u32,
+    /// Largest payload sent or received, 64..=1 MiB, default 4096.
+    pub max_packet_size: u32,
+    /// Reads that may pend at once, 1..=1024, default 64.
+    pub max_pending_reads: u32,
+    /// Sends that may wait for a completion at once, 1..=1024, default 32.
+    pub max_pending_sends: u32,
+    /// Pages of each ring (incoming and outgoing), 2..=512, default 16.
+    pub ring_buffer_pages: u32,
+}
+
+/// Inclusive ranges of the numeric keys.
+const QUEUE_DEPTH_RANGE: (u32, u32) = (1, 4096);
+const MAX_PACKET_SIZE_RANGE: (u32, u32) = (64, 1 << 20);
+const PENDING_RANGE: (u32, u32) = (1, 1024);
+const RING_PAGES_RANGE: (u32, u32) = (2, 512);
+
+impl Default for Config {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+impl Config {
+    /// The defaults (also written by the INF).
+    pub const DEFAULT: Self = Self {
+        processing_mode: ProcessingMode::Dispatch,
+        queue_depth: 64,
+        max_packet_size: 4096,
+        max_pending_reads: 64,
+        max_pending_sends: 32,
+        ring_buffer_pages: 16,
+    };
+
+    /// Parses key/value pairs (value names are case-insensitive, as in the registry).
+    /// Later values for the same key win. Never fails; see [`Parsed::issues`].
+    pub fn parse<'a>(pairs: impl IntoIterator<Item = (&'a str, Value<'a>)>) -> Parsed {
+        let mut config = Self::DEFAULT;
+        let mut issues = Vec::new();
+        for (name, value) in pairs {
+            let Some(key) = KEYS.iter().copied().find(|k| k.eq_ignore_ascii_case(name)) else {
+                issues.push(Issue { key: "?", kind: IssueKind::UnknownKey });
+                continue;
+            };
+            if let Err(kind) = config.apply(key, value) {
+                issues.push(Issue { key, kind });
+            }
+        }
+        Parsed { config, issues }
+    }
+
+    fn apply(&mut self, key: &'static str, value: Value<'_>) -> Result<(), IssueKind> {
+        if key == KEY_PROCESSING_MODE {
+            let mode = match value {
+                Value::Dword(v) => ProcessingMode::from_dword(v).ok_or(IssueKind::OutOfRange)?,
+                Value::Str(s) => ProcessingMode::from_name(s).ok_or(IssueKind::WrongType)?,
+            };
+            self.processing_mode = mode;
+            return Ok(());
+        }
+        let Value::Dword(v) = value else {
+            return Err(IssueKind::WrongType);
+        };
+        let (slot, (lo, hi)) = match key {
+            KEY_QUEUE_DEPTH => (&mut self.queue_depth, QUEUE_DEPTH_RANGE),
+            KEY_MAX_PACKET_SIZE => (&mut self.max_packet_size, MAX_PACKET_SIZE_RANGE),
+            KEY_MAX_PENDING_READS => (&mut self.max_pending_reads, PENDING_RANGE),
+            KEY_MAX_PENDING_SENDS => (&mut self.max_pending_sends, PENDING_RANGE),
+            _ => (&mut self.ring_buffer_pages, RING_PAGES_RANGE),
+        };
+        if !(lo..=hi).contains(&v) {
+            return Err(IssueKind::OutOfRange);
+        }
+        *slot = v;
+        Ok(())
+    }
+}
+
+/// The result of [`Config::parse`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Parsed {
+    /// The configuration (defaults where a value was missing or ignored).
+    pub config: Config,
+    /// Values that were ignored, in input order.
+    pub issues: Vec<Issue>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_values_take_defaults() {
+        let p = Config::parse([]);
+        assert_eq!(p.config, Config::DEFAULT);
+        assert!(p.issues.is_empty());
+    }
+
+    #[test]
+    fn parses_every_key_case_insensitively() {
+        let p = Config::parse([
+            ("processingmode", Value::Dword(1)),
+            ("QUEUEDEPTH", Value::Dword(8)),
+            ("MaxPacketSize", Value::Dword(65536)),
+            ("MaxPendingReads", Value::Dword(2)),
+            ("MaxPendingSends", Value::Dword(3)),
+            ("RingBufferPages", Value::Dword(64)),
+        ]);
+        assert!(p.issues.is_empty(), "{:?}", p.issues);
+        assert_eq!(
+            p.config,
+            Config {
+                processing_mode: ProcessingMode::Passive,
+                queue_depth: 8,
+                max_packet_size: 65536,
+                max_pending_reads: 2,
+                max_pending_sends: 3,
+                ring_buffer_pages: 64,
+            }
+        );
+    }
+
+    #[test]
+    fn out_of_range_value_keeps_default_and_reports() {
+        let p = Config::parse([
+            ("QueueDepth", Value::Dword(0)),
+            ("ProcessingMode", Value::Dword(2)),
+            ("MaxPacketSize", Value::Dword(8)),
+        ]);
+        assert_eq!(p.config, Config::DEFAULT);
+        assert_eq!(
+            p.issues,
+            [
+                Issue { key: KEY_QUEUE_DEPTH, kind: IssueKind::OutOfRange },
+                Issue { key: KEY_PROCESSING_MODE, kind: IssueKind::OutOfRange },
+                Issue { key: KEY_MAX_PACKET_SIZE, kind: IssueKind::OutOfRange },
+            ]
+        );
+    }
+
+    #[test]
+    fn wrong_type_and_unknown_key_are_reported() {
+        let p = Config::parse([
+            ("QueueDepth", Value::Str("8")),
+            ("ProcessingMode", Value::Str("Passive")),
+            ("ProcessingMod", Value::Dword(1)),
+            ("ProcessingMode", Value::Str("fast")),
+        ]);
+        assert_eq!(p.config.queue_depth, 64);
+        assert_eq!(p.config.processing_mode, ProcessingMode::Passive);
+        assert_eq!(
+            p.issues,
+            [
+                Issue { key: KEY_QUEUE_DEPTH, kind: IssueKind::WrongType },
+                Issue { key: "?", kind: IssueKind::UnknownKey },
+                Issue { key: KEY_PROCESSING_MODE, kind: IssueKind::WrongType },
+            ]
+        );
+    }
+
+    #[test]
+    fn range_bounds_are_inclusive() {
+        let p = Config::parse([("QueueDepth", Value::Dword(4096)), ("RingBufferPages", Value::Dword(2))]);
+        assert!(p.issues.is_empty());
+        assert_eq!(p.config.queue_depth, 4096);
+        let p = Config::parse([("QueueDepth", Value::Dword(4097))]);
+        assert_eq!(p.config.queue_depth, 64);
+    }
+}

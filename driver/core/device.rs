@@ -1,0 +1,976 @@
+//! The bridge: per-device state joining the VMBus channel and user-mode requests.
+//!
+//! C header: `vmbuskernelmodeclientlibapi.h` (packet completion, transaction quota,
+//! state-change callbacks); `wdfrequest.h` (request completion and cancellation).
+//!
+//! # Rules the bridge keeps
+//!
+//! * Every packet it is given is completed exactly once: when a plain read takes it,
+//!   when user mode answers it, when its handle closes, or when the channel suspends.
+//!   Packets wait uncompleted in a bounded queue; with the transaction quota set to
+//!   [`Config::queue_depth`], KMCL stops delivering when the queue is full, the host's
+//!   ring fills and the sender is throttled. Nothing is dropped.
+//! * Every request it is given is completed exactly once (or handed to the cancel path
+//!   when [`UserRequest::claim`] says cancellation won).
+//! * A request whose buffer fails validation is completed with the status from
+//!   [`super::protocol`] before any state changes.
+//! * No allocation after [`Bridge::new`]; no request or packet is completed with the
+//!   lock held; every entry point may run at IRQL <= DISPATCH_LEVEL.
+//!
+//! # Request flow
+//!
+//! * read → oldest queued packet, or park until [`Bridge::packet_arrived`];
+//! * write / `IOCTL_VMBRIDGE_SEND` → [`ChannelSender::send`]; a waiting send parks until
+//!   [`Bridge::send_completed`];
+//! * `IOCTL_VMBRIDGE_RESPOND` → completes the held packet with the response;
+//! * cancel ([`Bridge::cancel`]) and handle close ([`Bridge::close`]) take parked requests
+//!   back and complete them with `STATUS_CANCELLED`.
+
+use alloc::vec::Vec;
+use core::marker::PhantomData;
+
+use super::channel::{ChannelSender, FileId, HeldPacket, RequestKey, SendTag, UserRequest};
+use super::config::Config;
+use super::lock::Lock;
+use super::protocol::{
+    HEADER_ALIGNMENT, IOCTL_VMBRIDGE_GET_INFO, IOCTL_VMBRIDGE_GET_STATS, IOCTL_VMBRIDGE_READ,
+    IOCTL_VMBRIDGE_RESPOND, IOCTL_VMBRIDGE_SEND, VMBRIDGE_ABI_VERSION, VMBRIDGE_COMPLETION_HEADER,
+    VMBRIDGE_INFO, VMBRIDGE_PACKET_FLAG_RESPONSE_PENDING, VMBRIDGE_PACKET_HEADER,
+    VMBRIDGE_READ_FLAG_HOLD_FOR_RESPONSE, VMBRIDGE_READ_REQUEST, VMBRIDGE_RESPOND_REQUEST,
+    VMBRIDGE_SEND_FLAG_WAIT_FOR_COMPLETION, VMBRIDGE_SEND_REQUEST, VMBRIDGE_STATS,
+};
+use super::queue::{Fifo, Slab};
+use super::status::NtStatus;
+use crate::trace::{Event, Tracer};
+
+/// `RequestRejected` code used for `ReadFile` requests.
+pub const CODE_READ: u32 = 0;
+/// `RequestRejected` code used for `WriteFile` requests.
+pub const CODE_WRITE: u32 = 1;
+
+const PACKET_HEADER: usize = size_of::<VMBRIDGE_PACKET_HEADER>();
+const COMPLETION_HEADER: usize = size_of::<VMBRIDGE_COMPLETION_HEADER>();
+
+/// Where the channel is in its KMCL lifecycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChannelState {
+    /// Created, not started yet: reads pend, sends fail with `STATUS_DEVICE_NOT_READY`.
+    Starting,
+    /// Between `EvtVmbChannelStarted` and `EvtVmbChannelSuspend`: packets flow.
+    Open,
+    /// Suspended: reads pend, sends fail with `STATUS_DEVICE_NOT_READY`.
+    Suspended,
+    /// Closed (rescind, disable): reads and sends fail with `STATUS_DEVICE_NOT_CONNECTED`.
+    Closed,
+}
+
+impl ChannelState {
+    const fn as_dword(self) -> u32 {
+        match self {
+            Self::Starting => 0,
+            Self::Open => 1,
+            Self::Suspended => 2,
+            Self::Closed => 3,
+        }
+    }
+}
+
+/// Counters, as [`Bridge::stats`] returns them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Packets received from the channel.
+    pub packets_received: u64,
+    /// Payload bytes received.
+    pub bytes_received: u64,
+    /// Packets handed to user-mode reads.
+    pub packets_read: u64,
+    /// Payload bytes handed to user-mode reads.
+    pub bytes_read: u64,
+    /// Packets sent.
+    pub packets_sent: u64,
+    /// Payload bytes sent.
+    pub bytes_sent: u64,
+    /// Waiting sends whose completion came back.
+    pub sends_completed: u64,
+    /// Held packets answered from user mode.
+    pub responses: u64,
+    /// Packets completed unread (channel suspended or closed).
+    pub packets_discarded: u64,
+    /// Held packets completed without a response because their handle closed.
+    pub packets_abandoned: u64,
+    /// Requests rejected (bad buffers, wrong state, full tables).
+    pub requests_rejected: u64,
+    /// Sends KMCL refused.
+    pub send_failures: u64,
+    /// Packets that arrived with every slot taken (quota not honoured).
+    pub overflows: u64,
+    /// Requests completed with `STATUS_CANCELLED`.
+    pub requests_cancelled: u64,
+    /// Completions for sends whose request was already gone.
+    pub orphaned_completions: u64,
+    /// Packets queued now.
+    pub queue_depth: u32,
+    /// Highest `queue_depth` seen.
+    pub queue_high_water: u32,
+    /// Packets held for a response now.
+    pub held_for_response: u32,
+    /// Reads parked now.
+    pub pending_reads: u32,
+    /// Sends waiting for a completion now.
+    pub pending_sends: u32,
+}
+
+impl Stats {
+    /// Errors of every kind (rejected requests, failed sends, overflows).
+    #[must_use]
+    pub const fn errors(&self) -> u64 {
+        self.requests_rejected + self.send_failures + self.overflows
+    }
+
+    /// The ABI block of `IOCTL_VMBRIDGE_GET_STATS`.
+    #[must_use]
+    pub fn to_abi(&self) -> VMBRIDGE_STATS {
+        VMBRIDGE_STATS {
+            Size: 88,
+            Version: VMBRIDGE_ABI_VERSION,
+            QueueDepth: self.queue_depth,
+            PacketsReceived: self.packets_received,
+            BytesReceived: self.bytes_received,
+            PacketsRead: self.packets_read,
+            PacketsSent: self.packets_sent,
+            BytesSent: self.bytes_sent,
+            SendsCompleted: self.sends_completed,
+            Responses: self.responses,
+            PacketsDiscarded: self.packets_discarded,
+            Errors: self.errors(),
+            QueueHighWater: self.queue_high_water,
+            HeldForResponse: self.held_for_response,
+        }
+    }
+}
+
+/// A received packet the bridge holds.
+struct Entry<P> {
+    packet: P,
+    sequence: u64,
+    len: u32,
+    /// `Some((file, id))` once a holding read took it.
+    held: Option<(FileId, u64)>,
+}
+
+struct PendingRead<R> {
+    req: R,
+    file: FileId,
+    hold: bool,
+}
+
+enum SendState<R> {
+    Free,
+    /// `send` is in progress on the issuing thread; `early` records a completion that
+    /// arrived before the request was parked (status, full response length; the bytes
+    /// are in the slot's stash).
+    Sending { early: Option<(NtStatus, u32)> },
+    /// Parked, waiting for the completion.
+    Waiting { req: R, file: FileId },
+    /// The request was cancelled; the completion is still owed by KMCL.
+    Orphaned,
+}
+
+struct SendSlot<R> {
+    generation: u64,
+    state: SendState<R>,
+    /// Preallocated room for a completion that arrives before the request is parked.
+    stash: Vec<u8>,
+}
+
+/// The bridge state behind the lock. Opaque outside this module.
+pub struct State<P, R> {
+    channel: ChannelState,
+    packets: Slab<Entry<P>>,
+    queued: Fifo<usize>,
+    reads: Fifo<PendingRead<R>>,
+    sends: Vec<SendSlot<R>>,
+    next_packet_id: u64,
+    sequence: u64,
+    stats: Stats,
+}
+
+impl<P, R> core::fmt::Debug for State<P, R> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("State").field("channel", &self.channel).field("stats", &self.stats).finish()
+    }
+}
+
+impl<P, R> State<P, R> {
+    fn note_depth(&mut self) {
+        let depth = u32::try_from(self.queued.len()).unwrap_or(u32::MAX);
+        self.stats.queue_depth = depth;
+        self.stats.queue_high_water = self.stats.queue_high_water.max(depth);
+        self.stats.pending_reads = u32::try_from(self.reads.len()).unwrap_or(u32::MAX);
+    }
+}
+
+/// The bridge of one device. Shared by reference between the channel callbacks and the
+/// I/O callbacks (it is `Sync` when `L` is).
+pub struct Bridge<P, R, L> {
+    state: L,
+    config: Config,
+    tracer: Tracer,
+    _types: PhantomData<fn() -> (P, R)>,
+}
+
+impl<P, R, L> core::fmt::Debug for Bridge<P, R, L> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Bridge").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+/// Outcome of a read attempt taken under the lock.
+enum ReadStep<P, R> {
+    Done { req: R, status: NtStatus, info: usize, complete: Option<P>, event: Option<Event> },
+    Parked(RequestKey),
+    Rejected(R, NtStatus),
+}
+
+/// Outcome of a packet arrival taken under the lock.
+enum ArriveStep<P, R> {
+    Queued,
+    Deliver(PendingRead<R>, P),
+    Overflow(P),
+}
+
+/// One item `close` or a channel teardown takes out of the state.
+enum Reclaimed<P, R> {
+    Request(R),
+    Packet(P),
+}
+
+fn out_len_checked(out: &mut [u8], header: usize) -> Result<usize, NtStatus> {
+    if out.len() < header {
+        return Err(NtStatus::BUFFER_TOO_SMALL);
+    }
+    if !out.as_ptr().cast::<u64>().is_aligned() {
+        return Err(NtStatus::DATATYPE_MISALIGNMENT_ERROR);
+    }
+    Ok(out.len())
+}
+
+fn len32(len: usize) -> u32 {
+    u32::try_from(len).unwrap_or(u32::MAX)
+}
+
+/// Writes a packet header and the payload; the caller checked the room.
+fn write_packet(out: &mut [u8], header: &VMBRIDGE_PACKET_HEADER, payload: &[u8]) {
+    header.write_to(out);
+    if let Some(dst) = out.get_mut(PACKET_HEADER..PACKET_HEADER + payload.len()) {
+        dst.copy_from_slice(payload);
+    }
+}
+
+impl<P, R, L> Bridge<P, R, L>
+where
+    P: HeldPacket,
+    R: UserRequest,
+    L: Lock<State<P, R>>,
+{
+    /// Creates the bridge and preallocates every table (PASSIVE_LEVEL). Emits
+    /// `DeviceCreated`.
+    #[must_use]
+    pub fn new(config: Config, tracer: Tracer) -> Self {
+        let depth = config.queue_depth as usize;
+        let sends = (0..config.max_pending_sends)
+            .map(|_| SendSlot {
+                generation: 0,
+                state: SendState::Free,
+                stash: Vec::with_capacity(config.max_packet_size as usize),
+            })
+            .collect();
+        let state = State {
+            channel: ChannelState::Starting,
+            packets: Slab::with_capacity(depth),
+            queued: Fifo::with_capacity(depth),
+            reads: Fifo::with_capacity(config.max_pending_reads as usize),
+            sends,
+            next_packet_id: 0,
+            sequence: 0,
+            stats: Stats::default(),
+        };
+        tracer.emit(Event::DeviceCreated {
+            mode: config.processing_mode,
+            queue_depth: config.queue_depth,
+            max_packet_size: config.max_packet_size,
+        });
+        Self { state: L::new(state), config, tracer, _types: PhantomData }
+    }
+
+    /// The configuration the bridge was built with.
+    #[must_use]
+    pub const fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The tracer (for the glue's own lifecycle events).
+    #[must_use]
+    pub const fn tracer(&self) -> Tracer {
+        self.tracer
+    }
+
+    /// A snapshot of the counters.
+    #[must_use]
+    pub fn stats(&self) -> Stats {
+        self.state.with(|s| s.stats)
+    }
+
+    /// The channel's lifecycle state.
+    #[must_use]
+    pub fn channel_state(&self) -> ChannelState {
+        self.state.with(|s| s.channel)
+    }
+
+    /// The ABI block of `IOCTL_VMBRIDGE_GET_INFO`.
+    #[must_use]
+    pub fn info(&self) -> VMBRIDGE_INFO {
+        VMBRIDGE_INFO {
+            Size: 32,
+            Version: VMBRIDGE_ABI_VERSION,
+            ProcessingMode: self.config.processing_mode.as_dword(),
+            QueueDepth: self.config.queue_depth,
+            MaxPacketSize: self.config.max_packet_size,
+            MaxPendingReads: self.config.max_pending_reads,
+            MaxPendingSends: self.config.max_pending_sends,
+            ChannelState: self.channel_state().as_dword(),
+            Reserved: 0,
+        }
+    }
+
+    // ----- channel side -------------------------------------------------------------
+
+    /// `EvtVmbChannelOpened`. PASSIVE_LEVEL.
+    pub fn channel_opened(&self) {
+        self.state.with(|s| {
+            if s.channel == ChannelState::Closed {
+                s.channel = ChannelState::Starting;
+            }
+        });
+        self.tracer.emit(Event::ChannelOpened);
+    }
+
+    /// `EvtVmbChannelStarted`: packets may flow, sends are accepted. PASSIVE_LEVEL.
+    pub fn channel_started(&self) {
+        self.state.with(|s| s.channel = ChannelState::Open);
+        self.tracer.emit(Event::ChannelStarted);
+    }
+
+    /// `EvtVmbChannelSuspend`: completes every held packet (KMCL waits for them) and stops
+    /// accepting sends. Parked reads stay parked. PASSIVE_LEVEL.
+    pub fn channel_suspended(&self) {
+        self.state.with(|s| s.channel = ChannelState::Suspended);
+        let discarded = self.drain_packets();
+        self.tracer.emit(Event::ChannelSuspended { discarded });
+    }
+
+    /// `EvtVmbChannelClosed`: completes held packets, fails parked reads and waiting sends
+    /// with `STATUS_DEVICE_NOT_CONNECTED`. PASSIVE_LEVEL.
+    pub fn channel_closed(&self) {
+        self.state.with(|s| s.channel = ChannelState::Closed);
+        let _ = self.drain_packets();
+        let mut failed = 0u32;
+        loop {
+            let item = self.state.with(|s| {
+                if let Some(r) = s.reads.pop_front() {
+                    s.note_depth();
+                    return Some(r.req);
+                }
+                Self::take_waiting_send(s, |_| true)
+            });
+            let Some(mut req) = item else { break };
+            if req.claim() {
+                req.complete(NtStatus::DEVICE_NOT_CONNECTED, 0);
+                failed += 1;
+            }
+        }
+        self.tracer.emit(Event::ChannelClosed { failed_reads: failed });
+    }
+
+    /// Completes every held packet with an empty response; returns how many.
+    fn drain_packets(&self) -> u32 {
+        let mut n = 0u32;
+        loop {
+            let item = self.state.with(|s| {
+                let slot = s.packets.find(|_| true)?;
+                let entry = s.packets.remove(slot)?;
+                let _ = s.queued.remove_first(|q| *q == slot);
+                if entry.held.is_some() {
+                    s.stats.held_for_response = s.stats.held_for_response.saturating_sub(1);
+                }
+                s.stats.packets_discarded += 1;
+                s.note_depth();
+                Some(entry.packet)
+            });
+            let Some(packet) = item else { break };
+            packet.complete(&[]);
+            n += 1;
+        }
+        n
+    }
+
+    /// An incoming packet (`EvtVmbChannelProcessPacket`, at DISPATCH_LEVEL or PASSIVE_LEVEL
+    /// per the processing mode). Hands it to the oldest parked read or queues it,
+    /// uncompleted. Never allocates; never completes anything with the lock held.
+    pub fn packet_arrived(&self, packet: P) {
+        let len = len32(packet.payload().len());
+        let sequence = self.state.with(|s| {
+            s.sequence += 1;
+            s.stats.packets_received += 1;
+            s.stats.bytes_received += u64::from(len);
+            s.sequence
+        });
+        self.tracer.emit(Event::PacketReceived { sequence, len });
+        let mut packet = packet;
+        loop {
+            let step = self.state.with(|s| {
+                if let Some(read) = s.reads.pop_front() {
+                    s.note_depth();
+                    return ArriveStep::Deliver(read, packet);
+                }
+                match s.packets.insert(Entry { packet, sequence, len, held: None }) {
+                    Ok(slot) => {
+                        // The FIFO has the slab's capacity, so this cannot fail; if it did,
+                        // the entry would still be completed by drain/close.
+                        let _ = s.queued.push_back(slot);
+                        s.note_depth();
+                        ArriveStep::Queued
+                    }
+                    Err(entry) => {
+                        s.stats.overflows += 1;
+                        ArriveStep::Overflow(entry.packet)
+                    }
+                }
+            });
+            match step {
+                ArriveStep::Queued => return,
+                ArriveStep::Overflow(p) => {
+                    p.complete(&[]);
+                    self.tracer.emit(Event::QueueOverflow { sequence });
+                    return;
+                }
+                ArriveStep::Deliver(read, p) => match self.deliver(read, p, sequence, len) {
+                    None => return,
+                    Some(p) => packet = p,
+                },
+            }
+        }
+    }
+
+    /// Delivers `packet` to a read taken from the parked list; gives the packet back when
+    /// it must be queued instead (cancellation won, or the buffer was too small).
+    fn deliver(&self, read: PendingRead<R>, packet: P, sequence: u64, len: u32) -> Option<P> {
+        let PendingRead { mut req, file, hold } = read;
+        if !req.claim() {
+            return Some(packet);
+        }
+        let needed = PACKET_HEADER + len as usize;
+        let out = req.output();
+        if out.len() < needed {
+            VMBRIDGE_PACKET_HEADER::new(0, 0, len, sequence).write_to(out);
+            req.complete(NtStatus::BUFFER_OVERFLOW, PACKET_HEADER);
+            return Some(packet);
+        }
+        if let Some(dst) = out.get_mut(PACKET_HEADER..needed) {
+            dst.copy_from_slice(packet.payload());
+        }
+        let (flags, id, complete_now) = if hold {
+            let held = self.state.with(|s| {
+                s.next_packet_id += 1;
+                let id = s.next_packet_id;
+                let entry = Entry { packet, sequence, len, held: Some((file, id)) };
+                match s.packets.insert(entry) {
+                    Ok(_) => {
+                        s.stats.held_for_response += 1;
+                        Ok(id)
+                    }
+                    Err(entry) => {
+                        s.stats.overflows += 1;
+                        Err(entry.packet)
+                    }
+                }
+            });
+            match held {
+                Ok(id) => (VMBRIDGE_PACKET_FLAG_RESPONSE_PENDING, id, None),
+                Err(p) => {
+                    self.tracer.emit(Event::QueueOverflow { sequence });
+                    (0, 0, Some(p))
+                }
+            }
+        } else {
+            (0, 0, Some(packet))
+        };
+        VMBRIDGE_PACKET_HEADER::new(flags, id, len, sequence).write_to(req.output());
+        self.state.with(|s| {
+            s.stats.packets_read += 1;
+            s.stats.bytes_read += u64::from(len);
+        });
+        if let Some(p) = complete_now {
+            p.complete(&[]);
+        }
+        req.complete(NtStatus::SUCCESS, needed);
+        self.tracer.emit(Event::PacketRead { sequence, len, packet_id: id });
+        None
+    }
+
+    /// A completion for a send made with `Some(tag)` (`EvtVmbPacketCompletionRoutine`,
+    /// IRQL <= DISPATCH_LEVEL, possibly before [`ChannelSender::send`] returned).
+    pub fn send_completed(&self, tag: SendTag, status: NtStatus, response: &[u8]) {
+        let (index, generation) = split_tag(tag);
+        let waiting = self.state.with(|s| {
+            let Some(slot) = s.sends.get_mut(index) else {
+                s.stats.orphaned_completions += 1;
+                return None;
+            };
+            if slot.generation != generation {
+                s.stats.orphaned_completions += 1;
+                return None;
+            }
+            match core::mem::replace(&mut slot.state, SendState::Free) {
+                SendState::Sending { .. } => {
+                    slot.stash.clear();
+                    let room = slot.stash.capacity().min(response.len());
+                    slot.stash.extend_from_slice(&response[..room]);
+                    slot.state =
+                        SendState::Sending { early: Some((status, len32(response.len()))) };
+                    None
+                }
+                SendState::Waiting { req, .. } => {
+                    s.stats.sends_completed += 1;
+                    s.stats.pending_sends = s.stats.pending_sends.saturating_sub(1);
+                    Some(req)
+                }
+                SendState::Orphaned => {
+                    s.stats.orphaned_completions += 1;
+                    None
+                }
+                SendState::Free => {
+                    s.stats.orphaned_completions += 1;
+                    None
+                }
+            }
+        });
+        if let Some(mut req) = waiting {
+            self.tracer.emit(Event::SendCompleted { status: status.raw(), len: len32(response.len()) });
+            if req.claim() {
+                let (st, info) = write_completion(req.output(), status, len32(response.len()), response);
+                req.complete(st, info);
+            }
+        }
+    }
+
+    // ----- user side ------------------------------------------------------------------
+
+    fn reject(&self, req: R, code: u32, status: NtStatus) {
+        self.state.with(|s| s.stats.requests_rejected += 1);
+        self.tracer.emit(Event::RequestRejected { code, status: status.raw() });
+        req.complete(status, 0);
+    }
+
+    /// `EvtIoRead` (`ReadFile`): the output receives [`VMBRIDGE_PACKET_HEADER`] + payload;
+    /// the packet is completed (acknowledged with an empty response) as it is read.
+    /// Completes now or parks the request.
+    pub fn read(&self, file: FileId, req: R) {
+        self.start_read(file, req, false, CODE_READ);
+    }
+
+    fn start_read(&self, file: FileId, mut req: R, hold: bool, code: u32) {
+        let out_len = match out_len_checked(req.output(), PACKET_HEADER) {
+            Ok(n) => n,
+            Err(st) => return self.reject(req, code, st),
+        };
+        let step = self.state.with(|s| {
+            if s.channel == ChannelState::Closed {
+                return ReadStep::Rejected(req, NtStatus::DEVICE_NOT_CONNECTED);
+            }
+            if let Some(&slot) = s.queued.front() {
+                let Some(entry) = s.packets.get_mut(slot) else {
+                    return ReadStep::Rejected(req, NtStatus::INVALID_PARAMETER);
+                };
+                let needed = PACKET_HEADER + entry.len as usize;
+                if needed > out_len {
+                    VMBRIDGE_PACKET_HEADER::new(0, 0, entry.len, entry.sequence)
+                        .write_to(req.output());
+                    return ReadStep::Done {
+                        req,
+                        status: NtStatus::BUFFER_OVERFLOW,
+                        info: PACKET_HEADER,
+                        complete: None,
+                        event: None,
+                    };
+                }
+                let _ = s.queued.pop_front();
+                let (sequence, len) = (entry.sequence, entry.len);
+                let id = if hold {
+                    s.next_packet_id += 1;
+                    entry.held = Some((file, s.next_packet_id));
+                    s.next_packet_id
+                } else {
+                    0
+                };
+                let flags = if hold { VMBRIDGE_PACKET_FLAG_RESPONSE_PENDING } else { 0 };
+                let header = VMBRIDGE_PACKET_HEADER::new(flags, id, len, sequence);
+                write_packet(req.output(), &header, entry.packet.payload());
+                let complete = if hold {
+                    s.stats.held_for_response += 1;
+                    None
+                } else {
+                    s.packets.remove(slot).map(|e| e.packet)
+                };
+                s.stats.packets_read += 1;
+                s.stats.bytes_read += u64::from(len);
+                s.note_depth();
+                return ReadStep::Done {
+                    req,
+                    status: NtStatus::SUCCESS,
+                    info: needed,
+                    complete,
+                    event: Some(Event::PacketRead { sequence, len, packet_id: id }),
+                };
+            }
+            if s.reads.len() >= s.reads.capacity() {
+                return ReadStep::Rejected(req, NtStatus::INSUFFICIENT_RESOURCES);
+            }
+            if let Err(st) = req.park() {
+                return ReadStep::Rejected(req, st);
+            }
+            let key = req.key();
+            // Capacity checked above.
+            let _ = s.reads.push_back(PendingRead { req, file, hold });
+            s.note_depth();
+            ReadStep::Parked(key)
+        });
+        match step {
+            ReadStep::Done { req, status, info, complete, event } => {
+                if let Some(p) = complete {
+                    p.complete(&[]);
+                }
+                req.complete(status, info);
+                if let Some(e) = event {
+                    self.tracer.emit(e);
+                }
+            }
+            ReadStep::Parked(key) => self.tracer.emit(Event::RequestPended { key: key.0 }),
+            ReadStep::Rejected(req, st) if st == NtStatus::CANCELLED => {
+                self.state.with(|s| s.stats.requests_cancelled += 1);
+                req.complete(st, 0);
+            }
+            ReadStep::Rejected(req, st) => self.reject(req, code, st),
+        }
+    }
+
+    /// `EvtIoWrite` (`WriteFile`): sends the whole input in-band, no completion requested.
+    pub fn write(&self, _file: FileId, req: R, sender: &impl ChannelSender) {
+        let len = req.input().len();
+        if len > self.config.max_packet_size as usize {
+            return self.reject(req, CODE_WRITE, NtStatus::INVALID_BUFFER_SIZE);
+        }
+        if let Err(st) = self.check_can_send() {
+            return self.reject(req, CODE_WRITE, st);
+        }
+        match sender.send(req.input(), None) {
+            Ok(()) => {
+                self.note_sent(len, false);
+                req.complete(NtStatus::SUCCESS, len);
+            }
+            Err(st) => self.send_failed(req, st),
+        }
+    }
+
+    fn check_can_send(&self) -> Result<(), NtStatus> {
+        match self.channel_state() {
+            ChannelState::Open => Ok(()),
+            ChannelState::Closed => Err(NtStatus::DEVICE_NOT_CONNECTED),
+            ChannelState::Starting | ChannelState::Suspended => Err(NtStatus::DEVICE_NOT_READY),
+        }
+    }
+
+    fn note_sent(&self, len: usize, wait: bool) {
+        self.state.with(|s| {
+            s.stats.packets_sent += 1;
+            s.stats.bytes_sent += len as u64;
+        });
+        self.tracer.emit(Event::PacketSent { len: len32(len), wait });
+    }
+
+    fn send_failed(&self, req: R, status: NtStatus) {
+        self.state.with(|s| s.stats.send_failures += 1);
+        self.tracer.emit(Event::SendFailed { status: status.raw() });
+        req.complete(status, 0);
+    }
+
+    /// `EvtIoDeviceControl`: dispatches the `IOCTL_VMBRIDGE_*` codes.
+    pub fn device_control(&self, file: FileId, code: u32, mut req: R, sender: &impl ChannelSender) {
+        match code {
+            IOCTL_VMBRIDGE_READ => match VMBRIDGE_READ_REQUEST::parse(req.input()) {
+                Ok(h) => {
+                    let hold = h.Flags & VMBRIDGE_READ_FLAG_HOLD_FOR_RESPONSE != 0;
+                    self.start_read(file, req, hold, code);
+                }
+                Err(st) => self.reject(req, code, st),
+            },
+            IOCTL_VMBRIDGE_SEND => self.ioctl_send(file, req, sender),
+            IOCTL_VMBRIDGE_RESPOND => self.ioctl_respond(file, req),
+            IOCTL_VMBRIDGE_GET_INFO => {
+                let info = self.info();
+                match out_len_checked(req.output(), size_of::<VMBRIDGE_INFO>()) {
+                    Ok(_) => {
+                        info.write_to(req.output());
+                        req.complete(NtStatus::SUCCESS, size_of::<VMBRIDGE_INFO>());
+                    }
+                    Err(st) => self.reject(req, code, st),
+                }
+            }
+            IOCTL_VMBRIDGE_GET_STATS => {
+                let stats = self.stats().to_abi();
+                match out_len_checked(req.output(), size_of::<VMBRIDGE_STATS>()) {
+                    Ok(_) => {
+                        stats.write_to(req.output());
+                        req.complete(NtStatus::SUCCESS, size_of::<VMBRIDGE_STATS>());
+                    }
+                    Err(st) => self.reject(req, code, st),
+                }
+            }
+            _ => self.reject(req, code, NtStatus::INVALID_DEVICE_REQUEST),
+        }
+    }
+
+    fn ioctl_send(&self, file: FileId, mut req: R, sender: &impl ChannelSender) {
+        let code = IOCTL_VMBRIDGE_SEND;
+        let wait = match VMBRIDGE_SEND_REQUEST::parse(req.input(), self.config.max_packet_size) {
+            Ok((h, _)) => h.Flags & VMBRIDGE_SEND_FLAG_WAIT_FOR_COMPLETION != 0,
+            Err(st) => return self.reject(req, code, st),
+        };
+        if wait {
+            // METHOD_BUFFERED: the output aliases the input, so only its size is checked
+            // here; it is written after the payload went out.
+            if let Err(st) = out_len_checked(req.output(), COMPLETION_HEADER) {
+                return self.reject(req, code, st);
+            }
+        }
+        if let Err(st) = self.check_can_send() {
+            return self.reject(req, code, st);
+        }
+        if !wait {
+            let sent = match VMBRIDGE_SEND_REQUEST::parse(req.input(), self.config.max_packet_size) {
+                Ok((_, payload)) => sender.send(payload, None).map(|()| payload.len()),
+                Err(st) => Err(st),
+            };
+            return match sent {
+                Ok(len) => {
+                    self.note_sent(len, false);
+                    req.complete(NtStatus::SUCCESS, 0);
+                }
+                Err(st) => self.send_failed(req, st),
+            };
+        }
+        // Reserve a slot before sending: the completion may come back before `send`
+        // returns, and must find the slot.
+        let reserved = self.state.with(|s| {
+            let index = s.sends.iter().position(|x| matches!(x.state, SendState::Free))?;
+            let slot = &mut s.sends[index];
+            slot.generation = slot.generation.wrapping_add(1) & GENERATION_MASK;
+            slot.state = SendState::Sending { early: None };
+            Some(make_tag(index, slot.generation))
+        });
+        let Some(tag) = reserved else {
+            return self.reject(req, code, NtStatus::DEVICE_BUSY);
+        };
+        let sent = match VMBRIDGE_SEND_REQUEST::parse(req.input(), self.config.max_packet_size) {
+            Ok((_, payload)) => sender.send(payload, Some(tag)).map(|()| payload.len()),
+            Err(st) => Err(st),
+        };
+        let (index, _) = split_tag(tag);
+        let len = match sent {
+            Ok(len) => len,
+            Err(st) => {
+                self.state.with(|s| s.sends[index].state = SendState::Free);
+                return self.send_failed(req, st);
+            }
+        };
+        self.note_sent(len, true);
+        enum Next<R> {
+            Parked(RequestKey),
+            Done(R, NtStatus, usize, NtStatus, u32),
+            Cancelled(R),
+        }
+        let next = self.state.with(|s| {
+            let slot = &mut s.sends[index];
+            match core::mem::replace(&mut slot.state, SendState::Free) {
+                SendState::Sending { early: Some((status, full_len)) } => {
+                    let (st, info) = write_completion(req.output(), status, full_len, &slot.stash);
+                    s.stats.sends_completed += 1;
+                    Next::Done(req, st, info, status, full_len)
+                }
+                _ => match req.park() {
+                    Ok(()) => {
+                        let key = req.key();
+                        slot.state = SendState::Waiting { req, file };
+                        s.stats.pending_sends += 1;
+                        Next::Parked(key)
+                    }
+                    Err(_) => {
+                        slot.state = SendState::Orphaned;
+                        s.stats.requests_cancelled += 1;
+                        Next::Cancelled(req)
+                    }
+                },
+            }
+        });
+        match next {
+            Next::Parked(key) => self.tracer.emit(Event::RequestPended { key: key.0 }),
+            Next::Done(req, st, info, status, full_len) => {
+                self.tracer.emit(Event::SendCompleted { status: status.raw(), len: full_len });
+                req.complete(st, info);
+            }
+            Next::Cancelled(req) => req.complete(NtStatus::CANCELLED, 0),
+        }
+    }
+
+    fn ioctl_respond(&self, file: FileId, req: R) {
+        let code = IOCTL_VMBRIDGE_RESPOND;
+        let id = match VMBRIDGE_RESPOND_REQUEST::parse(req.input(), self.config.max_packet_size) {
+            Ok((h, _)) => h.PacketId,
+            Err(st) => return self.reject(req, code, st),
+        };
+        let packet = self.state.with(|s| {
+            let slot = s.packets.find(|e| e.held == Some((file, id)))?;
+            let entry = s.packets.remove(slot)?;
+            s.stats.held_for_response = s.stats.held_for_response.saturating_sub(1);
+            s.stats.responses += 1;
+            Some(entry.packet)
+        });
+        let Some(packet) = packet else {
+            return self.reject(req, code, NtStatus::NOT_FOUND);
+        };
+        let len = match VMBRIDGE_RESPOND_REQUEST::parse(req.input(), self.config.max_packet_size) {
+            Ok((_, response)) => {
+                packet.complete(response);
+                response.len()
+            }
+            // Validated above; the input cannot change in between. Complete anyway.
+            Err(_) => {
+                packet.complete(&[]);
+                0
+            }
+        };
+        self.tracer.emit(Event::PacketResponded { packet_id: id, len: len32(len) });
+        req.complete(NtStatus::SUCCESS, 0);
+    }
+
+    /// Takes the first waiting send matching `pred` back from its slot (the slot becomes
+    /// `Orphaned`: KMCL still owes the completion).
+    fn take_waiting_send(s: &mut State<P, R>, mut pred: impl FnMut(&SendState<R>) -> bool) -> Option<R> {
+        let slot = s
+            .sends
+            .iter_mut()
+            .find(|x| matches!(x.state, SendState::Waiting { .. }) && pred(&x.state))?;
+        match core::mem::replace(&mut slot.state, SendState::Orphaned) {
+            SendState::Waiting { req, .. } => {
+                s.stats.pending_sends = s.stats.pending_sends.saturating_sub(1);
+                Some(req)
+            }
+            other => {
+                slot.state = other;
+                None
+            }
+        }
+    }
+
+    /// `EvtRequestCancel`: takes the parked request `key` back and completes it with
+    /// `STATUS_CANCELLED`. Returns `false` when the bridge does not hold it (it is being
+    /// completed, or was never parked): the caller then completes it itself.
+    pub fn cancel(&self, key: RequestKey) -> bool {
+        let req = self.state.with(|s| {
+            if let Some(r) = s.reads.remove_first(|r| r.req.key() == key) {
+                s.note_depth();
+                s.stats.requests_cancelled += 1;
+                return Some(r.req);
+            }
+            let r = Self::take_waiting_send(s, |st| {
+                matches!(st, SendState::Waiting { req, .. } if req.key() == key)
+            });
+            if r.is_some() {
+                s.stats.requests_cancelled += 1;
+            }
+            r
+        });
+        match req {
+            Some(r) => {
+                r.complete(NtStatus::CANCELLED, 0);
+                self.tracer.emit(Event::RequestCancelled { key: key.0 });
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// `EvtFileCleanup`: cancels the handle's parked reads and waiting sends and completes
+    /// the packets it held for a response (with an empty response). PASSIVE_LEVEL.
+    pub fn close(&self, file: FileId) {
+        let (mut cancelled, mut abandoned) = (0u32, 0u32);
+        loop {
+            let item = self.state.with(|s| {
+                if let Some(r) = s.reads.remove_first(|r| r.file == file) {
+                    s.note_depth();
+                    return Some(Reclaimed::Request(r.req));
+                }
+                if let Some(r) =
+                    Self::take_waiting_send(s, |st| matches!(st, SendState::Waiting { file: f, .. } if *f == file))
+                {
+                    return Some(Reclaimed::Request(r));
+                }
+                let slot = s.packets.find(|e| matches!(e.held, Some((f, _)) if f == file))?;
+                let entry = s.packets.remove(slot)?;
+                s.stats.held_for_response = s.stats.held_for_response.saturating_sub(1);
+                s.stats.packets_abandoned += 1;
+                Some(Reclaimed::Packet(entry.packet))
+            });
+            match item {
+                None => break,
+                Some(Reclaimed::Request(mut req)) => {
+                    if req.claim() {
+                        req.complete(NtStatus::CANCELLED, 0);
+                        cancelled += 1;
+                    }
+                }
+                Some(Reclaimed::Packet(p)) => {
+                    p.complete(&[]);
+                    abandoned += 1;
+                }
+            }
+        }
+        self.state.with(|s| s.stats.requests_cancelled += u64::from(cancelled));
+        self.tracer.emit(Event::HandleClosed { file: file.0, cancelled, abandoned });
+    }
+}
+
+/// Generation bits of a [`SendTag`] (the low 16 bits are the slot index).
+const GENERATION_MASK: u64 = (1 << 48) - 1;
+
+fn make_tag(index: usize, generation: u64) -> SendTag {
+    SendTag((generation << 16) | (index as u64 & 0xFFFF))
+}
+
+fn split_tag(tag: SendTag) -> (usize, u64) {
+    ((tag.0 & 0xFFFF) as usize, tag.0 >> 16)
+}
+
+/// Writes the completion header and as much of the response as fits; returns the
+/// request's final status and information.
+fn write_completion(out: &mut [u8], status: NtStatus, full_len: u32, response: &[u8]) -> (NtStatus, usize) {
+    VMBRIDGE_COMPLETION_HEADER::new(status.raw(), full_len).write_to(out);
+    let room = out.len().saturating_sub(COMPLETION_HEADER).min(response.len());
+    if let Some(dst) = out.get_mut(COMPLETION_HEADER..COMPLETION_HEADER + room) {
+        dst.copy_from_slice(&response[..room]);
+    }
+    let st = if (room as u64) < u64::from(full_len) { NtStatus::BUFFER_OVERFLOW } else { NtStatus::SUCCESS };
+    (st, COMPLETION_HEADER + room)
+}
+
+const _: () = assert!(HEADER_ALIGNMENT == 8);
