@@ -1217,6 +1217,18 @@ impl IncomingRing {
         Ok(packet)
     }
 
+    /// Moves the cursor past `peeked`, a packet [`peek`](Self::peek) just returned, without
+    /// parsing it again. Returns `false` (and does nothing) if `peeked` does not start at the
+    /// cursor.
+    pub const fn consume(&mut self, peeked: &IncomingPacket) -> bool {
+        if peeked.offset == self.cursor {
+            self.cursor = peeked.end;
+            true
+        } else {
+            false
+        }
+    }
+
     fn parse(&self, at: u32) -> Result<IncomingPacket, ReadError> {
         let ring = &self.ring;
         let corrupt = ReadError::Corrupt;
@@ -2189,6 +2201,19 @@ mod tests {
         assert_eq!(rx.cursor(), 0);
         assert_eq!(rx.read_next(), Ok(a));
         assert_eq!(rx.cursor(), 32);
+    }
+
+    #[test]
+    fn consume_advances_only_past_the_packet_at_the_cursor() {
+        let (_pair, mut tx, mut rx) = one_ring(1);
+        tx.write(&OutgoingPacket::in_band(1, false, b"a"))
+            .expect("fits");
+        tx.write(&OutgoingPacket::in_band(2, false, b"b"))
+            .expect("fits");
+        let a = rx.peek().expect("peeks");
+        assert!(rx.consume(&a));
+        assert!(!rx.consume(&a), "already past it");
+        assert_eq!(rx.peek().map(|p| p.transaction_id), Ok(2));
     }
 
     #[test]
