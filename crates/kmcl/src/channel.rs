@@ -184,19 +184,19 @@ impl Kmcl {
         // guarantees `Size` bytes stay valid as long as anything built from this lives.
         let v1 = unsafe { table.cast::<KMCL_CLIENT_INTERFACE_V1>().as_ref() };
         let v2 = if version >= 2 {
-            // SAFETY: as above, Size >= sizeof(V2) was checked for Version >= 2.
+            // SAFETY: rule TABLE_OUTLIVES_CHANNEL: as above, Size >= sizeof(V2) was checked for Version >= 2.
             Some(unsafe { table.cast::<KMCL_CLIENT_INTERFACE_V2>().as_ref() })
         } else {
             None
         };
         let v4 = if version >= 4 {
-            // SAFETY: as above, Size >= sizeof(V4) was checked for Version >= 4.
+            // SAFETY: rule TABLE_OUTLIVES_CHANNEL: as above, Size >= sizeof(V4) was checked for Version >= 4.
             Some(unsafe { table.cast::<KMCL_CLIENT_INTERFACE_V4>().as_ref() })
         } else {
             None
         };
         let v5 = if version >= 5 {
-            // SAFETY: as above, Size >= sizeof(V5) was checked for Version >= 5.
+            // SAFETY: rule TABLE_OUTLIVES_CHANNEL: as above, Size >= sizeof(V5) was checked for Version >= 5.
             Some(unsafe { table.cast::<KMCL_CLIENT_INTERFACE_V5>().as_ref() })
         } else {
             None
@@ -244,7 +244,7 @@ impl Kmcl {
     ) -> Result<ChannelBuilder<H>> {
         let alloc = kfn!(self.v1.VmbChannelAllocate);
         let mut ch: VMBCHANNEL = ptr::null_mut();
-        // SAFETY: rule ALLOCATE_AT_PASSIVE: the `Passive` token proves PASSIVE_LEVEL;
+        // SAFETY: rule IRQL_TOO_HIGH: the `Passive` token proves PASSIVE_LEVEL;
         // `parent` is valid by `ParentDevice::from_raw`'s contract; `ch` is a local out-param.
         to_result(unsafe { alloc(parent.0, FALSE, &raw mut ch) })?;
         if ch.is_null() {
@@ -327,7 +327,7 @@ pub(crate) struct Core {
 // the raw pointers in the state-change structs are KMCL-owned fn pointers and our own
 // `Inner` address, which KMCL passes back on its own threads by design.
 unsafe impl Send for Core {}
-// SAFETY: as above; every field is either immutable after Enable or atomic.
+// SAFETY: rule HANDLES_ARE_THREAD_AGNOSTIC: as above; every field is either immutable after Enable or atomic.
 unsafe impl Sync for Core {}
 
 /// A channel's boxed context: what `VmbChannelSetPointer` / the `_EX` context point to.
@@ -402,7 +402,7 @@ impl<H: PacketHandler + StateHandler> ChannelBuilder<H> {
     /// KMCL's status (`INVALID_PARAMETER_2` for 0).
     pub fn max_packet_size(self, bytes: u32) -> Result<Self> {
         let f = kfn!(self.kmcl().v1.VmbChannelInitSetMaximumPacketSize);
-        // SAFETY: rule INIT_WHILE_DISABLED: the builder exists only while Disabled.
+        // SAFETY: rule INIT_AFTER_ENABLE: the builder exists only while Disabled.
         to_result(unsafe { f(self.ch(), bytes) })?;
         Ok(self)
     }
@@ -415,7 +415,7 @@ impl<H: PacketHandler + StateHandler> ChannelBuilder<H> {
     pub fn max_packet_count(self, count: u32) -> Result<Self> {
         let v4 = self.kmcl().v4.ok_or(NtStatus::NOT_SUPPORTED)?;
         let f = kfn!(v4.VmbChannelInitSetMaximumPacketCount);
-        // SAFETY: rule INIT_WHILE_DISABLED: the builder exists only while Disabled.
+        // SAFETY: rule INIT_AFTER_ENABLE: the builder exists only while Disabled.
         to_result(unsafe { f(self.ch(), count) })?;
         Ok(self)
     }
@@ -427,7 +427,7 @@ impl<H: PacketHandler + StateHandler> ChannelBuilder<H> {
     /// KMCL's status (`INVALID_PARAMETER_2`/`_3` for 0).
     pub fn max_external_data(self, bytes: u32, chain_length: u32) -> Result<Self> {
         let f = kfn!(self.kmcl().v1.VmbChannelInitSetMaximumExternalData);
-        // SAFETY: rule INIT_WHILE_DISABLED: the builder exists only while Disabled.
+        // SAFETY: rule INIT_AFTER_ENABLE: the builder exists only while Disabled.
         to_result(unsafe { f(self.ch(), bytes, chain_length) })?;
         Ok(self)
     }
@@ -439,7 +439,7 @@ impl<H: PacketHandler + StateHandler> ChannelBuilder<H> {
     /// KMCL's status.
     pub fn ring_pages(self, incoming: u32, outgoing: u32) -> Result<Self> {
         let f = kfn!(self.kmcl().v1.VmbClientChannelInitSetRingBufferPageCount);
-        // SAFETY: rule INIT_WHILE_DISABLED: the builder exists only while Disabled.
+        // SAFETY: rule INIT_AFTER_ENABLE: the builder exists only while Disabled.
         to_result(unsafe { f(self.ch(), incoming, outgoing) })?;
         Ok(self)
     }
@@ -455,7 +455,7 @@ impl<H: PacketHandler + StateHandler> ChannelBuilder<H> {
         let Some(bytes) = bytes else { return Err(NtStatus::INVALID_PARAMETER) };
         let us = UNICODE_STRING { Length: bytes, MaximumLength: bytes, Buffer: name.as_ptr().cast_mut() };
         let f = kfn!(self.kmcl().v1.VmbChannelInitSetFriendlyName);
-        // SAFETY: rule INIT_WHILE_DISABLED: the builder exists only while Disabled; `us`
+        // SAFETY: rule INIT_AFTER_ENABLE: the builder exists only while Disabled; `us`
         // describes a `'static` buffer, so it stays valid whether or not KMCL copies it.
         to_result(unsafe { f(self.ch(), &raw const us) })?;
         Ok(self)
@@ -469,7 +469,7 @@ impl<H: PacketHandler + StateHandler> ChannelBuilder<H> {
     pub fn pipe_mode(self, pipe: bool) -> Result<Self> {
         let f = kfn!(self.kmcl().v1.VmbChannelInitSetFlags);
         let flags = if pipe { VMBUS_CHANNEL_INIT_FLAG_IS_PIPE } else { 0 };
-        // SAFETY: rule INIT_WHILE_DISABLED: the builder exists only while Disabled.
+        // SAFETY: rule INIT_AFTER_ENABLE: the builder exists only while Disabled.
         to_result(unsafe { f(self.ch(), flags) })?;
         Ok(self)
     }
@@ -489,7 +489,7 @@ impl<H: PacketHandler + StateHandler> ChannelBuilder<H> {
         let ty = &raw const core.pnp_type;
         let inst = if instance.is_some() { &raw const core.pnp_instance } else { ptr::null() };
         let cb = Some(StateShims::<H>::PNP_FAILURE);
-        // SAFETY: rule INIT_WHILE_DISABLED: Disabled; the GUIDs live in our boxed `Core`
+        // SAFETY: rule INIT_AFTER_ENABLE: Disabled; the GUIDs live in our boxed `Core`
         // until after VmbChannelCleanup, so they are valid whether or not KMCL copies them.
         to_result(unsafe { f(self.ch(), ty, inst, cb) })?;
         Ok(self)
@@ -503,7 +503,7 @@ impl<H: PacketHandler + StateHandler> ChannelBuilder<H> {
     pub fn target_processor(self, index: u32) -> Result<Self> {
         let v5 = self.kmcl().need_v5()?;
         let f = kfn!(v5.VmbClientChannelInitSetTargetProcessorIndex);
-        // SAFETY: rule INIT_WHILE_DISABLED: the builder exists only while Disabled.
+        // SAFETY: rule INIT_AFTER_ENABLE: the builder exists only while Disabled.
         to_result(unsafe { f(self.ch(), index) })?;
         Ok(self)
     }
@@ -516,7 +516,7 @@ impl<H: PacketHandler + StateHandler> ChannelBuilder<H> {
     /// KMCL's status.
     pub fn client_context_size(mut self, bytes: u32) -> Result<Self> {
         let f = kfn!(self.kmcl().v1.VmbChannelInitSetClientContextSize);
-        // SAFETY: rule INIT_WHILE_DISABLED: the builder exists only while Disabled.
+        // SAFETY: rule INIT_AFTER_ENABLE: the builder exists only while Disabled.
         to_result(unsafe { f(self.ch(), bytes) })?;
         self.core_mut().client_context_size = bytes;
         Ok(self)
@@ -530,7 +530,7 @@ impl<H: PacketHandler + StateHandler> ChannelBuilder<H> {
     pub fn inline_packet_context_size(self, bytes: u32) -> Result<Self> {
         let v5 = self.kmcl().need_v5()?;
         let f = kfn!(v5.VmbChannelInitSetInlinePacketContextSize);
-        // SAFETY: rule INIT_WHILE_DISABLED: the builder exists only while Disabled.
+        // SAFETY: rule INIT_AFTER_ENABLE: the builder exists only while Disabled.
         to_result(unsafe { f(self.ch(), bytes) })?;
         Ok(self)
     }
@@ -577,7 +577,7 @@ impl<H: PacketHandler + StateHandler> ChannelBuilder<H> {
             // CAST: rule STATE_CALLBACKS_V5_CAST: the V5 table is registered cast to the V1
             // pointer type; KMCL tells them apart by Version/Size (`kmcl-api.md` §3.1).
             let p = cbs.cast::<VMB_CHANNEL_STATE_CHANGE_CALLBACKS>();
-            // SAFETY: rule INIT_WHILE_DISABLED: the table lives in our boxed `Core`.
+            // SAFETY: rule INIT_AFTER_ENABLE: the table lives in our boxed `Core`.
             to_result(unsafe { f(ch, p) })?;
         } else {
             let f = kfn!(kmcl.v1.VmbChannelInitSetProcessPacketCallbacks);
@@ -588,15 +588,15 @@ impl<H: PacketHandler + StateHandler> ChannelBuilder<H> {
             // SAFETY: rule CONTEXT_BEFORE_ENABLE: we own the Box; nothing else reads it yet.
             unsafe { StateShims::<H>::fill_v1(cbs) };
             let f = kfn!(kmcl.v1.VmbChannelInitSetStateChangeCallbacks);
-            // SAFETY: rule INIT_WHILE_DISABLED: the table lives in our boxed `Core`.
+            // SAFETY: rule INIT_AFTER_ENABLE: the table lives in our boxed `Core`.
             to_result(unsafe { f(ch, cbs) })?;
         }
         let f = kfn!(kmcl.v1.VmbChannelSetIncomingProcessingAtPassive);
         let at_passive = if self.mode == ProcessingMode::Passive { TRUE } else { FALSE };
-        // SAFETY: rule INIT_WHILE_DISABLED: set before Enable, as in-box callers do.
+        // SAFETY: rule INIT_AFTER_ENABLE: set before Enable, as in-box callers do.
         unsafe { f(ch, at_passive) };
         let f = kfn!(kmcl.v1.VmbChannelEnable);
-        // SAFETY: rule ENABLE_AT_PASSIVE: the token proves PASSIVE_LEVEL; callbacks and
+        // SAFETY: rule IRQL_TOO_HIGH: the token proves PASSIVE_LEVEL; callbacks and
         // context are registered; from here KMCL may call the shims on other threads,
         // which only take shared references to `Inner<H>` (`H: Sync`).
         to_result(unsafe { f(ch) })?;
@@ -610,7 +610,7 @@ impl<H: PacketHandler + StateHandler> Drop for ChannelBuilder<H> {
     fn drop(&mut self) {
         let cleanup = self.core().kmcl.v1.VmbChannelCleanup;
         if let Some(f) = cleanup {
-            // SAFETY: rule CLEANUP_AFTER_DISABLE: the channel is Disabled (type invariant).
+            // SAFETY: rule CLEANUP_WHILE_ENABLED: the channel is Disabled (type invariant).
             unsafe { f(self.ch()) };
         }
         // SAFETY: rule CONTEXT_LIVES_UNTIL_CLEANUP: after VmbChannelCleanup KMCL holds no
@@ -638,7 +638,7 @@ pub struct Channel<H: PacketHandler + StateHandler> {
 // several threads only hands out `&H` (`H: Sync`) and calls KMCL routines that are
 // thread-safe on a channel.
 unsafe impl<H: PacketHandler + StateHandler> Send for Channel<H> {}
-// SAFETY: as above.
+// SAFETY: rule HANDLES_ARE_THREAD_AGNOSTIC: as above.
 unsafe impl<H: PacketHandler + StateHandler> Sync for Channel<H> {}
 
 impl<H: PacketHandler + StateHandler> Channel<H> {
@@ -674,7 +674,7 @@ impl<H: PacketHandler + StateHandler> Channel<H> {
     fn disable_raw(&self) {
         let core = &self.inner().core;
         if let Some(f) = core.kmcl.v1.VmbChannelDisable {
-            // SAFETY: rule DISABLE_AT_PASSIVE: callers hold a `Passive` token or are
+            // SAFETY: rule IRQL_TOO_HIGH: callers hold a `Passive` token or are
             // `Drop` (checked in debug builds); blocks until Suspend/Closed ran and all
             // incoming packets were completed, after which no shim runs for this channel.
             unsafe { f(core.channel) };
@@ -702,7 +702,7 @@ impl<H: PacketHandler + StateHandler> Drop for Channel<H> {
     fn drop(&mut self) {
         if irql::current() != irql::PASSIVE_LEVEL {
             // A driver bug (dropping a channel above PASSIVE_LEVEL): recorded, see irql.
-            // SAFETY: rule DISABLE_AT_PASSIVE: the token is minted only to record the mismatch.
+            // SAFETY: rule IRQL_TOO_HIGH: the token is minted only to record the mismatch.
             let _ = unsafe { Passive::assume() };
         }
         self.disable_raw();

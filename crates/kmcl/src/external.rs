@@ -56,7 +56,7 @@ fn mapper() -> Option<MdlMapper> {
     if p.is_null() {
         return None;
     }
-    // SAFETY: rule HOST_IRQL_SOURCE: only `set_mdl_mapper` stores into MAPPER, an `MdlMapper`.
+    // SAFETY: rule FN_HOOK_ROUNDTRIP: only `set_mdl_mapper` stores into MAPPER, an `MdlMapper`.
     Some(unsafe { core::mem::transmute::<*mut (), MdlMapper>(p) })
 }
 

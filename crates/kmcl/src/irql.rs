@@ -185,7 +185,7 @@ pub fn mismatches() -> u32 {
 pub fn current() -> Kirql {
     let p = HOST_SOURCE.load(Ordering::Acquire);
     if !p.is_null() {
-        // SAFETY: rule HOST_IRQL_SOURCE: only `set_host_irql_source` stores into
+        // SAFETY: rule FN_HOOK_ROUNDTRIP: only `set_host_irql_source` stores into
         // HOST_SOURCE, and it stores an `IrqlSource`; a fn pointer round-trips through
         // `*mut ()` on every target Rust supports for this crate (same size, no tag).
         let f = unsafe { core::mem::transmute::<*mut (), IrqlSource>(p) };
@@ -244,7 +244,7 @@ fn record_mismatch(claimed: Kirql, actual: Kirql) {
     MISMATCHES.fetch_add(1, Ordering::Relaxed);
     let p = MISMATCH_HOOK.load(Ordering::Acquire);
     if !p.is_null() {
-        // SAFETY: rule HOST_IRQL_SOURCE: only `set_mismatch_hook` stores into
+        // SAFETY: rule FN_HOOK_ROUNDTRIP: only `set_mismatch_hook` stores into
         // MISMATCH_HOOK, and it stores a `MismatchHook`.
         let f = unsafe { core::mem::transmute::<*mut (), MismatchHook>(p) };
         f(claimed, actual);

@@ -33,6 +33,29 @@
 //! * [`external`]: external data (MDL) views.
 //! * [`send`]: outgoing packets and their completions.
 //! * [`state`]: the state-change handler trait and its shims.
+//!
+//! # Rule names in `// SAFETY:` comments
+//!
+//! Where the simulator's verifier checks a rule, the comment uses its name
+//! (`kmcl_sim::Rule::name`): `PACKET_COMPLETED_TWICE`, `INIT_AFTER_ENABLE`,
+//! `CLEANUP_WHILE_ENABLED`, `IRQL_TOO_HIGH`, `SYNC_REQUEST_AT_DISPATCH`,
+//! `COMPLETION_BUFFER_SIZE`, `OUTGOING_PACKET_DOUBLE_FREE`, `DEFER_OUTSIDE_CALLBACK`,
+//! `PAYLOAD_WRITTEN_AFTER_COMPLETION`. The other names are contracts of this crate or
+//! of the header that the simulator cannot observe:
+//!
+//! | rule | meaning |
+//! |---|---|
+//! | `TABLE_OUTLIVES_CHANNEL` | the KMCL table outlives everything built from it ([`channel`]) |
+//! | `CONTEXT_BEFORE_ENABLE` | the channel's context is stored (`VmbChannelSetPointer`/`_EX`) before `VmbChannelEnable` |
+//! | `CONTEXT_LIVES_UNTIL_CLEANUP` | the boxed context is freed only after `VmbChannelCleanup` |
+//! | `HANDLES_ARE_THREAD_AGNOSTIC` | KMCL handles may be used from any thread |
+//! | `PROCESS_PACKET_ARGS` / `PROCESS_PACKET_IRQL` | what KMCL passes to `EvtVmbChannelProcessPacket`, at the IRQL it keeps |
+//! | `PACKET_COMPLETION_ARGS` / `PACKET_COMPLETION_IRQL` / `PACKET_CONTEXT_POINTER` | the same for `EvtVmbPacketCompletionRoutine` and the context we attach |
+//! | `EXTERNAL_DATA_DURING_PROCESSING` / `EXTERNAL_MDL_LIVES_UNTIL_COMPLETE` / `EXTERNAL_MDL_UNTIL_COMPLETION` | external data MDLs, incoming and outgoing |
+//! | `CLIENT_CONTEXT_PER_PACKET` | `VmbChannelPacketGetClientContext` memory belongs to one packet |
+//! | `PENDING_COMPLETION_ANY_CONTEXT` | an incoming packet may be completed from any thread at <= DISPATCH_LEVEL |
+//! | `STATE_CALLBACKS_AT_PASSIVE` / `STATE_CALLBACKS_V5_CAST` | state-change callbacks run at PASSIVE_LEVEL; the V5 table is registered cast |
+//! | `KE_GET_CURRENT_IRQL` / `FN_HOOK_ROUNDTRIP` | reading the IRQL ([`irql`]); fn-pointer hooks stored as data pointers |
 #![no_std]
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]

@@ -271,7 +271,7 @@ fn report_unretired(handle: VMBPACKETCOMPLETION) {
     UNRETIRED_DROPS.fetch_add(1, Ordering::Relaxed);
     let p = UNRETIRED_HOOK.load(Ordering::Acquire);
     if !p.is_null() {
-        // SAFETY: rule HOST_IRQL_SOURCE: only `set_unretired_hook` stores an `UnretiredHook`.
+        // SAFETY: rule FN_HOOK_ROUNDTRIP: only `set_unretired_hook` stores an `UnretiredHook`.
         let f = unsafe { core::mem::transmute::<*mut (), UnretiredHook>(p) };
         f(handle);
     }
@@ -296,7 +296,7 @@ impl Raw {
         if self.buf.is_null() || self.len == 0 {
             return &[];
         }
-        // SAFETY: rule PAYLOAD_VALID_UNTIL_COMPLETE: KMCL keeps `len` bytes at `buf` until
+        // SAFETY: rule PAYLOAD_WRITTEN_AFTER_COMPLETION: KMCL keeps `len` bytes at `buf` until
         // VmbChannelPacketComplete; the borrow is tied to `&self`, and retiring consumes
         // the owner, so the slice cannot outlive the packet. `u8` has no alignment or
         // validity requirement, so any bytes the other endpoint wrote are a valid `[u8]`.
@@ -307,7 +307,7 @@ impl Raw {
         let Some(f) = self.kmcl.v1.VmbChannelPacketComplete else { return };
         let len = u32::try_from(response.len()).unwrap_or(u32::MAX);
         let buf = if len == 0 { ptr::null_mut() } else { response.as_ptr().cast_mut().cast::<c_void>() };
-        // SAFETY: rule COMPLETE_EXACTLY_ONCE: `handle` is unretired (type invariant) and
+        // SAFETY: rule PACKET_COMPLETED_TWICE: `handle` is unretired (type invariant) and
         // every caller consumes its owner right after; KMCL only reads `len` bytes of
         // `response` during the call (`_In_reads_bytes_opt_`).
         unsafe { f(self.handle, buf, len) };
@@ -315,7 +315,7 @@ impl Raw {
 
     fn fail(&self) {
         let Some(f) = self.kmcl.v1.VmbChannelPacketFail else { return };
-        // SAFETY: rule COMPLETE_EXACTLY_ONCE: as in `complete`; VmbChannelPacketFail
+        // SAFETY: rule PACKET_COMPLETED_TWICE: as in `complete`; VmbChannelPacketFail
         // retires the packet and stops the queue.
         unsafe { f(self.handle) };
     }
@@ -446,7 +446,7 @@ impl<'a> Packet<'a> {
         if this.redeliver.get() {
             return None;
         }
-        // SAFETY: `this` is never used or dropped again; `Raw` is plain data.
+        // SAFETY: rule PACKET_COMPLETED_TWICE: `this` is never used or dropped again; `Raw` is plain data.
         Some(unsafe { ptr::read(&raw const this.raw) })
     }
 
@@ -480,7 +480,7 @@ impl<'a> Packet<'a> {
     pub fn defer(self, _irql: Dispatch) {
         if let Some(raw) = self.retire() {
             let Some(f) = raw.kmcl.v1.VmbChannelPacketDeferToPassive else { return };
-            // SAFETY: rule DEFER_ONLY_INLINE: called in line from the DISPATCH_LEVEL
+            // SAFETY: rule DEFER_OUTSIDE_CALLBACK: called in line from the DISPATCH_LEVEL
             // ProcessPacket callback (token + `'a`); KMCL takes the packet back.
             unsafe { f(raw.handle) };
         }
@@ -533,7 +533,7 @@ impl core::fmt::Debug for PendingPacket {
 // from any thread at <= DISPATCH_LEVEL; the payload is immutable KMCL memory valid until
 // completion; `Kmcl` is a `'static` table.
 unsafe impl Send for PendingPacket {}
-// SAFETY: `&PendingPacket` only reads the payload and flags.
+// SAFETY: rule PENDING_COMPLETION_ANY_CONTEXT: `&PendingPacket` only reads the payload and flags.
 unsafe impl Sync for PendingPacket {}
 
 impl PendingPacket {
@@ -554,7 +554,7 @@ impl PendingPacket {
         if this.raw.handle.is_null() {
             return None;
         }
-        // SAFETY: `this` is never used or dropped again; `Raw` is plain data.
+        // SAFETY: rule PACKET_COMPLETED_TWICE: `this` is never used or dropped again; `Raw` is plain data.
         Some(unsafe { ptr::read(&raw const this.raw) })
     }
 

@@ -92,7 +92,7 @@ pub unsafe trait PacketContext: Send + Sized + 'static {
     unsafe fn from_raw(p: *mut c_void) -> Self;
 }
 
-// SAFETY: a `usize` round-trips through a pointer-sized integer cast.
+// SAFETY: rule PACKET_CONTEXT_POINTER: a `usize` round-trips through a pointer-sized integer cast.
 unsafe impl PacketContext for usize {
     fn into_raw(self) -> *mut c_void {
         ptr::without_provenance_mut(self)
@@ -102,24 +102,24 @@ unsafe impl PacketContext for usize {
     }
 }
 
-// SAFETY: a shared `'static` reference round-trips; no ownership to transfer.
+// SAFETY: rule PACKET_CONTEXT_POINTER: a shared `'static` reference round-trips; no ownership to transfer.
 unsafe impl<T: Sync + 'static> PacketContext for &'static T {
     fn into_raw(self) -> *mut c_void {
         ptr::from_ref(self).cast_mut().cast()
     }
     unsafe fn from_raw(p: *mut c_void) -> Self {
-        // SAFETY: `p` came from `into_raw` of a `&'static T`.
+        // SAFETY: rule PACKET_CONTEXT_POINTER: `p` came from `into_raw` of a `&'static T`.
         unsafe { &*p.cast::<T>() }
     }
 }
 
-// SAFETY: `Box::into_raw`/`Box::from_raw` transfer ownership exactly once.
+// SAFETY: rule PACKET_CONTEXT_POINTER: `Box::into_raw`/`Box::from_raw` transfer ownership exactly once.
 unsafe impl<T: Send + 'static> PacketContext for Box<T> {
     fn into_raw(self) -> *mut c_void {
         Box::into_raw(self).cast()
     }
     unsafe fn from_raw(p: *mut c_void) -> Self {
-        // SAFETY: `p` came from `Box::into_raw` and is reclaimed once.
+        // SAFETY: rule PACKET_CONTEXT_POINTER: `p` came from `Box::into_raw` and is reclaimed once.
         unsafe { Box::from_raw(p.cast::<T>()) }
     }
 }
@@ -202,7 +202,7 @@ unsafe fn finish<C: Completion>(packet: VMBPACKET, ctx: PVOID, status: NTSTATUS,
     let level = unsafe { Level::from_current() };
     C::completed(ctx, NtStatus::from_raw(status), response, level);
     if let Some(free) = global_table().and_then(|t| t.VmbPacketFree) {
-        // SAFETY: rule PACKET_FREED_ONCE: our routine replaced the default one, so the
+        // SAFETY: rule OUTGOING_PACKET_DOUBLE_FREE: our routine replaced the default one, so the
         // packet is ours to free, once, after its completion.
         unsafe { free(packet) };
     }
@@ -238,7 +238,7 @@ impl ExternalMdl<'_> {
 impl Endpoint<'_> {
     fn allocate(&self) -> Result<VMBPACKET> {
         let alloc = kfn!(self.core.kmcl.v1.VmbPacketAllocate);
-        // SAFETY: rule SEND_AT_DISPATCH: VmbPacketAllocate takes from a lookaside list
+        // SAFETY: rule IRQL_TOO_HIGH: VmbPacketAllocate takes from a lookaside list
         // (<= DISPATCH_LEVEL, `kmcl-api.md` §5) on our live channel.
         let pkt = unsafe { alloc(self.core.channel) };
         if pkt.is_null() { Err(NtStatus::INSUFFICIENT_RESOURCES) } else { Ok(pkt) }
@@ -246,7 +246,7 @@ impl Endpoint<'_> {
 
     fn free(&self, pkt: VMBPACKET) {
         if let Some(free) = self.core.kmcl.v1.VmbPacketFree {
-            // SAFETY: rule PACKET_FREED_ONCE: an unsent (or failed) packet from `allocate`.
+            // SAFETY: rule OUTGOING_PACKET_DOUBLE_FREE: an unsent (or failed) packet from `allocate`.
             unsafe { free(pkt) };
         }
     }
@@ -269,7 +269,7 @@ impl Endpoint<'_> {
             }
         };
         let buf = payload.as_ptr().cast_mut().cast::<c_void>();
-        // SAFETY: rule SEND_AT_DISPATCH: a fresh packet; KMCL reads `len` bytes of the
+        // SAFETY: rule IRQL_TOO_HIGH: a fresh packet; KMCL reads `len` bytes of the
         // payload during the call; no MDL; no flags.
         let status = unsafe { send(pkt, buf, len, ptr::null_mut(), 0) };
         if let Err(e) = to_result(status) {
@@ -348,12 +348,12 @@ impl Endpoint<'_> {
             // SAFETY: rule PACKET_CONTEXT_POINTER: an unsent packet; read back by `completion::<C>`.
             unsafe { set_ptr(pkt, raw) };
             let routine: EVT_VMB_PACKET_COMPLETION_ROUTINE = completion::<C>;
-            // SAFETY: rule PACKET_FREED_ONCE: replaces the default routine; ours frees.
+            // SAFETY: rule OUTGOING_PACKET_DOUBLE_FREE: replaces the default routine; ours frees.
             unsafe { set_cr(pkt, Some(routine)) };
         }
         let buf = payload.as_ptr().cast_mut().cast::<c_void>();
         let status = match mdl {
-            // SAFETY: rule SEND_AT_DISPATCH: a prepared packet; payload read during the call.
+            // SAFETY: rule IRQL_TOO_HIGH: a prepared packet; payload read during the call.
             None => unsafe { send(pkt, buf, len, ptr::null_mut(), flags.bits()) },
             Some(m) => {
                 // SAFETY: rule EXTERNAL_MDL_UNTIL_COMPLETION: `ExternalMdl::new`'s contract
@@ -395,8 +395,8 @@ impl Endpoint<'_> {
         let tp = if timeout.is_some() { &raw mut t } else { ptr::null_mut() };
         let rp = if cap == 0 { ptr::null_mut() } else { response.as_mut_ptr().cast::<c_void>() };
         let sp = if cap == 0 { ptr::null_mut() } else { &raw mut size };
-        // SAFETY: rule SYNC_REQUEST_AT_PASSIVE: the token proves PASSIVE_LEVEL; the
-        // completion buffer is `cap` bytes, a multiple of 8 (rule COMPLETION_SIZE_MULTIPLE_OF_8),
+        // SAFETY: rule SYNC_REQUEST_AT_DISPATCH: the token proves PASSIVE_LEVEL; the
+        // completion buffer is `cap` bytes, a multiple of 8 (rule COMPLETION_BUFFER_SIZE),
         // and stays borrowed for the call.
         let status = unsafe {
             f(self.core.channel, payload.as_ptr().cast_mut().cast(), len, ptr::null_mut(), VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION, rp, sp, tp)
@@ -419,7 +419,7 @@ impl Endpoint<'_> {
         let len = len32(payload)?;
         let f = kfn!(self.core.kmcl.v1.VmbChannelSendSynchronousRequest);
         let mut zero: i64 = 0;
-        // SAFETY: rule SYNC_REQUEST_ZERO_TIMEOUT_AT_DISPATCH: `*Timeout == 0` and no
+        // SAFETY: rule SYNC_REQUEST_AT_DISPATCH: `*Timeout == 0` and no
         // WAIT_FOR_COMPLETION, so `_IRQL_requires_max_(DISPATCH_LEVEL)` applies.
         let status = unsafe {
             f(self.core.channel, payload.as_ptr().cast_mut().cast(), len, ptr::null_mut(), 0, ptr::null_mut(), ptr::null_mut(), &raw mut zero)
@@ -444,7 +444,7 @@ impl Endpoint<'_> {
         let len = u32::try_from(buffer.len()).map_err(|_| NtStatus::INVALID_PARAMETER)?;
         let flags = if read_only { VMBUS_CHANNEL_GPADL_FLAG_READ_ONLY } else { 0 };
         let mut handle = 0u32;
-        // SAFETY: rule GPADL_AT_PASSIVE: the token proves PASSIVE_LEVEL; the caller keeps
+        // SAFETY: rule IRQL_TOO_HIGH: the token proves PASSIVE_LEVEL; the caller keeps
         // the buffer alive until delete_gpadl.
         to_result(unsafe { f(self.core.channel, flags, buffer.as_ptr().cast(), len, &raw mut handle) })?;
         Ok(handle)
@@ -453,7 +453,7 @@ impl Endpoint<'_> {
     /// Tears a GPADL down (`VmbChannelDeleteGpadl`); blocks while the other side maps it.
     pub fn delete_gpadl(&self, handle: u32, _irql: Passive) -> Result {
         let f = kfn!(self.core.kmcl.v1.VmbChannelDeleteGpadl);
-        // SAFETY: rule GPADL_AT_PASSIVE: the token proves PASSIVE_LEVEL; an unknown handle
+        // SAFETY: rule IRQL_TOO_HIGH: the token proves PASSIVE_LEVEL; an unknown handle
         // is KMCL's to reject.
         unsafe { f(self.core.channel, handle) };
         Ok(())
@@ -463,7 +463,7 @@ impl Endpoint<'_> {
 /// The first `len` bytes of a [`Endpoint::send_sync`] response buffer.
 #[must_use]
 pub fn words_as_bytes(words: &[u64], len: usize) -> &[u8] {
-    // SAFETY: `u64` has no padding, so its memory is `8 * words.len()` initialized bytes.
+    // SAFETY: rule COMPLETION_BUFFER_SIZE: `u64` has no padding, so its memory is `8 * words.len()` initialized bytes.
     let all = unsafe { core::slice::from_raw_parts(words.as_ptr().cast::<u8>(), words.len() * 8) };
     &all[..len.min(all.len())]
 }

@@ -104,7 +104,7 @@ impl<H: PacketHandler + StateHandler> StateShims<H> {
         t.EvtChannelSuspend = Some(suspend);
         t.EvtChannelStarted = Some(started);
         t.EvtChannelPostStarted = Some(post);
-        // SAFETY: the caller guarantees `cbs` is writable and unshared.
+        // SAFETY: rule INIT_AFTER_ENABLE: filled before Enable; the caller guarantees `cbs` is writable and unshared.
         unsafe { cbs.write(t) };
     }
 
@@ -126,7 +126,7 @@ impl<H: PacketHandler + StateHandler> StateShims<H> {
         t.EvtChannelSuspendEx = Some(suspend);
         t.EvtChannelStartedEx = Some(started);
         t.EvtChannelPostStartedEx = Some(post);
-        // SAFETY: the caller guarantees `cbs` is writable and unshared.
+        // SAFETY: rule INIT_AFTER_ENABLE: filled before Enable; the caller guarantees `cbs` is writable and unshared.
         unsafe { cbs.write(t) };
     }
 }
