@@ -744,3 +744,72 @@ impl<'a> Endpoint<'a> {
         self.core.kmcl
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    extern crate std;
+
+    use std::boxed::Box;
+    use std::sync::Mutex;
+    use std::vec::Vec;
+
+    use kmcl_sys::{PVOID, UINT32, VMBPACKETCOMPLETION};
+
+    use super::*;
+
+    /// What the stub `VmbChannelPacketComplete`/`Fail` saw: (handle, response bytes, failed).
+    pub(crate) static RETIRED: Mutex<Vec<(usize, Vec<u8>, bool)>> = Mutex::new(Vec::new());
+
+    unsafe extern "system" fn stub_complete(p: VMBPACKETCOMPLETION, buf: PVOID, len: UINT32) {
+        let bytes = if buf.is_null() {
+            Vec::new()
+        } else {
+            // SAFETY: test stub: the caller passes `len` readable bytes.
+            unsafe { core::slice::from_raw_parts(buf.cast::<u8>(), len as usize) }.to_vec()
+        };
+        RETIRED.lock().expect("lock").push((p.addr(), bytes, false));
+    }
+
+    unsafe extern "system" fn stub_fail(p: VMBPACKETCOMPLETION) {
+        RETIRED.lock().expect("lock").push((p.addr(), Vec::new(), true));
+    }
+
+    /// A `Core` over a table with only the incoming-packet routines, for unit tests.
+    pub(crate) fn stub_core() -> &'static Core {
+        let mut t = KMCL_CLIENT_INTERFACE_V1::zeroed();
+        t.VmbChannelPacketComplete = Some(stub_complete);
+        t.VmbChannelPacketFail = Some(stub_fail);
+        let v1: &'static KMCL_CLIENT_INTERFACE_V1 = Box::leak(Box::new(t));
+        let kmcl = Kmcl { v1, v2: None, v4: None, v5: None, version: Version(1) };
+        Box::leak(Box::new(Core {
+            kmcl,
+            channel: ptr::null_mut(),
+            client_context_size: 0,
+            use_ex: false,
+            pnp_type: GUID::zeroed(),
+            pnp_instance: GUID::zeroed(),
+            state_v1: kmcl_sys::VMB_CHANNEL_STATE_CHANGE_CALLBACKS_INIT(),
+            state_v5: kmcl_sys::VMB_CHANNEL_STATE_CHANGE_CALLBACKS_INIT_V5(),
+            dropped_unretired: AtomicU32::new(0),
+        }))
+    }
+
+    fn table(version: u16, size: usize) -> &'static KMCL_CLIENT_INTERFACE_V5 {
+        let mut t = KMCL_CLIENT_INTERFACE_V5::zeroed();
+        t.Interface.Version = version;
+        t.Interface.Size = u16::try_from(size).expect("fits");
+        Box::leak(Box::new(t))
+    }
+
+    #[test]
+    fn rejects_unknown_interface_revision() {
+        assert_eq!(Kmcl::new(table(0, size_of::<KMCL_CLIENT_INTERFACE_V5>())).err(), Some(NtStatus::REVISION_MISMATCH));
+        assert_eq!(Kmcl::new(table(5, size_of::<KMCL_CLIENT_INTERFACE_V4>())).err(), Some(NtStatus::REVISION_MISMATCH));
+        assert_eq!(Kmcl::new(table(1, 0x20)).err(), Some(NtStatus::REVISION_MISMATCH));
+    }
+
+    #[test]
+    fn rejects_table_with_null_routines() {
+        assert_eq!(Kmcl::new(table(5, size_of::<KMCL_CLIENT_INTERFACE_V5>())).err(), Some(NtStatus::NOT_IMPLEMENTED));
+    }
+}

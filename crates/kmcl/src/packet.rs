@@ -589,3 +589,82 @@ impl Drop for PendingPacket {
         self.raw.complete(&[]);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::vec::Vec;
+
+    use super::*;
+    use crate::channel::tests::{RETIRED, stub_core};
+
+    fn retired(handle: usize) -> Vec<(Vec<u8>, bool)> {
+        RETIRED.lock().expect("lock").iter().filter(|r| r.0 == handle).map(|r| (r.1.clone(), r.2)).collect()
+    }
+
+    fn packet(core: &'static Core, handle: usize, payload: &[u8]) -> Packet<'static> {
+        let h = ptr::without_provenance_mut(handle);
+        let len = u32::try_from(payload.len()).expect("small");
+        // SAFETY: test: the stub table records the handle; the payload outlives the packet.
+        unsafe { Packet::new(core, h, payload.as_ptr().cast_mut().cast(), len, 0) }
+    }
+
+    #[test]
+    fn completes_each_packet_exactly_once_with_its_response() {
+        let core = stub_core();
+        let data = *b"request";
+        packet(core, 0x1001, &data).complete_with(b"answer");
+        assert_eq!(retired(0x1001), [(b"answer".to_vec(), false)]);
+    }
+
+    #[test]
+    fn completes_a_dropped_unretired_packet_and_counts_it() {
+        let core = stub_core();
+        let before = unretired_drops();
+        drop(packet(core, 0x1002, b"x"));
+        assert_eq!(retired(0x1002), [(Vec::new(), false)]);
+        assert_eq!(core.dropped_unretired.load(Ordering::Relaxed), 1);
+        assert!(unretired_drops() > before);
+    }
+
+    #[test]
+    fn fail_retires_without_a_completion() {
+        let core = stub_core();
+        packet(core, 0x1003, b"bad").fail();
+        assert_eq!(retired(0x1003), [(Vec::new(), true)]);
+    }
+
+    #[test]
+    fn null_or_empty_payload_is_an_empty_slice() {
+        let core = stub_core();
+        // SAFETY: test: a null buffer with a nonzero length, as a hostile caller might pass.
+        let p = unsafe { Packet::new(core, ptr::without_provenance_mut(0x1004), ptr::null_mut(), 64, 0) };
+        assert!(p.payload().is_empty());
+        p.complete();
+        assert!(packet(core, 0x1005, &[]).payload().is_empty());
+    }
+
+    #[test]
+    fn pending_packet_completes_later_from_another_thread() {
+        let core = stub_core();
+        let data = *b"later";
+        let pending = packet(core, 0x1006, &data).into_pending();
+        assert!(retired(0x1006).is_empty());
+        std::thread::spawn(move || {
+            assert_eq!(pending.payload(), b"later");
+            pending.complete_with(b"done");
+        })
+        .join()
+        .expect("thread");
+        assert_eq!(retired(0x1006), [(b"done".to_vec(), false)]);
+    }
+
+    #[test]
+    fn external_data_without_the_flag_is_refused_and_keeps_the_packet_owed() {
+        let core = stub_core();
+        let p = packet(core, 0x1007, b"no ext");
+        assert_eq!(p.external_data(Access::ReadOnly).err(), Some(NtStatus::INVALID_PARAMETER));
+        p.complete();
+        assert_eq!(retired(0x1007).len(), 1);
+    }
+}
