@@ -73,7 +73,10 @@ impl SimRequest {
     /// `output_len` bytes; returns it with the caller's handle.
     #[must_use]
     pub fn new(input: &[u8], output_len: usize) -> (Self, RequestHandle) {
-        Self::from_buffers(AlignedBuf::from_slice(input), AlignedBuf::zeroed(output_len))
+        Self::from_buffers(
+            AlignedBuf::from_slice(input),
+            AlignedBuf::zeroed(output_len),
+        )
     }
 
     /// A request over prepared buffers (use this to pass misaligned or odd buffers).
@@ -86,7 +89,14 @@ impl SimRequest {
             result: Mutex::new(None),
             done: Condvar::new(),
         });
-        (Self { shared: shared.clone(), input, output }, RequestHandle { shared })
+        (
+            Self {
+                shared: shared.clone(),
+                input,
+                output,
+            },
+            RequestHandle { shared },
+        )
     }
 }
 
@@ -104,7 +114,11 @@ impl UserRequest for SimRequest {
     }
 
     fn park(&mut self) -> Result<(), NtStatus> {
-        match self.shared.state.compare_exchange(NEW, PARKED, Ordering::SeqCst, Ordering::SeqCst) {
+        match self
+            .shared
+            .state
+            .compare_exchange(NEW, PARKED, Ordering::SeqCst, Ordering::SeqCst)
+        {
             Ok(_) => Ok(()),
             Err(_) => Err(NtStatus::CANCELLED),
         }
@@ -120,7 +134,11 @@ impl UserRequest for SimRequest {
     fn complete(self, status: NtStatus, information: usize) {
         let n = information.min(self.output.as_slice().len());
         let output = self.output.as_slice()[..n].to_vec();
-        self.shared.finish(Completion { status, information, output });
+        self.shared.finish(Completion {
+            status,
+            information,
+            output,
+        });
     }
 }
 
@@ -134,7 +152,11 @@ impl RequestHandle {
     /// The completion, if the request has completed.
     #[must_use]
     pub fn result(&self) -> Option<Completion> {
-        self.shared.result.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.shared
+            .result
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// True once completed.
@@ -152,7 +174,11 @@ impl RequestHandle {
     /// Waits up to `timeout` for the completion.
     #[must_use]
     pub fn wait(&self, timeout: Duration) -> Option<Completion> {
-        let guard = self.shared.result.lock().unwrap_or_else(PoisonError::into_inner);
+        let guard = self
+            .shared
+            .result
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let (guard, _) = self
             .shared
             .done
@@ -168,13 +194,22 @@ impl RequestHandle {
     /// completes it with `STATUS_CANCELLED`.
     pub fn cancel(&self, driver_cancel: impl FnOnce(RequestKey) -> bool) {
         let s = &self.shared;
-        if s.state.compare_exchange(NEW, CANCELLING, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+        if s.state
+            .compare_exchange(NEW, CANCELLING, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
             return;
         }
-        if s.state.compare_exchange(PARKED, CANCELLING, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+        if s.state
+            .compare_exchange(PARKED, CANCELLING, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
             && !driver_cancel(self.key())
         {
-            s.finish(Completion { status: NtStatus::CANCELLED, information: 0, output: Vec::new() });
+            s.finish(Completion {
+                status: NtStatus::CANCELLED,
+                information: 0,
+                output: Vec::new(),
+            });
         }
     }
 }

@@ -20,6 +20,6 @@ extern crate alloc;
 
 #[path = "core/mod.rs"]
 pub mod bridge;
-pub mod trace;
 #[cfg(not(windows))]
 pub mod host;
+pub mod trace;

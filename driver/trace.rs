@@ -189,9 +189,9 @@ impl Event {
             | Self::PacketResponded { .. }
             | Self::PacketSent { .. }
             | Self::SendCompleted { .. } => KEYWORD_PACKET,
-            Self::RequestPended { .. } | Self::RequestCancelled { .. } | Self::HandleClosed { .. } => {
-                KEYWORD_IO
-            }
+            Self::RequestPended { .. }
+            | Self::RequestCancelled { .. }
+            | Self::HandleClosed { .. } => KEYWORD_IO,
             Self::ConfigIssue { .. }
             | Self::RequestRejected { .. }
             | Self::SendFailed { .. }
@@ -244,73 +244,180 @@ fn kind_name(kind: IssueKind) -> &'static str {
 /// session enabled its level and keyword; a no-op off Windows).
 fn write_etw(event: &Event) {
     match *event {
-        Event::DeviceCreated { mode, queue_depth, max_packet_size } => {
-            tlg::write_event!(PROVIDER, "DeviceCreated", level(Informational), keyword(0x1),
-                str8("Mode", mode.name()), u32("QueueDepth", &queue_depth),
-                u32("MaxPacketSize", &max_packet_size));
+        Event::DeviceCreated {
+            mode,
+            queue_depth,
+            max_packet_size,
+        } => {
+            tlg::write_event!(
+                PROVIDER,
+                "DeviceCreated",
+                level(Informational),
+                keyword(0x1),
+                str8("Mode", mode.name()),
+                u32("QueueDepth", &queue_depth),
+                u32("MaxPacketSize", &max_packet_size)
+            );
         }
         Event::ConfigIssue { key, kind } => {
-            tlg::write_event!(PROVIDER, "ConfigIssue", level(Warning), keyword(0x8),
-                str8("Key", key), str8("Issue", kind_name(kind)));
+            tlg::write_event!(
+                PROVIDER,
+                "ConfigIssue",
+                level(Warning),
+                keyword(0x8),
+                str8("Key", key),
+                str8("Issue", kind_name(kind))
+            );
         }
         Event::ChannelOpened => {
-            tlg::write_event!(PROVIDER, "ChannelOpened", level(Informational), keyword(0x1));
+            tlg::write_event!(
+                PROVIDER,
+                "ChannelOpened",
+                level(Informational),
+                keyword(0x1)
+            );
         }
         Event::ChannelStarted => {
-            tlg::write_event!(PROVIDER, "ChannelStarted", level(Informational), keyword(0x1));
+            tlg::write_event!(
+                PROVIDER,
+                "ChannelStarted",
+                level(Informational),
+                keyword(0x1)
+            );
         }
         Event::ChannelSuspended { discarded } => {
-            tlg::write_event!(PROVIDER, "ChannelSuspended", level(Informational), keyword(0x1),
-                u32("Discarded", &discarded));
+            tlg::write_event!(
+                PROVIDER,
+                "ChannelSuspended",
+                level(Informational),
+                keyword(0x1),
+                u32("Discarded", &discarded)
+            );
         }
         Event::ChannelClosed { failed_reads } => {
-            tlg::write_event!(PROVIDER, "ChannelClosed", level(Informational), keyword(0x1),
-                u32("FailedReads", &failed_reads));
+            tlg::write_event!(
+                PROVIDER,
+                "ChannelClosed",
+                level(Informational),
+                keyword(0x1),
+                u32("FailedReads", &failed_reads)
+            );
         }
         Event::PacketReceived { sequence, len } => {
-            tlg::write_event!(PROVIDER, "PacketReceived", level(Verbose), keyword(0x2),
-                u64("Sequence", &sequence), u32("Length", &len));
+            tlg::write_event!(
+                PROVIDER,
+                "PacketReceived",
+                level(Verbose),
+                keyword(0x2),
+                u64("Sequence", &sequence),
+                u32("Length", &len)
+            );
         }
-        Event::PacketRead { sequence, len, packet_id } => {
-            tlg::write_event!(PROVIDER, "PacketRead", level(Verbose), keyword(0x2),
-                u64("Sequence", &sequence), u32("Length", &len), u64("PacketId", &packet_id));
+        Event::PacketRead {
+            sequence,
+            len,
+            packet_id,
+        } => {
+            tlg::write_event!(
+                PROVIDER,
+                "PacketRead",
+                level(Verbose),
+                keyword(0x2),
+                u64("Sequence", &sequence),
+                u32("Length", &len),
+                u64("PacketId", &packet_id)
+            );
         }
         Event::PacketResponded { packet_id, len } => {
-            tlg::write_event!(PROVIDER, "PacketResponded", level(Verbose), keyword(0x2),
-                u64("PacketId", &packet_id), u32("Length", &len));
+            tlg::write_event!(
+                PROVIDER,
+                "PacketResponded",
+                level(Verbose),
+                keyword(0x2),
+                u64("PacketId", &packet_id),
+                u32("Length", &len)
+            );
         }
         Event::PacketSent { len, wait } => {
-            tlg::write_event!(PROVIDER, "PacketSent", level(Verbose), keyword(0x2),
-                u32("Length", &len), bool8("Wait", &wait));
+            tlg::write_event!(
+                PROVIDER,
+                "PacketSent",
+                level(Verbose),
+                keyword(0x2),
+                u32("Length", &len),
+                bool8("Wait", &wait)
+            );
         }
         Event::SendCompleted { status, len } => {
-            tlg::write_event!(PROVIDER, "SendCompleted", level(Verbose), keyword(0x2),
-                win_ntstatus("Status", &status), u32("Length", &len));
+            tlg::write_event!(
+                PROVIDER,
+                "SendCompleted",
+                level(Verbose),
+                keyword(0x2),
+                win_ntstatus("Status", &status),
+                u32("Length", &len)
+            );
         }
         Event::RequestPended { key } => {
-            tlg::write_event!(PROVIDER, "RequestPended", level(Verbose), keyword(0x4),
-                u64_hex("Request", &key));
+            tlg::write_event!(
+                PROVIDER,
+                "RequestPended",
+                level(Verbose),
+                keyword(0x4),
+                u64_hex("Request", &key)
+            );
         }
         Event::RequestCancelled { key } => {
-            tlg::write_event!(PROVIDER, "RequestCancelled", level(Verbose), keyword(0x4),
-                u64_hex("Request", &key));
+            tlg::write_event!(
+                PROVIDER,
+                "RequestCancelled",
+                level(Verbose),
+                keyword(0x4),
+                u64_hex("Request", &key)
+            );
         }
-        Event::HandleClosed { file, cancelled, abandoned } => {
-            tlg::write_event!(PROVIDER, "HandleClosed", level(Verbose), keyword(0x4),
-                u64_hex("File", &file), u32("Cancelled", &cancelled),
-                u32("Abandoned", &abandoned));
+        Event::HandleClosed {
+            file,
+            cancelled,
+            abandoned,
+        } => {
+            tlg::write_event!(
+                PROVIDER,
+                "HandleClosed",
+                level(Verbose),
+                keyword(0x4),
+                u64_hex("File", &file),
+                u32("Cancelled", &cancelled),
+                u32("Abandoned", &abandoned)
+            );
         }
         Event::RequestRejected { code, status } => {
-            tlg::write_event!(PROVIDER, "RequestRejected", level(Warning), keyword(0x8),
-                u32_hex("Code", &code), win_ntstatus("Status", &status));
+            tlg::write_event!(
+                PROVIDER,
+                "RequestRejected",
+                level(Warning),
+                keyword(0x8),
+                u32_hex("Code", &code),
+                win_ntstatus("Status", &status)
+            );
         }
         Event::SendFailed { status } => {
-            tlg::write_event!(PROVIDER, "SendFailed", level(Error), keyword(0x8),
-                win_ntstatus("Status", &status));
+            tlg::write_event!(
+                PROVIDER,
+                "SendFailed",
+                level(Error),
+                keyword(0x8),
+                win_ntstatus("Status", &status)
+            );
         }
         Event::QueueOverflow { sequence } => {
-            tlg::write_event!(PROVIDER, "QueueOverflow", level(Error), keyword(0x8),
-                u64("Sequence", &sequence));
+            tlg::write_event!(
+                PROVIDER,
+                "QueueOverflow",
+                level(Error),
+                keyword(0x8),
+                u64("Sequence", &sequence)
+            );
         }
     }
 }
@@ -328,7 +435,9 @@ mod tests {
 
     static SEEN: Mutex<Vec<Event>> = Mutex::new(Vec::new());
     fn record(e: &Event) {
-        SEEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(*e);
+        SEEN.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(*e);
     }
 
     #[test]
@@ -343,15 +452,24 @@ mod tests {
         for e in events {
             t.emit(e);
         }
-        let seen = SEEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let seen = SEEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         assert_eq!(seen, events);
         let kws: Vec<u64> = seen.iter().map(Event::keyword).collect();
-        assert_eq!(kws, [KEYWORD_LIFECYCLE, KEYWORD_PACKET, KEYWORD_IO, KEYWORD_ERROR]);
+        assert_eq!(
+            kws,
+            [KEYWORD_LIFECYCLE, KEYWORD_PACKET, KEYWORD_IO, KEYWORD_ERROR]
+        );
     }
 
     #[test]
     fn keyword_constants_match_write_event_literals() {
         // write_event! needs literal keywords; keep them equal to the documented consts.
-        assert_eq!((KEYWORD_LIFECYCLE, KEYWORD_PACKET, KEYWORD_IO, KEYWORD_ERROR), (1, 2, 4, 8));
+        assert_eq!(
+            (KEYWORD_LIFECYCLE, KEYWORD_PACKET, KEYWORD_IO, KEYWORD_ERROR),
+            (1, 2, 4, 8)
+        );
     }
 }

@@ -162,7 +162,10 @@ impl Config {
         let mut issues = Vec::new();
         for (name, value) in pairs {
             let Some(key) = KEYS.iter().copied().find(|k| k.eq_ignore_ascii_case(name)) else {
-                issues.push(Issue { key: "?", kind: IssueKind::UnknownKey });
+                issues.push(Issue {
+                    key: "?",
+                    kind: IssueKind::UnknownKey,
+                });
                 continue;
             };
             if let Err(kind) = config.apply(key, value) {
@@ -254,9 +257,18 @@ mod tests {
         assert_eq!(
             p.issues,
             [
-                Issue { key: KEY_QUEUE_DEPTH, kind: IssueKind::OutOfRange },
-                Issue { key: KEY_PROCESSING_MODE, kind: IssueKind::OutOfRange },
-                Issue { key: KEY_MAX_PACKET_SIZE, kind: IssueKind::OutOfRange },
+                Issue {
+                    key: KEY_QUEUE_DEPTH,
+                    kind: IssueKind::OutOfRange
+                },
+                Issue {
+                    key: KEY_PROCESSING_MODE,
+                    kind: IssueKind::OutOfRange
+                },
+                Issue {
+                    key: KEY_MAX_PACKET_SIZE,
+                    kind: IssueKind::OutOfRange
+                },
             ]
         );
     }
@@ -274,16 +286,28 @@ mod tests {
         assert_eq!(
             p.issues,
             [
-                Issue { key: KEY_QUEUE_DEPTH, kind: IssueKind::WrongType },
-                Issue { key: "?", kind: IssueKind::UnknownKey },
-                Issue { key: KEY_PROCESSING_MODE, kind: IssueKind::WrongType },
+                Issue {
+                    key: KEY_QUEUE_DEPTH,
+                    kind: IssueKind::WrongType
+                },
+                Issue {
+                    key: "?",
+                    kind: IssueKind::UnknownKey
+                },
+                Issue {
+                    key: KEY_PROCESSING_MODE,
+                    kind: IssueKind::WrongType
+                },
             ]
         );
     }
 
     #[test]
     fn range_bounds_are_inclusive() {
-        let p = Config::parse([("QueueDepth", Value::Dword(4096)), ("RingBufferPages", Value::Dword(2))]);
+        let p = Config::parse([
+            ("QueueDepth", Value::Dword(4096)),
+            ("RingBufferPages", Value::Dword(2)),
+        ]);
         assert!(p.issues.is_empty());
         assert_eq!(p.config.queue_depth, 4096);
         let p = Config::parse([("QueueDepth", Value::Dword(4097))]);

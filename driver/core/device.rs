@@ -169,9 +169,14 @@ enum SendState<R> {
     /// `send` is in progress on the issuing thread; `early` records a completion that
     /// arrived before the request was parked (status, full response length; the bytes
     /// are in the slot's stash).
-    Sending { early: Option<(NtStatus, u32)> },
+    Sending {
+        early: Option<(NtStatus, u32)>,
+    },
     /// Parked, waiting for the completion.
-    Waiting { req: R, file: FileId },
+    Waiting {
+        req: R,
+        file: FileId,
+    },
     /// The request was cancelled; the completion is still owed by KMCL.
     Orphaned,
 }
@@ -197,7 +202,10 @@ pub struct State<P, R> {
 
 impl<P, R> core::fmt::Debug for State<P, R> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("State").field("channel", &self.channel).field("stats", &self.stats).finish()
+        f.debug_struct("State")
+            .field("channel", &self.channel)
+            .field("stats", &self.stats)
+            .finish()
     }
 }
 
@@ -221,13 +229,21 @@ pub struct Bridge<P, R, L> {
 
 impl<P, R, L> core::fmt::Debug for Bridge<P, R, L> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Bridge").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Bridge")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
 /// Outcome of a read attempt taken under the lock.
 enum ReadStep<P, R> {
-    Done { req: R, status: NtStatus, info: usize, complete: Option<P>, event: Option<Event> },
+    Done {
+        req: R,
+        status: NtStatus,
+        info: usize,
+        complete: Option<P>,
+        event: Option<Event>,
+    },
     Parked(RequestKey),
     Rejected(R, NtStatus),
 }
@@ -300,7 +316,12 @@ where
             queue_depth: config.queue_depth,
             max_packet_size: config.max_packet_size,
         });
-        Self { state: L::new(state), config, tracer, _types: PhantomData }
+        Self {
+            state: L::new(state),
+            config,
+            tracer,
+            _types: PhantomData,
+        }
     }
 
     /// The configuration the bridge was built with.
@@ -389,7 +410,9 @@ where
                 failed += 1;
             }
         }
-        self.tracer.emit(Event::ChannelClosed { failed_reads: failed });
+        self.tracer.emit(Event::ChannelClosed {
+            failed_reads: failed,
+        });
     }
 
     /// Completes every held packet with an empty response; returns how many.
@@ -433,7 +456,12 @@ where
                     s.note_depth();
                     return ArriveStep::Deliver(read, packet);
                 }
-                match s.packets.insert(Entry { packet, sequence, len, held: None }) {
+                match s.packets.insert(Entry {
+                    packet,
+                    sequence,
+                    len,
+                    held: None,
+                }) {
                     Ok(slot) => {
                         // The FIFO has the slab's capacity, so this cannot fail; if it did,
                         // the entry would still be completed by drain/close.
@@ -465,7 +493,11 @@ where
     /// Delivers `packet` to a read taken from the parked list; gives the packet back when
     /// it must be queued instead (cancellation won, or the buffer was too small).
     fn deliver(&self, read: PendingRead<R>, packet: P, sequence: u64, len: u32) -> Option<P> {
-        let PendingRead { mut req, file, hold } = read;
+        let PendingRead {
+            mut req,
+            file,
+            hold,
+        } = read;
         if !req.claim() {
             return Some(packet);
         }
@@ -483,7 +515,12 @@ where
             let held = self.state.with(|s| {
                 s.next_packet_id += 1;
                 let id = s.next_packet_id;
-                let entry = Entry { packet, sequence, len, held: Some((file, id)) };
+                let entry = Entry {
+                    packet,
+                    sequence,
+                    len,
+                    held: Some((file, id)),
+                };
                 match s.packets.insert(entry) {
                     Ok(_) => {
                         s.stats.held_for_response += 1;
@@ -514,7 +551,11 @@ where
             p.complete(&[]);
         }
         req.complete(NtStatus::SUCCESS, needed);
-        self.tracer.emit(Event::PacketRead { sequence, len, packet_id: id });
+        self.tracer.emit(Event::PacketRead {
+            sequence,
+            len,
+            packet_id: id,
+        });
         None
     }
 
@@ -536,8 +577,9 @@ where
                     slot.stash.clear();
                     let room = slot.stash.capacity().min(response.len());
                     slot.stash.extend_from_slice(&response[..room]);
-                    slot.state =
-                        SendState::Sending { early: Some((status, len32(response.len()))) };
+                    slot.state = SendState::Sending {
+                        early: Some((status, len32(response.len()))),
+                    };
                     None
                 }
                 SendState::Waiting { req, .. } => {
@@ -556,9 +598,13 @@ where
             }
         });
         if let Some(mut req) = waiting {
-            self.tracer.emit(Event::SendCompleted { status: status.raw(), len: len32(response.len()) });
+            self.tracer.emit(Event::SendCompleted {
+                status: status.raw(),
+                len: len32(response.len()),
+            });
             if req.claim() {
-                let (st, info) = write_completion(req.output(), status, len32(response.len()), response);
+                let (st, info) =
+                    write_completion(req.output(), status, len32(response.len()), response);
                 req.complete(st, info);
             }
         }
@@ -568,7 +614,10 @@ where
 
     fn reject(&self, req: R, code: u32, status: NtStatus) {
         self.state.with(|s| s.stats.requests_rejected += 1);
-        self.tracer.emit(Event::RequestRejected { code, status: status.raw() });
+        self.tracer.emit(Event::RequestRejected {
+            code,
+            status: status.raw(),
+        });
         req.complete(status, 0);
     }
 
@@ -613,7 +662,11 @@ where
                 } else {
                     0
                 };
-                let flags = if hold { VMBRIDGE_PACKET_FLAG_RESPONSE_PENDING } else { 0 };
+                let flags = if hold {
+                    VMBRIDGE_PACKET_FLAG_RESPONSE_PENDING
+                } else {
+                    0
+                };
                 let header = VMBRIDGE_PACKET_HEADER::new(flags, id, len, sequence);
                 write_packet(req.output(), &header, entry.packet.payload());
                 let complete = if hold {
@@ -630,7 +683,11 @@ where
                     status: NtStatus::SUCCESS,
                     info: needed,
                     complete,
-                    event: Some(Event::PacketRead { sequence, len, packet_id: id }),
+                    event: Some(Event::PacketRead {
+                        sequence,
+                        len,
+                        packet_id: id,
+                    }),
                 };
             }
             if s.reads.len() >= s.reads.capacity() {
@@ -646,7 +703,13 @@ where
             ReadStep::Parked(key)
         });
         match step {
-            ReadStep::Done { req, status, info, complete, event } => {
+            ReadStep::Done {
+                req,
+                status,
+                info,
+                complete,
+                event,
+            } => {
                 if let Some(p) = complete {
                     p.complete(&[]);
                 }
@@ -695,12 +758,17 @@ where
             s.stats.packets_sent += 1;
             s.stats.bytes_sent += len as u64;
         });
-        self.tracer.emit(Event::PacketSent { len: len32(len), wait });
+        self.tracer.emit(Event::PacketSent {
+            len: len32(len),
+            wait,
+        });
     }
 
     fn send_failed(&self, req: R, status: NtStatus) {
         self.state.with(|s| s.stats.send_failures += 1);
-        self.tracer.emit(Event::SendFailed { status: status.raw() });
+        self.tracer.emit(Event::SendFailed {
+            status: status.raw(),
+        });
         req.complete(status, 0);
     }
 
@@ -757,7 +825,8 @@ where
             return self.reject(req, code, st);
         }
         if !wait {
-            let sent = match VMBRIDGE_SEND_REQUEST::parse(req.input(), self.config.max_packet_size) {
+            let sent = match VMBRIDGE_SEND_REQUEST::parse(req.input(), self.config.max_packet_size)
+            {
                 Ok((_, payload)) => sender.send(payload, None).map(|()| payload.len()),
                 Err(st) => Err(st),
             };
@@ -772,7 +841,10 @@ where
         // Reserve a slot before sending: the completion may come back before `send`
         // returns, and must find the slot.
         let reserved = self.state.with(|s| {
-            let index = s.sends.iter().position(|x| matches!(x.state, SendState::Free))?;
+            let index = s
+                .sends
+                .iter()
+                .position(|x| matches!(x.state, SendState::Free))?;
             let slot = &mut s.sends[index];
             slot.generation = slot.generation.wrapping_add(1) & GENERATION_MASK;
             slot.state = SendState::Sending { early: None };
@@ -802,7 +874,9 @@ where
         let next = self.state.with(|s| {
             let slot = &mut s.sends[index];
             match core::mem::replace(&mut slot.state, SendState::Free) {
-                SendState::Sending { early: Some((status, full_len)) } => {
+                SendState::Sending {
+                    early: Some((status, full_len)),
+                } => {
                     let (st, info) = write_completion(req.output(), status, full_len, &slot.stash);
                     s.stats.sends_completed += 1;
                     Next::Done(req, st, info, status, full_len)
@@ -825,7 +899,10 @@ where
         match next {
             Next::Parked(key) => self.tracer.emit(Event::RequestPended { key: key.0 }),
             Next::Done(req, st, info, status, full_len) => {
-                self.tracer.emit(Event::SendCompleted { status: status.raw(), len: full_len });
+                self.tracer.emit(Event::SendCompleted {
+                    status: status.raw(),
+                    len: full_len,
+                });
                 req.complete(st, info);
             }
             Next::Cancelled(req) => req.complete(NtStatus::CANCELLED, 0),
@@ -859,13 +936,19 @@ where
                 0
             }
         };
-        self.tracer.emit(Event::PacketResponded { packet_id: id, len: len32(len) });
+        self.tracer.emit(Event::PacketResponded {
+            packet_id: id,
+            len: len32(len),
+        });
         req.complete(NtStatus::SUCCESS, 0);
     }
 
     /// Takes the first waiting send matching `pred` back from its slot (the slot becomes
     /// `Orphaned`: KMCL still owes the completion).
-    fn take_waiting_send(s: &mut State<P, R>, mut pred: impl FnMut(&SendState<R>) -> bool) -> Option<R> {
+    fn take_waiting_send(
+        s: &mut State<P, R>,
+        mut pred: impl FnMut(&SendState<R>) -> bool,
+    ) -> Option<R> {
         let slot = s
             .sends
             .iter_mut()
@@ -892,9 +975,10 @@ where
                 s.stats.requests_cancelled += 1;
                 return Some(r.req);
             }
-            let r = Self::take_waiting_send(s, |st| {
-                matches!(st, SendState::Waiting { req, .. } if req.key() == key)
-            });
+            let r = Self::take_waiting_send(
+                s,
+                |st| matches!(st, SendState::Waiting { req, .. } if req.key() == key),
+            );
             if r.is_some() {
                 s.stats.requests_cancelled += 1;
             }
@@ -920,12 +1004,15 @@ where
                     s.note_depth();
                     return Some(Reclaimed::Request(r.req));
                 }
-                if let Some(r) =
-                    Self::take_waiting_send(s, |st| matches!(st, SendState::Waiting { file: f, .. } if *f == file))
-                {
+                if let Some(r) = Self::take_waiting_send(
+                    s,
+                    |st| matches!(st, SendState::Waiting { file: f, .. } if *f == file),
+                ) {
                     return Some(Reclaimed::Request(r));
                 }
-                let slot = s.packets.find(|e| matches!(e.held, Some((f, _)) if f == file))?;
+                let slot = s
+                    .packets
+                    .find(|e| matches!(e.held, Some((f, _)) if f == file))?;
                 let entry = s.packets.remove(slot)?;
                 s.stats.held_for_response = s.stats.held_for_response.saturating_sub(1);
                 s.stats.packets_abandoned += 1;
@@ -945,8 +1032,13 @@ where
                 }
             }
         }
-        self.state.with(|s| s.stats.requests_cancelled += u64::from(cancelled));
-        self.tracer.emit(Event::HandleClosed { file: file.0, cancelled, abandoned });
+        self.state
+            .with(|s| s.stats.requests_cancelled += u64::from(cancelled));
+        self.tracer.emit(Event::HandleClosed {
+            file: file.0,
+            cancelled,
+            abandoned,
+        });
     }
 }
 
@@ -963,13 +1055,25 @@ fn split_tag(tag: SendTag) -> (usize, u64) {
 
 /// Writes the completion header and as much of the response as fits; returns the
 /// request's final status and information.
-fn write_completion(out: &mut [u8], status: NtStatus, full_len: u32, response: &[u8]) -> (NtStatus, usize) {
+fn write_completion(
+    out: &mut [u8],
+    status: NtStatus,
+    full_len: u32,
+    response: &[u8],
+) -> (NtStatus, usize) {
     VMBRIDGE_COMPLETION_HEADER::new(status.raw(), full_len).write_to(out);
-    let room = out.len().saturating_sub(COMPLETION_HEADER).min(response.len());
+    let room = out
+        .len()
+        .saturating_sub(COMPLETION_HEADER)
+        .min(response.len());
     if let Some(dst) = out.get_mut(COMPLETION_HEADER..COMPLETION_HEADER + room) {
         dst.copy_from_slice(&response[..room]);
     }
-    let st = if (room as u64) < u64::from(full_len) { NtStatus::BUFFER_OVERFLOW } else { NtStatus::SUCCESS };
+    let st = if (room as u64) < u64::from(full_len) {
+        NtStatus::BUFFER_OVERFLOW
+    } else {
+        NtStatus::SUCCESS
+    };
     (st, COMPLETION_HEADER + room)
 }
 

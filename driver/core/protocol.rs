@@ -61,14 +61,26 @@ pub const fn CTL_CODE(device_type: u32, function: u32, method: u32, access: u32)
 pub const IOCTL_VMBRIDGE_GET_INFO: u32 =
     CTL_CODE(FILE_DEVICE_UNKNOWN, 0x800, METHOD_BUFFERED, FILE_ANY_ACCESS);
 /// Takes the oldest received packet (pends until one arrives).
-pub const IOCTL_VMBRIDGE_READ: u32 =
-    CTL_CODE(FILE_DEVICE_UNKNOWN, 0x801, METHOD_BUFFERED, FILE_READ_ACCESS);
+pub const IOCTL_VMBRIDGE_READ: u32 = CTL_CODE(
+    FILE_DEVICE_UNKNOWN,
+    0x801,
+    METHOD_BUFFERED,
+    FILE_READ_ACCESS,
+);
 /// Sends an in-band packet, optionally waiting for the other side's completion.
-pub const IOCTL_VMBRIDGE_SEND: u32 =
-    CTL_CODE(FILE_DEVICE_UNKNOWN, 0x802, METHOD_BUFFERED, FILE_WRITE_ACCESS);
+pub const IOCTL_VMBRIDGE_SEND: u32 = CTL_CODE(
+    FILE_DEVICE_UNKNOWN,
+    0x802,
+    METHOD_BUFFERED,
+    FILE_WRITE_ACCESS,
+);
 /// Completes a held packet with a response.
-pub const IOCTL_VMBRIDGE_RESPOND: u32 =
-    CTL_CODE(FILE_DEVICE_UNKNOWN, 0x803, METHOD_BUFFERED, FILE_WRITE_ACCESS);
+pub const IOCTL_VMBRIDGE_RESPOND: u32 = CTL_CODE(
+    FILE_DEVICE_UNKNOWN,
+    0x803,
+    METHOD_BUFFERED,
+    FILE_WRITE_ACCESS,
+);
 /// Returns the `VMBRIDGE_STATS` counters.
 pub const IOCTL_VMBRIDGE_GET_STATS: u32 =
     CTL_CODE(FILE_DEVICE_UNKNOWN, 0x804, METHOD_BUFFERED, FILE_ANY_ACCESS);
@@ -344,7 +356,12 @@ impl VMBRIDGE_READ_REQUEST {
     /// A version-1 request with `flags`.
     #[must_use]
     pub const fn new(flags: u32) -> Self {
-        Self { Size: size16::<Self>(), Version: VMBRIDGE_ABI_VERSION, Flags: flags, Reserved: 0 }
+        Self {
+            Size: size16::<Self>(),
+            Version: VMBRIDGE_ABI_VERSION,
+            Flags: flags,
+            Reserved: 0,
+        }
     }
 
     /// Parses and validates the input of [`IOCTL_VMBRIDGE_READ`].
@@ -355,7 +372,12 @@ impl VMBRIDGE_READ_REQUEST {
     pub fn parse(buf: &[u8]) -> Result<Self, NtStatus> {
         check_header_room::<Self>(buf)?;
         let mut r = Reader::new(buf);
-        let h = Self { Size: r.u16(), Version: r.u16(), Flags: r.u32(), Reserved: r.u64() };
+        let h = Self {
+            Size: r.u16(),
+            Version: r.u16(),
+            Flags: r.u32(),
+            Reserved: r.u64(),
+        };
         check_revision::<Self>(h.Size, h.Version)?;
         if h.Flags & !READ_FLAGS != 0 || h.Reserved != 0 {
             return Err(NtStatus::INVALID_PARAMETER);
@@ -678,8 +700,32 @@ impl AlignedBuf {
     #[must_use]
     pub fn zeroed(len: usize) -> Self {
         let storage = alloc::vec![0u8; len + HEADER_ALIGNMENT - 1];
-        let start = storage.as_ptr().align_offset(HEADER_ALIGNMENT).min(HEADER_ALIGNMENT - 1);
-        Self { storage, start, len }
+        let start = storage
+            .as_ptr()
+            .align_offset(HEADER_ALIGNMENT)
+            .min(HEADER_ALIGNMENT - 1);
+        Self {
+            storage,
+            start,
+            len,
+        }
+    }
+
+    /// A zeroed buffer of `len` bytes starting 1 byte past an 8-byte boundary: what a
+    /// careless caller might pass; for tests of the alignment check.
+    #[must_use]
+    pub fn zeroed_misaligned(len: usize) -> Self {
+        let storage = alloc::vec![0u8; len + HEADER_ALIGNMENT];
+        let start = storage
+            .as_ptr()
+            .align_offset(HEADER_ALIGNMENT)
+            .min(HEADER_ALIGNMENT - 1)
+            + 1;
+        Self {
+            storage,
+            start,
+            len,
+        }
     }
 
     /// A buffer holding a copy of `bytes`.
@@ -764,7 +810,10 @@ mod tests {
             VMBRIDGE_SEND_REQUEST::parse(b.as_slice(), 4096),
             Err(NtStatus::BUFFER_TOO_SMALL)
         );
-        assert_eq!(VMBRIDGE_READ_REQUEST::parse(&[]), Err(NtStatus::BUFFER_TOO_SMALL));
+        assert_eq!(
+            VMBRIDGE_READ_REQUEST::parse(&[]),
+            Err(NtStatus::BUFFER_TOO_SMALL)
+        );
     }
 
     #[test]
@@ -803,7 +852,10 @@ mod tests {
         );
         let mut b = build_read(0);
         b.as_mut_slice()[12] = 1;
-        assert_eq!(VMBRIDGE_READ_REQUEST::parse(b.as_slice()), Err(NtStatus::INVALID_PARAMETER));
+        assert_eq!(
+            VMBRIDGE_READ_REQUEST::parse(b.as_slice()),
+            Err(NtStatus::INVALID_PARAMETER)
+        );
         let b = build_respond(0, b"x");
         assert_eq!(
             VMBRIDGE_RESPOND_REQUEST::parse(b.as_slice(), 4096),

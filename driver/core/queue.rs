@@ -26,7 +26,10 @@ impl<T> Fifo<T> {
     /// An empty FIFO with room for `capacity` items, allocated now.
     #[must_use]
     pub fn with_capacity(capacity: usize) -> Self {
-        Self { items: VecDeque::with_capacity(capacity), capacity }
+        Self {
+            items: VecDeque::with_capacity(capacity),
+            capacity,
+        }
     }
 
     /// Appends `item`, or gives it back when the FIFO is full.
@@ -136,7 +139,9 @@ impl<T> Slab<T> {
 
     /// Index of the first occupied slot whose item matches `pred`.
     pub fn find(&self, mut pred: impl FnMut(&T) -> bool) -> Option<usize> {
-        self.slots.iter().position(|s| s.as_ref().is_some_and(&mut pred))
+        self.slots
+            .iter()
+            .position(|s| s.as_ref().is_some_and(&mut pred))
     }
 
     /// Occupied slots.
