@@ -23,3 +23,4 @@ pub mod bridge;
 #[cfg(not(windows))]
 pub mod host;
 pub mod trace;
+pub mod vmbus;

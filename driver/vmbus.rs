@@ -1,0 +1,320 @@
+//! The KMCL side of the driver: the channel handler, the send adapter, the device.
+//!
+//! C header: `vmbuskernelmodeclientlibapi.h` through `kmcl` (`EvtVmbChannelProcessPacket`,
+//! the state-change callbacks, `VmbPacketSend`, `VmbChannelSetTransactionQuota`);
+//! `kmcl-api.md` §7.2 (the lifecycle of a KMDF client).
+//!
+//! Portable: the same code runs in the kernel (called by `driver/kmdf`) and on the host
+//! against `kmcl-sim` (called by the tests and `examples/simulate.rs`). It joins `kmcl`'s
+//! safe channel to the core's [`Bridge`]:
+//!
+//! * every incoming [`Packet`] becomes a `PendingPacket` ([`Held`]) the bridge keeps until
+//!   user mode takes it — the channel's transaction quota is set to the queue depth, so
+//!   KMCL never delivers more than the bridge can hold and the host's ring throttles the
+//!   sender;
+//! * the state-change callbacks drive the bridge's channel state (`suspend` completes
+//!   every held packet, as KMCL's Disable requires);
+//! * user sends go out through [`Endpoint`]; waiting sends come back through
+//!   [`SendDone`], a `kmcl` completion whose context carries the bridge and the tag.
+
+use alloc::boxed::Box;
+use alloc::sync::Arc;
+use core::marker::PhantomData;
+
+use kmcl::channel::{Channel, Endpoint, Kmcl, ParentDevice, ProcessingMode as KmclMode};
+use kmcl::irql::{Level, Passive};
+use kmcl::packet::{Packet, PacketHandler, PendingPacket};
+use kmcl::send::{Completion, SendFlags};
+use kmcl::state::StateHandler;
+use kmcl_sys::PFN_VMB_CHANNEL_SET_TRANSACTION_QUOTA;
+
+use crate::bridge::{
+    Bridge, ChannelSender, Config, FileId, HeldPacket, Lock, NtStatus, ProcessingMode, RequestKey,
+    SendTag, State, UserRequest,
+};
+use crate::trace::Tracer;
+
+/// The channel's friendly name, `VmBridge` in UTF-16 (`VmbChannelInitSetFriendlyName`).
+static FRIENDLY_NAME: [u16; 8] = utf16_ascii(*b"VmBridge");
+
+const fn utf16_ascii<const N: usize>(s: [u8; N]) -> [u16; N] {
+    let mut out = [0u16; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = s[i] as u16;
+        i += 1;
+    }
+    out
+}
+
+fn from_kmcl(s: kmcl::NtStatus) -> NtStatus {
+    NtStatus::from_raw(s.to_raw())
+}
+
+/// An incoming packet kept for user mode: `kmcl`'s pending packet, still owed its
+/// `VmbChannelPacketComplete`.
+#[derive(Debug)]
+pub struct Held(PendingPacket);
+
+impl HeldPacket for Held {
+    fn payload(&self) -> &[u8] {
+        self.0.payload()
+    }
+
+    fn complete(self, response: &[u8]) {
+        self.0.complete_with(response);
+    }
+}
+
+/// The bridge type of a device whose requests are `R` under lock `L`.
+pub type DeviceBridge<R, L> = Bridge<Held, R, L>;
+
+/// The channel context: what KMCL's callbacks reach (through `kmcl`'s shims).
+pub struct ChannelHandler<R, L> {
+    bridge: Arc<DeviceBridge<R, L>>,
+    quota: PFN_VMB_CHANNEL_SET_TRANSACTION_QUOTA,
+}
+
+impl<R, L> core::fmt::Debug for ChannelHandler<R, L> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ChannelHandler")
+            .field("bridge", &self.bridge)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R, L> PacketHandler for ChannelHandler<R, L>
+where
+    R: UserRequest + 'static,
+    L: Lock<State<Held, R>> + 'static,
+{
+    /// `EvtVmbChannelProcessPacket`: keep the packet for user mode. No allocation, no
+    /// blocking: valid at DISPATCH_LEVEL.
+    fn process(&self, packet: Packet<'_>, _level: Level) {
+        self.bridge.packet_arrived(Held(packet.into_pending()));
+    }
+}
+
+impl<R, L> StateHandler for ChannelHandler<R, L>
+where
+    R: UserRequest + 'static,
+    L: Lock<State<Held, R>> + 'static,
+{
+    fn opened(&self, channel: Endpoint<'_>, _irql: Passive) -> kmcl::Result {
+        if let Some(set_quota) = self.quota {
+            // SAFETY: rule QUOTA_ON_OPEN_CHANNEL: `channel.raw()` is the channel KMCL is
+            // opening (valid for the whole callback); VmbChannelSetTransactionQuota takes
+            // a plain count and is not init-only (`kmcl-api.md` §4.3); PASSIVE_LEVEL here.
+            unsafe { set_quota(channel.raw(), self.bridge.config().queue_depth) };
+        }
+        self.bridge.channel_opened();
+        Ok(())
+    }
+
+    fn started(&self, _channel: Endpoint<'_>, _irql: Passive) {
+        self.bridge.channel_started();
+    }
+
+    fn suspend(&self, _channel: Endpoint<'_>, _irql: Passive) {
+        self.bridge.channel_suspended();
+    }
+
+    fn closed(&self, _channel: Endpoint<'_>, _irql: Passive) {
+        self.bridge.channel_closed();
+    }
+}
+
+/// The context of a waiting send: the bridge to report to and the send's tag.
+pub struct SendContext<R, L> {
+    bridge: Arc<DeviceBridge<R, L>>,
+    tag: SendTag,
+}
+
+/// `EvtVmbPacketCompletionRoutine` for user sends that wait for their completion.
+pub struct SendDone<R, L>(PhantomData<fn() -> (R, L)>);
+
+impl<R, L> core::fmt::Debug for SendContext<R, L> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SendContext")
+            .field("tag", &self.tag)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R, L> core::fmt::Debug for SendDone<R, L> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("SendDone")
+    }
+}
+
+impl<R, L> core::fmt::Debug for Sender<'_, R, L> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Sender")
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R, L> Completion for SendDone<R, L>
+where
+    R: UserRequest + 'static,
+    L: Lock<State<Held, R>> + 'static,
+{
+    type Context = Box<SendContext<R, L>>;
+
+    fn completed(context: Self::Context, status: kmcl::NtStatus, response: &[u8], _level: Level) {
+        context
+            .bridge
+            .send_completed(context.tag, from_kmcl(status), response);
+    }
+}
+
+/// The core's [`ChannelSender`] over a `kmcl` endpoint.
+pub struct Sender<'a, R, L> {
+    endpoint: Endpoint<'a>,
+    bridge: &'a Arc<DeviceBridge<R, L>>,
+}
+
+impl<R, L> ChannelSender for Sender<'_, R, L>
+where
+    R: UserRequest + 'static,
+    L: Lock<State<Held, R>> + 'static,
+{
+    fn send(&self, payload: &[u8], completion: Option<SendTag>) -> Result<(), NtStatus> {
+        match completion {
+            None => self.endpoint.send(payload).map_err(from_kmcl),
+            Some(tag) => {
+                // One allocation per waiting send (request path, PASSIVE_LEVEL for
+                // IOCTLs); the receive path allocates nothing.
+                let ctx = Box::new(SendContext {
+                    bridge: Arc::clone(self.bridge),
+                    tag,
+                });
+                self.endpoint
+                    .send_with_completion::<SendDone<R, L>>(
+                        payload,
+                        SendFlags::WAIT_FOR_COMPLETION,
+                        ctx,
+                    )
+                    .map_err(|e| from_kmcl(e.status))
+            }
+        }
+    }
+}
+
+/// One bound device: its bridge and its enabled channel.
+///
+/// Made in `EvtDevicePrepareHardware` ([`VmbusDevice::open`]), closed in
+/// `EvtDeviceReleaseHardware` ([`VmbusDevice::close`]). The I/O callbacks call the
+/// request methods.
+pub struct VmbusDevice<R, L>
+where
+    R: UserRequest + 'static,
+    L: Lock<State<Held, R>> + 'static,
+{
+    bridge: Arc<DeviceBridge<R, L>>,
+    channel: Channel<ChannelHandler<R, L>>,
+}
+
+impl<R, L> core::fmt::Debug for VmbusDevice<R, L>
+where
+    R: UserRequest + 'static,
+    L: Lock<State<Held, R>> + 'static,
+{
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("VmbusDevice")
+            .field("bridge", &self.bridge)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R, L> VmbusDevice<R, L>
+where
+    R: UserRequest + 'static,
+    L: Lock<State<Held, R>> + 'static,
+{
+    /// Allocates the channel on `parent`, configures it from `config` (maximum packet
+    /// size, ring pages, processing mode, friendly name), and enables it. PASSIVE_LEVEL.
+    /// KMCL's callbacks follow on its threads (`opened` sets the transaction quota to
+    /// `config.queue_depth` with `set_quota`, the table's
+    /// `VmbChannelSetTransactionQuota`).
+    ///
+    /// # Errors
+    ///
+    /// The KMCL status of the failing step (the channel is then cleaned up).
+    pub fn open(
+        kmcl: &Kmcl,
+        parent: ParentDevice,
+        config: Config,
+        tracer: Tracer,
+        set_quota: PFN_VMB_CHANNEL_SET_TRANSACTION_QUOTA,
+        passive: Passive,
+    ) -> kmcl::Result<Self> {
+        let bridge = Arc::new(DeviceBridge::new(config, tracer));
+        let handler = ChannelHandler {
+            bridge: Arc::clone(&bridge),
+            quota: set_quota,
+        };
+        let mode = match config.processing_mode {
+            ProcessingMode::Dispatch => KmclMode::Dispatch,
+            ProcessingMode::Passive => KmclMode::Passive,
+        };
+        let channel = kmcl
+            .channel(parent, handler, passive)?
+            .max_packet_size(config.max_packet_size)?
+            .ring_pages(config.ring_buffer_pages, config.ring_buffer_pages)?
+            .friendly_name(&FRIENDLY_NAME)?
+            .processing_mode(mode)
+            .enable(passive)?;
+        Ok(Self { bridge, channel })
+    }
+
+    /// The bridge (counters, configuration).
+    #[must_use]
+    pub fn bridge(&self) -> &DeviceBridge<R, L> {
+        &self.bridge
+    }
+
+    fn sender(&self) -> Sender<'_, R, L> {
+        Sender {
+            endpoint: self.channel.endpoint(),
+            bridge: &self.bridge,
+        }
+    }
+
+    /// `EvtIoRead`.
+    pub fn read(&self, file: FileId, req: R) {
+        self.bridge.read(file, req);
+    }
+
+    /// `EvtIoWrite`.
+    pub fn write(&self, file: FileId, req: R) {
+        self.bridge.write(file, req, &self.sender());
+    }
+
+    /// `EvtIoDeviceControl`.
+    pub fn device_control(&self, file: FileId, code: u32, req: R) {
+        self.bridge.device_control(file, code, req, &self.sender());
+    }
+
+    /// `EvtRequestCancel`: see [`Bridge::cancel`].
+    pub fn cancel(&self, key: RequestKey) -> bool {
+        self.bridge.cancel(key)
+    }
+
+    /// `EvtFileCleanup`.
+    pub fn close_file(&self, file: FileId) {
+        self.bridge.close(file);
+    }
+
+    /// `VmbChannelDisable` + `VmbChannelCleanup`; blocks until KMCL tore the channel down
+    /// (the bridge's `suspend` completes every held packet). PASSIVE_LEVEL.
+    pub fn close(self, passive: Passive) {
+        self.channel.close(passive);
+    }
+}
+
+/// A core status as a `kmcl` status (for the glue's returns to KMCL or WDF).
+pub fn status_to_kmcl(s: NtStatus) -> kmcl::NtStatus {
+    kmcl::NtStatus::from_raw(s.raw())
+}
