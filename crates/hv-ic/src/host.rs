@@ -97,8 +97,6 @@ impl fmt::Display for HostError {
 }
 
 impl core::error::Error for HostError {}
-impl core::error::Error for ParseError {}
-impl core::error::Error for BuildError {}
 
 /// A host request header for `msg_type` at the negotiated `versions`.
 fn service_header(versions: NegotiatedVersions, msg_type: MsgType, transaction_id: u8) -> IcMsgHdr {

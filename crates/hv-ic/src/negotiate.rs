@@ -9,7 +9,7 @@
 //! is still sent, with counts 0/0.
 
 use zerocopy::little_endian::{U16, U32};
-use zerocopy::{FromBytes, FromZeros};
+use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
 use crate::parse::{Framing, Message, ParseError};
 use crate::response::{BuildError, write_message};
@@ -163,7 +163,6 @@ pub fn write_negotiate_response(
         Some(v) => (v.framework, v.message),
         None => (Version::new(0, 0), Version::new(0, 0)),
     };
-    use zerocopy::IntoBytes;
     write_message(
         out,
         framing,

@@ -151,6 +151,8 @@ impl fmt::Display for ParseError {
     }
 }
 
+impl core::error::Error for ParseError {}
+
 /// A framed, size-checked IC message borrowed from the receive buffer.
 #[derive(Clone, Copy, Debug)]
 pub struct Message<'a> {

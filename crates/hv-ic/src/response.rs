@@ -56,6 +56,8 @@ impl fmt::Display for BuildError {
     }
 }
 
+impl core::error::Error for BuildError {}
+
 /// Largest response or request this crate writes, framing included: 8 + 13312 bytes.
 /// A driver that gives [`crate::endpoint::Endpoint::handle`] an `out` this large never
 /// sees [`BuildError::OutputTooSmall`].
