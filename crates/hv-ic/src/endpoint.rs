@@ -298,3 +298,36 @@ fn respond(r: Result<usize, BuildError>) -> Outcome {
         Err(e) => Outcome::Drop(DropReason::Output(e)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::guid::KVP_INTERFACE_ID;
+
+    #[test]
+    fn maps_interface_guids_to_services() {
+        for s in [Service::Heartbeat, Service::Shutdown, Service::TimeSync] {
+            assert_eq!(Service::from_interface_id(&s.interface_id()), Some(s));
+            assert_eq!(Service::from_interface_id(&s.instance_id()), None);
+        }
+        assert_eq!(Service::from_interface_id(&KVP_INTERFACE_ID), None);
+    }
+
+    #[test]
+    fn reset_forgets_negotiation() {
+        let mut ep = Endpoint::new(Service::Heartbeat, Framing::Bare);
+        let mut req = [0u8; 20 + 16];
+        req[10] = 16;
+        req[17] = 3;
+        req[20] = 1; // one framework version
+        req[22] = 1; // one message version
+        req[28] = 3; // 3.0
+        req[32] = 3; // 3.0
+        let mut out = [0u8; 64];
+        assert_eq!(ep.handle(&req, &mut out), Outcome::Respond(36));
+        assert_eq!(ep.expects(), MsgType::HEARTBEAT);
+        ep.reset();
+        assert_eq!(ep.state(), EndpointState::AwaitingNegotiate);
+        assert_eq!(ep.expects(), MsgType::NEGOTIATE);
+    }
+}

@@ -258,3 +258,28 @@ pub(crate) fn read_padded<T: FromBytes + zerocopy::IntoBytes>(
     dst.get_mut(..n)?.copy_from_slice(body.get(..n)?);
     Some(value)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::TimeSyncMsgV4;
+
+    #[test]
+    fn read_padded_zero_fills_missing_tail_and_respects_minimum() {
+        let body = [7u8; 19];
+        let m: TimeSyncMsgV4 = read_padded(&body, 19).unwrap();
+        assert_eq!(m.stratum, 7);
+        assert_eq!(m.reserved, [0; 5]);
+        assert!(read_padded::<TimeSyncMsgV4>(&body, 20).is_none());
+    }
+
+    #[test]
+    fn bare_framing_takes_buffer_as_message() {
+        let mut b = [0u8; 20];
+        b[4] = 1;
+        let m = parse_message(&b, Framing::Bare).unwrap();
+        assert_eq!(m.msg_type(), MsgType::HEARTBEAT);
+        assert!(m.body.is_empty());
+        assert_eq!(m.payload.len(), 20);
+    }
+}

@@ -256,3 +256,61 @@ impl ResponseTicket {
         Ok(end)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::parse_message;
+    use zerocopy::FromZeros;
+
+    #[test]
+    fn write_message_sets_pipe_size_and_icmsgsize_from_parts() {
+        let mut out = [0xFFu8; 64];
+        let mut h = IcMsgHdr::new_zeroed();
+        h.msg_size = U16::new(999); // overwritten
+        let n = write_message(&mut out, Framing::Pipe, &h, &[&[1, 2, 3], &[], &[4]]).unwrap();
+        assert_eq!(n, 8 + 20 + 4);
+        assert_eq!(&out[..8], &[1, 0, 0, 0, 24, 0, 0, 0]);
+        assert_eq!(&out[18..20], &[4, 0]);
+        assert_eq!(&out[28..32], &[1, 2, 3, 4]);
+        assert_eq!(out[32], 0xFF, "nothing written past the message");
+    }
+
+    #[test]
+    fn ticket_answer_keeps_prefix_and_zeroes_the_rest() {
+        let mut req = [0u8; 20 + 40];
+        req[10] = 40;
+        req[16] = 9;
+        req[17] = 3;
+        req[20..60].fill(0xAB);
+        let msg = parse_message(&req, Framing::Bare).unwrap();
+        let t = ResponseTicket::with_body_prefix(&msg, Framing::Bare, 12);
+        let mut out = [0x55u8; 80];
+        assert_eq!(t.write(Status::E_FAIL, &mut out), Ok(60));
+        assert_eq!(out[16], 9, "transaction id echoed");
+        assert_eq!(out[17], 0x05);
+        assert_eq!(&out[12..16], &0x8000_4005u32.to_le_bytes());
+        assert!(out[20..32].iter().all(|&b| b == 0xAB));
+        assert!(out[32..60].iter().all(|&b| b == 0));
+        assert_eq!(out[60], 0x55);
+        let full = ResponseTicket::new(&msg, Framing::Bare);
+        assert_eq!(full.write(Status::S_OK, &mut out), Ok(60));
+        assert!(
+            out[20..52].iter().all(|&b| b == 0xAB),
+            "32 bytes kept by default"
+        );
+        assert!(out[52..60].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn refuses_messages_longer_than_maximum() {
+        let mut out = [0u8; 16];
+        let big = [0u8; MAX_MESSAGE_SIZE];
+        assert_eq!(
+            write_message(&mut out, Framing::Bare, &IcMsgHdr::new_zeroed(), &[&big]),
+            Err(BuildError::MessageTooLong {
+                len: MAX_MESSAGE_SIZE + 20
+            })
+        );
+    }
+}
