@@ -205,7 +205,13 @@ impl Kmcl {
             return Err(NtStatus::NOT_IMPLEMENTED);
         }
         // INVARIANT: sizes and slots checked above.
-        let kmcl = Kmcl { v1, v2, v4, v5, version: Version(version) };
+        let kmcl = Kmcl {
+            v1,
+            v2,
+            v4,
+            v5,
+            version: Version(version),
+        };
         GLOBAL_TABLE.store(ptr::from_ref(v1).cast_mut(), Ordering::Release);
         Ok(kmcl)
     }
@@ -269,7 +275,10 @@ impl Kmcl {
             Some(f) => f,
             None => {
                 // Cannot happen (validated); still release what we own.
-                drop(ChannelBuilder { inner, mode: ProcessingMode::Dispatch });
+                drop(ChannelBuilder {
+                    inner,
+                    mode: ProcessingMode::Dispatch,
+                });
                 return Err(NtStatus::NOT_IMPLEMENTED);
             }
         };
@@ -277,7 +286,10 @@ impl Kmcl {
         // boxed `Inner<H>`, which lives until after `VmbChannelCleanup`.
         unsafe { set_pointer(ch, inner.as_ptr().cast::<c_void>()) };
         // INVARIANT: `inner` is the SetPointer'd context of the Disabled channel `ch`.
-        Ok(ChannelBuilder { inner, mode: ProcessingMode::Dispatch })
+        Ok(ChannelBuilder {
+            inner,
+            mode: ProcessingMode::Dispatch,
+        })
     }
 }
 
@@ -364,7 +376,9 @@ unsafe impl<H: PacketHandler + StateHandler> Send for ChannelBuilder<H> {}
 
 impl<H> core::fmt::Debug for Inner<H> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Inner").field("channel", &self.core.channel).finish_non_exhaustive()
+        f.debug_struct("Inner")
+            .field("channel", &self.core.channel)
+            .finish_non_exhaustive()
     }
 }
 
@@ -451,9 +465,18 @@ impl<H: PacketHandler + StateHandler> ChannelBuilder<H> {
     /// `INVALID_PARAMETER` if longer than `UNICODE_STRING` can count; KMCL's status
     /// (`INVALID_PARAMETER_2` on a second call).
     pub fn friendly_name(self, name: &'static [u16]) -> Result<Self> {
-        let bytes = name.len().checked_mul(2).and_then(|b| u16::try_from(b).ok());
-        let Some(bytes) = bytes else { return Err(NtStatus::INVALID_PARAMETER) };
-        let us = UNICODE_STRING { Length: bytes, MaximumLength: bytes, Buffer: name.as_ptr().cast_mut() };
+        let bytes = name
+            .len()
+            .checked_mul(2)
+            .and_then(|b| u16::try_from(b).ok());
+        let Some(bytes) = bytes else {
+            return Err(NtStatus::INVALID_PARAMETER);
+        };
+        let us = UNICODE_STRING {
+            Length: bytes,
+            MaximumLength: bytes,
+            Buffer: name.as_ptr().cast_mut(),
+        };
         let f = kfn!(self.kmcl().v1.VmbChannelInitSetFriendlyName);
         // SAFETY: rule INIT_AFTER_ENABLE: the builder exists only while Disabled; `us`
         // describes a `'static` buffer, so it stays valid whether or not KMCL copies it.
@@ -468,7 +491,11 @@ impl<H: PacketHandler + StateHandler> ChannelBuilder<H> {
     /// KMCL's status.
     pub fn pipe_mode(self, pipe: bool) -> Result<Self> {
         let f = kfn!(self.kmcl().v1.VmbChannelInitSetFlags);
-        let flags = if pipe { VMBUS_CHANNEL_INIT_FLAG_IS_PIPE } else { 0 };
+        let flags = if pipe {
+            VMBUS_CHANNEL_INIT_FLAG_IS_PIPE
+        } else {
+            0
+        };
         // SAFETY: rule INIT_AFTER_ENABLE: the builder exists only while Disabled.
         to_result(unsafe { f(self.ch(), flags) })?;
         Ok(self)
@@ -487,7 +514,11 @@ impl<H: PacketHandler + StateHandler> ChannelBuilder<H> {
         core.pnp_type = interface_type;
         core.pnp_instance = instance.unwrap_or(GUID::zeroed());
         let ty = &raw const core.pnp_type;
-        let inst = if instance.is_some() { &raw const core.pnp_instance } else { ptr::null() };
+        let inst = if instance.is_some() {
+            &raw const core.pnp_instance
+        } else {
+            ptr::null()
+        };
         let cb = Some(StateShims::<H>::PNP_FAILURE);
         // SAFETY: rule INIT_AFTER_ENABLE: Disabled; the GUIDs live in our boxed `Core`
         // until after VmbChannelCleanup, so they are valid whether or not KMCL copies them.
@@ -592,7 +623,11 @@ impl<H: PacketHandler + StateHandler> ChannelBuilder<H> {
             to_result(unsafe { f(ch, cbs) })?;
         }
         let f = kfn!(kmcl.v1.VmbChannelSetIncomingProcessingAtPassive);
-        let at_passive = if self.mode == ProcessingMode::Passive { TRUE } else { FALSE };
+        let at_passive = if self.mode == ProcessingMode::Passive {
+            TRUE
+        } else {
+            FALSE
+        };
         // SAFETY: rule INIT_AFTER_ENABLE: set before Enable, as in-box callers do.
         unsafe { f(ch, at_passive) };
         let f = kfn!(kmcl.v1.VmbChannelEnable);
@@ -602,7 +637,10 @@ impl<H: PacketHandler + StateHandler> ChannelBuilder<H> {
         to_result(unsafe { f(ch) })?;
         let this = ManuallyDrop::new(self);
         // INVARIANT: the channel is Enabled with `inner` as its context.
-        Ok(Channel { inner: this.inner, mode: this.mode })
+        Ok(Channel {
+            inner: this.inner,
+            mode: this.mode,
+        })
     }
 }
 
@@ -689,7 +727,10 @@ impl<H: PacketHandler + StateHandler> Channel<H> {
         self.disable_raw();
         let this = ManuallyDrop::new(self);
         // INVARIANT: the channel is Disabled again, still with `inner` as its context.
-        ChannelBuilder { inner: this.inner, mode: this.mode }
+        ChannelBuilder {
+            inner: this.inner,
+            mode: this.mode,
+        }
     }
 
     /// Disable and clean up, in that order, at PASSIVE_LEVEL.
@@ -707,7 +748,10 @@ impl<H: PacketHandler + StateHandler> Drop for Channel<H> {
         }
         self.disable_raw();
         // INVARIANT: Disabled now; the builder's Drop cleans up and frees the context.
-        drop(ChannelBuilder { inner: self.inner, mode: self.mode });
+        drop(ChannelBuilder {
+            inner: self.inner,
+            mode: self.mode,
+        });
     }
 }
 
@@ -723,13 +767,19 @@ pub struct Endpoint<'a> {
 
 impl core::fmt::Debug for Core {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Core").field("channel", &self.channel).field("version", &self.kmcl.version).finish_non_exhaustive()
+        f.debug_struct("Core")
+            .field("channel", &self.channel)
+            .field("version", &self.kmcl.version)
+            .finish_non_exhaustive()
     }
 }
 
 impl<'a> Endpoint<'a> {
     pub(crate) fn new(core: &'a Core) -> Self {
-        Self { core, _p: PhantomData }
+        Self {
+            core,
+            _p: PhantomData,
+        }
     }
 
     /// The raw `VMBCHANNEL` (for routines this crate does not wrap).
@@ -771,7 +821,10 @@ pub(crate) mod tests {
     }
 
     unsafe extern "system" fn stub_fail(p: VMBPACKETCOMPLETION) {
-        RETIRED.lock().expect("lock").push((p.addr(), Vec::new(), true));
+        RETIRED
+            .lock()
+            .expect("lock")
+            .push((p.addr(), Vec::new(), true));
     }
 
     /// A `Core` over a table with only the incoming-packet routines, for unit tests.
@@ -780,7 +833,13 @@ pub(crate) mod tests {
         t.VmbChannelPacketComplete = Some(stub_complete);
         t.VmbChannelPacketFail = Some(stub_fail);
         let v1: &'static KMCL_CLIENT_INTERFACE_V1 = Box::leak(Box::new(t));
-        let kmcl = Kmcl { v1, v2: None, v4: None, v5: None, version: Version(1) };
+        let kmcl = Kmcl {
+            v1,
+            v2: None,
+            v4: None,
+            v5: None,
+            version: Version(1),
+        };
         Box::leak(Box::new(Core {
             kmcl,
             channel: ptr::null_mut(),
@@ -803,13 +862,25 @@ pub(crate) mod tests {
 
     #[test]
     fn rejects_unknown_interface_revision() {
-        assert_eq!(Kmcl::new(table(0, size_of::<KMCL_CLIENT_INTERFACE_V5>())).err(), Some(NtStatus::REVISION_MISMATCH));
-        assert_eq!(Kmcl::new(table(5, size_of::<KMCL_CLIENT_INTERFACE_V4>())).err(), Some(NtStatus::REVISION_MISMATCH));
-        assert_eq!(Kmcl::new(table(1, 0x20)).err(), Some(NtStatus::REVISION_MISMATCH));
+        assert_eq!(
+            Kmcl::new(table(0, size_of::<KMCL_CLIENT_INTERFACE_V5>())).err(),
+            Some(NtStatus::REVISION_MISMATCH)
+        );
+        assert_eq!(
+            Kmcl::new(table(5, size_of::<KMCL_CLIENT_INTERFACE_V4>())).err(),
+            Some(NtStatus::REVISION_MISMATCH)
+        );
+        assert_eq!(
+            Kmcl::new(table(1, 0x20)).err(),
+            Some(NtStatus::REVISION_MISMATCH)
+        );
     }
 
     #[test]
     fn rejects_table_with_null_routines() {
-        assert_eq!(Kmcl::new(table(5, size_of::<KMCL_CLIENT_INTERFACE_V5>())).err(), Some(NtStatus::NOT_IMPLEMENTED));
+        assert_eq!(
+            Kmcl::new(table(5, size_of::<KMCL_CLIENT_INTERFACE_V5>())).err(),
+            Some(NtStatus::NOT_IMPLEMENTED)
+        );
     }
 }

@@ -96,7 +96,13 @@ impl<'p> ExternalData<'p> {
             return Err(NtStatus::INSUFFICIENT_RESOURCES);
         }
         // INVARIANT: a system address of the MDL's ByteCount bytes, valid for `'p`.
-        Ok(ExternalData { mdl, ptr, len, access, _packet: PhantomData })
+        Ok(ExternalData {
+            mdl,
+            ptr,
+            len,
+            access,
+            _packet: PhantomData,
+        })
     }
 
     /// Bytes in this MDL (`ByteCount`).
@@ -183,7 +189,10 @@ mod tests {
         let mut mdl = mdl_over(&mut buf, MDL_MAPPED_TO_SYSTEM_VA);
         // SAFETY: test: the MDL and its buffer outlive the view.
         let view = unsafe { ExternalData::from_mdl(NonNull::from(&mut mdl), Access::ReadOnly) };
-        assert_eq!(view.map(|v| v.as_slice().to_vec()), Ok(std::vec![1, 2, 3, 4]));
+        assert_eq!(
+            view.map(|v| v.as_slice().to_vec()),
+            Ok(std::vec![1, 2, 3, 4])
+        );
     }
 
     #[test]

@@ -106,9 +106,13 @@ impl Level {
     /// dropped (true for a KMCL callback frame, which owns its IRQL).
     pub(crate) unsafe fn from_current() -> Self {
         if current() == PASSIVE_LEVEL {
-            Level::Passive(Passive { _not_send: PhantomData })
+            Level::Passive(Passive {
+                _not_send: PhantomData,
+            })
         } else {
-            Level::Dispatch(Dispatch { _not_send: PhantomData })
+            Level::Dispatch(Dispatch {
+                _not_send: PhantomData,
+            })
         }
     }
 }
@@ -124,7 +128,9 @@ impl Passive {
     #[must_use]
     pub unsafe fn assume() -> Self {
         check(|l| l == PASSIVE_LEVEL, PASSIVE_LEVEL);
-        Passive { _not_send: PhantomData }
+        Passive {
+            _not_send: PhantomData,
+        }
     }
 
     /// A token if [`current`] says PASSIVE_LEVEL now.
@@ -133,7 +139,9 @@ impl Passive {
     /// the token (raising is `unsafe` territory: `KeRaiseIrql`, spin locks).
     #[must_use]
     pub fn try_current() -> Option<Self> {
-        (current() == PASSIVE_LEVEL).then_some(Passive { _not_send: PhantomData })
+        (current() == PASSIVE_LEVEL).then_some(Passive {
+            _not_send: PhantomData,
+        })
     }
 }
 
@@ -147,7 +155,9 @@ impl Dispatch {
     #[must_use]
     pub unsafe fn assume() -> Self {
         check(|l| l <= DISPATCH_LEVEL, DISPATCH_LEVEL);
-        Dispatch { _not_send: PhantomData }
+        Dispatch {
+            _not_send: PhantomData,
+        }
     }
 }
 
@@ -203,7 +213,10 @@ fn kernel_irql() -> Kirql {
     unsafe {
         core::arch::asm!("mov {}, cr8", out(reg) cr8, options(nomem, nostack, preserves_flags));
     }
-    #[expect(clippy::cast_possible_truncation, reason = "CR8 holds the 4-bit TPR = IRQL")]
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "CR8 holds the 4-bit TPR = IRQL"
+    )]
     let irql = cr8 as Kirql;
     irql
 }
@@ -218,7 +231,10 @@ fn kernel_irql() -> Kirql {
     unsafe {
         core::arch::asm!("ldrb {:w}, [x18, #0x38]", out(reg) irql, options(readonly, nostack, preserves_flags));
     }
-    #[expect(clippy::cast_possible_truncation, reason = "ldrb zero-extends one byte")]
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "ldrb zero-extends one byte"
+    )]
     let irql = irql as Kirql;
     irql
 }

@@ -62,7 +62,9 @@
 //! let host = offer.host();
 //! let id = host.send_inband(b"ping", true).map_err(|_| kmcl::NtStatus::UNSUCCESSFUL)?;
 //! sim.run_until_idle();
-//! assert_eq!(host.take_completion(), Some((id, b"ping".to_vec())));
+//! // VMBus pads packets to 8 bytes: the echo is the 4 bytes and their padding.
+//! let (done, reply) = host.take_completion().ok_or(kmcl::NtStatus::UNSUCCESSFUL)?;
+//! assert_eq!((done, &reply[..4]), (id, &b"ping"[..]));
 //! channel.close(passive);
 //! sim.assert_clean();
 //! # Ok(())
@@ -77,10 +79,11 @@ use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 use kmcl_sys::{
-    EVT_VMB_CHANNEL_PROCESS_PACKET, EVT_VMB_CHANNEL_PROCESS_PACKET_EX, PFN_VMB_CHANNEL_PROCESS_PACKET,
-    PFN_VMB_CHANNEL_PROCESS_PACKET_EX, PFN_VMB_CHANNEL_PROCESSING_COMPLETE,
-    PFN_VMB_CHANNEL_PROCESSING_COMPLETE_EX, PMDL, PVOID, UINT32, VMBCHANNEL, VMBPACKETCOMPLETION,
-    VMBUS_CHANNEL_PACKET_EXTERNAL_DATA_FLAG_READ_ONLY, VMBUS_CHANNEL_PROCESS_PACKET_FLAG_EXTERNAL_DATA,
+    EVT_VMB_CHANNEL_PROCESS_PACKET, EVT_VMB_CHANNEL_PROCESS_PACKET_EX,
+    PFN_VMB_CHANNEL_PROCESS_PACKET, PFN_VMB_CHANNEL_PROCESS_PACKET_EX,
+    PFN_VMB_CHANNEL_PROCESSING_COMPLETE, PFN_VMB_CHANNEL_PROCESSING_COMPLETE_EX, PMDL, PVOID,
+    UINT32, VMBCHANNEL, VMBPACKETCOMPLETION, VMBUS_CHANNEL_PACKET_EXTERNAL_DATA_FLAG_READ_ONLY,
+    VMBUS_CHANNEL_PROCESS_PACKET_FLAG_EXTERNAL_DATA,
 };
 
 use crate::channel::{Core, Endpoint, Inner, Kmcl, global_table};
@@ -117,10 +120,17 @@ impl<H: PacketHandler + StateHandler> Shims<H> {
         Some(process_packet::<H> as EVT_VMB_CHANNEL_PROCESS_PACKET);
     pub(crate) const PROCESS_EX: PFN_VMB_CHANNEL_PROCESS_PACKET_EX =
         Some(process_packet_ex::<H> as EVT_VMB_CHANNEL_PROCESS_PACKET_EX);
-    pub(crate) const COMPLETE: PFN_VMB_CHANNEL_PROCESSING_COMPLETE =
-        if H::HAS_PROCESSING_COMPLETE { Some(processing_complete::<H>) } else { None };
+    pub(crate) const COMPLETE: PFN_VMB_CHANNEL_PROCESSING_COMPLETE = if H::HAS_PROCESSING_COMPLETE {
+        Some(processing_complete::<H>)
+    } else {
+        None
+    };
     pub(crate) const COMPLETE_EX: PFN_VMB_CHANNEL_PROCESSING_COMPLETE_EX =
-        if H::HAS_PROCESSING_COMPLETE { Some(processing_complete_ex::<H>) } else { None };
+        if H::HAS_PROCESSING_COMPLETE {
+            Some(processing_complete_ex::<H>)
+        } else {
+            None
+        };
 }
 
 /// Borrows the context stored with `VmbChannelSetPointer`.
@@ -151,7 +161,9 @@ unsafe extern "system" fn process_packet<H: PacketHandler + StateHandler>(
     flags: UINT32,
 ) {
     // SAFETY: rule CONTEXT_BEFORE_ENABLE: registered only for a channel of `H`.
-    let Some(inner) = (unsafe { context_from_channel::<H>(ch) }) else { return };
+    let Some(inner) = (unsafe { context_from_channel::<H>(ch) }) else {
+        return;
+    };
     // SAFETY: rule PROCESS_PACKET_ARGS: KMCL passes one live packet with its payload.
     unsafe { deliver(inner, packet, buffer, length, flags) };
 }
@@ -171,7 +183,9 @@ unsafe extern "system" fn process_packet_ex<H: PacketHandler + StateHandler>(
     flags: UINT32,
 ) {
     // SAFETY: rule CONTEXT_LIVES_UNTIL_CLEANUP: the context is our boxed `Inner<H>`.
-    let Some(inner) = (unsafe { context.cast::<Inner<H>>().as_ref() }) else { return };
+    let Some(inner) = (unsafe { context.cast::<Inner<H>>().as_ref() }) else {
+        return;
+    };
     // SAFETY: rule PROCESS_PACKET_ARGS: KMCL passes one live packet with its payload.
     unsafe { deliver(inner, packet, buffer, length, flags) };
 }
@@ -207,10 +221,14 @@ unsafe extern "system" fn processing_complete<H: PacketHandler + StateHandler>(
     packets: UINT32,
 ) {
     // SAFETY: rule CONTEXT_BEFORE_ENABLE: registered only for a channel of `H`.
-    let Some(inner) = (unsafe { context_from_channel::<H>(ch) }) else { return };
+    let Some(inner) = (unsafe { context_from_channel::<H>(ch) }) else {
+        return;
+    };
     // SAFETY: rule PROCESS_PACKET_IRQL: a KMCL callback frame keeps its IRQL.
     let level = unsafe { Level::from_current() };
-    inner.handler.processing_complete(Endpoint::new(&inner.core), packets, level);
+    inner
+        .handler
+        .processing_complete(Endpoint::new(&inner.core), packets, level);
 }
 
 /// `EVT_VMB_CHANNEL_PROCESSING_COMPLETE_EX` for `H`.
@@ -224,10 +242,14 @@ unsafe extern "system" fn processing_complete_ex<H: PacketHandler + StateHandler
     packets: UINT32,
 ) {
     // SAFETY: rule CONTEXT_LIVES_UNTIL_CLEANUP: the context is our boxed `Inner<H>`.
-    let Some(inner) = (unsafe { context.cast::<Inner<H>>().as_ref() }) else { return };
+    let Some(inner) = (unsafe { context.cast::<Inner<H>>().as_ref() }) else {
+        return;
+    };
     // SAFETY: rule PROCESS_PACKET_IRQL: a KMCL callback frame keeps its IRQL.
     let level = unsafe { Level::from_current() };
-    inner.handler.processing_complete(Endpoint::new(&inner.core), packets, level);
+    inner
+        .handler
+        .processing_complete(Endpoint::new(&inner.core), packets, level);
 }
 
 /// The flags of an incoming packet (`VMBUS_CHANNEL_PROCESS_PACKET_FLAG_*`).
@@ -238,7 +260,8 @@ pub struct PacketFlags(pub u32);
 
 impl PacketFlags {
     /// `VMBUS_CHANNEL_PROCESS_PACKET_FLAG_EXTERNAL_DATA`.
-    pub const EXTERNAL_DATA: PacketFlags = PacketFlags(VMBUS_CHANNEL_PROCESS_PACKET_FLAG_EXTERNAL_DATA);
+    pub const EXTERNAL_DATA: PacketFlags =
+        PacketFlags(VMBUS_CHANNEL_PROCESS_PACKET_FLAG_EXTERNAL_DATA);
 
     /// Whether the packet references external data ([`Packet::external_data`]).
     #[must_use]
@@ -304,9 +327,15 @@ impl Raw {
     }
 
     fn complete(&self, response: &[u8]) {
-        let Some(f) = self.kmcl.v1.VmbChannelPacketComplete else { return };
+        let Some(f) = self.kmcl.v1.VmbChannelPacketComplete else {
+            return;
+        };
         let len = u32::try_from(response.len()).unwrap_or(u32::MAX);
-        let buf = if len == 0 { ptr::null_mut() } else { response.as_ptr().cast_mut().cast::<c_void>() };
+        let buf = if len == 0 {
+            ptr::null_mut()
+        } else {
+            response.as_ptr().cast_mut().cast::<c_void>()
+        };
         // SAFETY: rule PACKET_COMPLETED_TWICE: `handle` is unretired (type invariant) and
         // every caller consumes its owner right after; KMCL only reads `len` bytes of
         // `response` during the call (`_In_reads_bytes_opt_`).
@@ -314,7 +343,9 @@ impl Raw {
     }
 
     fn fail(&self) {
-        let Some(f) = self.kmcl.v1.VmbChannelPacketFail else { return };
+        let Some(f) = self.kmcl.v1.VmbChannelPacketFail else {
+            return;
+        };
         // SAFETY: rule PACKET_COMPLETED_TWICE: as in `complete`; VmbChannelPacketFail
         // retires the packet and stops the queue.
         unsafe { f(self.handle) };
@@ -336,7 +367,10 @@ pub struct Packet<'a> {
 
 impl core::fmt::Debug for Packet<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Packet").field("len", &self.raw.len).field("flags", &self.raw.flags).finish_non_exhaustive()
+        f.debug_struct("Packet")
+            .field("len", &self.raw.len)
+            .field("flags", &self.raw.flags)
+            .finish_non_exhaustive()
     }
 }
 
@@ -353,8 +387,19 @@ impl<'a> Packet<'a> {
         flags: UINT32,
     ) -> Self {
         // INVARIANT: KMCL delivered `handle` unretired with this payload.
-        let raw = Raw { kmcl: core.kmcl, handle, buf: buffer.cast::<u8>(), len: length, flags: PacketFlags(flags) };
-        Packet { raw, core, redeliver: Cell::new(false), _not_send: PhantomData }
+        let raw = Raw {
+            kmcl: core.kmcl,
+            handle,
+            buf: buffer.cast::<u8>(),
+            len: length,
+            flags: PacketFlags(flags),
+        };
+        Packet {
+            raw,
+            core,
+            redeliver: Cell::new(false),
+            _not_send: PhantomData,
+        }
     }
 
     /// The payload (without VMBus headers); empty for a null or zero-length buffer.
@@ -479,7 +524,9 @@ impl<'a> Packet<'a> {
     /// (the [`Dispatch`] token proves the former, the `'a` lifetime the latter).
     pub fn defer(self, _irql: Dispatch) {
         if let Some(raw) = self.retire() {
-            let Some(f) = raw.kmcl.v1.VmbChannelPacketDeferToPassive else { return };
+            let Some(f) = raw.kmcl.v1.VmbChannelPacketDeferToPassive else {
+                return;
+            };
             // SAFETY: rule DEFER_OUTSIDE_CALLBACK: called in line from the DISPATCH_LEVEL
             // ProcessPacket callback (token + `'a`); KMCL takes the packet back.
             unsafe { f(raw.handle) };
@@ -493,10 +540,19 @@ impl<'a> Packet<'a> {
     pub fn into_pending(self) -> PendingPacket {
         let core = self.core;
         match self.retire() {
-            Some(raw) => PendingPacket { raw, _core: PhantomData },
+            Some(raw) => PendingPacket {
+                raw,
+                _core: PhantomData,
+            },
             // Already handed back to KMCL: an empty pending packet whose retirement is a no-op.
             None => PendingPacket {
-                raw: Raw { kmcl: core.kmcl, handle: ptr::null_mut(), buf: ptr::null(), len: 0, flags: PacketFlags(0) },
+                raw: Raw {
+                    kmcl: core.kmcl,
+                    handle: ptr::null_mut(),
+                    buf: ptr::null(),
+                    len: 0,
+                    flags: PacketFlags(0),
+                },
                 _core: PhantomData,
             },
         }
@@ -525,7 +581,9 @@ pub struct PendingPacket {
 
 impl core::fmt::Debug for PendingPacket {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("PendingPacket").field("len", &self.raw.len).finish_non_exhaustive()
+        f.debug_struct("PendingPacket")
+            .field("len", &self.raw.len)
+            .finish_non_exhaustive()
     }
 }
 
@@ -599,7 +657,13 @@ mod tests {
     use crate::channel::tests::{RETIRED, stub_core};
 
     fn retired(handle: usize) -> Vec<(Vec<u8>, bool)> {
-        RETIRED.lock().expect("lock").iter().filter(|r| r.0 == handle).map(|r| (r.1.clone(), r.2)).collect()
+        RETIRED
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|r| r.0 == handle)
+            .map(|r| (r.1.clone(), r.2))
+            .collect()
     }
 
     fn packet(core: &'static Core, handle: usize, payload: &[u8]) -> Packet<'static> {
@@ -638,7 +702,15 @@ mod tests {
     fn null_or_empty_payload_is_an_empty_slice() {
         let core = stub_core();
         // SAFETY: test: a null buffer with a nonzero length, as a hostile caller might pass.
-        let p = unsafe { Packet::new(core, ptr::without_provenance_mut(0x1004), ptr::null_mut(), 64, 0) };
+        let p = unsafe {
+            Packet::new(
+                core,
+                ptr::without_provenance_mut(0x1004),
+                ptr::null_mut(),
+                64,
+                0,
+            )
+        };
         assert!(p.payload().is_empty());
         p.complete();
         assert!(packet(core, 0x1005, &[]).payload().is_empty());
@@ -663,7 +735,10 @@ mod tests {
     fn external_data_without_the_flag_is_refused_and_keeps_the_packet_owed() {
         let core = stub_core();
         let p = packet(core, 0x1007, b"no ext");
-        assert_eq!(p.external_data(Access::ReadOnly).err(), Some(NtStatus::INVALID_PARAMETER));
+        assert_eq!(
+            p.external_data(Access::ReadOnly).err(),
+            Some(NtStatus::INVALID_PARAMETER)
+        );
         p.complete();
         assert_eq!(retired(0x1007).len(), 1);
     }

@@ -30,8 +30,8 @@ use core::marker::PhantomData;
 use core::ptr::{self, NonNull};
 
 use kmcl_sys::{
-    EVT_VMB_PACKET_COMPLETION_ROUTINE, EVT_VMB_PACKET_COMPLETION_ROUTINE_EX, MDL, NTSTATUS,
-    PVOID, UINT32, VMBPACKET, VMBUS_CHANNEL_FORMAT_FLAG_DATA_IN_ONLY,
+    EVT_VMB_PACKET_COMPLETION_ROUTINE, EVT_VMB_PACKET_COMPLETION_ROUTINE_EX, MDL, NTSTATUS, PVOID,
+    UINT32, VMBPACKET, VMBUS_CHANNEL_FORMAT_FLAG_DATA_IN_ONLY,
     VMBUS_CHANNEL_FORMAT_FLAG_DATA_OUT_ONLY, VMBUS_CHANNEL_FORMAT_FLAG_FORCE_MDL_LENGTH,
     VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION, VMBUS_CHANNEL_GPADL_FLAG_READ_ONLY,
 };
@@ -52,7 +52,8 @@ impl SendFlags {
     pub const NONE: SendFlags = SendFlags(0);
     /// `WAIT_FOR_COMPLETION`: the transaction ends when the other side completes it; the
     /// completion carries its response.
-    pub const WAIT_FOR_COMPLETION: SendFlags = SendFlags(VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION);
+    pub const WAIT_FOR_COMPLETION: SendFlags =
+        SendFlags(VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION);
     /// `FORCE_MDL_LENGTH`: use the given MDL length even beyond `ByteCount`.
     pub const FORCE_MDL_LENGTH: SendFlags = SendFlags(VMBUS_CHANNEL_FORMAT_FLAG_FORCE_MDL_LENGTH);
     /// `DATA_IN_ONLY`: the MDL only receives data.
@@ -160,7 +161,9 @@ unsafe extern "system" fn completion<C: Completion>(
     length: UINT32,
 ) {
     let Some(table) = global_table() else { return };
-    let Some(get) = table.VmbPacketGetPointer else { return };
+    let Some(get) = table.VmbPacketGetPointer else {
+        return;
+    };
     // SAFETY: rule PACKET_CONTEXT_POINTER: `send_packet` stored the context before sending.
     let ctx = unsafe { get(packet) };
     // SAFETY: rule PACKET_COMPLETION_ARGS: the routine's own packet, buffer and status.
@@ -187,7 +190,13 @@ unsafe extern "system" fn completion_ex<C: Completion>(
 /// # Safety
 ///
 /// `ctx` is the `into_raw` context of `packet`, which KMCL just completed.
-unsafe fn finish<C: Completion>(packet: VMBPACKET, ctx: PVOID, status: NTSTATUS, buffer: PVOID, length: UINT32) {
+unsafe fn finish<C: Completion>(
+    packet: VMBPACKET,
+    ctx: PVOID,
+    status: NTSTATUS,
+    buffer: PVOID,
+    length: UINT32,
+) {
     // SAFETY: rule PACKET_CONTEXT_POINTER: the completion runs once per send, so the
     // context is reclaimed once.
     let ctx = unsafe { C::Context::from_raw(ctx) };
@@ -231,7 +240,12 @@ impl ExternalMdl<'_> {
     /// unchanged (except by the other side, for `DATA_IN_ONLY`) until then.
     #[must_use]
     pub unsafe fn new(mdl: NonNull<MDL>, offset: u32, length: u32) -> Self {
-        ExternalMdl { mdl, offset, length, _m: PhantomData }
+        ExternalMdl {
+            mdl,
+            offset,
+            length,
+            _m: PhantomData,
+        }
     }
 }
 
@@ -241,7 +255,11 @@ impl Endpoint<'_> {
         // SAFETY: rule IRQL_TOO_HIGH: VmbPacketAllocate takes from a lookaside list
         // (<= DISPATCH_LEVEL, `kmcl-api.md` §5) on our live channel.
         let pkt = unsafe { alloc(self.core.channel) };
-        if pkt.is_null() { Err(NtStatus::INSUFFICIENT_RESOURCES) } else { Ok(pkt) }
+        if pkt.is_null() {
+            Err(NtStatus::INSUFFICIENT_RESOURCES)
+        } else {
+            Ok(pkt)
+        }
     }
 
     fn free(&self, pkt: VMBPACKET) {
@@ -312,7 +330,12 @@ impl Endpoint<'_> {
         flags: SendFlags,
         context: C::Context,
     ) -> Result<(), SendError<C::Context>> {
-        self.send_packet::<C>(payload, Some(mdl), flags | SendFlags::WAIT_FOR_COMPLETION, context)
+        self.send_packet::<C>(
+            payload,
+            Some(mdl),
+            flags | SendFlags::WAIT_FOR_COMPLETION,
+            context,
+        )
     }
 
     fn send_packet<C: Completion>(
@@ -323,7 +346,9 @@ impl Endpoint<'_> {
         context: C::Context,
     ) -> Result<(), SendError<C::Context>> {
         let fail = |status, context| Err(SendError { status, context });
-        let Ok(len) = len32(payload) else { return fail(NtStatus::INVALID_PARAMETER, context) };
+        let Ok(len) = len32(payload) else {
+            return fail(NtStatus::INVALID_PARAMETER, context);
+        };
         let v1 = self.core.kmcl.v1;
         let (Some(send), Some(send_mdl), Some(set_ptr), Some(set_cr)) = (
             v1.VmbPacketSend,
@@ -333,7 +358,14 @@ impl Endpoint<'_> {
         ) else {
             return fail(NtStatus::NOT_IMPLEMENTED, context);
         };
-        let ex = if self.core.use_ex { self.core.kmcl.v5.and_then(|t| t.VmbPacketSetCompletionRoutineEx) } else { None };
+        let ex = if self.core.use_ex {
+            self.core
+                .kmcl
+                .v5
+                .and_then(|t| t.VmbPacketSetCompletionRoutineEx)
+        } else {
+            None
+        };
         let pkt = match self.allocate() {
             Ok(p) => p,
             Err(e) => return fail(e, context),
@@ -358,7 +390,17 @@ impl Endpoint<'_> {
             Some(m) => {
                 // SAFETY: rule EXTERNAL_MDL_UNTIL_COMPLETION: `ExternalMdl::new`'s contract
                 // keeps the MDL valid until the completion routine runs.
-                unsafe { send_mdl(pkt, buf, len, m.mdl.as_ptr(), m.offset, m.length, flags.bits()) }
+                unsafe {
+                    send_mdl(
+                        pkt,
+                        buf,
+                        len,
+                        m.mdl.as_ptr(),
+                        m.offset,
+                        m.length,
+                        flags.bits(),
+                    )
+                }
             }
         };
         if let Err(e) = to_result(status) {
@@ -386,20 +428,51 @@ impl Endpoint<'_> {
     ///
     /// KMCL's status: `BUFFER_OVERFLOW` if the response did not fit, `CANCELLED`,
     /// `DEVICE_REMOVED`, `TIMEOUT` is mapped to `IO_TIMEOUT`.
-    pub fn send_sync(&self, payload: &[u8], response: &mut [u64], timeout: Option<i64>, _irql: Passive) -> Result<usize> {
+    pub fn send_sync(
+        &self,
+        payload: &[u8],
+        response: &mut [u64],
+        timeout: Option<i64>,
+        _irql: Passive,
+    ) -> Result<usize> {
         let len = len32(payload)?;
-        let cap = response.len().checked_mul(8).and_then(|b| u32::try_from(b).ok()).ok_or(NtStatus::INVALID_PARAMETER)?;
+        let cap = response
+            .len()
+            .checked_mul(8)
+            .and_then(|b| u32::try_from(b).ok())
+            .ok_or(NtStatus::INVALID_PARAMETER)?;
         let f = kfn!(self.core.kmcl.v1.VmbChannelSendSynchronousRequest);
         let mut size = cap;
         let mut t = timeout.unwrap_or(0);
-        let tp = if timeout.is_some() { &raw mut t } else { ptr::null_mut() };
-        let rp = if cap == 0 { ptr::null_mut() } else { response.as_mut_ptr().cast::<c_void>() };
-        let sp = if cap == 0 { ptr::null_mut() } else { &raw mut size };
+        let tp = if timeout.is_some() {
+            &raw mut t
+        } else {
+            ptr::null_mut()
+        };
+        let rp = if cap == 0 {
+            ptr::null_mut()
+        } else {
+            response.as_mut_ptr().cast::<c_void>()
+        };
+        let sp = if cap == 0 {
+            ptr::null_mut()
+        } else {
+            &raw mut size
+        };
         // SAFETY: rule SYNC_REQUEST_AT_DISPATCH: the token proves PASSIVE_LEVEL; the
         // completion buffer is `cap` bytes, a multiple of 8 (rule COMPLETION_BUFFER_SIZE),
         // and stays borrowed for the call.
         let status = unsafe {
-            f(self.core.channel, payload.as_ptr().cast_mut().cast(), len, ptr::null_mut(), VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION, rp, sp, tp)
+            f(
+                self.core.channel,
+                payload.as_ptr().cast_mut().cast(),
+                len,
+                ptr::null_mut(),
+                VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION,
+                rp,
+                sp,
+                tp,
+            )
         };
         if status == NtStatus::TIMEOUT.to_raw() {
             return Err(NtStatus::IO_TIMEOUT);
@@ -422,7 +495,16 @@ impl Endpoint<'_> {
         // SAFETY: rule SYNC_REQUEST_AT_DISPATCH: `*Timeout == 0` and no
         // WAIT_FOR_COMPLETION, so `_IRQL_requires_max_(DISPATCH_LEVEL)` applies.
         let status = unsafe {
-            f(self.core.channel, payload.as_ptr().cast_mut().cast(), len, ptr::null_mut(), 0, ptr::null_mut(), ptr::null_mut(), &raw mut zero)
+            f(
+                self.core.channel,
+                payload.as_ptr().cast_mut().cast(),
+                len,
+                ptr::null_mut(),
+                0,
+                ptr::null_mut(),
+                ptr::null_mut(),
+                &raw mut zero,
+            )
         };
         to_result(status)
     }
@@ -439,14 +521,31 @@ impl Endpoint<'_> {
     /// # Errors
     ///
     /// KMCL's status.
-    pub unsafe fn create_gpadl(&self, buffer: NonNull<[u8]>, read_only: bool, _irql: Passive) -> Result<u32> {
+    pub unsafe fn create_gpadl(
+        &self,
+        buffer: NonNull<[u8]>,
+        read_only: bool,
+        _irql: Passive,
+    ) -> Result<u32> {
         let f = kfn!(self.core.kmcl.v1.VmbChannelCreateGpadlFromBuffer);
         let len = u32::try_from(buffer.len()).map_err(|_| NtStatus::INVALID_PARAMETER)?;
-        let flags = if read_only { VMBUS_CHANNEL_GPADL_FLAG_READ_ONLY } else { 0 };
+        let flags = if read_only {
+            VMBUS_CHANNEL_GPADL_FLAG_READ_ONLY
+        } else {
+            0
+        };
         let mut handle = 0u32;
         // SAFETY: rule IRQL_TOO_HIGH: the token proves PASSIVE_LEVEL; the caller keeps
         // the buffer alive until delete_gpadl.
-        to_result(unsafe { f(self.core.channel, flags, buffer.as_ptr().cast(), len, &raw mut handle) })?;
+        to_result(unsafe {
+            f(
+                self.core.channel,
+                flags,
+                buffer.as_ptr().cast(),
+                len,
+                &raw mut handle,
+            )
+        })?;
         Ok(handle)
     }
 

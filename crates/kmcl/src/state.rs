@@ -17,10 +17,11 @@
 use core::marker::PhantomData;
 
 use kmcl_sys::{
-    EVT_VMB_CHANNEL_CLOSED, EVT_VMB_CHANNEL_CLOSED_EX, EVT_VMB_CHANNEL_OPENED, EVT_VMB_CHANNEL_OPENED_EX,
-    EVT_VMB_CHANNEL_PNP_FAILURE, EVT_VMB_CHANNEL_POST_STARTED, EVT_VMB_CHANNEL_POST_STARTED_EX,
-    EVT_VMB_CHANNEL_STARTED, EVT_VMB_CHANNEL_STARTED_EX, EVT_VMB_CHANNEL_SUSPEND, EVT_VMB_CHANNEL_SUSPEND_EX,
-    NTSTATUS, PVOID, VMB_CHANNEL_STATE_CHANGE_CALLBACKS, VMB_CHANNEL_STATE_CHANGE_CALLBACKS_V5, VMBCHANNEL,
+    EVT_VMB_CHANNEL_CLOSED, EVT_VMB_CHANNEL_CLOSED_EX, EVT_VMB_CHANNEL_OPENED,
+    EVT_VMB_CHANNEL_OPENED_EX, EVT_VMB_CHANNEL_PNP_FAILURE, EVT_VMB_CHANNEL_POST_STARTED,
+    EVT_VMB_CHANNEL_POST_STARTED_EX, EVT_VMB_CHANNEL_STARTED, EVT_VMB_CHANNEL_STARTED_EX,
+    EVT_VMB_CHANNEL_SUSPEND, EVT_VMB_CHANNEL_SUSPEND_EX, NTSTATUS, PVOID,
+    VMB_CHANNEL_STATE_CHANGE_CALLBACKS, VMB_CHANNEL_STATE_CHANGE_CALLBACKS_V5, VMBCHANNEL,
 };
 
 use crate::channel::{Endpoint, Inner};
@@ -189,7 +190,10 @@ unsafe extern "system" fn plain<H: PacketHandler + StateHandler, const N: u8>(ch
 /// # Safety
 ///
 /// Only KMCL calls this, from the V5 table filled by `fill_v5` with our `Inner<H>`.
-unsafe extern "system" fn opened_ex<H: PacketHandler + StateHandler>(_ch: VMBCHANNEL, context: PVOID) -> NTSTATUS {
+unsafe extern "system" fn opened_ex<H: PacketHandler + StateHandler>(
+    _ch: VMBCHANNEL,
+    context: PVOID,
+) -> NTSTATUS {
     // SAFETY: rule CONTEXT_LIVES_UNTIL_CLEANUP: the context is our boxed `Inner<H>`.
     match unsafe { context.cast::<Inner<H>>().as_ref() } {
         Some(inner) => open(inner),
@@ -202,7 +206,10 @@ unsafe extern "system" fn opened_ex<H: PacketHandler + StateHandler>(_ch: VMBCHA
 /// # Safety
 ///
 /// As [`opened_ex`].
-unsafe extern "system" fn ex<H: PacketHandler + StateHandler, const N: u8>(_ch: VMBCHANNEL, context: PVOID) {
+unsafe extern "system" fn ex<H: PacketHandler + StateHandler, const N: u8>(
+    _ch: VMBCHANNEL,
+    context: PVOID,
+) {
     // SAFETY: rule CONTEXT_LIVES_UNTIL_CLEANUP: the context is our boxed `Inner<H>`.
     if let Some(inner) = unsafe { context.cast::<Inner<H>>().as_ref() } {
         dispatch(inner, event(N));
@@ -214,7 +221,10 @@ unsafe extern "system" fn ex<H: PacketHandler + StateHandler, const N: u8>(_ch: 
 /// # Safety
 ///
 /// Only KMCL calls this, registered by `ChannelBuilder::<H>::target_pnp`.
-unsafe extern "system" fn pnp_failure<H: PacketHandler + StateHandler>(ch: VMBCHANNEL, status: NTSTATUS) {
+unsafe extern "system" fn pnp_failure<H: PacketHandler + StateHandler>(
+    ch: VMBCHANNEL,
+    status: NTSTATUS,
+) {
     // SAFETY: rule CONTEXT_BEFORE_ENABLE: a channel of `H` with its context set.
     if let Some(inner) = unsafe { context_from_channel::<H>(ch) } {
         // SAFETY: rule STATE_CALLBACKS_AT_PASSIVE: EvtChannelPnpFailure is PASSIVE_LEVEL.

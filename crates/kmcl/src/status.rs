@@ -9,8 +9,8 @@
 
 use core::fmt;
 
-use kmcl_sys::status as raw;
 use kmcl_sys::NTSTATUS;
+use kmcl_sys::status as raw;
 
 /// An `NTSTATUS` value.
 ///
@@ -134,7 +134,11 @@ impl NtStatus {
 /// assert_eq!(to_result(NtStatus::CANCELLED.to_raw()), Err(NtStatus::CANCELLED));
 /// ```
 pub const fn to_result(raw: NTSTATUS) -> Result {
-    if kmcl_sys::NT_SUCCESS(raw) { Ok(()) } else { Err(NtStatus(raw)) }
+    if kmcl_sys::NT_SUCCESS(raw) {
+        Ok(())
+    } else {
+        Err(NtStatus(raw))
+    }
 }
 
 /// A handler's [`Result`], outward: `Ok` is `STATUS_SUCCESS`, `Err(s)` is `s`.
@@ -158,7 +162,10 @@ impl From<NtStatus> for NTSTATUS {
 
 impl fmt::Debug for NtStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        #[expect(clippy::cast_sign_loss, reason = "NTSTATUS is printed as its unsigned hex image")]
+        #[expect(
+            clippy::cast_sign_loss,
+            reason = "NTSTATUS is printed as its unsigned hex image"
+        )]
         let hex = self.0 as u32;
         match self.name() {
             Some(n) => write!(f, "{n}({hex:#010X})"),
@@ -185,19 +192,34 @@ mod tests {
         assert_eq!(to_result(raw::STATUS_SUCCESS), Ok(()));
         assert_eq!(to_result(raw::STATUS_PENDING), Ok(()));
         assert_eq!(to_result(raw::STATUS_CANCELLED), Err(NtStatus::CANCELLED));
-        assert_eq!(to_result(raw::STATUS_BUFFER_OVERFLOW), Err(NtStatus::BUFFER_OVERFLOW));
+        assert_eq!(
+            to_result(raw::STATUS_BUFFER_OVERFLOW),
+            Err(NtStatus::BUFFER_OVERFLOW)
+        );
     }
 
     #[test]
     fn from_result_never_turns_a_failure_into_success() {
         assert_eq!(from_result(Ok(())), raw::STATUS_SUCCESS);
-        assert_eq!(from_result(Err(NtStatus::DEVICE_REMOVED)), raw::STATUS_DEVICE_REMOVED);
-        assert_eq!(from_result(Err(NtStatus::SUCCESS)), raw::STATUS_UNSUCCESSFUL);
+        assert_eq!(
+            from_result(Err(NtStatus::DEVICE_REMOVED)),
+            raw::STATUS_DEVICE_REMOVED
+        );
+        assert_eq!(
+            from_result(Err(NtStatus::SUCCESS)),
+            raw::STATUS_UNSUCCESSFUL
+        );
     }
 
     #[test]
     fn display_names_known_codes_and_keeps_unknown_ones() {
-        assert_eq!(format!("{}", NtStatus::CANCELLED), "STATUS_CANCELLED(0xC0000120)");
-        assert_eq!(format!("{:?}", NtStatus::from_raw(0x1234)), "NtStatus(0x00001234)");
+        assert_eq!(
+            format!("{}", NtStatus::CANCELLED),
+            "STATUS_CANCELLED(0xC0000120)"
+        );
+        assert_eq!(
+            format!("{:?}", NtStatus::from_raw(0x1234)),
+            "NtStatus(0x00001234)"
+        );
     }
 }

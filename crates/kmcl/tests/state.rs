@@ -1,0 +1,262 @@
+//! State-change callbacks end to end against kmcl-sim: order, level, failure, rescind.
+//!
+//! C header: `vmbuskernelmodeclientlibapi.h` (`EVT_VMB_CHANNEL_OPENED/STARTED/POST_STARTED/
+//! SUSPEND/CLOSED(_EX)`, `VMB_CHANNEL_STATE_CHANGE_CALLBACKS(_V5)`, `state_model`);
+//! reference `kmcl-api.md` §2, §7.2.
+
+mod common;
+
+use common::{Bench, Log, passive};
+use kmcl::NtStatus;
+use kmcl::channel::Endpoint;
+use kmcl::irql::{Level, Passive};
+use kmcl::packet::{Packet, PacketHandler};
+use kmcl::state::StateHandler;
+use kmcl_sim::Fault;
+
+#[derive(Default)]
+struct Tracker {
+    events: Log<&'static str>,
+    refuse_open: bool,
+}
+
+impl Tracker {
+    fn log(&self, e: &'static str) {
+        assert_eq!(kmcl::irql::current(), kmcl::irql::PASSIVE_LEVEL);
+        self.events.lock().unwrap().push(e);
+    }
+}
+
+impl PacketHandler for Tracker {
+    fn process(&self, packet: Packet<'_>, _level: Level) {
+        self.events.lock().unwrap().push("packet");
+        packet.complete();
+    }
+}
+
+impl StateHandler for Tracker {
+    fn opened(&self, _c: Endpoint<'_>, _p: Passive) -> kmcl::Result {
+        self.log("opened");
+        if self.refuse_open {
+            Err(NtStatus::INSUFFICIENT_RESOURCES)
+        } else {
+            Ok(())
+        }
+    }
+    fn started(&self, _c: Endpoint<'_>, _p: Passive) {
+        self.log("started");
+    }
+    fn post_started(&self, _c: Endpoint<'_>, _p: Passive) {
+        self.log("post_started");
+    }
+    fn suspend(&self, _c: Endpoint<'_>, _p: Passive) {
+        self.log("suspend");
+    }
+    fn closed(&self, _c: Endpoint<'_>, _p: Passive) {
+        self.log("closed");
+    }
+    fn pnp_failure(&self, status: NtStatus, _p: Passive) {
+        assert!(!status.is_success());
+        self.log("pnp_failure");
+    }
+}
+
+fn lifecycle(legacy: bool) {
+    let b = Bench::deterministic(31);
+    let p = passive();
+    let mut builder = b.kmcl.channel(b.parent(), Tracker::default(), p).unwrap();
+    if legacy {
+        builder = builder.legacy_callbacks();
+    }
+    let ch = builder.enable(p).unwrap();
+    b.idle();
+    b.offer.host().send_inband(b"x", false).unwrap();
+    b.idle();
+    let builder = ch.disable(p);
+    let events = builder.handler().events.lock().unwrap().clone();
+    assert_eq!(
+        events,
+        [
+            "opened",
+            "started",
+            "post_started",
+            "packet",
+            "suspend",
+            "closed"
+        ]
+    );
+    drop(builder);
+    b.sim.assert_clean();
+    assert_eq!(kmcl::irql::mismatches(), 0);
+}
+
+#[test]
+fn state_callbacks_run_in_documented_order_at_passive_level() {
+    lifecycle(false);
+}
+
+#[test]
+fn v1_state_callbacks_run_in_documented_order() {
+    lifecycle(true);
+}
+
+#[test]
+fn opened_failure_keeps_the_channel_from_starting() {
+    let b = Bench::deterministic(32);
+    let p = passive();
+    let t = Tracker {
+        refuse_open: true,
+        ..Tracker::default()
+    };
+    let ch = b.kmcl.channel(b.parent(), t, p).unwrap().enable(p).unwrap();
+    b.idle();
+    let events = ch.handler().events.lock().unwrap().clone();
+    assert_eq!(events.first(), Some(&"opened"));
+    assert!(!events.contains(&"started"), "{events:?}");
+    assert!(!b.offer.host().is_open());
+    ch.close(p);
+    b.sim.assert_clean();
+}
+
+#[test]
+fn rescind_suspends_and_closes_the_channel() {
+    let b = Bench::deterministic(33);
+    let p = passive();
+    let ch = b
+        .kmcl
+        .channel(b.parent(), Tracker::default(), p)
+        .unwrap()
+        .enable(p)
+        .unwrap();
+    b.idle();
+    b.offer.host().rescind();
+    b.idle();
+    let events = ch.handler().events.lock().unwrap().clone();
+    assert_eq!(
+        events,
+        ["opened", "started", "post_started", "suspend", "closed"]
+    );
+    ch.close(p);
+    b.sim.assert_clean();
+}
+
+#[test]
+fn rejected_open_reports_pnp_failure() {
+    let b = Bench::deterministic(34);
+    let p = passive();
+    b.sim.inject(Fault::RejectOpen {
+        status: NtStatus::DEVICE_REMOVED.to_raw(),
+    });
+    let ty = kmcl_sim::OfferConfig::default().interface_type;
+    let ch = b
+        .kmcl
+        .channel(b.parent(), Tracker::default(), p)
+        .unwrap()
+        .target_pnp(ty, None)
+        .unwrap()
+        .enable(p)
+        .unwrap();
+    b.idle();
+    let events = ch.handler().events.lock().unwrap().clone();
+    assert_eq!(events, ["pnp_failure"]);
+    ch.close(p);
+    b.sim.assert_clean();
+}
+
+#[test]
+fn dropping_a_channel_disables_and_cleans_it_up() {
+    let b = Bench::deterministic(35);
+    let p = passive();
+    let ch = b
+        .kmcl
+        .channel(b.parent(), Tracker::default(), p)
+        .unwrap()
+        .enable(p)
+        .unwrap();
+    b.idle();
+    drop(ch);
+    b.idle();
+    assert!(!b.offer.host().is_open());
+    b.sim.assert_clean();
+}
+
+#[test]
+fn builder_setters_reach_kmcl_before_enable() {
+    let b = Bench::deterministic(36);
+    let p = passive();
+    static NAME: [u16; 4] = [b't' as u16, b'e' as u16, b's' as u16, b't' as u16];
+    let ch = b
+        .kmcl
+        .channel(b.parent(), Tracker::default(), p)
+        .unwrap()
+        .max_packet_size(4096)
+        .unwrap()
+        .max_packet_count(64)
+        .unwrap()
+        .max_external_data(0x1_0000, 2)
+        .unwrap()
+        .ring_pages(4, 4)
+        .unwrap()
+        .friendly_name(&NAME)
+        .unwrap()
+        .pipe_mode(false)
+        .unwrap()
+        .target_processor(0)
+        .unwrap()
+        .client_context_size(32)
+        .unwrap()
+        .inline_packet_context_size(16)
+        .unwrap()
+        .enable(p)
+        .unwrap();
+    b.idle();
+    assert!(b.offer.host().is_open());
+    ch.close(p);
+    b.sim.assert_clean();
+}
+
+#[test]
+fn v1_table_reports_v5_features_as_not_supported() {
+    common::install_irql();
+    let sim = kmcl_sim::Sim::new(kmcl_sim::SimConfig::deterministic(37));
+    let offer = sim.offer(kmcl_sim::OfferConfig::default());
+    let table: &'static mut kmcl_sys::KMCL_CLIENT_INTERFACE_V1 =
+        Box::leak(Box::new(kmcl_sys::KMCL_CLIENT_INTERFACE_V1::zeroed()));
+    let size = u16::try_from(size_of::<kmcl_sys::KMCL_CLIENT_INTERFACE_V1>()).unwrap();
+    // SAFETY: `table` is a writable, leaked V1 struct of `size` bytes.
+    let st = unsafe {
+        sim.query_interface(
+            &kmcl_sys::KMCL_CLIENT_INTERFACE_TYPE,
+            size,
+            1,
+            (&raw mut *table).cast(),
+        )
+    };
+    assert_eq!(st, 0);
+    // SAFETY: the table is leaked ('static) and was filled by the query.
+    let kmcl = unsafe { kmcl::channel::Kmcl::from_raw(std::ptr::NonNull::from(&table.Interface)) }
+        .unwrap();
+    assert!(!kmcl.has_v5());
+    let p = passive();
+    // SAFETY: the offer outlives the channel.
+    let parent = unsafe { kmcl::channel::ParentDevice::from_raw(offer.device_object()) };
+    let err = kmcl
+        .channel(parent, Tracker::default(), p)
+        .unwrap()
+        .target_processor(1)
+        .err();
+    assert_eq!(err, Some(NtStatus::NOT_SUPPORTED));
+    // The V1 path still runs a full lifecycle.
+    let parent = unsafe { kmcl::channel::ParentDevice::from_raw(offer.device_object()) };
+    let ch = kmcl
+        .channel(parent, Tracker::default(), p)
+        .unwrap()
+        .enable(p)
+        .unwrap();
+    sim.run_until_idle();
+    offer.host().send_inband(b"v1", false).unwrap();
+    sim.run_until_idle();
+    assert!(ch.handler().events.lock().unwrap().contains(&"packet"));
+    ch.close(p);
+    sim.assert_clean();
+}
