@@ -1,1 +1,605 @@
-//! A host-side KMCL simulator.
+//! A host-side KMCL simulator: the KMCL function table over simulated VMBus channels.
+//!
+//! C header: `vmbuskernelmodeclientlibapi.h` (WDK 10.0.20348); `docs/simulator.md` says
+//! what is modelled and what is not.
+//!
+//! A [`Sim`] is one simulated VMBus with its KMCL. It hands out the same
+//! [`KMCL_CLIENT_INTERFACE_V5`](kmcl_sys::KMCL_CLIENT_INTERFACE_V5) a Windows driver
+//! queries with `WdfFdoQueryForInterface`; every entry is an `extern "system"`
+//! function over a real VMBus ring pair per channel. The other endpoint is the
+//! built-in [`HostEndpoint`] or any external host attached to the same ring bytes
+//! ([`HostEndpoint::attach_external`]). A verifier checks the KMCL rules
+//! ([`Rule`]) and, by default, panics the test at the next safe point
+//! ("bugcheck").
+//!
+//! Steps to drive a driver under test:
+//! 1. `let sim = Sim::new(SimConfig::deterministic(1));`
+//! 2. `let offer = sim.offer(OfferConfig::default());` gives the PDO
+//!    ([`Offer::device_object`]) and the host side ([`Offer::host`]).
+//! 3. The driver calls the table from [`Sim::client_interface`] (Allocate, Init*, Enable).
+//! 4. [`Sim::run_until_idle`] runs KMCL's threads (deterministic mode); the host sends
+//!    with [`HostEndpoint::send_inband`] and reads with [`HostEndpoint::recv`].
+//! 5. [`Sim::assert_clean`] at the end.
+#![deny(unsafe_code)]
+
+pub mod ring;
+
+mod channel;
+mod endpoint;
+mod fault;
+mod mem;
+mod registry;
+mod sched;
+mod table;
+mod verifier;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+pub use endpoint::{ExternalRing, HostEndpoint, HostPacket, SendError};
+pub use fault::Fault;
+pub use sched::{DISPATCH_LEVEL, PASSIVE_LEVEL, current_irql};
+pub use verifier::{Rule, Violation};
+
+use channel::Channel;
+use endpoint::HostSide;
+use fault::Faults;
+use sched::{Ctx, Queues, SplitMix64, Task};
+
+/// How the simulation executes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Single-threaded, seeded: everything runs on the thread that calls
+    /// [`Sim::run_until_idle`] (or inside a blocking KMCL call). The seed picks batch
+    /// sizes and the interleaving of KMCL's contexts; a seed always gives the same run.
+    Deterministic {
+        /// The seed of the interleaving.
+        seed: u64,
+    },
+    /// Real threads for KMCL's passive thread, the DPC, the passive worker and the
+    /// host; blocking calls block.
+    Threaded,
+}
+
+/// What the verifier does on a violation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VerifierMode {
+    /// Panic with the rule name and the call at the next Rust-frame safe point.
+    Bugcheck,
+    /// Only record; read the report with [`Sim::violations`].
+    Collect,
+}
+
+/// Configuration of a [`Sim`].
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Deterministic or threaded execution.
+    pub mode: Mode,
+    /// Bugcheck (panic) or collect on violations.
+    pub verifier: VerifierMode,
+    /// `BufferLength` of an incoming non-pipe packet is the padded `(len8 - offset8) * 8`
+    /// (`true`, the default, what VMBus carries) or the exact length the host sent (`false`).
+    pub padded_lengths: bool,
+    /// How long a blocking call may wait in threaded mode before it is reported as `DEADLOCK`.
+    pub deadlock_timeout: Duration,
+    /// Largest batch of packets delivered by one DPC run before `EvtVmbChannelProcessingComplete`.
+    pub max_batch: u32,
+    /// Ring pages per direction (data pages, plus one control page each) when the driver
+    /// does not call `VmbClientChannelInitSetRingBufferPageCount`.
+    pub default_ring_pages: u32,
+}
+
+impl SimConfig {
+    /// Seeded single-threaded mode, bugcheck verifier, padded lengths.
+    #[must_use]
+    pub fn deterministic(seed: u64) -> Self {
+        Self {
+            mode: Mode::Deterministic { seed },
+            verifier: VerifierMode::Bugcheck,
+            padded_lengths: true,
+            deadlock_timeout: Duration::from_secs(10),
+            max_batch: 16,
+            default_ring_pages: 16,
+        }
+    }
+
+    /// Threaded mode, bugcheck verifier, padded lengths.
+    #[must_use]
+    pub fn threaded() -> Self {
+        Self { mode: Mode::Threaded, max_batch: 64, ..Self::deterministic(0) }
+    }
+
+    /// The same configuration in [`VerifierMode::Collect`].
+    #[must_use]
+    pub fn collect(mut self) -> Self {
+        self.verifier = VerifierMode::Collect;
+        self
+    }
+}
+
+/// Configuration of a channel offer (the guest PDO).
+#[derive(Clone, Debug)]
+pub struct OfferConfig {
+    /// The interface type GUID (basis of the PDO hardware ID `VMBUS\{type}`).
+    pub interface_type: kmcl_sys::GUID,
+    /// The interface instance GUID (`VmbChannelGetInterfaceInstance`).
+    pub interface_instance: kmcl_sys::GUID,
+    /// The offer is a pipe (`VMBUS_SERVER_CHANNEL_INIT_FLAG_OFFER_AS_PIPE`); the driver must
+    /// then set `VMBUS_CHANNEL_INIT_FLAG_IS_PIPE` (informational: framing follows the driver's flag).
+    pub pipe: bool,
+}
+
+impl Default for OfferConfig {
+    fn default() -> Self {
+        Self {
+            interface_type: kmcl_sys::GUID::from_fields(
+                0x4444_4444,
+                0x0001,
+                0x0002,
+                [1, 2, 3, 4, 5, 6, 7, 8],
+            ),
+            interface_instance: kmcl_sys::GUID::from_fields(
+                0x5555_5555,
+                0x0003,
+                0x0004,
+                [8, 7, 6, 5, 4, 3, 2, 1],
+            ),
+            pipe: false,
+        }
+    }
+}
+
+/// Counters of one simulation (signals, packets).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Signals (interrupts) from the guest (KMCL) to the host.
+    pub guest_to_host_signals: u64,
+    /// Signals from the host to the guest.
+    pub host_to_guest_signals: u64,
+    /// Guest-to-host signals that the ring rules did not call for.
+    pub spurious_guest_to_host: u64,
+    /// Host-to-guest signals that found nothing to do.
+    pub spurious_host_to_guest: u64,
+    /// Packets delivered to `EvtVmbChannelProcessPacket` (re-deliveries included).
+    pub packets_delivered: u64,
+    /// Packets the driver sent into the guest-outbound ring.
+    pub packets_sent: u64,
+    /// DPC runs that delivered at least one packet (each followed by ProcessingComplete).
+    pub batches: u64,
+}
+
+/// Per-offer state.
+#[derive(Debug)]
+pub(crate) struct OfferState {
+    pub(crate) cfg: OfferConfig,
+    pub(crate) device_tok: usize,
+    /// The channel currently bound to this offer (allocated on its device object).
+    pub(crate) channel: Option<u64>,
+    pub(crate) host: HostSide,
+    pub(crate) rescinded: bool,
+}
+
+/// Everything behind the simulation lock.
+pub(crate) struct State {
+    pub(crate) log: verifier::Log,
+    pub(crate) queues: Queues,
+    pub(crate) rng: SplitMix64,
+    pub(crate) next_id: u64,
+    pub(crate) offers: HashMap<u64, OfferState>,
+    pub(crate) channels: HashMap<u64, Channel>,
+    /// Buffers of completed packets, poisoned; re-checked at safe points.
+    pub(crate) retired: VecDeque<(String, mem::SharedBuf)>,
+    /// Page map for the PFN fiction: pfn -> (buffer, page index in it).
+    pub(crate) pages: HashMap<u64, (Arc<mem::SharedBuf>, usize)>,
+    pub(crate) faults: Faults,
+    pub(crate) stats: Stats,
+    pub(crate) shutdown: bool,
+}
+
+impl State {
+    pub(crate) fn new_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    pub(crate) fn violation(&mut self, rule: Rule, site: String) {
+        self.log.record(rule, site);
+    }
+
+    /// Registers the pages of `buf` in the page map.
+    pub(crate) fn map_pages(&mut self, buf: &Arc<mem::SharedBuf>) {
+        for (i, pfn) in buf.pfns(0, buf.len()).into_iter().enumerate() {
+            self.pages.insert(pfn, (Arc::clone(buf), i));
+        }
+    }
+
+    /// Removes the pages of `buf` from the page map.
+    pub(crate) fn unmap_pages(&mut self, buf: &mem::SharedBuf) {
+        for pfn in buf.pfns(0, buf.len()) {
+            self.pages.remove(&pfn);
+        }
+    }
+}
+
+/// Keep at most this many poisoned buffers for the write-after-completion check.
+const RETIRED_KEEP: usize = 256;
+
+/// The shared core of a [`Sim`].
+pub(crate) struct SimInner {
+    pub(crate) cfg: SimConfig,
+    st: Mutex<State>,
+    pub(crate) cv: Condvar,
+    /// Number of live [`Sim`] values (the last one to drop does the final check).
+    sims: AtomicUsize,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for SimInner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimInner").field("cfg", &self.cfg).finish_non_exhaustive()
+    }
+}
+
+impl SimInner {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.st.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) const fn deterministic(&self) -> bool {
+        matches!(self.cfg.mode, Mode::Deterministic { .. })
+    }
+
+    /// Queues `t` and wakes the threads.
+    pub(crate) fn push(&self, st: &mut State, t: Task) {
+        st.queues.push(t);
+        self.cv.notify_all();
+    }
+
+    /// Records a violation (never panics; safe inside `extern "system"` frames).
+    pub(crate) fn violation(&self, rule: Rule, site: String) {
+        self.lock().violation(rule, site);
+    }
+
+    /// Runs one task on this thread in its context.
+    pub(crate) fn run_task(self: &Arc<Self>, t: Task) {
+        let _g = sched::enter(t.ctx());
+        registry::set_current_sim(self);
+        match t {
+            Task::Open { ch } => channel::run_open(self, ch),
+            Task::HostClose { ch } => channel::run_close(self, ch),
+            Task::Dpc { ch } => channel::run_dpc(self, ch),
+            Task::Passive { ch, .. } => channel::run_passive(self, ch),
+            Task::SendDone { ch, pkt } => channel::run_send_done(self, ch, pkt),
+            Task::Host { ch } => endpoint::run_host(self, ch),
+        }
+    }
+
+    /// Deterministic mode: runs one pending task not of `exclude`. Returns whether one ran.
+    fn step(self: &Arc<Self>, exclude: Option<Ctx>) -> bool {
+        let t = {
+            let mut st = self.lock();
+            let st = &mut *st;
+            st.queues.pick(&mut st.rng, exclude)
+        };
+        match t {
+            Some(t) => {
+                self.run_task(t);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Blocks until `cond` holds. Deterministic mode drives the simulation (every
+    /// context but the caller's); threaded mode waits. Returns `false` when nothing
+    /// can make progress any more (deterministic) or after `timeout` (threaded;
+    /// `None` = the deadlock timeout).
+    pub(crate) fn wait_until(
+        self: &Arc<Self>,
+        timeout: Option<Duration>,
+        cond: impl Fn(&State) -> bool,
+    ) -> bool {
+        if self.deterministic() {
+            let exclude = sched::current_ctx();
+            loop {
+                if cond(&self.lock()) {
+                    return true;
+                }
+                if !self.step(exclude) {
+                    return cond(&self.lock());
+                }
+            }
+        }
+        let deadline = Instant::now() + timeout.unwrap_or(self.cfg.deadlock_timeout);
+        let mut st = self.lock();
+        loop {
+            if cond(&st) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            let wait = (deadline - now).min(Duration::from_millis(50));
+            st = self.cv.wait_timeout(st, wait).unwrap_or_else(PoisonError::into_inner).0;
+        }
+    }
+
+    /// Re-checks poisoned buffers of completed packets.
+    pub(crate) fn check_retired(&self, st: &mut State) {
+        let mut bad = Vec::new();
+        for (site, buf) in &st.retired {
+            if !buf.all_equal(mem::POISON) {
+                bad.push(site.clone());
+            }
+        }
+        if !bad.is_empty() {
+            st.retired.retain(|(_, b)| b.all_equal(mem::POISON));
+            for site in bad {
+                st.violation(Rule::PayloadWrittenAfterCompletion, site);
+            }
+        }
+        while st.retired.len() > RETIRED_KEEP {
+            st.retired.pop_front();
+        }
+    }
+
+    /// A Rust-frame safe point: in bugcheck mode, panics with the first new violation.
+    pub(crate) fn safe_point(&self) {
+        let v = {
+            let mut st = self.lock();
+            self.check_retired(&mut st);
+            if self.cfg.verifier == VerifierMode::Bugcheck { st.log.take_unraised() } else { None }
+        };
+        if let Some(v) = v {
+            if !std::thread::panicking() {
+                panic!("{}", verifier::bugcheck_message(&v));
+            }
+        }
+    }
+
+    fn worker(weak: &std::sync::Weak<Self>, ctx: Ctx) {
+        let _g = sched::enter(ctx);
+        loop {
+            let Some(sim) = weak.upgrade() else { return };
+            registry::set_current_sim(&sim);
+            let task = {
+                let mut st = sim.lock();
+                loop {
+                    if st.shutdown {
+                        return;
+                    }
+                    if let Some(t) = st.queues.pop(ctx) {
+                        st.queues.busy[ctx.index()] = true;
+                        break Some(t);
+                    }
+                    let (g, to) = sim
+                        .cv
+                        .wait_timeout(st, Duration::from_millis(100))
+                        .unwrap_or_else(PoisonError::into_inner);
+                    st = g;
+                    if to.timed_out() {
+                        break None;
+                    }
+                }
+            };
+            if let Some(t) = task {
+                sim.run_task(t);
+                let mut st = sim.lock();
+                st.queues.busy[ctx.index()] = false;
+                sim.cv.notify_all();
+            }
+        }
+    }
+}
+
+/// One simulated VMBus + KMCL instance. Cheap to clone (an `Arc` inside).
+///
+/// Dropping the last `Sim` stops its threads and, in bugcheck mode, panics if
+/// violations were never raised.
+#[derive(Debug)]
+pub struct Sim {
+    inner: Arc<SimInner>,
+}
+
+impl Clone for Sim {
+    fn clone(&self) -> Self {
+        self.inner.sims.fetch_add(1, Ordering::SeqCst);
+        Self { inner: Arc::clone(&self.inner) }
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        if self.inner.sims.fetch_sub(1, Ordering::SeqCst) != 1 {
+            return;
+        }
+        {
+            let mut st = self.inner.lock();
+            st.shutdown = true;
+            self.inner.cv.notify_all();
+        }
+        let threads = std::mem::take(&mut *self.inner.threads.lock().unwrap_or_else(PoisonError::into_inner));
+        let me = std::thread::current().id();
+        for t in threads {
+            if t.thread().id() != me {
+                let _ = t.join();
+            }
+        }
+        registry::forget_sim(Arc::as_ptr(&self.inner));
+        self.inner.safe_point();
+    }
+}
+
+impl Sim {
+    /// A new simulation; threaded mode starts KMCL's threads.
+    #[must_use]
+    pub fn new(cfg: SimConfig) -> Sim {
+        let seed = match cfg.mode {
+            Mode::Deterministic { seed } => seed,
+            Mode::Threaded => 0x5EED,
+        };
+        let inner = Arc::new(SimInner {
+            cfg,
+            st: Mutex::new(State {
+                log: verifier::Log::default(),
+                queues: Queues::default(),
+                rng: SplitMix64::new(seed),
+                next_id: 0,
+                offers: HashMap::new(),
+                channels: HashMap::new(),
+                retired: VecDeque::new(),
+                pages: HashMap::new(),
+                faults: Faults::default(),
+                stats: Stats::default(),
+                shutdown: false,
+            }),
+            cv: Condvar::new(),
+            sims: AtomicUsize::new(1),
+            threads: Mutex::new(Vec::new()),
+        });
+        registry::set_current_sim(&inner);
+        if !inner.deterministic() {
+            let mut threads = inner.threads.lock().unwrap_or_else(PoisonError::into_inner);
+            for ctx in Ctx::ALL {
+                let weak = Arc::downgrade(&inner);
+                let h = std::thread::Builder::new()
+                    .name(ctx.thread_name().into())
+                    .spawn(move || SimInner::worker(&weak, ctx));
+                if let Ok(h) = h {
+                    threads.push(h);
+                }
+            }
+        }
+        Sim { inner }
+    }
+
+    /// Offers a channel (creates the guest PDO the driver binds to).
+    #[must_use]
+    pub fn offer(&self, cfg: OfferConfig) -> Offer {
+        registry::set_current_sim(&self.inner);
+        let mut st = self.inner.lock();
+        let id = st.new_id();
+        let device_tok = registry::mint(&self.inner, registry::Obj::Device { offer: id });
+        st.offers.insert(
+            id,
+            OfferState { cfg, device_tok, channel: None, host: HostSide::default(), rescinded: false },
+        );
+        Offer { sim: Arc::clone(&self.inner), id, device_tok }
+    }
+
+    /// The KMCL function table; every entry is a real `extern "system"` function.
+    /// The table is shared by all simulations: handles carry their simulation.
+    #[must_use]
+    pub fn client_interface(&self) -> &kmcl_sys::KMCL_CLIENT_INTERFACE_V5 {
+        registry::set_current_sim(&self.inner);
+        table::client_table()
+    }
+
+    /// Like `WdfFdoQueryForInterface` / `IRP_MN_QUERY_INTERFACE`: fills `out` (a
+    /// `KMCL_CLIENT_INTERFACE_V1..V5`) after checking `ty`, `size` and `version`.
+    ///
+    /// Returns `STATUS_NOINTERFACE` for another GUID, `STATUS_INVALID_PARAMETER` when
+    /// `size` is smaller than the table of `version` or `version` is not 1..=5, and
+    /// `STATUS_SUCCESS` after writing `size_of(V<version>)` bytes.
+    ///
+    /// # Safety
+    /// `out` must be valid for writes of `size` bytes and aligned for a pointer.
+    #[expect(unsafe_code, reason = "the shared contract's raw interface query; the copy is in table.rs")]
+    pub unsafe fn query_interface(
+        &self,
+        ty: &kmcl_sys::GUID,
+        size: u16,
+        version: u16,
+        out: *mut kmcl_sys::INTERFACE,
+    ) -> kmcl_sys::NTSTATUS {
+        registry::set_current_sim(&self.inner);
+        // SAFETY: rule INTERFACE_QUERY: forwarded contract, `out` is valid for `size` bytes.
+        unsafe { table::query_interface(ty, size, version, out) }
+    }
+
+    /// Deterministic mode: runs all pending simulated work on this thread until
+    /// nothing is left. Threaded mode: waits until every queue is empty and every
+    /// thread idle. Then a safe point (bugcheck on violations).
+    pub fn run_until_idle(&self) {
+        registry::set_current_sim(&self.inner);
+        if self.inner.deterministic() {
+            while self.inner.step(sched::current_ctx()) {}
+        } else {
+            let ok = self.inner.wait_until(None, |st| st.queues.is_empty() && st.queues.busy.iter().all(|b| !b));
+            if !ok {
+                self.inner.violation(Rule::Deadlock, "Sim::run_until_idle (threads never went idle)".into());
+            }
+        }
+        self.inner.safe_point();
+    }
+
+    /// Runs at most one pending task (deterministic mode); returns whether one ran.
+    pub fn step(&self) -> bool {
+        registry::set_current_sim(&self.inner);
+        self.inner.step(sched::current_ctx())
+    }
+
+    /// Every violation recorded so far.
+    #[must_use]
+    pub fn violations(&self) -> Vec<Violation> {
+        let mut st = self.inner.lock();
+        self.inner.check_retired(&mut st);
+        st.log.all()
+    }
+
+    /// Panics listing the violations, if any.
+    ///
+    /// # Panics
+    /// When any violation was recorded.
+    pub fn assert_clean(&self) {
+        let v = self.violations();
+        if let Some(first) = v.first() {
+            self.inner.lock().log.take_unraised();
+            let list: Vec<String> = v.iter().map(ToString::to_string).collect();
+            panic!("{} (all: {})", verifier::bugcheck_message(first), list.join("; "));
+        }
+    }
+
+    /// Arms a fault (see [`Fault`]).
+    pub fn inject(&self, fault: Fault) {
+        self.inner.lock().faults.arm(fault);
+    }
+
+    /// Signal and packet counters.
+    #[must_use]
+    pub fn stats(&self) -> Stats {
+        self.inner.lock().stats
+    }
+
+    /// The configuration this simulation runs with.
+    #[must_use]
+    pub fn config(&self) -> &SimConfig {
+        &self.inner.cfg
+    }
+}
+
+/// A channel offer: the guest PDO a driver allocates its channel on, and the host side.
+#[derive(Debug, Clone)]
+pub struct Offer {
+    sim: Arc<SimInner>,
+    id: u64,
+    device_tok: usize,
+}
+
+impl Offer {
+    /// The `ParentDeviceObject` a driver passes to `VmbChannelAllocate` (an opaque token).
+    #[must_use]
+    pub fn device_object(&self) -> kmcl_sys::PDEVICE_OBJECT {
+        std::ptr::without_provenance_mut(self.device_tok)
+    }
+
+    /// The host side of the channel the guest opens on this offer.
+    #[must_use]
+    pub fn host(&self) -> HostEndpoint {
+        HostEndpoint::new(Arc::clone(&self.sim), self.id)
+    }
+}

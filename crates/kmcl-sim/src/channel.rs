@@ -1,0 +1,1418 @@
+//! The channel state machine: lifecycle, incoming packets, sends, completions.
+//!
+//! C header: `vmbuskernelmodeclientlibapi.h` (`\page state_model`; `VmbChannel*`,
+//! `VmbPacket*`); kmcl-api.md §4, §7.
+//!
+//! Lifecycle: Allocate (Disabled) -> `Init*` (only while Disabled) -> Enable (Opening;
+//! returns at once) -> on KMCL's thread `EvtChannelOpened` (a failure rolls back to
+//! Disabled) -> `EvtChannelStarted` -> packets flow (Running) -> `EvtChannelPostStarted`.
+//! Disable (or a host rescind, or a corrupt ring) -> Closing: `EvtChannelSuspend`, wait
+//! until every outstanding incoming packet is completed, cancel in-flight sends,
+//! `EvtChannelClosed` -> Disabled. Cleanup frees the channel.
+//!
+//! Incoming ring space is released when the driver completes the packet (in ring
+//! order, through [`ReleaseTracker`]), so a driver that holds packets throttles the
+//! host. The driver's `Buffer` is a per-packet copy owned by the simulator; it is
+//! poisoned on completion and re-checked later (`PAYLOAD_WRITTEN_AFTER_COMPLETION`).
+#![forbid(unsafe_code)]
+
+use std::cell::Cell;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use kmcl_sys::status::*;
+use kmcl_sys::{
+    NT_SUCCESS, NTSTATUS, PFN_VMB_CHANNEL_CLOSED, PFN_VMB_CHANNEL_CLOSED_EX,
+    PFN_VMB_CHANNEL_OPENED, PFN_VMB_CHANNEL_OPENED_EX, PFN_VMB_CHANNEL_PNP_FAILURE,
+    PFN_VMB_CHANNEL_POST_STARTED, PFN_VMB_CHANNEL_POST_STARTED_EX,
+    PFN_VMB_CHANNEL_PROCESS_PACKET, PFN_VMB_CHANNEL_PROCESS_PACKET_EX,
+    PFN_VMB_CHANNEL_PROCESSING_COMPLETE, PFN_VMB_CHANNEL_PROCESSING_COMPLETE_EX,
+    PFN_VMB_CHANNEL_STARTED, PFN_VMB_CHANNEL_STARTED_EX, PFN_VMB_CHANNEL_SUSPEND,
+    PFN_VMB_CHANNEL_SUSPEND_EX, PFN_VMB_PACKET_COMPLETION_ROUTINE,
+    PFN_VMB_PACKET_COMPLETION_ROUTINE_EX, VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION,
+    VMBUS_CHANNEL_INIT_FLAG_IS_PIPE, VMBUS_CHANNEL_PROCESS_PACKET_FLAG_EXTERNAL_DATA,
+};
+
+use crate::fault::Faults;
+use crate::mem::{MdlBlock, POISON, SharedBuf};
+use crate::registry::{self, Obj};
+use crate::ring::{
+    GpaRange, IncomingKind, IncomingPacket, IncomingRing, OutgoingPacket, OutgoingRing,
+    PacketType, ReadError, ReleaseTracker, RingPair, WriteError, strip_pipe_header,
+};
+use crate::sched::{self, DISPATCH_LEVEL, Task};
+use crate::{Rule, SimInner, State, endpoint, table};
+
+/// Channel lifecycle states (kmcl-api.md §7; header `state_model`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ChState {
+    /// Allocated or closed: `Init*` allowed, no traffic.
+    Disabled,
+    /// Enabled, waiting for KMCL's thread to open it.
+    Opening,
+    /// Rings exist; `EvtChannelOpened` / `EvtChannelStarted` are running.
+    Opened,
+    /// Packets are delivered.
+    Running,
+    /// Disable or rescind in progress.
+    Closing,
+}
+
+/// The registered state-change callbacks.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum StateCbs {
+    None,
+    V1 {
+        opened: PFN_VMB_CHANNEL_OPENED,
+        closed: PFN_VMB_CHANNEL_CLOSED,
+        suspend: PFN_VMB_CHANNEL_SUSPEND,
+        started: PFN_VMB_CHANNEL_STARTED,
+        post_started: PFN_VMB_CHANNEL_POST_STARTED,
+    },
+    V5 {
+        ctx: usize,
+        opened: PFN_VMB_CHANNEL_OPENED_EX,
+        closed: PFN_VMB_CHANNEL_CLOSED_EX,
+        suspend: PFN_VMB_CHANNEL_SUSPEND_EX,
+        started: PFN_VMB_CHANNEL_STARTED_EX,
+        post_started: PFN_VMB_CHANNEL_POST_STARTED_EX,
+    },
+}
+
+/// A state-change event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StateEvent {
+    Opened,
+    Closed,
+    Suspend,
+    Started,
+    PostStarted,
+}
+
+/// The registered packet callbacks.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum PacketCbs {
+    None,
+    V1 { process: PFN_VMB_CHANNEL_PROCESS_PACKET, complete: PFN_VMB_CHANNEL_PROCESSING_COMPLETE },
+    Ex {
+        ctx: usize,
+        process: PFN_VMB_CHANNEL_PROCESS_PACKET_EX,
+        complete: PFN_VMB_CHANNEL_PROCESSING_COMPLETE_EX,
+    },
+}
+
+impl PacketCbs {
+    const fn has_process(&self) -> bool {
+        match self {
+            PacketCbs::None => false,
+            PacketCbs::V1 { process, .. } => process.is_some(),
+            PacketCbs::Ex { process, .. } => process.is_some(),
+        }
+    }
+}
+
+/// An outgoing packet's completion routine.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Routine {
+    /// KMCL's default: frees the packet.
+    Default,
+    /// `VmbPacketInitialize` packets start with no valid routine.
+    NotSet,
+    V1(PFN_VMB_PACKET_COMPLETION_ROUTINE),
+    Ex(usize, PFN_VMB_PACKET_COMPLETION_ROUTINE_EX),
+}
+
+/// Settings made by the `Init*` routines (and their defaults).
+#[derive(Debug)]
+pub(crate) struct Init {
+    pub(crate) max_packet_size: Option<u32>,
+    pub(crate) max_packet_count: Option<u32>,
+    pub(crate) max_external: Option<(u32, u32)>,
+    pub(crate) client_context_size: u32,
+    pub(crate) inline_context_size: u32,
+    /// (incoming, outgoing) ring pages, control page included.
+    pub(crate) ring_pages: Option<(u32, u32)>,
+    pub(crate) flags: u32,
+    pub(crate) friendly_name: Option<String>,
+    pub(crate) state_cbs: StateCbs,
+    pub(crate) packet_cbs: PacketCbs,
+    pub(crate) pnp_failure: PFN_VMB_CHANNEL_PNP_FAILURE,
+    pub(crate) target: Option<(kmcl_sys::GUID, Option<kmcl_sys::GUID>)>,
+    pub(crate) processor: Option<u32>,
+    pub(crate) bounce: Option<(u32, u32, u32)>,
+}
+
+impl Init {
+    const fn new() -> Self {
+        Self {
+            max_packet_size: None,
+            max_packet_count: None,
+            max_external: None,
+            client_context_size: 0,
+            inline_context_size: 0,
+            ring_pages: None,
+            flags: 0,
+            friendly_name: None,
+            state_cbs: StateCbs::None,
+            packet_cbs: PacketCbs::None,
+            pnp_failure: None,
+            target: None,
+            processor: None,
+            bounce: None,
+        }
+    }
+}
+
+/// External data of an incoming packet, resolved to simulator memory.
+#[derive(Debug)]
+pub(crate) struct External {
+    /// The buffer holding the bytes (keeps them alive while the packet is outstanding).
+    pub(crate) buf: Arc<SharedBuf>,
+    /// Byte offset of the data inside `buf`.
+    pub(crate) offset: usize,
+    pub(crate) len: u32,
+}
+
+/// An incoming packet between delivery and completion.
+#[derive(Debug)]
+pub(crate) struct Incoming {
+    pub(crate) tok: usize,
+    pub(crate) trans_id: u64,
+    pub(crate) completion_requested: bool,
+    pub(crate) buf: SharedBuf,
+    pub(crate) len: u32,
+    pub(crate) flags: u32,
+    pub(crate) external: Option<External>,
+    pub(crate) mdl: Option<MdlBlock>,
+    pub(crate) client_ctx: SharedBuf,
+    /// Ring offset of the packet (for the in-order release), if its ring still exists.
+    pub(crate) ring_offset: Option<u32>,
+    /// `VmbChannelPacketDeferToPassive` was called during the current delivery.
+    pub(crate) deferred: bool,
+    /// Ring generation the packet came from (a packet outliving its ring releases nothing).
+    pub(crate) generation: u32,
+}
+
+/// An outgoing packet object (`VmbPacketAllocate` / `VmbPacketInitialize`).
+#[derive(Debug)]
+pub(crate) struct Outgoing {
+    pub(crate) tok: usize,
+    pub(crate) caller_memory: bool,
+    pub(crate) routine: Routine,
+    pub(crate) pointer: usize,
+    pub(crate) inline_ctx: SharedBuf,
+    /// In flight: sent, completion routine not run yet.
+    pub(crate) in_flight: bool,
+    /// Result for the completion routine.
+    pub(crate) done: Option<(NTSTATUS, Vec<u8>)>,
+}
+
+/// A send that could not be written yet (ring full, or channel not open yet).
+#[derive(Debug)]
+pub(crate) struct QueuedSend {
+    pub(crate) pkt: Option<u64>,
+    pub(crate) trans_id: u64,
+    pub(crate) wait: bool,
+    pub(crate) payload: Vec<u8>,
+    pub(crate) ranges: Vec<GpaRange>,
+    pub(crate) host_info: endpoint::ExtInfo,
+}
+
+/// Why a close was started.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum CloseReason {
+    Driver,
+    Rescind,
+    Fault(String),
+}
+
+/// The guest-side ring ends.
+#[derive(Debug)]
+pub(crate) struct GuestRings {
+    pub(crate) tx: OutgoingRing,
+    pub(crate) rx: IncomingRing,
+    pub(crate) rel: ReleaseTracker,
+}
+
+/// One channel.
+#[derive(Debug)]
+pub(crate) struct Channel {
+    pub(crate) tok: usize,
+    pub(crate) offer: u64,
+    pub(crate) parent_device: usize,
+    pub(crate) caller_memory: bool,
+    pub(crate) state: ChState,
+    pub(crate) init: Init,
+    pub(crate) pointer: usize,
+    pub(crate) passive: bool,
+    pub(crate) quota: Option<u32>,
+    pub(crate) latency: u16,
+    pub(crate) dpc_cpu: u8,
+    pub(crate) rings: Option<GuestRings>,
+    pub(crate) generation: u32,
+    pub(crate) incoming: HashMap<u64, Incoming>,
+    pub(crate) outgoing: HashMap<u64, Outgoing>,
+    /// trans id -> driver packet waiting for its completion.
+    pub(crate) in_flight: HashMap<u64, u64>,
+    /// trans id -> synchronous request (None until its completion arrives).
+    pub(crate) sync: HashMap<u64, Option<Result<Vec<u8>, NTSTATUS>>>,
+    pub(crate) send_queue: VecDeque<QueuedSend>,
+    pub(crate) completion_queue: VecDeque<(u64, Vec<u8>)>,
+    pub(crate) passive_q: VecDeque<(u64, bool)>,
+    pub(crate) dpc_active: bool,
+    pub(crate) suspended: bool,
+    pub(crate) paused: bool,
+    pub(crate) stopped: bool,
+    pub(crate) close: Option<CloseReason>,
+    pub(crate) next_trans: u64,
+    pub(crate) failure: Option<String>,
+    pub(crate) gpadls: HashMap<u32, usize>,
+    pub(crate) next_gpadl: u32,
+}
+
+impl Channel {
+    /// Records a GPADL of `bytes` bytes; only once the channel is open (after Opened began).
+    pub(crate) fn add_gpadl(&mut self, bytes: usize) -> Option<u32> {
+        if !self.is_open() {
+            return None;
+        }
+        self.next_gpadl += 1;
+        self.gpadls.insert(self.next_gpadl, bytes);
+        Some(self.next_gpadl)
+    }
+
+    pub(crate) fn pipe(&self) -> bool {
+        self.init.flags & VMBUS_CHANNEL_INIT_FLAG_IS_PIPE != 0
+    }
+
+    pub(crate) const fn is_open(&self) -> bool {
+        matches!(self.state, ChState::Opened | ChState::Running | ChState::Closing)
+    }
+
+    fn new_trans(&mut self) -> u64 {
+        self.next_trans += 1;
+        self.next_trans
+    }
+}
+
+thread_local! {
+    /// The incoming packet whose in-line `EvtVmbChannelProcessPacket` runs on this thread.
+    static INLINE_PACKET: Cell<Option<usize>> = const { Cell::new(None) };
+    /// The channel whose state-change callback runs on this thread.
+    static IN_STATE_CB: Cell<Option<u64>> = const { Cell::new(None) };
+}
+
+/// Whether `tok` is the packet whose ProcessPacket call runs in-line on this thread.
+pub(crate) fn is_inline_packet(tok: usize) -> bool {
+    INLINE_PACKET.with(|c| c.get() == Some(tok))
+}
+
+/// Whether a state-change callback of `ch` runs on this thread.
+pub(crate) fn in_state_callback(ch: u64) -> bool {
+    IN_STATE_CB.with(|c| c.get() == Some(ch))
+}
+
+struct CbGuard(Option<u64>);
+impl Drop for CbGuard {
+    fn drop(&mut self) {
+        IN_STATE_CB.with(|c| c.set(self.0));
+    }
+}
+
+fn call_state(ch_id: u64, tok: usize, cbs: StateCbs, ev: StateEvent) -> NTSTATUS {
+    let _g = CbGuard(IN_STATE_CB.with(|c| c.replace(Some(ch_id))));
+    let _irql = sched::set_irql(sched::PASSIVE_LEVEL);
+    table::call_state(cbs, tok, ev)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Allocation and init
+// ---------------------------------------------------------------------------------------------
+
+/// `VmbChannelAllocate` / `VmbChannelInitialize` on the offer's device object.
+pub(crate) fn allocate(
+    sim: &Arc<SimInner>,
+    offer: u64,
+    caller_memory: Option<usize>,
+) -> Result<usize, NTSTATUS> {
+    let mut st = sim.lock();
+    let id = st.new_id();
+    let Some(o) = st.offers.get_mut(&offer) else { return Err(STATUS_INVALID_PARAMETER_1) };
+    if o.channel.is_some() {
+        return Err(STATUS_INVALID_DEVICE_STATE);
+    }
+    o.channel = Some(id);
+    let parent_device = o.device_tok;
+    let tok = match caller_memory {
+        Some(addr) => {
+            registry::adopt(sim, addr, Obj::Channel { ch: id });
+            addr
+        }
+        None => registry::mint(sim, Obj::Channel { ch: id }),
+    };
+    st.channels.insert(
+        id,
+        Channel {
+            tok,
+            offer,
+            parent_device,
+            caller_memory: caller_memory.is_some(),
+            state: ChState::Disabled,
+            init: Init::new(),
+            pointer: 0,
+            passive: false,
+            quota: None,
+            latency: 0,
+            dpc_cpu: 100,
+            rings: None,
+            generation: 0,
+            incoming: HashMap::new(),
+            outgoing: HashMap::new(),
+            in_flight: HashMap::new(),
+            sync: HashMap::new(),
+            send_queue: VecDeque::new(),
+            completion_queue: VecDeque::new(),
+            passive_q: VecDeque::new(),
+            dpc_active: false,
+            suspended: false,
+            paused: false,
+            stopped: false,
+            close: None,
+            next_trans: 0,
+            failure: None,
+            gpadls: HashMap::new(),
+            next_gpadl: 0,
+        },
+    );
+    Ok(tok)
+}
+
+/// Runs an `Init*` setter: only while Disabled (`INIT_AFTER_ENABLE`, `STATUS_INVALID_PARAMETER_1`).
+pub(crate) fn init_set(
+    sim: &Arc<SimInner>,
+    ch: u64,
+    site: &str,
+    f: impl FnOnce(&mut Channel) -> NTSTATUS,
+) -> NTSTATUS {
+    let mut st = sim.lock();
+    let Some(c) = st.channels.get_mut(&ch) else { return STATUS_INVALID_PARAMETER_1 };
+    if c.state != ChState::Disabled {
+        st.violation(Rule::InitAfterEnable, site.to_owned());
+        return STATUS_INVALID_PARAMETER_1;
+    }
+    f(c)
+}
+
+/// Runs `f` on the channel (any state).
+pub(crate) fn with_channel<R>(sim: &Arc<SimInner>, ch: u64, f: impl FnOnce(&mut Channel) -> R) -> Option<R> {
+    sim.lock().channels.get_mut(&ch).map(f)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Enable / open
+// ---------------------------------------------------------------------------------------------
+
+/// `VmbChannelEnable`: Disabled -> Opening; KMCL's thread opens it.
+pub(crate) fn enable(sim: &Arc<SimInner>, ch: u64) -> NTSTATUS {
+    let mut st = sim.lock();
+    let Some(c) = st.channels.get(&ch) else { return STATUS_INVALID_PARAMETER_1 };
+    if c.state != ChState::Disabled || c.close.is_some() {
+        return STATUS_INVALID_DEVICE_STATE;
+    }
+    if !c.init.packet_cbs.has_process() {
+        return STATUS_INVALID_DEVICE_STATE;
+    }
+    let offer = c.offer;
+    if st.offers.get(&offer).is_none_or(|o| o.rescinded) {
+        return STATUS_DEVICE_REMOVED;
+    }
+    if let Some(c) = st.channels.get_mut(&ch) {
+        c.state = ChState::Opening;
+        c.failure = None;
+    }
+    sim.push(&mut st, Task::Open { ch });
+    STATUS_SUCCESS
+}
+
+fn ring_data_pages(total: Option<u32>, default: u32) -> usize {
+    let pages = total.map_or(default, |t| t.saturating_sub(1)).max(1);
+    usize::try_from(pages).unwrap_or(1)
+}
+
+/// Task::Open on KMCL's thread: create the rings, Opened, Started, PostStarted.
+pub(crate) fn run_open(sim: &Arc<SimInner>, ch: u64) {
+    let (tok, cbs, pnp) = {
+        let mut st = sim.lock();
+        let default_pages = sim.cfg.default_ring_pages;
+        let reject = st.faults.reject_open.take();
+        let Some(c) = st.channels.get_mut(&ch) else { return };
+        if c.state != ChState::Opening {
+            return;
+        }
+        let (tok, cbs, pnp, offer) = (c.tok, c.init.state_cbs, c.init.pnp_failure, c.offer);
+        if let Some(status) = reject {
+            c.state = ChState::Disabled;
+            if let Some(o) = st.offers.get_mut(&offer) {
+                o.host.open_status = Some(status);
+            }
+            sim.cv.notify_all();
+            drop(st);
+            if pnp.is_some() {
+                let _g = sched::set_irql(sched::PASSIVE_LEVEL);
+                table::call_pnp_failure(pnp, tok, status);
+            }
+            return;
+        }
+        let (inc, out) = c.init.ring_pages.unzip();
+        let pair = RingPair::new(ring_data_pages(out, default_pages), ring_data_pages(inc, default_pages));
+        let tx = OutgoingRing::new(pair.outbound());
+        let rx = IncomingRing::new(pair.inbound());
+        c.rings = Some(GuestRings { tx, rx, rel: ReleaseTracker::new() });
+        c.generation += 1;
+        c.state = ChState::Opened;
+        c.suspended = false;
+        c.paused = false;
+        c.stopped = false;
+        let pipe = c.pipe();
+        if let Some(o) = st.offers.get_mut(&offer) {
+            o.host.on_open(&pair, pipe);
+        }
+        sim.cv.notify_all();
+        (tok, cbs, pnp)
+    };
+    let _ = pnp;
+    let status = call_state(ch, tok, cbs, StateEvent::Opened);
+    if !NT_SUCCESS(status) {
+        let mut st = sim.lock();
+        let offer = st.channels.get(&ch).map(|c| c.offer);
+        let cancelled = st.channels.get_mut(&ch).map(|c| {
+            c.state = ChState::Disabled;
+            c.rings = None;
+            cancel_sends(c)
+        });
+        if let Some(o) = offer.and_then(|o| st.offers.get_mut(&o)) {
+            o.host.on_close();
+            o.host.open_status = Some(status);
+        }
+        sim.cv.notify_all();
+        drop(st);
+        finish_cancelled(sim, ch, cancelled.unwrap_or_default());
+        return;
+    }
+    {
+        let mut st = sim.lock();
+        if let Some(o) = st.channels.get(&ch).map(|c| c.offer) {
+            if let Some(o) = st.offers.get_mut(&o) {
+                o.host.open_status = Some(STATUS_SUCCESS);
+            }
+        }
+        flush_sends(sim, &mut st, ch);
+    }
+    call_state(ch, tok, cbs, StateEvent::Started);
+    {
+        let mut st = sim.lock();
+        let Some(c) = st.channels.get_mut(&ch) else { return };
+        if c.state == ChState::Opened {
+            c.state = ChState::Running;
+        }
+        sim.push(&mut st, Task::Dpc { ch });
+    }
+    call_state(ch, tok, cbs, StateEvent::PostStarted);
+    sim.cv.notify_all();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Disable / close
+// ---------------------------------------------------------------------------------------------
+
+/// Starts a close (driver Disable, host rescind, ring fault): queues it on KMCL's thread.
+pub(crate) fn begin_close(sim: &SimInner, st: &mut State, ch: u64, reason: CloseReason) {
+    let Some(c) = st.channels.get_mut(&ch) else { return };
+    if c.state == ChState::Disabled || c.close.is_some() {
+        return;
+    }
+    if let CloseReason::Fault(why) = &reason {
+        c.failure = Some(why.clone());
+    }
+    c.close = Some(reason);
+    c.suspended = true;
+    sim.push(st, Task::HostClose { ch });
+}
+
+/// `VmbChannelDisable`: close and wait until the channel is Disabled.
+pub(crate) fn disable(sim: &Arc<SimInner>, ch: u64, site: &str) {
+    if in_state_callback(ch) {
+        sim.violation(Rule::BlockingCallInCallback, site.to_owned());
+        return;
+    }
+    {
+        let mut st = sim.lock();
+        let Some(c) = st.channels.get(&ch) else { return };
+        if c.state == ChState::Disabled && c.close.is_none() {
+            return;
+        }
+        begin_close(sim, &mut st, ch, CloseReason::Driver);
+    }
+    let done = sim.wait_until(None, |st| {
+        st.channels.get(&ch).is_none_or(|c| c.state == ChState::Disabled && c.close.is_none())
+    });
+    if !done {
+        sim.violation(Rule::Deadlock, format!("{site}: the channel never finished closing"));
+    }
+}
+
+/// Task::HostClose on KMCL's thread: Suspend, drain, cancel sends, Closed, Disabled.
+pub(crate) fn run_close(sim: &Arc<SimInner>, ch: u64) {
+    let (tok, cbs, opened, reason) = {
+        let mut st = sim.lock();
+        let Some(c) = st.channels.get_mut(&ch) else { return };
+        let Some(reason) = c.close.clone() else { return };
+        let opened = c.is_open();
+        if c.state == ChState::Opening || c.state == ChState::Disabled {
+            // Never opened: nothing to tell the driver.
+            c.state = ChState::Disabled;
+            c.close = None;
+            c.suspended = false;
+            sim.cv.notify_all();
+            return;
+        }
+        c.state = ChState::Closing;
+        c.suspended = true;
+        (c.tok, c.init.state_cbs, opened, reason)
+    };
+    // No ProcessPacket may run once Suspend is called (threaded: wait for the DPC's batch).
+    sim.wait_until(None, |st| st.channels.get(&ch).is_none_or(|c| !c.dpc_active));
+    if opened {
+        call_state(ch, tok, cbs, StateEvent::Suspend);
+    }
+    let drained = sim.wait_until(None, |st| {
+        st.channels.get(&ch).is_none_or(|c| c.incoming.is_empty())
+    });
+    if !drained {
+        let site = match &reason {
+            CloseReason::Driver => format!("VmbChannelDisable({tok:#x})"),
+            CloseReason::Rescind => format!("host rescind of channel {tok:#x}"),
+            CloseReason::Fault(why) => format!("close of channel {tok:#x} after ring fault: {why}"),
+        };
+        let n = with_channel(sim, ch, |c| c.incoming.len()).unwrap_or(0);
+        sim.violation(Rule::PacketOutstandingAtDisable, format!("{site}: {n} incoming packet(s) never completed"));
+    }
+    let cancelled = {
+        let mut st = sim.lock();
+        st.channels.get_mut(&ch).map(cancel_sends).unwrap_or_default()
+    };
+    finish_cancelled(sim, ch, cancelled);
+    if opened {
+        call_state(ch, tok, cbs, StateEvent::Closed);
+    }
+    let mut st = sim.lock();
+    let offer = st.channels.get(&ch).map(|c| c.offer);
+    if let Some(c) = st.channels.get_mut(&ch) {
+        c.rings = None;
+        c.state = ChState::Disabled;
+        c.close = None;
+        c.suspended = false;
+        c.passive_q.clear();
+        c.completion_queue.clear();
+        for inc in c.incoming.values_mut() {
+            inc.ring_offset = None;
+        }
+    }
+    if let Some(o) = offer.and_then(|o| st.offers.get_mut(&o)) {
+        o.host.on_close();
+        if reason == CloseReason::Rescind {
+            o.rescinded = true;
+        }
+    }
+    sim.cv.notify_all();
+}
+
+/// Takes every in-flight or queued send of `c` for cancellation.
+fn cancel_sends(c: &mut Channel) -> Vec<u64> {
+    let mut pkts: Vec<u64> = c.in_flight.drain().map(|(_, p)| p).collect();
+    pkts.extend(c.send_queue.drain(..).filter_map(|q| q.pkt));
+    for s in c.sync.values_mut() {
+        if s.is_none() {
+            *s = Some(Err(STATUS_CANCELLED));
+        }
+    }
+    for p in &pkts {
+        if let Some(o) = c.outgoing.get_mut(p) {
+            o.done = Some((STATUS_CANCELLED, Vec::new()));
+        }
+    }
+    pkts
+}
+
+fn finish_cancelled(sim: &Arc<SimInner>, ch: u64, pkts: Vec<u64>) {
+    let _g = sched::set_irql(DISPATCH_LEVEL);
+    for p in pkts {
+        finish_send(sim, ch, p);
+    }
+    sim.cv.notify_all();
+}
+
+/// `VmbChannelCleanup`.
+pub(crate) fn cleanup(sim: &Arc<SimInner>, ch: u64, site: &str) {
+    let mut st = sim.lock();
+    let Some(c) = st.channels.get(&ch) else { return };
+    if c.state != ChState::Disabled || c.close.is_some() {
+        st.violation(Rule::CleanupWhileEnabled, site.to_owned());
+        return;
+    }
+    let Some(c) = st.channels.remove(&ch) else { return };
+    if !c.incoming.is_empty() {
+        st.violation(
+            Rule::PacketOutstandingAtCleanup,
+            format!("{site}: {} incoming packet(s) never completed", c.incoming.len()),
+        );
+    }
+    let leaked: Vec<&Outgoing> = c.outgoing.values().filter(|o| !o.caller_memory).collect();
+    if !leaked.is_empty() {
+        st.violation(
+            Rule::OutgoingPacketLeaked,
+            format!("{site}: {} packet(s) from VmbPacketAllocate never freed", leaked.len()),
+        );
+    }
+    for inc in c.incoming.values() {
+        registry::retire(inc.tok);
+    }
+    for o in c.outgoing.values() {
+        if o.caller_memory { registry::forget(o.tok) } else { registry::retire(o.tok) }
+    }
+    if c.caller_memory {
+        registry::forget(c.tok);
+    } else {
+        registry::retire(c.tok);
+    }
+    if let Some(o) = st.offers.get_mut(&c.offer) {
+        o.channel = None;
+    }
+    st.queues.forget_channel(ch);
+}
+
+/// `VmbChannelPause`: Suspend, wait for outstanding packets; deliveries stop until Start.
+pub(crate) fn pause(sim: &Arc<SimInner>, ch: u64, site: &str) {
+    if in_state_callback(ch) {
+        sim.violation(Rule::BlockingCallInCallback, site.to_owned());
+        return;
+    }
+    let (tok, cbs) = {
+        let mut st = sim.lock();
+        let Some(c) = st.channels.get_mut(&ch) else { return };
+        if c.state != ChState::Running || c.paused {
+            return;
+        }
+        c.paused = true;
+        c.suspended = true;
+        (c.tok, c.init.state_cbs)
+    };
+    sim.wait_until(None, |st| st.channels.get(&ch).is_none_or(|c| !c.dpc_active));
+    call_state(ch, tok, cbs, StateEvent::Suspend);
+    if !sim.wait_until(None, |st| st.channels.get(&ch).is_none_or(|c| c.incoming.is_empty())) {
+        sim.violation(Rule::Deadlock, format!("{site}: incoming packets never completed"));
+    }
+}
+
+/// `VmbChannelStart`: leaves the paused state (guest channels start implicitly).
+pub(crate) fn start(sim: &Arc<SimInner>, ch: u64, site: &str) {
+    if in_state_callback(ch) {
+        sim.violation(Rule::BlockingCallInCallback, site.to_owned());
+        return;
+    }
+    let (tok, cbs) = {
+        let mut st = sim.lock();
+        let Some(c) = st.channels.get_mut(&ch) else { return };
+        if !c.paused || c.state != ChState::Running {
+            return;
+        }
+        c.paused = false;
+        (c.tok, c.init.state_cbs)
+    };
+    call_state(ch, tok, cbs, StateEvent::Started);
+    {
+        let mut st = sim.lock();
+        if let Some(c) = st.channels.get_mut(&ch) {
+            c.suspended = false;
+        }
+        sim.push(&mut st, Task::Dpc { ch });
+    }
+    call_state(ch, tok, cbs, StateEvent::PostStarted);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Incoming packets
+// ---------------------------------------------------------------------------------------------
+
+/// One thing the DPC does with driver code, in ring order.
+enum DpcCall {
+    Deliver { pkt: u64, tok: usize, buf: usize, len: u32, flags: u32 },
+    SendDone { pkt: u64 },
+}
+
+/// Outcome of turning a ring packet into an incoming packet.
+enum Parsed {
+    Deliver(Incoming),
+    Drop,
+    Corrupt(String),
+}
+
+fn parse_incoming(st: &mut State, offer: u64, pipe: bool, padded: bool, p: &IncomingPacket) -> Parsed {
+    let data: Vec<u8> = if pipe {
+        match strip_pipe_header(&p.payload) {
+            Ok(d) => d.to_vec(),
+            Err(crate::ring::PipeError::NotData(_)) => return Parsed::Drop,
+            Err(e) => return Parsed::Corrupt(format!("pipe header: {e}")),
+        }
+    } else if padded {
+        p.payload.clone()
+    } else {
+        let exact = st.offers.get(&offer).and_then(|o| o.host.exact_len(p.transaction_id, p.offset));
+        let n = exact.map_or(p.payload.len(), |n| n.min(p.payload.len()));
+        p.payload[..n].to_vec()
+    };
+    let external = match &p.kind {
+        IncomingKind::InBand => None,
+        IncomingKind::Completion => return Parsed::Drop,
+        IncomingKind::GpaDirect { ranges, .. } => match resolve_gpa(st, ranges) {
+            Ok(e) => Some(e),
+            Err(e) => return Parsed::Corrupt(e),
+        },
+        IncomingKind::TransferPages { set_id, ranges, .. } => {
+            let set = st.offers.get(&offer).and_then(|o| o.host.transfer_set(*set_id));
+            let Some(set) = set else {
+                return Parsed::Corrupt(format!("unknown transfer page set {set_id}"));
+            };
+            let start = ranges.iter().map(|r| r.byte_offset as usize).min().unwrap_or(0);
+            let end = ranges.iter().map(|r| r.byte_offset as usize + r.byte_count as usize).max().unwrap_or(0);
+            if end > set.len() || start >= end {
+                return Parsed::Corrupt(format!("transfer page range {start}..{end} outside set {set_id}"));
+            }
+            Some(External { buf: set, offset: start, len: u32::try_from(end - start).unwrap_or(0) })
+        }
+    };
+    let flags = if external.is_some() { VMBUS_CHANNEL_PROCESS_PACKET_FLAG_EXTERNAL_DATA } else { 0 };
+    let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+    Parsed::Deliver(Incoming {
+        tok: 0,
+        trans_id: p.transaction_id,
+        completion_requested: p.completion_requested() && !pipe,
+        buf: SharedBuf::from_bytes(&data),
+        len,
+        flags,
+        external,
+        mdl: None,
+        client_ctx: SharedBuf::new(0),
+        ring_offset: Some(p.offset),
+        deferred: false,
+        generation: 0,
+    })
+}
+
+/// Resolves GPA ranges through the page map; they must describe one contiguous span.
+fn resolve_gpa(st: &State, ranges: &[GpaRange]) -> Result<External, String> {
+    let [r] = ranges else {
+        return Err(format!("{} GPA ranges (the simulator resolves one)", ranges.len()));
+    };
+    let first = *r.pfns.first().ok_or("GPA range without PFNs")?;
+    let Some((buf, page)) = st.pages.get(&first) else {
+        return Err(format!("GPA PFN {first:#x} is not simulator memory"));
+    };
+    for (i, pfn) in r.pfns.iter().enumerate() {
+        match st.pages.get(pfn) {
+            Some((b, p)) if Arc::ptr_eq(b, buf) && *p == page + i => {}
+            _ => return Err(format!("GPA PFN {pfn:#x} is not contiguous simulator memory")),
+        }
+    }
+    let offset = page * kmcl_sys::PAGE_SIZE + r.byte_offset as usize;
+    if offset + r.byte_count as usize > buf.len() {
+        return Err("GPA range runs past its buffer".into());
+    }
+    Ok(External { buf: Arc::clone(buf), offset, len: r.byte_count })
+}
+
+/// Task::Dpc: one batch of incoming packets at DISPATCH_LEVEL, then ProcessingComplete.
+pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
+    let mut calls = Vec::new();
+    let (tok, cbs, passive) = {
+        let mut st = sim.lock();
+        flush_sends(sim, &mut st, ch);
+        let padded = sim.cfg.padded_lengths;
+        let batch = if sim.deterministic() {
+            let max = sim.cfg.max_batch;
+            st.rng.one_to(max)
+        } else {
+            sim.cfg.max_batch
+        };
+        let Some(c) = st.channels.get_mut(&ch) else { return };
+        if c.dpc_active || c.rings.is_none() {
+            return;
+        }
+        let (tok, cbs, passive, offer, pipe, generation) =
+            (c.tok, c.init.packet_cbs, c.passive, c.offer, c.pipe(), c.generation);
+        let deliverable = c.state == ChState::Running && !c.suspended && !c.stopped;
+        let quota = c.quota.map_or(usize::MAX, |q| q as usize);
+        let mut fault = None;
+        let mut n = 0;
+        let mut more = false;
+        if let Some(r) = c.rings.as_mut() {
+            r.rx.set_interrupt_mask(true);
+        }
+        while n < batch {
+            let Some(c) = st.channels.get_mut(&ch) else { break };
+            if c.incoming.len() >= quota && deliverable {
+                break;
+            }
+            let Some(r) = c.rings.as_mut() else { break };
+            let p = match r.rx.peek() {
+                Ok(p) => p,
+                Err(ReadError::Empty) => break,
+                Err(ReadError::Corrupt(why)) => {
+                    fault = Some(format!("corrupt packet in the guest inbound ring: {why}"));
+                    break;
+                }
+            };
+            if p.packet_type == PacketType::COMPLETION {
+                let _ = r.rx.read_next();
+                r.rel.consumed(&p);
+                let signal = r.rel.complete_and_release(&mut r.rx, p.offset).unwrap_or(false);
+                if signal {
+                    endpoint::signal_host(sim, &mut st, ch, endpoint::SignalWhy::Release);
+                }
+                let Some(c) = st.channels.get_mut(&ch) else { break };
+                if let Some(pkt) = c.in_flight.remove(&p.transaction_id) {
+                    let payload = if pipe { Vec::new() } else { p.payload.clone() };
+                    if let Some(o) = c.outgoing.get_mut(&pkt) {
+                        o.done = Some((STATUS_SUCCESS, payload));
+                    }
+                    calls.push(DpcCall::SendDone { pkt });
+                } else if let Some(slot) = c.sync.get_mut(&p.transaction_id) {
+                    *slot = Some(Ok(p.payload.clone()));
+                    sim.cv.notify_all();
+                } else {
+                    fault = Some(format!("completion for unknown transaction {:#x}", p.transaction_id));
+                    break;
+                }
+                n += 1;
+                continue;
+            }
+            if !deliverable {
+                break;
+            }
+            let _ = r.rx.read_next();
+            r.rel.consumed(&p);
+            match parse_incoming(&mut st, offer, pipe, padded, &p) {
+                Parsed::Corrupt(why) => {
+                    fault = Some(why);
+                    break;
+                }
+                Parsed::Drop => {
+                    let Some(r) = st.channels.get_mut(&ch).and_then(|c| c.rings.as_mut()) else { break };
+                    if r.rel.complete_and_release(&mut r.rx, p.offset).unwrap_or(false) {
+                        endpoint::signal_host(sim, &mut st, ch, endpoint::SignalWhy::Release);
+                    }
+                }
+                Parsed::Deliver(mut inc) => {
+                    let id = st.new_id();
+                    inc.tok = registry::mint(sim, Obj::Incoming { ch, pkt: id });
+                    inc.generation = generation;
+                    let Some(c) = st.channels.get_mut(&ch) else { break };
+                    inc.client_ctx = SharedBuf::new(c.init.client_context_size as usize);
+                    let (itok, buf, len, flags) = (inc.tok, inc.buf.addr(), inc.len, inc.flags);
+                    c.incoming.insert(id, inc);
+                    if passive {
+                        c.passive_q.push_back((id, false));
+                        sim.push(&mut st, Task::Passive { ch, pkt: id });
+                    } else {
+                        calls.push(DpcCall::Deliver { pkt: id, tok: itok, buf, len, flags });
+                    }
+                }
+            }
+            n += 1;
+        }
+        if let Some(why) = fault {
+            begin_close(sim, &mut st, ch, CloseReason::Fault(why.clone()));
+            if let Some(o) = st.offers.get_mut(&offer) {
+                o.host.error = Some(why);
+            }
+        } else if let Some(r) = st.channels.get_mut(&ch).and_then(|c| c.rings.as_mut()) {
+            let waiting = r.rx.unmask_and_recheck();
+            more = waiting && (deliverable || r.rx.peek().is_ok_and(|p| p.packet_type == PacketType::COMPLETION));
+        }
+        if more {
+            sim.push(&mut st, Task::Dpc { ch });
+        }
+        if let Some(c) = st.channels.get_mut(&ch) {
+            c.dpc_active = !calls.is_empty();
+        }
+        (tok, cbs, passive)
+    };
+    let _ = passive;
+    let mut delivered = 0u32;
+    for call in calls {
+        match call {
+            DpcCall::SendDone { pkt } => finish_send(sim, ch, pkt),
+            DpcCall::Deliver { pkt, tok: ptok, buf, len, flags } => {
+                deliver(sim, ch, tok, cbs, pkt, ptok, buf, len, flags);
+                delivered += 1;
+            }
+        }
+    }
+    if delivered > 0 {
+        table::call_processing_complete(cbs, tok, delivered);
+    }
+    let mut st = sim.lock();
+    if delivered > 0 {
+        st.stats.batches += 1;
+    }
+    if let Some(c) = st.channels.get_mut(&ch) {
+        c.dpc_active = false;
+    }
+    sim.cv.notify_all();
+}
+
+/// Calls ProcessPacket for one packet on this thread, then handles a deferral.
+#[expect(clippy::too_many_arguments, reason = "the ProcessPacket arguments, spelled out")]
+fn deliver(sim: &Arc<SimInner>, ch: u64, tok: usize, cbs: PacketCbs, pkt: u64, ptok: usize, buf: usize, len: u32, flags: u32) {
+    let prev = INLINE_PACKET.with(|c| c.replace(Some(ptok)));
+    table::call_process_packet(cbs, tok, ptok, buf, len, flags);
+    INLINE_PACKET.with(|c| c.set(prev));
+    let mut st = sim.lock();
+    st.stats.packets_delivered += 1;
+    let rescind = std::mem::take(&mut st.faults.rescind_during_delivery);
+    let Some(c) = st.channels.get_mut(&ch) else { return };
+    if let Some(inc) = c.incoming.get_mut(&pkt) {
+        if std::mem::take(&mut inc.deferred) {
+            c.passive_q.push_back((pkt, true));
+            sim.push(&mut st, Task::Passive { ch, pkt });
+        }
+    }
+    if rescind {
+        if let Some(offer) = st.channels.get(&ch).map(|c| c.offer) {
+            endpoint::rescind_locked(sim, &mut st, offer);
+        }
+    }
+}
+
+/// Task::Passive on the worker: passive-mode packets and deferred re-deliveries.
+pub(crate) fn run_passive(sim: &Arc<SimInner>, ch: u64) {
+    let (tok, cbs, items) = {
+        let mut st = sim.lock();
+        let Some(c) = st.channels.get_mut(&ch) else { return };
+        let items: Vec<(u64, bool, usize, usize, u32, u32)> = c
+            .passive_q
+            .drain(..)
+            .filter_map(|(p, deferred)| {
+                c.incoming.get(&p).map(|i| (p, deferred, i.tok, i.buf.addr(), i.len, i.flags))
+            })
+            .collect();
+        (c.tok, c.init.packet_cbs, items)
+    };
+    let mut batch = 0;
+    for (pkt, deferred, ptok, buf, len, flags) in items {
+        deliver(sim, ch, tok, cbs, pkt, ptok, buf, len, flags);
+        if !deferred {
+            batch += 1;
+        }
+    }
+    if batch > 0 {
+        table::call_processing_complete(cbs, tok, batch);
+        sim.lock().stats.batches += 1;
+    }
+    sim.cv.notify_all();
+}
+
+/// `VmbChannelPacketComplete` / `VmbChannelPacketFail`: retires an incoming packet.
+pub(crate) fn complete_incoming(sim: &Arc<SimInner>, ch: u64, pkt: u64, response: &[u8], fail: bool, site: &str) {
+    let mut st = sim.lock();
+    let Some(c) = st.channels.get_mut(&ch) else { return };
+    let Some(inc) = c.incoming.remove(&pkt) else { return };
+    registry::retire(inc.tok);
+    let pipe = c.pipe();
+    let same_ring = inc.generation == c.generation && c.rings.is_some();
+    if inc.completion_requested && !fail && same_ring {
+        c.completion_queue.push_back((inc.trans_id, response.to_vec()));
+    }
+    if fail {
+        c.stopped = true;
+        c.failure = Some(format!("{site}: driver failed a packet"));
+    }
+    let mut signal = false;
+    if let (Some(off), true) = (inc.ring_offset, same_ring) {
+        if let Some(r) = c.rings.as_mut() {
+            signal = r.rel.complete_and_release(&mut r.rx, off).unwrap_or(false);
+        }
+    }
+    let _ = pipe;
+    inc.buf.fill(POISON);
+    st.retired.push_back((format!("{site} (packet {:#x}, {} bytes)", inc.tok, inc.len), inc.buf));
+    if signal {
+        endpoint::signal_host(sim, &mut st, ch, endpoint::SignalWhy::Release);
+    }
+    flush_sends(sim, &mut st, ch);
+    // Space was freed: the host may have more for us.
+    if st.channels.get(&ch).is_some_and(|c| c.state == ChState::Running) {
+        sim.push(&mut st, Task::Dpc { ch });
+    }
+    sim.cv.notify_all();
+}
+
+/// `VmbChannelPacketDeferToPassive`.
+pub(crate) fn defer(sim: &Arc<SimInner>, ch: u64, pkt: u64, tok: usize, site: &str) {
+    if !is_inline_packet(tok) {
+        sim.violation(Rule::DeferOutsideCallback, site.to_owned());
+        return;
+    }
+    let mut st = sim.lock();
+    if let Some(inc) = st.channels.get_mut(&ch).and_then(|c| c.incoming.get_mut(&pkt)) {
+        inc.deferred = true;
+    }
+}
+
+/// `VmbChannelPacketGetExternalData`: a real MDL over simulator memory.
+pub(crate) fn external_mdl(sim: &Arc<SimInner>, ch: u64, pkt: u64) -> Result<*mut kmcl_sys::MDL, NTSTATUS> {
+    let mut st = sim.lock();
+    let Some(inc) = st.channels.get_mut(&ch).and_then(|c| c.incoming.get_mut(&pkt)) else {
+        return Err(STATUS_INVALID_PARAMETER_1);
+    };
+    let Some(ext) = &inc.external else { return Err(STATUS_INVALID_DEVICE_REQUEST) };
+    if inc.mdl.is_none() {
+        let addr = ext.buf.addr() + ext.offset;
+        let pfns = ext.buf.pfns(ext.offset, ext.len as usize);
+        inc.mdl = Some(MdlBlock::new(addr, ext.len, &pfns));
+    }
+    inc.mdl.as_ref().map(MdlBlock::as_mdl_ptr).ok_or(STATUS_INSUFFICIENT_RESOURCES)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outgoing packets
+// ---------------------------------------------------------------------------------------------
+
+/// `VmbPacketAllocate` / `VmbPacketInitialize`.
+pub(crate) fn packet_new(sim: &Arc<SimInner>, ch: u64, caller_memory: Option<usize>) -> Option<usize> {
+    let mut st = sim.lock();
+    if caller_memory.is_none() && Faults::take(&mut st.faults.fail_allocate) {
+        return None;
+    }
+    let id = st.new_id();
+    let c = st.channels.get_mut(&ch)?;
+    let inline = SharedBuf::new(c.init.inline_context_size as usize);
+    let tok = match caller_memory {
+        Some(a) => {
+            registry::adopt(sim, a, Obj::Packet { ch, pkt: id });
+            a
+        }
+        None => registry::mint(sim, Obj::Packet { ch, pkt: id }),
+    };
+    c.outgoing.insert(
+        id,
+        Outgoing {
+            tok,
+            caller_memory: caller_memory.is_some(),
+            routine: if caller_memory.is_some() { Routine::NotSet } else { Routine::Default },
+            pointer: 0,
+            inline_ctx: inline,
+            in_flight: false,
+            done: None,
+        },
+    );
+    Some(tok)
+}
+
+/// `VmbPacketFree`.
+pub(crate) fn packet_free(sim: &Arc<SimInner>, ch: u64, pkt: u64, site: &str) {
+    let mut st = sim.lock();
+    let Some(c) = st.channels.get_mut(&ch) else { return };
+    if c.outgoing.get(&pkt).is_some_and(|o| o.in_flight) {
+        st.violation(Rule::OutgoingPacketFreedInFlight, site.to_owned());
+        return;
+    }
+    if let Some(o) = c.outgoing.remove(&pkt) {
+        if o.caller_memory {
+            registry::forget(o.tok);
+        } else {
+            registry::retire(o.tok);
+        }
+    }
+}
+
+/// What a send carries beyond its inline payload.
+#[derive(Debug, Default)]
+pub(crate) struct ExtSpec {
+    pub(crate) ranges: Vec<GpaRange>,
+    pub(crate) info: endpoint::ExtInfo,
+}
+
+/// `VmbPacketSend*`: writes the packet or queues it (ring full / not open yet).
+pub(crate) fn send(sim: &Arc<SimInner>, ch: u64, pkt: u64, payload: &[u8], ext: ExtSpec, flags: u32, site: &str) -> NTSTATUS {
+    let mut st = sim.lock();
+    if Faults::take(&mut st.faults.fail_send) {
+        return STATUS_INSUFFICIENT_RESOURCES;
+    }
+    let Some(c) = st.channels.get_mut(&ch) else { return STATUS_INVALID_PARAMETER_1 };
+    let Some(o) = c.outgoing.get(&pkt) else { return STATUS_INVALID_PARAMETER_1 };
+    if o.in_flight {
+        st.violation(Rule::OutgoingPacketReused, site.to_owned());
+        return STATUS_INVALID_DEVICE_STATE;
+    }
+    if matches!(o.routine, Routine::NotSet) {
+        st.violation(Rule::CompletionRoutineNotSet, site.to_owned());
+        return STATUS_INVALID_DEVICE_REQUEST;
+    }
+    if let Some(max) = c.init.max_packet_size {
+        if payload.len() > max as usize {
+            return STATUS_INVALID_PARAMETER_3;
+        }
+    }
+    match c.state {
+        ChState::Disabled => return STATUS_INVALID_DEVICE_STATE,
+        ChState::Closing => {
+            st.violation(Rule::SendWhileClosed, format!("{site}: after EvtChannelSuspend"));
+            return STATUS_INVALID_DEVICE_STATE;
+        }
+        ChState::Opening | ChState::Opened | ChState::Running => {}
+    }
+    let pipe = c.pipe();
+    let wait = flags & VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION != 0 && !pipe;
+    let payload = if pipe {
+        match crate::ring::add_pipe_header(payload) {
+            Ok(p) => p,
+            Err(_) => return STATUS_INVALID_PARAMETER_3,
+        }
+    } else {
+        payload.to_vec()
+    };
+    let trans_id = c.new_trans();
+    if let Some(o) = c.outgoing.get_mut(&pkt) {
+        o.in_flight = true;
+        o.done = None;
+    }
+    let q = QueuedSend { pkt: Some(pkt), trans_id, wait, payload, ranges: ext.ranges, host_info: ext.info };
+    match write_send(sim, &mut st, ch, q) {
+        Ok(()) => STATUS_SUCCESS,
+        Err(status) => {
+            if let Some(o) = st.channels.get_mut(&ch).and_then(|c| c.outgoing.get_mut(&pkt)) {
+                o.in_flight = false;
+            }
+            status
+        }
+    }
+}
+
+/// Writes `q` into the guest-outbound ring, or queues it behind earlier sends.
+fn write_send(sim: &SimInner, st: &mut State, ch: u64, q: QueuedSend) -> Result<(), NTSTATUS> {
+    let Some(c) = st.channels.get_mut(&ch) else { return Err(STATUS_INVALID_PARAMETER_1) };
+    if c.rings.is_none() || !c.send_queue.is_empty() {
+        c.send_queue.push_back(q);
+        return Ok(());
+    }
+    match try_write(sim, st, ch, &q) {
+        Ok(()) => {
+            after_write(sim, st, ch, q);
+            Ok(())
+        }
+        Err(WriteError::Full { .. }) => {
+            if let Some(c) = st.channels.get_mut(&ch) {
+                c.send_queue.push_back(q);
+            }
+            Ok(())
+        }
+        Err(WriteError::TooLarge { .. }) => Err(STATUS_INVALID_PARAMETER_3),
+        Err(WriteError::Corrupt(why)) => {
+            let why = format!("guest outbound ring indices corrupt: {why}");
+            begin_close(sim, st, ch, CloseReason::Fault(why));
+            Err(STATUS_DEVICE_REMOVED)
+        }
+    }
+}
+
+fn try_write(sim: &SimInner, st: &mut State, ch: u64, q: &QueuedSend) -> Result<(), WriteError> {
+    let full = Faults::take(&mut st.faults.ring_full);
+    let spurious = Faults::take(&mut st.faults.spurious_guest_signals);
+    let Some(r) = st.channels.get_mut(&ch).and_then(|c| c.rings.as_mut()) else {
+        return Err(WriteError::Full { needed: 0 });
+    };
+    let packet = if q.ranges.is_empty() {
+        OutgoingPacket::in_band(q.trans_id, q.wait, &q.payload)
+    } else {
+        OutgoingPacket::gpa_direct(q.trans_id, q.wait, &q.ranges, &q.payload)
+    };
+    if full {
+        let needed = packet.total_len();
+        r.tx.set_pending_send_size(u32::try_from(needed).unwrap_or(u32::MAX));
+        return Err(WriteError::Full { needed });
+    }
+    let outcome = r.tx.write_or_arm(&packet)?;
+    let offset = outcome.offset;
+    if let Some(o) = st.channels.get(&ch).map(|c| c.offer) {
+        if let Some(o) = st.offers.get_mut(&o) {
+            o.host.note_guest_write(q.trans_id, offset, q.host_info.clone());
+        }
+    }
+    st.stats.packets_sent += 1;
+    if outcome.signal || spurious {
+        endpoint::signal_host(sim, st, ch, endpoint::SignalWhy::Write);
+    }
+    Ok(())
+}
+
+fn after_write(sim: &SimInner, st: &mut State, ch: u64, q: QueuedSend) {
+    let Some(c) = st.channels.get_mut(&ch) else { return };
+    match q.pkt {
+        Some(pkt) if q.wait => {
+            c.in_flight.insert(q.trans_id, pkt);
+        }
+        Some(pkt) => {
+            if let Some(o) = c.outgoing.get_mut(&pkt) {
+                o.done = Some((STATUS_SUCCESS, Vec::new()));
+            }
+            sim.push(st, Task::SendDone { ch, pkt });
+        }
+        None => {}
+    }
+}
+
+/// Writes queued sends and completions while the ring has room.
+pub(crate) fn flush_sends(sim: &SimInner, st: &mut State, ch: u64) {
+    loop {
+        let Some(c) = st.channels.get_mut(&ch) else { return };
+        if c.rings.is_none() {
+            return;
+        }
+        if let Some((trans, payload)) = c.completion_queue.pop_front() {
+            let Some(r) = c.rings.as_mut() else { return };
+            match r.tx.write_or_arm(&OutgoingPacket::completion(trans, &payload)) {
+                Ok(o) => {
+                    st.stats.packets_sent += 1;
+                    if o.signal {
+                        endpoint::signal_host(sim, st, ch, endpoint::SignalWhy::Write);
+                    }
+                }
+                Err(WriteError::Full { .. }) => {
+                    c.completion_queue.push_front((trans, payload));
+                    return;
+                }
+                Err(_) => {}
+            }
+            continue;
+        }
+        let Some(q) = c.send_queue.pop_front() else { return };
+        match try_write(sim, st, ch, &q) {
+            Ok(()) => after_write(sim, st, ch, q),
+            Err(WriteError::Full { .. }) => {
+                if let Some(c) = st.channels.get_mut(&ch) {
+                    c.send_queue.push_front(q);
+                }
+                return;
+            }
+            Err(_) => {
+                if let Some(c) = st.channels.get_mut(&ch) {
+                    if let Some(o) = q.pkt.and_then(|p| c.outgoing.get_mut(&p)) {
+                        o.done = Some((STATUS_INVALID_PARAMETER_3, Vec::new()));
+                    }
+                    if let Some(s) = c.sync.get_mut(&q.trans_id) {
+                        *s = Some(Err(STATUS_INVALID_PARAMETER_3));
+                    }
+                }
+                if let Some(pkt) = q.pkt {
+                    sim.push(st, Task::SendDone { ch, pkt });
+                }
+            }
+        }
+    }
+}
+
+/// Task::SendDone: run the completion routine of a send that needed no completion.
+pub(crate) fn run_send_done(sim: &Arc<SimInner>, ch: u64, pkt: u64) {
+    finish_send(sim, ch, pkt);
+}
+
+/// Runs `pkt`'s completion routine (at DISPATCH_LEVEL) with its result.
+fn finish_send(sim: &Arc<SimInner>, ch: u64, pkt: u64) {
+    let (routine, tok, status, resp) = {
+        let mut st = sim.lock();
+        let Some(c) = st.channels.get_mut(&ch) else { return };
+        let Some(o) = c.outgoing.get_mut(&pkt) else { return };
+        let Some((status, resp)) = o.done.take() else { return };
+        o.in_flight = false;
+        let r = (o.routine, o.tok, status, resp);
+        if matches!(o.routine, Routine::Default) {
+            if let Some(o) = c.outgoing.remove(&pkt) {
+                registry::retire(o.tok);
+            }
+        }
+        r
+    };
+    let buf = SharedBuf::from_bytes(&resp);
+    let len = u32::try_from(resp.len()).unwrap_or(u32::MAX);
+    let _g = sched::set_irql(DISPATCH_LEVEL);
+    let ptr = if resp.is_empty() { 0 } else { buf.addr() };
+    table::call_completion(routine, tok, status, ptr, len);
+    sim.cv.notify_all();
+}
+
+/// `VmbChannelSendSynchronousRequest`.
+///
+/// `wait_for_completion` false with a zero timeout sends without asking for a
+/// completion and returns at once (the only form allowed above PASSIVE_LEVEL).
+pub(crate) fn send_sync(
+    sim: &Arc<SimInner>,
+    ch: u64,
+    payload: &[u8],
+    ext: ExtSpec,
+    no_wait: bool,
+    timeout: Option<std::time::Duration>,
+    site: &str,
+) -> Result<Vec<u8>, NTSTATUS> {
+    let trans = {
+        let mut st = sim.lock();
+        if Faults::take(&mut st.faults.fail_send) {
+            return Err(STATUS_INSUFFICIENT_RESOURCES);
+        }
+        let Some(c) = st.channels.get_mut(&ch) else { return Err(STATUS_INVALID_PARAMETER_1) };
+        if !c.is_open() {
+            return Err(STATUS_DEVICE_REMOVED);
+        }
+        if c.state == ChState::Closing {
+            st.violation(Rule::SendWhileClosed, format!("{site}: after EvtChannelSuspend"));
+            return Err(STATUS_DEVICE_REMOVED);
+        }
+        let pipe = c.pipe();
+        let payload = if pipe {
+            crate::ring::add_pipe_header(payload).map_err(|_| STATUS_INVALID_PARAMETER_3)?
+        } else {
+            payload.to_vec()
+        };
+        let trans = c.new_trans();
+        let wait = !no_wait && !pipe;
+        let q = QueuedSend { pkt: None, trans_id: trans, wait, payload, ranges: ext.ranges, host_info: ext.info };
+        if no_wait {
+            // Not queued if it does not fit (header: Timeout 0).
+            return match try_write(sim, &mut st, ch, &q) {
+                Ok(()) => Ok(Vec::new()),
+                Err(WriteError::Full { .. }) => Err(STATUS_BUFFER_OVERFLOW),
+                Err(_) => Err(STATUS_INVALID_PARAMETER_3),
+            };
+        }
+        if let Some(c) = st.channels.get_mut(&ch) {
+            c.sync.insert(trans, None);
+        }
+        write_send(sim, &mut st, ch, q)?;
+        trans
+    };
+    let arrived = sim.wait_until(timeout, |st| {
+        st.channels.get(&ch).is_none_or(|c| c.sync.get(&trans).is_none_or(Option::is_some))
+    });
+    let result = with_channel(sim, ch, |c| c.sync.remove(&trans)).flatten().flatten();
+    match result {
+        Some(r) => r,
+        None if arrived => Err(STATUS_DEVICE_REMOVED),
+        None => {
+            if timeout.is_none() {
+                sim.violation(Rule::Deadlock, format!("{site}: the completion can never arrive"));
+            }
+            Err(STATUS_CANCELLED)
+        }
+    }
+}
+

@@ -1,0 +1,722 @@
+//! The other endpoint of a channel: the built-in host, or an external one on the same ring bytes.
+//!
+//! C header: none (the host side of VMBus); reference: vmbus-protocol.md §1.5 (signalling),
+//! §2 (packets), §3 (pipe header).
+//!
+//! The built-in host reads the guest-outbound ring when KMCL signals it and writes the
+//! guest-inbound ring; it answers driver requests through [`HostEndpoint::complete`] or a
+//! responder ([`HostEndpoint::set_responder`]). It checks every guest-to-host signal
+//! against the ring rules: a write signal is legitimate only on the ring's
+//! empty-to-non-empty transition (the host drained it since the last signal), a release
+//! signal only while the host waits for space (`pending_send_sz != 0`); anything else is
+//! `SPURIOUS_SIGNAL`.
+//!
+//! With [`HostEndpoint::attach_external`], the built-in host steps aside: the ring memory
+//! ([`ExternalRing`]) belongs to the external implementation, every guest-to-host signal
+//! calls its hook, and the guest runs only when the external host calls
+//! [`HostEndpoint::signal_guest`] (a signal that finds nothing to do is `SPURIOUS_SIGNAL`).
+//!
+//! Every `HostEndpoint` call is a verifier safe point (it panics in bugcheck mode when
+//! a violation is pending).
+#![forbid(unsafe_code)]
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kmcl_sys::NTSTATUS;
+
+use crate::channel::{self, CloseReason};
+use crate::mem::SharedBuf;
+use crate::ring::{
+    self, ControlField, GpaRange, IncomingKind, IncomingRing, OutgoingPacket, OutgoingRing,
+    PacketType, ReadError, RingPair, TransferPageRange, WriteError,
+};
+use crate::sched::Task;
+use crate::{Rule, SimInner, State};
+
+/// Why a host operation failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendError {
+    /// No channel is open on this offer.
+    NotOpen,
+    /// The guest-inbound ring has no room now (the driver holds packets, or is slow).
+    Full,
+    /// The packet can never fit in the ring.
+    TooLarge,
+    /// `complete` for a transaction the driver did not send with a completion request.
+    UnknownTransaction(u64),
+    /// The ring indices are corrupt.
+    Corrupt(String),
+    /// An external host is attached; the built-in host cannot write.
+    External,
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::NotOpen => f.write_str("no channel open on this offer"),
+            SendError::Full => f.write_str("guest inbound ring full"),
+            SendError::TooLarge => f.write_str("packet larger than the ring"),
+            SendError::UnknownTransaction(t) => write!(f, "no driver request with transaction {t:#x}"),
+            SendError::Corrupt(why) => write!(f, "ring corrupt: {why}"),
+            SendError::External => f.write_str("an external host is attached"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// A packet the driver sent, as the host received it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostPacket {
+    /// VMBus packet type: 6 (in-band) or 9 (GPA direct).
+    pub packet_type: u16,
+    /// Descriptor flags (1 = completion requested).
+    pub flags: u16,
+    /// Transaction id (answer with [`HostEndpoint::complete`]).
+    pub trans_id: u64,
+    /// The payload as the driver passed it (pipe header stripped; exact length).
+    pub payload: Vec<u8>,
+    /// The bytes of the external buffer (MDL or PFNs), copied when the driver sent it.
+    pub external: Vec<u8>,
+    /// The GPA ranges as written on the wire (empty for in-band).
+    pub ranges: Vec<GpaRange>,
+}
+
+impl HostPacket {
+    /// Whether the driver asked for a completion (`VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION`).
+    #[must_use]
+    pub const fn completion_requested(&self) -> bool {
+        self.flags & ring::FLAG_COMPLETION_REQUESTED != 0
+    }
+}
+
+/// The ring memory of an open channel, for an external host implementation.
+///
+/// One page-aligned buffer laid out as the channel GPADL: the guest-outbound ring
+/// (control page + data) at page 0, the guest-inbound ring at `ring_offset_pages`.
+/// Every 8-byte word must be accessed atomically (the simulator uses `AtomicU64`).
+#[derive(Clone, Copy, Debug)]
+pub struct ExternalRing {
+    /// Byte 0 of the ring memory.
+    pub ptr: *mut u8,
+    /// Length of the ring memory in bytes.
+    pub len: usize,
+    /// Page offset of the guest-inbound ring (`downstream_ringbuffer_pageoffset`).
+    pub ring_offset_pages: usize,
+}
+
+/// What the host learns about the external data of one driver send.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ExtInfo {
+    pub(crate) data: Vec<u8>,
+    pub(crate) exact_len: Option<usize>,
+}
+
+type Responder = Box<dyn FnMut(&HostPacket) -> Option<Vec<u8>> + Send>;
+type Hook = Arc<dyn Fn() + Send + Sync>;
+
+/// The built-in host's ring ends.
+#[derive(Debug)]
+struct HostRings {
+    tx: OutgoingRing,
+    rx: IncomingRing,
+}
+
+/// Host-side state of one offer.
+#[derive(Default)]
+pub(crate) struct HostSide {
+    pub(crate) open_status: Option<NTSTATUS>,
+    pub(crate) error: Option<String>,
+    pair: Option<RingPair>,
+    rings: Option<HostRings>,
+    pipe: bool,
+    inbox: VecDeque<HostPacket>,
+    completions: VecDeque<(u64, Vec<u8>)>,
+    responder: Option<Responder>,
+    external: Option<Hook>,
+    signalled_since_drain: bool,
+    next_trans: u64,
+    /// Host requests that asked for a completion.
+    outstanding: HashSet<u64>,
+    /// Driver requests that asked for a completion.
+    driver_requests: HashSet<u64>,
+    /// Completions that did not fit yet.
+    pending: VecDeque<(u64, Vec<u8>)>,
+    /// Exact payload length of host writes, by ring offset (for `padded_lengths = false`).
+    exact: HashMap<u32, usize>,
+    /// What the guest wrote at a ring offset.
+    guest_writes: HashMap<u32, ExtInfo>,
+    xfer_sets: HashMap<u16, Arc<SharedBuf>>,
+    gpa_bufs: HashMap<u64, Arc<SharedBuf>>,
+    next_set: u16,
+    paused: bool,
+}
+
+impl fmt::Debug for HostSide {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HostSide")
+            .field("open_status", &self.open_status)
+            .field("error", &self.error)
+            .field("inbox", &self.inbox.len())
+            .field("external", &self.external.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl HostSide {
+    pub(crate) fn on_open(&mut self, pair: &RingPair, pipe: bool) {
+        self.pair = Some(pair.clone());
+        self.pipe = pipe;
+        self.error = None;
+        self.signalled_since_drain = false;
+        self.rings = if self.external.is_some() {
+            None
+        } else {
+            Some(HostRings { tx: OutgoingRing::new(pair.inbound()), rx: IncomingRing::new(pair.outbound()) })
+        };
+    }
+
+    pub(crate) fn on_close(&mut self) {
+        self.pair = None;
+        self.rings = None;
+        self.pending.clear();
+        self.exact.clear();
+        self.guest_writes.clear();
+        self.driver_requests.clear();
+        self.outstanding.clear();
+    }
+
+    pub(crate) fn exact_len(&self, _trans: u64, offset: u32) -> Option<usize> {
+        self.exact.get(&offset).copied()
+    }
+
+    pub(crate) fn transfer_set(&self, id: u16) -> Option<Arc<SharedBuf>> {
+        self.xfer_sets.get(&id).cloned()
+    }
+
+    pub(crate) fn note_guest_write(&mut self, _trans: u64, offset: u32, info: ExtInfo) {
+        if self.rings.is_some() {
+            self.guest_writes.insert(offset, info);
+        }
+    }
+}
+
+/// Why KMCL signals the host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SignalWhy {
+    /// A write into the guest-outbound ring.
+    Write,
+    /// A read from the guest-inbound ring released space.
+    Release,
+}
+
+/// KMCL signals the host of channel `ch`; the built-in host checks the signal.
+pub(crate) fn signal_host(sim: &SimInner, st: &mut State, ch: u64, why: SignalWhy) {
+    st.stats.guest_to_host_signals += 1;
+    let Some(offer) = st.channels.get(&ch).map(|c| c.offer) else { return };
+    let Some(o) = st.offers.get_mut(&offer) else { return };
+    if o.host.external.is_none() {
+        let legit = match why {
+            SignalWhy::Write => !std::mem::replace(&mut o.host.signalled_since_drain, true),
+            SignalWhy::Release => o
+                .host
+                .pair
+                .as_ref()
+                .is_some_and(|p| p.inbound().load(ControlField::PendingSendSize) != 0),
+        };
+        if !legit {
+            st.stats.spurious_guest_to_host += 1;
+            let site = format!("guest->host signal ({why:?}) on channel {ch} that the ring rules did not call for");
+            st.violation(Rule::SpuriousSignal, site);
+        }
+    }
+    sim.push(st, Task::Host { ch });
+}
+
+/// Task::Host: the built-in host reads its ring and answers; an external host's hook is called.
+pub(crate) fn run_host(sim: &Arc<SimInner>, ch: u64) {
+    let (offer, hook) = {
+        let st = sim.lock();
+        let Some(offer) = st.channels.get(&ch).map(|c| c.offer) else { return };
+        (offer, st.offers.get(&offer).and_then(|o| o.host.external.clone()))
+    };
+    if let Some(hook) = hook {
+        hook();
+        return;
+    }
+    let (to_answer, responder) = {
+        let mut st = sim.lock();
+        let st = &mut *st;
+        let mut signal_guest = false;
+        let mut to_answer = Vec::new();
+        let Some(o) = st.offers.get_mut(&offer) else { return };
+        let h = &mut o.host;
+        if h.paused {
+            return;
+        }
+        let pipe = h.pipe;
+        let mut error = None;
+        if let Some(r) = h.rings.as_mut() {
+            loop {
+                let p = match r.rx.read_next() {
+                    Ok(p) => p,
+                    Err(ReadError::Empty) => break,
+                    Err(ReadError::Corrupt(why)) => {
+                        error = Some(format!("host read a corrupt packet from KMCL: {why}"));
+                        break;
+                    }
+                };
+                signal_guest |= r.rx.release(p.end_offset());
+                let info = h.guest_writes.remove(&p.offset).unwrap_or_default();
+                if p.packet_type == PacketType::COMPLETION {
+                    if h.outstanding.remove(&p.transaction_id) {
+                        h.completions.push_back((p.transaction_id, p.payload.clone()));
+                    } else {
+                        error = Some(format!("driver completed unknown host transaction {:#x}", p.transaction_id));
+                    }
+                    continue;
+                }
+                let mut payload = if pipe {
+                    ring::strip_pipe_header(&p.payload).map(<[u8]>::to_vec).unwrap_or_default()
+                } else {
+                    p.payload.clone()
+                };
+                if let Some(n) = info.exact_len {
+                    payload.truncate(n);
+                }
+                let ranges = match &p.kind {
+                    IncomingKind::GpaDirect { ranges, .. } => ranges.clone(),
+                    _ => Vec::new(),
+                };
+                let hp = HostPacket {
+                    packet_type: p.packet_type.0,
+                    flags: p.flags,
+                    trans_id: p.transaction_id,
+                    payload,
+                    external: info.data,
+                    ranges,
+                };
+                if hp.completion_requested() {
+                    h.driver_requests.insert(hp.trans_id);
+                }
+                if h.responder.is_some() && hp.completion_requested() {
+                    to_answer.push(hp);
+                } else {
+                    h.inbox.push_back(hp);
+                }
+            }
+            // Drained: the next write into an empty ring is signalled again.
+            h.signalled_since_drain = false;
+        }
+        if let Some(e) = error {
+            h.error = Some(e);
+        }
+        flush_pending(h, &mut signal_guest);
+        let responder = if to_answer.is_empty() { None } else { h.responder.take() };
+        if signal_guest {
+            st.stats.host_to_guest_signals += 1;
+            sim.push(st, Task::Dpc { ch });
+        }
+        sim.cv.notify_all();
+        (to_answer, responder)
+    };
+    let Some(mut responder) = responder else { return };
+    let answers: Vec<(u64, Option<Vec<u8>>)> =
+        to_answer.iter().map(|p| (p.trans_id, responder(p))).collect();
+    let mut st = sim.lock();
+    let st = &mut *st;
+    let Some(o) = st.offers.get_mut(&offer) else { return };
+    let h = &mut o.host;
+    if h.responder.is_none() {
+        h.responder = Some(responder);
+    }
+    for (p, (trans, answer)) in to_answer.into_iter().zip(answers) {
+        match answer {
+            Some(resp) => {
+                h.driver_requests.remove(&trans);
+                h.pending.push_back((trans, resp));
+            }
+            None => h.inbox.push_back(p),
+        }
+    }
+    let mut signal = false;
+    flush_pending(h, &mut signal);
+    if signal {
+        st.stats.host_to_guest_signals += 1;
+        sim.push(st, Task::Dpc { ch });
+    }
+    sim.cv.notify_all();
+}
+
+fn flush_pending(h: &mut HostSide, signal: &mut bool) {
+    let Some(r) = h.rings.as_mut() else { return };
+    while let Some((trans, resp)) = h.pending.pop_front() {
+        let data = if h.pipe { ring::add_pipe_header(&resp).unwrap_or_default() } else { resp.clone() };
+        match r.tx.write_or_arm(&OutgoingPacket::completion(trans, &data)) {
+            Ok(o) => *signal |= o.signal,
+            Err(WriteError::Full { .. }) => {
+                h.pending.push_front((trans, resp));
+                return;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// Rescinds the offer's channel (lock held).
+pub(crate) fn rescind_locked(sim: &SimInner, st: &mut State, offer: u64) {
+    let ch = st.offers.get(&offer).and_then(|o| o.channel);
+    if let Some(o) = st.offers.get_mut(&offer) {
+        o.rescinded = true;
+    }
+    if let Some(ch) = ch {
+        channel::begin_close(sim, st, ch, CloseReason::Rescind);
+    }
+}
+
+/// The host side of the channel opened on one offer.
+#[derive(Clone, Debug)]
+pub struct HostEndpoint {
+    sim: Arc<SimInner>,
+    offer: u64,
+}
+
+/// What kind of data packet the host writes.
+enum HostWrite<'a> {
+    InBand,
+    Gpa(&'a [GpaRange]),
+    Xfer(u16, &'a [TransferPageRange]),
+}
+
+impl HostEndpoint {
+    pub(crate) const fn new(sim: Arc<SimInner>, offer: u64) -> Self {
+        Self { sim, offer }
+    }
+
+    fn safe_point(&self) {
+        crate::registry::set_current_sim(&self.sim);
+        self.sim.safe_point();
+    }
+
+    fn channel(&self, st: &State) -> Option<u64> {
+        st.offers.get(&self.offer).and_then(|o| o.channel)
+    }
+
+    fn write(&self, st: &mut State, kind: HostWrite<'_>, payload: &[u8], completion: bool) -> Result<u64, SendError> {
+        let ch = self.channel(st).ok_or(SendError::NotOpen)?;
+        if !st.channels.get(&ch).is_some_and(channel::Channel::is_open) {
+            return Err(SendError::NotOpen);
+        }
+        let Some(o) = st.offers.get_mut(&self.offer) else { return Err(SendError::NotOpen) };
+        let h = &mut o.host;
+        if h.external.is_some() {
+            return Err(SendError::External);
+        }
+        let Some(r) = h.rings.as_mut() else { return Err(SendError::NotOpen) };
+        h.next_trans += 1;
+        let trans = h.next_trans;
+        let data = if h.pipe {
+            ring::add_pipe_header(payload).map_err(|_| SendError::TooLarge)?
+        } else {
+            payload.to_vec()
+        };
+        let completion = completion && !h.pipe;
+        let packet = match kind {
+            HostWrite::InBand => OutgoingPacket::in_band(trans, completion, &data),
+            HostWrite::Gpa(ranges) => OutgoingPacket::gpa_direct(trans, completion, ranges, &data),
+            HostWrite::Xfer(set, ranges) => OutgoingPacket::transfer_pages(trans, completion, set, ranges, &data),
+        };
+        let outcome = r.tx.write_or_arm(&packet).map_err(|e| match e {
+            WriteError::Full { .. } => SendError::Full,
+            WriteError::TooLarge { .. } => SendError::TooLarge,
+            WriteError::Corrupt(why) => SendError::Corrupt(why.to_string()),
+        })?;
+        h.exact.insert(outcome.offset, payload.len());
+        if completion {
+            h.outstanding.insert(trans);
+        }
+        if outcome.signal {
+            st.stats.host_to_guest_signals += 1;
+            self.sim.push(st, Task::Dpc { ch });
+        }
+        Ok(trans)
+    }
+
+    /// Sends an in-band packet to the driver. Returns its transaction id.
+    ///
+    /// # Errors
+    /// [`SendError::NotOpen`], [`SendError::Full`] (the driver holds packets; retry after
+    /// it completes some), [`SendError::TooLarge`].
+    pub fn send_inband(&self, payload: &[u8], completion_requested: bool) -> Result<u64, SendError> {
+        self.safe_point();
+        let mut st = self.sim.lock();
+        self.write(&mut st, HostWrite::InBand, payload, completion_requested)
+    }
+
+    /// Sends a GPA-direct packet whose external data is a copy of `external`, in
+    /// page-aligned simulator memory (the PFN fiction: see `docs/simulator.md`). The driver
+    /// gets `VMBUS_CHANNEL_PROCESS_PACKET_FLAG_EXTERNAL_DATA` and an MDL over it; if
+    /// `writable`, read what it wrote with [`external_data`](Self::external_data).
+    ///
+    /// # Errors
+    /// As [`send_inband`](Self::send_inband).
+    pub fn send_gpa_direct(
+        &self,
+        payload: &[u8],
+        external: &[u8],
+        writable: bool,
+        completion_requested: bool,
+    ) -> Result<u64, SendError> {
+        self.safe_point();
+        let buf = Arc::new(SharedBuf::new_page_aligned(external.len().max(1)));
+        buf.write(0, external);
+        let len = u32::try_from(external.len().max(1)).map_err(|_| SendError::TooLarge)?;
+        let ranges = [GpaRange { byte_count: len, byte_offset: 0, pfns: buf.pfns(0, len as usize) }];
+        let mut st = self.sim.lock();
+        st.map_pages(&buf);
+        let trans = self.write(&mut st, HostWrite::Gpa(&ranges), payload, completion_requested);
+        match &trans {
+            Ok(t) if writable => {
+                if let Some(o) = st.offers.get_mut(&self.offer) {
+                    o.host.gpa_bufs.insert(*t, buf);
+                }
+            }
+            Ok(t) => {
+                if let Some(o) = st.offers.get_mut(&self.offer) {
+                    o.host.gpa_bufs.insert(*t, buf);
+                }
+            }
+            Err(_) => st.unmap_pages(&buf),
+        }
+        trans
+    }
+
+    /// Sends a transfer-page packet (type 7): `external` is placed in a fresh transfer page
+    /// set and described by one range; the driver sees it as external data.
+    ///
+    /// # Errors
+    /// As [`send_inband`](Self::send_inband).
+    pub fn send_transfer_pages(&self, payload: &[u8], external: &[u8], completion_requested: bool) -> Result<u64, SendError> {
+        self.safe_point();
+        let buf = Arc::new(SharedBuf::new_page_aligned(external.len().max(1)));
+        buf.write(0, external);
+        let mut st = self.sim.lock();
+        let Some(o) = st.offers.get_mut(&self.offer) else { return Err(SendError::NotOpen) };
+        o.host.next_set = o.host.next_set.wrapping_add(1);
+        let set = o.host.next_set;
+        o.host.xfer_sets.insert(set, buf);
+        let len = u32::try_from(external.len()).map_err(|_| SendError::TooLarge)?;
+        let ranges = [TransferPageRange { byte_count: len, byte_offset: 0 }];
+        self.write(&mut st, HostWrite::Xfer(set, &ranges), payload, completion_requested)
+    }
+
+    /// The current bytes of the external buffer of host packet `trans_id` (what the
+    /// driver wrote into a writable GPA-direct buffer).
+    #[must_use]
+    pub fn external_data(&self, trans_id: u64) -> Option<Vec<u8>> {
+        let st = self.sim.lock();
+        st.offers.get(&self.offer)?.host.gpa_bufs.get(&trans_id).map(|b| b.read(0, b.len()))
+    }
+
+    /// Writes raw bytes (no descriptor added; zero-padded to 8) into the guest-inbound ring
+    /// and publishes them: for adversarial tests. A malformed packet fails the channel
+    /// (it is closed and [`error`](Self::error) says why); it never crashes.
+    ///
+    /// # Errors
+    /// As [`send_inband`](Self::send_inband).
+    pub fn send_raw(&self, bytes: &[u8]) -> Result<(), SendError> {
+        self.safe_point();
+        let mut st = self.sim.lock();
+        let ch = self.channel(&st).ok_or(SendError::NotOpen)?;
+        let Some(o) = st.offers.get_mut(&self.offer) else { return Err(SendError::NotOpen) };
+        let Some(r) = o.host.rings.as_mut() else { return Err(SendError::NotOpen) };
+        let outcome = r.tx.write_raw(bytes).map_err(|e| match e {
+            WriteError::Full { .. } => SendError::Full,
+            WriteError::TooLarge { .. } => SendError::TooLarge,
+            WriteError::Corrupt(why) => SendError::Corrupt(why.to_string()),
+        })?;
+        if outcome.signal {
+            st.stats.host_to_guest_signals += 1;
+            self.sim.push(&mut st, Task::Dpc { ch });
+        }
+        Ok(())
+    }
+
+    /// The next packet the driver sent (not answered by the responder), if any.
+    pub fn recv(&self) -> Option<HostPacket> {
+        self.safe_point();
+        let mut st = self.sim.lock();
+        st.offers.get_mut(&self.offer)?.host.inbox.pop_front()
+    }
+
+    /// Like [`recv`](Self::recv), but waits (threaded mode) or steps the simulation
+    /// (deterministic mode) up to `timeout` for a packet.
+    pub fn recv_timeout(&self, timeout: Duration) -> Option<HostPacket> {
+        self.safe_point();
+        let offer = self.offer;
+        self.sim.wait_until(Some(timeout), |st| st.offers.get(&offer).is_some_and(|o| !o.host.inbox.is_empty()));
+        self.recv()
+    }
+
+    /// Answers driver request `trans_id` with a completion packet carrying `response`.
+    ///
+    /// # Errors
+    /// [`SendError::UnknownTransaction`] if the driver sent no such request asking for a
+    /// completion; [`SendError::NotOpen`]. A full ring queues the completion.
+    pub fn complete(&self, trans_id: u64, response: &[u8]) -> Result<(), SendError> {
+        self.safe_point();
+        let mut st = self.sim.lock();
+        let ch = self.channel(&st).ok_or(SendError::NotOpen)?;
+        let Some(o) = st.offers.get_mut(&self.offer) else { return Err(SendError::NotOpen) };
+        let h = &mut o.host;
+        if h.rings.is_none() {
+            return Err(SendError::NotOpen);
+        }
+        if !h.driver_requests.remove(&trans_id) {
+            return Err(SendError::UnknownTransaction(trans_id));
+        }
+        h.pending.push_back((trans_id, response.to_vec()));
+        let mut signal = false;
+        flush_pending(h, &mut signal);
+        if signal {
+            st.stats.host_to_guest_signals += 1;
+            self.sim.push(&mut st, Task::Dpc { ch });
+        }
+        Ok(())
+    }
+
+    /// The next completion the driver sent for a host request: `(trans_id, payload)`.
+    pub fn take_completion(&self) -> Option<(u64, Vec<u8>)> {
+        self.safe_point();
+        let mut st = self.sim.lock();
+        st.offers.get_mut(&self.offer)?.host.completions.pop_front()
+    }
+
+    /// Waits (threaded) or steps (deterministic) up to `timeout` for a driver completion.
+    pub fn take_completion_timeout(&self, timeout: Duration) -> Option<(u64, Vec<u8>)> {
+        self.safe_point();
+        let offer = self.offer;
+        self.sim.wait_until(Some(timeout), |st| {
+            st.offers.get(&offer).is_some_and(|o| !o.host.completions.is_empty())
+        });
+        self.take_completion()
+    }
+
+    /// Answers every driver request that asks for a completion: `f` returns the response
+    /// (`None` leaves the packet for [`recv`](Self::recv)). Runs on the host context.
+    pub fn set_responder(&self, f: impl FnMut(&HostPacket) -> Option<Vec<u8>> + Send + 'static) {
+        self.safe_point();
+        let mut st = self.sim.lock();
+        if let Some(o) = st.offers.get_mut(&self.offer) {
+            o.host.responder = Some(Box::new(f));
+        }
+    }
+
+    /// Rescinds the offer: KMCL raises Suspend, waits for outstanding packets, raises
+    /// Closed, and the channel ends Disabled. Enable then fails with `STATUS_DEVICE_REMOVED`
+    /// until [`reoffer`](Self::reoffer).
+    pub fn rescind(&self) {
+        self.safe_point();
+        let mut st = self.sim.lock();
+        rescind_locked(&self.sim, &mut st, self.offer);
+    }
+
+    /// Offers the channel again after a rescind.
+    pub fn reoffer(&self) {
+        self.safe_point();
+        if let Some(o) = self.sim.lock().offers.get_mut(&self.offer) {
+            o.rescinded = false;
+        }
+    }
+
+    /// Stops (`true`) or resumes the built-in host's reading of the guest-outbound ring,
+    /// so that the driver's sends fill it.
+    pub fn pause_reading(&self, paused: bool) {
+        self.safe_point();
+        let mut st = self.sim.lock();
+        let ch = self.channel(&st);
+        if let Some(o) = st.offers.get_mut(&self.offer) {
+            o.host.paused = paused;
+        }
+        if let (false, Some(ch)) = (paused, ch) {
+            self.sim.push(&mut st, Task::Host { ch });
+        }
+    }
+
+    /// Whether a channel is open on this offer (between Opened and Closed).
+    #[must_use]
+    pub fn is_open(&self) -> bool {
+        let st = self.sim.lock();
+        self.channel(&st).is_some_and(|ch| st.channels.get(&ch).is_some_and(channel::Channel::is_open))
+    }
+
+    /// Waits (threaded) or steps (deterministic) up to `timeout` until the channel is open.
+    pub fn wait_open(&self, timeout: Duration) -> bool {
+        self.safe_point();
+        let offer = self.offer;
+        self.sim.wait_until(Some(timeout), |st| {
+            st.offers
+                .get(&offer)
+                .and_then(|o| o.channel)
+                .is_some_and(|ch| st.channels.get(&ch).is_some_and(|c| c.state == channel::ChState::Running))
+        })
+    }
+
+    /// The status of the last open: `STATUS_SUCCESS`, the failure `EvtChannelOpened`
+    /// returned, or an injected rejection. `None` before any open.
+    #[must_use]
+    pub fn open_status(&self) -> Option<NTSTATUS> {
+        self.sim.lock().offers.get(&self.offer)?.host.open_status
+    }
+
+    /// Why the channel was failed (a corrupt packet, an unknown completion...), if it was.
+    #[must_use]
+    pub fn error(&self) -> Option<String> {
+        let st = self.sim.lock();
+        let o = st.offers.get(&self.offer)?;
+        o.host
+            .error
+            .clone()
+            .or_else(|| o.channel.and_then(|ch| st.channels.get(&ch)).and_then(|c| c.failure.clone()))
+    }
+
+    /// Hands the channel to an external host implementation: from the next open on, the
+    /// built-in host does nothing, `on_signal` is called (on the host context) for every
+    /// guest-to-host signal, and the guest runs only when [`signal_guest`](Self::signal_guest)
+    /// is called. Get the ring memory with [`external_ring`](Self::external_ring).
+    pub fn attach_external(&self, on_signal: impl Fn() + Send + Sync + 'static) {
+        self.safe_point();
+        if let Some(o) = self.sim.lock().offers.get_mut(&self.offer) {
+            o.host.external = Some(Arc::new(on_signal));
+        }
+    }
+
+    /// The ring memory of the open channel (for an external host).
+    #[must_use]
+    pub fn external_ring(&self) -> Option<ExternalRing> {
+        let st = self.sim.lock();
+        let p = st.offers.get(&self.offer)?.host.pair.as_ref()?;
+        Some(ExternalRing { ptr: p.as_ptr(), len: p.len(), ring_offset_pages: p.ring_offset_pages() })
+    }
+
+    /// The external host signals the guest (it wrote into an empty ring, or released
+    /// space the guest waits for). A signal with nothing to do is `SPURIOUS_SIGNAL`.
+    pub fn signal_guest(&self) {
+        self.safe_point();
+        let mut st = self.sim.lock();
+        let Some(ch) = self.channel(&st) else { return };
+        st.stats.host_to_guest_signals += 1;
+        let useful = st.channels.get(&ch).and_then(|c| c.rings.as_ref()).is_some_and(|r| {
+            r.rx.has_data() || r.tx.ring().load(ControlField::PendingSendSize) != 0
+        });
+        if !useful {
+            st.stats.spurious_host_to_guest += 1;
+            st.violation(Rule::SpuriousSignal, format!("host->guest signal on channel {ch} with nothing to read and no sender waiting"));
+        }
+        self.sim.push(&mut st, Task::Dpc { ch });
+    }
+}
