@@ -2683,12 +2683,45 @@ mod tests {
         }
     }
 
+    /// A random packet kind (as the reader should see it) for the property test.
+    fn random_kind(rng: &mut Rng) -> IncomingKind {
+        match rng.below(4) {
+            0 => IncomingKind::InBand,
+            1 => IncomingKind::Completion,
+            2 => IncomingKind::TransferPages {
+                set_id: rng.next() as u16,
+                reserved: 0,
+                ranges: (0..1 + rng.below(4))
+                    .map(|_| TransferPageRange {
+                        byte_count: rng.next() as u32,
+                        byte_offset: rng.next() as u32,
+                    })
+                    .collect(),
+            },
+            _ => IncomingKind::GpaDirect {
+                reserved: 0,
+                ranges: (0..1 + rng.below(3))
+                    .map(|_| {
+                        let byte_offset = rng.below(0x1000) as u32;
+                        let byte_count = 1 + rng.below(3 * 4096) as u32;
+                        let n = GpaRange::pfn_count(byte_offset, byte_count);
+                        GpaRange {
+                            byte_count,
+                            byte_offset,
+                            pfns: (0..n).map(|_| rng.next()).collect(),
+                        }
+                    })
+                    .collect(),
+            },
+        }
+    }
+
     #[test]
     fn random_sizes_round_trip_byte_exact() {
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         let (_pair, mut tx, mut rx) = one_ring(3);
         let mut tracker = ReleaseTracker::new();
-        let mut expected: VecDeque<(u64, Vec<u8>)> = VecDeque::new();
+        let mut expected: VecDeque<(u64, u16, IncomingKind, Vec<u8>)> = VecDeque::new();
         let mut outstanding: Vec<u32> = Vec::new();
         let mut next_id = 0u64;
         let mut delivered = 0u64;
@@ -2703,18 +2736,40 @@ mod tests {
                         _ => rng.below(3000) as usize,
                     };
                     let payload: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
-                    let result = if rng.below(2) == 0 {
-                        tx.write_or_arm(&OutgoingPacket::in_band(next_id, true, &payload))
+                    let kind = random_kind(&mut rng);
+                    let flags = if rng.below(2) == 0 {
+                        FLAG_COMPLETION_REQUESTED
                     } else {
-                        tx.write_or_arm(&OutgoingPacket::completion(next_id, &payload))
+                        0
                     };
-                    match result {
-                        Ok(_) => {
-                            expected.push_back((next_id, payload));
+                    let out_kind = match &kind {
+                        IncomingKind::InBand => OutgoingKind::InBand,
+                        IncomingKind::Completion => OutgoingKind::Completion,
+                        IncomingKind::TransferPages { set_id, ranges, .. } => {
+                            OutgoingKind::TransferPages {
+                                set_id: *set_id,
+                                ranges,
+                            }
+                        }
+                        IncomingKind::GpaDirect { ranges, .. } => {
+                            OutgoingKind::GpaDirect { ranges }
+                        }
+                    };
+                    let packet = OutgoingPacket {
+                        kind: out_kind,
+                        flags,
+                        transaction_id: next_id,
+                        payload: &payload,
+                    };
+                    match tx.write_or_arm(&packet) {
+                        Ok(o) => {
+                            assert_eq!(o.total_len as usize, packet.total_len());
+                            expected.push_back((next_id, flags, kind, payload));
                             next_id += 1;
                             writer_blocked = false;
                         }
                         Err(WriteError::Full { needed }) => {
+                            assert_eq!(needed, packet.total_len());
                             assert!(tx.free_bytes().expect("valid") < needed);
                             writer_blocked = true;
                         }
@@ -2725,15 +2780,18 @@ mod tests {
                     if rng.below(2) == 0 {
                         match rx.read_next() {
                             Ok(p) => {
-                                let (id, payload) =
+                                let (id, flags, kind, payload) =
                                     expected.pop_front().expect("a packet was written");
                                 assert_eq!(p.transaction_id, id);
+                                assert_eq!(p.flags, flags);
+                                assert_eq!(p.kind, kind);
                                 assert_eq!(&p.payload[..payload.len()], &payload[..]);
                                 assert!(
                                     p.payload[payload.len()..].iter().all(|&b| b == 0),
                                     "zero padding"
                                 );
                                 assert_eq!(p.payload.len(), payload.len().next_multiple_of(8));
+                                assert_eq!(p.trailer, u64::from(p.offset) << 32);
                                 tracker.consumed(&p);
                                 outstanding.push(p.offset);
                                 delivered += 1;
