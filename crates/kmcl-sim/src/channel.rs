@@ -879,15 +879,24 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
                 if signal {
                     endpoint::signal_host(sim, &mut st, ch, endpoint::SignalWhy::Release);
                 }
+                let mut payload = if pipe {
+                    strip_pipe_header(&p.payload).map(<[u8]>::to_vec).unwrap_or_default()
+                } else {
+                    p.payload.clone()
+                };
+                if !padded && !pipe {
+                    if let Some(n) = st.offers.get(&offer).and_then(|o| o.host.exact_len(p.transaction_id, p.offset)) {
+                        payload.truncate(n);
+                    }
+                }
                 let Some(c) = st.channels.get_mut(&ch) else { break };
                 if let Some(pkt) = c.in_flight.remove(&p.transaction_id) {
-                    let payload = if pipe { Vec::new() } else { p.payload.clone() };
                     if let Some(o) = c.outgoing.get_mut(&pkt) {
                         o.done = Some((STATUS_SUCCESS, payload));
                     }
                     calls.push(DpcCall::SendDone { pkt });
                 } else if let Some(slot) = c.sync.get_mut(&p.transaction_id) {
-                    *slot = Some(Ok(p.payload.clone()));
+                    *slot = Some(Ok(payload));
                     sim.cv.notify_all();
                 } else {
                     fault = Some(format!("completion for unknown transaction {:#x}", p.transaction_id));

@@ -357,7 +357,10 @@ fn flush_pending(h: &mut HostSide, signal: &mut bool) {
     while let Some((trans, resp)) = h.pending.pop_front() {
         let data = if h.pipe { ring::add_pipe_header(&resp).unwrap_or_default() } else { resp.clone() };
         match r.tx.write_or_arm(&OutgoingPacket::completion(trans, &data)) {
-            Ok(o) => *signal |= o.signal,
+            Ok(o) => {
+                *signal |= o.signal;
+                h.exact.insert(o.offset, resp.len());
+            }
             Err(WriteError::Full { .. }) => {
                 h.pending.push_front((trans, resp));
                 return;
