@@ -189,7 +189,8 @@ impl RequestHandle {
 
     /// Cancels the request the way the I/O manager and WDF do: a request not parked yet
     /// is flagged (the driver's `park` then fails); a parked one is offered to
-    /// `driver_cancel` (the driver's `EvtRequestCancel`, e.g. `|k| bridge.cancel(k)`),
+    /// `driver_cancel` (the driver's `EvtRequestCancel`, e.g.
+    /// `|k| bridge.cancel(k).map(|r| r.complete(NtStatus::CANCELLED, 0)).is_some()`),
     /// and when the driver no longer holds it (it lost the race to `claim`), this side
     /// completes it with `STATUS_CANCELLED`.
     pub fn cancel(&self, driver_cancel: impl FnOnce(RequestKey) -> bool) {

@@ -18,6 +18,17 @@
 
 extern crate alloc;
 
+// Kernel runtime: panics bugcheck (wdk-panic 0.5), the heap is non-paged pool.
+#[cfg(all(windows, not(test)))]
+extern crate wdk_panic;
+
+#[cfg(all(windows, not(test)))]
+#[global_allocator]
+static GLOBAL_ALLOCATOR: wdk_alloc::WdkAllocator = wdk_alloc::WdkAllocator;
+
+#[cfg(windows)]
+mod kmdf;
+
 #[path = "core/mod.rs"]
 pub mod bridge;
 #[cfg(not(windows))]

@@ -297,8 +297,8 @@ where
         self.bridge.device_control(file, code, req, &self.sender());
     }
 
-    /// `EvtRequestCancel`: see [`Bridge::cancel`].
-    pub fn cancel(&self, key: RequestKey) -> bool {
+    /// `EvtRequestCancel`: see [`Bridge::cancel`] (the caller completes what it returns).
+    pub fn cancel(&self, key: RequestKey) -> Option<R> {
         self.bridge.cancel(key)
     }
 

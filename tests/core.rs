@@ -17,7 +17,8 @@ use vmbridge::bridge::protocol::{
     build_read, build_respond, build_send,
 };
 use vmbridge::bridge::{
-    Bridge, ChannelSender, Config, FileId, HeldPacket, NtStatus, SendTag, State, StdLock,
+    Bridge, ChannelSender, Config, FileId, HeldPacket, NtStatus, RequestKey, SendTag, State,
+    StdLock, UserRequest,
 };
 use vmbridge::host::{Completion, RequestHandle, SimRequest};
 use vmbridge::trace::Tracer;
@@ -104,6 +105,13 @@ fn ioctl(
     let (req, h) = SimRequest::new(input, out);
     b.device_control(file, code, req, s);
     h
+}
+
+/// The driver's cancel routine: take the request back and complete it.
+fn cancel(b: &TestBridge, key: RequestKey) -> bool {
+    b.cancel(key)
+        .map(|r| r.complete(NtStatus::CANCELLED, 0))
+        .is_some()
 }
 
 fn done(h: &RequestHandle) -> Completion {
@@ -413,7 +421,7 @@ fn failed_send_returns_kmcl_status() {
 fn cancelled_read_is_completed_once_with_cancelled() {
     let (b, log, _s) = setup(4);
     let h = read(&b, F1, 64);
-    h.cancel(|k| b.cancel(k));
+    h.cancel(|k| cancel(&b, k));
     assert_eq!(done(&h).status, NtStatus::CANCELLED);
     arrive(&b, &log, b"after");
     assert_eq!(h.completion_count(), 1);
@@ -439,7 +447,7 @@ fn cancelled_waiting_send_orphans_its_completion() {
     let (b, _log, s) = setup(4);
     let input = build_send(VMBRIDGE_SEND_FLAG_WAIT_FOR_COMPLETION, b"x");
     let h = ioctl(&b, &s, F1, IOCTL_VMBRIDGE_SEND, input.as_slice(), 32);
-    h.cancel(|k| b.cancel(k));
+    h.cancel(|k| cancel(&b, k));
     assert_eq!(done(&h).status, NtStatus::CANCELLED);
     let tag = s.sent.lock().expect("lock")[0].1.expect("tag");
     b.send_completed(tag, NtStatus::SUCCESS, b"late");

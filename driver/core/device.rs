@@ -23,8 +23,9 @@
 //! * write / `IOCTL_VMBRIDGE_SEND` → [`ChannelSender::send`]; a waiting send parks until
 //!   [`Bridge::send_completed`];
 //! * `IOCTL_VMBRIDGE_RESPOND` → completes the held packet with the response;
-//! * cancel ([`Bridge::cancel`]) and handle close ([`Bridge::close`]) take parked requests
-//!   back and complete them with `STATUS_CANCELLED`.
+//! * cancel ([`Bridge::cancel`]) takes a parked request back for the canceller to
+//!   complete; handle close ([`Bridge::close`]) completes the handle's parked requests with
+//!   `STATUS_CANCELLED`.
 
 use alloc::vec::Vec;
 use core::marker::PhantomData;
@@ -965,10 +966,12 @@ where
         }
     }
 
-    /// `EvtRequestCancel`: takes the parked request `key` back and completes it with
-    /// `STATUS_CANCELLED`. Returns `false` when the bridge does not hold it (it is being
-    /// completed, or was never parked): the caller then completes it itself.
-    pub fn cancel(&self, key: RequestKey) -> bool {
+    /// `EvtRequestCancel` / `EvtIoStop` (purge): takes the parked request `key` back and
+    /// returns it; the caller completes it with `STATUS_CANCELLED` (in the kernel after
+    /// `WdfRequestUnmarkCancelable` when it is not the cancel routine itself). `None` when
+    /// the bridge does not hold it (being completed, or never parked): the cancel routine
+    /// then completes the `WDFREQUEST` itself.
+    pub fn cancel(&self, key: RequestKey) -> Option<R> {
         let req = self.state.with(|s| {
             if let Some(r) = s.reads.remove_first(|r| r.req.key() == key) {
                 s.note_depth();
@@ -984,14 +987,10 @@ where
             }
             r
         });
-        match req {
-            Some(r) => {
-                r.complete(NtStatus::CANCELLED, 0);
-                self.tracer.emit(Event::RequestCancelled { key: key.0 });
-                true
-            }
-            None => false,
+        if req.is_some() {
+            self.tracer.emit(Event::RequestCancelled { key: key.0 });
         }
+        req
     }
 
     /// `EvtFileCleanup`: cancels the handle's parked reads and waiting sends and completes

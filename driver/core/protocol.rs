@@ -37,6 +37,33 @@
 
 use super::status::NtStatus;
 
+/// Device interface class of `vmbridge` devices (`GUID_DEVINTERFACE_VMBRIDGE`,
+/// `{447814ac-fb57-4429-a5dc-4580788dd536}`): user mode finds the device with
+/// `CM_Get_Device_Interface_List` / `SetupDiGetClassDevs` and opens it with `CreateFile`.
+pub const GUID_DEVINTERFACE_VMBRIDGE: u128 = 0x4478_14ac_fb57_4429_a5dc_4580_788d_d536;
+
+/// The VMBus interface-type GUID `vmbridge` binds to by default
+/// (`{2942a8b6-8b33-4dd5-8dbb-6dba460aea7b}`): the host offers a channel with this type
+/// and the guest's PDO gets the hardware ID `VMBUS\{2942a8b6-8b33-4dd5-8dbb-6dba460aea7b}`
+/// (see `inf/vmbridge.inx` and `docs/windows.md` to bind another channel type).
+pub const VMBRIDGE_CHANNEL_TYPE: u128 = 0x2942_a8b6_8b33_4dd5_8dbb_6dba_460a_ea7b;
+
+/// Formats a GUID (as a `u128` in the usual reading order) as
+/// `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, lower case, into `out`.
+pub fn format_guid(guid: u128, out: &mut [u8; 36]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut at = 0;
+    for i in 0..32 {
+        if matches!(i, 8 | 12 | 16 | 20) {
+            out[at] = b'-';
+            at += 1;
+        }
+        let nibble = (guid >> (124 - 4 * i)) & 0xF;
+        out[at] = HEX[nibble as usize];
+        at += 1;
+    }
+}
+
 /// The ABI version every header carries in its `Version` field.
 pub const VMBRIDGE_ABI_VERSION: u16 = 1;
 
@@ -784,6 +811,15 @@ pub fn build_read(flags: u32) -> AlignedBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn guids_format_in_registry_order() {
+        let mut t = [0u8; 36];
+        format_guid(VMBRIDGE_CHANNEL_TYPE, &mut t);
+        assert_eq!(&t, b"2942a8b6-8b33-4dd5-8dbb-6dba460aea7b");
+        format_guid(GUID_DEVINTERFACE_VMBRIDGE, &mut t);
+        assert_eq!(&t, b"447814ac-fb57-4429-a5dc-4580788dd536");
+    }
 
     #[test]
     fn ioctl_codes_match_ctl_code_layout() {

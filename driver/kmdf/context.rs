@@ -1,0 +1,120 @@
+//! The device context (`WDF_DECLARE_CONTEXT_TYPE_WITH_NAME` by hand) and WDF struct sizes.
+//!
+//! C header: `wdfobject.h` (`WDF_OBJECT_CONTEXT_TYPE_INFO`,
+//! `WdfObjectGetTypedContextWorker`), `wdfdriver.h`/`wdfio.h`/... (`WDF_*_CONFIG` sizes).
+//!
+//! `wdk-sys` has no binding for the context-type macros (windows-drivers-rs #330) nor
+//! for `WDF_STRUCTURE_SIZE` (#242), so they are written out as the echo sample does.
+
+use alloc::sync::Arc;
+use core::ptr;
+
+use kmcl_sys::KMCL_CLIENT_INTERFACE_V5;
+use wdk_sys::{
+    PCWDF_OBJECT_CONTEXT_TYPE_INFO, ULONG, WDF_DRIVER_CONFIG, WDF_FILEOBJECT_CONFIG,
+    WDF_IO_QUEUE_CONFIG, WDF_OBJECT_ATTRIBUTES, WDF_OBJECT_CONTEXT_TYPE_INFO,
+    WDF_PNPPOWER_EVENT_CALLBACKS, WDFOBJECT, call_unsafe_wdf_function_binding,
+};
+
+use super::lock::KSpinLock;
+use super::request::Request;
+use crate::bridge::{Config, State};
+use crate::vmbus::{Held, VmbusDevice};
+
+/// `sizeof(T)` as the `ULONG` WDF's `Size` fields take, checked at compile time.
+const fn wdf_size<T>() -> ULONG {
+    let s = size_of::<T>();
+    assert!(
+        s <= ULONG::MAX as usize,
+        "WDF structure size must fit in ULONG"
+    );
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "checked by the assert above"
+    )]
+    let s = s as ULONG;
+    s
+}
+
+/// `WDF_DRIVER_CONFIG_SIZE`.
+pub(super) const WDF_DRIVER_CONFIG_SIZE: ULONG = wdf_size::<WDF_DRIVER_CONFIG>();
+/// `WDF_OBJECT_ATTRIBUTES_SIZE`.
+pub(super) const WDF_OBJECT_ATTRIBUTES_SIZE: ULONG = wdf_size::<WDF_OBJECT_ATTRIBUTES>();
+/// `WDF_IO_QUEUE_CONFIG_SIZE`.
+pub(super) const WDF_IO_QUEUE_CONFIG_SIZE: ULONG = wdf_size::<WDF_IO_QUEUE_CONFIG>();
+/// `WDF_PNPPOWER_EVENT_CALLBACKS_SIZE`.
+pub(super) const WDF_PNPPOWER_EVENT_CALLBACKS_SIZE: ULONG =
+    wdf_size::<WDF_PNPPOWER_EVENT_CALLBACKS>();
+/// `WDF_FILEOBJECT_CONFIG_SIZE`.
+pub(super) const WDF_FILEOBJECT_CONFIG_SIZE: ULONG = wdf_size::<WDF_FILEOBJECT_CONFIG>();
+/// `WDF_OBJECT_CONTEXT_TYPE_INFO_SIZE`.
+const WDF_OBJECT_CONTEXT_TYPE_INFO_SIZE: ULONG = wdf_size::<WDF_OBJECT_CONTEXT_TYPE_INFO>();
+
+/// The bound device as the I/O callbacks share it.
+pub(super) type Device = VmbusDevice<Request, KSpinLock<State<Held, Request>>>;
+
+/// `DEVICE_CONTEXT`: lives in the `WDFDEVICE`'s context memory.
+///
+/// # Invariants
+///
+/// Written with `ptr::write` in `EvtDriverDeviceAdd` right after `WdfDeviceCreate`, before
+/// any other callback of the device can run; dropped in place by the device's
+/// `EvtCleanupCallback`. `interface` is never moved while a channel exists (WDF context
+/// memory does not move).
+pub(super) struct DeviceContext {
+    /// The KMCL table `WdfFdoQueryForInterface` filled (V5, or V1 on older hosts).
+    pub(super) interface: KMCL_CLIENT_INTERFACE_V5,
+    /// Whether `interface` holds a reference to release with `InterfaceDereference`.
+    pub(super) interface_referenced: bool,
+    /// Registry configuration, read once in `EvtDriverDeviceAdd`.
+    pub(super) config: Config,
+    /// The bound device between PrepareHardware and ReleaseHardware. I/O callbacks clone
+    /// the `Arc` under the lock; ReleaseHardware takes it out and waits to be the only
+    /// owner before it closes the channel.
+    pub(super) device: KSpinLock<Option<Arc<Device>>>,
+}
+
+/// `WDF_OBJECT_CONTEXT_TYPE_INFO` made `Sync` so it can be a `static` (it holds raw
+/// pointers to itself and to a string literal, both immutable).
+#[repr(transparent)]
+pub(super) struct ContextTypeInfo(WDF_OBJECT_CONTEXT_TYPE_INFO);
+
+// SAFETY: rule WDF_CONTEXT_TYPE_INFO_IMMUTABLE: the struct is never written after
+// initialisation; WDF only reads it (and compares `UniqueType` addresses).
+unsafe impl Sync for ContextTypeInfo {}
+
+/// `_WDF_DEVICE_CONTEXT_TYPE_INFO` (what `WDF_DECLARE_CONTEXT_TYPE_WITH_NAME` emits).
+pub(super) static WDF_DEVICE_CONTEXT_TYPE_INFO: ContextTypeInfo =
+    ContextTypeInfo(WDF_OBJECT_CONTEXT_TYPE_INFO {
+        Size: WDF_OBJECT_CONTEXT_TYPE_INFO_SIZE,
+        // CAST: a NUL-terminated ASCII literal as the `PCHAR` the C macro stores.
+        ContextName: c"DeviceContext".as_ptr().cast_mut().cast(),
+        ContextSize: size_of::<DeviceContext>(),
+        // CAST: the C macro points UniqueType at the info struct itself.
+        UniqueType: ptr::addr_of!(WDF_DEVICE_CONTEXT_TYPE_INFO).cast(),
+        EvtDriverGetUniqueContextType: None,
+    });
+
+/// `WDF_GET_CONTEXT_TYPE_INFO(DeviceContext)`.
+pub(super) fn device_context_type() -> PCWDF_OBJECT_CONTEXT_TYPE_INFO {
+    WDF_DEVICE_CONTEXT_TYPE_INFO.0.UniqueType
+}
+
+/// `DeviceGetContext(device)` (the accessor the C macro generates).
+///
+/// # Safety
+///
+/// `object` is a `WDFDEVICE` created with `device_context_type()` in its attributes.
+pub(super) unsafe fn device_get_context(object: WDFOBJECT) -> *mut DeviceContext {
+    // SAFETY: rule WDF_TYPED_CONTEXT: the caller passes a device created with this context
+    // type; WdfObjectGetTypedContextWorker returns its context memory (or NULL under
+    // the framework verifier for a wrong type).
+    let p = unsafe {
+        call_unsafe_wdf_function_binding!(
+            WdfObjectGetTypedContextWorker,
+            object,
+            device_context_type()
+        )
+    };
+    p.cast()
+}

@@ -1,0 +1,446 @@
+//! Device creation and the PnP callbacks that enable and disable the VMBus channel.
+//!
+//! C header: `wdfdevice.h` (`WdfDeviceCreate`, `WdfDeviceCreateDeviceInterface`,
+//! `WDF_PNPPOWER_EVENT_CALLBACKS`, `WDF_FILEOBJECT_CONFIG`), `wdffdo.h`
+//! (`WdfFdoQueryForInterface`), `wdfregistry.h`/`wdfdriver.h`
+//! (`WdfDriverOpenParametersRegistryKey`, `WdfRegistryQueryULong`);
+//! `kmcl-api.md` §6 (the interface route) and §7.2 (where each KMCL step goes).
+//!
+//! * `EvtDriverDeviceAdd`: file-object and PnP callbacks, the device with its context, the
+//!   device interface user mode opens, the default queue, the registry configuration,
+//!   and the KMCL table through `WdfFdoQueryForInterface` (V5, falling back to V1).
+//! * `EvtDevicePrepareHardware`: allocate, configure and enable the channel
+//!   ([`VmbusDevice::open`](crate::vmbus::VmbusDevice::open)).
+//! * `EvtDeviceReleaseHardware`: disable and clean it up (blocks until KMCL tore it down).
+//! * `EvtFileCleanup`: the closing handle's requests and held packets.
+//! * the context's `EvtCleanupCallback`: drop the context, release the KMCL interface.
+
+use alloc::sync::Arc;
+use core::ptr::{self, NonNull};
+
+use kmcl::channel::{Kmcl, ParentDevice};
+use kmcl::irql::Passive;
+use kmcl_sys::{
+    KMCL_CLIENT_INTERFACE_TYPE, KMCL_CLIENT_INTERFACE_V1, KMCL_CLIENT_INTERFACE_V5,
+    KMCL_CLIENT_INTERFACE_VERSION_V1, KMCL_CLIENT_INTERFACE_VERSION_V5,
+};
+use wdk_sys::{
+    _WDF_DEVICE_IO_TYPE, _WDF_EXECUTION_LEVEL, _WDF_FILEOBJECT_CLASS, _WDF_SYNCHRONIZATION_SCOPE,
+    _WDF_TRI_STATE, GUID, LARGE_INTEGER, NTSTATUS, PWDFDEVICE_INIT, STATUS_INVALID_DEVICE_STATE,
+    STATUS_SUCCESS, ULONG, UNICODE_STRING, WDF_FILEOBJECT_CONFIG, WDF_NO_HANDLE,
+    WDF_NO_OBJECT_ATTRIBUTES, WDF_OBJECT_ATTRIBUTES, WDF_PNPPOWER_EVENT_CALLBACKS, WDFCMRESLIST,
+    WDFDEVICE, WDFDRIVER, WDFFILEOBJECT, WDFKEY, WDFOBJECT, call_unsafe_wdf_function_binding,
+};
+
+use super::context::{
+    Device, DeviceContext, WDF_FILEOBJECT_CONFIG_SIZE, WDF_OBJECT_ATTRIBUTES_SIZE,
+    WDF_PNPPOWER_EVENT_CALLBACKS_SIZE, device_context_type, device_get_context,
+};
+use super::lock::KSpinLock;
+use super::queue::queue_initialize;
+use crate::bridge::config::{self, Value};
+use crate::bridge::protocol::GUID_DEVINTERFACE_VMBRIDGE;
+use crate::bridge::{Config, FileId, Lock};
+use crate::trace::{Event, Tracer};
+
+/// `KEY_READ` (winnt.h: `(STANDARD_RIGHTS_READ | KEY_QUERY_VALUE | KEY_ENUMERATE_SUB_KEYS
+/// | KEY_NOTIFY) & ~SYNCHRONIZE`). Spelled out: bindgen may not evaluate the macro.
+const KEY_READ: ULONG = 0x0002_0019;
+
+/// A `u128` GUID (reading order) as the WDK's `GUID` struct.
+const fn guid(v: u128) -> GUID {
+    let b = v.to_be_bytes();
+    GUID {
+        Data1: u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+        Data2: u16::from_be_bytes([b[4], b[5]]),
+        Data3: u16::from_be_bytes([b[6], b[7]]),
+        Data4: [b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]],
+    }
+}
+
+/// `GUID_DEVINTERFACE_VMBRIDGE` as a WDK `GUID`.
+static GUID_DEVINTERFACE: GUID = guid(GUID_DEVINTERFACE_VMBRIDGE);
+
+/// ASCII to UTF-16 at compile time, for registry value names.
+const fn ascii_utf16<const N: usize>(s: &str) -> [u16; N] {
+    let b = s.as_bytes();
+    let mut out = [0u16; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = b[i] as u16;
+        i += 1;
+    }
+    out
+}
+
+/// A `&'static [u16]` of an ASCII `&'static str` constant.
+macro_rules! wide {
+    ($s:expr) => {{
+        const S: &str = $s;
+        const W: [u16; S.len()] = ascii_utf16::<{ S.len() }>(S);
+        &W
+    }};
+}
+
+/// The registry value names of [`config::KEYS`], in UTF-16.
+static KEY_NAMES: [(&str, &[u16]); 6] = [
+    (
+        config::KEY_PROCESSING_MODE,
+        wide!(config::KEY_PROCESSING_MODE),
+    ),
+    (config::KEY_QUEUE_DEPTH, wide!(config::KEY_QUEUE_DEPTH)),
+    (
+        config::KEY_MAX_PACKET_SIZE,
+        wide!(config::KEY_MAX_PACKET_SIZE),
+    ),
+    (
+        config::KEY_MAX_PENDING_READS,
+        wide!(config::KEY_MAX_PENDING_READS),
+    ),
+    (
+        config::KEY_MAX_PENDING_SENDS,
+        wide!(config::KEY_MAX_PENDING_SENDS),
+    ),
+    (
+        config::KEY_RING_BUFFER_PAGES,
+        wide!(config::KEY_RING_BUFFER_PAGES),
+    ),
+];
+
+/// A counted string over a static UTF-16 name.
+fn unicode(name: &'static [u16]) -> UNICODE_STRING {
+    let bytes = u16::try_from(name.len() * 2).unwrap_or(u16::MAX);
+    // CAST: WDF only reads the buffer of a PCUNICODE_STRING.
+    UNICODE_STRING {
+        Length: bytes,
+        MaximumLength: bytes,
+        Buffer: name.as_ptr().cast_mut(),
+    }
+}
+
+/// Reads `Services\vmbridge\Parameters` (written by the INF) into a [`Config`]; missing
+/// values keep their defaults, bad ones are reported as `ConfigIssue` events.
+/// PASSIVE_LEVEL.
+fn read_config(driver: WDFDRIVER, tracer: Tracer) -> Config {
+    let mut key = WDF_NO_HANDLE as WDFKEY;
+    // SAFETY: rule WDF_CALL_AT_PASSIVE: EvtDriverDeviceAdd runs at PASSIVE_LEVEL; `driver`
+    // is the live driver object; `key` is a local out-param.
+    let st: NTSTATUS = unsafe {
+        call_unsafe_wdf_function_binding!(
+            WdfDriverOpenParametersRegistryKey,
+            driver,
+            KEY_READ,
+            WDF_NO_OBJECT_ATTRIBUTES,
+            &raw mut key
+        )
+    };
+    if st < 0 {
+        return Config::DEFAULT;
+    }
+    let mut values: [(&str, u32, bool); 6] = [("", 0, false); 6];
+    for (slot, (name, wide)) in values.iter_mut().zip(KEY_NAMES.iter()) {
+        let us = unicode(wide);
+        let mut v: ULONG = 0;
+        // SAFETY: rule WDF_CALL_AT_PASSIVE: an open key; `us` describes a static buffer;
+        // `v` is a local out-param. A missing value returns STATUS_OBJECT_NAME_NOT_FOUND.
+        let st: NTSTATUS = unsafe {
+            call_unsafe_wdf_function_binding!(WdfRegistryQueryULong, key, &raw const us, &raw mut v)
+        };
+        *slot = (name, v, st >= 0);
+    }
+    // SAFETY: rule WDF_CALL_AT_PASSIVE: closes the key opened above, once.
+    unsafe { call_unsafe_wdf_function_binding!(WdfRegistryClose, key) };
+    let parsed = Config::parse(
+        values
+            .iter()
+            .filter(|v| v.2)
+            .map(|&(k, v, _)| (k, Value::Dword(v))),
+    );
+    for issue in &parsed.issues {
+        tracer.emit(Event::ConfigIssue {
+            key: issue.key,
+            kind: issue.kind,
+        });
+    }
+    parsed.config
+}
+
+/// Fills `interface` through `WdfFdoQueryForInterface`, V5 first, then V1. PASSIVE_LEVEL.
+///
+/// # Safety
+///
+/// `device` is the FDO; `interface` points to the context's table (stable memory).
+unsafe fn query_kmcl(device: WDFDEVICE, interface: *mut KMCL_CLIENT_INTERFACE_V5) -> NTSTATUS {
+    let attempts = [
+        (
+            size_of::<KMCL_CLIENT_INTERFACE_V5>(),
+            KMCL_CLIENT_INTERFACE_VERSION_V5,
+        ),
+        (
+            size_of::<KMCL_CLIENT_INTERFACE_V1>(),
+            KMCL_CLIENT_INTERFACE_VERSION_V1,
+        ),
+    ];
+    let mut st = STATUS_INVALID_DEVICE_STATE;
+    for (size, version) in attempts {
+        let size = u16::try_from(size).unwrap_or(u16::MAX);
+        // CAST: kmcl_sys::GUID and wdk_sys::GUID are both the 16-byte `GUID` of guiddef.h.
+        let ty = ptr::addr_of!(KMCL_CLIENT_INTERFACE_TYPE).cast::<GUID>();
+        // CAST: the table begins with `INTERFACE` (kmcl_sys and wdk_sys declare the same
+        // wdm.h struct), which is what PINTERFACE points to.
+        let iface = interface.cast::<wdk_sys::INTERFACE>();
+        // SAFETY: rule KMCL_QUERY_INTERFACE: PASSIVE_LEVEL; `interface` spans a V5 table
+        // (at least `size` bytes); KMCL fills Size/Version and takes a reference that
+        // `InterfaceDereference` releases in the context cleanup.
+        st = unsafe {
+            call_unsafe_wdf_function_binding!(
+                WdfFdoQueryForInterface,
+                device,
+                ty,
+                iface,
+                size,
+                version,
+                ptr::null_mut()
+            )
+        };
+        if st >= 0 {
+            break;
+        }
+    }
+    st
+}
+
+/// `EvtDriverDeviceAdd` (`EVT_WDF_DRIVER_DEVICE_ADD`). PASSIVE_LEVEL.
+pub(super) extern "C" fn evt_device_add(
+    driver: WDFDRIVER,
+    mut device_init: PWDFDEVICE_INIT,
+) -> NTSTATUS {
+    let tracer = Tracer::etw();
+    let mut pnp = WDF_PNPPOWER_EVENT_CALLBACKS {
+        Size: WDF_PNPPOWER_EVENT_CALLBACKS_SIZE,
+        EvtDevicePrepareHardware: Some(evt_device_prepare_hardware),
+        EvtDeviceReleaseHardware: Some(evt_device_release_hardware),
+        ..WDF_PNPPOWER_EVENT_CALLBACKS::default()
+    };
+    // SAFETY: rule DEVICE_INIT_BEFORE_CREATE: `device_init` is the framework's, valid
+    // until WdfDeviceCreate; `pnp` is initialised (Size set).
+    unsafe {
+        call_unsafe_wdf_function_binding!(
+            WdfDeviceInitSetPnpPowerEventCallbacks,
+            device_init,
+            &raw mut pnp
+        )
+    };
+    // SAFETY: rule DEVICE_INIT_BEFORE_CREATE: as above.
+    unsafe {
+        call_unsafe_wdf_function_binding!(
+            WdfDeviceInitSetIoType,
+            device_init,
+            _WDF_DEVICE_IO_TYPE::WdfDeviceIoBuffered
+        )
+    };
+    let mut file_config = WDF_FILEOBJECT_CONFIG {
+        Size: WDF_FILEOBJECT_CONFIG_SIZE,
+        EvtDeviceFileCreate: None,
+        EvtFileClose: None,
+        EvtFileCleanup: Some(evt_file_cleanup),
+        AutoForwardCleanupClose: _WDF_TRI_STATE::WdfUseDefault,
+        FileObjectClass: _WDF_FILEOBJECT_CLASS::WdfFileObjectWdfCanUseFsContext,
+    };
+    // SAFETY: rule DEVICE_INIT_BEFORE_CREATE: as above (WDF_FILEOBJECT_CONFIG_INIT's values).
+    unsafe {
+        call_unsafe_wdf_function_binding!(
+            WdfDeviceInitSetFileObjectConfig,
+            device_init,
+            &raw mut file_config,
+            WDF_NO_OBJECT_ATTRIBUTES
+        )
+    };
+    let mut attributes = WDF_OBJECT_ATTRIBUTES {
+        Size: WDF_OBJECT_ATTRIBUTES_SIZE,
+        ExecutionLevel: _WDF_EXECUTION_LEVEL::WdfExecutionLevelInheritFromParent,
+        SynchronizationScope: _WDF_SYNCHRONIZATION_SCOPE::WdfSynchronizationScopeInheritFromParent,
+        ContextTypeInfo: device_context_type(),
+        EvtCleanupCallback: Some(evt_device_context_cleanup),
+        ..WDF_OBJECT_ATTRIBUTES::default()
+    };
+    let mut device = WDF_NO_HANDLE as WDFDEVICE;
+    // SAFETY: rule DEVICE_INIT_BEFORE_CREATE: WdfDeviceCreate takes `&mut device_init`
+    // and clears it on success; attributes carry our context type and cleanup.
+    let st: NTSTATUS = unsafe {
+        call_unsafe_wdf_function_binding!(
+            WdfDeviceCreate,
+            &raw mut device_init,
+            &raw mut attributes,
+            &raw mut device
+        )
+    };
+    if st < 0 {
+        return st;
+    }
+    // SAFETY: rule WDF_TYPED_CONTEXT: the device was created with the context type.
+    let ctx = unsafe { device_get_context(device as WDFOBJECT) };
+    if ctx.is_null() {
+        return STATUS_INVALID_DEVICE_STATE;
+    }
+    let config = read_config(driver, tracer);
+    // SAFETY: rule DEVICE_CONTEXT_INITIALISED: the context memory is ours, zeroed by WDF,
+    // not yet initialised as a Rust value; no other callback of this device runs before
+    // EvtDriverDeviceAdd returns. INVARIANT: initialised before any other use.
+    unsafe {
+        ptr::write(
+            ctx,
+            DeviceContext {
+                interface: KMCL_CLIENT_INTERFACE_V5::zeroed(),
+                interface_referenced: false,
+                config,
+                device: KSpinLock::new(None),
+            },
+        )
+    };
+    // SAFETY: rule KMCL_QUERY_INTERFACE: `device` is the FDO on the VMBus PDO; the table
+    // lives in the context, which does not move.
+    let st = unsafe { query_kmcl(device, ptr::addr_of_mut!((*ctx).interface)) };
+    if st < 0 {
+        return st;
+    }
+    // SAFETY: rule DEVICE_CONTEXT_INITIALISED: written above; PnP callbacks are serialized.
+    unsafe { (*ctx).interface_referenced = true };
+    // SAFETY: rule WDF_CALL_AT_PASSIVE: a live device; the GUID is a static.
+    let st: NTSTATUS = unsafe {
+        call_unsafe_wdf_function_binding!(
+            WdfDeviceCreateDeviceInterface,
+            device,
+            &raw const GUID_DEVINTERFACE,
+            ptr::null_mut()
+        )
+    };
+    if st < 0 {
+        return st;
+    }
+    // SAFETY: rule WDF_CREATE_AT_PASSIVE: the device was just created with our context.
+    unsafe { queue_initialize(device) }
+}
+
+/// `EvtDevicePrepareHardware`: allocate, configure and enable the channel. PASSIVE_LEVEL.
+extern "C" fn evt_device_prepare_hardware(
+    device: WDFDEVICE,
+    _raw: WDFCMRESLIST,
+    _translated: WDFCMRESLIST,
+) -> NTSTATUS {
+    let Some(passive) = Passive::try_current() else {
+        return STATUS_INVALID_DEVICE_STATE;
+    };
+    // SAFETY: rule WDF_TYPED_CONTEXT: our device.
+    let ctx = unsafe { device_get_context(device as WDFOBJECT) };
+    if ctx.is_null() {
+        return STATUS_INVALID_DEVICE_STATE;
+    }
+    // SAFETY: rule DEVICE_CONTEXT_INITIALISED: initialised in EvtDriverDeviceAdd; PnP
+    // callbacks are serialized, I/O callbacks only read `device` under its lock.
+    let ctx = unsafe { &*ctx };
+    // CAST: `V5` begins with `INTERFACE` (repr(C) nesting V1..V4).
+    let table = NonNull::from(&ctx.interface).cast::<kmcl_sys::INTERFACE>();
+    // SAFETY: rule TABLE_OUTLIVES_CHANNEL: the table lives in the device context, which
+    // outlives the channel (closed in ReleaseHardware, before the context is cleaned up).
+    let kmcl = match unsafe { Kmcl::from_raw(table) } {
+        Ok(k) => k,
+        Err(e) => return e.to_raw(),
+    };
+    // SAFETY: rule WDF_HANDLE_VALID_IN_CALLBACK: our live device.
+    // UNVERIFIED: the FDO (not the PDO from WdfDeviceWdmGetPhysicalDevice) is the right
+    // ParentDeviceObject for VmbChannelAllocate (`kmcl-api.md`, open questions).
+    let fdo = unsafe { call_unsafe_wdf_function_binding!(WdfDeviceWdmGetDeviceObject, device) };
+    // CAST: kmcl_sys::PDEVICE_OBJECT is an opaque pointer to the same DEVICE_OBJECT.
+    let parent_raw = fdo.cast::<kmcl_sys::DEVICE_OBJECT>();
+    // SAFETY: rule PARENT_OUTLIVES_CHANNEL: the FDO lives until the device is removed,
+    // after ReleaseHardware closed the channel.
+    let parent = unsafe { ParentDevice::from_raw(parent_raw) };
+    let set_quota = ctx.interface.VmbChannelSetTransactionQuota;
+    match Device::open(&kmcl, parent, ctx.config, Tracer::etw(), set_quota, passive) {
+        Ok(dev) => {
+            ctx.device.with(|d| *d = Some(Arc::new(dev)));
+            STATUS_SUCCESS
+        }
+        Err(e) => e.to_raw(),
+    }
+}
+
+/// `EvtDeviceReleaseHardware`: disable and clean up the channel. PASSIVE_LEVEL. Blocks
+/// until every I/O callback that borrowed the device returned and KMCL tore the channel
+/// down.
+extern "C" fn evt_device_release_hardware(
+    device: WDFDEVICE,
+    _translated: WDFCMRESLIST,
+) -> NTSTATUS {
+    let Some(passive) = Passive::try_current() else {
+        return STATUS_INVALID_DEVICE_STATE;
+    };
+    // SAFETY: rule WDF_TYPED_CONTEXT: our device.
+    let ctx = unsafe { device_get_context(device as WDFOBJECT) };
+    if ctx.is_null() {
+        return STATUS_SUCCESS;
+    }
+    // SAFETY: rule DEVICE_CONTEXT_INITIALISED: as in PrepareHardware.
+    let ctx = unsafe { &*ctx };
+    let Some(mut dev) = ctx.device.with(Option::take) else {
+        return STATUS_SUCCESS;
+    };
+    // I/O callbacks hold clones only for the duration of one call; wait them out so the
+    // channel is closed (and its last reference dropped) here, at PASSIVE_LEVEL.
+    let dev = loop {
+        match Arc::try_unwrap(dev) {
+            Ok(d) => break d,
+            Err(shared) => {
+                dev = shared;
+                let mut interval = LARGE_INTEGER { QuadPart: -10_000 }; // 1 ms, relative
+                // SAFETY: rule WDF_CALL_AT_PASSIVE: PASSIVE_LEVEL (token above); a
+                // non-alertable kernel-mode wait on a local interval.
+                // UNVERIFIED: `KernelMode` is 0 as a KPROCESSOR_MODE (CCHAR) in wdk_sys.
+                let _ = unsafe { wdk_sys::ntddk::KeDelayExecutionThread(0, 0, &raw mut interval) };
+            }
+        }
+    };
+    dev.close(passive);
+    STATUS_SUCCESS
+}
+
+/// `EvtFileCleanup` (`EVT_WDF_FILE_CLEANUP`): the last handle of a file object closed.
+extern "C" fn evt_file_cleanup(file_object: WDFFILEOBJECT) {
+    // SAFETY: rule WDF_HANDLE_VALID_IN_CALLBACK: the file object being cleaned up.
+    let device = unsafe { call_unsafe_wdf_function_binding!(WdfFileObjectGetDevice, file_object) };
+    // SAFETY: rule WDF_TYPED_CONTEXT: our device.
+    let ctx = unsafe { device_get_context(device as WDFOBJECT) };
+    if ctx.is_null() {
+        return;
+    }
+    // SAFETY: rule DEVICE_CONTEXT_INITIALISED: as in PrepareHardware.
+    let ctx = unsafe { &*ctx };
+    if let Some(dev) = ctx.device.with(|d| d.clone()) {
+        // CAST: the handle value is the request's file id (see queue.rs `file_of`).
+        dev.close_file(FileId(file_object as usize as u64));
+    }
+}
+
+/// The device object's `EvtCleanupCallback`: drops the context and releases the KMCL
+/// interface reference. PASSIVE_LEVEL, after every other callback of the device.
+extern "C" fn evt_device_context_cleanup(object: WDFOBJECT) {
+    // SAFETY: rule WDF_TYPED_CONTEXT: called for our device object.
+    let ctx = unsafe { device_get_context(object) };
+    if ctx.is_null() {
+        return;
+    }
+    // SAFETY: rule DEVICE_CONTEXT_INITIALISED: still initialised; nothing else uses it now.
+    let c = unsafe { &mut *ctx };
+    if c.interface_referenced
+        && let Some(deref) = c.interface.Interface.InterfaceDereference
+    {
+        // SAFETY: rule KMCL_QUERY_INTERFACE: releases the reference the query took, once,
+        // after the channel was cleaned up (ReleaseHardware ran before cleanup).
+        unsafe { deref(c.interface.Interface.Context) };
+        c.interface_referenced = false;
+    }
+    // SAFETY: rule DEVICE_CONTEXT_INITIALISED: drop the Rust value exactly once; WDF frees
+    // the memory after this callback.
+    unsafe { ptr::drop_in_place(ctx) };
+}

@@ -1,0 +1,28 @@
+//! The KMDF glue: WDF callbacks that hand everything to the portable driver.
+//!
+//! C header: `wdf.h` (through `wdk-sys` 0.5.2; every WDF call goes through
+//! `call_unsafe_wdf_function_binding!`), `vmbuskernelmodeclientlibapi.h` (through
+//! `kmcl-sys`/`kmcl`). Layout follows the KMDF echo sample: a file per role.
+//!
+//! Windows only (`#[cfg(windows)]`): `wdk-sys` needs the WDK to build, so this module is
+//! never compiled on the Linux CI. Everything it calls is tested there through the
+//! simulator. Keep it thin: no logic here beyond WDF plumbing.
+//!
+//! | file | role |
+//! |---|---|
+//! | `driver.rs` | `DriverEntry`, `EvtDriverUnload` (ETW provider registration) |
+//! | `device.rs` | `EvtDriverDeviceAdd` (device, interface, KMCL table, configuration), `EvtDevicePrepareHardware`/`EvtDeviceReleaseHardware` (channel enable/disable), `EvtFileCleanup`, context cleanup |
+//! | `queue.rs` | the default queue: `EvtIoRead`, `EvtIoWrite`, `EvtIoDeviceControl`, `EvtIoStop`, `EvtRequestCancel` |
+//! | `request.rs` | `Request`: a `WDFREQUEST` as the core's `UserRequest` |
+//! | `lock.rs` | `KSpinLock<T>`: the core's `Lock` over a `KSPIN_LOCK` |
+//! | `context.rs` | the typed device context (`WDF_DECLARE_CONTEXT_TYPE` by hand) and `*_SIZE` constants |
+//!
+//! Unsure points (cannot be checked without the WDK) are marked `UNVERIFIED:` in the code
+//! and listed in `docs/windows.md`.
+
+mod context;
+mod device;
+mod driver;
+mod lock;
+mod queue;
+mod request;
