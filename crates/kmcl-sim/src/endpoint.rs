@@ -181,6 +181,13 @@ impl HostSide {
     }
 
     pub(crate) fn on_close(&mut self) {
+        // What KMCL wrote before closing is still read by the host.
+        let mut answers = Vec::new();
+        let mut signal = false;
+        if let Some(e) = drain_ring(self, &mut answers, &mut signal) {
+            self.error = Some(e);
+        }
+        self.inbox.extend(answers);
         self.pair = None;
         self.rings = None;
         self.pending.clear();
@@ -258,60 +265,7 @@ pub(crate) fn run_host(sim: &Arc<SimInner>, ch: u64) {
         if h.paused {
             return;
         }
-        let pipe = h.pipe;
-        let mut error = None;
-        if let Some(r) = h.rings.as_mut() {
-            loop {
-                let p = match r.rx.read_next() {
-                    Ok(p) => p,
-                    Err(ReadError::Empty) => break,
-                    Err(ReadError::Corrupt(why)) => {
-                        error = Some(format!("host read a corrupt packet from KMCL: {why}"));
-                        break;
-                    }
-                };
-                signal_guest |= r.rx.release(p.end_offset());
-                let info = h.guest_writes.remove(&p.offset).unwrap_or_default();
-                if p.packet_type == PacketType::COMPLETION {
-                    if h.outstanding.remove(&p.transaction_id) {
-                        h.completions.push_back((p.transaction_id, p.payload.clone()));
-                    } else {
-                        error = Some(format!("driver completed unknown host transaction {:#x}", p.transaction_id));
-                    }
-                    continue;
-                }
-                let mut payload = if pipe {
-                    ring::strip_pipe_header(&p.payload).map(<[u8]>::to_vec).unwrap_or_default()
-                } else {
-                    p.payload.clone()
-                };
-                if let Some(n) = info.exact_len {
-                    payload.truncate(n);
-                }
-                let ranges = match &p.kind {
-                    IncomingKind::GpaDirect { ranges, .. } => ranges.clone(),
-                    _ => Vec::new(),
-                };
-                let hp = HostPacket {
-                    packet_type: p.packet_type.0,
-                    flags: p.flags,
-                    trans_id: p.transaction_id,
-                    payload,
-                    external: info.data,
-                    ranges,
-                };
-                if hp.completion_requested() {
-                    h.driver_requests.insert(hp.trans_id);
-                }
-                if h.responder.is_some() && hp.completion_requested() {
-                    to_answer.push(hp);
-                } else {
-                    h.inbox.push_back(hp);
-                }
-            }
-            // Drained: the next write into an empty ring is signalled again.
-            h.signalled_since_drain = false;
-        }
+        let error = drain_ring(h, &mut to_answer, &mut signal_guest);
         if let Some(e) = error {
             h.error = Some(e);
         }
@@ -350,6 +304,67 @@ pub(crate) fn run_host(sim: &Arc<SimInner>, ch: u64) {
         sim.push(st, Task::Dpc { ch });
     }
     sim.cv.notify_all();
+}
+
+/// Reads every packet the guest wrote: completions for host requests, data packets for
+/// the responder (`to_answer`) or the inbox. Returns an error description if KMCL wrote
+/// something malformed.
+fn drain_ring(h: &mut HostSide, to_answer: &mut Vec<HostPacket>, signal_guest: &mut bool) -> Option<String> {
+let pipe = h.pipe;
+let mut error = None;
+    if let Some(r) = h.rings.as_mut() {
+        loop {
+            let p = match r.rx.read_next() {
+                Ok(p) => p,
+                Err(ReadError::Empty) => break,
+                Err(ReadError::Corrupt(why)) => {
+                    error = Some(format!("host read a corrupt packet from KMCL: {why}"));
+                    break;
+                }
+            };
+            *signal_guest |= r.rx.release(p.end_offset());
+            let info = h.guest_writes.remove(&p.offset).unwrap_or_default();
+            if p.packet_type == PacketType::COMPLETION {
+                if h.outstanding.remove(&p.transaction_id) {
+                    h.completions.push_back((p.transaction_id, p.payload.clone()));
+                } else {
+                    error = Some(format!("driver completed unknown host transaction {:#x}", p.transaction_id));
+                }
+                continue;
+            }
+            let mut payload = if pipe {
+                ring::strip_pipe_header(&p.payload).map(<[u8]>::to_vec).unwrap_or_default()
+            } else {
+                p.payload.clone()
+            };
+            if let Some(n) = info.exact_len {
+                payload.truncate(n);
+            }
+            let ranges = match &p.kind {
+                IncomingKind::GpaDirect { ranges, .. } => ranges.clone(),
+                _ => Vec::new(),
+            };
+            let hp = HostPacket {
+                packet_type: p.packet_type.0,
+                flags: p.flags,
+                trans_id: p.transaction_id,
+                payload,
+                external: info.data,
+                ranges,
+            };
+            if hp.completion_requested() {
+                h.driver_requests.insert(hp.trans_id);
+            }
+            if h.responder.is_some() && hp.completion_requested() {
+                to_answer.push(hp);
+            } else {
+                h.inbox.push_back(hp);
+            }
+        }
+        // Drained: the next write into an empty ring is signalled again.
+        h.signalled_since_drain = false;
+    }
+    error
 }
 
 fn flush_pending(h: &mut HostSide, signal: &mut bool) {
