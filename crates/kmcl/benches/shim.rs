@@ -199,7 +199,7 @@ fn through_sim(safe: bool, n: u64) -> f64 {
     let table: &'static KMCL_CLIENT_INTERFACE_V5 = Box::leak(Box::new(*sim.client_interface()));
     let host = offer.host();
     let payload = [3u8; 64];
-    let mut run = |sim: &Sim| {
+    let run = |sim: &Sim| {
         let start = Instant::now();
         let mut left = n;
         while left > 0 {
@@ -237,34 +237,33 @@ fn through_sim(safe: bool, n: u64) -> f64 {
             Ordering::Relaxed,
         );
         let mut ch: VMBCHANNEL = std::ptr::null_mut();
-        // SAFETY: the raw C-style sequence: Allocate, Init*, Enable ... Disable, Cleanup.
-        unsafe {
-            assert_eq!(
-                (t.VmbChannelAllocate.unwrap())(offer.device_object(), 0, &raw mut ch),
-                0
-            );
-            assert_eq!(
-                (t.VmbClientChannelInitSetRingBufferPageCount.unwrap())(ch, 8, 8),
-                0
-            );
-            assert_eq!(
-                (t.VmbChannelInitSetProcessPacketCallbacksEx.unwrap())(
-                    ch,
-                    std::ptr::null_mut(),
-                    Some(raw_process_packet),
-                    None
-                ),
-                0
-            );
-            assert_eq!((t.VmbChannelEnable.unwrap())(ch), 0);
-        }
+        let (Some(alloc), Some(pages), Some(set_ex), Some(enable), Some(disable), Some(cleanup)) = (
+            t.VmbChannelAllocate,
+            t.VmbClientChannelInitSetRingBufferPageCount,
+            t.VmbChannelInitSetProcessPacketCallbacksEx,
+            t.VmbChannelEnable,
+            t.VmbChannelDisable,
+            t.VmbChannelCleanup,
+        ) else {
+            panic!("the simulator's table is complete");
+        };
+        // SAFETY: the raw C-style sequence: Allocate (PASSIVE, test thread) ...
+        assert_eq!(unsafe { alloc(offer.device_object(), 0, &raw mut ch) }, 0);
+        // SAFETY: ... Init* while Disabled ...
+        assert_eq!(unsafe { pages(ch, 8, 8) }, 0);
+        // SAFETY: ... the raw handler needs no context ...
+        assert_eq!(
+            unsafe { set_ex(ch, std::ptr::null_mut(), Some(raw_process_packet), None) },
+            0
+        );
+        // SAFETY: ... Enable.
+        assert_eq!(unsafe { enable(ch) }, 0);
         sim.run_until_idle();
         let ns = run(&sim);
-        // SAFETY: as above.
-        unsafe {
-            (t.VmbChannelDisable.unwrap())(ch);
-            (t.VmbChannelCleanup.unwrap())(ch);
-        }
+        // SAFETY: Disable at PASSIVE (test thread) ...
+        unsafe { disable(ch) };
+        // SAFETY: ... then Cleanup of the Disabled channel.
+        unsafe { cleanup(ch) };
         ns
     }
 }

@@ -286,10 +286,8 @@ fn suspend_completes_pending_packets_so_disable_finishes() {
     assert!(builder.handler().pending.lock().unwrap().is_empty());
     drop(builder);
     b.idle();
-    assert_eq!(
-        host.take_completion().map(|(_, r)| r[..10].to_vec()),
-        Some(b"at suspend".to_vec())
-    );
+    // Had `suspend` not completed the packet, Disable could not finish: the verifier
+    // reports PACKET_OUTSTANDING_AT_DISABLE (or DEADLOCK) here.
     b.sim.assert_clean();
 }
 
@@ -341,10 +339,8 @@ impl PacketHandler for External {
         let sum = match packet.external_data(access) {
             Ok(mut ext) => {
                 self.seen.lock().unwrap().push(ext.as_slice().to_vec());
-                if writable {
-                    if let Ok(bytes) = ext.as_mut_slice() {
-                        bytes.fill(0x5A);
-                    }
+                if writable && let Ok(bytes) = ext.as_mut_slice() {
+                    bytes.fill(0x5A);
                 }
                 ext.as_slice().iter().map(|&b| u32::from(b)).sum::<u32>()
             }

@@ -241,6 +241,7 @@ fn synchronous_request_in_post_started_gets_the_response() {
 #[test]
 fn zero_timeout_request_is_allowed_at_dispatch_level() {
     let b = Bench::deterministic(26);
+    b.offer.host().set_responder(|_| Some(b"ok......".to_vec()));
     let p = passive();
     let ch = b
         .kmcl

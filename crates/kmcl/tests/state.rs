@@ -247,6 +247,7 @@ fn v1_table_reports_v5_features_as_not_supported() {
         .err();
     assert_eq!(err, Some(NtStatus::NOT_SUPPORTED));
     // The V1 path still runs a full lifecycle.
+    // SAFETY: the offer outlives the channel.
     let parent = unsafe { kmcl::channel::ParentDevice::from_raw(offer.device_object()) };
     let ch = kmcl
         .channel(parent, Tracker::default(), p)
