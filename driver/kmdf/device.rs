@@ -61,6 +61,9 @@ const fn guid(v: u128) -> GUID {
 /// `GUID_DEVINTERFACE_VMBRIDGE` as a WDK `GUID`.
 static GUID_DEVINTERFACE: GUID = guid(GUID_DEVINTERFACE_VMBRIDGE);
 
+/// `KMCL_CLIENT_INTERFACE_TYPE` in static memory (WDF takes it by pointer).
+static KMCL_INTERFACE_TYPE: kmcl_sys::GUID = KMCL_CLIENT_INTERFACE_TYPE;
+
 /// ASCII to UTF-16 at compile time, for registry value names.
 const fn ascii_utf16<const N: usize>(s: &str) -> [u16; N] {
     let b = s.as_bytes();
@@ -185,7 +188,7 @@ unsafe fn query_kmcl(device: WDFDEVICE, interface: *mut KMCL_CLIENT_INTERFACE_V5
     for (size, version) in attempts {
         let size = u16::try_from(size).unwrap_or(u16::MAX);
         // CAST: kmcl_sys::GUID and wdk_sys::GUID are both the 16-byte `GUID` of guiddef.h.
-        let ty = ptr::addr_of!(KMCL_CLIENT_INTERFACE_TYPE).cast::<GUID>();
+        let ty = ptr::addr_of!(KMCL_INTERFACE_TYPE).cast::<GUID>();
         // CAST: the table begins with `INTERFACE` (kmcl_sys and wdk_sys declare the same
         // wdm.h struct), which is what PINTERFACE points to.
         let iface = interface.cast::<wdk_sys::INTERFACE>();
@@ -298,9 +301,11 @@ pub(super) extern "C" fn evt_device_add(
             },
         )
     };
+    // SAFETY: rule DEVICE_CONTEXT_INITIALISED: `ctx` points to the context written above.
+    let table = unsafe { &raw mut (*ctx).interface };
     // SAFETY: rule KMCL_QUERY_INTERFACE: `device` is the FDO on the VMBus PDO; the table
     // lives in the context, which does not move.
-    let st = unsafe { query_kmcl(device, ptr::addr_of_mut!((*ctx).interface)) };
+    let st = unsafe { query_kmcl(device, table) };
     if st < 0 {
         return st;
     }

@@ -91,12 +91,6 @@ impl Request {
             output_len,
         }
     }
-
-    /// The raw handle.
-    #[must_use]
-    pub fn raw(&self) -> WDFREQUEST {
-        self.request
-    }
 }
 
 /// Completes `request` with `status` and `information` (for paths that own the raw handle).
