@@ -268,6 +268,8 @@ pub(crate) struct Channel {
     pub(crate) failure: Option<String>,
     pub(crate) gpadls: HashMap<u32, usize>,
     pub(crate) next_gpadl: u32,
+    /// Synchronous requests given up on (timeout, deadlock): a late completion is dropped.
+    pub(crate) abandoned: std::collections::HashSet<u64>,
 }
 
 impl Channel {
@@ -382,6 +384,7 @@ pub(crate) fn allocate(
             failure: None,
             gpadls: HashMap::new(),
             next_gpadl: 0,
+            abandoned: std::collections::HashSet::new(),
         },
     );
     Ok(tok)
@@ -851,6 +854,7 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
         let (tok, cbs, passive, offer, pipe, generation) =
             (c.tok, c.init.packet_cbs, c.passive, c.offer, c.pipe(), c.generation);
         let deliverable = c.state == ChState::Running && !c.suspended && !c.stopped;
+        let running = c.state == ChState::Running;
         let quota = c.quota.map_or(usize::MAX, |q| q as usize);
         let mut fault = None;
         let mut n = 0;
@@ -872,6 +876,10 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
                     break;
                 }
             };
+            if c.state != ChState::Running {
+                // Nothing is processed before EvtChannelStarted returns (header state_model).
+                break;
+            }
             if p.packet_type == PacketType::COMPLETION {
                 let _ = r.rx.read_next();
                 r.rel.consumed(&p);
@@ -898,6 +906,8 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
                 } else if let Some(slot) = c.sync.get_mut(&p.transaction_id) {
                     *slot = Some(Ok(payload));
                     sim.cv.notify_all();
+                } else if c.abandoned.remove(&p.transaction_id) {
+                    // The requester gave up (timeout): nobody wants this completion.
                 } else {
                     fault = Some(format!("completion for unknown transaction {:#x}", p.transaction_id));
                     break;
@@ -946,7 +956,9 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
             }
         } else if let Some(r) = st.channels.get_mut(&ch).and_then(|c| c.rings.as_mut()) {
             let waiting = r.rx.unmask_and_recheck();
-            more = waiting && (deliverable || r.rx.peek().is_ok_and(|p| p.packet_type == PacketType::COMPLETION));
+            more = waiting
+                && (deliverable
+                    || (running && r.rx.peek().is_ok_and(|p| p.packet_type == PacketType::COMPLETION)));
         }
         if more {
             sim.push(&mut st, Task::Dpc { ch });
@@ -1412,7 +1424,14 @@ pub(crate) fn send_sync(
     let arrived = sim.wait_until(timeout, |st| {
         st.channels.get(&ch).is_none_or(|c| c.sync.get(&trans).is_none_or(Option::is_some))
     });
-    let result = with_channel(sim, ch, |c| c.sync.remove(&trans)).flatten().flatten();
+    let result = with_channel(sim, ch, |c| {
+        let r = c.sync.remove(&trans).flatten();
+        if r.is_none() {
+            c.abandoned.insert(trans);
+        }
+        r
+    })
+    .flatten();
     match result {
         Some(r) => r,
         None if arrived => Err(STATUS_DEVICE_REMOVED),

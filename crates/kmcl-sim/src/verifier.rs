@@ -58,8 +58,6 @@ pub enum Rule {
     CleanupWhileEnabled,
     /// A send on a channel that is not open (the call fails with `STATUS_INVALID_DEVICE_STATE`).
     SendWhileClosed,
-    /// A state-change callback returned while KMCL waited for it longer than the deadlock timeout.
-    CallbackTooSlow,
     /// A packet built with `VmbPacketInitialize` was sent without a completion routine.
     CompletionRoutineNotSet,
     /// A blocking routine (`VmbChannelDisable`, `Pause`, `Start`) called from inside a
@@ -90,7 +88,6 @@ impl Rule {
         Rule::Deadlock,
         Rule::CleanupWhileEnabled,
         Rule::SendWhileClosed,
-        Rule::CallbackTooSlow,
         Rule::CompletionRoutineNotSet,
         Rule::BlockingCallInCallback,
     ];
@@ -119,7 +116,6 @@ impl Rule {
             Rule::Deadlock => "DEADLOCK",
             Rule::CleanupWhileEnabled => "CLEANUP_WHILE_ENABLED",
             Rule::SendWhileClosed => "SEND_WHILE_CLOSED",
-            Rule::CallbackTooSlow => "CALLBACK_TOO_SLOW",
             Rule::CompletionRoutineNotSet => "COMPLETION_ROUTINE_NOT_SET",
             Rule::BlockingCallInCallback => "BLOCKING_CALL_IN_CALLBACK",
         }
@@ -153,7 +149,6 @@ impl Rule {
             Rule::Deadlock => "a blocking call could never finish",
             Rule::CleanupWhileEnabled => "Cleanup on a channel that is not Disabled",
             Rule::SendWhileClosed => "a send on a channel that is not open",
-            Rule::CallbackTooSlow => "a callback blocked KMCL longer than the deadlock timeout",
             Rule::CompletionRoutineNotSet => {
                 "a VmbPacketInitialize packet was sent without a completion routine"
             }

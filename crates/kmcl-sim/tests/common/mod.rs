@@ -41,7 +41,16 @@ pub struct Ctx {
     pub send_results: Mutex<Vec<(NTSTATUS, Vec<u8>, u8)>>,
     pub sync_reply: Mutex<Option<(NTSTATUS, Vec<u8>)>>,
     pub external_seen: Mutex<Vec<Vec<u8>>>,
+    /// Extra behaviour in ProcessPacket (after the flags' behaviour).
+    pub on_packet: Mutex<Option<PacketHook>>,
+    /// Extra behaviour in every state-change callback (its name: "opened", "started", ...).
+    pub on_state: Mutex<Option<StateHook>>,
 }
+
+/// A test's extra ProcessPacket behaviour: (ctx, channel, packet, buffer, length).
+pub type PacketHook = std::sync::Arc<dyn Fn(&Ctx, VMBCHANNEL, VMBPACKETCOMPLETION, PVOID, u32) + Send + Sync>;
+/// A test's extra state-change behaviour: (ctx, channel, event name).
+pub type StateHook = std::sync::Arc<dyn Fn(&Ctx, VMBCHANNEL, &str) + Send + Sync>;
 
 impl Ctx {
     pub fn new(sim: &Sim, flags: u32) -> Box<Ctx> {
@@ -56,7 +65,26 @@ impl Ctx {
             send_results: Mutex::new(Vec::new()),
             sync_reply: Mutex::new(None),
             external_seen: Mutex::new(Vec::new()),
+            on_packet: Mutex::new(None),
+            on_state: Mutex::new(None),
         })
+    }
+
+    /// Installs a ProcessPacket hook.
+    pub fn on_packet(&self, f: impl Fn(&Ctx, VMBCHANNEL, VMBPACKETCOMPLETION, PVOID, u32) + Send + Sync + 'static) {
+        *self.on_packet.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(std::sync::Arc::new(f));
+    }
+
+    /// Installs a state-change hook.
+    pub fn on_state(&self, f: impl Fn(&Ctx, VMBCHANNEL, &str) + Send + Sync + 'static) {
+        *self.on_state.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(std::sync::Arc::new(f));
+    }
+
+    fn state_hook(&self, ch: VMBCHANNEL, name: &str) {
+        let h = self.on_state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        if let Some(h) = h {
+            h(self, ch, name);
+        }
     }
 
     pub fn has(&self, f: u32) -> bool {
@@ -107,6 +135,7 @@ pub unsafe extern "system" fn EvtOpened(ch: VMBCHANNEL) -> NTSTATUS {
     // SAFETY: see `ctx`.
     let c = unsafe { ctx(ch) };
     c.event(format!("opened@{}", current_irql()));
+    c.state_hook(ch, "opened");
     if c.has(OPEN_FAILS) { STATUS_UNSUCCESSFUL } else { STATUS_SUCCESS }
 }
 
@@ -114,12 +143,14 @@ pub unsafe extern "system" fn EvtStarted(ch: VMBCHANNEL) {
     // SAFETY: see `ctx`.
     let c = unsafe { ctx(ch) };
     c.event(format!("started@{}", current_irql()));
+    c.state_hook(ch, "started");
 }
 
 pub unsafe extern "system" fn EvtPostStarted(ch: VMBCHANNEL) {
     // SAFETY: see `ctx`.
     let c = unsafe { ctx(ch) };
     c.event(format!("post_started@{}", current_irql()));
+    c.state_hook(ch, "post_started");
     if c.has(SYNC_IN_POST_STARTED) {
         let mut req = *b"hello-v1";
         let mut resp = [0u8; 64];
@@ -140,6 +171,7 @@ pub unsafe extern "system" fn EvtSuspend(ch: VMBCHANNEL) {
     // SAFETY: see `ctx`.
     let c = unsafe { ctx(ch) };
     c.event(format!("suspend@{}", current_irql()));
+    c.state_hook(ch, "suspend");
     if c.has(COMPLETE_HELD_ON_SUSPEND) {
         c.complete_held();
     }
@@ -149,6 +181,7 @@ pub unsafe extern "system" fn EvtClosed(ch: VMBCHANNEL) {
     // SAFETY: see `ctx`.
     let c = unsafe { ctx(ch) };
     c.event(format!("closed@{}", current_irql()));
+    c.state_hook(ch, "closed");
 }
 
 pub unsafe extern "system" fn EvtProcessPacket(ch: VMBCHANNEL, pkt: VMBPACKETCOMPLETION, buf: PVOID, len: UINT32, flags: UINT32) {
@@ -183,6 +216,10 @@ pub unsafe extern "system" fn EvtProcessPacket(ch: VMBCHANNEL, pkt: VMBPACKETCOM
     c.received.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((data.clone(), flags, irql));
     if c.has(SEND_ON_RECEIVE) {
         send(c, ch, &data, VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION);
+    }
+    let hook = c.on_packet.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    if let Some(h) = hook {
+        h(c, ch, pkt, buf, len);
     }
     if c.has(ECHO) {
         let mut resp: Vec<u8> = data.iter().rev().copied().collect();
