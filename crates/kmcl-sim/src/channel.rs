@@ -1304,6 +1304,11 @@ pub(crate) fn flush_sends(sim: &SimInner, st: &mut State, ch: u64) {
             let Some(r) = c.rings.as_mut() else { return };
             match r.tx.write_or_arm(&OutgoingPacket::completion(trans, &payload)) {
                 Ok(o) => {
+                    let offer = c.offer;
+                    let info = endpoint::ExtInfo { data: Vec::new(), exact_len: Some(payload.len()) };
+                    if let Some(off) = st.offers.get_mut(&offer) {
+                        off.host.note_guest_write(trans, o.offset, info);
+                    }
                     st.stats.packets_sent += 1;
                     if o.signal {
                         endpoint::signal_host(sim, st, ch, endpoint::SignalWhy::Write);

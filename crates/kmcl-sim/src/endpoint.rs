@@ -326,7 +326,11 @@ let mut error = None;
             let info = h.guest_writes.remove(&p.offset).unwrap_or_default();
             if p.packet_type == PacketType::COMPLETION {
                 if h.outstanding.remove(&p.transaction_id) {
-                    h.completions.push_back((p.transaction_id, p.payload.clone()));
+                    let mut payload = p.payload.clone();
+                    if let Some(n) = info.exact_len {
+                        payload.truncate(n);
+                    }
+                    h.completions.push_back((p.transaction_id, payload));
                 } else {
                     error = Some(format!("driver completed unknown host transaction {:#x}", p.transaction_id));
                 }
@@ -383,6 +387,11 @@ fn flush_pending(h: &mut HostSide, signal: &mut bool) {
             Err(_) => {}
         }
     }
+}
+
+/// Whether the guest has read packets it has not released (the driver holds them).
+fn guest_holds_packets(st: &State, ch: u64) -> bool {
+    st.channels.get(&ch).and_then(|c| c.rings.as_ref()).is_some_and(|r| r.rx.unreleased_bytes() > 0)
 }
 
 /// Rescinds the offer's channel (lock held).
@@ -459,6 +468,10 @@ impl HostEndpoint {
         }
         if outcome.signal {
             st.stats.host_to_guest_signals += 1;
+            self.sim.push(st, Task::Dpc { ch });
+        } else if guest_holds_packets(st, ch) {
+            // The guest's read_index lags its read cursor while the driver holds packets,
+            // so the writer's empty->non-empty rule never fires: KMCL polls instead.
             self.sim.push(st, Task::Dpc { ch });
         }
         Ok(trans)
@@ -559,6 +572,8 @@ impl HostEndpoint {
         })?;
         if outcome.signal {
             st.stats.host_to_guest_signals += 1;
+            self.sim.push(&mut st, Task::Dpc { ch });
+        } else if guest_holds_packets(&st, ch) {
             self.sim.push(&mut st, Task::Dpc { ch });
         }
         Ok(())

@@ -27,6 +27,8 @@ pub const OPEN_FAILS: u32 = 1 << 4;
 pub const TOUCH_EXTERNAL: u32 = 1 << 5;
 /// Complete held packets in EvtChannelSuspend.
 pub const COMPLETE_HELD_ON_SUSPEND: u32 = 1 << 6;
+/// Open the channel in pipe mode (`VMBUS_CHANNEL_INIT_FLAG_IS_PIPE`).
+pub const PIPE: u32 = 1 << 7;
 
 /// The driver's channel context (VmbChannelSetPointer / CallbackContext).
 pub struct Ctx {
@@ -45,6 +47,8 @@ pub struct Ctx {
     pub on_packet: Mutex<Option<PacketHook>>,
     /// Extra behaviour in every state-change callback (its name: "opened", "started", ...).
     pub on_state: Mutex<Option<StateHook>>,
+    /// Pages per ring (control page included) passed to VmbClientChannelInitSetRingBufferPageCount.
+    pub ring_pages: AtomicU32,
 }
 
 /// A test's extra ProcessPacket behaviour: (ctx, channel, packet, buffer, length).
@@ -67,6 +71,7 @@ impl Ctx {
             external_seen: Mutex::new(Vec::new()),
             on_packet: Mutex::new(None),
             on_state: Mutex::new(None),
+            ring_pages: AtomicU32::new(4),
         })
     }
 
@@ -309,8 +314,12 @@ pub fn open(sim: &Sim, offer: &Offer, c: &Ctx) -> Result<VMBCHANNEL, NTSTATUS> {
     cb.EvtChannelClosed = Some(EvtClosed);
     // SAFETY: rule CONTEXT_BEFORE_ENABLE: every init call happens before Enable, at PASSIVE.
     unsafe {
-        let s = (t.VmbClientChannelInitSetRingBufferPageCount.ok_or(STATUS_NOT_IMPLEMENTED)?)(ch, 4, 4);
+        let pages = c.ring_pages.load(Ordering::SeqCst);
+        let s = (t.VmbClientChannelInitSetRingBufferPageCount.ok_or(STATUS_NOT_IMPLEMENTED)?)(ch, pages, pages);
         check(s)?;
+        if c.has(PIPE) {
+            check((t.VmbChannelInitSetFlags.ok_or(STATUS_NOT_IMPLEMENTED)?)(ch, VMBUS_CHANNEL_INIT_FLAG_IS_PIPE))?;
+        }
         let s = (t.VmbChannelInitSetStateChangeCallbacks.ok_or(STATUS_NOT_IMPLEMENTED)?)(ch, &raw mut cb);
         check(s)?;
         let s = (t.VmbChannelInitSetProcessPacketCallbacks.ok_or(STATUS_NOT_IMPLEMENTED)?)(ch, Some(EvtProcessPacket), Some(EvtProcessingComplete));
