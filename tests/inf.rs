@@ -1,0 +1,206 @@
+//! The INF template's structure, checked against the code it must agree with.
+//!
+//! Reference: `inf/vmbridge.inx`; INF rules from the KMDF echo sample and
+//! windows-drivers-rs's `cargo wdk new` template (`[Version]`, models per `NT$ARCH$`,
+//! `.Services`, `.Wdf` with `$KMDFVERSION$` for stampinf).
+
+use std::collections::BTreeMap;
+
+use vmbridge::bridge::Config;
+use vmbridge::bridge::config::KEYS;
+use vmbridge::bridge::protocol::{VMBRIDGE_CHANNEL_TYPE, format_guid};
+
+/// Section name (lower case) → its non-comment lines, in order.
+fn sections() -> BTreeMap<String, Vec<String>> {
+    let text = include_str!("../inf/vmbridge.inx");
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut current = String::new();
+    for raw in text.lines() {
+        let line = match raw.find(';') {
+            // A `;` inside quotes is data, elsewhere it starts a comment.
+            Some(i) if raw[..i].matches('"').count() % 2 == 0 => &raw[..i],
+            _ => raw,
+        }
+        .trim();
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            current = name.to_ascii_lowercase();
+            assert!(
+                out.insert(current.clone(), Vec::new()).is_none(),
+                "section [{name}] defined twice"
+            );
+            continue;
+        }
+        assert!(!current.is_empty(), "line outside any section: {line}");
+        out.get_mut(&current)
+            .expect("section")
+            .push(line.to_string());
+    }
+    out
+}
+
+/// `key = value` lines of a section (keys lower case).
+fn entries(secs: &BTreeMap<String, Vec<String>>, name: &str) -> BTreeMap<String, String> {
+    secs.get(&name.to_ascii_lowercase())
+        .unwrap_or_else(|| panic!("missing section [{name}]"))
+        .iter()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect()
+}
+
+fn package_binary() -> String {
+    format!("{}.sys", env!("CARGO_PKG_NAME"))
+}
+
+#[test]
+fn version_section_is_complete() {
+    let s = sections();
+    let v = entries(&s, "Version");
+    assert_eq!(v["signature"], "\"$WINDOWS NT$\"");
+    assert_eq!(v["class"], "System");
+    assert_eq!(
+        v["classguid"].to_ascii_lowercase(),
+        "{4d36e97d-e325-11ce-bfc1-08002be10318}"
+    );
+    assert_eq!(v["catalogfile"], format!("{}.cat", env!("CARGO_PKG_NAME")));
+    assert_eq!(v["pnplockdown"], "1");
+    assert!(
+        v.contains_key("driverver"),
+        "stampinf needs a DriverVer line to stamp"
+    );
+    assert!(v["provider"].starts_with('%'));
+}
+
+#[test]
+fn models_bind_the_vmbridge_channel_type() {
+    let s = sections();
+    let m = entries(&s, "Manufacturer");
+    let (_, models) = m.iter().next().expect("one manufacturer");
+    let mut parts = models.split(',').map(str::trim);
+    let base = parts.next().expect("models section base name");
+    let decorations: Vec<&str> = parts.collect();
+    assert!(
+        decorations.iter().any(|d| d.starts_with("NT$ARCH$")),
+        "models decorated per architecture for stampinf"
+    );
+    let mut guid = [0u8; 36];
+    format_guid(VMBRIDGE_CHANNEL_TYPE, &mut guid);
+    let hwid = format!("VMBUS\\{{{}}}", std::str::from_utf8(&guid).expect("ascii"));
+    for deco in decorations {
+        let lines = entries(&s, &format!("{base}.{deco}"));
+        let (_, install) = lines.iter().next().expect("a model line");
+        let (section, ids) = install
+            .split_once(',')
+            .expect("install section, hardware id");
+        assert_eq!(section.trim(), "VmBridge_Device");
+        assert_eq!(ids.trim().to_ascii_lowercase(), hwid.to_ascii_lowercase());
+    }
+}
+
+#[test]
+fn service_binary_is_the_package_binary() {
+    let s = sections();
+    let bin = package_binary();
+    let svc = entries(&s, "VmBridge_Device.NT.Services");
+    let add: Vec<&str> = svc["addservice"].split(',').map(str::trim).collect();
+    assert_eq!(add[0], env!("CARGO_PKG_NAME"), "service name");
+    assert_eq!(
+        add[1], "%SPSVCINST_ASSOCSERVICE%",
+        "function driver of the device"
+    );
+    let inst = entries(&s, add[2]);
+    assert_eq!(inst["servicebinary"], format!("%13%\\{bin}"));
+    assert_eq!(inst["servicetype"], "1");
+    assert_eq!(inst["starttype"], "3");
+    assert!(s["sourcedisksfiles"].iter().any(|l| l.starts_with(&bin)));
+    assert_eq!(s["drivers_dir"], [bin.clone()]);
+    assert_eq!(
+        entries(&s, "VmBridge_Device.NT")["copyfiles"],
+        "Drivers_Dir"
+    );
+    assert_eq!(entries(&s, "DestinationDirs")["defaultdestdir"], "13");
+}
+
+#[test]
+fn kmdf_section_is_left_to_stampinf() {
+    let s = sections();
+    let wdf = entries(&s, "VmBridge_Device.NT.Wdf");
+    let (svc, sect) = wdf["kmdfservice"]
+        .split_once(',')
+        .expect("service, section");
+    assert_eq!(svc.trim(), env!("CARGO_PKG_NAME"));
+    assert_eq!(
+        entries(&s, sect.trim())["kmdflibraryversion"],
+        "$KMDFVERSION$"
+    );
+}
+
+#[test]
+fn registry_defaults_match_the_config_parser() {
+    let s = sections();
+    let svc = entries(&s, "VmBridge_Device.NT.Services");
+    let inst_name = svc["addservice"]
+        .split(',')
+        .nth(2)
+        .expect("install section")
+        .trim()
+        .to_string();
+    let addreg = entries(&s, &inst_name)["addreg"].clone();
+    let strings = entries(&s, "Strings");
+    assert_eq!(strings["reg_dword"], "0x00010001");
+    let mut written = BTreeMap::new();
+    for line in &s[&addreg.to_ascii_lowercase()] {
+        let f: Vec<&str> = line.split(',').map(str::trim).collect();
+        assert_eq!(
+            (f[0], f[1], f[3]),
+            ("HKR", "Parameters", "%REG_DWORD%"),
+            "{line}"
+        );
+        written.insert(
+            f[2].to_string(),
+            f[4].parse::<u32>().expect("decimal DWORD"),
+        );
+    }
+    let names: Vec<&str> = written.keys().map(String::as_str).collect();
+    let mut keys = KEYS.to_vec();
+    keys.sort_unstable();
+    assert_eq!(
+        names, keys,
+        "the INF writes exactly the values the parser reads"
+    );
+    // The INF's values are the parser's defaults, and the parser accepts them all.
+    let parsed = Config::parse(
+        written
+            .iter()
+            .map(|(k, v)| (k.as_str(), vmbridge::bridge::config::Value::Dword(*v))),
+    );
+    assert!(parsed.issues.is_empty(), "{:?}", parsed.issues);
+    assert_eq!(parsed.config, Config::DEFAULT);
+}
+
+#[test]
+fn every_referenced_string_is_defined() {
+    let text = include_str!("../inf/vmbridge.inx");
+    let strings = entries(&sections(), "Strings");
+    let mut rest = text;
+    while let Some(i) = rest.find('%') {
+        let tail = &rest[i + 1..];
+        let Some(j) = tail.find('%') else { break };
+        let name = &tail[..j];
+        if !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_')
+            && name.parse::<u32>().is_err()
+        {
+            assert!(
+                strings.contains_key(&name.to_ascii_lowercase()),
+                "%{name}% not in [Strings]"
+            );
+        }
+        rest = &tail[j + 1..];
+    }
+}
