@@ -116,7 +116,7 @@ fn service_binary_is_the_package_binary() {
     assert_eq!(inst["servicetype"], "1");
     assert_eq!(inst["starttype"], "3");
     assert!(s["sourcedisksfiles"].iter().any(|l| l.starts_with(&bin)));
-    assert_eq!(s["drivers_dir"], [bin.clone()]);
+    assert_eq!(s["drivers_dir"], std::slice::from_ref(&bin));
     assert_eq!(
         entries(&s, "VmBridge_Device.NT")["copyfiles"],
         "Drivers_Dir"
