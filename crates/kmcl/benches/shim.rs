@@ -252,10 +252,8 @@ fn through_sim(safe: bool, n: u64) -> f64 {
         // SAFETY: ... Init* while Disabled ...
         assert_eq!(unsafe { pages(ch, 8, 8) }, 0);
         // SAFETY: ... the raw handler needs no context ...
-        assert_eq!(
-            unsafe { set_ex(ch, std::ptr::null_mut(), Some(raw_process_packet), None) },
-            0
-        );
+        let st = unsafe { set_ex(ch, std::ptr::null_mut(), Some(raw_process_packet), None) };
+        assert_eq!(st, 0);
         // SAFETY: ... Enable.
         assert_eq!(unsafe { enable(ch) }, 0);
         sim.run_until_idle();
