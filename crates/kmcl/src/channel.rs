@@ -261,6 +261,7 @@ impl Kmcl {
                 kmcl: *self,
                 channel: ch,
                 client_context_size: 0,
+                inline_context_size: 0,
                 use_ex: self.has_v5(),
                 pnp_type: GUID::zeroed(),
                 pnp_instance: GUID::zeroed(),
@@ -327,6 +328,7 @@ pub(crate) struct Core {
     pub(crate) kmcl: Kmcl,
     pub(crate) channel: VMBCHANNEL,
     pub(crate) client_context_size: u32,
+    pub(crate) inline_context_size: u32,
     pub(crate) use_ex: bool,
     pnp_type: GUID,
     pnp_instance: GUID,
@@ -553,16 +555,19 @@ impl<H: PacketHandler + StateHandler> ChannelBuilder<H> {
         Ok(self)
     }
 
-    /// `VmbChannelInitSetInlinePacketContextSize` (V5): per-outgoing-packet context bytes.
+    /// `VmbChannelInitSetInlinePacketContextSize` (V5): per-outgoing-packet context bytes,
+    /// which [`Endpoint::send_with_inline`] uses to carry a completion value without a
+    /// pointer or an allocation.
     ///
     /// # Errors
     ///
     /// `NOT_SUPPORTED` below V5; otherwise KMCL's status.
-    pub fn inline_packet_context_size(self, bytes: u32) -> Result<Self> {
+    pub fn inline_packet_context_size(mut self, bytes: u32) -> Result<Self> {
         let v5 = self.kmcl().need_v5()?;
         let f = kfn!(v5.VmbChannelInitSetInlinePacketContextSize);
         // SAFETY: rule INIT_AFTER_ENABLE: the builder exists only while Disabled.
         to_result(unsafe { f(self.ch(), bytes) })?;
+        self.core_mut().inline_context_size = bytes;
         Ok(self)
     }
 
@@ -844,6 +849,7 @@ pub(crate) mod tests {
             kmcl,
             channel: ptr::null_mut(),
             client_context_size: 0,
+            inline_context_size: 0,
             use_ex: false,
             pnp_type: GUID::zeroed(),
             pnp_instance: GUID::zeroed(),

@@ -30,10 +30,11 @@ use core::marker::PhantomData;
 use core::ptr::{self, NonNull};
 
 use kmcl_sys::{
-    EVT_VMB_PACKET_COMPLETION_ROUTINE, EVT_VMB_PACKET_COMPLETION_ROUTINE_EX, MDL, NTSTATUS, PVOID,
-    UINT32, VMBPACKET, VMBUS_CHANNEL_FORMAT_FLAG_DATA_IN_ONLY,
-    VMBUS_CHANNEL_FORMAT_FLAG_DATA_OUT_ONLY, VMBUS_CHANNEL_FORMAT_FLAG_FORCE_MDL_LENGTH,
-    VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION, VMBUS_CHANNEL_GPADL_FLAG_READ_ONLY,
+    EVT_VMB_PACKET_COMPLETION_ROUTINE, EVT_VMB_PACKET_COMPLETION_ROUTINE_EX,
+    KMCL_CLIENT_INTERFACE_V5, MDL, NTSTATUS, PVOID, UINT32, VMBPACKET,
+    VMBUS_CHANNEL_FORMAT_FLAG_DATA_IN_ONLY, VMBUS_CHANNEL_FORMAT_FLAG_DATA_OUT_ONLY,
+    VMBUS_CHANNEL_FORMAT_FLAG_FORCE_MDL_LENGTH, VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION,
+    VMBUS_CHANNEL_GPADL_FLAG_READ_ONLY,
 };
 
 use crate::channel::{Endpoint, global_table, kfn};
@@ -213,6 +214,75 @@ unsafe fn finish<C: Completion>(
     if let Some(free) = global_table().and_then(|t| t.VmbPacketFree) {
         // SAFETY: rule OUTGOING_PACKET_DOUBLE_FREE: our routine replaced the default one, so the
         // packet is ours to free, once, after its completion.
+        unsafe { free(packet) };
+    }
+}
+
+/// A completion whose value travels *inline* in the packet object (V5
+/// `VmbChannelInitSetInlinePacketContextSize` / `VmbPacketGetInlinePacketContextPointer`):
+/// any `Send` value up to the configured size, no pointer, no allocation.
+///
+/// Runs at up to DISPATCH_LEVEL, like [`Completion`].
+pub trait InlineCompletion: 'static {
+    /// The value stored in the packet's inline context.
+    type Value: Send + 'static;
+
+    /// The transaction ended; as [`Completion::completed`].
+    fn completed(value: Self::Value, status: NtStatus, response: &[u8], level: Level);
+}
+
+/// The inline context of `packet` as a `T` slot (dangling for a zero-sized `T`).
+///
+/// # Safety
+///
+/// `table` is the channel's V5 table and `packet` a live packet of it.
+unsafe fn inline_slot<T>(
+    table: &KMCL_CLIENT_INTERFACE_V5,
+    packet: VMBPACKET,
+) -> Option<NonNull<T>> {
+    if size_of::<T>() == 0 {
+        return Some(NonNull::dangling());
+    }
+    let get = table.VmbPacketGetInlinePacketContextPointer?;
+    // SAFETY: rule PACKET_CONTEXT_POINTER: an accessor on a live packet of this channel.
+    NonNull::new(unsafe { get(packet) }.cast::<T>())
+}
+
+/// `EVT_VMB_PACKET_COMPLETION_ROUTINE_EX` for an [`InlineCompletion`]: the context is the
+/// channel's V5 table, the value is read out of the packet's inline context.
+///
+/// # Safety
+///
+/// Only KMCL calls this, for a packet that `send_with_inline::<C>` filled and registered.
+unsafe extern "system" fn inline_completion_ex<C: InlineCompletion>(
+    packet: VMBPACKET,
+    context: PVOID,
+    status: NTSTATUS,
+    buffer: PVOID,
+    length: UINT32,
+) {
+    // SAFETY: rule TABLE_OUTLIVES_CHANNEL: `send_with_inline` passed the `'static` V5 table.
+    let Some(table) = (unsafe { context.cast::<KMCL_CLIENT_INTERFACE_V5>().as_ref() }) else {
+        return;
+    };
+    // SAFETY: rule PACKET_CONTEXT_POINTER: the packet is live until we free it below.
+    if let Some(slot) = unsafe { inline_slot::<C::Value>(table, packet) } {
+        // SAFETY: rule PACKET_CONTEXT_POINTER: `send_with_inline` wrote a `C::Value` there
+        // (unaligned-safe) and nothing read it since; read exactly once, here.
+        let value = unsafe { slot.as_ptr().read_unaligned() };
+        let response: &[u8] = if buffer.is_null() || length == 0 {
+            &[]
+        } else {
+            // SAFETY: rule PACKET_COMPLETION_ARGS: valid for the duration of the routine.
+            unsafe { core::slice::from_raw_parts(buffer.cast::<u8>(), length as usize) }
+        };
+        // SAFETY: rule PACKET_COMPLETION_IRQL: a KMCL callback frame keeps its IRQL.
+        let level = unsafe { Level::from_current() };
+        C::completed(value, NtStatus::from_raw(status), response, level);
+    }
+    if let Some(free) = table.VmbPacketFree {
+        // SAFETY: rule OUTGOING_PACKET_DOUBLE_FREE: our routine replaced the default; the
+        // packet (and its inline context) is freed once, after the value was moved out.
         unsafe { free(packet) };
     }
 }
@@ -409,6 +479,65 @@ impl Endpoint<'_> {
             // follows and the context is reclaimed here, once.
             let context = unsafe { C::Context::from_raw(raw) };
             return fail(e, context);
+        }
+        Ok(())
+    }
+
+    /// Sends `payload`; the completion value `value` is stored in the packet's inline
+    /// context (V5) and handed to `C::completed` when the transaction ends. No pointer,
+    /// no allocation. Callable at up to DISPATCH_LEVEL.
+    ///
+    /// # Errors
+    ///
+    /// `NOT_SUPPORTED` below V5; `BUFFER_TOO_SMALL` if `C::Value` does not fit the size
+    /// set with `ChannelBuilder::inline_packet_context_size`; otherwise as
+    /// [`send`](Self::send). The value comes back in the [`SendError`].
+    pub fn send_with_inline<C: InlineCompletion>(
+        &self,
+        payload: &[u8],
+        flags: SendFlags,
+        value: C::Value,
+    ) -> Result<(), SendError<C::Value>> {
+        let fail = |status, context| Err(SendError { status, context });
+        let Some(v5) = self.core.kmcl.v5 else {
+            return fail(NtStatus::NOT_SUPPORTED, value);
+        };
+        if size_of::<C::Value>() > self.core.inline_context_size as usize {
+            return fail(NtStatus::BUFFER_TOO_SMALL, value);
+        }
+        let Ok(len) = len32(payload) else {
+            return fail(NtStatus::INVALID_PARAMETER, value);
+        };
+        let (Some(send), Some(set_ex)) = (v5.VmbPacketSend, v5.VmbPacketSetCompletionRoutineEx)
+        else {
+            return fail(NtStatus::NOT_IMPLEMENTED, value);
+        };
+        let pkt = match self.allocate() {
+            Ok(p) => p,
+            Err(e) => return fail(e, value),
+        };
+        // SAFETY: rule PACKET_CONTEXT_POINTER: a fresh packet of this V5 channel.
+        let Some(slot) = (unsafe { inline_slot::<C::Value>(v5, pkt) }) else {
+            self.free(pkt);
+            return fail(NtStatus::BUFFER_TOO_SMALL, value);
+        };
+        // SAFETY: rule PACKET_CONTEXT_POINTER: KMCL sized the inline context to at least
+        // `inline_context_size >= size_of::<C::Value>()` bytes; unaligned write.
+        unsafe { slot.as_ptr().write_unaligned(value) };
+        let routine: EVT_VMB_PACKET_COMPLETION_ROUTINE_EX = inline_completion_ex::<C>;
+        let table = ptr::from_ref(v5).cast_mut().cast::<c_void>();
+        // SAFETY: rule OUTGOING_PACKET_DOUBLE_FREE: replaces the default routine; ours
+        // reads the value and frees the packet.
+        unsafe { set_ex(pkt, table, Some(routine)) };
+        let buf = payload.as_ptr().cast_mut().cast::<c_void>();
+        // SAFETY: rule IRQL_TOO_HIGH: a prepared packet; payload read during the call.
+        let status = unsafe { send(pkt, buf, len, ptr::null_mut(), flags.bits()) };
+        if let Err(e) = to_result(status) {
+            // SAFETY: rule PACKET_CONTEXT_POINTER: no completion follows a failed send;
+            // the value written above is moved back out once, before the free.
+            let value = unsafe { slot.as_ptr().read_unaligned() };
+            self.free(pkt);
+            return fail(e, value);
         }
         Ok(())
     }

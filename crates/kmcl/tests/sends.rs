@@ -306,3 +306,80 @@ fn threaded_completions_arrive_for_every_send() {
     ch.close(p);
     b.sim.assert_clean();
 }
+
+/// What inline completions reported: (value, status, response).
+type InlineLog = Vec<([u64; 3], NtStatus, Vec<u8>)>;
+static INLINE_DONE: Mutex<InlineLog> = Mutex::new(Vec::new());
+
+struct InlineRecord;
+impl kmcl::send::InlineCompletion for InlineRecord {
+    type Value = [u64; 3];
+    fn completed(value: [u64; 3], status: NtStatus, response: &[u8], _level: Level) {
+        INLINE_DONE
+            .lock()
+            .unwrap()
+            .push((value, status, response.to_vec()));
+    }
+}
+
+#[test]
+fn inline_packet_context_carries_the_completion_value() {
+    let b = Bench::deterministic(27);
+    let p = passive();
+    let ch = b
+        .kmcl
+        .channel(b.parent(), Quiet, p)
+        .unwrap()
+        .inline_packet_context_size(24)
+        .unwrap()
+        .enable(p)
+        .unwrap();
+    b.idle();
+    let value = [0x1111, 0x2222, 0x3333];
+    ch.endpoint()
+        .send_with_inline::<InlineRecord>(b"inline?", SendFlags::WAIT_FOR_COMPLETION, value)
+        .unwrap();
+    b.idle();
+    let host = b.offer.host();
+    let pkt = host.recv().expect("request");
+    host.complete(pkt.trans_id, b"inline!!").unwrap();
+    b.idle();
+    let got: Vec<_> = INLINE_DONE
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|d| d.0 == value)
+        .cloned()
+        .collect();
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        (got[0].1, &got[0].2[..8]),
+        (NtStatus::SUCCESS, &b"inline!!"[..])
+    );
+    // A value larger than the configured inline size is refused and given back.
+    struct Big;
+    impl kmcl::send::InlineCompletion for Big {
+        type Value = [u64; 4];
+        fn completed(_: [u64; 4], _: NtStatus, _: &[u8], _: Level) {}
+    }
+    let err = ch
+        .endpoint()
+        .send_with_inline::<Big>(b"x", SendFlags::NONE, [9; 4])
+        .unwrap_err();
+    assert_eq!(
+        (err.status, err.context),
+        (NtStatus::BUFFER_TOO_SMALL, [9; 4])
+    );
+    // A failed send gives the inline value back too.
+    b.sim.inject(Fault::FailSend { count: 1 });
+    let err = ch
+        .endpoint()
+        .send_with_inline::<InlineRecord>(b"y", SendFlags::NONE, [7; 3])
+        .unwrap_err();
+    assert_eq!(
+        (err.status, err.context),
+        (NtStatus::INSUFFICIENT_RESOURCES, [7; 3])
+    );
+    ch.close(p);
+    b.sim.assert_clean();
+}

@@ -246,6 +246,14 @@ fn v1_table_reports_v5_features_as_not_supported() {
         .target_processor(1)
         .err();
     assert_eq!(err, Some(NtStatus::NOT_SUPPORTED));
+    // SAFETY: the offer outlives the channel.
+    let parent = unsafe { kmcl::channel::ParentDevice::from_raw(offer.device_object()) };
+    let err = kmcl
+        .channel(parent, Tracker::default(), p)
+        .unwrap()
+        .inline_packet_context_size(8)
+        .err();
+    assert_eq!(err, Some(NtStatus::NOT_SUPPORTED));
     // The V1 path still runs a full lifecycle.
     // SAFETY: the offer outlives the channel.
     let parent = unsafe { kmcl::channel::ParentDevice::from_raw(offer.device_object()) };
