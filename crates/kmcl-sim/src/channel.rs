@@ -24,11 +24,10 @@ use kmcl_sys::status::*;
 use kmcl_sys::{
     NT_SUCCESS, NTSTATUS, PFN_VMB_CHANNEL_CLOSED, PFN_VMB_CHANNEL_CLOSED_EX,
     PFN_VMB_CHANNEL_OPENED, PFN_VMB_CHANNEL_OPENED_EX, PFN_VMB_CHANNEL_PNP_FAILURE,
-    PFN_VMB_CHANNEL_POST_STARTED, PFN_VMB_CHANNEL_POST_STARTED_EX,
-    PFN_VMB_CHANNEL_PROCESS_PACKET, PFN_VMB_CHANNEL_PROCESS_PACKET_EX,
-    PFN_VMB_CHANNEL_PROCESSING_COMPLETE, PFN_VMB_CHANNEL_PROCESSING_COMPLETE_EX,
-    PFN_VMB_CHANNEL_STARTED, PFN_VMB_CHANNEL_STARTED_EX, PFN_VMB_CHANNEL_SUSPEND,
-    PFN_VMB_CHANNEL_SUSPEND_EX, PFN_VMB_PACKET_COMPLETION_ROUTINE,
+    PFN_VMB_CHANNEL_POST_STARTED, PFN_VMB_CHANNEL_POST_STARTED_EX, PFN_VMB_CHANNEL_PROCESS_PACKET,
+    PFN_VMB_CHANNEL_PROCESS_PACKET_EX, PFN_VMB_CHANNEL_PROCESSING_COMPLETE,
+    PFN_VMB_CHANNEL_PROCESSING_COMPLETE_EX, PFN_VMB_CHANNEL_STARTED, PFN_VMB_CHANNEL_STARTED_EX,
+    PFN_VMB_CHANNEL_SUSPEND, PFN_VMB_CHANNEL_SUSPEND_EX, PFN_VMB_PACKET_COMPLETION_ROUTINE,
     PFN_VMB_PACKET_COMPLETION_ROUTINE_EX, VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION,
     VMBUS_CHANNEL_INIT_FLAG_IS_PIPE, VMBUS_CHANNEL_PROCESS_PACKET_FLAG_EXTERNAL_DATA,
 };
@@ -37,8 +36,8 @@ use crate::fault::Faults;
 use crate::mem::{MdlBlock, POISON, SharedBuf};
 use crate::registry::{self, Obj};
 use crate::ring::{
-    GpaRange, IncomingKind, IncomingPacket, IncomingRing, OutgoingPacket, OutgoingRing,
-    PacketType, ReadError, ReleaseTracker, RingPair, WriteError, strip_pipe_header,
+    GpaRange, IncomingKind, IncomingPacket, IncomingRing, OutgoingPacket, OutgoingRing, PacketType,
+    ReadError, ReleaseTracker, RingPair, WriteError, strip_pipe_header,
 };
 use crate::sched::{self, DISPATCH_LEVEL, Task};
 use crate::{Rule, SimInner, State, endpoint, table};
@@ -93,7 +92,10 @@ pub(crate) enum StateEvent {
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum PacketCbs {
     None,
-    V1 { process: PFN_VMB_CHANNEL_PROCESS_PACKET, complete: PFN_VMB_CHANNEL_PROCESSING_COMPLETE },
+    V1 {
+        process: PFN_VMB_CHANNEL_PROCESS_PACKET,
+        complete: PFN_VMB_CHANNEL_PROCESSING_COMPLETE,
+    },
     Ex {
         ctx: usize,
         process: PFN_VMB_CHANNEL_PROCESS_PACKET_EX,
@@ -288,7 +290,10 @@ impl Channel {
     }
 
     pub(crate) const fn is_open(&self) -> bool {
-        matches!(self.state, ChState::Opened | ChState::Running | ChState::Closing)
+        matches!(
+            self.state,
+            ChState::Opened | ChState::Running | ChState::Closing
+        )
     }
 
     fn new_trans(&mut self) -> u64 {
@@ -339,7 +344,9 @@ pub(crate) fn allocate(
 ) -> Result<usize, NTSTATUS> {
     let mut st = sim.lock();
     let id = st.new_id();
-    let Some(o) = st.offers.get_mut(&offer) else { return Err(STATUS_INVALID_PARAMETER_1) };
+    let Some(o) = st.offers.get_mut(&offer) else {
+        return Err(STATUS_INVALID_PARAMETER_1);
+    };
     if o.channel.is_some() {
         return Err(STATUS_INVALID_DEVICE_STATE);
     }
@@ -398,7 +405,9 @@ pub(crate) fn init_set(
     f: impl FnOnce(&mut Channel) -> NTSTATUS,
 ) -> NTSTATUS {
     let mut st = sim.lock();
-    let Some(c) = st.channels.get_mut(&ch) else { return STATUS_INVALID_PARAMETER_1 };
+    let Some(c) = st.channels.get_mut(&ch) else {
+        return STATUS_INVALID_PARAMETER_1;
+    };
     if c.state != ChState::Disabled {
         st.violation(Rule::InitAfterEnable, site.to_owned());
         return STATUS_INVALID_PARAMETER_1;
@@ -407,7 +416,11 @@ pub(crate) fn init_set(
 }
 
 /// Runs `f` on the channel (any state).
-pub(crate) fn with_channel<R>(sim: &Arc<SimInner>, ch: u64, f: impl FnOnce(&mut Channel) -> R) -> Option<R> {
+pub(crate) fn with_channel<R>(
+    sim: &Arc<SimInner>,
+    ch: u64,
+    f: impl FnOnce(&mut Channel) -> R,
+) -> Option<R> {
     sim.lock().channels.get_mut(&ch).map(f)
 }
 
@@ -418,7 +431,9 @@ pub(crate) fn with_channel<R>(sim: &Arc<SimInner>, ch: u64, f: impl FnOnce(&mut 
 /// `VmbChannelEnable`: Disabled -> Opening; KMCL's thread opens it.
 pub(crate) fn enable(sim: &Arc<SimInner>, ch: u64) -> NTSTATUS {
     let mut st = sim.lock();
-    let Some(c) = st.channels.get(&ch) else { return STATUS_INVALID_PARAMETER_1 };
+    let Some(c) = st.channels.get(&ch) else {
+        return STATUS_INVALID_PARAMETER_1;
+    };
     if c.state != ChState::Disabled || c.close.is_some() {
         return STATUS_INVALID_DEVICE_STATE;
     }
@@ -448,7 +463,9 @@ pub(crate) fn run_open(sim: &Arc<SimInner>, ch: u64) {
         let mut st = sim.lock();
         let default_pages = sim.cfg.default_ring_pages;
         let reject = st.faults.reject_open.take();
-        let Some(c) = st.channels.get_mut(&ch) else { return };
+        let Some(c) = st.channels.get_mut(&ch) else {
+            return;
+        };
         if c.state != ChState::Opening {
             return;
         }
@@ -467,10 +484,17 @@ pub(crate) fn run_open(sim: &Arc<SimInner>, ch: u64) {
             return;
         }
         let (inc, out) = c.init.ring_pages.unzip();
-        let pair = RingPair::new(ring_data_pages(out, default_pages), ring_data_pages(inc, default_pages));
+        let pair = RingPair::new(
+            ring_data_pages(out, default_pages),
+            ring_data_pages(inc, default_pages),
+        );
         let tx = OutgoingRing::new(pair.outbound());
         let rx = IncomingRing::new(pair.inbound());
-        c.rings = Some(GuestRings { tx, rx, rel: ReleaseTracker::new() });
+        c.rings = Some(GuestRings {
+            tx,
+            rx,
+            rel: ReleaseTracker::new(),
+        });
         c.generation += 1;
         c.state = ChState::Opened;
         c.suspended = false;
@@ -504,17 +528,19 @@ pub(crate) fn run_open(sim: &Arc<SimInner>, ch: u64) {
     }
     {
         let mut st = sim.lock();
-        if let Some(o) = st.channels.get(&ch).map(|c| c.offer) {
-            if let Some(o) = st.offers.get_mut(&o) {
-                o.host.open_status = Some(STATUS_SUCCESS);
-            }
+        if let Some(o) = st.channels.get(&ch).map(|c| c.offer)
+            && let Some(o) = st.offers.get_mut(&o)
+        {
+            o.host.open_status = Some(STATUS_SUCCESS);
         }
         flush_sends(sim, &mut st, ch);
     }
     call_state(ch, tok, cbs, StateEvent::Started);
     {
         let mut st = sim.lock();
-        let Some(c) = st.channels.get_mut(&ch) else { return };
+        let Some(c) = st.channels.get_mut(&ch) else {
+            return;
+        };
         if c.state == ChState::Opened {
             c.state = ChState::Running;
         }
@@ -530,7 +556,9 @@ pub(crate) fn run_open(sim: &Arc<SimInner>, ch: u64) {
 
 /// Starts a close (driver Disable, host rescind, ring fault): queues it on KMCL's thread.
 pub(crate) fn begin_close(sim: &SimInner, st: &mut State, ch: u64, reason: CloseReason) {
-    let Some(c) = st.channels.get_mut(&ch) else { return };
+    let Some(c) = st.channels.get_mut(&ch) else {
+        return;
+    };
     if c.state == ChState::Disabled || c.close.is_some() {
         return;
     }
@@ -550,17 +578,24 @@ pub(crate) fn disable(sim: &Arc<SimInner>, ch: u64, site: &str) {
     }
     {
         let mut st = sim.lock();
-        let Some(c) = st.channels.get(&ch) else { return };
+        let Some(c) = st.channels.get(&ch) else {
+            return;
+        };
         if c.state == ChState::Disabled && c.close.is_none() {
             return;
         }
         begin_close(sim, &mut st, ch, CloseReason::Driver);
     }
     let done = sim.wait_until(None, |st| {
-        st.channels.get(&ch).is_none_or(|c| c.state == ChState::Disabled && c.close.is_none())
+        st.channels
+            .get(&ch)
+            .is_none_or(|c| c.state == ChState::Disabled && c.close.is_none())
     });
     if !done {
-        sim.violation(Rule::Deadlock, format!("{site}: the channel never finished closing"));
+        sim.violation(
+            Rule::Deadlock,
+            format!("{site}: the channel never finished closing"),
+        );
     }
 }
 
@@ -568,8 +603,12 @@ pub(crate) fn disable(sim: &Arc<SimInner>, ch: u64, site: &str) {
 pub(crate) fn run_close(sim: &Arc<SimInner>, ch: u64) {
     let (tok, cbs, opened, reason) = {
         let mut st = sim.lock();
-        let Some(c) = st.channels.get_mut(&ch) else { return };
-        let Some(reason) = c.close.clone() else { return };
+        let Some(c) = st.channels.get_mut(&ch) else {
+            return;
+        };
+        let Some(reason) = c.close.clone() else {
+            return;
+        };
         let opened = c.is_open();
         if c.state == ChState::Opening || c.state == ChState::Disabled {
             // Never opened: nothing to tell the driver.
@@ -584,7 +623,9 @@ pub(crate) fn run_close(sim: &Arc<SimInner>, ch: u64) {
         (c.tok, c.init.state_cbs, opened, reason)
     };
     // No ProcessPacket may run once Suspend is called (threaded: wait for the DPC's batch).
-    sim.wait_until(None, |st| st.channels.get(&ch).is_none_or(|c| !c.dpc_active));
+    sim.wait_until(None, |st| {
+        st.channels.get(&ch).is_none_or(|c| !c.dpc_active)
+    });
     if opened {
         call_state(ch, tok, cbs, StateEvent::Suspend);
     }
@@ -598,11 +639,17 @@ pub(crate) fn run_close(sim: &Arc<SimInner>, ch: u64) {
             CloseReason::Fault(why) => format!("close of channel {tok:#x} after ring fault: {why}"),
         };
         let n = with_channel(sim, ch, |c| c.incoming.len()).unwrap_or(0);
-        sim.violation(Rule::PacketOutstandingAtDisable, format!("{site}: {n} incoming packet(s) never completed"));
+        sim.violation(
+            Rule::PacketOutstandingAtDisable,
+            format!("{site}: {n} incoming packet(s) never completed"),
+        );
     }
     let cancelled = {
         let mut st = sim.lock();
-        st.channels.get_mut(&ch).map(cancel_sends).unwrap_or_default()
+        st.channels
+            .get_mut(&ch)
+            .map(cancel_sends)
+            .unwrap_or_default()
     };
     finish_cancelled(sim, ch, cancelled);
     if opened {
@@ -658,30 +705,44 @@ fn finish_cancelled(sim: &Arc<SimInner>, ch: u64, pkts: Vec<u64>) {
 /// `VmbChannelCleanup`.
 pub(crate) fn cleanup(sim: &Arc<SimInner>, ch: u64, site: &str) {
     let mut st = sim.lock();
-    let Some(c) = st.channels.get(&ch) else { return };
+    let Some(c) = st.channels.get(&ch) else {
+        return;
+    };
     if c.state != ChState::Disabled || c.close.is_some() {
         st.violation(Rule::CleanupWhileEnabled, site.to_owned());
         return;
     }
-    let Some(c) = st.channels.remove(&ch) else { return };
+    let Some(c) = st.channels.remove(&ch) else {
+        return;
+    };
     if !c.incoming.is_empty() {
         st.violation(
             Rule::PacketOutstandingAtCleanup,
-            format!("{site}: {} incoming packet(s) never completed", c.incoming.len()),
+            format!(
+                "{site}: {} incoming packet(s) never completed",
+                c.incoming.len()
+            ),
         );
     }
     let leaked: Vec<&Outgoing> = c.outgoing.values().filter(|o| !o.caller_memory).collect();
     if !leaked.is_empty() {
         st.violation(
             Rule::OutgoingPacketLeaked,
-            format!("{site}: {} packet(s) from VmbPacketAllocate never freed", leaked.len()),
+            format!(
+                "{site}: {} packet(s) from VmbPacketAllocate never freed",
+                leaked.len()
+            ),
         );
     }
     for inc in c.incoming.values() {
         registry::retire(inc.tok);
     }
     for o in c.outgoing.values() {
-        if o.caller_memory { registry::forget(o.tok) } else { registry::retire(o.tok) }
+        if o.caller_memory {
+            registry::forget(o.tok)
+        } else {
+            registry::retire(o.tok)
+        }
     }
     if c.caller_memory {
         registry::forget(c.tok);
@@ -702,7 +763,9 @@ pub(crate) fn pause(sim: &Arc<SimInner>, ch: u64, site: &str) {
     }
     let (tok, cbs) = {
         let mut st = sim.lock();
-        let Some(c) = st.channels.get_mut(&ch) else { return };
+        let Some(c) = st.channels.get_mut(&ch) else {
+            return;
+        };
         if c.state != ChState::Running || c.paused {
             return;
         }
@@ -710,10 +773,17 @@ pub(crate) fn pause(sim: &Arc<SimInner>, ch: u64, site: &str) {
         c.suspended = true;
         (c.tok, c.init.state_cbs)
     };
-    sim.wait_until(None, |st| st.channels.get(&ch).is_none_or(|c| !c.dpc_active));
+    sim.wait_until(None, |st| {
+        st.channels.get(&ch).is_none_or(|c| !c.dpc_active)
+    });
     call_state(ch, tok, cbs, StateEvent::Suspend);
-    if !sim.wait_until(None, |st| st.channels.get(&ch).is_none_or(|c| c.incoming.is_empty())) {
-        sim.violation(Rule::Deadlock, format!("{site}: incoming packets never completed"));
+    if !sim.wait_until(None, |st| {
+        st.channels.get(&ch).is_none_or(|c| c.incoming.is_empty())
+    }) {
+        sim.violation(
+            Rule::Deadlock,
+            format!("{site}: incoming packets never completed"),
+        );
     }
 }
 
@@ -725,7 +795,9 @@ pub(crate) fn start(sim: &Arc<SimInner>, ch: u64, site: &str) {
     }
     let (tok, cbs) = {
         let mut st = sim.lock();
-        let Some(c) = st.channels.get_mut(&ch) else { return };
+        let Some(c) = st.channels.get_mut(&ch) else {
+            return;
+        };
         if !c.paused || c.state != ChState::Running {
             return;
         }
@@ -749,8 +821,16 @@ pub(crate) fn start(sim: &Arc<SimInner>, ch: u64, site: &str) {
 
 /// One thing the DPC does with driver code, in ring order.
 enum DpcCall {
-    Deliver { pkt: u64, tok: usize, buf: usize, len: u32, flags: u32 },
-    SendDone { pkt: u64 },
+    Deliver {
+        pkt: u64,
+        tok: usize,
+        buf: usize,
+        len: u32,
+        flags: u32,
+    },
+    SendDone {
+        pkt: u64,
+    },
 }
 
 /// Outcome of turning a ring packet into an incoming packet.
@@ -760,7 +840,13 @@ enum Parsed {
     Corrupt(String),
 }
 
-fn parse_incoming(st: &mut State, offer: u64, pipe: bool, padded: bool, p: &IncomingPacket) -> Parsed {
+fn parse_incoming(
+    st: &mut State,
+    offer: u64,
+    pipe: bool,
+    padded: bool,
+    p: &IncomingPacket,
+) -> Parsed {
     let data: Vec<u8> = if pipe {
         match strip_pipe_header(&p.payload) {
             Ok(d) => d.to_vec(),
@@ -770,7 +856,10 @@ fn parse_incoming(st: &mut State, offer: u64, pipe: bool, padded: bool, p: &Inco
     } else if padded {
         p.payload.clone()
     } else {
-        let exact = st.offers.get(&offer).and_then(|o| o.host.exact_len(p.transaction_id, p.offset));
+        let exact = st
+            .offers
+            .get(&offer)
+            .and_then(|o| o.host.exact_len(p.transaction_id, p.offset));
         let n = exact.map_or(p.payload.len(), |n| n.min(p.payload.len()));
         p.payload[..n].to_vec()
     };
@@ -782,19 +871,40 @@ fn parse_incoming(st: &mut State, offer: u64, pipe: bool, padded: bool, p: &Inco
             Err(e) => return Parsed::Corrupt(e),
         },
         IncomingKind::TransferPages { set_id, ranges, .. } => {
-            let set = st.offers.get(&offer).and_then(|o| o.host.transfer_set(*set_id));
+            let set = st
+                .offers
+                .get(&offer)
+                .and_then(|o| o.host.transfer_set(*set_id));
             let Some(set) = set else {
                 return Parsed::Corrupt(format!("unknown transfer page set {set_id}"));
             };
-            let start = ranges.iter().map(|r| r.byte_offset as usize).min().unwrap_or(0);
-            let end = ranges.iter().map(|r| r.byte_offset as usize + r.byte_count as usize).max().unwrap_or(0);
+            let start = ranges
+                .iter()
+                .map(|r| r.byte_offset as usize)
+                .min()
+                .unwrap_or(0);
+            let end = ranges
+                .iter()
+                .map(|r| r.byte_offset as usize + r.byte_count as usize)
+                .max()
+                .unwrap_or(0);
             if end > set.len() || start >= end {
-                return Parsed::Corrupt(format!("transfer page range {start}..{end} outside set {set_id}"));
+                return Parsed::Corrupt(format!(
+                    "transfer page range {start}..{end} outside set {set_id}"
+                ));
             }
-            Some(External { buf: set, offset: start, len: u32::try_from(end - start).unwrap_or(0) })
+            Some(External {
+                buf: set,
+                offset: start,
+                len: u32::try_from(end - start).unwrap_or(0),
+            })
         }
     };
-    let flags = if external.is_some() { VMBUS_CHANNEL_PROCESS_PACKET_FLAG_EXTERNAL_DATA } else { 0 };
+    let flags = if external.is_some() {
+        VMBUS_CHANNEL_PROCESS_PACKET_FLAG_EXTERNAL_DATA
+    } else {
+        0
+    };
     let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
     Parsed::Deliver(Incoming {
         tok: 0,
@@ -815,7 +925,10 @@ fn parse_incoming(st: &mut State, offer: u64, pipe: bool, padded: bool, p: &Inco
 /// Resolves GPA ranges through the page map; they must describe one contiguous span.
 fn resolve_gpa(st: &State, ranges: &[GpaRange]) -> Result<External, String> {
     let [r] = ranges else {
-        return Err(format!("{} GPA ranges (the simulator resolves one)", ranges.len()));
+        return Err(format!(
+            "{} GPA ranges (the simulator resolves one)",
+            ranges.len()
+        ));
     };
     let first = *r.pfns.first().ok_or("GPA range without PFNs")?;
     let Some((buf, page)) = st.pages.get(&first) else {
@@ -824,14 +937,22 @@ fn resolve_gpa(st: &State, ranges: &[GpaRange]) -> Result<External, String> {
     for (i, pfn) in r.pfns.iter().enumerate() {
         match st.pages.get(pfn) {
             Some((b, p)) if Arc::ptr_eq(b, buf) && *p == page + i => {}
-            _ => return Err(format!("GPA PFN {pfn:#x} is not contiguous simulator memory")),
+            _ => {
+                return Err(format!(
+                    "GPA PFN {pfn:#x} is not contiguous simulator memory"
+                ));
+            }
         }
     }
     let offset = page * kmcl_sys::PAGE_SIZE + r.byte_offset as usize;
     if offset + r.byte_count as usize > buf.len() {
         return Err("GPA range runs past its buffer".into());
     }
-    Ok(External { buf: Arc::clone(buf), offset, len: r.byte_count })
+    Ok(External {
+        buf: Arc::clone(buf),
+        offset,
+        len: r.byte_count,
+    })
 }
 
 /// Task::Dpc: one batch of incoming packets at DISPATCH_LEVEL, then ProcessingComplete.
@@ -847,12 +968,20 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
         } else {
             sim.cfg.max_batch
         };
-        let Some(c) = st.channels.get_mut(&ch) else { return };
+        let Some(c) = st.channels.get_mut(&ch) else {
+            return;
+        };
         if c.dpc_active || c.rings.is_none() {
             return;
         }
-        let (tok, cbs, passive, offer, pipe, generation) =
-            (c.tok, c.init.packet_cbs, c.passive, c.offer, c.pipe(), c.generation);
+        let (tok, cbs, passive, offer, pipe, generation) = (
+            c.tok,
+            c.init.packet_cbs,
+            c.passive,
+            c.offer,
+            c.pipe(),
+            c.generation,
+        );
         let deliverable = c.state == ChState::Running && !c.suspended && !c.stopped;
         let running = c.state == ChState::Running;
         let quota = c.quota.map_or(usize::MAX, |q| q as usize);
@@ -863,7 +992,9 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
             r.rx.set_interrupt_mask(true);
         }
         while n < batch {
-            let Some(c) = st.channels.get_mut(&ch) else { break };
+            let Some(c) = st.channels.get_mut(&ch) else {
+                break;
+            };
             if c.incoming.len() >= quota && deliverable {
                 break;
             }
@@ -883,21 +1014,32 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
             if p.packet_type == PacketType::COMPLETION {
                 let _ = r.rx.read_next();
                 r.rel.consumed(&p);
-                let signal = r.rel.complete_and_release(&mut r.rx, p.offset).unwrap_or(false);
+                let signal = r
+                    .rel
+                    .complete_and_release(&mut r.rx, p.offset)
+                    .unwrap_or(false);
                 if signal {
                     endpoint::signal_host(sim, &mut st, ch, endpoint::SignalWhy::Release);
                 }
                 let mut payload = if pipe {
-                    strip_pipe_header(&p.payload).map(<[u8]>::to_vec).unwrap_or_default()
+                    strip_pipe_header(&p.payload)
+                        .map(<[u8]>::to_vec)
+                        .unwrap_or_default()
                 } else {
                     p.payload.clone()
                 };
-                if !padded && !pipe {
-                    if let Some(n) = st.offers.get(&offer).and_then(|o| o.host.exact_len(p.transaction_id, p.offset)) {
-                        payload.truncate(n);
-                    }
+                if !padded
+                    && !pipe
+                    && let Some(n) = st
+                        .offers
+                        .get(&offer)
+                        .and_then(|o| o.host.exact_len(p.transaction_id, p.offset))
+                {
+                    payload.truncate(n);
                 }
-                let Some(c) = st.channels.get_mut(&ch) else { break };
+                let Some(c) = st.channels.get_mut(&ch) else {
+                    break;
+                };
                 if let Some(pkt) = c.in_flight.remove(&p.transaction_id) {
                     if let Some(o) = c.outgoing.get_mut(&pkt) {
                         o.done = Some((STATUS_SUCCESS, payload));
@@ -909,7 +1051,10 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
                 } else if c.abandoned.remove(&p.transaction_id) {
                     // The requester gave up (timeout): nobody wants this completion.
                 } else {
-                    fault = Some(format!("completion for unknown transaction {:#x}", p.transaction_id));
+                    fault = Some(format!(
+                        "completion for unknown transaction {:#x}",
+                        p.transaction_id
+                    ));
                     break;
                 }
                 n += 1;
@@ -926,8 +1071,13 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
                     break;
                 }
                 Parsed::Drop => {
-                    let Some(r) = st.channels.get_mut(&ch).and_then(|c| c.rings.as_mut()) else { break };
-                    if r.rel.complete_and_release(&mut r.rx, p.offset).unwrap_or(false) {
+                    let Some(r) = st.channels.get_mut(&ch).and_then(|c| c.rings.as_mut()) else {
+                        break;
+                    };
+                    if r.rel
+                        .complete_and_release(&mut r.rx, p.offset)
+                        .unwrap_or(false)
+                    {
                         endpoint::signal_host(sim, &mut st, ch, endpoint::SignalWhy::Release);
                     }
                 }
@@ -935,7 +1085,9 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
                     let id = st.new_id();
                     inc.tok = registry::mint(sim, Obj::Incoming { ch, pkt: id });
                     inc.generation = generation;
-                    let Some(c) = st.channels.get_mut(&ch) else { break };
+                    let Some(c) = st.channels.get_mut(&ch) else {
+                        break;
+                    };
                     inc.client_ctx = SharedBuf::new(c.init.client_context_size as usize);
                     let (itok, buf, len, flags) = (inc.tok, inc.buf.addr(), inc.len, inc.flags);
                     c.incoming.insert(id, inc);
@@ -943,7 +1095,13 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
                         c.passive_q.push_back((id, false));
                         sim.push(&mut st, Task::Passive { ch, pkt: id });
                     } else {
-                        calls.push(DpcCall::Deliver { pkt: id, tok: itok, buf, len, flags });
+                        calls.push(DpcCall::Deliver {
+                            pkt: id,
+                            tok: itok,
+                            buf,
+                            len,
+                            flags,
+                        });
                     }
                 }
             }
@@ -958,7 +1116,10 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
             let waiting = r.rx.unmask_and_recheck();
             more = waiting
                 && (deliverable
-                    || (running && r.rx.peek().is_ok_and(|p| p.packet_type == PacketType::COMPLETION)));
+                    || (running
+                        && r.rx
+                            .peek()
+                            .is_ok_and(|p| p.packet_type == PacketType::COMPLETION)));
         }
         if more {
             sim.push(&mut st, Task::Dpc { ch });
@@ -973,7 +1134,13 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
     for call in calls {
         match call {
             DpcCall::SendDone { pkt } => finish_send(sim, ch, pkt),
-            DpcCall::Deliver { pkt, tok: ptok, buf, len, flags } => {
+            DpcCall::Deliver {
+                pkt,
+                tok: ptok,
+                buf,
+                len,
+                flags,
+            } => {
                 deliver(sim, ch, tok, cbs, pkt, ptok, buf, len, flags);
                 delivered += 1;
             }
@@ -993,25 +1160,38 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
 }
 
 /// Calls ProcessPacket for one packet on this thread, then handles a deferral.
-#[expect(clippy::too_many_arguments, reason = "the ProcessPacket arguments, spelled out")]
-fn deliver(sim: &Arc<SimInner>, ch: u64, tok: usize, cbs: PacketCbs, pkt: u64, ptok: usize, buf: usize, len: u32, flags: u32) {
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the ProcessPacket arguments, spelled out"
+)]
+fn deliver(
+    sim: &Arc<SimInner>,
+    ch: u64,
+    tok: usize,
+    cbs: PacketCbs,
+    pkt: u64,
+    ptok: usize,
+    buf: usize,
+    len: u32,
+    flags: u32,
+) {
     let prev = INLINE_PACKET.with(|c| c.replace(Some(ptok)));
     table::call_process_packet(cbs, tok, ptok, buf, len, flags);
     INLINE_PACKET.with(|c| c.set(prev));
     let mut st = sim.lock();
     st.stats.packets_delivered += 1;
     let rescind = std::mem::take(&mut st.faults.rescind_during_delivery);
-    let Some(c) = st.channels.get_mut(&ch) else { return };
-    if let Some(inc) = c.incoming.get_mut(&pkt) {
-        if std::mem::take(&mut inc.deferred) {
-            c.passive_q.push_back((pkt, true));
-            sim.push(&mut st, Task::Passive { ch, pkt });
-        }
+    let Some(c) = st.channels.get_mut(&ch) else {
+        return;
+    };
+    if let Some(inc) = c.incoming.get_mut(&pkt)
+        && std::mem::take(&mut inc.deferred)
+    {
+        c.passive_q.push_back((pkt, true));
+        sim.push(&mut st, Task::Passive { ch, pkt });
     }
-    if rescind {
-        if let Some(offer) = st.channels.get(&ch).map(|c| c.offer) {
-            endpoint::rescind_locked(sim, &mut st, offer);
-        }
+    if rescind && let Some(offer) = st.channels.get(&ch).map(|c| c.offer) {
+        endpoint::rescind_locked(sim, &mut st, offer);
     }
 }
 
@@ -1019,12 +1199,16 @@ fn deliver(sim: &Arc<SimInner>, ch: u64, tok: usize, cbs: PacketCbs, pkt: u64, p
 pub(crate) fn run_passive(sim: &Arc<SimInner>, ch: u64) {
     let (tok, cbs, items) = {
         let mut st = sim.lock();
-        let Some(c) = st.channels.get_mut(&ch) else { return };
+        let Some(c) = st.channels.get_mut(&ch) else {
+            return;
+        };
         let items: Vec<(u64, bool, usize, usize, u32, u32)> = c
             .passive_q
             .drain(..)
             .filter_map(|(p, deferred)| {
-                c.incoming.get(&p).map(|i| (p, deferred, i.tok, i.buf.addr(), i.len, i.flags))
+                c.incoming
+                    .get(&p)
+                    .map(|i| (p, deferred, i.tok, i.buf.addr(), i.len, i.flags))
             })
             .collect();
         (c.tok, c.init.packet_cbs, items)
@@ -1044,35 +1228,54 @@ pub(crate) fn run_passive(sim: &Arc<SimInner>, ch: u64) {
 }
 
 /// `VmbChannelPacketComplete` / `VmbChannelPacketFail`: retires an incoming packet.
-pub(crate) fn complete_incoming(sim: &Arc<SimInner>, ch: u64, pkt: u64, response: &[u8], fail: bool, site: &str) {
+pub(crate) fn complete_incoming(
+    sim: &Arc<SimInner>,
+    ch: u64,
+    pkt: u64,
+    response: &[u8],
+    fail: bool,
+    site: &str,
+) {
     let mut st = sim.lock();
-    let Some(c) = st.channels.get_mut(&ch) else { return };
-    let Some(inc) = c.incoming.remove(&pkt) else { return };
+    let Some(c) = st.channels.get_mut(&ch) else {
+        return;
+    };
+    let Some(inc) = c.incoming.remove(&pkt) else {
+        return;
+    };
     registry::retire(inc.tok);
     let pipe = c.pipe();
     let same_ring = inc.generation == c.generation && c.rings.is_some();
     if inc.completion_requested && !fail && same_ring {
-        c.completion_queue.push_back((inc.trans_id, response.to_vec()));
+        c.completion_queue
+            .push_back((inc.trans_id, response.to_vec()));
     }
     if fail {
         c.stopped = true;
         c.failure = Some(format!("{site}: driver failed a packet"));
     }
     let mut signal = false;
-    if let (Some(off), true) = (inc.ring_offset, same_ring) {
-        if let Some(r) = c.rings.as_mut() {
-            signal = r.rel.complete_and_release(&mut r.rx, off).unwrap_or(false);
-        }
+    if let (Some(off), true) = (inc.ring_offset, same_ring)
+        && let Some(r) = c.rings.as_mut()
+    {
+        signal = r.rel.complete_and_release(&mut r.rx, off).unwrap_or(false);
     }
     let _ = pipe;
     inc.buf.fill(POISON);
-    st.retired.push_back((format!("{site} (packet {:#x}, {} bytes)", inc.tok, inc.len), inc.buf));
+    st.retired.push_back((
+        format!("{site} (packet {:#x}, {} bytes)", inc.tok, inc.len),
+        inc.buf,
+    ));
     if signal {
         endpoint::signal_host(sim, &mut st, ch, endpoint::SignalWhy::Release);
     }
     flush_sends(sim, &mut st, ch);
     // Space was freed: the host may have more for us.
-    if st.channels.get(&ch).is_some_and(|c| c.state == ChState::Running) {
+    if st
+        .channels
+        .get(&ch)
+        .is_some_and(|c| c.state == ChState::Running)
+    {
         sim.push(&mut st, Task::Dpc { ch });
     }
     sim.cv.notify_all();
@@ -1085,24 +1288,41 @@ pub(crate) fn defer(sim: &Arc<SimInner>, ch: u64, pkt: u64, tok: usize, site: &s
         return;
     }
     let mut st = sim.lock();
-    if let Some(inc) = st.channels.get_mut(&ch).and_then(|c| c.incoming.get_mut(&pkt)) {
+    if let Some(inc) = st
+        .channels
+        .get_mut(&ch)
+        .and_then(|c| c.incoming.get_mut(&pkt))
+    {
         inc.deferred = true;
     }
 }
 
 /// `VmbChannelPacketGetExternalData`: a real MDL over simulator memory.
-pub(crate) fn external_mdl(sim: &Arc<SimInner>, ch: u64, pkt: u64) -> Result<*mut kmcl_sys::MDL, NTSTATUS> {
+pub(crate) fn external_mdl(
+    sim: &Arc<SimInner>,
+    ch: u64,
+    pkt: u64,
+) -> Result<*mut kmcl_sys::MDL, NTSTATUS> {
     let mut st = sim.lock();
-    let Some(inc) = st.channels.get_mut(&ch).and_then(|c| c.incoming.get_mut(&pkt)) else {
+    let Some(inc) = st
+        .channels
+        .get_mut(&ch)
+        .and_then(|c| c.incoming.get_mut(&pkt))
+    else {
         return Err(STATUS_INVALID_PARAMETER_1);
     };
-    let Some(ext) = &inc.external else { return Err(STATUS_INVALID_DEVICE_REQUEST) };
+    let Some(ext) = &inc.external else {
+        return Err(STATUS_INVALID_DEVICE_REQUEST);
+    };
     if inc.mdl.is_none() {
         let addr = ext.buf.addr() + ext.offset;
         let pfns = ext.buf.pfns(ext.offset, ext.len as usize);
         inc.mdl = Some(MdlBlock::new(addr, ext.len, &pfns));
     }
-    inc.mdl.as_ref().map(MdlBlock::as_mdl_ptr).ok_or(STATUS_INSUFFICIENT_RESOURCES)
+    inc.mdl
+        .as_ref()
+        .map(MdlBlock::as_mdl_ptr)
+        .ok_or(STATUS_INSUFFICIENT_RESOURCES)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1110,7 +1330,11 @@ pub(crate) fn external_mdl(sim: &Arc<SimInner>, ch: u64, pkt: u64) -> Result<*mu
 // ---------------------------------------------------------------------------------------------
 
 /// `VmbPacketAllocate` / `VmbPacketInitialize`.
-pub(crate) fn packet_new(sim: &Arc<SimInner>, ch: u64, caller_memory: Option<usize>) -> Option<usize> {
+pub(crate) fn packet_new(
+    sim: &Arc<SimInner>,
+    ch: u64,
+    caller_memory: Option<usize>,
+) -> Option<usize> {
     let mut st = sim.lock();
     if caller_memory.is_none() && Faults::take(&mut st.faults.fail_allocate) {
         return None;
@@ -1130,7 +1354,11 @@ pub(crate) fn packet_new(sim: &Arc<SimInner>, ch: u64, caller_memory: Option<usi
         Outgoing {
             tok,
             caller_memory: caller_memory.is_some(),
-            routine: if caller_memory.is_some() { Routine::NotSet } else { Routine::Default },
+            routine: if caller_memory.is_some() {
+                Routine::NotSet
+            } else {
+                Routine::Default
+            },
             pointer: 0,
             inline_ctx: inline,
             in_flight: false,
@@ -1143,7 +1371,9 @@ pub(crate) fn packet_new(sim: &Arc<SimInner>, ch: u64, caller_memory: Option<usi
 /// `VmbPacketFree`.
 pub(crate) fn packet_free(sim: &Arc<SimInner>, ch: u64, pkt: u64, site: &str) {
     let mut st = sim.lock();
-    let Some(c) = st.channels.get_mut(&ch) else { return };
+    let Some(c) = st.channels.get_mut(&ch) else {
+        return;
+    };
     if c.outgoing.get(&pkt).is_some_and(|o| o.in_flight) {
         st.violation(Rule::OutgoingPacketFreedInFlight, site.to_owned());
         return;
@@ -1165,13 +1395,25 @@ pub(crate) struct ExtSpec {
 }
 
 /// `VmbPacketSend*`: writes the packet or queues it (ring full / not open yet).
-pub(crate) fn send(sim: &Arc<SimInner>, ch: u64, pkt: u64, payload: &[u8], ext: ExtSpec, flags: u32, site: &str) -> NTSTATUS {
+pub(crate) fn send(
+    sim: &Arc<SimInner>,
+    ch: u64,
+    pkt: u64,
+    payload: &[u8],
+    ext: ExtSpec,
+    flags: u32,
+    site: &str,
+) -> NTSTATUS {
     let mut st = sim.lock();
     if Faults::take(&mut st.faults.fail_send) {
         return STATUS_INSUFFICIENT_RESOURCES;
     }
-    let Some(c) = st.channels.get_mut(&ch) else { return STATUS_INVALID_PARAMETER_1 };
-    let Some(o) = c.outgoing.get(&pkt) else { return STATUS_INVALID_PARAMETER_1 };
+    let Some(c) = st.channels.get_mut(&ch) else {
+        return STATUS_INVALID_PARAMETER_1;
+    };
+    let Some(o) = c.outgoing.get(&pkt) else {
+        return STATUS_INVALID_PARAMETER_1;
+    };
     if o.in_flight {
         st.violation(Rule::OutgoingPacketReused, site.to_owned());
         return STATUS_INVALID_DEVICE_STATE;
@@ -1180,15 +1422,18 @@ pub(crate) fn send(sim: &Arc<SimInner>, ch: u64, pkt: u64, payload: &[u8], ext: 
         st.violation(Rule::CompletionRoutineNotSet, site.to_owned());
         return STATUS_INVALID_DEVICE_REQUEST;
     }
-    if let Some(max) = c.init.max_packet_size {
-        if payload.len() > max as usize {
-            return STATUS_INVALID_PARAMETER_3;
-        }
+    if let Some(max) = c.init.max_packet_size
+        && payload.len() > max as usize
+    {
+        return STATUS_INVALID_PARAMETER_3;
     }
     match c.state {
         ChState::Disabled => return STATUS_INVALID_DEVICE_STATE,
         ChState::Closing => {
-            st.violation(Rule::SendWhileClosed, format!("{site}: after EvtChannelSuspend"));
+            st.violation(
+                Rule::SendWhileClosed,
+                format!("{site}: after EvtChannelSuspend"),
+            );
             return STATUS_INVALID_DEVICE_STATE;
         }
         ChState::Opening | ChState::Opened | ChState::Running => {}
@@ -1208,11 +1453,22 @@ pub(crate) fn send(sim: &Arc<SimInner>, ch: u64, pkt: u64, payload: &[u8], ext: 
         o.in_flight = true;
         o.done = None;
     }
-    let q = QueuedSend { pkt: Some(pkt), trans_id, wait, payload, ranges: ext.ranges, host_info: ext.info };
+    let q = QueuedSend {
+        pkt: Some(pkt),
+        trans_id,
+        wait,
+        payload,
+        ranges: ext.ranges,
+        host_info: ext.info,
+    };
     match write_send(sim, &mut st, ch, q) {
         Ok(()) => STATUS_SUCCESS,
         Err(status) => {
-            if let Some(o) = st.channels.get_mut(&ch).and_then(|c| c.outgoing.get_mut(&pkt)) {
+            if let Some(o) = st
+                .channels
+                .get_mut(&ch)
+                .and_then(|c| c.outgoing.get_mut(&pkt))
+            {
                 o.in_flight = false;
             }
             status
@@ -1222,7 +1478,9 @@ pub(crate) fn send(sim: &Arc<SimInner>, ch: u64, pkt: u64, payload: &[u8], ext: 
 
 /// Writes `q` into the guest-outbound ring, or queues it behind earlier sends.
 fn write_send(sim: &SimInner, st: &mut State, ch: u64, q: QueuedSend) -> Result<(), NTSTATUS> {
-    let Some(c) = st.channels.get_mut(&ch) else { return Err(STATUS_INVALID_PARAMETER_1) };
+    let Some(c) = st.channels.get_mut(&ch) else {
+        return Err(STATUS_INVALID_PARAMETER_1);
+    };
     if c.rings.is_none() || !c.send_queue.is_empty() {
         c.send_queue.push_back(q);
         return Ok(());
@@ -1265,10 +1523,11 @@ fn try_write(sim: &SimInner, st: &mut State, ch: u64, q: &QueuedSend) -> Result<
     }
     let outcome = r.tx.write_or_arm(&packet)?;
     let offset = outcome.offset;
-    if let Some(o) = st.channels.get(&ch).map(|c| c.offer) {
-        if let Some(o) = st.offers.get_mut(&o) {
-            o.host.note_guest_write(q.trans_id, offset, q.host_info.clone());
-        }
+    if let Some(o) = st.channels.get(&ch).map(|c| c.offer)
+        && let Some(o) = st.offers.get_mut(&o)
+    {
+        o.host
+            .note_guest_write(q.trans_id, offset, q.host_info.clone());
     }
     st.stats.packets_sent += 1;
     if outcome.signal || spurious {
@@ -1278,7 +1537,9 @@ fn try_write(sim: &SimInner, st: &mut State, ch: u64, q: &QueuedSend) -> Result<
 }
 
 fn after_write(sim: &SimInner, st: &mut State, ch: u64, q: QueuedSend) {
-    let Some(c) = st.channels.get_mut(&ch) else { return };
+    let Some(c) = st.channels.get_mut(&ch) else {
+        return;
+    };
     match q.pkt {
         Some(pkt) if q.wait => {
             c.in_flight.insert(q.trans_id, pkt);
@@ -1296,16 +1557,24 @@ fn after_write(sim: &SimInner, st: &mut State, ch: u64, q: QueuedSend) {
 /// Writes queued sends and completions while the ring has room.
 pub(crate) fn flush_sends(sim: &SimInner, st: &mut State, ch: u64) {
     loop {
-        let Some(c) = st.channels.get_mut(&ch) else { return };
+        let Some(c) = st.channels.get_mut(&ch) else {
+            return;
+        };
         if c.rings.is_none() {
             return;
         }
         if let Some((trans, payload)) = c.completion_queue.pop_front() {
             let Some(r) = c.rings.as_mut() else { return };
-            match r.tx.write_or_arm(&OutgoingPacket::completion(trans, &payload)) {
+            match r
+                .tx
+                .write_or_arm(&OutgoingPacket::completion(trans, &payload))
+            {
                 Ok(o) => {
                     let offer = c.offer;
-                    let info = endpoint::ExtInfo { data: Vec::new(), exact_len: Some(payload.len()) };
+                    let info = endpoint::ExtInfo {
+                        data: Vec::new(),
+                        exact_len: Some(payload.len()),
+                    };
                     if let Some(off) = st.offers.get_mut(&offer) {
                         off.host.note_guest_write(trans, o.offset, info);
                     }
@@ -1322,7 +1591,9 @@ pub(crate) fn flush_sends(sim: &SimInner, st: &mut State, ch: u64) {
             }
             continue;
         }
-        let Some(q) = c.send_queue.pop_front() else { return };
+        let Some(q) = c.send_queue.pop_front() else {
+            return;
+        };
         match try_write(sim, st, ch, &q) {
             Ok(()) => after_write(sim, st, ch, q),
             Err(WriteError::Full { .. }) => {
@@ -1357,15 +1628,21 @@ pub(crate) fn run_send_done(sim: &Arc<SimInner>, ch: u64, pkt: u64) {
 fn finish_send(sim: &Arc<SimInner>, ch: u64, pkt: u64) {
     let (routine, tok, status, resp) = {
         let mut st = sim.lock();
-        let Some(c) = st.channels.get_mut(&ch) else { return };
-        let Some(o) = c.outgoing.get_mut(&pkt) else { return };
-        let Some((status, resp)) = o.done.take() else { return };
+        let Some(c) = st.channels.get_mut(&ch) else {
+            return;
+        };
+        let Some(o) = c.outgoing.get_mut(&pkt) else {
+            return;
+        };
+        let Some((status, resp)) = o.done.take() else {
+            return;
+        };
         o.in_flight = false;
         let r = (o.routine, o.tok, status, resp);
-        if matches!(o.routine, Routine::Default) {
-            if let Some(o) = c.outgoing.remove(&pkt) {
-                registry::retire(o.tok);
-            }
+        if matches!(o.routine, Routine::Default)
+            && let Some(o) = c.outgoing.remove(&pkt)
+        {
+            registry::retire(o.tok);
         }
         r
     };
@@ -1395,12 +1672,17 @@ pub(crate) fn send_sync(
         if Faults::take(&mut st.faults.fail_send) {
             return Err(STATUS_INSUFFICIENT_RESOURCES);
         }
-        let Some(c) = st.channels.get_mut(&ch) else { return Err(STATUS_INVALID_PARAMETER_1) };
+        let Some(c) = st.channels.get_mut(&ch) else {
+            return Err(STATUS_INVALID_PARAMETER_1);
+        };
         if !c.is_open() {
             return Err(STATUS_DEVICE_REMOVED);
         }
         if c.state == ChState::Closing {
-            st.violation(Rule::SendWhileClosed, format!("{site}: after EvtChannelSuspend"));
+            st.violation(
+                Rule::SendWhileClosed,
+                format!("{site}: after EvtChannelSuspend"),
+            );
             return Err(STATUS_DEVICE_REMOVED);
         }
         let pipe = c.pipe();
@@ -1411,7 +1693,14 @@ pub(crate) fn send_sync(
         };
         let trans = c.new_trans();
         let wait = !no_wait && !pipe;
-        let q = QueuedSend { pkt: None, trans_id: trans, wait, payload, ranges: ext.ranges, host_info: ext.info };
+        let q = QueuedSend {
+            pkt: None,
+            trans_id: trans,
+            wait,
+            payload,
+            ranges: ext.ranges,
+            host_info: ext.info,
+        };
         if no_wait {
             // Not queued if it does not fit (header: Timeout 0).
             return match try_write(sim, &mut st, ch, &q) {
@@ -1427,7 +1716,9 @@ pub(crate) fn send_sync(
         trans
     };
     let arrived = sim.wait_until(timeout, |st| {
-        st.channels.get(&ch).is_none_or(|c| c.sync.get(&trans).is_none_or(Option::is_some))
+        st.channels
+            .get(&ch)
+            .is_none_or(|c| c.sync.get(&trans).is_none_or(Option::is_some))
     });
     let result = with_channel(sim, ch, |c| {
         let r = c.sync.remove(&trans).flatten();
@@ -1442,10 +1733,12 @@ pub(crate) fn send_sync(
         None if arrived => Err(STATUS_DEVICE_REMOVED),
         None => {
             if timeout.is_none() {
-                sim.violation(Rule::Deadlock, format!("{site}: the completion can never arrive"));
+                sim.violation(
+                    Rule::Deadlock,
+                    format!("{site}: the completion can never arrive"),
+                );
             }
             Err(STATUS_CANCELLED)
         }
     }
 }
-

@@ -60,7 +60,9 @@ impl fmt::Display for SendError {
             SendError::NotOpen => f.write_str("no channel open on this offer"),
             SendError::Full => f.write_str("guest inbound ring full"),
             SendError::TooLarge => f.write_str("packet larger than the ring"),
-            SendError::UnknownTransaction(t) => write!(f, "no driver request with transaction {t:#x}"),
+            SendError::UnknownTransaction(t) => {
+                write!(f, "no driver request with transaction {t:#x}")
+            }
             SendError::Corrupt(why) => write!(f, "ring corrupt: {why}"),
             SendError::External => f.write_str("an external host is attached"),
         }
@@ -176,7 +178,10 @@ impl HostSide {
         self.rings = if self.external.is_some() {
             None
         } else {
-            Some(HostRings { tx: OutgoingRing::new(pair.inbound()), rx: IncomingRing::new(pair.outbound()) })
+            Some(HostRings {
+                tx: OutgoingRing::new(pair.inbound()),
+                rx: IncomingRing::new(pair.outbound()),
+            })
         };
     }
 
@@ -224,8 +229,12 @@ pub(crate) enum SignalWhy {
 /// KMCL signals the host of channel `ch`; the built-in host checks the signal.
 pub(crate) fn signal_host(sim: &SimInner, st: &mut State, ch: u64, why: SignalWhy) {
     st.stats.guest_to_host_signals += 1;
-    let Some(offer) = st.channels.get(&ch).map(|c| c.offer) else { return };
-    let Some(o) = st.offers.get_mut(&offer) else { return };
+    let Some(offer) = st.channels.get(&ch).map(|c| c.offer) else {
+        return;
+    };
+    let Some(o) = st.offers.get_mut(&offer) else {
+        return;
+    };
     if o.host.external.is_none() {
         let legit = match why {
             SignalWhy::Write => !std::mem::replace(&mut o.host.signalled_since_drain, true),
@@ -237,7 +246,9 @@ pub(crate) fn signal_host(sim: &SimInner, st: &mut State, ch: u64, why: SignalWh
         };
         if !legit {
             st.stats.spurious_guest_to_host += 1;
-            let site = format!("guest->host signal ({why:?}) on channel {ch} that the ring rules did not call for");
+            let site = format!(
+                "guest->host signal ({why:?}) on channel {ch} that the ring rules did not call for"
+            );
             st.violation(Rule::SpuriousSignal, site);
         }
     }
@@ -248,8 +259,13 @@ pub(crate) fn signal_host(sim: &SimInner, st: &mut State, ch: u64, why: SignalWh
 pub(crate) fn run_host(sim: &Arc<SimInner>, ch: u64) {
     let (offer, hook) = {
         let st = sim.lock();
-        let Some(offer) = st.channels.get(&ch).map(|c| c.offer) else { return };
-        (offer, st.offers.get(&offer).and_then(|o| o.host.external.clone()))
+        let Some(offer) = st.channels.get(&ch).map(|c| c.offer) else {
+            return;
+        };
+        (
+            offer,
+            st.offers.get(&offer).and_then(|o| o.host.external.clone()),
+        )
     };
     if let Some(hook) = hook {
         hook();
@@ -260,7 +276,9 @@ pub(crate) fn run_host(sim: &Arc<SimInner>, ch: u64) {
         let st = &mut *st;
         let mut signal_guest = false;
         let mut to_answer = Vec::new();
-        let Some(o) = st.offers.get_mut(&offer) else { return };
+        let Some(o) = st.offers.get_mut(&offer) else {
+            return;
+        };
         let h = &mut o.host;
         if h.paused {
             return;
@@ -270,7 +288,11 @@ pub(crate) fn run_host(sim: &Arc<SimInner>, ch: u64) {
             h.error = Some(e);
         }
         flush_pending(h, &mut signal_guest);
-        let responder = if to_answer.is_empty() { None } else { h.responder.take() };
+        let responder = if to_answer.is_empty() {
+            None
+        } else {
+            h.responder.take()
+        };
         if signal_guest {
             st.stats.host_to_guest_signals += 1;
             sim.push(st, Task::Dpc { ch });
@@ -278,12 +300,18 @@ pub(crate) fn run_host(sim: &Arc<SimInner>, ch: u64) {
         sim.cv.notify_all();
         (to_answer, responder)
     };
-    let Some(mut responder) = responder else { return };
-    let answers: Vec<(u64, Option<Vec<u8>>)> =
-        to_answer.iter().map(|p| (p.trans_id, responder(p))).collect();
+    let Some(mut responder) = responder else {
+        return;
+    };
+    let answers: Vec<(u64, Option<Vec<u8>>)> = to_answer
+        .iter()
+        .map(|p| (p.trans_id, responder(p)))
+        .collect();
     let mut st = sim.lock();
     let st = &mut *st;
-    let Some(o) = st.offers.get_mut(&offer) else { return };
+    let Some(o) = st.offers.get_mut(&offer) else {
+        return;
+    };
     let h = &mut o.host;
     if h.responder.is_none() {
         h.responder = Some(responder);
@@ -309,9 +337,13 @@ pub(crate) fn run_host(sim: &Arc<SimInner>, ch: u64) {
 /// Reads every packet the guest wrote: completions for host requests, data packets for
 /// the responder (`to_answer`) or the inbox. Returns an error description if KMCL wrote
 /// something malformed.
-fn drain_ring(h: &mut HostSide, to_answer: &mut Vec<HostPacket>, signal_guest: &mut bool) -> Option<String> {
-let pipe = h.pipe;
-let mut error = None;
+fn drain_ring(
+    h: &mut HostSide,
+    to_answer: &mut Vec<HostPacket>,
+    signal_guest: &mut bool,
+) -> Option<String> {
+    let pipe = h.pipe;
+    let mut error = None;
     if let Some(r) = h.rings.as_mut() {
         loop {
             let p = match r.rx.read_next() {
@@ -332,12 +364,17 @@ let mut error = None;
                     }
                     h.completions.push_back((p.transaction_id, payload));
                 } else {
-                    error = Some(format!("driver completed unknown host transaction {:#x}", p.transaction_id));
+                    error = Some(format!(
+                        "driver completed unknown host transaction {:#x}",
+                        p.transaction_id
+                    ));
                 }
                 continue;
             }
             let mut payload = if pipe {
-                ring::strip_pipe_header(&p.payload).map(<[u8]>::to_vec).unwrap_or_default()
+                ring::strip_pipe_header(&p.payload)
+                    .map(<[u8]>::to_vec)
+                    .unwrap_or_default()
             } else {
                 p.payload.clone()
             };
@@ -374,7 +411,11 @@ let mut error = None;
 fn flush_pending(h: &mut HostSide, signal: &mut bool) {
     let Some(r) = h.rings.as_mut() else { return };
     while let Some((trans, resp)) = h.pending.pop_front() {
-        let data = if h.pipe { ring::add_pipe_header(&resp).unwrap_or_default() } else { resp.clone() };
+        let data = if h.pipe {
+            ring::add_pipe_header(&resp).unwrap_or_default()
+        } else {
+            resp.clone()
+        };
         match r.tx.write_or_arm(&OutgoingPacket::completion(trans, &data)) {
             Ok(o) => {
                 *signal |= o.signal;
@@ -391,7 +432,10 @@ fn flush_pending(h: &mut HostSide, signal: &mut bool) {
 
 /// Whether the guest has read packets it has not released (the driver holds them).
 fn guest_holds_packets(st: &State, ch: u64) -> bool {
-    st.channels.get(&ch).and_then(|c| c.rings.as_ref()).is_some_and(|r| r.rx.unreleased_bytes() > 0)
+    st.channels
+        .get(&ch)
+        .and_then(|c| c.rings.as_ref())
+        .is_some_and(|r| r.rx.unreleased_bytes() > 0)
 }
 
 /// Rescinds the offer's channel (lock held).
@@ -433,17 +477,27 @@ impl HostEndpoint {
         st.offers.get(&self.offer).and_then(|o| o.channel)
     }
 
-    fn write(&self, st: &mut State, kind: HostWrite<'_>, payload: &[u8], completion: bool) -> Result<u64, SendError> {
+    fn write(
+        &self,
+        st: &mut State,
+        kind: HostWrite<'_>,
+        payload: &[u8],
+        completion: bool,
+    ) -> Result<u64, SendError> {
         let ch = self.channel(st).ok_or(SendError::NotOpen)?;
         if !st.channels.get(&ch).is_some_and(channel::Channel::is_open) {
             return Err(SendError::NotOpen);
         }
-        let Some(o) = st.offers.get_mut(&self.offer) else { return Err(SendError::NotOpen) };
+        let Some(o) = st.offers.get_mut(&self.offer) else {
+            return Err(SendError::NotOpen);
+        };
         let h = &mut o.host;
         if h.external.is_some() {
             return Err(SendError::External);
         }
-        let Some(r) = h.rings.as_mut() else { return Err(SendError::NotOpen) };
+        let Some(r) = h.rings.as_mut() else {
+            return Err(SendError::NotOpen);
+        };
         h.next_trans += 1;
         let trans = h.next_trans;
         let data = if h.pipe {
@@ -455,7 +509,9 @@ impl HostEndpoint {
         let packet = match kind {
             HostWrite::InBand => OutgoingPacket::in_band(trans, completion, &data),
             HostWrite::Gpa(ranges) => OutgoingPacket::gpa_direct(trans, completion, ranges, &data),
-            HostWrite::Xfer(set, ranges) => OutgoingPacket::transfer_pages(trans, completion, set, ranges, &data),
+            HostWrite::Xfer(set, ranges) => {
+                OutgoingPacket::transfer_pages(trans, completion, set, ranges, &data)
+            }
         };
         let outcome = r.tx.write_or_arm(&packet).map_err(|e| match e {
             WriteError::Full { .. } => SendError::Full,
@@ -482,7 +538,11 @@ impl HostEndpoint {
     /// # Errors
     /// [`SendError::NotOpen`], [`SendError::Full`] (the driver holds packets; retry after
     /// it completes some), [`SendError::TooLarge`].
-    pub fn send_inband(&self, payload: &[u8], completion_requested: bool) -> Result<u64, SendError> {
+    pub fn send_inband(
+        &self,
+        payload: &[u8],
+        completion_requested: bool,
+    ) -> Result<u64, SendError> {
         self.safe_point();
         let mut st = self.sim.lock();
         self.write(&mut st, HostWrite::InBand, payload, completion_requested)
@@ -506,10 +566,19 @@ impl HostEndpoint {
         let buf = Arc::new(SharedBuf::new_page_aligned(external.len().max(1)));
         buf.write(0, external);
         let len = u32::try_from(external.len().max(1)).map_err(|_| SendError::TooLarge)?;
-        let ranges = [GpaRange { byte_count: len, byte_offset: 0, pfns: buf.pfns(0, len as usize) }];
+        let ranges = [GpaRange {
+            byte_count: len,
+            byte_offset: 0,
+            pfns: buf.pfns(0, len as usize),
+        }];
         let mut st = self.sim.lock();
         st.map_pages(&buf);
-        let trans = self.write(&mut st, HostWrite::Gpa(&ranges), payload, completion_requested);
+        let trans = self.write(
+            &mut st,
+            HostWrite::Gpa(&ranges),
+            payload,
+            completion_requested,
+        );
         match &trans {
             Ok(t) if writable => {
                 if let Some(o) = st.offers.get_mut(&self.offer) {
@@ -531,18 +600,33 @@ impl HostEndpoint {
     ///
     /// # Errors
     /// As [`send_inband`](Self::send_inband).
-    pub fn send_transfer_pages(&self, payload: &[u8], external: &[u8], completion_requested: bool) -> Result<u64, SendError> {
+    pub fn send_transfer_pages(
+        &self,
+        payload: &[u8],
+        external: &[u8],
+        completion_requested: bool,
+    ) -> Result<u64, SendError> {
         self.safe_point();
         let buf = Arc::new(SharedBuf::new_page_aligned(external.len().max(1)));
         buf.write(0, external);
         let mut st = self.sim.lock();
-        let Some(o) = st.offers.get_mut(&self.offer) else { return Err(SendError::NotOpen) };
+        let Some(o) = st.offers.get_mut(&self.offer) else {
+            return Err(SendError::NotOpen);
+        };
         o.host.next_set = o.host.next_set.wrapping_add(1);
         let set = o.host.next_set;
         o.host.xfer_sets.insert(set, buf);
         let len = u32::try_from(external.len()).map_err(|_| SendError::TooLarge)?;
-        let ranges = [TransferPageRange { byte_count: len, byte_offset: 0 }];
-        self.write(&mut st, HostWrite::Xfer(set, &ranges), payload, completion_requested)
+        let ranges = [TransferPageRange {
+            byte_count: len,
+            byte_offset: 0,
+        }];
+        self.write(
+            &mut st,
+            HostWrite::Xfer(set, &ranges),
+            payload,
+            completion_requested,
+        )
     }
 
     /// The current bytes of the external buffer of host packet `trans_id` (what the
@@ -550,7 +634,12 @@ impl HostEndpoint {
     #[must_use]
     pub fn external_data(&self, trans_id: u64) -> Option<Vec<u8>> {
         let st = self.sim.lock();
-        st.offers.get(&self.offer)?.host.gpa_bufs.get(&trans_id).map(|b| b.read(0, b.len()))
+        st.offers
+            .get(&self.offer)?
+            .host
+            .gpa_bufs
+            .get(&trans_id)
+            .map(|b| b.read(0, b.len()))
     }
 
     /// Writes raw bytes (no descriptor added; zero-padded to 8) into the guest-inbound ring
@@ -563,8 +652,12 @@ impl HostEndpoint {
         self.safe_point();
         let mut st = self.sim.lock();
         let ch = self.channel(&st).ok_or(SendError::NotOpen)?;
-        let Some(o) = st.offers.get_mut(&self.offer) else { return Err(SendError::NotOpen) };
-        let Some(r) = o.host.rings.as_mut() else { return Err(SendError::NotOpen) };
+        let Some(o) = st.offers.get_mut(&self.offer) else {
+            return Err(SendError::NotOpen);
+        };
+        let Some(r) = o.host.rings.as_mut() else {
+            return Err(SendError::NotOpen);
+        };
         let outcome = r.tx.write_raw(bytes).map_err(|e| match e {
             WriteError::Full { .. } => SendError::Full,
             WriteError::TooLarge { .. } => SendError::TooLarge,
@@ -591,7 +684,11 @@ impl HostEndpoint {
     pub fn recv_timeout(&self, timeout: Duration) -> Option<HostPacket> {
         self.safe_point();
         let offer = self.offer;
-        self.sim.wait_until(Some(timeout), |st| st.offers.get(&offer).is_some_and(|o| !o.host.inbox.is_empty()));
+        self.sim.wait_until(Some(timeout), |st| {
+            st.offers
+                .get(&offer)
+                .is_some_and(|o| !o.host.inbox.is_empty())
+        });
         self.recv()
     }
 
@@ -604,7 +701,9 @@ impl HostEndpoint {
         self.safe_point();
         let mut st = self.sim.lock();
         let ch = self.channel(&st).ok_or(SendError::NotOpen)?;
-        let Some(o) = st.offers.get_mut(&self.offer) else { return Err(SendError::NotOpen) };
+        let Some(o) = st.offers.get_mut(&self.offer) else {
+            return Err(SendError::NotOpen);
+        };
         let h = &mut o.host;
         if h.rings.is_none() {
             return Err(SendError::NotOpen);
@@ -634,7 +733,9 @@ impl HostEndpoint {
         self.safe_point();
         let offer = self.offer;
         self.sim.wait_until(Some(timeout), |st| {
-            st.offers.get(&offer).is_some_and(|o| !o.host.completions.is_empty())
+            st.offers
+                .get(&offer)
+                .is_some_and(|o| !o.host.completions.is_empty())
         });
         self.take_completion()
     }
@@ -684,7 +785,8 @@ impl HostEndpoint {
     #[must_use]
     pub fn is_open(&self) -> bool {
         let st = self.sim.lock();
-        self.channel(&st).is_some_and(|ch| st.channels.get(&ch).is_some_and(channel::Channel::is_open))
+        self.channel(&st)
+            .is_some_and(|ch| st.channels.get(&ch).is_some_and(channel::Channel::is_open))
     }
 
     /// Waits (threaded) or steps (deterministic) up to `timeout` until the channel is open.
@@ -695,7 +797,11 @@ impl HostEndpoint {
             st.offers
                 .get(&offer)
                 .and_then(|o| o.channel)
-                .is_some_and(|ch| st.channels.get(&ch).is_some_and(|c| c.state == channel::ChState::Running))
+                .is_some_and(|ch| {
+                    st.channels
+                        .get(&ch)
+                        .is_some_and(|c| c.state == channel::ChState::Running)
+                })
         })
     }
 
@@ -711,10 +817,11 @@ impl HostEndpoint {
     pub fn error(&self) -> Option<String> {
         let st = self.sim.lock();
         let o = st.offers.get(&self.offer)?;
-        o.host
-            .error
-            .clone()
-            .or_else(|| o.channel.and_then(|ch| st.channels.get(&ch)).and_then(|c| c.failure.clone()))
+        o.host.error.clone().or_else(|| {
+            o.channel
+                .and_then(|ch| st.channels.get(&ch))
+                .and_then(|c| c.failure.clone())
+        })
     }
 
     /// Hands the channel to an external host implementation: from the next open on, the
@@ -733,7 +840,11 @@ impl HostEndpoint {
     pub fn external_ring(&self) -> Option<ExternalRing> {
         let st = self.sim.lock();
         let p = st.offers.get(&self.offer)?.host.pair.as_ref()?;
-        Some(ExternalRing { ptr: p.as_ptr(), len: p.len(), ring_offset_pages: p.ring_offset_pages() })
+        Some(ExternalRing {
+            ptr: p.as_ptr(),
+            len: p.len(),
+            ring_offset_pages: p.ring_offset_pages(),
+        })
     }
 
     /// The external host signals the guest (it wrote into an empty ring, or released
@@ -743,12 +854,21 @@ impl HostEndpoint {
         let mut st = self.sim.lock();
         let Some(ch) = self.channel(&st) else { return };
         st.stats.host_to_guest_signals += 1;
-        let useful = st.channels.get(&ch).and_then(|c| c.rings.as_ref()).is_some_and(|r| {
-            r.rx.has_data() || r.tx.ring().load(ControlField::PendingSendSize) != 0
-        });
+        let useful = st
+            .channels
+            .get(&ch)
+            .and_then(|c| c.rings.as_ref())
+            .is_some_and(|r| {
+                r.rx.has_data() || r.tx.ring().load(ControlField::PendingSendSize) != 0
+            });
         if !useful {
             st.stats.spurious_host_to_guest += 1;
-            st.violation(Rule::SpuriousSignal, format!("host->guest signal on channel {ch} with nothing to read and no sender waiting"));
+            st.violation(
+                Rule::SpuriousSignal,
+                format!(
+                    "host->guest signal on channel {ch} with nothing to read and no sender waiting"
+                ),
+            );
         }
         self.sim.push(&mut st, Task::Dpc { ch });
     }

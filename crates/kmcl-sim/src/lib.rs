@@ -109,7 +109,11 @@ impl SimConfig {
     /// Threaded mode, bugcheck verifier, padded lengths.
     #[must_use]
     pub fn threaded() -> Self {
-        Self { mode: Mode::Threaded, max_batch: 64, ..Self::deterministic(0) }
+        Self {
+            mode: Mode::Threaded,
+            max_batch: 64,
+            ..Self::deterministic(0)
+        }
     }
 
     /// The same configuration in [`VerifierMode::Collect`].
@@ -239,7 +243,9 @@ pub(crate) struct SimInner {
 
 impl std::fmt::Debug for SimInner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SimInner").field("cfg", &self.cfg).finish_non_exhaustive()
+        f.debug_struct("SimInner")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
     }
 }
 
@@ -324,7 +330,11 @@ impl SimInner {
                 return false;
             }
             let wait = (deadline - now).min(Duration::from_millis(50));
-            st = self.cv.wait_timeout(st, wait).unwrap_or_else(PoisonError::into_inner).0;
+            st = self
+                .cv
+                .wait_timeout(st, wait)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
     }
 
@@ -352,12 +362,16 @@ impl SimInner {
         let v = {
             let mut st = self.lock();
             self.check_retired(&mut st);
-            if self.cfg.verifier == VerifierMode::Bugcheck { st.log.take_unraised() } else { None }
-        };
-        if let Some(v) = v {
-            if !std::thread::panicking() {
-                panic!("{}", verifier::bugcheck_message(&v));
+            if self.cfg.verifier == VerifierMode::Bugcheck {
+                st.log.take_unraised()
+            } else {
+                None
             }
+        };
+        if let Some(v) = v
+            && !std::thread::panicking()
+        {
+            panic!("{}", verifier::bugcheck_message(&v));
         }
     }
 
@@ -408,7 +422,9 @@ pub struct Sim {
 impl Clone for Sim {
     fn clone(&self) -> Self {
         self.inner.sims.fetch_add(1, Ordering::SeqCst);
-        Self { inner: Arc::clone(&self.inner) }
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
     }
 }
 
@@ -422,7 +438,13 @@ impl Drop for Sim {
             st.shutdown = true;
             self.inner.cv.notify_all();
         }
-        let threads = std::mem::take(&mut *self.inner.threads.lock().unwrap_or_else(PoisonError::into_inner));
+        let threads = std::mem::take(
+            &mut *self
+                .inner
+                .threads
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
         let me = std::thread::current().id();
         for t in threads {
             if t.thread().id() != me {
@@ -486,9 +508,19 @@ impl Sim {
         let device_tok = registry::mint(&self.inner, registry::Obj::Device { offer: id });
         st.offers.insert(
             id,
-            OfferState { cfg, device_tok, channel: None, host: HostSide::default(), rescinded: false },
+            OfferState {
+                cfg,
+                device_tok,
+                channel: None,
+                host: HostSide::default(),
+                rescinded: false,
+            },
         );
-        Offer { sim: Arc::clone(&self.inner), id, device_tok }
+        Offer {
+            sim: Arc::clone(&self.inner),
+            id,
+            device_tok,
+        }
     }
 
     /// The KMCL function table; every entry is a real `extern "system"` function.
@@ -508,7 +540,10 @@ impl Sim {
     ///
     /// # Safety
     /// `out` must be valid for writes of `size` bytes and aligned for a pointer.
-    #[expect(unsafe_code, reason = "the shared contract's raw interface query; the copy is in table.rs")]
+    #[expect(
+        unsafe_code,
+        reason = "the shared contract's raw interface query; the copy is in table.rs"
+    )]
     pub unsafe fn query_interface(
         &self,
         ty: &kmcl_sys::GUID,
@@ -529,9 +564,14 @@ impl Sim {
         if self.inner.deterministic() {
             while self.inner.step(sched::current_ctx()) {}
         } else {
-            let ok = self.inner.wait_until(None, |st| st.queues.is_empty() && st.queues.busy.iter().all(|b| !b));
+            let ok = self.inner.wait_until(None, |st| {
+                st.queues.is_empty() && st.queues.busy.iter().all(|b| !b)
+            });
             if !ok {
-                self.inner.violation(Rule::Deadlock, "Sim::run_until_idle (threads never went idle)".into());
+                self.inner.violation(
+                    Rule::Deadlock,
+                    "Sim::run_until_idle (threads never went idle)".into(),
+                );
             }
         }
         self.inner.safe_point();
@@ -560,7 +600,11 @@ impl Sim {
         if let Some(first) = v.first() {
             self.inner.lock().log.take_unraised();
             let list: Vec<String> = v.iter().map(ToString::to_string).collect();
-            panic!("{} (all: {})", verifier::bugcheck_message(first), list.join("; "));
+            panic!(
+                "{} (all: {})",
+                verifier::bugcheck_message(first),
+                list.join("; ")
+            );
         }
     }
 

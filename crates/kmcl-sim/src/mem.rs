@@ -35,8 +35,14 @@ pub(crate) struct SharedBuf {
 impl SharedBuf {
     /// A zeroed buffer of `len` bytes (8-byte aligned).
     pub(crate) fn new(len: usize) -> Self {
-        let words = (0..len.div_ceil(8).max(1)).map(|_| AtomicU64::new(0)).collect();
-        Self { words, start: 0, len }
+        let words = (0..len.div_ceil(8).max(1))
+            .map(|_| AtomicU64::new(0))
+            .collect();
+        Self {
+            words,
+            start: 0,
+            len,
+        }
     }
 
     /// A zeroed buffer of `len` bytes whose first byte is page-aligned, padded to whole pages.
@@ -104,7 +110,7 @@ impl SharedBuf {
         let mut i = offset;
         while i < end {
             let b = self.start + i;
-            if b % 8 == 0 && end - i >= 8 {
+            if b.is_multiple_of(8) && end - i >= 8 {
                 out.extend_from_slice(&self.words[b / 8].load(Ordering::Relaxed).to_le_bytes());
                 i += 8;
             } else {
@@ -223,9 +229,21 @@ mod tests {
         let data = SharedBuf::new_page_aligned(10);
         let m = MdlBlock::new(data.addr() + 4, 6, &data.pfns(4, 6));
         let raw = m.words.read(0, 56);
-        assert_eq!(u64::from_le_bytes(raw[24..32].try_into().unwrap_or([0; 8])), (data.addr() + 4) as u64);
-        assert_eq!(u32::from_le_bytes(raw[40..44].try_into().unwrap_or([0; 4])), 6);
-        assert_eq!(u32::from_le_bytes(raw[44..48].try_into().unwrap_or([0; 4])), 4);
-        assert_eq!(i16::from_le_bytes([raw[10], raw[11]]), MDL_MAPPED_TO_SYSTEM_VA | MDL_PAGES_LOCKED);
+        assert_eq!(
+            u64::from_le_bytes(raw[24..32].try_into().unwrap_or([0; 8])),
+            (data.addr() + 4) as u64
+        );
+        assert_eq!(
+            u32::from_le_bytes(raw[40..44].try_into().unwrap_or([0; 4])),
+            6
+        );
+        assert_eq!(
+            u32::from_le_bytes(raw[44..48].try_into().unwrap_or([0; 4])),
+            4
+        );
+        assert_eq!(
+            i16::from_le_bytes([raw[10], raw[11]]),
+            MDL_MAPPED_TO_SYSTEM_VA | MDL_PAGES_LOCKED
+        );
     }
 }

@@ -48,7 +48,9 @@ pub(crate) enum Lookup {
 
 fn table() -> MutexGuard<'static, HashMap<usize, Entry>> {
     static T: OnceLock<Mutex<HashMap<usize, Entry>>> = OnceLock::new();
-    T.get_or_init(|| Mutex::new(HashMap::new())).lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    T.get_or_init(|| Mutex::new(HashMap::new()))
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Base of minted tokens: far from null and from small integers, 16-aligned.
@@ -58,13 +60,27 @@ const TOKEN_BASE: usize = 0x7e00_0000_0000;
 pub(crate) fn mint(sim: &Arc<SimInner>, obj: Obj) -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(1);
     let tok = TOKEN_BASE + NEXT.fetch_add(1, Ordering::Relaxed) * 16;
-    table().insert(tok, Entry { sim: Arc::downgrade(sim), obj, live: true });
+    table().insert(
+        tok,
+        Entry {
+            sim: Arc::downgrade(sim),
+            obj,
+            live: true,
+        },
+    );
     tok
 }
 
 /// Registers caller memory (`VmbChannelInitialize`, `VmbPacketInitialize`) as a token.
 pub(crate) fn adopt(sim: &Arc<SimInner>, addr: usize, obj: Obj) {
-    table().insert(addr, Entry { sim: Arc::downgrade(sim), obj, live: true });
+    table().insert(
+        addr,
+        Entry {
+            sim: Arc::downgrade(sim),
+            obj,
+            live: true,
+        },
+    );
 }
 
 /// Retires `tok`: later lookups report it as stale.

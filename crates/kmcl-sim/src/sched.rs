@@ -98,7 +98,10 @@ impl Drop for ContextGuard {
 
 /// Enters `ctx` on this thread (sets its IRQL) until the guard is dropped.
 pub(crate) fn enter(ctx: Ctx) -> ContextGuard {
-    let g = ContextGuard { irql: current_irql(), ctx: current_ctx() };
+    let g = ContextGuard {
+        irql: current_irql(),
+        ctx: current_ctx(),
+    };
     IRQL.with(|c| c.set(ctx.irql()));
     CONTEXT.with(|c| c.set(Some(ctx)));
     g
@@ -106,7 +109,10 @@ pub(crate) fn enter(ctx: Ctx) -> ContextGuard {
 
 /// Raises (or lowers) the IRQL alone until the guard is dropped.
 pub(crate) fn set_irql(irql: u8) -> ContextGuard {
-    let g = ContextGuard { irql: current_irql(), ctx: current_ctx() };
+    let g = ContextGuard {
+        irql: current_irql(),
+        ctx: current_ctx(),
+    };
     IRQL.with(|c| c.set(irql));
     g
 }

@@ -11,7 +11,10 @@
 // UNSAFETY: this file is the simulator's only FFI boundary: it reads driver buffers and MDLs
 // whose validity is the driver's half of the KMCL contract, writes out-parameters, and calls
 // driver callbacks through the function pointers the driver registered.
-#![expect(unsafe_code, reason = "the extern \"system\" boundary with driver code (see UNSAFETY)")]
+#![expect(
+    unsafe_code,
+    reason = "the extern \"system\" boundary with driver code (see UNSAFETY)"
+)]
 #![expect(non_snake_case, reason = "routines and parameters keep their C names")]
 
 use std::ffi::c_void;
@@ -52,7 +55,10 @@ fn handle<T>(tok: usize) -> *mut T {
 fn report(sim: Option<&Arc<SimInner>>, rule: Rule, site: String) {
     match sim.cloned().or_else(registry::current_sim) {
         Some(s) => s.violation(rule, site),
-        None => eprintln!("kmcl-sim: {} at {site} (no simulation to report to)", rule.name()),
+        None => eprintln!(
+            "kmcl-sim: {} at {site} (no simulation to report to)",
+            rule.name()
+        ),
     }
 }
 
@@ -79,7 +85,11 @@ fn chan(h: VMBCHANNEL, site: &dyn Fn() -> String) -> Option<(Arc<SimInner>, u64)
 }
 
 /// Looks a `VMBPACKETCOMPLETION` up; a stale one is `stale_rule`, a forged one `INVALID_PACKET_HANDLE`.
-fn incoming(h: VMBPACKETCOMPLETION, stale_rule: Rule, site: &dyn Fn() -> String) -> Option<(Arc<SimInner>, u64, u64)> {
+fn incoming(
+    h: VMBPACKETCOMPLETION,
+    stale_rule: Rule,
+    site: &dyn Fn() -> String,
+) -> Option<(Arc<SimInner>, u64, u64)> {
     match registry::lookup(tok(h)) {
         Lookup::Live(s, Obj::Incoming { ch, pkt }) => {
             registry::set_current_sim(&s);
@@ -101,7 +111,11 @@ fn incoming(h: VMBPACKETCOMPLETION, stale_rule: Rule, site: &dyn Fn() -> String)
 }
 
 /// Looks a `VMBPACKET` up; a stale one is `stale_rule`, a forged one `INVALID_PACKET_HANDLE`.
-fn outgoing(h: VMBPACKET, stale_rule: Rule, site: &dyn Fn() -> String) -> Option<(Arc<SimInner>, u64, u64)> {
+fn outgoing(
+    h: VMBPACKET,
+    stale_rule: Rule,
+    site: &dyn Fn() -> String,
+) -> Option<(Arc<SimInner>, u64, u64)> {
     match registry::lookup(tok(h)) {
         Lookup::Live(s, Obj::Packet { ch, pkt }) => {
             registry::set_current_sim(&s);
@@ -125,7 +139,10 @@ fn outgoing(h: VMBPACKET, stale_rule: Rule, site: &dyn Fn() -> String) -> Option
 /// `IRQL_TOO_HIGH` unless at PASSIVE_LEVEL. Returns whether the call may proceed.
 fn passive(sim: &SimInner, site: &dyn Fn() -> String) -> bool {
     if current_irql() > PASSIVE_LEVEL {
-        sim.violation(Rule::IrqlTooHigh, format!("{} at IRQL {}", site(), current_irql()));
+        sim.violation(
+            Rule::IrqlTooHigh,
+            format!("{} at IRQL {}", site(), current_irql()),
+        );
         return false;
     }
     true
@@ -166,7 +183,13 @@ unsafe fn read_mdl(mdl: PMDL, offset: u32, len: u32, force: bool) -> Option<MdlV
     // SAFETY: rule MDL_VALID: the array holds `pages` entries.
     let pfns = unsafe { std::slice::from_raw_parts(pfn_ptr, pages) };
     let avail = m.ByteCount.saturating_sub(offset);
-    let len = if len == 0 { avail } else if force { len } else { len.min(avail) };
+    let len = if len == 0 {
+        avail
+    } else if force {
+        len
+    } else {
+        len.min(avail)
+    };
     let va = if m.MdlFlags & MDL_MAPPED_TO_SYSTEM_VA != 0 {
         Some(m.MappedSystemVa.addr())
     } else if m.MdlFlags & MDL_SOURCE_IS_NONPAGED_POOL != 0 {
@@ -195,8 +218,15 @@ fn ext_from_mdl(v: MdlView) -> ExtSpec {
     let n = GpaRange::pfn_count(v.byte_offset % 0x1000, v.byte_count.max(1));
     let pfns: Vec<u64> = v.pfns.iter().skip(first).take(n).copied().collect();
     ExtSpec {
-        ranges: vec![GpaRange { byte_count: v.byte_count.max(1), byte_offset: v.byte_offset % 0x1000, pfns }],
-        info: ExtInfo { data: v.data, exact_len: None },
+        ranges: vec![GpaRange {
+            byte_count: v.byte_count.max(1),
+            byte_offset: v.byte_offset % 0x1000,
+            pfns,
+        }],
+        info: ExtInfo {
+            data: v.data,
+            exact_len: None,
+        },
     }
 }
 
@@ -214,7 +244,13 @@ pub(crate) fn call_state(cbs: StateCbs, ch: usize, ev: StateEvent) -> NTSTATUS {
     let h: VMBCHANNEL = handle(ch);
     match cbs {
         StateCbs::None => STATUS_SUCCESS,
-        StateCbs::V1 { opened, closed, suspend, started, post_started } => {
+        StateCbs::V1 {
+            opened,
+            closed,
+            suspend,
+            started,
+            post_started,
+        } => {
             let f = match ev {
                 StateEvent::Opened => {
                     // SAFETY: rule CALLBACKS_REGISTERED: the driver registered this callback for this channel.
@@ -231,7 +267,14 @@ pub(crate) fn call_state(cbs: StateCbs, ch: usize, ev: StateEvent) -> NTSTATUS {
             }
             STATUS_SUCCESS
         }
-        StateCbs::V5 { ctx, opened, closed, suspend, started, post_started } => {
+        StateCbs::V5 {
+            ctx,
+            opened,
+            closed,
+            suspend,
+            started,
+            post_started,
+        } => {
             let c: PVOID = handle(ctx);
             let f = match ev {
                 StateEvent::Opened => {
@@ -253,8 +296,16 @@ pub(crate) fn call_state(cbs: StateCbs, ch: usize, ev: StateEvent) -> NTSTATUS {
 }
 
 /// Calls `EvtVmbChannelProcessPacket(Ex)`.
-pub(crate) fn call_process_packet(cbs: PacketCbs, ch: usize, pkt: usize, buf: usize, len: u32, flags: u32) {
-    let (h, p, b): (VMBCHANNEL, VMBPACKETCOMPLETION, PVOID) = (handle(ch), handle(pkt), handle(buf));
+pub(crate) fn call_process_packet(
+    cbs: PacketCbs,
+    ch: usize,
+    pkt: usize,
+    buf: usize,
+    len: u32,
+    flags: u32,
+) {
+    let (h, p, b): (VMBCHANNEL, VMBPACKETCOMPLETION, PVOID) =
+        (handle(ch), handle(pkt), handle(buf));
     match cbs {
         PacketCbs::None => {}
         PacketCbs::V1 { process, .. } => {
@@ -348,7 +399,10 @@ pub(crate) fn interface_references() -> isize {
     REFS.load(Ordering::Relaxed)
 }
 
-#[allow(clippy::cast_possible_truncation, reason = "the tables are far below 64 KiB")]
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "the tables are far below 64 KiB"
+)]
 const fn size_u16<T>() -> u16 {
     std::mem::size_of::<T>() as u16
 }
@@ -391,7 +445,8 @@ const fn build() -> KMCL_CLIENT_INTERFACE_V5 {
     v1.VmbChannelSetTransactionQuota = Some(VmbChannelSetTransactionQuota);
     v1.VmbChannelSizeofPacket = Some(VmbChannelSizeofPacket);
     v1.VmbChannelStart = Some(VmbChannelStart);
-    v1.VmbClientChannelInitSetRingBufferPageCount = Some(VmbClientChannelInitSetRingBufferPageCount);
+    v1.VmbClientChannelInitSetRingBufferPageCount =
+        Some(VmbClientChannelInitSetRingBufferPageCount);
     v1.VmbClientChannelInitSetTargetPnp = Some(VmbClientChannelInitSetTargetPnp);
     v1.VmbPacketAllocate = Some(VmbPacketAllocate);
     v1.VmbPacketFree = Some(VmbPacketFree);
@@ -415,7 +470,8 @@ const fn build() -> KMCL_CLIENT_INTERFACE_V5 {
     t.VmbChannelInitSetPrimaryChannel = Some(VmbChannelInitSetPrimaryChannel);
     t.VmbChannelInitialize = Some(VmbChannelInitialize);
     t.VmbChannelSetAllowableDpcCpuUsage = Some(VmbChannelSetAllowableDpcCpuUsage);
-    t.VmbClientChannelInitSetTargetProcessorIndex = Some(VmbClientChannelInitSetTargetProcessorIndex);
+    t.VmbClientChannelInitSetTargetProcessorIndex =
+        Some(VmbClientChannelInitSetTargetProcessorIndex);
     t.VmbSizeofChannel = Some(VmbSizeofChannel);
     t.VmbChannelInitSetInlinePacketContextSize = Some(VmbChannelInitSetInlinePacketContextSize);
     t.VmbPacketGetInlinePacketContextPointer = Some(VmbPacketGetInlinePacketContextPointer);
@@ -433,7 +489,12 @@ pub(crate) fn client_table() -> &'static KMCL_CLIENT_INTERFACE_V5 {
 ///
 /// # Safety
 /// `out` is valid for writes of `size` bytes and pointer-aligned.
-pub(crate) unsafe fn query_interface(ty: &GUID, size: u16, version: u16, out: *mut INTERFACE) -> NTSTATUS {
+pub(crate) unsafe fn query_interface(
+    ty: &GUID,
+    size: u16,
+    version: u16,
+    out: *mut INTERFACE,
+) -> NTSTATUS {
     if *ty != KMCL_CLIENT_INTERFACE_TYPE {
         return STATUS_NOINTERFACE;
     }
@@ -481,12 +542,18 @@ fn device(dev: PDEVICE_OBJECT, site: &dyn Fn() -> String) -> Option<(Arc<SimInne
 }
 
 /// `VmbChannelAllocate`. PASSIVE_LEVEL.
-unsafe extern "system" fn VmbChannelAllocate(ParentDeviceObject: PDEVICE_OBJECT, IsServer: BOOLEAN, Channel: *mut VMBCHANNEL) -> NTSTATUS {
+unsafe extern "system" fn VmbChannelAllocate(
+    ParentDeviceObject: PDEVICE_OBJECT,
+    IsServer: BOOLEAN,
+    Channel: *mut VMBCHANNEL,
+) -> NTSTATUS {
     let site = || format!("VmbChannelAllocate({:#x})", tok(ParentDeviceObject));
     if Channel.is_null() {
         return STATUS_INVALID_PARAMETER_3;
     }
-    let Some((sim, offer)) = device(ParentDeviceObject, &site) else { return STATUS_INVALID_PARAMETER_1 };
+    let Some((sim, offer)) = device(ParentDeviceObject, &site) else {
+        return STATUS_INVALID_PARAMETER_1;
+    };
     if !passive(&sim, &site) {
         return STATUS_INVALID_DEVICE_STATE;
     }
@@ -504,12 +571,19 @@ unsafe extern "system" fn VmbChannelAllocate(ParentDeviceObject: PDEVICE_OBJECT,
 }
 
 /// `VmbChannelInitialize`: a channel in caller memory (the handle is the buffer address).
-unsafe extern "system" fn VmbChannelInitialize(ParentDeviceObject: PDEVICE_OBJECT, IsServer: BOOLEAN, Channel: VMBCHANNEL, BufferSize: ULONG) -> NTSTATUS {
+unsafe extern "system" fn VmbChannelInitialize(
+    ParentDeviceObject: PDEVICE_OBJECT,
+    IsServer: BOOLEAN,
+    Channel: VMBCHANNEL,
+    BufferSize: ULONG,
+) -> NTSTATUS {
     let site = || format!("VmbChannelInitialize({:#x})", tok(ParentDeviceObject));
     if Channel.is_null() {
         return STATUS_INVALID_PARAMETER_3;
     }
-    let Some((sim, offer)) = device(ParentDeviceObject, &site) else { return STATUS_INVALID_PARAMETER_1 };
+    let Some((sim, offer)) = device(ParentDeviceObject, &site) else {
+        return STATUS_INVALID_PARAMETER_1;
+    };
     if !passive(&sim, &site) {
         return STATUS_INVALID_DEVICE_STATE;
     }
@@ -533,7 +607,9 @@ unsafe extern "system" fn VmbSizeofChannel() -> ULONG {
 /// `VmbChannelCleanup`. PASSIVE_LEVEL; the channel must be Disabled.
 unsafe extern "system" fn VmbChannelCleanup(Channel: VMBCHANNEL) {
     let site = || format!("VmbChannelCleanup({:#x})", tok(Channel));
-    let Some((sim, ch)) = chan(Channel, &site) else { return };
+    let Some((sim, ch)) = chan(Channel, &site) else {
+        return;
+    };
     if passive(&sim, &site) {
         channel::cleanup(&sim, ch, &site());
     }
@@ -542,7 +618,9 @@ unsafe extern "system" fn VmbChannelCleanup(Channel: VMBCHANNEL) {
 /// `VmbChannelEnable`. PASSIVE_LEVEL; returns at once, KMCL's thread opens the channel.
 unsafe extern "system" fn VmbChannelEnable(Channel: VMBCHANNEL) -> NTSTATUS {
     let site = || format!("VmbChannelEnable({:#x})", tok(Channel));
-    let Some((sim, ch)) = chan(Channel, &site) else { return STATUS_INVALID_PARAMETER_1 };
+    let Some((sim, ch)) = chan(Channel, &site) else {
+        return STATUS_INVALID_PARAMETER_1;
+    };
     if !passive(&sim, &site) {
         return STATUS_INVALID_DEVICE_STATE;
     }
@@ -552,7 +630,9 @@ unsafe extern "system" fn VmbChannelEnable(Channel: VMBCHANNEL) -> NTSTATUS {
 /// `VmbChannelDisable`. PASSIVE_LEVEL; blocks until the channel is closed.
 unsafe extern "system" fn VmbChannelDisable(Channel: VMBCHANNEL) {
     let site = || format!("VmbChannelDisable({:#x})", tok(Channel));
-    let Some((sim, ch)) = chan(Channel, &site) else { return };
+    let Some((sim, ch)) = chan(Channel, &site) else {
+        return;
+    };
     if passive(&sim, &site) {
         channel::disable(&sim, ch, &site());
     }
@@ -561,7 +641,9 @@ unsafe extern "system" fn VmbChannelDisable(Channel: VMBCHANNEL) {
 /// `VmbChannelStart`. PASSIVE_LEVEL; not from a state-change callback.
 unsafe extern "system" fn VmbChannelStart(Channel: VMBCHANNEL) {
     let site = || format!("VmbChannelStart({:#x})", tok(Channel));
-    let Some((sim, ch)) = chan(Channel, &site) else { return };
+    let Some((sim, ch)) = chan(Channel, &site) else {
+        return;
+    };
     if passive(&sim, &site) {
         channel::start(&sim, ch, &site());
     }
@@ -570,16 +652,24 @@ unsafe extern "system" fn VmbChannelStart(Channel: VMBCHANNEL) {
 /// `VmbChannelPause`. PASSIVE_LEVEL; blocks until Suspend ran and nothing is outstanding.
 unsafe extern "system" fn VmbChannelPause(Channel: VMBCHANNEL) {
     let site = || format!("VmbChannelPause({:#x})", tok(Channel));
-    let Some((sim, ch)) = chan(Channel, &site) else { return };
+    let Some((sim, ch)) = chan(Channel, &site) else {
+        return;
+    };
     if passive(&sim, &site) {
         channel::pause(&sim, ch, &site());
     }
 }
 
 /// Common shape of the `Init*` setters: handle, PASSIVE_LEVEL, Disabled.
-fn init(Channel: VMBCHANNEL, name: &str, f: impl FnOnce(&mut channel::Channel) -> NTSTATUS) -> NTSTATUS {
+fn init(
+    Channel: VMBCHANNEL,
+    name: &str,
+    f: impl FnOnce(&mut channel::Channel) -> NTSTATUS,
+) -> NTSTATUS {
     let site = || format!("{name}({:#x})", tok(Channel));
-    let Some((sim, ch)) = chan(Channel, &site) else { return STATUS_INVALID_PARAMETER_1 };
+    let Some((sim, ch)) = chan(Channel, &site) else {
+        return STATUS_INVALID_PARAMETER_1;
+    };
     if !passive(&sim, &site) {
         return STATUS_INVALID_DEVICE_STATE;
     }
@@ -587,7 +677,10 @@ fn init(Channel: VMBCHANNEL, name: &str, f: impl FnOnce(&mut channel::Channel) -
 }
 
 /// `VmbChannelInitSetMaximumPacketSize`: 0 is `STATUS_INVALID_PARAMETER_2`.
-unsafe extern "system" fn VmbChannelInitSetMaximumPacketSize(Channel: VMBCHANNEL, PacketSize: UINT32) -> NTSTATUS {
+unsafe extern "system" fn VmbChannelInitSetMaximumPacketSize(
+    Channel: VMBCHANNEL,
+    PacketSize: UINT32,
+) -> NTSTATUS {
     init(Channel, "VmbChannelInitSetMaximumPacketSize", |c| {
         if PacketSize == 0 {
             return STATUS_INVALID_PARAMETER_2;
@@ -598,7 +691,10 @@ unsafe extern "system" fn VmbChannelInitSetMaximumPacketSize(Channel: VMBCHANNEL
 }
 
 /// `VmbChannelInitSetMaximumPacketCount`: 0 is `STATUS_INVALID_PARAMETER_2`.
-unsafe extern "system" fn VmbChannelInitSetMaximumPacketCount(Channel: VMBCHANNEL, PacketCount: UINT32) -> NTSTATUS {
+unsafe extern "system" fn VmbChannelInitSetMaximumPacketCount(
+    Channel: VMBCHANNEL,
+    PacketCount: UINT32,
+) -> NTSTATUS {
     init(Channel, "VmbChannelInitSetMaximumPacketCount", |c| {
         if PacketCount == 0 {
             return STATUS_INVALID_PARAMETER_2;
@@ -609,7 +705,11 @@ unsafe extern "system" fn VmbChannelInitSetMaximumPacketCount(Channel: VMBCHANNE
 }
 
 /// `VmbChannelInitSetMaximumExternalData`: 0 size / chain is `_PARAMETER_2` / `_3`.
-unsafe extern "system" fn VmbChannelInitSetMaximumExternalData(Channel: VMBCHANNEL, DataSize: UINT32, ChainLength: UINT32) -> NTSTATUS {
+unsafe extern "system" fn VmbChannelInitSetMaximumExternalData(
+    Channel: VMBCHANNEL,
+    DataSize: UINT32,
+    ChainLength: UINT32,
+) -> NTSTATUS {
     init(Channel, "VmbChannelInitSetMaximumExternalData", |c| {
         if DataSize == 0 {
             return STATUS_INVALID_PARAMETER_2;
@@ -623,7 +723,10 @@ unsafe extern "system" fn VmbChannelInitSetMaximumExternalData(Channel: VMBCHANN
 }
 
 /// `VmbChannelInitSetClientContextSize`: per incoming packet, read with `VmbChannelPacketGetClientContext`.
-unsafe extern "system" fn VmbChannelInitSetClientContextSize(Channel: VMBCHANNEL, ContextSize: UINT32) -> NTSTATUS {
+unsafe extern "system" fn VmbChannelInitSetClientContextSize(
+    Channel: VMBCHANNEL,
+    ContextSize: UINT32,
+) -> NTSTATUS {
     init(Channel, "VmbChannelInitSetClientContextSize", |c| {
         c.init.client_context_size = ContextSize;
         STATUS_SUCCESS
@@ -631,7 +734,10 @@ unsafe extern "system" fn VmbChannelInitSetClientContextSize(Channel: VMBCHANNEL
 }
 
 /// `VmbChannelInitSetInlinePacketContextSize`: per outgoing packet.
-unsafe extern "system" fn VmbChannelInitSetInlinePacketContextSize(Channel: VMBCHANNEL, ContextSize: UINT32) -> NTSTATUS {
+unsafe extern "system" fn VmbChannelInitSetInlinePacketContextSize(
+    Channel: VMBCHANNEL,
+    ContextSize: UINT32,
+) -> NTSTATUS {
     init(Channel, "VmbChannelInitSetInlinePacketContextSize", |c| {
         c.init.inline_context_size = ContextSize;
         STATUS_SUCCESS
@@ -640,16 +746,21 @@ unsafe extern "system" fn VmbChannelInitSetInlinePacketContextSize(Channel: VMBC
 
 /// `VmbChannelInitSetBounceBufferSizes`: recorded (the simulated VM is not isolated, so
 /// bounce buffers are never used); sizes must be multiples of `PAGE_SIZE`.
-unsafe extern "system" fn VmbChannelInitSetBounceBufferSizes(Channel: VMBCHANNEL, InitialBufferSize: UINT32, BufferSizeIncrement: UINT32, MaximumBufferSize: UINT32) -> NTSTATUS {
+unsafe extern "system" fn VmbChannelInitSetBounceBufferSizes(
+    Channel: VMBCHANNEL,
+    InitialBufferSize: UINT32,
+    BufferSizeIncrement: UINT32,
+    MaximumBufferSize: UINT32,
+) -> NTSTATUS {
     init(Channel, "VmbChannelInitSetBounceBufferSizes", |c| {
         let page = PAGE_SIZE as u32;
-        if InitialBufferSize == 0 || InitialBufferSize % page != 0 {
+        if InitialBufferSize == 0 || !InitialBufferSize.is_multiple_of(page) {
             return STATUS_INVALID_PARAMETER_2;
         }
-        if BufferSizeIncrement % page != 0 {
+        if !BufferSizeIncrement.is_multiple_of(page) {
             return STATUS_INVALID_PARAMETER_3;
         }
-        if MaximumBufferSize % page != 0 {
+        if !MaximumBufferSize.is_multiple_of(page) {
             return STATUS_INVALID_PARAMETER_4;
         }
         c.init.bounce = Some((InitialBufferSize, BufferSizeIncrement, MaximumBufferSize));
@@ -658,7 +769,10 @@ unsafe extern "system" fn VmbChannelInitSetBounceBufferSizes(Channel: VMBCHANNEL
 }
 
 /// `VmbChannelAllocateBounceBuffer`: `STATUS_NOT_SUPPORTED` (no isolated-VM bounce buffers).
-unsafe extern "system" fn VmbChannelAllocateBounceBuffer(Channel: VMBCHANNEL, _BufferSize: UINT32) -> NTSTATUS {
+unsafe extern "system" fn VmbChannelAllocateBounceBuffer(
+    Channel: VMBCHANNEL,
+    _BufferSize: UINT32,
+) -> NTSTATUS {
     let site = || format!("VmbChannelAllocateBounceBuffer({:#x})", tok(Channel));
     if chan(Channel, &site).is_none() {
         return STATUS_INVALID_PARAMETER_1;
@@ -667,18 +781,30 @@ unsafe extern "system" fn VmbChannelAllocateBounceBuffer(Channel: VMBCHANNEL, _B
 }
 
 /// `VmbChannelInitSetProcessPacketCallbacks`: ProcessPacket is required.
-unsafe extern "system" fn VmbChannelInitSetProcessPacketCallbacks(Channel: VMBCHANNEL, ProcessPacketCallback: PFN_VMB_CHANNEL_PROCESS_PACKET, ProcessingCompleteCallback: PFN_VMB_CHANNEL_PROCESSING_COMPLETE) -> NTSTATUS {
+unsafe extern "system" fn VmbChannelInitSetProcessPacketCallbacks(
+    Channel: VMBCHANNEL,
+    ProcessPacketCallback: PFN_VMB_CHANNEL_PROCESS_PACKET,
+    ProcessingCompleteCallback: PFN_VMB_CHANNEL_PROCESSING_COMPLETE,
+) -> NTSTATUS {
     init(Channel, "VmbChannelInitSetProcessPacketCallbacks", |c| {
         if ProcessPacketCallback.is_none() {
             return STATUS_INVALID_PARAMETER_2;
         }
-        c.init.packet_cbs = PacketCbs::V1 { process: ProcessPacketCallback, complete: ProcessingCompleteCallback };
+        c.init.packet_cbs = PacketCbs::V1 {
+            process: ProcessPacketCallback,
+            complete: ProcessingCompleteCallback,
+        };
         STATUS_SUCCESS
     })
 }
 
 /// `VmbChannelInitSetProcessPacketCallbacksEx`: as above with a CallbackContext.
-unsafe extern "system" fn VmbChannelInitSetProcessPacketCallbacksEx(Channel: VMBCHANNEL, CallbackContext: PVOID, ProcessPacketCallbackEx: PFN_VMB_CHANNEL_PROCESS_PACKET_EX, ProcessingCompleteCallbackEx: PFN_VMB_CHANNEL_PROCESSING_COMPLETE_EX) -> NTSTATUS {
+unsafe extern "system" fn VmbChannelInitSetProcessPacketCallbacksEx(
+    Channel: VMBCHANNEL,
+    CallbackContext: PVOID,
+    ProcessPacketCallbackEx: PFN_VMB_CHANNEL_PROCESS_PACKET_EX,
+    ProcessingCompleteCallbackEx: PFN_VMB_CHANNEL_PROCESSING_COMPLETE_EX,
+) -> NTSTATUS {
     init(Channel, "VmbChannelInitSetProcessPacketCallbacksEx", |c| {
         if ProcessPacketCallbackEx.is_none() {
             return STATUS_INVALID_PARAMETER_3;
@@ -694,14 +820,19 @@ unsafe extern "system" fn VmbChannelInitSetProcessPacketCallbacksEx(Channel: VMB
 
 /// `VmbChannelInitSetStateChangeCallbacks`: Version 1 (48 bytes) or, cast, Version 5 (56
 /// bytes, with CallbackContext); anything else is `STATUS_INVALID_PARAMETER_2`.
-unsafe extern "system" fn VmbChannelInitSetStateChangeCallbacks(Channel: VMBCHANNEL, StateChangeCallbacks: PVMB_CHANNEL_STATE_CHANGE_CALLBACKS) -> NTSTATUS {
+unsafe extern "system" fn VmbChannelInitSetStateChangeCallbacks(
+    Channel: VMBCHANNEL,
+    StateChangeCallbacks: PVMB_CHANNEL_STATE_CHANGE_CALLBACKS,
+) -> NTSTATUS {
     init(Channel, "VmbChannelInitSetStateChangeCallbacks", |c| {
         if StateChangeCallbacks.is_null() {
             return STATUS_INVALID_PARAMETER_2;
         }
         // SAFETY: rule STRUCT_VERSIONED: the caller passes a state-change table; its first two
         // ULONGs (Version, Size) are common to both versions.
-        let (version, size) = unsafe { ((*StateChangeCallbacks).Version, (*StateChangeCallbacks).Size) };
+        let version = unsafe { (*StateChangeCallbacks).Version };
+        // SAFETY: rule STRUCT_VERSIONED: as above.
+        let size = unsafe { (*StateChangeCallbacks).Size };
         let v1 = std::mem::size_of::<VMB_CHANNEL_STATE_CHANGE_CALLBACKS>();
         let v5 = std::mem::size_of::<VMB_CHANNEL_STATE_CHANGE_CALLBACKS_V5>();
         c.init.state_cbs = match (version, size as usize) {
@@ -737,7 +868,10 @@ unsafe extern "system" fn VmbChannelInitSetStateChangeCallbacks(Channel: VMBCHAN
 }
 
 /// `VmbChannelInitSetFriendlyName`: a second name is `STATUS_INVALID_PARAMETER_2`.
-unsafe extern "system" fn VmbChannelInitSetFriendlyName(Channel: VMBCHANNEL, Name: PCUNICODE_STRING) -> NTSTATUS {
+unsafe extern "system" fn VmbChannelInitSetFriendlyName(
+    Channel: VMBCHANNEL,
+    Name: PCUNICODE_STRING,
+) -> NTSTATUS {
     let name = if Name.is_null() {
         None
     } else {
@@ -755,7 +889,9 @@ unsafe extern "system" fn VmbChannelInitSetFriendlyName(Channel: VMBCHANNEL, Nam
         }
     };
     init(Channel, "VmbChannelInitSetFriendlyName", |c| {
-        let Some(name) = name else { return STATUS_INVALID_PARAMETER_2 };
+        let Some(name) = name else {
+            return STATUS_INVALID_PARAMETER_2;
+        };
         if c.init.friendly_name.is_some() {
             return STATUS_INVALID_PARAMETER_2;
         }
@@ -776,7 +912,11 @@ unsafe extern "system" fn VmbChannelInitSetFlags(Channel: VMBCHANNEL, Flags: UIN
 }
 
 /// `VmbChannelInitSetPrimaryChannel`: sub-channels are not modelled: `STATUS_NOT_SUPPORTED`.
-unsafe extern "system" fn VmbChannelInitSetPrimaryChannel(Channel: VMBCHANNEL, PrimaryChannel: VMBCHANNEL, SubChannelIndex: UINT16) -> NTSTATUS {
+unsafe extern "system" fn VmbChannelInitSetPrimaryChannel(
+    Channel: VMBCHANNEL,
+    PrimaryChannel: VMBCHANNEL,
+    SubChannelIndex: UINT16,
+) -> NTSTATUS {
     init(Channel, "VmbChannelInitSetPrimaryChannel", |c| {
         if SubChannelIndex == 0 {
             return STATUS_INVALID_PARAMETER_3;
@@ -787,7 +927,11 @@ unsafe extern "system" fn VmbChannelInitSetPrimaryChannel(Channel: VMBCHANNEL, P
 }
 
 /// `VmbClientChannelInitSetRingBufferPageCount`: pages per ring, control page included (>= 2).
-unsafe extern "system" fn VmbClientChannelInitSetRingBufferPageCount(Channel: VMBCHANNEL, IncomingPageCount: UINT32, OutgoingPageCount: UINT32) -> NTSTATUS {
+unsafe extern "system" fn VmbClientChannelInitSetRingBufferPageCount(
+    Channel: VMBCHANNEL,
+    IncomingPageCount: UINT32,
+    OutgoingPageCount: UINT32,
+) -> NTSTATUS {
     init(Channel, "VmbClientChannelInitSetRingBufferPageCount", |c| {
         const MAX: u32 = 0x1_0000;
         if !(2..=MAX).contains(&IncomingPageCount) {
@@ -803,7 +947,12 @@ unsafe extern "system" fn VmbClientChannelInitSetRingBufferPageCount(Channel: VM
 
 /// `VmbClientChannelInitSetTargetPnp`: recorded; the simulated PnP target is the offer the
 /// channel was allocated on.
-unsafe extern "system" fn VmbClientChannelInitSetTargetPnp(Channel: VMBCHANNEL, InterfaceType: LPCGUID, InterfaceInstance: LPCGUID, PnpFailureCallback: PFN_VMB_CHANNEL_PNP_FAILURE) -> NTSTATUS {
+unsafe extern "system" fn VmbClientChannelInitSetTargetPnp(
+    Channel: VMBCHANNEL,
+    InterfaceType: LPCGUID,
+    InterfaceInstance: LPCGUID,
+    PnpFailureCallback: PFN_VMB_CHANNEL_PNP_FAILURE,
+) -> NTSTATUS {
     if InterfaceType.is_null() {
         return STATUS_INVALID_PARAMETER_2;
     }
@@ -823,39 +972,70 @@ unsafe extern "system" fn VmbClientChannelInitSetTargetPnp(Channel: VMBCHANNEL, 
 }
 
 /// `VmbClientChannelInitSetTargetProcessorIndex`: recorded (one simulated processor set).
-unsafe extern "system" fn VmbClientChannelInitSetTargetProcessorIndex(Channel: VMBCHANNEL, ProcessorIndex: ULONG) -> NTSTATUS {
-    init(Channel, "VmbClientChannelInitSetTargetProcessorIndex", |c| {
-        c.init.processor = Some(ProcessorIndex);
-        STATUS_SUCCESS
-    })
+unsafe extern "system" fn VmbClientChannelInitSetTargetProcessorIndex(
+    Channel: VMBCHANNEL,
+    ProcessorIndex: ULONG,
+) -> NTSTATUS {
+    init(
+        Channel,
+        "VmbClientChannelInitSetTargetProcessorIndex",
+        |c| {
+            c.init.processor = Some(ProcessorIndex);
+            STATUS_SUCCESS
+        },
+    )
 }
 
 /// `VmbChannelSetIncomingProcessingAtPassive`: deliver incoming packets at PASSIVE_LEVEL on
 /// KMCL's worker.
-unsafe extern "system" fn VmbChannelSetIncomingProcessingAtPassive(Channel: VMBCHANNEL, RequirePassive: BOOLEAN) {
-    let site = || format!("VmbChannelSetIncomingProcessingAtPassive({:#x})", tok(Channel));
-    let Some((sim, ch)) = chan(Channel, &site) else { return };
+unsafe extern "system" fn VmbChannelSetIncomingProcessingAtPassive(
+    Channel: VMBCHANNEL,
+    RequirePassive: BOOLEAN,
+) {
+    let site = || {
+        format!(
+            "VmbChannelSetIncomingProcessingAtPassive({:#x})",
+            tok(Channel)
+        )
+    };
+    let Some((sim, ch)) = chan(Channel, &site) else {
+        return;
+    };
     channel::with_channel(&sim, ch, |c| c.passive = RequirePassive != 0);
 }
 
 /// `VmbChannelSetTransactionQuota`: maximum outstanding incoming packets (> 0).
 unsafe extern "system" fn VmbChannelSetTransactionQuota(Channel: VMBCHANNEL, Quota: UINT32) {
     let site = || format!("VmbChannelSetTransactionQuota({:#x})", tok(Channel));
-    let Some((sim, ch)) = chan(Channel, &site) else { return };
+    let Some((sim, ch)) = chan(Channel, &site) else {
+        return;
+    };
     if Quota > 0 {
         channel::with_channel(&sim, ch, |c| c.quota = Some(Quota));
     }
 }
 
 /// `VmbChannelSetInterruptLatency`: valid between Opened and Closed; returns the previous value.
-unsafe extern "system" fn VmbChannelSetInterruptLatency(Channel: VMBCHANNEL, Latency: UINT16, OriginalLatency: PUINT16) -> NTSTATUS {
+unsafe extern "system" fn VmbChannelSetInterruptLatency(
+    Channel: VMBCHANNEL,
+    Latency: UINT16,
+    OriginalLatency: PUINT16,
+) -> NTSTATUS {
     let site = || format!("VmbChannelSetInterruptLatency({:#x})", tok(Channel));
-    let Some((sim, ch)) = chan(Channel, &site) else { return STATUS_INVALID_PARAMETER_1 };
+    let Some((sim, ch)) = chan(Channel, &site) else {
+        return STATUS_INVALID_PARAMETER_1;
+    };
     let r = channel::with_channel(&sim, ch, |c| {
-        if c.is_open() { Some(std::mem::replace(&mut c.latency, Latency)) } else { None }
+        if c.is_open() {
+            Some(std::mem::replace(&mut c.latency, Latency))
+        } else {
+            None
+        }
     })
     .flatten();
-    let Some(old) = r else { return STATUS_INVALID_DEVICE_STATE };
+    let Some(old) = r else {
+        return STATUS_INVALID_DEVICE_STATE;
+    };
     if !OriginalLatency.is_null() {
         // SAFETY: rule OUT_PARAM: `_Out_opt_ PUINT16`, non-null here.
         unsafe { OriginalLatency.write(old) };
@@ -864,36 +1044,53 @@ unsafe extern "system" fn VmbChannelSetInterruptLatency(Channel: VMBCHANNEL, Lat
 }
 
 /// `VmbChannelSetAllowableDpcCpuUsage`: recorded (1..=100).
-unsafe extern "system" fn VmbChannelSetAllowableDpcCpuUsage(Channel: VMBCHANNEL, CpuPercentage: UINT8) {
+unsafe extern "system" fn VmbChannelSetAllowableDpcCpuUsage(
+    Channel: VMBCHANNEL,
+    CpuPercentage: UINT8,
+) {
     let site = || format!("VmbChannelSetAllowableDpcCpuUsage({:#x})", tok(Channel));
-    let Some((sim, ch)) = chan(Channel, &site) else { return };
+    let Some((sim, ch)) = chan(Channel, &site) else {
+        return;
+    };
     channel::with_channel(&sim, ch, |c| c.dpc_cpu = CpuPercentage.clamp(1, 100));
 }
 
 /// `VmbChannelSetPointer` (FASTCALL in the header; one convention on x64).
 unsafe extern "system" fn VmbChannelSetPointer(Channel: VMBCHANNEL, Pointer: PVOID) {
     let site = || format!("VmbChannelSetPointer({:#x})", tok(Channel));
-    let Some((sim, ch)) = chan(Channel, &site) else { return };
+    let Some((sim, ch)) = chan(Channel, &site) else {
+        return;
+    };
     channel::with_channel(&sim, ch, |c| c.pointer = tok(Pointer));
 }
 
 /// `VmbChannelGetPointer`.
 unsafe extern "system" fn VmbChannelGetPointer(Channel: VMBCHANNEL) -> PVOID {
     let site = || format!("VmbChannelGetPointer({:#x})", tok(Channel));
-    let Some((sim, ch)) = chan(Channel, &site) else { return std::ptr::null_mut() };
+    let Some((sim, ch)) = chan(Channel, &site) else {
+        return std::ptr::null_mut();
+    };
     handle(channel::with_channel(&sim, ch, |c| c.pointer).unwrap_or(0))
 }
 
 /// `VmbChannelGetInterfaceInstance`: the offer's instance GUID.
-unsafe extern "system" fn VmbChannelGetInterfaceInstance(Channel: VMBCHANNEL, InterfaceInstance: LPGUID) {
+unsafe extern "system" fn VmbChannelGetInterfaceInstance(
+    Channel: VMBCHANNEL,
+    InterfaceInstance: LPGUID,
+) {
     let site = || format!("VmbChannelGetInterfaceInstance({:#x})", tok(Channel));
-    let Some((sim, ch)) = chan(Channel, &site) else { return };
+    let Some((sim, ch)) = chan(Channel, &site) else {
+        return;
+    };
     if InterfaceInstance.is_null() {
         return;
     }
     let g = {
         let st = sim.lock();
-        st.channels.get(&ch).and_then(|c| st.offers.get(&c.offer)).map(|o| o.cfg.interface_instance)
+        st.channels
+            .get(&ch)
+            .and_then(|c| st.offers.get(&c.offer))
+            .map(|o| o.cfg.interface_instance)
     };
     if let Some(g) = g {
         // SAFETY: rule OUT_PARAM: `_Out_ LPGUID`, non-null here.
@@ -903,7 +1100,11 @@ unsafe extern "system" fn VmbChannelGetInterfaceInstance(Channel: VMBCHANNEL, In
 
 /// `VmbChannelGetMmioSpace`: a client channel has no MMIO range (server-only
 /// `VmbServerChannelInitSetMmioMegabytes`): returns address 0, size 0.
-unsafe extern "system" fn VmbChannelGetMmioSpace(Channel: VMBCHANNEL, MmioAddress: *mut UINT64, MmioSize: *mut UINT64) {
+unsafe extern "system" fn VmbChannelGetMmioSpace(
+    Channel: VMBCHANNEL,
+    MmioAddress: *mut UINT64,
+    MmioSize: *mut UINT64,
+) {
     let site = || format!("VmbChannelGetMmioSpace({:#x})", tok(Channel));
     if chan(Channel, &site).is_none() {
         return;
@@ -919,18 +1120,34 @@ unsafe extern "system" fn VmbChannelGetMmioSpace(Channel: VMBCHANNEL, MmioAddres
 }
 
 /// `VmbChannelGetTargetDeviceObject`: the offer's PDO (the same token as the parent).
-unsafe extern "system" fn VmbChannelGetTargetDeviceObject(Channel: VMBCHANNEL, TargetDeviceObject: *mut PDEVICE_OBJECT) {
-    get_device(Channel, TargetDeviceObject, "VmbChannelGetTargetDeviceObject");
+unsafe extern "system" fn VmbChannelGetTargetDeviceObject(
+    Channel: VMBCHANNEL,
+    TargetDeviceObject: *mut PDEVICE_OBJECT,
+) {
+    get_device(
+        Channel,
+        TargetDeviceObject,
+        "VmbChannelGetTargetDeviceObject",
+    );
 }
 
 /// `VmbChannelGetParentDeviceObject`: the device object passed to `VmbChannelAllocate`.
-unsafe extern "system" fn VmbChannelGetParentDeviceObject(Channel: VMBCHANNEL, ParentDeviceObject: *mut PDEVICE_OBJECT) {
-    get_device(Channel, ParentDeviceObject, "VmbChannelGetParentDeviceObject");
+unsafe extern "system" fn VmbChannelGetParentDeviceObject(
+    Channel: VMBCHANNEL,
+    ParentDeviceObject: *mut PDEVICE_OBJECT,
+) {
+    get_device(
+        Channel,
+        ParentDeviceObject,
+        "VmbChannelGetParentDeviceObject",
+    );
 }
 
 fn get_device(Channel: VMBCHANNEL, out: *mut PDEVICE_OBJECT, name: &str) {
     let site = || format!("{name}({:#x})", tok(Channel));
-    let Some((sim, ch)) = chan(Channel, &site) else { return };
+    let Some((sim, ch)) = chan(Channel, &site) else {
+        return;
+    };
     let dev = channel::with_channel(&sim, ch, |c| c.parent_device).unwrap_or(0);
     if !out.is_null() {
         // SAFETY: rule OUT_PARAM: `_Out_ PDEVICE_OBJECT*`, non-null here.
@@ -941,7 +1158,9 @@ fn get_device(Channel: VMBCHANNEL, out: *mut PDEVICE_OBJECT, name: &str) {
 /// `VmbChannelSizeofPacket`: bytes for a `VmbPacketInitialize` packet object.
 unsafe extern "system" fn VmbChannelSizeofPacket(Channel: VMBCHANNEL) -> UINT32 {
     let site = || format!("VmbChannelSizeofPacket({:#x})", tok(Channel));
-    let Some((sim, ch)) = chan(Channel, &site) else { return SIZEOF_PACKET };
+    let Some((sim, ch)) = chan(Channel, &site) else {
+        return SIZEOF_PACKET;
+    };
     SIZEOF_PACKET + channel::with_channel(&sim, ch, |c| c.init.inline_context_size).unwrap_or(0)
 }
 
@@ -949,49 +1168,108 @@ unsafe extern "system" fn VmbChannelSizeofPacket(Channel: VMBCHANNEL) -> UINT32 
 // GPADLs
 // ---------------------------------------------------------------------------------------------
 
-fn create_gpadl(Channel: VMBCHANNEL, name: &str, Flags: UINT32, bytes: Option<usize>, GpadlHandle: PUINT32) -> NTSTATUS {
+fn create_gpadl(
+    Channel: VMBCHANNEL,
+    name: &str,
+    Flags: UINT32,
+    bytes: Option<usize>,
+    GpadlHandle: PUINT32,
+) -> NTSTATUS {
     let site = || format!("{name}({:#x})", tok(Channel));
-    let Some((sim, ch)) = chan(Channel, &site) else { return STATUS_INVALID_PARAMETER_1 };
+    let Some((sim, ch)) = chan(Channel, &site) else {
+        return STATUS_INVALID_PARAMETER_1;
+    };
     if !passive(&sim, &site) {
         return STATUS_INVALID_DEVICE_STATE;
     }
     if Flags & !VMBUS_CHANNEL_GPADL_FLAGS != 0 {
         return STATUS_INVALID_PARAMETER_2;
     }
-    let Some(bytes) = bytes.filter(|b| *b > 0) else { return STATUS_INVALID_PARAMETER_3 };
+    let Some(bytes) = bytes.filter(|b| *b > 0) else {
+        return STATUS_INVALID_PARAMETER_3;
+    };
     if GpadlHandle.is_null() {
         return STATUS_INVALID_PARAMETER;
     }
     let h = channel::with_channel(&sim, ch, |c| c.add_gpadl(bytes)).flatten();
-    let Some(h) = h else { return STATUS_INVALID_DEVICE_STATE };
+    let Some(h) = h else {
+        return STATUS_INVALID_DEVICE_STATE;
+    };
     // SAFETY: rule OUT_PARAM: `_Out_ PUINT32`, non-null here.
     unsafe { GpadlHandle.write(h) };
     STATUS_SUCCESS
 }
 
 /// `VmbChannelCreateGpadlFromBuffer`: records the GPADL (the host side does not map it).
-unsafe extern "system" fn VmbChannelCreateGpadlFromBuffer(Channel: VMBCHANNEL, Flags: UINT32, Buffer: PVOID, ByteCount: UINT32, GpadlHandle: PUINT32) -> NTSTATUS {
-    let bytes = if Buffer.is_null() { None } else { Some(ByteCount as usize) };
-    create_gpadl(Channel, "VmbChannelCreateGpadlFromBuffer", Flags, bytes, GpadlHandle)
+unsafe extern "system" fn VmbChannelCreateGpadlFromBuffer(
+    Channel: VMBCHANNEL,
+    Flags: UINT32,
+    Buffer: PVOID,
+    ByteCount: UINT32,
+    GpadlHandle: PUINT32,
+) -> NTSTATUS {
+    let bytes = if Buffer.is_null() {
+        None
+    } else {
+        Some(ByteCount as usize)
+    };
+    create_gpadl(
+        Channel,
+        "VmbChannelCreateGpadlFromBuffer",
+        Flags,
+        bytes,
+        GpadlHandle,
+    )
 }
 
 /// `VmbChannelCreateGpadlFromMdl`: records the GPADL.
-unsafe extern "system" fn VmbChannelCreateGpadlFromMdl(Channel: VMBCHANNEL, Flags: UINT32, Mdl: PMDL, StartOffsetWithinMdl: UINT32, DataLengthWithinMdl: UINT32, GpadlHandle: PUINT32) -> NTSTATUS {
+unsafe extern "system" fn VmbChannelCreateGpadlFromMdl(
+    Channel: VMBCHANNEL,
+    Flags: UINT32,
+    Mdl: PMDL,
+    StartOffsetWithinMdl: UINT32,
+    DataLengthWithinMdl: UINT32,
+    GpadlHandle: PUINT32,
+) -> NTSTATUS {
     // SAFETY: rule MDL_VALID: the driver passes a valid MDL.
     let v = unsafe { read_mdl(Mdl, StartOffsetWithinMdl, DataLengthWithinMdl, false) };
-    create_gpadl(Channel, "VmbChannelCreateGpadlFromMdl", Flags, v.map(|v| v.byte_count as usize), GpadlHandle)
+    create_gpadl(
+        Channel,
+        "VmbChannelCreateGpadlFromMdl",
+        Flags,
+        v.map(|v| v.byte_count as usize),
+        GpadlHandle,
+    )
 }
 
 /// `VmbChannelCreateGpadlFromPfnList`: records the GPADL.
-unsafe extern "system" fn VmbChannelCreateGpadlFromPfnList(Channel: VMBCHANNEL, Flags: UINT32, PfnList: PPFN_NUMBER, PfnListCount: UINT32, GpadlHandle: PUINT32) -> NTSTATUS {
-    let bytes = if PfnList.is_null() { None } else { Some(PfnListCount as usize * PAGE_SIZE) };
-    create_gpadl(Channel, "VmbChannelCreateGpadlFromPfnList", Flags, bytes, GpadlHandle)
+unsafe extern "system" fn VmbChannelCreateGpadlFromPfnList(
+    Channel: VMBCHANNEL,
+    Flags: UINT32,
+    PfnList: PPFN_NUMBER,
+    PfnListCount: UINT32,
+    GpadlHandle: PUINT32,
+) -> NTSTATUS {
+    let bytes = if PfnList.is_null() {
+        None
+    } else {
+        Some(PfnListCount as usize * PAGE_SIZE)
+    };
+    create_gpadl(
+        Channel,
+        "VmbChannelCreateGpadlFromPfnList",
+        Flags,
+        bytes,
+        GpadlHandle,
+    )
 }
 
 /// `VmbChannelDeleteGpadl`.
 unsafe extern "system" fn VmbChannelDeleteGpadl(Channel: VMBCHANNEL, GpadlHandle: UINT32) {
     let site = || format!("VmbChannelDeleteGpadl({:#x}, {GpadlHandle})", tok(Channel));
-    let Some((sim, ch)) = chan(Channel, &site) else { return };
+    let Some((sim, ch)) = chan(Channel, &site) else {
+        return;
+    };
     if passive(&sim, &site) {
         channel::with_channel(&sim, ch, |c| c.gpadls.remove(&GpadlHandle));
     }
@@ -1003,9 +1281,21 @@ unsafe extern "system" fn VmbChannelDeleteGpadl(Channel: VMBCHANNEL, GpadlHandle
 
 /// `VmbChannelPacketComplete`: exactly once per delivered packet; sends the completion
 /// if the host asked for one.
-unsafe extern "system" fn VmbChannelPacketComplete(PacketCompletionContext: VMBPACKETCOMPLETION, PacketCompletionBuffer: PVOID, BufSize: UINT32) {
-    let site = || format!("VmbChannelPacketComplete({:#x}, {BufSize})", tok(PacketCompletionContext));
-    let Some((sim, ch, pkt)) = incoming(PacketCompletionContext, Rule::PacketCompletedTwice, &site) else { return };
+unsafe extern "system" fn VmbChannelPacketComplete(
+    PacketCompletionContext: VMBPACKETCOMPLETION,
+    PacketCompletionBuffer: PVOID,
+    BufSize: UINT32,
+) {
+    let site = || {
+        format!(
+            "VmbChannelPacketComplete({:#x}, {BufSize})",
+            tok(PacketCompletionContext)
+        )
+    };
+    let Some((sim, ch, pkt)) = incoming(PacketCompletionContext, Rule::PacketCompletedTwice, &site)
+    else {
+        return;
+    };
     // SAFETY: rule BUFFER_VALID: `_In_reads_bytes_opt_(BufSize)`.
     let resp = unsafe { driver_bytes(PacketCompletionBuffer, BufSize) }.unwrap_or_default();
     channel::complete_incoming(&sim, ch, pkt, &resp, false, &site());
@@ -1014,21 +1304,44 @@ unsafe extern "system" fn VmbChannelPacketComplete(PacketCompletionContext: VMBP
 /// `VmbChannelPacketFail`: retires the packet without a completion and stops the queue.
 unsafe extern "system" fn VmbChannelPacketFail(PacketCompletionContext: VMBPACKETCOMPLETION) {
     let site = || format!("VmbChannelPacketFail({:#x})", tok(PacketCompletionContext));
-    let Some((sim, ch, pkt)) = incoming(PacketCompletionContext, Rule::PacketCompletedTwice, &site) else { return };
+    let Some((sim, ch, pkt)) = incoming(PacketCompletionContext, Rule::PacketCompletedTwice, &site)
+    else {
+        return;
+    };
     channel::complete_incoming(&sim, ch, pkt, &[], true, &site());
 }
 
 /// `VmbChannelPacketDeferToPassive`: only in-line from ProcessPacket; re-delivered at PASSIVE.
-unsafe extern "system" fn VmbChannelPacketDeferToPassive(PacketCompletionContext: VMBPACKETCOMPLETION) {
-    let site = || format!("VmbChannelPacketDeferToPassive({:#x})", tok(PacketCompletionContext));
-    let Some((sim, ch, pkt)) = incoming(PacketCompletionContext, Rule::InvalidPacketHandle, &site) else { return };
+unsafe extern "system" fn VmbChannelPacketDeferToPassive(
+    PacketCompletionContext: VMBPACKETCOMPLETION,
+) {
+    let site = || {
+        format!(
+            "VmbChannelPacketDeferToPassive({:#x})",
+            tok(PacketCompletionContext)
+        )
+    };
+    let Some((sim, ch, pkt)) = incoming(PacketCompletionContext, Rule::InvalidPacketHandle, &site)
+    else {
+        return;
+    };
     channel::defer(&sim, ch, pkt, tok(PacketCompletionContext), &site());
 }
 
 /// `VmbChannelPacketGetExternalData`: an MDL (header + PFN array, mapped) over simulator memory.
-unsafe extern "system" fn VmbChannelPacketGetExternalData(PacketCompletionContext: VMBPACKETCOMPLETION, Flags: UINT32, Mdl: *mut PMDL) -> NTSTATUS {
-    let site = || format!("VmbChannelPacketGetExternalData({:#x})", tok(PacketCompletionContext));
-    let Some((sim, ch, pkt)) = incoming(PacketCompletionContext, Rule::InvalidPacketHandle, &site) else {
+unsafe extern "system" fn VmbChannelPacketGetExternalData(
+    PacketCompletionContext: VMBPACKETCOMPLETION,
+    Flags: UINT32,
+    Mdl: *mut PMDL,
+) -> NTSTATUS {
+    let site = || {
+        format!(
+            "VmbChannelPacketGetExternalData({:#x})",
+            tok(PacketCompletionContext)
+        )
+    };
+    let Some((sim, ch, pkt)) = incoming(PacketCompletionContext, Rule::InvalidPacketHandle, &site)
+    else {
         return STATUS_INVALID_PARAMETER_1;
     };
     if Flags & !VMBUS_CHANNEL_PACKET_EXTERNAL_DATA_FLAGS != 0 {
@@ -1048,9 +1361,17 @@ unsafe extern "system" fn VmbChannelPacketGetExternalData(PacketCompletionContex
 }
 
 /// `VmbChannelPacketGetClientContext`: the per-packet area sized by `InitSetClientContextSize`.
-unsafe extern "system" fn VmbChannelPacketGetClientContext(PacketCompletionContext: VMBPACKETCOMPLETION) -> PVOID {
-    let site = || format!("VmbChannelPacketGetClientContext({:#x})", tok(PacketCompletionContext));
-    let Some((sim, ch, pkt)) = incoming(PacketCompletionContext, Rule::InvalidPacketHandle, &site) else {
+unsafe extern "system" fn VmbChannelPacketGetClientContext(
+    PacketCompletionContext: VMBPACKETCOMPLETION,
+) -> PVOID {
+    let site = || {
+        format!(
+            "VmbChannelPacketGetClientContext({:#x})",
+            tok(PacketCompletionContext)
+        )
+    };
+    let Some((sim, ch, pkt)) = incoming(PacketCompletionContext, Rule::InvalidPacketHandle, &site)
+    else {
         return std::ptr::null_mut();
     };
     let st = sim.lock();
@@ -1070,18 +1391,27 @@ unsafe extern "system" fn VmbChannelPacketGetClientContext(PacketCompletionConte
 /// `VmbPacketAllocate`: NULL on failure (see `Fault::FailPacketAllocate`).
 unsafe extern "system" fn VmbPacketAllocate(Channel: VMBCHANNEL) -> VMBPACKET {
     let site = || format!("VmbPacketAllocate({:#x})", tok(Channel));
-    let Some((sim, ch)) = chan(Channel, &site) else { return std::ptr::null_mut() };
+    let Some((sim, ch)) = chan(Channel, &site) else {
+        return std::ptr::null_mut();
+    };
     channel::packet_new(&sim, ch, None).map_or(std::ptr::null_mut(), handle)
 }
 
 /// `VmbPacketInitialize`: a packet in caller memory (`>= VmbChannelSizeofPacket`).
-unsafe extern "system" fn VmbPacketInitialize(Channel: VMBCHANNEL, VmbPacket: VMBPACKET, ByteCount: UINT32) -> NTSTATUS {
+unsafe extern "system" fn VmbPacketInitialize(
+    Channel: VMBCHANNEL,
+    VmbPacket: VMBPACKET,
+    ByteCount: UINT32,
+) -> NTSTATUS {
     let site = || format!("VmbPacketInitialize({:#x})", tok(Channel));
-    let Some((sim, ch)) = chan(Channel, &site) else { return STATUS_INVALID_PARAMETER_1 };
+    let Some((sim, ch)) = chan(Channel, &site) else {
+        return STATUS_INVALID_PARAMETER_1;
+    };
     if VmbPacket.is_null() {
         return STATUS_INVALID_PARAMETER_2;
     }
-    let need = SIZEOF_PACKET + channel::with_channel(&sim, ch, |c| c.init.inline_context_size).unwrap_or(0);
+    let need = SIZEOF_PACKET
+        + channel::with_channel(&sim, ch, |c| c.init.inline_context_size).unwrap_or(0);
     if ByteCount < need {
         return STATUS_INVALID_PARAMETER_3;
     }
@@ -1094,29 +1424,52 @@ unsafe extern "system" fn VmbPacketInitialize(Channel: VMBCHANNEL, VmbPacket: VM
 /// `VmbPacketFree`.
 unsafe extern "system" fn VmbPacketFree(VmbPacket: VMBPACKET) {
     let site = || format!("VmbPacketFree({:#x})", tok(VmbPacket));
-    let Some((sim, ch, pkt)) = outgoing(VmbPacket, Rule::OutgoingPacketDoubleFree, &site) else { return };
+    let Some((sim, ch, pkt)) = outgoing(VmbPacket, Rule::OutgoingPacketDoubleFree, &site) else {
+        return;
+    };
     channel::packet_free(&sim, ch, pkt, &site());
 }
 
 /// `VmbPacketSetCompletionRoutine`.
-unsafe extern "system" fn VmbPacketSetCompletionRoutine(PacketObject: VMBPACKET, CompletionRoutine: PFN_VMB_PACKET_COMPLETION_ROUTINE) {
-    set_routine(PacketObject, "VmbPacketSetCompletionRoutine", Routine::V1(CompletionRoutine));
+unsafe extern "system" fn VmbPacketSetCompletionRoutine(
+    PacketObject: VMBPACKET,
+    CompletionRoutine: PFN_VMB_PACKET_COMPLETION_ROUTINE,
+) {
+    set_routine(
+        PacketObject,
+        "VmbPacketSetCompletionRoutine",
+        Routine::V1(CompletionRoutine),
+    );
 }
 
 /// `VmbPacketSetCompletionRoutineEx`.
-unsafe extern "system" fn VmbPacketSetCompletionRoutineEx(PacketObject: VMBPACKET, CallbackContext: PVOID, CompletionRoutineEx: PFN_VMB_PACKET_COMPLETION_ROUTINE_EX) {
-    set_routine(PacketObject, "VmbPacketSetCompletionRoutineEx", Routine::Ex(tok(CallbackContext), CompletionRoutineEx));
+unsafe extern "system" fn VmbPacketSetCompletionRoutineEx(
+    PacketObject: VMBPACKET,
+    CallbackContext: PVOID,
+    CompletionRoutineEx: PFN_VMB_PACKET_COMPLETION_ROUTINE_EX,
+) {
+    set_routine(
+        PacketObject,
+        "VmbPacketSetCompletionRoutineEx",
+        Routine::Ex(tok(CallbackContext), CompletionRoutineEx),
+    );
 }
 
 fn set_routine(p: VMBPACKET, name: &str, r: Routine) {
     let site = || format!("{name}({:#x})", tok(p));
-    let Some((sim, ch, pkt)) = outgoing(p, Rule::InvalidPacketHandle, &site) else { return };
+    let Some((sim, ch, pkt)) = outgoing(p, Rule::InvalidPacketHandle, &site) else {
+        return;
+    };
     let r = match r {
         Routine::V1(None) | Routine::Ex(_, None) => Routine::Default,
         r => r,
     };
     let mut st = sim.lock();
-    if let Some(o) = st.channels.get_mut(&ch).and_then(|c| c.outgoing.get_mut(&pkt)) {
+    if let Some(o) = st
+        .channels
+        .get_mut(&ch)
+        .and_then(|c| c.outgoing.get_mut(&pkt))
+    {
         o.routine = r;
     }
 }
@@ -1124,9 +1477,15 @@ fn set_routine(p: VMBPACKET, name: &str, r: Routine) {
 /// `VmbPacketSetPointer`.
 unsafe extern "system" fn VmbPacketSetPointer(PacketObject: VMBPACKET, Pointer: PVOID) {
     let site = || format!("VmbPacketSetPointer({:#x})", tok(PacketObject));
-    let Some((sim, ch, pkt)) = outgoing(PacketObject, Rule::InvalidPacketHandle, &site) else { return };
+    let Some((sim, ch, pkt)) = outgoing(PacketObject, Rule::InvalidPacketHandle, &site) else {
+        return;
+    };
     let mut st = sim.lock();
-    if let Some(o) = st.channels.get_mut(&ch).and_then(|c| c.outgoing.get_mut(&pkt)) {
+    if let Some(o) = st
+        .channels
+        .get_mut(&ch)
+        .and_then(|c| c.outgoing.get_mut(&pkt))
+    {
         o.pointer = tok(Pointer);
     }
 }
@@ -1138,7 +1497,12 @@ unsafe extern "system" fn VmbPacketGetPointer(PacketObject: VMBPACKET) -> PVOID 
         return std::ptr::null_mut();
     };
     let st = sim.lock();
-    handle(st.channels.get(&ch).and_then(|c| c.outgoing.get(&pkt)).map_or(0, |o| o.pointer))
+    handle(
+        st.channels
+            .get(&ch)
+            .and_then(|c| c.outgoing.get(&pkt))
+            .map_or(0, |o| o.pointer),
+    )
 }
 
 /// `VmbPacketGetChannel`.
@@ -1152,7 +1516,12 @@ unsafe extern "system" fn VmbPacketGetChannel(PacketObject: VMBPACKET) -> VMBCHA
 
 /// `VmbPacketGetInlinePacketContextPointer`: the area sized by `InitSetInlinePacketContextSize`.
 unsafe extern "system" fn VmbPacketGetInlinePacketContextPointer(PacketObject: VMBPACKET) -> PVOID {
-    let site = || format!("VmbPacketGetInlinePacketContextPointer({:#x})", tok(PacketObject));
+    let site = || {
+        format!(
+            "VmbPacketGetInlinePacketContextPointer({:#x})",
+            tok(PacketObject)
+        )
+    };
     let Some((sim, ch, pkt)) = outgoing(PacketObject, Rule::InvalidPacketHandle, &site) else {
         return std::ptr::null_mut();
     };
@@ -1179,8 +1548,19 @@ fn check_send_flags(sim: &SimInner, flags: u32, site: &dyn Fn() -> String) -> Re
 }
 
 /// `VmbPacketSend`: inline buffer plus optional external MDL (then GPA direct).
-unsafe extern "system" fn VmbPacketSend(PacketObject: VMBPACKET, Buffer: PVOID, BufferLength: UINT32, ExternalDataMdl: PMDL, Flags: UINT32) -> NTSTATUS {
-    let site = || format!("VmbPacketSend({:#x}, {BufferLength}, {Flags:#x})", tok(PacketObject));
+unsafe extern "system" fn VmbPacketSend(
+    PacketObject: VMBPACKET,
+    Buffer: PVOID,
+    BufferLength: UINT32,
+    ExternalDataMdl: PMDL,
+    Flags: UINT32,
+) -> NTSTATUS {
+    let site = || {
+        format!(
+            "VmbPacketSend({:#x}, {BufferLength}, {Flags:#x})",
+            tok(PacketObject)
+        )
+    };
     let Some((sim, ch, pkt)) = outgoing(PacketObject, Rule::InvalidPacketHandle, &site) else {
         return STATUS_INVALID_PARAMETER_1;
     };
@@ -1188,15 +1568,40 @@ unsafe extern "system" fn VmbPacketSend(PacketObject: VMBPACKET, Buffer: PVOID, 
         return s;
     }
     // SAFETY: rule BUFFER_VALID: `_In_reads_bytes_opt_(BufferLength)`.
-    let Some(payload) = (unsafe { driver_bytes(Buffer, BufferLength) }) else { return STATUS_INVALID_PARAMETER_2 };
+    let Some(payload) = (unsafe { driver_bytes(Buffer, BufferLength) }) else {
+        return STATUS_INVALID_PARAMETER_2;
+    };
     // SAFETY: rule MDL_VALID: `_In_opt_ PMDL`, a valid locked MDL when non-null.
-    let ext = unsafe { read_mdl(ExternalDataMdl, 0, 0, false) }.map(ext_from_mdl).unwrap_or_default();
-    channel::send(&sim, ch, pkt, &payload, with_exact(ext, payload.len()), Flags, &site())
+    let ext = unsafe { read_mdl(ExternalDataMdl, 0, 0, false) }
+        .map(ext_from_mdl)
+        .unwrap_or_default();
+    channel::send(
+        &sim,
+        ch,
+        pkt,
+        &payload,
+        with_exact(ext, payload.len()),
+        Flags,
+        &site(),
+    )
 }
 
 /// `VmbPacketSendWithExternalMdl`: the MDL window `MdlOffset..+MdlLength` (0 = to the end).
-unsafe extern "system" fn VmbPacketSendWithExternalMdl(PacketObject: VMBPACKET, Buffer: PVOID, BufferLength: UINT32, ExternalDataMdl: PMDL, MdlOffset: UINT32, MdlLength: UINT32, Flags: UINT32) -> NTSTATUS {
-    let site = || format!("VmbPacketSendWithExternalMdl({:#x}, {BufferLength}, {Flags:#x})", tok(PacketObject));
+unsafe extern "system" fn VmbPacketSendWithExternalMdl(
+    PacketObject: VMBPACKET,
+    Buffer: PVOID,
+    BufferLength: UINT32,
+    ExternalDataMdl: PMDL,
+    MdlOffset: UINT32,
+    MdlLength: UINT32,
+    Flags: UINT32,
+) -> NTSTATUS {
+    let site = || {
+        format!(
+            "VmbPacketSendWithExternalMdl({:#x}, {BufferLength}, {Flags:#x})",
+            tok(PacketObject)
+        )
+    };
     let Some((sim, ch, pkt)) = outgoing(PacketObject, Rule::InvalidPacketHandle, &site) else {
         return STATUS_INVALID_PARAMETER_1;
     };
@@ -1207,19 +1612,41 @@ unsafe extern "system" fn VmbPacketSendWithExternalMdl(PacketObject: VMBPACKET, 
         return STATUS_INVALID_PARAMETER_4;
     }
     // SAFETY: rule BUFFER_VALID: `_In_reads_bytes_opt_(BufferLength)`.
-    let Some(payload) = (unsafe { driver_bytes(Buffer, BufferLength) }) else { return STATUS_INVALID_PARAMETER_2 };
+    let Some(payload) = (unsafe { driver_bytes(Buffer, BufferLength) }) else {
+        return STATUS_INVALID_PARAMETER_2;
+    };
     let force = Flags & VMBUS_CHANNEL_FORMAT_FLAG_FORCE_MDL_LENGTH != 0;
     // SAFETY: rule MDL_VALID: a valid locked MDL (non-null checked).
     let Some(v) = (unsafe { read_mdl(ExternalDataMdl, MdlOffset, MdlLength, force) }) else {
         return STATUS_INVALID_PARAMETER_4;
     };
-    channel::send(&sim, ch, pkt, &payload, with_exact(ext_from_mdl(v), payload.len()), Flags, &site())
+    channel::send(
+        &sim,
+        ch,
+        pkt,
+        &payload,
+        with_exact(ext_from_mdl(v), payload.len()),
+        Flags,
+        &site(),
+    )
 }
 
 /// `VmbPacketSendWithExternalPfns`: external data as a PFN list; bytes of PFNs that are
 /// simulator memory are copied for the host, others are passed as numbers only.
-unsafe extern "system" fn VmbPacketSendWithExternalPfns(PacketObject: VMBPACKET, Buffer: PVOID, BufferLength: UINT32, ExternalDataPfns: PPFN_NUMBER, PfnLength: UINT32, Flags: UINT32) -> NTSTATUS {
-    let site = || format!("VmbPacketSendWithExternalPfns({:#x}, {BufferLength}, {PfnLength})", tok(PacketObject));
+unsafe extern "system" fn VmbPacketSendWithExternalPfns(
+    PacketObject: VMBPACKET,
+    Buffer: PVOID,
+    BufferLength: UINT32,
+    ExternalDataPfns: PPFN_NUMBER,
+    PfnLength: UINT32,
+    Flags: UINT32,
+) -> NTSTATUS {
+    let site = || {
+        format!(
+            "VmbPacketSendWithExternalPfns({:#x}, {BufferLength}, {PfnLength})",
+            tok(PacketObject)
+        )
+    };
     let Some((sim, ch, pkt)) = outgoing(PacketObject, Rule::InvalidPacketHandle, &site) else {
         return STATUS_INVALID_PARAMETER_1;
     };
@@ -1230,22 +1657,37 @@ unsafe extern "system" fn VmbPacketSendWithExternalPfns(PacketObject: VMBPACKET,
         return STATUS_INVALID_PARAMETER_4;
     }
     // SAFETY: rule BUFFER_VALID: `_In_reads_bytes_opt_(BufferLength)`.
-    let Some(payload) = (unsafe { driver_bytes(Buffer, BufferLength) }) else { return STATUS_INVALID_PARAMETER_2 };
+    let Some(payload) = (unsafe { driver_bytes(Buffer, BufferLength) }) else {
+        return STATUS_INVALID_PARAMETER_2;
+    };
     // SAFETY: rule BUFFER_VALID: `_In_reads_(PfnLength)` PFNs.
-    let pfns: Vec<u64> = unsafe { std::slice::from_raw_parts(ExternalDataPfns, PfnLength as usize) }
-        .iter()
-        .map(|p| *p as u64)
-        .collect();
+    let pfns: Vec<u64> =
+        unsafe { std::slice::from_raw_parts(ExternalDataPfns, PfnLength as usize) }
+            .iter()
+            .map(|p| *p as u64)
+            .collect();
     let data = {
         let st = sim.lock();
         pfns.iter()
-            .flat_map(|p| st.pages.get(p).map(|(b, i)| b.read(i * PAGE_SIZE, PAGE_SIZE)).unwrap_or_default())
+            .flat_map(|p| {
+                st.pages
+                    .get(p)
+                    .map(|(b, i)| b.read(i * PAGE_SIZE, PAGE_SIZE))
+                    .unwrap_or_default()
+            })
             .collect()
     };
     let byte_count = PfnLength.saturating_mul(PAGE_SIZE as u32);
     let ext = ExtSpec {
-        ranges: vec![GpaRange { byte_count, byte_offset: 0, pfns }],
-        info: ExtInfo { data, exact_len: Some(payload.len()) },
+        ranges: vec![GpaRange {
+            byte_count,
+            byte_offset: 0,
+            pfns,
+        }],
+        info: ExtInfo {
+            data,
+            exact_len: Some(payload.len()),
+        },
     };
     channel::send(&sim, ch, pkt, &payload, ext, Flags, &site())
 }
@@ -1262,8 +1704,15 @@ unsafe extern "system" fn VmbChannelSendSynchronousRequest(
     CompletionBufferSize: PUINT32,
     Timeout: PLARGE_INTEGER,
 ) -> NTSTATUS {
-    let site = || format!("VmbChannelSendSynchronousRequest({:#x}, {BufferSize}, {Flags:#x})", tok(Channel));
-    let Some((sim, ch)) = chan(Channel, &site) else { return STATUS_INVALID_PARAMETER_1 };
+    let site = || {
+        format!(
+            "VmbChannelSendSynchronousRequest({:#x}, {BufferSize}, {Flags:#x})",
+            tok(Channel)
+        )
+    };
+    let Some((sim, ch)) = chan(Channel, &site) else {
+        return STATUS_INVALID_PARAMETER_1;
+    };
     let timeout = if Timeout.is_null() {
         None
     } else {
@@ -1272,7 +1721,10 @@ unsafe extern "system" fn VmbChannelSendSynchronousRequest(
     };
     let no_wait = timeout == Some(0) && Flags & VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION == 0;
     if !no_wait && current_irql() > PASSIVE_LEVEL {
-        sim.violation(Rule::SyncRequestAtDispatch, format!("{} at IRQL {}", site(), current_irql()));
+        sim.violation(
+            Rule::SyncRequestAtDispatch,
+            format!("{} at IRQL {}", site(), current_irql()),
+        );
         return STATUS_INVALID_DEVICE_STATE;
     }
     if Flags & !VMBUS_CHANNEL_FORMAT_FLAGS != 0 {
@@ -1285,35 +1737,56 @@ unsafe extern "system" fn VmbChannelSendSynchronousRequest(
         unsafe { CompletionBufferSize.read() }
     };
     if capacity % 8 != 0 {
-        sim.violation(Rule::CompletionBufferSize, format!("{}: *CompletionBufferSize = {capacity}", site()));
+        sim.violation(
+            Rule::CompletionBufferSize,
+            format!("{}: *CompletionBufferSize = {capacity}", site()),
+        );
         return STATUS_INVALID_PARAMETER_7;
     }
     if capacity > 0 && CompletionBuffer.is_null() {
         return STATUS_INVALID_PARAMETER_6;
     }
     // SAFETY: rule BUFFER_VALID: `_In_reads_bytes_(BufferSize)`.
-    let Some(payload) = (unsafe { driver_bytes(Buffer, BufferSize) }) else { return STATUS_INVALID_PARAMETER_2 };
+    let Some(payload) = (unsafe { driver_bytes(Buffer, BufferSize) }) else {
+        return STATUS_INVALID_PARAMETER_2;
+    };
     // SAFETY: rule MDL_VALID: `_In_opt_ PMDL`.
-    let ext = unsafe { read_mdl(ExternalDataMdl, 0, 0, false) }.map(ext_from_mdl).unwrap_or_default();
+    let ext = unsafe { read_mdl(ExternalDataMdl, 0, 0, false) }
+        .map(ext_from_mdl)
+        .unwrap_or_default();
     let wait = match timeout {
         // KeWaitForSingleObject style: negative = relative, in 100 ns units.
         Some(t) if t < 0 => Some(Duration::from_nanos(t.unsigned_abs().saturating_mul(100))),
         Some(0) => Some(Duration::ZERO),
         _ => None,
     };
-    let r = channel::send_sync(&sim, ch, &payload, with_exact(ext, payload.len()), no_wait, wait, &site());
+    let r = channel::send_sync(
+        &sim,
+        ch,
+        &payload,
+        with_exact(ext, payload.len()),
+        no_wait,
+        wait,
+        &site(),
+    );
     match r {
         Ok(resp) => {
             let n = resp.len().min(capacity as usize);
             if n > 0 {
                 // SAFETY: rule BUFFER_VALID: `_Out_writes_bytes_opt_(*CompletionBufferSize)`, n <= capacity.
-                unsafe { std::ptr::copy_nonoverlapping(resp.as_ptr(), CompletionBuffer.cast::<u8>(), n) };
+                unsafe {
+                    std::ptr::copy_nonoverlapping(resp.as_ptr(), CompletionBuffer.cast::<u8>(), n)
+                };
             }
             if !CompletionBufferSize.is_null() {
                 // SAFETY: rule IN_OUT_PARAM: non-null `_Inout_opt_ PUINT32`.
                 unsafe { CompletionBufferSize.write(u32::try_from(n).unwrap_or(0)) };
             }
-            if resp.len() > capacity as usize { STATUS_BUFFER_OVERFLOW } else { STATUS_SUCCESS }
+            if resp.len() > capacity as usize {
+                STATUS_BUFFER_OVERFLOW
+            } else {
+                STATUS_SUCCESS
+            }
         }
         Err(s) => s,
     }
@@ -1347,7 +1820,9 @@ mod tests {
         let header = std::mem::size_of::<INTERFACE>() / 8;
         for i in header..words {
             // SAFETY: rule TABLE_IMMUTABLE: reading the static table as words, i < its size in words.
-            let w = unsafe { base.add(i).read() };
+            let slot = base.wrapping_add(i);
+            // SAFETY: rule TABLE_IMMUTABLE: as above.
+            let w = unsafe { slot.read() };
             assert_ne!(w, 0, "slot {i} is NULL");
         }
         assert!(!NOT_IN_CLIENT_TABLE.is_empty());

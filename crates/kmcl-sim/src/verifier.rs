@@ -211,7 +211,12 @@ impl Log {
 
 /// Formats a bugcheck message for `v`.
 pub(crate) fn bugcheck_message(v: &Violation) -> String {
-    format!("KMCL verifier bugcheck: {} ({}) at {}", v.rule.name(), v.rule.description(), v.site)
+    format!(
+        "KMCL verifier bugcheck: {} ({}) at {}",
+        v.rule.name(),
+        v.rule.description(),
+        v.site
+    )
 }
 
 #[cfg(test)]

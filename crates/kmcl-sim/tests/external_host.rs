@@ -2,6 +2,10 @@
 //! the guest through the raw ring bytes and signal hooks.
 //!
 //! C header: none (wire format); reference: vmbus-protocol.md §1 (layout), §1.5 (signalling), §2.
+#![expect(
+    clippy::multiple_unsafe_ops_per_block,
+    reason = "raw-C-style driver code: a sequence of KMCL calls under one SAFETY argument"
+)]
 #![allow(unsafe_code)]
 
 mod common;
@@ -31,23 +35,32 @@ impl RawRing {
         unsafe { &*p }
     }
     fn ctl(&self, off: usize) -> u32 {
-        let w = self.word(self.control + off / 8 * 8).load(Ordering::SeqCst).to_le_bytes();
+        let w = self
+            .word(self.control + off / 8 * 8)
+            .load(Ordering::SeqCst)
+            .to_le_bytes();
         let k = off % 8;
         u32::from_le_bytes([w[k], w[k + 1], w[k + 2], w[k + 3]])
     }
     fn set_ctl(&self, off: usize, v: u32) {
         let k = off % 8;
-        let _ = self.word(self.control + off / 8 * 8).fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| {
-            let mut b = w.to_le_bytes();
-            b[k..k + 4].copy_from_slice(&v.to_le_bytes());
-            Some(u64::from_le_bytes(b))
-        });
+        let _ = self.word(self.control + off / 8 * 8).fetch_update(
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+            |w| {
+                let mut b = w.to_le_bytes();
+                b[k..k + 4].copy_from_slice(&v.to_le_bytes());
+                Some(u64::from_le_bytes(b))
+            },
+        );
     }
     fn read(&self, off: u32, n: usize) -> Vec<u8> {
         (0..n)
             .map(|i| {
                 let at = (off as usize + i) % self.dsize as usize;
-                self.word(self.data + at / 8 * 8).load(Ordering::SeqCst).to_le_bytes()[at % 8]
+                self.word(self.data + at / 8 * 8)
+                    .load(Ordering::SeqCst)
+                    .to_le_bytes()[at % 8]
             })
             .collect()
     }
@@ -56,7 +69,8 @@ impl RawRing {
             let at = (off as usize + i * 8) % self.dsize as usize;
             let mut b = [0u8; 8];
             b[..chunk.len()].copy_from_slice(chunk);
-            self.word(self.data + at).store(u64::from_le_bytes(b), Ordering::SeqCst);
+            self.word(self.data + at)
+                .store(u64::from_le_bytes(b), Ordering::SeqCst);
         }
     }
 }
@@ -76,8 +90,16 @@ impl ExtHost {
         let out_dsize = u32::try_from(off - PAGE).unwrap_or(0);
         let in_dsize = u32::try_from(r.len - off - PAGE).unwrap_or(0);
         Self {
-            rx: RawRing { control: base, data: base + PAGE, dsize: out_dsize },
-            tx: RawRing { control: base + off, data: base + off + PAGE, dsize: in_dsize },
+            rx: RawRing {
+                control: base,
+                data: base + PAGE,
+                dsize: out_dsize,
+            },
+            tx: RawRing {
+                control: base + off,
+                data: base + off + PAGE,
+                dsize: in_dsize,
+            },
         }
     }
 
@@ -95,7 +117,9 @@ impl ExtHost {
             let len8 = u16::from_le_bytes([d[4], d[5]]);
             let flags = u16::from_le_bytes([d[6], d[7]]);
             let trans = u64::from_le_bytes(d[8..16].try_into().unwrap_or([0; 8]));
-            let payload = self.rx.read(r + u32::from(off8) * 8, usize::from(len8 - off8) * 8);
+            let payload = self
+                .rx
+                .read(r + u32::from(off8) * 8, usize::from(len8 - off8) * 8);
             out.push((ty, flags, trans, payload));
             r = (r + u32::from(len8) * 8 + 8) % self.rx.dsize;
             self.rx.set_ctl(4, r);
@@ -106,7 +130,11 @@ impl ExtHost {
     fn write(&self, ty: u16, flags: u16, trans: u64, payload: &[u8]) -> bool {
         let len = 16 + payload.len().next_multiple_of(8);
         let (w, r) = (self.tx.ctl(0), self.tx.ctl(4));
-        let free = if w >= r { self.tx.dsize - (w - r) } else { r - w };
+        let free = if w >= r {
+            self.tx.dsize - (w - r)
+        } else {
+            r - w
+        };
         assert!(free as usize > len + 8, "test ring full");
         let mut bytes = Vec::new();
         bytes.extend_from_slice(&ty.to_le_bytes());
@@ -118,7 +146,10 @@ impl ExtHost {
         bytes.resize(len, 0);
         bytes.extend_from_slice(&(u64::from(w) << 32).to_le_bytes());
         self.tx.write(w, &bytes);
-        self.tx.set_ctl(0, (w + u32::try_from(bytes.len()).unwrap_or(0)) % self.tx.dsize);
+        self.tx.set_ctl(
+            0,
+            (w + u32::try_from(bytes.len()).unwrap_or(0)) % self.tx.dsize,
+        );
         self.tx.ctl(8) == 0 && self.tx.ctl(4) == w
     }
 
@@ -126,14 +157,27 @@ impl ExtHost {
     fn write_raw(&self, bytes: &[u8]) -> bool {
         let w = self.tx.ctl(0);
         self.tx.write(w, bytes);
-        self.tx.set_ctl(0, (w + u32::try_from(bytes.len().next_multiple_of(8)).unwrap_or(0)) % self.tx.dsize);
+        self.tx.set_ctl(
+            0,
+            (w + u32::try_from(bytes.len().next_multiple_of(8)).unwrap_or(0)) % self.tx.dsize,
+        );
         self.tx.ctl(8) == 0 && self.tx.ctl(4) == w
     }
 }
 
 /// Attaches the external host and opens a driver with `flags`; the hook counts signals and
 /// records any that found the guest-outbound ring empty.
-fn setup(flags: u32) -> (Sim, kmcl_sim::HostEndpoint, Box<Ctx>, kmcl_sys::VMBCHANNEL, Arc<AtomicU32>, Arc<AtomicU32>, Arc<AtomicUsize>) {
+type Setup = (
+    Sim,
+    kmcl_sim::HostEndpoint,
+    Box<Ctx>,
+    kmcl_sys::VMBCHANNEL,
+    Arc<AtomicU32>,
+    Arc<AtomicU32>,
+    Arc<AtomicUsize>,
+);
+
+fn setup(flags: u32) -> Setup {
     let sim = Sim::new(SimConfig::deterministic(5).collect());
     let offer = sim.offer(OfferConfig::default());
     let host = offer.host();
@@ -145,7 +189,11 @@ fn setup(flags: u32) -> (Sim, kmcl_sim::HostEndpoint, Box<Ctx>, kmcl_sys::VMBCHA
         s2.fetch_add(1, Ordering::SeqCst);
         let base = r2.load(Ordering::SeqCst);
         if base != 0 {
-            let ring = RawRing { control: base, data: base + PAGE, dsize: 0 };
+            let ring = RawRing {
+                control: base,
+                data: base + PAGE,
+                dsize: 0,
+            };
             if ring.ctl(0) == ring.ctl(4) {
                 e2.fetch_add(1, Ordering::SeqCst);
             }
@@ -163,13 +211,20 @@ fn setup(flags: u32) -> (Sim, kmcl_sim::HostEndpoint, Box<Ctx>, kmcl_sys::VMBCHA
 fn external_host_exchanges_packets_through_raw_ring_bytes() {
     let (sim, host, c, ch, signals, empty_signals, _r) = setup(ECHO | SEND_ON_RECEIVE);
     let ext = ExtHost::new(host.external_ring().expect("ring"));
-    assert_eq!(ext.rx.ctl(64) & 1, 1, "KMCL sets feature_bits.pending_send_sz on its ring");
+    assert_eq!(
+        ext.rx.ctl(64) & 1,
+        1,
+        "KMCL sets feature_bits.pending_send_sz on its ring"
+    );
 
     // The guest runs only when signalled: a write without a signal delivers nothing.
     let first = ext.write(6, 1, 100, b"request-0");
     assert!(first, "empty -> non-empty, unmasked: signal");
     sim.run_until_idle();
-    assert!(c.received().is_empty(), "missing interrupt: the guest did not run");
+    assert!(
+        c.received().is_empty(),
+        "missing interrupt: the guest did not run"
+    );
     let more = ext.write(6, 1, 101, b"request-1");
     assert!(!more, "ring not empty: no signal needed");
     host.signal_guest();
@@ -182,10 +237,20 @@ fn external_host_exchanges_packets_through_raw_ring_bytes() {
     let got = ext.read_all();
     let completions: Vec<&Pkt> = got.iter().filter(|p| p.0 == 11).collect();
     let requests: Vec<&Pkt> = got.iter().filter(|p| p.0 == 6).collect();
-    assert_eq!(completions.iter().map(|p| p.2).collect::<Vec<_>>(), [100, 101]);
-    assert_eq!(&completions[0].3[7..16], b"0-tseuqer", "reversed padded payload");
+    assert_eq!(
+        completions.iter().map(|p| p.2).collect::<Vec<_>>(),
+        [100, 101]
+    );
+    assert_eq!(
+        &completions[0].3[7..16],
+        b"0-tseuqer",
+        "reversed padded payload"
+    );
     assert_eq!(requests.len(), 2);
-    assert!(requests.iter().all(|p| p.1 == 1), "WAIT_FOR_COMPLETION sets descriptor flag 1");
+    assert!(
+        requests.iter().all(|p| p.1 == 1),
+        "WAIT_FOR_COMPLETION sets descriptor flag 1"
+    );
     assert_eq!(c.sends_done.load(Ordering::SeqCst), 0);
 
     // Answer the driver's requests.
@@ -197,7 +262,11 @@ fn external_host_exchanges_packets_through_raw_ring_bytes() {
     host.signal_guest();
     sim.run_until_idle();
     assert_eq!(c.sends_done.load(Ordering::SeqCst), 2);
-    assert_eq!(empty_signals.load(Ordering::SeqCst), 0, "every guest signal found data");
+    assert_eq!(
+        empty_signals.load(Ordering::SeqCst),
+        0,
+        "every guest signal found data"
+    );
 
     close(&c, ch);
     assert!(host.external_ring().is_none());
@@ -215,7 +284,11 @@ fn external_host_rescinds_mid_traffic() {
     assert_eq!(c.held.lock().map(|h| h.len()).unwrap_or(0), 2);
     host.rescind();
     sim.run_until_idle();
-    let ev: Vec<String> = c.events().into_iter().filter(|e| !e.starts_with("batch")).collect();
+    let ev: Vec<String> = c
+        .events()
+        .into_iter()
+        .filter(|e| !e.starts_with("batch"))
+        .collect();
     assert_eq!(ev[3..], ["suspend@0".to_owned(), "closed@0".to_owned()]);
     assert!(!host.is_open());
     close(&c, ch);
@@ -232,10 +305,21 @@ fn external_host_garbage_fails_the_channel_without_crashing() {
     assert!(ext.write_raw(&garbage));
     host.signal_guest();
     sim.run_until_idle();
-    assert!(host.error().is_some_and(|e| e.contains("length_beyond_available")), "{:?}", host.error());
+    assert!(
+        host.error()
+            .is_some_and(|e| e.contains("length_beyond_available")),
+        "{:?}",
+        host.error()
+    );
     assert!(!host.is_open());
     assert!(c.received().is_empty());
     close(&c, ch);
     // A corrupt ring is the host's fault, not a driver violation.
-    assert!(sim.violations().iter().all(|v| v.rule == Rule::SpuriousSignal), "{:?}", sim.violations());
+    assert!(
+        sim.violations()
+            .iter()
+            .all(|v| v.rule == Rule::SpuriousSignal),
+        "{:?}",
+        sim.violations()
+    );
 }

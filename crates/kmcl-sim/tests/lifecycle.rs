@@ -2,6 +2,10 @@
 //! rescind, `_EX` registrations, passive processing, deferral, pause/start, determinism.
 //!
 //! C header: `vmbuskernelmodeclientlibapi.h` (`\page state_model`); kmcl-api.md §3, §4, §7.
+#![expect(
+    clippy::multiple_unsafe_ops_per_block,
+    reason = "raw-C-style driver code: a sequence of KMCL calls under one SAFETY argument"
+)]
 #![allow(unsafe_code, non_snake_case, clippy::missing_safety_doc)]
 
 mod common;
@@ -19,7 +23,8 @@ fn alloc(sim: &Sim, offer: &kmcl_sim::Offer) -> (KMCL_CLIENT_INTERFACE_V5, VMBCH
     let t = *sim.client_interface();
     let mut ch: VMBCHANNEL = std::ptr::null_mut();
     // SAFETY: rule OUT_PARAM: valid out pointer; PASSIVE_LEVEL.
-    let s = unsafe { (t.VmbChannelAllocate.expect("slot"))(offer.device_object(), FALSE, &raw mut ch) };
+    let s =
+        unsafe { (t.VmbChannelAllocate.expect("slot"))(offer.device_object(), FALSE, &raw mut ch) };
     assert_eq!(s, STATUS_SUCCESS);
     (t, ch)
 }
@@ -39,12 +44,23 @@ fn query_interface_returns_each_version_prefix() {
         let version = u16::try_from(i + 1).unwrap_or(0);
         let size16 = u16::try_from(*size).unwrap_or(0);
         // SAFETY: rule INTERFACE_QUERY: `out` is a V5 table, larger than any requested size.
-        let s = unsafe { sim.query_interface(&KMCL_CLIENT_INTERFACE_TYPE, size16, version, (&raw mut out).cast()) };
+        let s = unsafe {
+            sim.query_interface(
+                &KMCL_CLIENT_INTERFACE_TYPE,
+                size16,
+                version,
+                (&raw mut out).cast(),
+            )
+        };
         assert_eq!(s, STATUS_SUCCESS);
         assert_eq!(out.Interface.Version, version);
         assert_eq!(usize::from(out.Interface.Size), *size);
         assert!(out.VmbChannelAllocate.is_some() && out.VmbPacketSetPointer.is_some());
-        assert_eq!(out.VmbChannelInitSetPrimaryChannel.is_some(), version == 5, "nothing beyond the prefix");
+        assert_eq!(
+            out.VmbChannelInitSetPrimaryChannel.is_some(),
+            version == 5,
+            "nothing beyond the prefix"
+        );
         assert_eq!(out.VmbChannelPacketGetClientContext.is_some(), version >= 2);
         if let Some(deref) = out.Interface.InterfaceDereference {
             // SAFETY: rule INTERFACE_QUERY: release the reference the query took.
@@ -62,12 +78,27 @@ fn query_interface_rejects_wrong_guid_size_or_version() {
     let v5 = u16::try_from(size_of::<KMCL_CLIENT_INTERFACE_V5>()).unwrap_or(0);
     // SAFETY: rule INTERFACE_QUERY: `p` is a V5-sized buffer.
     unsafe {
-        assert_eq!(sim.query_interface(&KMCL_SERVER_INTERFACE_TYPE, v5, 5, p), STATUS_NOINTERFACE);
-        assert_eq!(sim.query_interface(&KMCL_CLIENT_INTERFACE_TYPE, v5 - 8, 5, p), STATUS_INVALID_PARAMETER);
-        assert_eq!(sim.query_interface(&KMCL_CLIENT_INTERFACE_TYPE, v5, 6, p), STATUS_INVALID_PARAMETER);
-        assert_eq!(sim.query_interface(&KMCL_CLIENT_INTERFACE_TYPE, v5, 0, p), STATUS_INVALID_PARAMETER);
+        assert_eq!(
+            sim.query_interface(&KMCL_SERVER_INTERFACE_TYPE, v5, 5, p),
+            STATUS_NOINTERFACE
+        );
+        assert_eq!(
+            sim.query_interface(&KMCL_CLIENT_INTERFACE_TYPE, v5 - 8, 5, p),
+            STATUS_INVALID_PARAMETER
+        );
+        assert_eq!(
+            sim.query_interface(&KMCL_CLIENT_INTERFACE_TYPE, v5, 6, p),
+            STATUS_INVALID_PARAMETER
+        );
+        assert_eq!(
+            sim.query_interface(&KMCL_CLIENT_INTERFACE_TYPE, v5, 0, p),
+            STATUS_INVALID_PARAMETER
+        );
     }
-    assert!(out.VmbChannelAllocate.is_none(), "a failed query writes nothing");
+    assert!(
+        out.VmbChannelAllocate.is_none(),
+        "a failed query writes nothing"
+    );
 }
 
 #[test]
@@ -81,26 +112,82 @@ fn init_routines_check_their_parameters() {
     bad_size.Size -= 8;
     let mut v5 = VMB_CHANNEL_STATE_CHANGE_CALLBACKS_INIT_V5();
     let name: Vec<u16> = "chan".encode_utf16().collect();
-    let us = UNICODE_STRING { Length: 8, MaximumLength: 8, Buffer: name.as_ptr().cast_mut() };
+    let us = UNICODE_STRING {
+        Length: 8,
+        MaximumLength: 8,
+        Buffer: name.as_ptr().cast_mut(),
+    };
     // SAFETY: rule INIT_AFTER_ENABLE: all on a Disabled channel, at PASSIVE_LEVEL, valid pointers.
     unsafe {
-        assert_eq!((t.VmbClientChannelInitSetRingBufferPageCount.expect("slot"))(ch, 0, 4), STATUS_INVALID_PARAMETER_2);
-        assert_eq!((t.VmbClientChannelInitSetRingBufferPageCount.expect("slot"))(ch, 4, 1), STATUS_INVALID_PARAMETER_3);
-        assert_eq!((t.VmbChannelInitSetMaximumPacketSize.expect("slot"))(ch, 0), STATUS_INVALID_PARAMETER_2);
-        assert_eq!((t.VmbChannelInitSetMaximumPacketCount.expect("slot"))(ch, 0), STATUS_INVALID_PARAMETER_2);
-        assert_eq!((t.VmbChannelInitSetMaximumExternalData.expect("slot"))(ch, 0, 1), STATUS_INVALID_PARAMETER_2);
-        assert_eq!((t.VmbChannelInitSetMaximumExternalData.expect("slot"))(ch, 4096, 0), STATUS_INVALID_PARAMETER_3);
-        assert_eq!((t.VmbChannelInitSetFlags.expect("slot"))(ch, 0x2), STATUS_INVALID_PARAMETER_2);
-        assert_eq!((t.VmbChannelInitSetFlags.expect("slot"))(ch, VMBUS_CHANNEL_INIT_FLAG_IS_PIPE), STATUS_SUCCESS);
-        assert_eq!((t.VmbChannelInitSetStateChangeCallbacks.expect("slot"))(ch, &raw mut bad), STATUS_INVALID_PARAMETER_2);
-        assert_eq!((t.VmbChannelInitSetStateChangeCallbacks.expect("slot"))(ch, &raw mut bad_size), STATUS_INVALID_PARAMETER_2);
-        assert_eq!((t.VmbChannelInitSetStateChangeCallbacks.expect("slot"))(ch, (&raw mut v5).cast()), STATUS_SUCCESS);
-        assert_eq!((t.VmbChannelInitSetFriendlyName.expect("slot"))(ch, &raw const us), STATUS_SUCCESS);
-        assert_eq!((t.VmbChannelInitSetFriendlyName.expect("slot"))(ch, &raw const us), STATUS_INVALID_PARAMETER_2);
-        assert_eq!((t.VmbChannelInitSetProcessPacketCallbacks.expect("slot"))(ch, None, None), STATUS_INVALID_PARAMETER_2);
-        assert_eq!((t.VmbChannelEnable.expect("slot"))(ch), STATUS_INVALID_DEVICE_STATE, "no ProcessPacket callback");
-        assert_eq!((t.VmbChannelAllocateBounceBuffer.expect("slot"))(ch, 4096), STATUS_NOT_SUPPORTED);
-        assert_eq!((t.VmbChannelInitSetPrimaryChannel.expect("slot"))(ch, ch, 1), STATUS_NOT_SUPPORTED);
+        assert_eq!(
+            (t.VmbClientChannelInitSetRingBufferPageCount.expect("slot"))(ch, 0, 4),
+            STATUS_INVALID_PARAMETER_2
+        );
+        assert_eq!(
+            (t.VmbClientChannelInitSetRingBufferPageCount.expect("slot"))(ch, 4, 1),
+            STATUS_INVALID_PARAMETER_3
+        );
+        assert_eq!(
+            (t.VmbChannelInitSetMaximumPacketSize.expect("slot"))(ch, 0),
+            STATUS_INVALID_PARAMETER_2
+        );
+        assert_eq!(
+            (t.VmbChannelInitSetMaximumPacketCount.expect("slot"))(ch, 0),
+            STATUS_INVALID_PARAMETER_2
+        );
+        assert_eq!(
+            (t.VmbChannelInitSetMaximumExternalData.expect("slot"))(ch, 0, 1),
+            STATUS_INVALID_PARAMETER_2
+        );
+        assert_eq!(
+            (t.VmbChannelInitSetMaximumExternalData.expect("slot"))(ch, 4096, 0),
+            STATUS_INVALID_PARAMETER_3
+        );
+        assert_eq!(
+            (t.VmbChannelInitSetFlags.expect("slot"))(ch, 0x2),
+            STATUS_INVALID_PARAMETER_2
+        );
+        assert_eq!(
+            (t.VmbChannelInitSetFlags.expect("slot"))(ch, VMBUS_CHANNEL_INIT_FLAG_IS_PIPE),
+            STATUS_SUCCESS
+        );
+        assert_eq!(
+            (t.VmbChannelInitSetStateChangeCallbacks.expect("slot"))(ch, &raw mut bad),
+            STATUS_INVALID_PARAMETER_2
+        );
+        assert_eq!(
+            (t.VmbChannelInitSetStateChangeCallbacks.expect("slot"))(ch, &raw mut bad_size),
+            STATUS_INVALID_PARAMETER_2
+        );
+        assert_eq!(
+            (t.VmbChannelInitSetStateChangeCallbacks.expect("slot"))(ch, (&raw mut v5).cast()),
+            STATUS_SUCCESS
+        );
+        assert_eq!(
+            (t.VmbChannelInitSetFriendlyName.expect("slot"))(ch, &raw const us),
+            STATUS_SUCCESS
+        );
+        assert_eq!(
+            (t.VmbChannelInitSetFriendlyName.expect("slot"))(ch, &raw const us),
+            STATUS_INVALID_PARAMETER_2
+        );
+        assert_eq!(
+            (t.VmbChannelInitSetProcessPacketCallbacks.expect("slot"))(ch, None, None),
+            STATUS_INVALID_PARAMETER_2
+        );
+        assert_eq!(
+            (t.VmbChannelEnable.expect("slot"))(ch),
+            STATUS_INVALID_DEVICE_STATE,
+            "no ProcessPacket callback"
+        );
+        assert_eq!(
+            (t.VmbChannelAllocateBounceBuffer.expect("slot"))(ch, 4096),
+            STATUS_NOT_SUPPORTED
+        );
+        assert_eq!(
+            (t.VmbChannelInitSetPrimaryChannel.expect("slot"))(ch, ch, 1),
+            STATUS_NOT_SUPPORTED
+        );
         (t.VmbChannelCleanup.expect("slot"))(ch);
     }
     sim.assert_clean();
@@ -132,12 +219,16 @@ fn opened_failure_rolls_back_to_no_traffic() {
     sim.run_until_idle();
     assert_eq!(host.open_status(), Some(STATUS_UNSUCCESSFUL));
     assert!(!host.is_open());
-    assert_eq!(host.send_inband(b"x", false), Err(kmcl_sim::SendError::NotOpen));
+    assert_eq!(
+        host.send_inband(b"x", false),
+        Err(kmcl_sim::SendError::NotOpen)
+    );
     assert_eq!(c.events(), ["opened@0"]);
     // Enable again once the driver is willing.
     c.flags.store(ECHO, Ordering::SeqCst);
     // SAFETY: rule INIT_AFTER_ENABLE: the channel is Disabled again after the failed open.
-    assert_eq!(unsafe { (c.table.VmbChannelEnable.expect("slot"))(ch) }, STATUS_SUCCESS);
+    let s = unsafe { (c.table.VmbChannelEnable.expect("slot"))(ch) };
+    assert_eq!(s, STATUS_SUCCESS);
     sim.run_until_idle();
     assert!(host.is_open());
     close(&c, ch);
@@ -156,12 +247,33 @@ fn disable_raises_suspend_and_waits_for_outstanding_packets() {
         host.send_inband(&[i; 8], true).expect("send");
     }
     sim.run_until_idle();
-    assert_eq!(c.held.lock().map(|h| h.len()).unwrap_or(0), 3, "driver holds the packets");
+    assert_eq!(
+        c.held.lock().map(|h| h.len()).unwrap_or(0),
+        3,
+        "driver holds the packets"
+    );
     assert!(host.take_completion().is_none());
     close(&c, ch);
-    let ev: Vec<String> = c.events().into_iter().filter(|e| !e.starts_with("batch")).collect();
-    assert_eq!(ev, ["opened@0", "started@0", "post_started@0", "suspend@0", "closed@0"]);
-    assert_eq!(std::iter::from_fn(|| host.take_completion()).count(), 3, "completed in Suspend, sent before Closed");
+    let ev: Vec<String> = c
+        .events()
+        .into_iter()
+        .filter(|e| !e.starts_with("batch"))
+        .collect();
+    assert_eq!(
+        ev,
+        [
+            "opened@0",
+            "started@0",
+            "post_started@0",
+            "suspend@0",
+            "closed@0"
+        ]
+    );
+    assert_eq!(
+        std::iter::from_fn(|| host.take_completion()).count(),
+        3,
+        "completed in Suspend, sent before Closed"
+    );
     sim.assert_clean();
 }
 
@@ -179,13 +291,19 @@ fn host_rescind_suspends_drains_closes_and_ends_disabled() {
         host.rescind();
         sim.run_until_idle();
         assert!(!host.is_open());
-        let ev: Vec<String> = c.events().into_iter().filter(|e| !e.starts_with("batch")).collect();
+        let ev: Vec<String> = c
+            .events()
+            .into_iter()
+            .filter(|e| !e.starts_with("batch"))
+            .collect();
         assert_eq!(ev[3..], ["suspend@0".to_owned(), "closed@0".to_owned()]);
         // SAFETY: rule USE_AFTER_CLEANUP: the channel is still allocated.
-        assert_eq!(unsafe { (c.table.VmbChannelEnable.expect("slot"))(ch) }, STATUS_DEVICE_REMOVED);
+        let s = unsafe { (c.table.VmbChannelEnable.expect("slot"))(ch) };
+        assert_eq!(s, STATUS_DEVICE_REMOVED);
         host.reoffer();
         // SAFETY: as above.
-        assert_eq!(unsafe { (c.table.VmbChannelEnable.expect("slot"))(ch) }, STATUS_SUCCESS);
+        let s = unsafe { (c.table.VmbChannelEnable.expect("slot"))(ch) };
+        assert_eq!(s, STATUS_SUCCESS);
         assert!(host.wait_open(std::time::Duration::from_secs(10)));
         close(&c, ch);
         sim.assert_clean();
@@ -206,33 +324,68 @@ unsafe fn ex<'a>(p: PVOID) -> &'a ExCtx {
 
 unsafe extern "system" fn ExOpened(_ch: VMBCHANNEL, c: PVOID) -> NTSTATUS {
     // SAFETY: see `ex`.
-    unsafe { ex(c) }.seen.lock().map(|mut v| v.push("opened".into())).ok();
+    unsafe { ex(c) }
+        .seen
+        .lock()
+        .map(|mut v| v.push("opened".into()))
+        .ok();
     STATUS_SUCCESS
 }
 unsafe extern "system" fn ExStarted(_ch: VMBCHANNEL, c: PVOID) {
     // SAFETY: see `ex`.
-    unsafe { ex(c) }.seen.lock().map(|mut v| v.push("started".into())).ok();
+    unsafe { ex(c) }
+        .seen
+        .lock()
+        .map(|mut v| v.push("started".into()))
+        .ok();
 }
 unsafe extern "system" fn ExClosed(_ch: VMBCHANNEL, c: PVOID) {
     // SAFETY: see `ex`.
-    unsafe { ex(c) }.seen.lock().map(|mut v| v.push("closed".into())).ok();
+    unsafe { ex(c) }
+        .seen
+        .lock()
+        .map(|mut v| v.push("closed".into()))
+        .ok();
 }
-unsafe extern "system" fn ExPacket(_ch: VMBCHANNEL, c: PVOID, pkt: VMBPACKETCOMPLETION, _b: PVOID, len: UINT32, _f: UINT32) {
+unsafe extern "system" fn ExPacket(
+    _ch: VMBCHANNEL,
+    c: PVOID,
+    pkt: VMBPACKETCOMPLETION,
+    _b: PVOID,
+    len: UINT32,
+    _f: UINT32,
+) {
     // SAFETY: see `ex`.
     let c = unsafe { ex(c) };
-    c.seen.lock().map(|mut v| v.push(format!("packet:{len}"))).ok();
+    c.seen
+        .lock()
+        .map(|mut v| v.push(format!("packet:{len}")))
+        .ok();
     // SAFETY: rule PACKET_COMPLETED_TWICE: completed once.
     unsafe { (c.table.VmbChannelPacketComplete.expect("slot"))(pkt, std::ptr::null_mut(), 0) };
 }
 unsafe extern "system" fn ExBatch(_ch: VMBCHANNEL, c: PVOID, n: UINT32) {
     // SAFETY: see `ex`.
-    unsafe { ex(c) }.seen.lock().map(|mut v| v.push(format!("batch:{n}"))).ok();
+    unsafe { ex(c) }
+        .seen
+        .lock()
+        .map(|mut v| v.push(format!("batch:{n}")))
+        .ok();
 }
 static EX_SENT: AtomicUsize = AtomicUsize::new(0);
-unsafe extern "system" fn ExSendDone(pkt: VMBPACKET, c: PVOID, status: NTSTATUS, _b: PVOID, _l: UINT32) {
+unsafe extern "system" fn ExSendDone(
+    pkt: VMBPACKET,
+    c: PVOID,
+    status: NTSTATUS,
+    _b: PVOID,
+    _l: UINT32,
+) {
     // SAFETY: see `ex`.
     let c = unsafe { ex(c) };
-    c.seen.lock().map(|mut v| v.push(format!("sent:{status}"))).ok();
+    c.seen
+        .lock()
+        .map(|mut v| v.push(format!("sent:{status}")))
+        .ok();
     EX_SENT.fetch_add(1, Ordering::SeqCst);
     // SAFETY: rule OUTGOING_PACKET_DOUBLE_FREE: freed once by its routine.
     unsafe { (c.table.VmbPacketFree.expect("slot"))(pkt) };
@@ -244,7 +397,10 @@ fn ex_registrations_pass_the_callback_context() {
     let offer = sim.offer(OfferConfig::default());
     let host = offer.host();
     let (t, ch) = alloc(&sim, &offer);
-    let ctx = Box::new(ExCtx { seen: Mutex::new(Vec::new()), table: t });
+    let ctx = Box::new(ExCtx {
+        seen: Mutex::new(Vec::new()),
+        table: t,
+    });
     let cp: PVOID = std::ptr::from_ref(&*ctx).cast_mut().cast::<c_void>();
     let mut cb = VMB_CHANNEL_STATE_CHANGE_CALLBACKS_INIT_V5();
     cb.CallbackContext = cp;
@@ -253,8 +409,19 @@ fn ex_registrations_pass_the_callback_context() {
     cb.EvtChannelClosedEx = Some(ExClosed);
     // SAFETY: rule INIT_AFTER_ENABLE: init before Enable; the V5 table is passed cast to the V1 pointer.
     unsafe {
-        assert_eq!((t.VmbChannelInitSetStateChangeCallbacks.expect("slot"))(ch, (&raw mut cb).cast()), STATUS_SUCCESS);
-        assert_eq!((t.VmbChannelInitSetProcessPacketCallbacksEx.expect("slot"))(ch, cp, Some(ExPacket), Some(ExBatch)), STATUS_SUCCESS);
+        assert_eq!(
+            (t.VmbChannelInitSetStateChangeCallbacks.expect("slot"))(ch, (&raw mut cb).cast()),
+            STATUS_SUCCESS
+        );
+        assert_eq!(
+            (t.VmbChannelInitSetProcessPacketCallbacksEx.expect("slot"))(
+                ch,
+                cp,
+                Some(ExPacket),
+                Some(ExBatch)
+            ),
+            STATUS_SUCCESS
+        );
         assert_eq!((t.VmbChannelEnable.expect("slot"))(ch), STATUS_SUCCESS);
     }
     sim.run_until_idle();
@@ -267,7 +434,16 @@ fn ex_registrations_pass_the_callback_context() {
     // SAFETY: rule INVALID_PACKET_HANDLE: live packet; buffer valid for the call.
     unsafe {
         (t.VmbPacketSetCompletionRoutineEx.expect("slot"))(pkt, cp, Some(ExSendDone));
-        assert_eq!((t.VmbPacketSend.expect("slot"))(pkt, data.as_mut_ptr().cast(), 16, std::ptr::null_mut(), 0), STATUS_SUCCESS);
+        assert_eq!(
+            (t.VmbPacketSend.expect("slot"))(
+                pkt,
+                data.as_mut_ptr().cast(),
+                16,
+                std::ptr::null_mut(),
+                0
+            ),
+            STATUS_SUCCESS
+        );
     }
     sim.run_until_idle();
     assert_eq!(host.recv().map(|p| p.payload), Some(vec![9u8; 16]));
@@ -277,7 +453,17 @@ fn ex_registrations_pass_the_callback_context() {
         (t.VmbChannelCleanup.expect("slot"))(ch);
     }
     let seen = ctx.seen.lock().map(|v| v.clone()).unwrap_or_default();
-    assert_eq!(seen, ["opened", "started", "packet:24", "batch:1", "sent:0", "closed"]);
+    assert_eq!(
+        seen,
+        [
+            "opened",
+            "started",
+            "packet:24",
+            "batch:1",
+            "sent:0",
+            "closed"
+        ]
+    );
     sim.assert_clean();
 }
 
@@ -296,7 +482,12 @@ fn passive_mode_delivers_every_packet_at_passive() {
     let r = c.received();
     assert_eq!(r.len(), 5);
     assert!(r.iter().all(|(_, _, irql)| *irql == 0), "{r:?}");
-    assert!(c.events().iter().filter(|e| e.starts_with("batch")).all(|e| e.ends_with("@0")));
+    assert!(
+        c.events()
+            .iter()
+            .filter(|e| e.starts_with("batch"))
+            .all(|e| e.ends_with("@0"))
+    );
     close(&c, ch);
     sim.assert_clean();
 }
@@ -306,7 +497,11 @@ fn open_passive(sim: &Sim, offer: &kmcl_sim::Offer, c: &Ctx) -> VMBCHANNEL {
     // channel opens (in-box callers set it before Enable).
     let ch = open(sim, offer, c).expect("opens");
     // SAFETY: rule INVALID_CHANNEL_HANDLE: live channel.
-    unsafe { (c.table.VmbChannelSetIncomingProcessingAtPassive.expect("slot"))(ch, TRUE) };
+    unsafe {
+        (c.table
+            .VmbChannelSetIncomingProcessingAtPassive
+            .expect("slot"))(ch, TRUE)
+    };
     ch
 }
 
@@ -323,7 +518,10 @@ fn defer_to_passive_redelivers_the_packet_at_passive() {
     let r = c.received();
     assert_eq!(r.len(), 1);
     assert_eq!(r[0].2, 0, "completed at PASSIVE after the deferral");
-    assert_eq!(host.take_completion().map(|(_, p)| p[..8].to_vec()), Some(b"derrefed".to_vec()));
+    assert_eq!(
+        host.take_completion().map(|(_, p)| p[..8].to_vec()),
+        Some(b"derrefed".to_vec())
+    );
     close(&c, ch);
     sim.assert_clean();
 }
@@ -343,11 +541,22 @@ fn processing_complete_follows_each_batch_with_its_count() {
     let total: u32 = c
         .events()
         .iter()
-        .filter_map(|e| e.strip_prefix("batch:")?.split('@').next()?.parse::<u32>().ok())
+        .filter_map(|e| {
+            e.strip_prefix("batch:")?
+                .split('@')
+                .next()?
+                .parse::<u32>()
+                .ok()
+        })
         .sum();
     assert_eq!(total, 40);
     assert_eq!(c.received().len(), 40);
-    assert!(c.events().iter().filter(|e| e.starts_with("batch")).all(|e| e.ends_with("@2")));
+    assert!(
+        c.events()
+            .iter()
+            .filter(|e| e.starts_with("batch"))
+            .all(|e| e.ends_with("@2"))
+    );
     close(&c, ch);
     sim.assert_clean();
 }
@@ -394,8 +603,19 @@ fn pause_suspends_until_start() {
     unsafe { (c.table.VmbChannelStart.expect("slot"))(ch) };
     sim.run_until_idle();
     assert_eq!(c.received().len(), 1);
-    let ev: Vec<String> = c.events().into_iter().filter(|e| !e.starts_with("batch")).collect();
-    assert_eq!(ev[3..], ["suspend@0".to_owned(), "started@0".to_owned(), "post_started@0".to_owned()]);
+    let ev: Vec<String> = c
+        .events()
+        .into_iter()
+        .filter(|e| !e.starts_with("batch"))
+        .collect();
+    assert_eq!(
+        ev[3..],
+        [
+            "suspend@0".to_owned(),
+            "started@0".to_owned(),
+            "post_started@0".to_owned()
+        ]
+    );
     close(&c, ch);
     sim.assert_clean();
 }

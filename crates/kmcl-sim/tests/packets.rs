@@ -3,6 +3,10 @@
 //!
 //! C header: `vmbuskernelmodeclientlibapi.h` (ProcessPacket, GetExternalData, VmbPacketSend*);
 //! vmbus-protocol.md §1.5, §2, §3.
+#![expect(
+    clippy::multiple_unsafe_ops_per_block,
+    reason = "raw-C-style driver code: a sequence of KMCL calls under one SAFETY argument"
+)]
 #![allow(unsafe_code, non_snake_case, clippy::missing_safety_doc)]
 
 mod common;
@@ -15,7 +19,11 @@ use kmcl_sim::{Fault, OfferConfig, SendError, Sim, SimConfig};
 use kmcl_sys::status::*;
 use kmcl_sys::*;
 
-fn setup_with(cfg: SimConfig, flags: u32, pages: u32) -> (Sim, kmcl_sim::HostEndpoint, Box<Ctx>, VMBCHANNEL) {
+fn setup_with(
+    cfg: SimConfig,
+    flags: u32,
+    pages: u32,
+) -> (Sim, kmcl_sim::HostEndpoint, Box<Ctx>, VMBCHANNEL) {
     let sim = Sim::new(cfg);
     let offer = sim.offer(OfferConfig::default());
     let host = offer.host();
@@ -36,7 +44,11 @@ fn inband_buffer_length_is_padded_by_default_and_exact_as_an_option() {
     let (sim, host, c, ch) = setup(ECHO);
     host.send_inband(b"hello", true).expect("send");
     sim.run_until_idle();
-    assert_eq!(c.received()[0].0, b"hello\0\0\0", "BufferLength = (len8 - offset8) * 8");
+    assert_eq!(
+        c.received()[0].0,
+        b"hello\0\0\0",
+        "BufferLength = (len8 - offset8) * 8"
+    );
     assert_eq!(c.received()[0].1, 0, "no EXTERNAL_DATA flag");
     close(&c, ch);
     sim.assert_clean();
@@ -47,7 +59,11 @@ fn inband_buffer_length_is_padded_by_default_and_exact_as_an_option() {
     host.send_inband(b"hello", true).expect("send");
     sim.run_until_idle();
     assert_eq!(c.received()[0].0, b"hello");
-    assert_eq!(host.take_completion().map(|(_, p)| p), Some(b"olleh".to_vec()), "completion exact too");
+    assert_eq!(
+        host.take_completion().map(|(_, p)| p),
+        Some(b"olleh".to_vec()),
+        "completion exact too"
+    );
     close(&c, ch);
     sim.assert_clean();
 }
@@ -60,7 +76,9 @@ fn gpa_direct_from_host_arrives_as_a_mapped_mdl() {
     c.on_packet(move |c, _, pkt, _, _| {
         let mut mdl: PMDL = std::ptr::null_mut();
         // SAFETY: rule OUT_PARAM: valid out pointer; called during packet processing.
-        let s = unsafe { (c.table.VmbChannelPacketGetExternalData.expect("slot"))(pkt, 0, &raw mut mdl) };
+        let s = unsafe {
+            (c.table.VmbChannelPacketGetExternalData.expect("slot"))(pkt, 0, &raw mut mdl)
+        };
         if NT_SUCCESS(s) {
             // SAFETY: rule MDL_VALID: KMCL's MDL lives until the packet is completed.
             let m = unsafe { &*mdl };
@@ -70,17 +88,36 @@ fn gpa_direct_from_host_arrives_as_a_mapped_mdl() {
                 Some((m.ByteCount, m.MdlFlags, m.MappedSystemVa.addr(), pfn0));
         }
     });
-    let trans = host.send_gpa_direct(b"hdr", b"external bytes", true, true).expect("send");
+    let trans = host
+        .send_gpa_direct(b"hdr", b"external bytes", true, true)
+        .expect("send");
     sim.run_until_idle();
     let r = c.received();
     assert_eq!(r[0].1, VMBUS_CHANNEL_PROCESS_PACKET_FLAG_EXTERNAL_DATA);
     assert_eq!(&r[0].0[..3], b"hdr");
-    assert_eq!(c.external_seen.lock().map(|v| v.clone()).unwrap_or_default(), [b"external bytes".to_vec()]);
-    let (count, flags, va, pfn0) = mdl_fields.lock().map(|m| m.unwrap_or_default()).unwrap_or_default();
+    assert_eq!(
+        c.external_seen
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default(),
+        [b"external bytes".to_vec()]
+    );
+    let (count, flags, va, pfn0) = mdl_fields
+        .lock()
+        .map(|m| m.unwrap_or_default())
+        .unwrap_or_default();
     assert_eq!(count, 14);
     assert_ne!(flags & MDL_MAPPED_TO_SYSTEM_VA, 0);
-    assert_eq!(pfn0, va >> PAGE_SHIFT, "the PFN fiction: host address >> 12");
-    assert_eq!(host.external_data(trans).map(|d| d[..14].to_vec()), Some(b"EXTERNAL BYTES".to_vec()), "driver wrote back");
+    assert_eq!(
+        pfn0,
+        va >> PAGE_SHIFT,
+        "the PFN fiction: host address >> 12"
+    );
+    assert_eq!(
+        host.external_data(trans).map(|d| d[..14].to_vec()),
+        Some(b"EXTERNAL BYTES".to_vec()),
+        "driver wrote back"
+    );
     assert!(host.take_completion().is_some());
     close(&c, ch);
     sim.assert_clean();
@@ -89,10 +126,20 @@ fn gpa_direct_from_host_arrives_as_a_mapped_mdl() {
 #[test]
 fn transfer_page_packets_arrive_with_external_data() {
     let (sim, host, c, ch) = setup(ECHO | TOUCH_EXTERNAL);
-    host.send_transfer_pages(b"nvsp-msg", b"received frame", true).expect("send");
+    host.send_transfer_pages(b"nvsp-msg", b"received frame", true)
+        .expect("send");
     sim.run_until_idle();
-    assert_eq!(c.received()[0].1, VMBUS_CHANNEL_PROCESS_PACKET_FLAG_EXTERNAL_DATA);
-    assert_eq!(c.external_seen.lock().map(|v| v.clone()).unwrap_or_default(), [b"received frame".to_vec()]);
+    assert_eq!(
+        c.received()[0].1,
+        VMBUS_CHANNEL_PROCESS_PACKET_FLAG_EXTERNAL_DATA
+    );
+    assert_eq!(
+        c.external_seen
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default(),
+        [b"received frame".to_vec()]
+    );
     assert!(host.take_completion().is_some());
     close(&c, ch);
     sim.assert_clean();
@@ -108,7 +155,9 @@ struct MdlWithPfns {
 fn driver_sends_with_an_external_mdl_reach_the_host_as_gpa_direct() {
     let (sim, host, c, ch) = setup(ECHO);
     let mut data = vec![0u8; 100];
-    data.iter_mut().enumerate().for_each(|(i, b)| *b = u8::try_from(i).unwrap_or(0));
+    data.iter_mut()
+        .enumerate()
+        .for_each(|(i, b)| *b = u8::try_from(i).unwrap_or(0));
     let addr = data.as_ptr().addr();
     let mut m = MdlWithPfns {
         mdl: MDL {
@@ -128,7 +177,15 @@ fn driver_sends_with_an_external_mdl_reach_the_host_as_gpa_direct() {
     let s = unsafe {
         let p = (c.table.VmbPacketAllocate.expect("slot"))(ch);
         (c.table.VmbPacketSetCompletionRoutine.expect("slot"))(p, Some(EvtSendComplete));
-        (c.table.VmbPacketSendWithExternalMdl.expect("slot"))(p, inline.as_mut_ptr().cast(), 8, &raw mut m.mdl, 10, 50, VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION)
+        (c.table.VmbPacketSendWithExternalMdl.expect("slot"))(
+            p,
+            inline.as_mut_ptr().cast(),
+            8,
+            &raw mut m.mdl,
+            10,
+            50,
+            VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION,
+        )
     };
     assert_eq!(s, STATUS_SUCCESS);
     sim.run_until_idle();
@@ -139,8 +196,15 @@ fn driver_sends_with_an_external_mdl_reach_the_host_as_gpa_direct() {
     assert_eq!(p.external, data[10..60]);
     assert_eq!(p.ranges.len(), 1);
     assert_eq!(p.ranges[0].byte_count, 50);
-    assert_eq!(p.ranges[0].pfns[0], u64::try_from((addr + 10) >> 12).unwrap_or(0));
-    assert_eq!(c.sends_done.load(Ordering::SeqCst), 0, "waits for the host's completion");
+    assert_eq!(
+        p.ranges[0].pfns[0],
+        u64::try_from((addr + 10) >> 12).unwrap_or(0)
+    );
+    assert_eq!(
+        c.sends_done.load(Ordering::SeqCst),
+        0,
+        "waits for the host's completion"
+    );
     host.complete(p.trans_id, b"status=0").expect("complete");
     sim.run_until_idle();
     let res = c.send_results.lock().map(|r| r.clone()).unwrap_or_default();
@@ -158,7 +222,14 @@ fn driver_sends_with_external_pfns_carry_the_pfn_list() {
     let s = unsafe {
         let p = (c.table.VmbPacketAllocate.expect("slot"))(ch);
         (c.table.VmbPacketSetCompletionRoutine.expect("slot"))(p, Some(EvtSendComplete));
-        (c.table.VmbPacketSendWithExternalPfns.expect("slot"))(p, inline.as_mut_ptr().cast(), 8, pfns.as_mut_ptr(), 3, VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION)
+        (c.table.VmbPacketSendWithExternalPfns.expect("slot"))(
+            p,
+            inline.as_mut_ptr().cast(),
+            8,
+            pfns.as_mut_ptr(),
+            3,
+            VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION,
+        )
     };
     assert_eq!(s, STATUS_SUCCESS);
     sim.run_until_idle();
@@ -179,13 +250,20 @@ fn send_without_wait_completes_once_the_packet_is_in_the_ring() {
     host.pause_reading(true);
     assert_eq!(send(&c, ch, b"fire+forget", 0), STATUS_SUCCESS);
     sim.run_until_idle();
-    assert_eq!(c.sends_done.load(Ordering::SeqCst), 1, "routine ran though the host has not read it");
+    assert_eq!(
+        c.sends_done.load(Ordering::SeqCst),
+        1,
+        "routine ran though the host has not read it"
+    );
     host.pause_reading(false);
     sim.run_until_idle();
     let p = host.recv().expect("packet");
     assert!(!p.completion_requested());
     assert_eq!(p.payload, b"fire+forget");
-    assert_eq!(host.complete(p.trans_id, b""), Err(SendError::UnknownTransaction(p.trans_id)));
+    assert_eq!(
+        host.complete(p.trans_id, b""),
+        Err(SendError::UnknownTransaction(p.trans_id))
+    );
     close(&c, ch);
     sim.assert_clean();
 }
@@ -208,7 +286,8 @@ fn holding_packets_throttles_the_host() {
     assert_eq!(c.held.lock().map(|h| h.len()).unwrap_or(0), 3);
     c.complete_held();
     sim.run_until_idle();
-    host.send_inband(&[8u8; 1000], true).expect("space released on completion");
+    host.send_inband(&[8u8; 1000], true)
+        .expect("space released on completion");
     close(&c, ch);
     sim.assert_clean();
 }
@@ -218,10 +297,18 @@ fn full_ring_queues_driver_sends_until_the_host_reads() {
     let (sim, host, c, ch) = setup_with(SimConfig::deterministic(6), ECHO, 2);
     host.pause_reading(true);
     for i in 0..10u8 {
-        assert_eq!(send(&c, ch, &[i; 1000], 0), STATUS_SUCCESS, "queued, not failed");
+        assert_eq!(
+            send(&c, ch, &[i; 1000], 0),
+            STATUS_SUCCESS,
+            "queued, not failed"
+        );
     }
     sim.run_until_idle();
-    assert_eq!(c.sends_done.load(Ordering::SeqCst), 3, "only what fits is in the ring");
+    assert_eq!(
+        c.sends_done.load(Ordering::SeqCst),
+        3,
+        "only what fits is in the ring"
+    );
     host.pause_reading(false);
     sim.run_until_idle();
     let got: Vec<u8> = drain(&host).iter().map(|p| p.payload[0]).collect();
@@ -236,7 +323,11 @@ fn pipe_mode_adds_and_strips_the_pipe_header() {
     let (sim, host, c, ch) = setup(ECHO | PIPE);
     host.send_inband(b"exact", false).expect("send");
     sim.run_until_idle();
-    assert_eq!(c.received()[0].0, b"exact", "exact size from the pipe header");
+    assert_eq!(
+        c.received()[0].0,
+        b"exact",
+        "exact size from the pipe header"
+    );
     assert_eq!(send(&c, ch, b"abc", 0), STATUS_SUCCESS);
     sim.run_until_idle();
     let p = host.recv().expect("packet");
@@ -267,7 +358,12 @@ fn a_corrupt_packet_fails_and_closes_the_channel_without_crashing() {
     raw.extend_from_slice(&[0u8; 24]);
     host.send_raw(&raw).expect("raw");
     sim.run_until_idle();
-    assert!(host.error().is_some_and(|e| e.contains("data_offset_too_small")), "{:?}", host.error());
+    assert!(
+        host.error()
+            .is_some_and(|e| e.contains("data_offset_too_small")),
+        "{:?}",
+        host.error()
+    );
     assert!(!host.is_open());
     assert!(c.events().iter().any(|e| e.starts_with("closed")));
     assert!(c.received().is_empty());
@@ -287,7 +383,10 @@ fn a_completion_for_an_unknown_transaction_fails_the_channel() {
     raw.extend_from_slice(&[0u8; 8]);
     host.send_raw(&raw).expect("raw");
     sim.run_until_idle();
-    assert!(host.error().is_some_and(|e| e.contains("unknown transaction")));
+    assert!(
+        host.error()
+            .is_some_and(|e| e.contains("unknown transaction"))
+    );
     assert!(!host.is_open());
     close(&c, ch);
     sim.assert_clean();
@@ -297,7 +396,11 @@ fn a_completion_for_an_unknown_transaction_fails_the_channel() {
 fn packet_allocate_failure_returns_null() {
     let (sim, _host, c, ch) = setup(ECHO);
     sim.inject(Fault::FailPacketAllocate { count: 1 });
-    assert_eq!(send(&c, ch, b"x", 0), STATUS_INSUFFICIENT_RESOURCES, "NULL packet");
+    assert_eq!(
+        send(&c, ch, b"x", 0),
+        STATUS_INSUFFICIENT_RESOURCES,
+        "NULL packet"
+    );
     assert_eq!(send(&c, ch, b"x", 0), STATUS_SUCCESS);
     sim.run_until_idle();
     close(&c, ch);
@@ -354,7 +457,9 @@ fn rejected_open_reports_pnp_failure_and_stays_disabled() {
     let sim = Sim::new(SimConfig::deterministic(1));
     let offer = sim.offer(OfferConfig::default());
     let host = offer.host();
-    sim.inject(Fault::RejectOpen { status: STATUS_DEVICE_NOT_READY });
+    sim.inject(Fault::RejectOpen {
+        status: STATUS_DEVICE_NOT_READY,
+    });
     let c = Ctx::new(&sim, ECHO);
     let t = c.table;
     let ty = OfferConfig::default().interface_type;
@@ -362,9 +467,27 @@ fn rejected_open_reports_pnp_failure_and_stays_disabled() {
     let mut chh: VMBCHANNEL = std::ptr::null_mut();
     // SAFETY: rule INIT_AFTER_ENABLE: all before Enable; valid pointers.
     unsafe {
-        assert_eq!((t.VmbChannelAllocate.expect("slot"))(offer.device_object(), FALSE, &raw mut chh), STATUS_SUCCESS);
-        assert_eq!((t.VmbClientChannelInitSetTargetPnp.expect("slot"))(chh, &raw const ty, std::ptr::null(), Some(EvtPnpFailure)), STATUS_SUCCESS);
-        assert_eq!((t.VmbChannelInitSetProcessPacketCallbacks.expect("slot"))(chh, Some(EvtProcessPacket), None), STATUS_SUCCESS);
+        assert_eq!(
+            (t.VmbChannelAllocate.expect("slot"))(offer.device_object(), FALSE, &raw mut chh),
+            STATUS_SUCCESS
+        );
+        assert_eq!(
+            (t.VmbClientChannelInitSetTargetPnp.expect("slot"))(
+                chh,
+                &raw const ty,
+                std::ptr::null(),
+                Some(EvtPnpFailure)
+            ),
+            STATUS_SUCCESS
+        );
+        assert_eq!(
+            (t.VmbChannelInitSetProcessPacketCallbacks.expect("slot"))(
+                chh,
+                Some(EvtProcessPacket),
+                None
+            ),
+            STATUS_SUCCESS
+        );
         assert_eq!((t.VmbChannelEnable.expect("slot"))(chh), STATUS_SUCCESS);
     }
     sim.run_until_idle();
@@ -404,7 +527,11 @@ fn threaded_stress_both_directions() {
         std::thread::sleep(Duration::from_millis(1));
     }
     assert_eq!(c.sends_done.load(Ordering::SeqCst), n);
-    let order: Vec<u32> = c.received().iter().map(|(d, _, _)| u32::from_le_bytes([d[0], d[1], d[2], d[3]])).collect();
+    let order: Vec<u32> = c
+        .received()
+        .iter()
+        .map(|(d, _, _)| u32::from_le_bytes([d[0], d[1], d[2], d[3]]))
+        .collect();
     assert_eq!(order, (0..n).collect::<Vec<_>>(), "in ring order");
     close(&c, ch);
     sim.run_until_idle();

@@ -2,6 +2,10 @@
 //! with traffic in both directions, verifier clean, in deterministic and threaded mode.
 //!
 //! C header: `vmbuskernelmodeclientlibapi.h`; kmcl-api.md §7 (the call sequence).
+#![expect(
+    clippy::multiple_unsafe_ops_per_block,
+    reason = "raw-C-style driver code: a sequence of KMCL calls under one SAFETY argument"
+)]
 
 mod common;
 
@@ -30,18 +34,26 @@ fn full_lifecycle(cfg: SimConfig) {
     // Host -> guest: each completed with the reversed payload.
     let mut ids = Vec::new();
     for i in 0..20u8 {
-        ids.push(host.send_inband(&[i, 1, 2, 3, 4, 5, 6, 7], true).expect("host send"));
+        ids.push(
+            host.send_inband(&[i, 1, 2, 3, 4, 5, 6, 7], true)
+                .expect("host send"),
+        );
     }
     let mut completions = Vec::new();
     while completions.len() < 20 {
-        let Some(c) = host.take_completion_timeout(T) else { break };
+        let Some(c) = host.take_completion_timeout(T) else {
+            break;
+        };
         completions.push(c);
     }
     sim.run_until_idle();
     assert_eq!(completions.len(), 20);
     for (i, (id, resp)) in completions.iter().enumerate() {
         assert_eq!(*id, ids[i]);
-        assert_eq!(resp[..8], [7, 6, 5, 4, 3, 2, 1, u8::try_from(i).unwrap_or(0)]);
+        assert_eq!(
+            resp[..8],
+            [7, 6, 5, 4, 3, 2, 1, u8::try_from(i).unwrap_or(0)]
+        );
     }
     // Guest -> host: the driver sent one packet per received packet; the responder answered.
     let wait = std::time::Instant::now();
@@ -49,14 +61,22 @@ fn full_lifecycle(cfg: SimConfig) {
         sim.run_until_idle();
         std::thread::sleep(Duration::from_millis(1));
     }
-    let results = c.send_results.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    let results = c
+        .send_results
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
     assert_eq!(results.len(), 20);
     for (status, data, irql) in &results {
         assert_eq!(*status, STATUS_SUCCESS);
         assert_eq!(&data[..4], b"ack:");
         assert_eq!(*irql, 2, "send completion routines run at DISPATCH_LEVEL");
     }
-    let reply = c.sync_reply.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    let reply = c
+        .sync_reply
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
     // The completion comes back padded to 8 bytes (VMBus carries no exact length).
     let mut expect = b"ack:hello-v1".to_vec();
     expect.resize(16, 0);
@@ -66,8 +86,21 @@ fn full_lifecycle(cfg: SimConfig) {
     close(&c, ch);
     sim.run_until_idle();
     let ev = c.events();
-    let order: Vec<&str> = ev.iter().filter(|e| !e.starts_with("batch")).map(String::as_str).collect();
-    assert_eq!(order, ["opened@0", "started@0", "post_started@0", "suspend@0", "closed@0"]);
+    let order: Vec<&str> = ev
+        .iter()
+        .filter(|e| !e.starts_with("batch"))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "opened@0",
+            "started@0",
+            "post_started@0",
+            "suspend@0",
+            "closed@0"
+        ]
+    );
     assert!(ev.iter().any(|e| e.starts_with("batch:")));
     assert!(!host.is_open());
     sim.assert_clean();

@@ -1,6 +1,10 @@
 //! Every verifier rule fires on the driver bug it names, and stays quiet on a correct driver.
 //!
 //! C header: `vmbuskernelmodeclientlibapi.h`; the rules are listed in `docs/simulator.md`.
+#![expect(
+    clippy::multiple_unsafe_ops_per_block,
+    reason = "raw-C-style driver code: a sequence of KMCL calls under one SAFETY argument"
+)]
 #![allow(unsafe_code, non_snake_case, clippy::missing_safety_doc)]
 
 mod common;
@@ -33,7 +37,11 @@ fn forged<T>(v: usize) -> *mut T {
 
 #[test]
 fn correct_driver_is_clean_in_every_mode() {
-    for cfg in [SimConfig::deterministic(2), SimConfig::deterministic(3).collect(), SimConfig::threaded()] {
+    for cfg in [
+        SimConfig::deterministic(2),
+        SimConfig::deterministic(3).collect(),
+        SimConfig::threaded(),
+    ] {
         let sim = Sim::new(cfg);
         let offer = sim.offer(OfferConfig::default());
         let host = offer.host();
@@ -44,7 +52,10 @@ fn correct_driver_is_clean_in_every_mode() {
         for i in 0..10u8 {
             host.send_inband(&[i; 8], true).expect("send");
         }
-        let n = std::iter::from_fn(|| host.take_completion_timeout(std::time::Duration::from_secs(10))).take(10).count();
+        let n =
+            std::iter::from_fn(|| host.take_completion_timeout(std::time::Duration::from_secs(10)))
+                .take(10)
+                .count();
         assert_eq!(n, 10);
         sim.run_until_idle();
         close(&c, ch);
@@ -69,8 +80,16 @@ fn bugcheck_mode_panics_at_the_next_safe_point() {
     let f = c.table.VmbChannelPacketComplete.expect("slot");
     // SAFETY: rule PACKET_COMPLETED_TWICE is what this test breaks; the second call is harmless.
     unsafe {
-        f(std::ptr::with_exposed_provenance_mut(h), std::ptr::null_mut(), 0);
-        f(std::ptr::with_exposed_provenance_mut(h), std::ptr::null_mut(), 0);
+        f(
+            std::ptr::with_exposed_provenance_mut(h),
+            std::ptr::null_mut(),
+            0,
+        );
+        f(
+            std::ptr::with_exposed_provenance_mut(h),
+            std::ptr::null_mut(),
+            0,
+        );
     }
     sim.run_until_idle();
 }
@@ -84,14 +103,30 @@ fn packet_completed_twice_fires() {
     let f = c.table.VmbChannelPacketComplete.expect("slot");
     // SAFETY: rule PACKET_COMPLETED_TWICE is what this test breaks; the second call is harmless.
     unsafe {
-        f(std::ptr::with_exposed_provenance_mut(h), std::ptr::null_mut(), 0);
-        f(std::ptr::with_exposed_provenance_mut(h), std::ptr::null_mut(), 0);
+        f(
+            std::ptr::with_exposed_provenance_mut(h),
+            std::ptr::null_mut(),
+            0,
+        );
+        f(
+            std::ptr::with_exposed_provenance_mut(h),
+            std::ptr::null_mut(),
+            0,
+        );
     }
     c.held.lock().map(|mut h| h.clear()).ok();
     close(&c, ch);
     assert_eq!(rules(&sim), [Rule::PacketCompletedTwice]);
-    assert!(sim.violations()[0].site.contains("VmbChannelPacketComplete"));
-    assert_eq!(std::iter::from_fn(|| host.take_completion()).count(), 1, "one completion only");
+    assert!(
+        sim.violations()[0]
+            .site
+            .contains("VmbChannelPacketComplete")
+    );
+    assert_eq!(
+        std::iter::from_fn(|| host.take_completion()).count(),
+        1,
+        "one completion only"
+    );
 }
 
 #[test]
@@ -100,7 +135,13 @@ fn packet_outstanding_at_disable_and_cleanup_fire() {
     host.send_inband(b"12345678", false).expect("send");
     sim.run_until_idle();
     close(&c, ch);
-    assert_eq!(rules(&sim), [Rule::PacketOutstandingAtDisable, Rule::PacketOutstandingAtCleanup]);
+    assert_eq!(
+        rules(&sim),
+        [
+            Rule::PacketOutstandingAtDisable,
+            Rule::PacketOutstandingAtCleanup
+        ]
+    );
 }
 
 #[test]
@@ -118,8 +159,18 @@ fn invalid_packet_handle_fires_on_forged_and_stale_handles() {
     let (sim, host, c, ch) = setup(ECHO);
     // SAFETY: rule INVALID_PACKET_HANDLE: forged handles are looked up, never dereferenced.
     unsafe {
-        (c.table.VmbChannelPacketComplete.expect("slot"))(forged(0x4444_0000), std::ptr::null_mut(), 0);
-        let s = (c.table.VmbPacketSend.expect("slot"))(forged(0x5555_0000), std::ptr::null_mut(), 0, std::ptr::null_mut(), 0);
+        (c.table.VmbChannelPacketComplete.expect("slot"))(
+            forged(0x4444_0000),
+            std::ptr::null_mut(),
+            0,
+        );
+        let s = (c.table.VmbPacketSend.expect("slot"))(
+            forged(0x5555_0000),
+            std::ptr::null_mut(),
+            0,
+            std::ptr::null_mut(),
+            0,
+        );
         assert_eq!(s, STATUS_INVALID_PARAMETER_1);
     }
     // A stale VMBPACKETCOMPLETION used for something other than completion.
@@ -130,7 +181,13 @@ fn invalid_packet_handle_fires_on_forged_and_stale_handles() {
     sim.run_until_idle();
     let mut mdl: PMDL = std::ptr::null_mut();
     // SAFETY: rule INVALID_PACKET_HANDLE: a completed packet's handle, looked up only.
-    let s = unsafe { (c.table.VmbChannelPacketGetExternalData.expect("slot"))(std::ptr::with_exposed_provenance_mut(stale.load(Ordering::SeqCst)), 0, &raw mut mdl) };
+    let s = unsafe {
+        (c.table.VmbChannelPacketGetExternalData.expect("slot"))(
+            std::ptr::with_exposed_provenance_mut(stale.load(Ordering::SeqCst)),
+            0,
+            &raw mut mdl,
+        )
+    };
     assert_eq!(s, STATUS_INVALID_PARAMETER_1);
     close(&c, ch);
     assert_eq!(rules(&sim), [Rule::InvalidPacketHandle; 3]);
@@ -164,7 +221,9 @@ fn irql_too_high_fires_for_a_passive_routine_at_dispatch() {
     host.send_inband(b"12345678", false).expect("send");
     sim.run_until_idle();
     assert!(host.is_open(), "the offending Disable did nothing");
-    *c.on_packet.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    *c.on_packet
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
     close(&c, ch);
     assert_eq!(rules(&sim), [Rule::IrqlTooHigh]);
 }
@@ -189,14 +248,25 @@ fn sync_request_at_dispatch_fires() {
         let mut size = 8u32;
         // SAFETY: rule SYNC_REQUEST_AT_DISPATCH is what this test breaks; buffers are valid.
         let s = unsafe {
-            (c.table.VmbChannelSendSynchronousRequest.expect("slot"))(ch, b.as_mut_ptr().cast(), 8, std::ptr::null_mut(), 0, b.as_mut_ptr().cast(), &raw mut size, std::ptr::null_mut())
+            (c.table.VmbChannelSendSynchronousRequest.expect("slot"))(
+                ch,
+                b.as_mut_ptr().cast(),
+                8,
+                std::ptr::null_mut(),
+                0,
+                b.as_mut_ptr().cast(),
+                &raw mut size,
+                std::ptr::null_mut(),
+            )
         };
         s2.store(s, Ordering::SeqCst);
     });
     host.send_inband(b"12345678", false).expect("send");
     sim.run_until_idle();
     assert_eq!(status.load(Ordering::SeqCst), STATUS_INVALID_DEVICE_STATE);
-    *c.on_packet.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    *c.on_packet
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
     close(&c, ch);
     assert_eq!(rules(&sim), [Rule::SyncRequestAtDispatch]);
 }
@@ -208,7 +278,16 @@ fn completion_buffer_size_fires_when_not_a_multiple_of_8() {
     let mut size = 12u32;
     // SAFETY: rule COMPLETION_BUFFER_SIZE is what this test breaks; buffers are valid.
     let s = unsafe {
-        (c.table.VmbChannelSendSynchronousRequest.expect("slot"))(ch, b.as_mut_ptr().cast(), 8, std::ptr::null_mut(), VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION, b.as_mut_ptr().cast(), &raw mut size, std::ptr::null_mut())
+        (c.table.VmbChannelSendSynchronousRequest.expect("slot"))(
+            ch,
+            b.as_mut_ptr().cast(),
+            8,
+            std::ptr::null_mut(),
+            VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION,
+            b.as_mut_ptr().cast(),
+            &raw mut size,
+            std::ptr::null_mut(),
+        )
     };
     assert_ne!(s, STATUS_SUCCESS);
     close(&c, ch);
@@ -257,8 +336,26 @@ fn outgoing_packet_freed_in_flight_and_reused_fire() {
         let p = (c.table.VmbPacketAllocate.expect("slot"))(ch);
         (c.table.VmbPacketSetCompletionRoutine.expect("slot"))(p, Some(EvtSendComplete));
         let send = c.table.VmbPacketSend.expect("slot");
-        assert_eq!(send(p, b.as_mut_ptr().cast(), 8, std::ptr::null_mut(), VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION), STATUS_SUCCESS);
-        assert_eq!(send(p, b.as_mut_ptr().cast(), 8, std::ptr::null_mut(), VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION), STATUS_INVALID_DEVICE_STATE);
+        assert_eq!(
+            send(
+                p,
+                b.as_mut_ptr().cast(),
+                8,
+                std::ptr::null_mut(),
+                VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION
+            ),
+            STATUS_SUCCESS
+        );
+        assert_eq!(
+            send(
+                p,
+                b.as_mut_ptr().cast(),
+                8,
+                std::ptr::null_mut(),
+                VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION
+            ),
+            STATUS_INVALID_DEVICE_STATE
+        );
         (c.table.VmbPacketFree.expect("slot"))(p);
     }
     sim.run_until_idle();
@@ -267,7 +364,13 @@ fn outgoing_packet_freed_in_flight_and_reused_fire() {
     sim.run_until_idle();
     assert_eq!(c.sends_done.load(Ordering::SeqCst), 1);
     close(&c, ch);
-    assert_eq!(rules(&sim), [Rule::OutgoingPacketReused, Rule::OutgoingPacketFreedInFlight]);
+    assert_eq!(
+        rules(&sim),
+        [
+            Rule::OutgoingPacketReused,
+            Rule::OutgoingPacketFreedInFlight
+        ]
+    );
 }
 
 #[test]
@@ -277,7 +380,11 @@ fn defer_outside_callback_fires() {
     sim.run_until_idle();
     let h = c.held.lock().map(|h| h[0]).unwrap_or(0);
     // SAFETY: rule DEFER_OUTSIDE_CALLBACK is what this test breaks; the call does nothing.
-    unsafe { (c.table.VmbChannelPacketDeferToPassive.expect("slot"))(std::ptr::with_exposed_provenance_mut(h)) };
+    unsafe {
+        (c.table.VmbChannelPacketDeferToPassive.expect("slot"))(
+            std::ptr::with_exposed_provenance_mut(h),
+        )
+    };
     close(&c, ch);
     assert_eq!(rules(&sim), [Rule::DeferOutsideCallback]);
 }
@@ -326,14 +433,27 @@ fn deadlock_fires_for_a_sync_request_in_started() {
             let mut size = 8u32;
             // SAFETY: rule DEADLOCK is what this test breaks (header: never from EvtChannelStarted).
             let s = unsafe {
-                (c.table.VmbChannelSendSynchronousRequest.expect("slot"))(ch, b.as_mut_ptr().cast(), 8, std::ptr::null_mut(), VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION, b.as_mut_ptr().cast(), &raw mut size, std::ptr::null_mut())
+                (c.table.VmbChannelSendSynchronousRequest.expect("slot"))(
+                    ch,
+                    b.as_mut_ptr().cast(),
+                    8,
+                    std::ptr::null_mut(),
+                    VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION,
+                    b.as_mut_ptr().cast(),
+                    &raw mut size,
+                    std::ptr::null_mut(),
+                )
             };
             c.event(format!("sync:{s:#x}"));
         }
     });
     let ch = open(&sim, &offer, &c).expect("opens");
     sim.run_until_idle();
-    assert!(c.events().iter().any(|e| e == &format!("sync:{STATUS_CANCELLED:#x}")));
+    assert!(
+        c.events()
+            .iter()
+            .any(|e| e == &format!("sync:{STATUS_CANCELLED:#x}"))
+    );
     close(&c, ch);
     assert_eq!(rules(&sim), [Rule::Deadlock]);
 }
@@ -357,7 +477,10 @@ fn send_while_closed_fires_for_a_send_after_suspend() {
         }
     });
     close(&c, ch);
-    assert!(c.events().contains(&format!("late:{STATUS_INVALID_DEVICE_STATE:#x}")));
+    assert!(
+        c.events()
+            .contains(&format!("late:{STATUS_INVALID_DEVICE_STATE:#x}"))
+    );
     assert_eq!(rules(&sim), [Rule::SendWhileClosed]);
 }
 
@@ -369,8 +492,17 @@ fn completion_routine_not_set_fires_for_an_initialized_packet() {
     // SAFETY: rule COMPLETION_ROUTINE_NOT_SET is what this test breaks; `mem` outlives the packet.
     unsafe {
         let p: VMBPACKET = mem.as_mut_ptr().cast();
-        assert_eq!((c.table.VmbPacketInitialize.expect("slot"))(ch, p, 512), STATUS_SUCCESS);
-        let s = (c.table.VmbPacketSend.expect("slot"))(p, b.as_mut_ptr().cast(), 8, std::ptr::null_mut(), 0);
+        assert_eq!(
+            (c.table.VmbPacketInitialize.expect("slot"))(ch, p, 512),
+            STATUS_SUCCESS
+        );
+        let s = (c.table.VmbPacketSend.expect("slot"))(
+            p,
+            b.as_mut_ptr().cast(),
+            8,
+            std::ptr::null_mut(),
+            0,
+        );
         assert_eq!(s, STATUS_INVALID_DEVICE_REQUEST);
         (c.table.VmbPacketFree.expect("slot"))(p);
     }

@@ -52,7 +52,8 @@ pub struct Ctx {
 }
 
 /// A test's extra ProcessPacket behaviour: (ctx, channel, packet, buffer, length).
-pub type PacketHook = std::sync::Arc<dyn Fn(&Ctx, VMBCHANNEL, VMBPACKETCOMPLETION, PVOID, u32) + Send + Sync>;
+pub type PacketHook =
+    std::sync::Arc<dyn Fn(&Ctx, VMBCHANNEL, VMBPACKETCOMPLETION, PVOID, u32) + Send + Sync>;
 /// A test's extra state-change behaviour: (ctx, channel, event name).
 pub type StateHook = std::sync::Arc<dyn Fn(&Ctx, VMBCHANNEL, &str) + Send + Sync>;
 
@@ -76,17 +77,30 @@ impl Ctx {
     }
 
     /// Installs a ProcessPacket hook.
-    pub fn on_packet(&self, f: impl Fn(&Ctx, VMBCHANNEL, VMBPACKETCOMPLETION, PVOID, u32) + Send + Sync + 'static) {
-        *self.on_packet.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(std::sync::Arc::new(f));
+    pub fn on_packet(
+        &self,
+        f: impl Fn(&Ctx, VMBCHANNEL, VMBPACKETCOMPLETION, PVOID, u32) + Send + Sync + 'static,
+    ) {
+        *self
+            .on_packet
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(std::sync::Arc::new(f));
     }
 
     /// Installs a state-change hook.
     pub fn on_state(&self, f: impl Fn(&Ctx, VMBCHANNEL, &str) + Send + Sync + 'static) {
-        *self.on_state.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(std::sync::Arc::new(f));
+        *self
+            .on_state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(std::sync::Arc::new(f));
     }
 
     fn state_hook(&self, ch: VMBCHANNEL, name: &str) {
-        let h = self.on_state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let h = self
+            .on_state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         if let Some(h) = h {
             h(self, ch, name);
         }
@@ -97,15 +111,24 @@ impl Ctx {
     }
 
     pub fn event(&self, e: impl Into<String>) {
-        self.events.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(e.into());
+        self.events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(e.into());
     }
 
     pub fn events(&self) -> Vec<String> {
-        self.events.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     pub fn received(&self) -> Vec<(Vec<u8>, u32, u8)> {
-        self.received.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.received
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     pub fn ch(&self) -> VMBCHANNEL {
@@ -114,11 +137,22 @@ impl Ctx {
 
     /// Completes every held packet with an empty response.
     pub fn complete_held(&self) {
-        let held: Vec<usize> = std::mem::take(&mut *self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        let held: Vec<usize> = std::mem::take(
+            &mut *self
+                .held
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
         for h in held {
             if let Some(f) = self.table.VmbChannelPacketComplete {
                 // SAFETY: rule PACKET_COMPLETED_TWICE: each held handle is completed once, here.
-                unsafe { f(std::ptr::with_exposed_provenance_mut(h), std::ptr::null_mut(), 0) };
+                unsafe {
+                    f(
+                        std::ptr::with_exposed_provenance_mut(h),
+                        std::ptr::null_mut(),
+                        0,
+                    )
+                };
             }
         }
     }
@@ -129,7 +163,8 @@ impl Ctx {
 pub unsafe fn ctx<'a>(ch: VMBCHANNEL) -> &'a Ctx {
     let get = GET_POINTER.load(Ordering::SeqCst);
     // SAFETY: `GET_POINTER` holds the table's VmbChannelGetPointer entry (stored by `open`).
-    let get: FN_VMB_CHANNEL_GET_POINTER = unsafe { std::mem::transmute::<usize, FN_VMB_CHANNEL_GET_POINTER>(get) };
+    let get: FN_VMB_CHANNEL_GET_POINTER =
+        unsafe { std::mem::transmute::<usize, FN_VMB_CHANNEL_GET_POINTER>(get) };
     // SAFETY: rule CONTEXT_BEFORE_ENABLE: the context was stored before Enable and lives until Cleanup.
     unsafe { &*get(ch).cast::<Ctx>() }
 }
@@ -141,7 +176,11 @@ pub unsafe extern "system" fn EvtOpened(ch: VMBCHANNEL) -> NTSTATUS {
     let c = unsafe { ctx(ch) };
     c.event(format!("opened@{}", current_irql()));
     c.state_hook(ch, "opened");
-    if c.has(OPEN_FAILS) { STATUS_UNSUCCESSFUL } else { STATUS_SUCCESS }
+    if c.has(OPEN_FAILS) {
+        STATUS_UNSUCCESSFUL
+    } else {
+        STATUS_SUCCESS
+    }
 }
 
 pub unsafe extern "system" fn EvtStarted(ch: VMBCHANNEL) {
@@ -163,12 +202,24 @@ pub unsafe extern "system" fn EvtPostStarted(ch: VMBCHANNEL) {
         let status = match c.table.VmbChannelSendSynchronousRequest {
             // SAFETY: rule BUFFER_VALID: buffers live across the call; PASSIVE_LEVEL here.
             Some(f) => unsafe {
-                f(ch, req.as_mut_ptr().cast(), 8, std::ptr::null_mut(), VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION, resp.as_mut_ptr().cast(), &raw mut size, std::ptr::null_mut())
+                f(
+                    ch,
+                    req.as_mut_ptr().cast(),
+                    8,
+                    std::ptr::null_mut(),
+                    VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION,
+                    resp.as_mut_ptr().cast(),
+                    &raw mut size,
+                    std::ptr::null_mut(),
+                )
             },
             None => STATUS_NOT_IMPLEMENTED,
         };
         let n = (size as usize).min(resp.len());
-        *c.sync_reply.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((status, resp[..n].to_vec()));
+        *c.sync_reply
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((status, resp[..n].to_vec()));
     }
 }
 
@@ -189,7 +240,13 @@ pub unsafe extern "system" fn EvtClosed(ch: VMBCHANNEL) {
     c.state_hook(ch, "closed");
 }
 
-pub unsafe extern "system" fn EvtProcessPacket(ch: VMBCHANNEL, pkt: VMBPACKETCOMPLETION, buf: PVOID, len: UINT32, flags: UINT32) {
+pub unsafe extern "system" fn EvtProcessPacket(
+    ch: VMBCHANNEL,
+    pkt: VMBPACKETCOMPLETION,
+    buf: PVOID,
+    len: UINT32,
+    flags: UINT32,
+) {
     // SAFETY: see `ctx`.
     let c = unsafe { ctx(ch) };
     let irql = current_irql();
@@ -213,16 +270,26 @@ pub unsafe extern "system" fn EvtProcessPacket(ch: VMBCHANNEL, pkt: VMBPACKETCOM
                 let va = m.MappedSystemVa.cast::<u8>();
                 // SAFETY: rule MDL_VALID: ByteCount bytes at MappedSystemVa.
                 let bytes = unsafe { std::slice::from_raw_parts_mut(va, m.ByteCount as usize) };
-                c.external_seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(bytes.to_vec());
+                c.external_seen
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(bytes.to_vec());
                 bytes.make_ascii_uppercase();
             }
         }
     }
-    c.received.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((data.clone(), flags, irql));
+    c.received
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push((data.clone(), flags, irql));
     if c.has(SEND_ON_RECEIVE) {
         send(c, ch, &data, VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION);
     }
-    let hook = c.on_packet.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    let hook = c
+        .on_packet
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
     if let Some(h) = hook {
         h(c, ch, pkt, buf, len);
     }
@@ -230,10 +297,19 @@ pub unsafe extern "system" fn EvtProcessPacket(ch: VMBCHANNEL, pkt: VMBPACKETCOM
         let mut resp: Vec<u8> = data.iter().rev().copied().collect();
         if let Some(f) = c.table.VmbChannelPacketComplete {
             // SAFETY: rule PACKET_COMPLETED_TWICE: completed exactly once, here.
-            unsafe { f(pkt, resp.as_mut_ptr().cast(), u32::try_from(resp.len()).unwrap_or(0)) };
+            unsafe {
+                f(
+                    pkt,
+                    resp.as_mut_ptr().cast(),
+                    u32::try_from(resp.len()).unwrap_or(0),
+                )
+            };
         }
     } else {
-        c.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(pkt.expose_provenance());
+        c.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(pkt.expose_provenance());
     }
 }
 
@@ -243,10 +319,16 @@ pub unsafe extern "system" fn EvtProcessingComplete(ch: VMBCHANNEL, n: UINT32) {
     c.event(format!("batch:{n}@{}", current_irql()));
 }
 
-pub unsafe extern "system" fn EvtSendComplete(pkt: VMBPACKET, status: NTSTATUS, buf: PVOID, len: UINT32) {
+pub unsafe extern "system" fn EvtSendComplete(
+    pkt: VMBPACKET,
+    status: NTSTATUS,
+    buf: PVOID,
+    len: UINT32,
+) {
     let get = GET_PACKET_CHANNEL.load(Ordering::SeqCst);
     // SAFETY: stored from the table below.
-    let get: FN_VMB_PACKET_GET_CHANNEL = unsafe { std::mem::transmute::<usize, FN_VMB_PACKET_GET_CHANNEL>(get) };
+    let get: FN_VMB_PACKET_GET_CHANNEL =
+        unsafe { std::mem::transmute::<usize, FN_VMB_PACKET_GET_CHANNEL>(get) };
     // SAFETY: rule INVALID_PACKET_HANDLE: `pkt` is the live packet being completed.
     let ch = unsafe { get(pkt) };
     // SAFETY: see `ctx`.
@@ -257,7 +339,10 @@ pub unsafe extern "system" fn EvtSendComplete(pkt: VMBPACKET, status: NTSTATUS, 
         // SAFETY: rule BUFFER_VALID: `len` bytes valid during the routine.
         unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), len as usize) }.to_vec()
     };
-    c.send_results.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((status, data, current_irql()));
+    c.send_results
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push((status, data, current_irql()));
     c.sends_done.fetch_add(1, Ordering::SeqCst);
     if let Some(f) = c.table.VmbPacketFree {
         // SAFETY: rule OUTGOING_PACKET_DOUBLE_FREE: freed once, by its own completion routine.
@@ -269,7 +354,11 @@ static GET_PACKET_CHANNEL: AtomicUsize = AtomicUsize::new(0);
 
 /// Sends `data` on a freshly allocated packet with [`EvtSendComplete`].
 pub fn send(c: &Ctx, ch: VMBCHANNEL, data: &[u8], flags: u32) -> NTSTATUS {
-    let (Some(alloc), Some(set), Some(send)) = (c.table.VmbPacketAllocate, c.table.VmbPacketSetCompletionRoutine, c.table.VmbPacketSend) else {
+    let (Some(alloc), Some(set), Some(send)) = (
+        c.table.VmbPacketAllocate,
+        c.table.VmbPacketSetCompletionRoutine,
+        c.table.VmbPacketSend,
+    ) else {
         return STATUS_NOT_IMPLEMENTED;
     };
     // SAFETY: rule INVALID_CHANNEL_HANDLE: `ch` is the driver's live channel.
@@ -281,12 +370,20 @@ pub fn send(c: &Ctx, ch: VMBCHANNEL, data: &[u8], flags: u32) -> NTSTATUS {
     unsafe { set(pkt, Some(EvtSendComplete)) };
     let mut buf = data.to_vec();
     // SAFETY: rule BUFFER_VALID: `buf` is readable for its length during the call.
-    let s = unsafe { send(pkt, buf.as_mut_ptr().cast(), u32::try_from(buf.len()).unwrap_or(0), std::ptr::null_mut(), flags) };
-    if !NT_SUCCESS(s) {
-        if let Some(free) = c.table.VmbPacketFree {
-            // SAFETY: rule OUTGOING_PACKET_LEAKED: the send failed, the packet is still ours.
-            unsafe { free(pkt) };
-        }
+    let s = unsafe {
+        send(
+            pkt,
+            buf.as_mut_ptr().cast(),
+            u32::try_from(buf.len()).unwrap_or(0),
+            std::ptr::null_mut(),
+            flags,
+        )
+    };
+    if !NT_SUCCESS(s)
+        && let Some(free) = c.table.VmbPacketFree
+    {
+        // SAFETY: rule OUTGOING_PACKET_LEAKED: the send failed, the packet is still ours.
+        unsafe { free(pkt) };
     }
     s
 }
@@ -295,8 +392,14 @@ pub fn send(c: &Ctx, ch: VMBCHANNEL, data: &[u8], flags: u32) -> NTSTATUS {
 /// Returns the channel handle.
 pub fn open(sim: &Sim, offer: &Offer, c: &Ctx) -> Result<VMBCHANNEL, NTSTATUS> {
     let t = &c.table;
-    GET_POINTER.store(t.VmbChannelGetPointer.map_or(0, |f| f as usize), Ordering::SeqCst);
-    GET_PACKET_CHANNEL.store(t.VmbPacketGetChannel.map_or(0, |f| f as usize), Ordering::SeqCst);
+    GET_POINTER.store(
+        t.VmbChannelGetPointer.map_or(0, |f| f as usize),
+        Ordering::SeqCst,
+    );
+    GET_PACKET_CHANNEL.store(
+        t.VmbPacketGetChannel.map_or(0, |f| f as usize),
+        Ordering::SeqCst,
+    );
     let _ = sim;
     let mut ch: VMBCHANNEL = std::ptr::null_mut();
     let alloc = t.VmbChannelAllocate.ok_or(STATUS_NOT_IMPLEMENTED)?;
@@ -315,16 +418,32 @@ pub fn open(sim: &Sim, offer: &Offer, c: &Ctx) -> Result<VMBCHANNEL, NTSTATUS> {
     // SAFETY: rule CONTEXT_BEFORE_ENABLE: every init call happens before Enable, at PASSIVE.
     unsafe {
         let pages = c.ring_pages.load(Ordering::SeqCst);
-        let s = (t.VmbClientChannelInitSetRingBufferPageCount.ok_or(STATUS_NOT_IMPLEMENTED)?)(ch, pages, pages);
+        let s = (t
+            .VmbClientChannelInitSetRingBufferPageCount
+            .ok_or(STATUS_NOT_IMPLEMENTED)?)(ch, pages, pages);
         check(s)?;
         if c.has(PIPE) {
-            check((t.VmbChannelInitSetFlags.ok_or(STATUS_NOT_IMPLEMENTED)?)(ch, VMBUS_CHANNEL_INIT_FLAG_IS_PIPE))?;
+            check((t.VmbChannelInitSetFlags.ok_or(STATUS_NOT_IMPLEMENTED)?)(
+                ch,
+                VMBUS_CHANNEL_INIT_FLAG_IS_PIPE,
+            ))?;
         }
-        let s = (t.VmbChannelInitSetStateChangeCallbacks.ok_or(STATUS_NOT_IMPLEMENTED)?)(ch, &raw mut cb);
+        let s = (t
+            .VmbChannelInitSetStateChangeCallbacks
+            .ok_or(STATUS_NOT_IMPLEMENTED)?)(ch, &raw mut cb);
         check(s)?;
-        let s = (t.VmbChannelInitSetProcessPacketCallbacks.ok_or(STATUS_NOT_IMPLEMENTED)?)(ch, Some(EvtProcessPacket), Some(EvtProcessingComplete));
+        let s = (t
+            .VmbChannelInitSetProcessPacketCallbacks
+            .ok_or(STATUS_NOT_IMPLEMENTED)?)(
+            ch,
+            Some(EvtProcessPacket),
+            Some(EvtProcessingComplete),
+        );
         check(s)?;
-        (t.VmbChannelSetPointer.ok_or(STATUS_NOT_IMPLEMENTED)?)(ch, std::ptr::from_ref(c).cast_mut().cast::<c_void>());
+        (t.VmbChannelSetPointer.ok_or(STATUS_NOT_IMPLEMENTED)?)(
+            ch,
+            std::ptr::from_ref(c).cast_mut().cast::<c_void>(),
+        );
         let s = (t.VmbChannelEnable.ok_or(STATUS_NOT_IMPLEMENTED)?)(ch);
         check(s)?;
     }
