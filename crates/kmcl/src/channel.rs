@@ -665,8 +665,9 @@ impl<H: PacketHandler + StateHandler> Drop for ChannelBuilder<H> {
 /// An enabled channel: packets and state changes reach `H` through the shims.
 ///
 /// Dropping it disables and cleans it up (as [`close`](Self::close) does), which blocks
-/// until KMCL tore the channel down: drop it only at PASSIVE_LEVEL (a debug build records
-/// an IRQL mismatch otherwise).
+/// until KMCL tore the channel down: drop it only at PASSIVE_LEVEL. Dropped above
+/// PASSIVE_LEVEL (a driver bug) it is leaked, still enabled, instead of blocking there,
+/// and a debug build records an IRQL mismatch.
 ///
 /// # Invariants
 ///
@@ -747,9 +748,12 @@ impl<H: PacketHandler + StateHandler> Channel<H> {
 impl<H: PacketHandler + StateHandler> Drop for Channel<H> {
     fn drop(&mut self) {
         if irql::current() != irql::PASSIVE_LEVEL {
-            // A driver bug (dropping a channel above PASSIVE_LEVEL): recorded, see irql.
+            // A driver bug (dropping a channel above PASSIVE_LEVEL): recorded (see `irql`),
+            // and the channel is leaked rather than disabled, because VmbChannelDisable
+            // blocks. Leaking keeps the context alive, so KMCL's callbacks stay sound.
             // SAFETY: rule IRQL_TOO_HIGH: the token is minted only to record the mismatch.
             let _ = unsafe { Passive::assume() };
+            return;
         }
         self.disable_raw();
         // INVARIANT: Disabled now; the builder's Drop cleans up and frees the context.

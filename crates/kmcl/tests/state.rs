@@ -269,3 +269,49 @@ fn v1_table_reports_v5_features_as_not_supported() {
     ch.close(p);
     sim.assert_clean();
 }
+
+/// Creates a GPADL in `post_started` and deletes it in `closed`, as the header asks.
+#[derive(Default)]
+struct Gpadls {
+    handle: std::sync::Mutex<Option<u32>>,
+    deleted: std::sync::Mutex<Option<kmcl::Result>>,
+}
+impl PacketHandler for Gpadls {
+    fn process(&self, packet: Packet<'_>, _level: Level) {
+        packet.complete();
+    }
+}
+impl StateHandler for Gpadls {
+    fn post_started(&self, channel: Endpoint<'_>, irql: Passive) {
+        let buf: &'static mut [u8] = Box::leak(vec![0u8; 2 * 4096].into_boxed_slice());
+        // SAFETY: the buffer is leaked, so it outlives the GPADL.
+        let h = unsafe { channel.create_gpadl(std::ptr::NonNull::from(buf), false, irql) };
+        *self.handle.lock().unwrap() = h.ok();
+    }
+    fn closed(&self, channel: Endpoint<'_>, irql: Passive) {
+        if let Some(h) = self.handle.lock().unwrap().take() {
+            *self.deleted.lock().unwrap() = Some(channel.delete_gpadl(h, irql));
+        }
+    }
+}
+
+#[test]
+fn gpadl_is_created_at_passive_and_deleted_in_closed() {
+    let b = Bench::deterministic(38);
+    let p = passive();
+    let ch = b
+        .kmcl
+        .channel(b.parent(), Gpadls::default(), p)
+        .unwrap()
+        .enable(p)
+        .unwrap();
+    b.idle();
+    assert!(
+        ch.handler().handle.lock().unwrap().is_some(),
+        "GPADL created"
+    );
+    let builder = ch.disable(p);
+    assert_eq!(*builder.handler().deleted.lock().unwrap(), Some(Ok(())));
+    drop(builder);
+    b.sim.assert_clean();
+}
