@@ -461,3 +461,42 @@ fn threaded_echo_completes_every_packet_under_load() {
     ch.close(p);
     b.sim.assert_clean();
 }
+
+/// Uses the per-packet client context as scratch space and answers with what it held.
+struct Scratch;
+impl PacketHandler for Scratch {
+    fn process(&self, mut packet: Packet<'_>, _level: Level) {
+        let mut reply = [0u8; 8];
+        if let Ok(ctx) = packet.client_context() {
+            let fresh = ctx.len();
+            ctx[..8].copy_from_slice(b"scratch!");
+            reply.copy_from_slice(&ctx[..8]);
+            reply[7] = u8::try_from(fresh).unwrap_or(0);
+        }
+        packet.complete_with(&reply);
+    }
+}
+impl StateHandler for Scratch {}
+
+#[test]
+fn client_context_is_per_packet_scratch_of_the_configured_size() {
+    let b = Bench::deterministic(18);
+    let p = passive();
+    let ch = b
+        .kmcl
+        .channel(b.parent(), Scratch, p)
+        .unwrap()
+        .client_context_size(32)
+        .unwrap()
+        .enable(p)
+        .unwrap();
+    b.idle();
+    let host = b.offer.host();
+    host.send_inband(b"ctx", true).unwrap();
+    b.idle();
+    let (_, resp) = host.take_completion().expect("completion");
+    assert_eq!(&resp[..7], b"scratch");
+    assert_eq!(resp[7], 32, "the context has the configured size");
+    ch.close(p);
+    b.sim.assert_clean();
+}
