@@ -196,6 +196,9 @@ pub(crate) struct State {
     pub(crate) channels: HashMap<u64, Channel>,
     /// Buffers of completed packets, poisoned; re-checked at safe points.
     pub(crate) retired: VecDeque<(String, mem::SharedBuf)>,
+    /// `retired[..retired_checked]` were checked at a safe point already (re-checked by
+    /// `violations`, `assert_clean` and the final drop).
+    pub(crate) retired_checked: usize,
     /// Page map for the PFN fiction: pfn -> (buffer, page index in it).
     pub(crate) pages: HashMap<u64, (Arc<mem::SharedBuf>, usize)>,
     pub(crate) faults: Faults,
@@ -339,29 +342,32 @@ impl SimInner {
     }
 
     /// Re-checks poisoned buffers of completed packets.
-    pub(crate) fn check_retired(&self, st: &mut State) {
-        let mut bad = Vec::new();
-        for (site, buf) in &st.retired {
-            if !buf.all_equal(mem::POISON) {
-                bad.push(site.clone());
-            }
-        }
-        if !bad.is_empty() {
-            st.retired.retain(|(_, b)| b.all_equal(mem::POISON));
-            for site in bad {
+    pub(crate) fn check_retired(&self, st: &mut State, all: bool) {
+        let from = if all {
+            0
+        } else {
+            st.retired_checked.min(st.retired.len())
+        };
+        let bad: Vec<usize> = (from..st.retired.len())
+            .filter(|i| !st.retired[*i].1.all_equal(mem::POISON))
+            .collect();
+        for i in bad.iter().rev() {
+            if let Some((site, _)) = st.retired.remove(*i) {
                 st.violation(Rule::PayloadWrittenAfterCompletion, site);
             }
         }
         while st.retired.len() > RETIRED_KEEP {
             st.retired.pop_front();
         }
+        st.retired_checked = st.retired.len();
     }
 
     /// A Rust-frame safe point: in bugcheck mode, panics with the first new violation.
     pub(crate) fn safe_point(&self) {
         let v = {
             let mut st = self.lock();
-            self.check_retired(&mut st);
+            let all = st.shutdown;
+            self.check_retired(&mut st, all);
             if self.cfg.verifier == VerifierMode::Bugcheck {
                 st.log.take_unraised()
             } else {
@@ -474,6 +480,7 @@ impl Sim {
                 offers: HashMap::new(),
                 channels: HashMap::new(),
                 retired: VecDeque::new(),
+                retired_checked: 0,
                 pages: HashMap::new(),
                 faults: Faults::default(),
                 stats: Stats::default(),
@@ -587,7 +594,7 @@ impl Sim {
     #[must_use]
     pub fn violations(&self) -> Vec<Violation> {
         let mut st = self.inner.lock();
-        self.inner.check_retired(&mut st);
+        self.inner.check_retired(&mut st, true);
         st.log.all()
     }
 

@@ -128,7 +128,23 @@ impl SharedBuf {
 
     /// Whether every byte still equals `v`.
     pub(crate) fn all_equal(&self, v: u8) -> bool {
-        (0..self.len).all(|i| self.byte(i) == v)
+        let word = u64::from_le_bytes([v; 8]);
+        let mut i = 0;
+        while i < self.len {
+            let b = self.start + i;
+            if b.is_multiple_of(8) && self.len - i >= 8 {
+                if self.words[b / 8].load(Ordering::Relaxed) != word {
+                    return false;
+                }
+                i += 8;
+            } else {
+                if self.byte(i) != v {
+                    return false;
+                }
+                i += 1;
+            }
+        }
+        true
     }
 
     /// PFNs (see the module's PFN fiction) of the pages spanning `offset..offset+len`.
