@@ -5,7 +5,7 @@
 //!
 //! Run: `cargo bench -p kmcl-sim --bench e2e` (plain `std::time`, no criterion). The figure to
 //! compare across machines is the ratio to memcpy, not the absolute rate.
-#![allow(unsafe_code, non_snake_case)]
+#![allow(non_snake_case, reason = "the driver callback keeps its C name")]
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

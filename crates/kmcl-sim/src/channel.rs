@@ -1572,8 +1572,8 @@ pub(crate) fn flush_sends(sim: &SimInner, st: &mut State, ch: u64) {
                 Ok(o) => {
                     let offer = c.offer;
                     let info = endpoint::ExtInfo {
-                        data: Vec::new(),
                         exact_len: Some(payload.len()),
+                        ..endpoint::ExtInfo::default()
                     };
                     if let Some(off) = st.offers.get_mut(&offer) {
                         off.host.note_guest_write(trans, o.offset, info);

@@ -52,6 +52,8 @@ pub enum SendError {
     Corrupt(String),
     /// An external host is attached; the built-in host cannot write.
     External,
+    /// The driver's external buffer is not writable there (`DATA_OUT_ONLY`, or out of bounds).
+    ReadOnly,
 }
 
 impl fmt::Display for SendError {
@@ -65,6 +67,7 @@ impl fmt::Display for SendError {
             }
             SendError::Corrupt(why) => write!(f, "ring corrupt: {why}"),
             SendError::External => f.write_str("an external host is attached"),
+            SendError::ReadOnly => f.write_str("external buffer not writable there"),
         }
     }
 }
@@ -116,6 +119,10 @@ pub struct ExternalRing {
 pub(crate) struct ExtInfo {
     pub(crate) data: Vec<u8>,
     pub(crate) exact_len: Option<usize>,
+    /// Driver address of the mapped external buffer (for host writes while in flight).
+    pub(crate) addr: Option<usize>,
+    /// Not `VMBUS_CHANNEL_FORMAT_FLAG_DATA_OUT_ONLY`.
+    pub(crate) writable: bool,
 }
 
 type Responder = Box<dyn FnMut(&HostPacket) -> Option<Vec<u8>> + Send>;
@@ -153,6 +160,8 @@ pub(crate) struct HostSide {
     /// What the guest wrote at a ring offset.
     guest_writes: HashMap<u32, ExtInfo>,
     xfer_sets: HashMap<u16, Arc<SharedBuf>>,
+    /// Driver request -> (address, length) of its writable external buffer.
+    ext_targets: HashMap<u64, (usize, usize)>,
     gpa_bufs: HashMap<u64, Arc<SharedBuf>>,
     next_set: u16,
     paused: bool,
@@ -200,6 +209,7 @@ impl HostSide {
         self.guest_writes.clear();
         self.driver_requests.clear();
         self.outstanding.clear();
+        self.ext_targets.clear();
     }
 
     pub(crate) fn exact_len(&self, _trans: u64, offset: u32) -> Option<usize> {
@@ -395,6 +405,9 @@ fn drain_ring(
             };
             if hp.completion_requested() {
                 h.driver_requests.insert(hp.trans_id);
+                if let (Some(addr), true) = (info.addr, info.writable) {
+                    h.ext_targets.insert(hp.trans_id, (addr, hp.external.len()));
+                }
             }
             if h.responder.is_some() && hp.completion_requested() {
                 to_answer.push(hp);
@@ -711,6 +724,7 @@ impl HostEndpoint {
         if !h.driver_requests.remove(&trans_id) {
             return Err(SendError::UnknownTransaction(trans_id));
         }
+        h.ext_targets.remove(&trans_id);
         h.pending.push_back((trans_id, response.to_vec()));
         let mut signal = false;
         flush_pending(h, &mut signal);
@@ -718,6 +732,35 @@ impl HostEndpoint {
             st.stats.host_to_guest_signals += 1;
             self.sim.push(&mut st, Task::Dpc { ch });
         }
+        Ok(())
+    }
+
+    /// Writes `data` at `offset` into the external buffer (MDL) of driver request
+    /// `trans_id`, as a host fills a read buffer before completing the request.
+    ///
+    /// # Errors
+    /// [`SendError::UnknownTransaction`] if no such request is in flight (completion
+    /// requested, not yet completed) with a mapped external buffer; [`SendError::ReadOnly`]
+    /// for a `VMBUS_CHANNEL_FORMAT_FLAG_DATA_OUT_ONLY` buffer or a write past its end.
+    pub fn write_external(
+        &self,
+        trans_id: u64,
+        offset: usize,
+        data: &[u8],
+    ) -> Result<(), SendError> {
+        self.safe_point();
+        let st = self.sim.lock();
+        let h = &st.offers.get(&self.offer).ok_or(SendError::NotOpen)?.host;
+        if !h.driver_requests.contains(&trans_id) {
+            return Err(SendError::UnknownTransaction(trans_id));
+        }
+        let Some(&(addr, len)) = h.ext_targets.get(&trans_id) else {
+            return Err(SendError::ReadOnly);
+        };
+        if offset.checked_add(data.len()).is_none_or(|end| end > len) {
+            return Err(SendError::ReadOnly);
+        }
+        crate::table::write_driver_memory(addr + offset, data);
         Ok(())
     }
 

@@ -210,6 +210,8 @@ impl MdlBlock {
 /// The fields of a driver-supplied MDL, read by the table (which owns the unsafe read).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct MdlView {
+    /// Address of the first byte of the window, when the MDL is mapped.
+    pub(crate) va: Option<usize>,
     pub(crate) byte_count: u32,
     pub(crate) byte_offset: u32,
     pub(crate) pfns: Vec<u64>,

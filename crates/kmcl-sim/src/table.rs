@@ -191,43 +191,59 @@ unsafe fn read_mdl(mdl: PMDL, offset: u32, len: u32, force: bool) -> Option<MdlV
         len.min(avail)
     };
     let va = if m.MdlFlags & MDL_MAPPED_TO_SYSTEM_VA != 0 {
-        Some(m.MappedSystemVa.addr())
+        Some(m.MappedSystemVa.expose_provenance())
     } else if m.MdlFlags & MDL_SOURCE_IS_NONPAGED_POOL != 0 {
-        Some(start)
+        Some(m.StartVa.expose_provenance() + m.ByteOffset as usize)
     } else {
         None
-    };
+    }
+    .filter(|va| *va != 0);
     let data = match va {
-        Some(va) if va != 0 => {
+        Some(va) => {
             let p: *const c_void = std::ptr::with_exposed_provenance(va + offset as usize);
             // SAFETY: rule MDL_VALID: a mapped MDL describes `ByteCount` readable bytes at its VA.
             unsafe { driver_bytes(p, len) }.unwrap_or_default()
         }
-        _ => Vec::new(),
+        None => Vec::new(),
     };
+    let in_page = start % PAGE_SIZE + offset as usize;
+    let first = in_page / PAGE_SIZE;
+    let byte_offset = u32::try_from(in_page % PAGE_SIZE).unwrap_or(0);
+    let n = GpaRange::pfn_count(byte_offset, len.max(1));
     Some(MdlView {
+        va: va.map(|v| v + offset as usize),
         byte_count: len,
-        byte_offset: u32::try_from((start + offset as usize) % PAGE_SIZE).unwrap_or(0),
-        pfns: pfns.iter().map(|p| *p as u64).collect(),
+        byte_offset,
+        pfns: pfns.iter().skip(first).take(n).map(|p| *p as u64).collect(),
         data,
     })
 }
 
-fn ext_from_mdl(v: MdlView) -> ExtSpec {
-    let first = (v.byte_offset as usize) / PAGE_SIZE;
-    let n = GpaRange::pfn_count(v.byte_offset % 0x1000, v.byte_count.max(1));
-    let pfns: Vec<u64> = v.pfns.iter().skip(first).take(n).copied().collect();
+fn ext_from_mdl(v: MdlView, flags: u32) -> ExtSpec {
     ExtSpec {
         ranges: vec![GpaRange {
             byte_count: v.byte_count.max(1),
-            byte_offset: v.byte_offset % 0x1000,
-            pfns,
+            byte_offset: v.byte_offset,
+            pfns: v.pfns,
         }],
         info: ExtInfo {
             data: v.data,
             exact_len: None,
+            addr: v.va,
+            writable: flags & VMBUS_CHANNEL_FORMAT_FLAG_DATA_OUT_ONLY == 0,
         },
     }
+}
+
+/// Copies `data` into driver memory at `addr`.
+///
+/// Only called by the host endpoint for the mapped external buffer of a driver request
+/// that is still in flight (`HostEndpoint::write_external` checks that and the bounds).
+pub(crate) fn write_driver_memory(addr: usize, data: &[u8]) {
+    let p: *mut u8 = std::ptr::with_exposed_provenance_mut(addr);
+    // SAFETY: rule MDL_VALID: the request's MDL stays locked and mapped until its completion
+    // arrives, and the caller checked `addr..addr + data.len()` lies inside its window.
+    unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), p, data.len()) };
 }
 
 fn with_exact(mut e: ExtSpec, len: usize) -> ExtSpec {
@@ -1573,7 +1589,7 @@ unsafe extern "system" fn VmbPacketSend(
     };
     // SAFETY: rule MDL_VALID: `_In_opt_ PMDL`, a valid locked MDL when non-null.
     let ext = unsafe { read_mdl(ExternalDataMdl, 0, 0, false) }
-        .map(ext_from_mdl)
+        .map(|v| ext_from_mdl(v, Flags))
         .unwrap_or_default();
     channel::send(
         &sim,
@@ -1625,7 +1641,7 @@ unsafe extern "system" fn VmbPacketSendWithExternalMdl(
         ch,
         pkt,
         &payload,
-        with_exact(ext_from_mdl(v), payload.len()),
+        with_exact(ext_from_mdl(v, Flags), payload.len()),
         Flags,
         &site(),
     )
@@ -1687,6 +1703,8 @@ unsafe extern "system" fn VmbPacketSendWithExternalPfns(
         info: ExtInfo {
             data,
             exact_len: Some(payload.len()),
+            addr: None,
+            writable: false,
         },
     };
     channel::send(&sim, ch, pkt, &payload, ext, Flags, &site())
@@ -1752,7 +1770,7 @@ unsafe extern "system" fn VmbChannelSendSynchronousRequest(
     };
     // SAFETY: rule MDL_VALID: `_In_opt_ PMDL`.
     let ext = unsafe { read_mdl(ExternalDataMdl, 0, 0, false) }
-        .map(ext_from_mdl)
+        .map(|v| ext_from_mdl(v, Flags))
         .unwrap_or_default();
     let wait = match timeout {
         // KeWaitForSingleObject style: negative = relative, in 100 ns units.

@@ -6,7 +6,6 @@
     clippy::multiple_unsafe_ops_per_block,
     reason = "raw-C-style driver code: a sequence of KMCL calls under one SAFETY argument"
 )]
-#![allow(unsafe_code)]
 
 mod common;
 

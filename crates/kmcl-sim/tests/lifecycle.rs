@@ -6,7 +6,10 @@
     clippy::multiple_unsafe_ops_per_block,
     reason = "raw-C-style driver code: a sequence of KMCL calls under one SAFETY argument"
 )]
-#![allow(unsafe_code, non_snake_case, clippy::missing_safety_doc)]
+#![allow(
+    non_snake_case,
+    reason = "driver callbacks keep their C names (EvtProcessPacket...)"
+)]
 
 mod common;
 

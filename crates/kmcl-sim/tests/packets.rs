@@ -7,7 +7,10 @@
     clippy::multiple_unsafe_ops_per_block,
     reason = "raw-C-style driver code: a sequence of KMCL calls under one SAFETY argument"
 )]
-#![allow(unsafe_code, non_snake_case, clippy::missing_safety_doc)]
+#![allow(
+    non_snake_case,
+    reason = "driver callbacks keep their C names (EvtProcessPacket...)"
+)]
 
 mod common;
 
@@ -209,6 +212,62 @@ fn driver_sends_with_an_external_mdl_reach_the_host_as_gpa_direct() {
     sim.run_until_idle();
     let res = c.send_results.lock().map(|r| r.clone()).unwrap_or_default();
     assert_eq!(res, [(STATUS_SUCCESS, b"status=0".to_vec(), 2)]);
+    close(&c, ch);
+    sim.assert_clean();
+}
+
+fn mdl_over(data: &mut [u8]) -> MdlWithPfns {
+    let addr = data.as_ptr().addr();
+    MdlWithPfns {
+        mdl: MDL {
+            Next: std::ptr::null_mut(),
+            Size: 64,
+            MdlFlags: MDL_MAPPED_TO_SYSTEM_VA,
+            Process: std::ptr::null_mut(),
+            MappedSystemVa: data.as_mut_ptr().cast(),
+            StartVa: std::ptr::without_provenance_mut(addr & !0xfff),
+            ByteCount: u32::try_from(data.len()).unwrap_or(0),
+            ByteOffset: u32::try_from(addr & 0xfff).unwrap_or(0),
+        },
+        pfns: [addr >> 12, (addr >> 12) + 1],
+    }
+}
+
+#[test]
+fn host_fills_a_driver_read_buffer_before_completing() {
+    let (sim, host, c, ch) = setup(ECHO);
+    let mut read_buf = vec![0u8; 64];
+    let mut m = mdl_over(&mut read_buf);
+    let mut cdb = *b"read-cmd";
+    // SAFETY: rule MDL_VALID: `m` describes `read_buf`, which outlives the request.
+    let s = unsafe {
+        let p = (c.table.VmbPacketAllocate.expect("slot"))(ch);
+        (c.table.VmbPacketSetCompletionRoutine.expect("slot"))(p, Some(EvtSendComplete));
+        (c.table.VmbPacketSend.expect("slot"))(
+            p,
+            cdb.as_mut_ptr().cast(),
+            8,
+            &raw mut m.mdl,
+            VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION | VMBUS_CHANNEL_FORMAT_FLAG_DATA_IN_ONLY,
+        )
+    };
+    assert_eq!(s, STATUS_SUCCESS);
+    sim.run_until_idle();
+    let req = host.recv().expect("request");
+    assert_eq!(
+        host.write_external(req.trans_id, 60, b"too long"),
+        Err(SendError::ReadOnly)
+    );
+    host.write_external(req.trans_id, 4, b"disk data")
+        .expect("write into the MDL");
+    host.complete(req.trans_id, b"ok").expect("complete");
+    assert!(
+        host.write_external(req.trans_id, 0, b"late").is_err(),
+        "not after completion"
+    );
+    sim.run_until_idle();
+    assert_eq!(c.sends_done.load(Ordering::SeqCst), 1);
+    assert_eq!(&read_buf[4..13], b"disk data");
     close(&c, ch);
     sim.assert_clean();
 }

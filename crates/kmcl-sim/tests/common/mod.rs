@@ -2,8 +2,12 @@
 //! kmcl-sys, no safe layer; behaviour chosen per test with flag bits.
 //!
 //! C header: `vmbuskernelmodeclientlibapi.h` (the driver side of the lifecycle, kmcl-api.md §7).
-#![allow(dead_code, non_snake_case, clippy::missing_safety_doc)]
-#![allow(unsafe_code)]
+#![allow(dead_code, reason = "each test crate uses part of the shared driver")]
+#![allow(non_snake_case, reason = "driver callbacks keep their C names")]
+#![allow(
+    clippy::missing_safety_doc,
+    reason = "the callbacks' contract is KMCL's, documented on their EVT_ types"
+)]
 
 use std::ffi::c_void;
 use std::sync::Mutex;
