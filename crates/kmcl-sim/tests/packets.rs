@@ -596,3 +596,32 @@ fn threaded_stress_both_directions() {
     sim.run_until_idle();
     sim.assert_clean();
 }
+
+#[test]
+fn signals_follow_the_empty_to_non_empty_and_pending_size_rules() {
+    let (sim, host, c, ch) = setup_with(SimConfig::deterministic(8), 0, 2);
+    let before = sim.stats();
+    // Three writes into an empty ring before the guest runs: one signal.
+    for i in 0..3u8 {
+        host.send_inband(&[i; 1000], true).expect("send");
+    }
+    let s = sim.stats();
+    assert_eq!(s.host_to_guest_signals - before.host_to_guest_signals, 1);
+    sim.run_until_idle();
+    // The driver holds all three; the ring is full for a fourth: the host arms pending_send_sz.
+    assert_eq!(host.send_inband(&[3; 1000], true), Err(SendError::Full));
+    let s = sim.stats();
+    c.complete_held();
+    sim.run_until_idle();
+    let after = sim.stats();
+    // Completions: one empty -> non-empty signal; releases: one pending-size crossing.
+    assert_eq!(after.guest_to_host_signals - s.guest_to_host_signals, 2);
+    assert_eq!(after.spurious_guest_to_host, 0);
+    assert_eq!(after.spurious_host_to_guest, 0);
+    assert_eq!(std::iter::from_fn(|| host.take_completion()).count(), 3);
+    host.send_inband(&[3; 1000], true).expect("room again");
+    sim.run_until_idle();
+    c.complete_held();
+    close(&c, ch);
+    sim.assert_clean();
+}
