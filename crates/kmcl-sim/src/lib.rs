@@ -20,6 +20,23 @@
 //! 4. [`Sim::run_until_idle`] runs KMCL's threads (deterministic mode); the host sends
 //!    with [`HostEndpoint::send_inband`] and reads with [`HostEndpoint::recv`].
 //! 5. [`Sim::assert_clean`] at the end.
+//!
+//! # Examples
+//!
+//! ```
+//! use kmcl_sim::{OfferConfig, SendError, Sim, SimConfig};
+//!
+//! let sim = Sim::new(SimConfig::deterministic(1));
+//! let offer = sim.offer(OfferConfig::default());
+//! let host = offer.host();
+//! // No driver has opened a channel on the offer yet.
+//! assert_eq!(host.send_inband(b"hello", false), Err(SendError::NotOpen));
+//! // The table a driver would query: every slot is a real function.
+//! assert!(sim.client_interface().VmbChannelAllocate.is_some());
+//! sim.run_until_idle();
+//! assert_eq!(kmcl_sim::current_irql(), kmcl_sim::PASSIVE_LEVEL);
+//! sim.assert_clean();
+//! ```
 #![deny(unsafe_code)]
 
 pub mod ring;
