@@ -988,6 +988,7 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
         let mut fault = None;
         let mut n = 0;
         let mut more = false;
+        let mut quota_blocked = false;
         if let Some(r) = c.rings.as_mut() {
             r.rx.set_interrupt_mask(true);
         }
@@ -996,6 +997,8 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
                 break;
             };
             if c.incoming.len() >= quota && deliverable {
+                // Quota reached: the next completion re-runs the DPC.
+                quota_blocked = true;
                 break;
             }
             let Some(r) = c.rings.as_mut() else { break };
@@ -1121,7 +1124,7 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
                             .peek()
                             .is_ok_and(|p| p.packet_type == PacketType::COMPLETION)));
         }
-        if more {
+        if more && !quota_blocked {
             sim.push(&mut st, Task::Dpc { ch });
         }
         if let Some(c) = st.channels.get_mut(&ch) {

@@ -248,6 +248,9 @@ impl State {
     }
 }
 
+/// `run_until_idle` gives up (and reports `DEADLOCK`) after this many steps.
+const LIVELOCK_STEPS: u64 = 50_000_000;
+
 /// Keep at most this many poisoned buffers for the write-after-completion check.
 const RETIRED_KEEP: usize = 256;
 
@@ -586,7 +589,17 @@ impl Sim {
     pub fn run_until_idle(&self) {
         registry::set_current_sim(&self.inner);
         if self.inner.deterministic() {
-            while self.inner.step(sched::current_ctx()) {}
+            let mut steps: u64 = 0;
+            while self.inner.step(sched::current_ctx()) {
+                steps += 1;
+                if steps == LIVELOCK_STEPS {
+                    self.inner.violation(
+                        Rule::Deadlock,
+                        format!("Sim::run_until_idle: still busy after {LIVELOCK_STEPS} steps (livelock)"),
+                    );
+                    break;
+                }
+            }
         } else {
             let ok = self.inner.wait_until(None, |st| {
                 st.queues.is_empty() && st.queues.busy.iter().all(|b| !b)
