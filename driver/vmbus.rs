@@ -30,7 +30,7 @@ use kmcl_sys::PFN_VMB_CHANNEL_SET_TRANSACTION_QUOTA;
 
 use crate::bridge::{
     Bridge, ChannelSender, Config, FileId, HeldPacket, Lock, NtStatus, ProcessingMode, RequestKey,
-    SendTag, State, UserRequest,
+    SendTag, State, Stats, UserRequest,
 };
 use crate::trace::Tracer;
 
@@ -308,9 +308,12 @@ where
     }
 
     /// `VmbChannelDisable` + `VmbChannelCleanup`; blocks until KMCL tore the channel down
-    /// (the bridge's `suspend` completes every held packet). PASSIVE_LEVEL.
-    pub fn close(self, passive: Passive) {
-        self.channel.close(passive);
+    /// (the bridge's `suspend` completes every held packet). PASSIVE_LEVEL. Returns the
+    /// bridge's final counters.
+    pub fn close(self, passive: Passive) -> Stats {
+        let Self { bridge, channel } = self;
+        channel.close(passive);
+        bridge.stats()
     }
 }
 

@@ -406,7 +406,7 @@ extern "C" fn evt_device_release_hardware(
             }
         }
     };
-    dev.close(passive);
+    let _final_stats = dev.close(passive);
     STATUS_SUCCESS
 }
 
