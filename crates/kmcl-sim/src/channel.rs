@@ -691,7 +691,17 @@ fn cancel_sends(c: &mut Channel) -> Vec<u64> {
             o.done = Some((STATUS_CANCELLED, Vec::new()));
         }
     }
-    pkts
+    // Sends that finished but whose completion routine has not run yet (a queued
+    // Task::SendDone): it runs now, before Closed, with its real status.
+    let mut finished: Vec<u64> = c
+        .outgoing
+        .iter()
+        .filter(|(id, o)| o.done.is_some() && !pkts.contains(id))
+        .map(|(id, _)| *id)
+        .collect();
+    finished.sort_unstable();
+    finished.extend(pkts);
+    finished
 }
 
 fn finish_cancelled(sim: &Arc<SimInner>, ch: u64, pkts: Vec<u64>) {
@@ -1522,6 +1532,9 @@ fn try_write(sim: &SimInner, st: &mut State, ch: u64, q: &QueuedSend) -> Result<
     if full {
         let needed = packet.total_len();
         r.tx.set_pending_send_size(u32::try_from(needed).unwrap_or(u32::MAX));
+        // The injected full ring drains as if the host read it: its pending-send
+        // signal re-runs the DPC, which retries the queue.
+        sim.push(st, Task::Dpc { ch });
         return Err(WriteError::Full { needed });
     }
     let outcome = r.tx.write_or_arm(&packet)?;

@@ -625,3 +625,35 @@ fn signals_follow_the_empty_to_non_empty_and_pending_size_rules() {
     close(&c, ch);
     sim.assert_clean();
 }
+
+#[test]
+fn completion_routines_pending_at_disable_run_before_closed() {
+    let (sim, host, c, ch) = setup(ECHO);
+    assert_eq!(send(&c, ch, b"last-one", 0), STATUS_SUCCESS);
+    // No stepping: the routine is still queued on the DPC when Disable starts.
+    assert_eq!(c.sends_done.load(Ordering::SeqCst), 0);
+    close(&c, ch);
+    let res = c.send_results.lock().map(|r| r.clone()).unwrap_or_default();
+    assert_eq!(res.len(), 1);
+    assert_eq!(
+        res[0].0, STATUS_SUCCESS,
+        "it was in the ring: success, not cancelled"
+    );
+    assert_eq!(drain(&host).len(), 1, "the host still read it");
+    sim.assert_clean();
+}
+
+#[test]
+fn injected_ring_full_drains_by_itself() {
+    let (sim, host, c, ch) = setup(ECHO);
+    sim.inject(Fault::RingFull { count: 3 });
+    for i in 0..5u8 {
+        assert_eq!(send(&c, ch, &[i; 8], 0), STATUS_SUCCESS);
+    }
+    sim.run_until_idle();
+    let got: Vec<u8> = drain(&host).iter().map(|p| p.payload[0]).collect();
+    assert_eq!(got, [0, 1, 2, 3, 4]);
+    assert_eq!(c.sends_done.load(Ordering::SeqCst), 5);
+    close(&c, ch);
+    sim.assert_clean();
+}
