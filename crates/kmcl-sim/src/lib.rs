@@ -342,7 +342,13 @@ impl SimInner {
                 }
             }
         }
-        let deadline = Instant::now() + timeout.unwrap_or(self.cfg.deadlock_timeout);
+        let now = Instant::now();
+        // A driver's timeout can be centuries long: never overflow (that would panic in an
+        // extern "system" frame); a day is "forever" for a test.
+        let wait = timeout
+            .unwrap_or(self.cfg.deadlock_timeout)
+            .min(Duration::from_secs(86_400));
+        let deadline = now.checked_add(wait).unwrap_or(now);
         let mut st = self.lock();
         loop {
             if cond(&st) {
