@@ -542,6 +542,8 @@ pub(crate) unsafe fn query_interface(
 // ---------------------------------------------------------------------------------------------
 
 const SIZEOF_CHANNEL: ULONG = 256;
+/// Largest per-packet context the simulator allocates (the header gives no limit).
+const MAX_CONTEXT_SIZE: UINT32 = 1 << 20;
 const SIZEOF_PACKET: UINT32 = 128;
 
 fn device(dev: PDEVICE_OBJECT, site: &dyn Fn() -> String) -> Option<(Arc<SimInner>, u64)> {
@@ -744,6 +746,9 @@ unsafe extern "system" fn VmbChannelInitSetClientContextSize(
     ContextSize: UINT32,
 ) -> NTSTATUS {
     init(Channel, "VmbChannelInitSetClientContextSize", |c| {
+        if ContextSize > MAX_CONTEXT_SIZE {
+            return STATUS_INVALID_PARAMETER_2;
+        }
         c.init.client_context_size = ContextSize;
         STATUS_SUCCESS
     })
@@ -755,6 +760,9 @@ unsafe extern "system" fn VmbChannelInitSetInlinePacketContextSize(
     ContextSize: UINT32,
 ) -> NTSTATUS {
     init(Channel, "VmbChannelInitSetInlinePacketContextSize", |c| {
+        if ContextSize > MAX_CONTEXT_SIZE {
+            return STATUS_INVALID_PARAMETER_2;
+        }
         c.init.inline_context_size = ContextSize;
         STATUS_SUCCESS
     })
