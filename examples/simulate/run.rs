@@ -1,0 +1,827 @@
+//! Runs the vmbridge driver inside kmcl-sim: full lifecycle, traffic both ways through
+//! the user-mode ABI, then a summary with a verifier verdict.
+//!
+//! Reference: `kmcl-api.md` §7.2 (the lifecycle), `driver/core/protocol.rs` (the ABI the
+//! simulated user-mode program speaks).
+//!
+//! ```text
+//! cargo run --release --example simulate -- [--mode dispatch|passive] [--packets N]
+//!     [--size B] [--seed S] [--threaded] [--queue-depth D] [--help]
+//! ```
+//!
+//! The driver is the real one: `vmbridge::vmbus::VmbusDevice` (the bridge core, `kmcl`
+//! and its `extern "system"` shims) bound to a simulated VMBus offer; the simulator's
+//! built-in host endpoint is the other side. A simulated user-mode program
+//! * reads every host packet with held reads (`IOCTL_VMBRIDGE_READ` +
+//!   `HOLD_FOR_RESPONSE`) and answers each with `IOCTL_VMBRIDGE_RESPOND` — a checksum
+//!   when the host asked for a completion (every 4th packet), empty otherwise;
+//! * sends as many packets to the host, alternating `WriteFile` and
+//!   `IOCTL_VMBRIDGE_SEND` waiting for the host's response (a checksum it verifies).
+//!
+//! Few outstanding reads against a fast sender means the driver's queue fills, KMCL
+//! stops at the transaction quota, the host ring fills and the sender is throttled: the
+//! summary shows the queue high-water mark and how often the host found the ring full.
+//! Exit status 1 on a verifier violation, a lost or corrupted packet, or a wrong response.
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use std::collections::{HashMap, VecDeque};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use common::Rig;
+use kmcl_sim::{SendError, SimConfig};
+use vmbridge::bridge::protocol::{
+    IOCTL_VMBRIDGE_GET_STATS, IOCTL_VMBRIDGE_READ, IOCTL_VMBRIDGE_RESPOND, IOCTL_VMBRIDGE_SEND,
+    VMBRIDGE_COMPLETION_HEADER, VMBRIDGE_PACKET_FLAG_RESPONSE_PENDING, VMBRIDGE_PACKET_HEADER,
+    VMBRIDGE_READ_FLAG_HOLD_FOR_RESPONSE, VMBRIDGE_SEND_FLAG_WAIT_FOR_COMPLETION, VMBRIDGE_STATS,
+    build_read, build_respond, build_send,
+};
+use vmbridge::bridge::{Config, FileId, NtStatus, ProcessingMode, Stats};
+use vmbridge::host::RequestHandle;
+use vmbridge::trace::{Event, KEYWORD_IO, KEYWORD_LIFECYCLE, KEYWORD_PACKET, Tracer};
+
+const HDR: usize = size_of::<VMBRIDGE_PACKET_HEADER>();
+const CHDR: usize = size_of::<VMBRIDGE_COMPLETION_HEADER>();
+/// Reads the simulated program keeps outstanding (few: the reader is the slow side).
+const READS_OUTSTANDING: usize = 4;
+/// Waiting sends the program keeps outstanding.
+const SENDS_OUTSTANDING: usize = 8;
+/// Host packets sent per round in deterministic mode (more than the reader takes).
+const HOST_BURST: u32 = 32;
+
+const USAGE: &str = "\
+usage: simulate [--mode dispatch|passive] [--packets N] [--size B] [--seed S] [--threaded]
+                [--queue-depth D] [--help]
+
+Runs the vmbridge driver (core + kmcl + its shims) in kmcl-sim with the simulated host
+endpoint and a simulated user-mode reader/writer, then prints a summary.
+
+  --mode         processing of incoming packets: dispatch (default) or passive
+  --packets N    packets in each direction (default 100000)
+  --size B       payload bytes per packet, 16..=65536 (default 256)
+  --seed S       seed of the deterministic simulation (default 1)
+  --threaded     real threads for KMCL, the host and the user program
+  --queue-depth  driver queue depth / transaction quota, 1..=4096 (default 64)
+  --help         this text
+
+Exit status: 0 when every packet arrived intact and in order, every response matched
+and the KMCL verifier recorded no violation; 1 otherwise; 2 on bad arguments.";
+
+#[derive(Clone, Copy, Debug)]
+struct Args {
+    mode: ProcessingMode,
+    packets: u32,
+    size: usize,
+    seed: u64,
+    threaded: bool,
+    queue_depth: u32,
+}
+
+fn parse_args() -> Result<Option<Args>, String> {
+    let mut a = Args {
+        mode: ProcessingMode::Dispatch,
+        packets: 100_000,
+        size: 256,
+        seed: 1,
+        threaded: false,
+        queue_depth: 64,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
+        match flag.as_str() {
+            "--help" | "-h" => return Ok(None),
+            "--threaded" => a.threaded = true,
+            "--mode" => {
+                let v = value("--mode")?;
+                a.mode =
+                    ProcessingMode::from_name(&v).ok_or_else(|| format!("unknown mode {v:?}"))?;
+            }
+            "--packets" => {
+                a.packets = value("--packets")?
+                    .parse()
+                    .map_err(|e| format!("--packets: {e}"))?
+            }
+            "--size" => {
+                a.size = value("--size")?
+                    .parse()
+                    .map_err(|e| format!("--size: {e}"))?
+            }
+            "--seed" => {
+                a.seed = value("--seed")?
+                    .parse()
+                    .map_err(|e| format!("--seed: {e}"))?
+            }
+            "--queue-depth" => {
+                a.queue_depth = value("--queue-depth")?
+                    .parse()
+                    .map_err(|e| format!("--queue-depth: {e}"))?;
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    if !(16..=65536).contains(&a.size) {
+        return Err("--size must be in 16..=65536".into());
+    }
+    if !(1..=4096).contains(&a.queue_depth) {
+        return Err("--queue-depth must be in 1..=4096".into());
+    }
+    if a.packets == 0 {
+        return Err("--packets must be at least 1".into());
+    }
+    Ok(Some(a))
+}
+
+// ----- payloads -----------------------------------------------------------------------
+
+/// Host packet `seq`: `[seq: u64][wants_response: u8][pattern...]`, `size` bytes.
+fn payload(seq: u32, size: usize, wants_response: bool) -> Vec<u8> {
+    let mut p = vec![0u8; size];
+    p[..8].copy_from_slice(&u64::from(seq).to_le_bytes());
+    p[8] = u8::from(wants_response);
+    for (i, b) in p.iter_mut().enumerate().skip(9) {
+        *b = (seq as u8).wrapping_mul(31).wrapping_add(i as u8);
+    }
+    p
+}
+
+/// FNV-1a over `bytes`: the response a completion must carry.
+fn checksum(bytes: &[u8]) -> [u8; 8] {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h.to_le_bytes()
+}
+
+/// The guest-to-host packet `seq` (a different pattern from the host's).
+fn guest_payload(seq: u32, size: usize) -> Vec<u8> {
+    let mut p = payload(seq, size, false);
+    p[8] = 0xEE;
+    p
+}
+
+fn wants_response(seq: u32) -> bool {
+    seq.is_multiple_of(4)
+}
+
+// ----- tallies --------------------------------------------------------------------------
+
+/// Everything the run observed; failures are collected, not panicked on.
+#[derive(Default)]
+struct Tally {
+    h2g_sent: u64,
+    h2g_bytes: u64,
+    h2g_read: u64,
+    h2g_answered: u64,
+    h2g_answers_verified: u64,
+    g2h_sent: u64,
+    g2h_bytes: u64,
+    g2h_received: u64,
+    g2h_waited: u64,
+    g2h_responses_verified: u64,
+    ring_full: u64,
+    read_latency_ns: Vec<u64>,
+    send_latency_ns: Vec<u64>,
+    failures: Vec<String>,
+}
+
+impl Tally {
+    fn fail(&mut self, why: String) {
+        if self.failures.len() < 20 {
+            self.failures.push(why);
+        } else if self.failures.len() == 20 {
+            self.failures.push("... (more failures not shown)".into());
+        }
+    }
+}
+
+// ----- the host-sink mirror of the ETW events -------------------------------------------
+
+static EVENTS_BY_KEYWORD: [AtomicU64; 4] = [
+    AtomicU64::new(0),
+    AtomicU64::new(0),
+    AtomicU64::new(0),
+    AtomicU64::new(0),
+];
+static LIFECYCLE: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+
+fn sink(e: &Event) {
+    let slot = match e.keyword() {
+        KEYWORD_LIFECYCLE => 0,
+        KEYWORD_PACKET => 1,
+        KEYWORD_IO => 2,
+        _ => 3,
+    };
+    EVENTS_BY_KEYWORD[slot].fetch_add(1, Ordering::Relaxed);
+    let name = match e {
+        Event::DeviceCreated { .. } => "created",
+        Event::ChannelOpened => "opened",
+        Event::ChannelStarted => "started",
+        Event::ChannelSuspended { .. } => "suspended",
+        Event::ChannelClosed { .. } => "closed",
+        _ => return,
+    };
+    LIFECYCLE
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(name);
+}
+
+// ----- the simulated user-mode program's steps ------------------------------------------
+
+/// A completed held read: verify, answer, account.
+fn finish_read(
+    rig: &Rig,
+    file: FileId,
+    a: &Args,
+    expect: u32,
+    c: &vmbridge::host::Completion,
+    t: &mut Tally,
+) {
+    if c.status != NtStatus::SUCCESS {
+        t.fail(format!("read {expect}: {}", c.status));
+        return;
+    }
+    let Ok(hdr) = VMBRIDGE_PACKET_HEADER::parse(&c.output) else {
+        t.fail(format!("read {expect}: bad header"));
+        return;
+    };
+    let body = &c.output[HDR..];
+    let want = payload(expect, a.size, wants_response(expect));
+    // VMBus pads in-band payloads to 8 bytes: the tail must be zeros.
+    let intact = body.len() >= a.size
+        && body[..a.size] == want[..]
+        && body[a.size..].iter().all(|b| *b == 0);
+    if !intact {
+        let got = body
+            .get(..8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+        t.fail(format!(
+            "host packet {expect}: lost, reordered or corrupted (got seq {got:?})"
+        ));
+    }
+    t.h2g_read += 1;
+    if hdr.Flags & VMBRIDGE_PACKET_FLAG_RESPONSE_PENDING == 0 {
+        t.fail(format!("host packet {expect}: not held for a response"));
+        return;
+    }
+    let response: &[u8] = if body.get(8) == Some(&1) {
+        &checksum(&body[..a.size.min(body.len())])
+    } else {
+        &[]
+    };
+    let r = rig.ioctl(
+        file,
+        IOCTL_VMBRIDGE_RESPOND,
+        build_respond(hdr.PacketId, response).as_slice(),
+        0,
+    );
+    match r.result() {
+        Some(rc) if rc.status == NtStatus::SUCCESS => {
+            t.h2g_answered += u64::from(!response.is_empty())
+        }
+        other => t.fail(format!("respond {expect}: {:?}", other.map(|c| c.status))),
+    }
+}
+
+/// A completed waiting send: the response must be the checksum of what was sent.
+fn finish_send(seq: u32, a: &Args, c: &vmbridge::host::Completion, t: &mut Tally) {
+    let ok = c.status == NtStatus::SUCCESS
+        && VMBRIDGE_COMPLETION_HEADER::parse(&c.output)
+            .is_ok_and(|h| h.Status == 0 && h.ResponseLength == 8)
+        && c.output.get(CHDR..CHDR + 8) == Some(&checksum(&guest_payload(seq, a.size))[..]);
+    if ok {
+        t.g2h_responses_verified += 1;
+    } else {
+        t.fail(format!("send {seq}: wrong completion {:?}", c.status));
+    }
+}
+
+/// The host's answer to driver requests, and its check of fire-and-forget packets.
+fn host_check(p: &kmcl_sim::HostPacket, size: usize, expect_seq: &AtomicU64, bad: &AtomicU64) {
+    let seq = p.payload.get(..8).map_or(u64::MAX, |b| {
+        u64::from_le_bytes(b.try_into().unwrap_or([0; 8]))
+    });
+    let ok = u32::try_from(seq).is_ok_and(|s| p.payload == guest_payload(s, size));
+    if !ok {
+        bad.fetch_add(1, Ordering::Relaxed);
+    }
+    expect_seq.fetch_add(1, Ordering::Relaxed);
+}
+
+fn percentiles(v: &mut [u64]) -> String {
+    if v.is_empty() {
+        return "n/a".into();
+    }
+    v.sort_unstable();
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0;
+    format!(
+        "p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}",
+        at(0.5),
+        at(0.9),
+        at(0.99),
+        at(1.0)
+    )
+}
+
+struct Progress {
+    total: u64,
+    next: u64,
+    start: Instant,
+}
+
+impl Progress {
+    fn tick(&mut self, done: u64) {
+        if done >= self.next && self.total >= 10_000 {
+            let s = self.start.elapsed().as_secs_f64();
+            eprintln!(
+                "  {:>3}%  {done}/{} packets  {:.1}s  {:.0} packets/s",
+                done * 100 / self.total,
+                self.total,
+                s,
+                done as f64 / s.max(1e-9)
+            );
+            self.next += self.total / 10;
+        }
+    }
+}
+
+// ----- deterministic run ----------------------------------------------------------------
+
+fn run_deterministic(rig: &Rig, a: &Args, t: &mut Tally) {
+    let n = a.packets;
+    let file = rig.open_file();
+    let host = rig.host.clone();
+    let host_seen = Arc::new(AtomicU64::new(0));
+    let host_bad = Arc::new(AtomicU64::new(0));
+    {
+        let (seen, bad, size) = (host_seen.clone(), host_bad.clone(), a.size);
+        host.set_responder(move |p| {
+            host_check(p, size, &seen, &bad);
+            Some(checksum(&p.payload).to_vec())
+        });
+    }
+    let mut sent_at: HashMap<u32, Instant> = HashMap::new();
+    let mut trans: HashMap<u64, u32> = HashMap::new();
+    let mut reads: VecDeque<(RequestHandle, u32)> = VecDeque::new();
+    let mut sends: VecDeque<(RequestHandle, u32, Instant)> = VecDeque::new();
+    let (mut next_host, mut next_read, mut next_guest) = (0u32, 0u32, 0u32);
+    let mut progress = Progress {
+        total: 2 * u64::from(n),
+        next: u64::from(n) / 5,
+        start: Instant::now(),
+    };
+    let read_input = build_read(VMBRIDGE_READ_FLAG_HOLD_FOR_RESPONSE);
+    let out_len = HDR + a.size.next_multiple_of(8);
+    let mut idle_rounds = 0u32;
+    while (t.h2g_read < u64::from(n) || next_guest < n || !sends.is_empty()) && idle_rounds < 1000 {
+        let before = (t.h2g_read, next_guest, sends.len());
+        // The host sends a burst, until the ring is full.
+        for _ in 0..HOST_BURST {
+            if next_host >= n {
+                break;
+            }
+            let p = payload(next_host, a.size, wants_response(next_host));
+            match host.send_inband(&p, wants_response(next_host)) {
+                Ok(tid) => {
+                    trans.insert(tid, next_host);
+                    sent_at.insert(next_host, Instant::now());
+                    t.h2g_sent += 1;
+                    t.h2g_bytes += p.len() as u64;
+                    next_host += 1;
+                }
+                Err(SendError::Full) => {
+                    t.ring_full += 1;
+                    break;
+                }
+                Err(e) => {
+                    t.fail(format!("host send {next_host}: {e:?}"));
+                    return;
+                }
+            }
+        }
+        // The program keeps a few reads and sends outstanding.
+        while reads.len() < READS_OUTSTANDING && next_read < n {
+            reads.push_back((
+                rig.ioctl(file, IOCTL_VMBRIDGE_READ, read_input.as_slice(), out_len),
+                next_read,
+            ));
+            next_read += 1;
+        }
+        while sends.len() < SENDS_OUTSTANDING && next_guest < n {
+            let p = guest_payload(next_guest, a.size);
+            t.g2h_sent += 1;
+            t.g2h_bytes += p.len() as u64;
+            if next_guest.is_multiple_of(2) {
+                let input = build_send(VMBRIDGE_SEND_FLAG_WAIT_FOR_COMPLETION, &p);
+                sends.push_back((
+                    rig.ioctl(file, IOCTL_VMBRIDGE_SEND, input.as_slice(), CHDR + 64),
+                    next_guest,
+                    Instant::now(),
+                ));
+                t.g2h_waited += 1;
+            } else {
+                let w = rig.write(file, &p);
+                if w.result().map(|c| c.status) != Some(NtStatus::SUCCESS) {
+                    t.fail(format!(
+                        "write {next_guest}: {:?}",
+                        w.result().map(|c| c.status)
+                    ));
+                }
+            }
+            next_guest += 1;
+        }
+        rig.idle();
+        // Harvest, in order.
+        while let Some((h, seq)) = reads.front() {
+            let Some(c) = h.result() else { break };
+            let seq = *seq;
+            reads.pop_front();
+            if let Some(at) = sent_at.remove(&seq) {
+                t.read_latency_ns.push(at.elapsed().as_nanos() as u64);
+            }
+            finish_read(rig, file, a, seq, &c, t);
+        }
+        while let Some((h, seq, at)) = sends.front() {
+            let Some(c) = h.result() else { break };
+            t.send_latency_ns.push(at.elapsed().as_nanos() as u64);
+            finish_send(*seq, a, &c, t);
+            sends.pop_front();
+        }
+        rig.idle();
+        while let Some(p) = host.recv() {
+            host_check(&p, a.size, &host_seen, &host_bad);
+        }
+        while let Some((tid, resp)) = host.take_completion() {
+            verify_host_completion(tid, &resp, &trans, a, t);
+        }
+        progress.tick(t.h2g_read + u64::from(next_guest));
+        idle_rounds = if (t.h2g_read, next_guest, sends.len()) == before {
+            idle_rounds + 1
+        } else {
+            0
+        };
+    }
+    if idle_rounds >= 1000 {
+        t.fail("no progress for 1000 rounds (deadlock?)".into());
+    }
+    rig.idle();
+    while let Some(p) = host.recv() {
+        host_check(&p, a.size, &host_seen, &host_bad);
+    }
+    while let Some((tid, resp)) = host.take_completion() {
+        verify_host_completion(tid, &resp, &trans, a, t);
+    }
+    t.g2h_received = host_seen.load(Ordering::Relaxed);
+    let bad = host_bad.load(Ordering::Relaxed);
+    if bad > 0 {
+        t.fail(format!("{bad} driver packets reached the host corrupted"));
+    }
+    read_driver_stats(rig, file, t);
+    rig.close_file(file);
+}
+
+fn verify_host_completion(
+    tid: u64,
+    resp: &[u8],
+    trans: &HashMap<u64, u32>,
+    a: &Args,
+    t: &mut Tally,
+) {
+    match trans.get(&tid) {
+        Some(&seq) if wants_response(seq) => {
+            if resp.get(..8) == Some(&checksum(&payload(seq, a.size, true))[..]) {
+                t.h2g_answers_verified += 1;
+            } else {
+                t.fail(format!("host packet {seq}: wrong response from user mode"));
+            }
+        }
+        _ => t.fail(format!("unexpected completion for transaction {tid}")),
+    }
+}
+
+fn read_driver_stats(rig: &Rig, file: FileId, t: &mut Tally) {
+    let h = rig.ioctl(
+        file,
+        IOCTL_VMBRIDGE_GET_STATS,
+        &[],
+        size_of::<VMBRIDGE_STATS>(),
+    );
+    match h.result().map(|c| VMBRIDGE_STATS::parse(&c.output)) {
+        Some(Ok(s)) if s.PacketsReceived == t.h2g_sent && s.PacketsSent == t.g2h_sent => {}
+        other => t.fail(format!(
+            "IOCTL_VMBRIDGE_GET_STATS disagrees with the traffic: {other:?}"
+        )),
+    }
+}
+
+// ----- threaded run ---------------------------------------------------------------------
+
+fn run_threaded(rig: &Rig, a: &Args, t: &mut Tally) {
+    let n = a.packets;
+    let file = rig.open_file();
+    let host = rig.host.clone();
+    let host_seen = Arc::new(AtomicU64::new(0));
+    let host_bad = Arc::new(AtomicU64::new(0));
+    {
+        let (seen, bad, size) = (host_seen.clone(), host_bad.clone(), a.size);
+        host.set_responder(move |p| {
+            host_check(p, size, &seen, &bad);
+            Some(checksum(&p.payload).to_vec())
+        });
+    }
+    let start = Instant::now();
+    let sent_at: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
+    let trans: Arc<Mutex<HashMap<u64, u32>>> = Arc::default();
+    let ring_full = Arc::new(AtomicU64::new(0));
+    let sender = {
+        let (host, sent_at, trans, ring_full, size) = (
+            host.clone(),
+            sent_at.clone(),
+            trans.clone(),
+            ring_full.clone(),
+            a.size,
+        );
+        std::thread::spawn(move || -> Result<(), String> {
+            for seq in 0..n {
+                let p = payload(seq, size, wants_response(seq));
+                loop {
+                    match host.send_inband(&p, wants_response(seq)) {
+                        Ok(tid) => {
+                            trans
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .insert(tid, seq);
+                            sent_at[seq as usize]
+                                .store(start.elapsed().as_nanos() as u64 + 1, Ordering::Relaxed);
+                            break;
+                        }
+                        Err(SendError::Full) => {
+                            ring_full.fetch_add(1, Ordering::Relaxed);
+                            std::thread::sleep(Duration::from_micros(20));
+                        }
+                        Err(e) => return Err(format!("host send {seq}: {e:?}")),
+                    }
+                }
+            }
+            Ok(())
+        })
+    };
+    t.h2g_sent = u64::from(n);
+    t.h2g_bytes = u64::from(n) * a.size as u64;
+    // The program: reads on this thread, sends interleaved (a window of waiting sends).
+    let read_input = build_read(VMBRIDGE_READ_FLAG_HOLD_FOR_RESPONSE);
+    let out_len = HDR + a.size.next_multiple_of(8);
+    let mut reads: VecDeque<(RequestHandle, u32)> = VecDeque::new();
+    let mut sends: VecDeque<(RequestHandle, u32, Instant)> = VecDeque::new();
+    let (mut next_read, mut next_guest) = (0u32, 0u32);
+    let mut progress = Progress {
+        total: 2 * u64::from(n),
+        next: u64::from(n) / 5,
+        start: Instant::now(),
+    };
+    while t.h2g_read < u64::from(n) || next_guest < n || !sends.is_empty() {
+        while reads.len() < READS_OUTSTANDING && next_read < n {
+            reads.push_back((
+                rig.ioctl(file, IOCTL_VMBRIDGE_READ, read_input.as_slice(), out_len),
+                next_read,
+            ));
+            next_read += 1;
+        }
+        while sends.len() < SENDS_OUTSTANDING && next_guest < n {
+            let p = guest_payload(next_guest, a.size);
+            t.g2h_sent += 1;
+            t.g2h_bytes += p.len() as u64;
+            if next_guest.is_multiple_of(2) {
+                let input = build_send(VMBRIDGE_SEND_FLAG_WAIT_FOR_COMPLETION, &p);
+                sends.push_back((
+                    rig.ioctl(file, IOCTL_VMBRIDGE_SEND, input.as_slice(), CHDR + 64),
+                    next_guest,
+                    Instant::now(),
+                ));
+                t.g2h_waited += 1;
+            } else if rig.write(file, &p).result().map(|c| c.status) != Some(NtStatus::SUCCESS) {
+                t.fail(format!("write {next_guest} failed"));
+            }
+            next_guest += 1;
+        }
+        if let Some((h, seq)) = reads.front() {
+            let Some(c) = h.wait(Duration::from_secs(30)) else {
+                t.fail(format!("read {seq} did not complete in 30 s"));
+                break;
+            };
+            let seq = *seq;
+            reads.pop_front();
+            let at = sent_at[seq as usize].load(Ordering::Relaxed);
+            if at > 0 {
+                t.read_latency_ns
+                    .push((start.elapsed().as_nanos() as u64).saturating_sub(at - 1));
+            }
+            finish_read(rig, file, a, seq, &c, t);
+        }
+        while let Some((h, seq, at)) = sends.front() {
+            let c = if next_guest >= n {
+                h.wait(Duration::from_secs(30))
+            } else {
+                h.result()
+            };
+            let Some(c) = c else { break };
+            t.send_latency_ns.push(at.elapsed().as_nanos() as u64);
+            finish_send(*seq, a, &c, t);
+            sends.pop_front();
+        }
+        progress.tick(t.h2g_read + u64::from(next_guest));
+    }
+    match sender.join() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => t.fail(e),
+        Err(_) => t.fail("host sender thread panicked".into()),
+    }
+    t.ring_full = ring_full.load(Ordering::Relaxed);
+    // The fire-and-forget packets and the completions for held reads.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while host_seen.load(Ordering::Relaxed) < u64::from(n) && Instant::now() < deadline {
+        match host.recv_timeout(Duration::from_millis(50)) {
+            Some(p) => host_check(&p, a.size, &host_seen, &host_bad),
+            None => continue,
+        }
+    }
+    let want_answers = (0..n).filter(|s| wants_response(*s)).count() as u64;
+    let trans = trans.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    while t.h2g_answers_verified < want_answers && Instant::now() < deadline {
+        if let Some((tid, resp)) = host.take_completion_timeout(Duration::from_millis(50)) {
+            verify_host_completion(tid, &resp, &trans, a, t);
+        }
+    }
+    t.g2h_received = host_seen.load(Ordering::Relaxed);
+    let bad = host_bad.load(Ordering::Relaxed);
+    if bad > 0 {
+        t.fail(format!("{bad} driver packets reached the host corrupted"));
+    }
+    read_driver_stats(rig, file, t);
+    rig.close_file(file);
+}
+
+// ----- main -----------------------------------------------------------------------------
+
+/// The example's entry point (see the module docs).
+pub fn main() -> ExitCode {
+    let a = match parse_args() {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("simulate: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let config = Config {
+        processing_mode: a.mode,
+        queue_depth: a.queue_depth,
+        max_packet_size: (a.size.next_multiple_of(8) as u32).max(4096),
+        ..Config::DEFAULT
+    };
+    let sim_cfg = if a.threaded {
+        SimConfig::threaded()
+    } else {
+        SimConfig::deterministic(a.seed)
+    }
+    .collect();
+    println!(
+        "vmbridge simulate: mode={} packets={} size={} seed={} sim={} queue_depth={}",
+        a.mode.name(),
+        a.packets,
+        a.size,
+        a.seed,
+        if a.threaded {
+            "threaded"
+        } else {
+            "deterministic"
+        },
+        a.queue_depth
+    );
+    let mut rig = Rig::new(sim_cfg, config, Tracer::with_sink(sink));
+    let mut t = Tally::default();
+    let start = Instant::now();
+    if a.threaded {
+        run_threaded(&rig, &a, &mut t);
+    } else {
+        run_deterministic(&rig, &a, &mut t);
+    }
+    let elapsed = start.elapsed();
+    let stats = rig.close();
+    report(&rig, &a, &mut t, &stats, elapsed)
+}
+
+fn report(rig: &Rig, a: &Args, t: &mut Tally, s: &Stats, elapsed: Duration) -> ExitCode {
+    let n = u64::from(a.packets);
+    if t.h2g_read != n {
+        t.fail(format!(
+            "host -> guest: {} of {n} packets reached user mode",
+            t.h2g_read
+        ));
+    }
+    if t.g2h_received != n {
+        t.fail(format!(
+            "guest -> host: {} of {n} packets reached the host",
+            t.g2h_received
+        ));
+    }
+    let want_answers = (0..a.packets).filter(|s| wants_response(*s)).count() as u64;
+    if t.h2g_answers_verified != want_answers {
+        t.fail(format!(
+            "{} of {want_answers} host requests got the right answer",
+            t.h2g_answers_verified
+        ));
+    }
+    if t.g2h_responses_verified != t.g2h_waited {
+        t.fail(format!(
+            "{} of {} waiting sends got the right response",
+            t.g2h_responses_verified, t.g2h_waited
+        ));
+    }
+    if s.errors() != 0 || s.packets_discarded != 0 || s.orphaned_completions != 0 {
+        t.fail(format!("driver counters: {s:?}"));
+    }
+    let lifecycle = LIFECYCLE
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    if lifecycle != ["created", "opened", "started", "suspended", "closed"] {
+        t.fail(format!("lifecycle events out of order: {lifecycle:?}"));
+    }
+    let violations = rig.sim.violations();
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    let packets = t.h2g_read + t.g2h_received;
+    let bytes = t.h2g_bytes + t.g2h_bytes;
+    let ev = |i: usize| EVENTS_BY_KEYWORD[i].load(Ordering::Relaxed);
+    println!("lifecycle      : {}", lifecycle.join(" -> "));
+    println!(
+        "host -> guest  : {} packets, {} bytes sent; {} read by user mode; {} answered from user mode ({} verified by the host)",
+        t.h2g_sent, t.h2g_bytes, t.h2g_read, t.h2g_answered, t.h2g_answers_verified
+    );
+    println!(
+        "guest -> host  : {} packets, {} bytes sent; {} received by the host; {} waited for a response ({} verified)",
+        t.g2h_sent, t.g2h_bytes, t.g2h_received, t.g2h_waited, t.g2h_responses_verified
+    );
+    println!(
+        "throughput     : {:.3} s, {:.0} packets/s, {:.1} MB/s (both directions)",
+        secs,
+        packets as f64 / secs,
+        bytes as f64 / secs / 1e6
+    );
+    println!(
+        "latency (us)   : host send -> user read   {}",
+        percentiles(&mut t.read_latency_ns)
+    );
+    println!(
+        "                 user send -> response    {}",
+        percentiles(&mut t.send_latency_ns)
+    );
+    println!(
+        "backpressure   : queue high-water {}/{}; host found the ring full {} times; overflows {}",
+        s.queue_high_water, a.queue_depth, t.ring_full, s.overflows
+    );
+    println!(
+        "driver         : received {} read {} sent {} completed sends {} responses {} rejected {} send failures {}",
+        s.packets_received,
+        s.packets_read,
+        s.packets_sent,
+        s.sends_completed,
+        s.responses,
+        s.requests_rejected,
+        s.send_failures
+    );
+    println!(
+        "trace (sink)   : lifecycle {} packet {} io {} error {} events (the ETW provider's events, mirrored)",
+        ev(0),
+        ev(1),
+        ev(2),
+        ev(3)
+    );
+    if violations.is_empty() {
+        println!("verifier       : clean (0 violations)");
+    } else {
+        println!("verifier       : {} violation(s)", violations.len());
+        for v in violations.iter().take(10) {
+            println!("                 {} at {}", v.rule.name(), v.site);
+        }
+    }
+    if t.failures.is_empty() && violations.is_empty() {
+        println!("result         : OK");
+        ExitCode::SUCCESS
+    } else {
+        println!("result         : FAILED");
+        for f in &t.failures {
+            println!("                 {f}");
+        }
+        ExitCode::from(1)
+    }
+}
