@@ -38,4 +38,3 @@ pub type VMBPACKET = *mut VMBPACKET__;
 /// An incoming packet, from `EvtVmbChannelProcessPacket` until
 /// `VmbChannelPacketComplete`. Not a [`VMBPACKET`].
 pub type VMBPACKETCOMPLETION = *mut VMBPACKETCOMPLETION__;
-
