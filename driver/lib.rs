@@ -15,6 +15,7 @@
 //! On Windows targets the crate is `no_std` (a kernel-mode `cdylib`); on any other host
 //! it is a `std` rlib used by the simulator, the tests and `examples/simulate.rs`.
 #![cfg_attr(windows, no_std)]
+#![warn(missing_docs)]
 
 extern crate alloc;
 

@@ -712,3 +712,93 @@ fn concurrent_reader_and_sender_lose_nothing() {
     assert_eq!(log.lock().expect("log").len(), n);
     assert_eq!(b.stats().overflows, 0);
 }
+
+/// xorshift64: reproducible pseudo-random user buffers.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[test]
+fn random_user_buffers_complete_every_request_exactly_once() {
+    let (b, log, s) = setup(8);
+    let codes = [
+        IOCTL_VMBRIDGE_READ,
+        IOCTL_VMBRIDGE_SEND,
+        IOCTL_VMBRIDGE_RESPOND,
+        IOCTL_VMBRIDGE_GET_INFO,
+        IOCTL_VMBRIDGE_GET_STATS,
+        0x0022_2FFC,
+    ];
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    let mut handles = Vec::new();
+    for i in 0..4000u32 {
+        if i % 7 == 0 {
+            arrive(&b, &log, &i.to_le_bytes());
+        }
+        let code = codes[rng.below(codes.len() as u64) as usize];
+        // Start from a valid header half of the time, then corrupt a random byte.
+        let mut input = match (rng.below(2), code) {
+            (0, IOCTL_VMBRIDGE_READ) => build_read(rng.below(2) as u32),
+            (0, IOCTL_VMBRIDGE_SEND) => build_send(rng.below(2) as u32, &[7u8; 24]),
+            (0, IOCTL_VMBRIDGE_RESPOND) => build_respond(rng.below(16), b"resp"),
+            _ => {
+                let mut buf = AlignedBuf::zeroed(rng.below(64) as usize);
+                buf.as_mut_slice()
+                    .iter_mut()
+                    .for_each(|x| *x = rng.next() as u8);
+                buf
+            }
+        };
+        if !input.as_slice().is_empty() && rng.below(3) == 0 {
+            let at = rng.below(input.as_slice().len() as u64) as usize;
+            input.as_mut_slice()[at] ^= 1 << rng.below(8);
+        }
+        let out = if rng.below(4) == 0 {
+            AlignedBuf::zeroed_misaligned(64)
+        } else {
+            AlignedBuf::zeroed(rng.below(96) as usize)
+        };
+        let (req, h) = SimRequest::from_buffers(input, out);
+        b.device_control(F1, code, req, &s);
+        if !h.is_done() {
+            h.cancel(|k| cancel(&b, k));
+        }
+        handles.push(h);
+        // Complete every waiting send the fake channel accepted.
+        for (_, tag) in s.sent.lock().expect("lock").drain(..) {
+            if let Some(tag) = tag {
+                b.send_completed(tag, NtStatus::SUCCESS, b"ok");
+            }
+        }
+    }
+    assert!(
+        handles.iter().all(|h| h.completion_count() == 1),
+        "each request completed exactly once"
+    );
+    b.close(F1);
+    b.channel_suspended();
+    let st = b.stats();
+    assert_eq!(
+        (
+            st.queue_depth,
+            st.held_for_response,
+            st.pending_reads,
+            st.pending_sends
+        ),
+        (0, 0, 0, 0)
+    );
+    assert_eq!(
+        log.lock().expect("log").len() as u64,
+        st.packets_received,
+        "every packet completed once"
+    );
+}
