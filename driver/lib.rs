@@ -8,12 +8,23 @@
 //! * [`bridge`] (`driver/core/`): the portable core — the user-mode ABI, the
 //!   configuration, the bounded packet queue and the request state machine. No unsafe.
 //! * [`trace`]: the `VmBridge` ETW TraceLogging provider, mirrored to a host sink.
+//! * [`vmbus`]: the KMCL side — the `kmcl` packet and state handlers that feed the bridge,
+//!   the send adapter, and [`vmbus::VmbusDevice`] (open = allocate, configure, enable;
+//!   close = disable, clean up). Portable: the same code runs under `kmcl-sim`.
+//! * `host` (not on Windows): a WDF-like model of user requests for the simulator.
 //! * `kmdf` (`driver/kmdf/`, Windows only): `DriverEntry`, `EvtDriverDeviceAdd`, PnP and
 //!   I/O callbacks, the `WDFSPINLOCK` lock; all WDF calls through
 //!   `call_unsafe_wdf_function_binding!`.
 //!
 //! On Windows targets the crate is `no_std` (a kernel-mode `cdylib`); on any other host
 //! it is a `std` rlib used by the simulator, the tests and `examples/simulate.rs`.
+//!
+//! # File manifest
+//!
+//! `driver/core/{mod,protocol,config,device,channel,queue,lock,status}.rs`,
+//! `driver/{trace,vmbus,host}.rs`, `driver/kmdf/{mod,driver,device,queue,request,lock,context}.rs`,
+//! `inf/vmbridge.inx`, `build.rs`, `Makefile.toml`, `docs/windows.md`,
+//! `tests/{core,inf,no_alloc,sim}.rs`, `examples/simulate.rs`.
 #![cfg_attr(windows, no_std)]
 #![warn(missing_docs)]
 

@@ -16,6 +16,9 @@
 //!   [`super::protocol`] before any state changes.
 //! * No allocation after [`Bridge::new`]; no request or packet is completed with the
 //!   lock held; every entry point may run at IRQL <= DISPATCH_LEVEL.
+//! * Packets reach reads in arrival order, given that KMCL delivers one channel's packets
+//!   one at a time (its DPC, or its passive worker); the `Sequence` in each packet header
+//!   lets user mode check.
 //!
 //! # Request flow
 //!
