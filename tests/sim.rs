@@ -463,8 +463,6 @@ fn allocation_and_send_failures_are_reported_and_recovered() {
         "the failed send released its slot"
     );
     assert_eq!(done(&rig.write(f, b"fourth..")).status, NtStatus::SUCCESS);
-    // Let the host take the last packet before Disable (see the note in the report:
-    // kmcl-sim flags a just-sent packet as leaked when Disable follows at once).
     rig.idle();
     assert_eq!(
         rig.host.recv().map(|p| p.payload),
