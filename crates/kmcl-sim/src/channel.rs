@@ -226,6 +226,8 @@ pub(crate) enum CloseReason {
     Driver,
     Rescind,
     Fault(String),
+    /// Server channels: the guest closed its end (the channel stays offered).
+    GuestClosed,
 }
 
 /// The guest-side ring ends.
@@ -272,16 +274,21 @@ pub(crate) struct Channel {
     pub(crate) next_gpadl: u32,
     /// Synchronous requests given up on (timeout, deadlock): a late completion is dropped.
     pub(crate) abandoned: std::collections::HashSet<u64>,
+    /// Client: what each GPADL describes (for a server's `VmbChannelMapGpadl`).
+    pub(crate) gpadl_bufs: HashMap<u32, crate::server::GpadlBuf>,
+    /// Server channels (`VmbChannelAllocate(IsServer = TRUE)`).
+    pub(crate) server: Option<Box<crate::server::ServerState>>,
 }
 
 impl Channel {
     /// Records a GPADL of `bytes` bytes; only once the channel is open (after Opened began).
-    pub(crate) fn add_gpadl(&mut self, bytes: usize) -> Option<u32> {
+    pub(crate) fn add_gpadl(&mut self, bytes: usize, buf: crate::server::GpadlBuf) -> Option<u32> {
         if !self.is_open() {
             return None;
         }
         self.next_gpadl += 1;
         self.gpadls.insert(self.next_gpadl, bytes);
+        self.gpadl_bufs.insert(self.next_gpadl, buf);
         Some(self.next_gpadl)
     }
 
@@ -336,22 +343,29 @@ fn call_state(ch_id: u64, tok: usize, cbs: StateCbs, ev: StateEvent) -> NTSTATUS
 // Allocation and init
 // ---------------------------------------------------------------------------------------------
 
-/// `VmbChannelAllocate` / `VmbChannelInitialize` on the offer's device object.
+/// `VmbChannelAllocate` / `VmbChannelInitialize` on the offer's device object; a server
+/// channel (`server_parent` = the host device token) on the offer it makes.
 pub(crate) fn allocate(
     sim: &Arc<SimInner>,
     offer: u64,
     caller_memory: Option<usize>,
+    server_parent: Option<usize>,
 ) -> Result<usize, NTSTATUS> {
     let mut st = sim.lock();
     let id = st.new_id();
     let Some(o) = st.offers.get_mut(&offer) else {
         return Err(STATUS_INVALID_PARAMETER_1);
     };
-    if o.channel.is_some() {
-        return Err(STATUS_INVALID_DEVICE_STATE);
-    }
-    o.channel = Some(id);
-    let parent_device = o.device_tok;
+    let parent_device = match server_parent {
+        Some(dev) => dev,
+        None => {
+            if o.channel.is_some() {
+                return Err(STATUS_INVALID_DEVICE_STATE);
+            }
+            o.channel = Some(id);
+            o.device_tok
+        }
+    };
     let tok = match caller_memory {
         Some(addr) => {
             registry::adopt(sim, addr, Obj::Channel { ch: id });
@@ -392,6 +406,8 @@ pub(crate) fn allocate(
             gpadls: HashMap::new(),
             next_gpadl: 0,
             abandoned: std::collections::HashSet::new(),
+            gpadl_bufs: HashMap::new(),
+            server: server_parent.map(|_| Box::new(crate::server::ServerState::new())),
         },
     );
     Ok(tok)
@@ -440,6 +456,9 @@ pub(crate) fn enable(sim: &Arc<SimInner>, ch: u64) -> NTSTATUS {
     if !c.init.packet_cbs.has_process() {
         return STATUS_INVALID_DEVICE_STATE;
     }
+    if c.server.is_some() {
+        return crate::server::enable(sim, &mut st, ch);
+    }
     let offer = c.offer;
     if st.offers.get(&offer).is_none_or(|o| o.rescinded) {
         return STATUS_DEVICE_REMOVED;
@@ -458,15 +477,28 @@ fn ring_data_pages(total: Option<u32>, default: u32) -> usize {
 }
 
 /// Task::Open on KMCL's thread: create the rings, Opened, Started, PostStarted.
+///
+/// A server channel gets its rings from the guest's open (`server::guest_opened`) and,
+/// while paused (before `VmbChannelStart`), stops after Opened.
 pub(crate) fn run_open(sim: &Arc<SimInner>, ch: u64) {
-    let (tok, cbs, pnp) = {
-        let mut st = sim.lock();
+    let mut rejected = None;
+    let opened = {
+        let mut guard = sim.lock();
+        let st = &mut *guard;
         let default_pages = sim.cfg.default_ring_pages;
-        let reject = st.faults.reject_open.take();
+        let Some(c) = st.channels.get(&ch) else {
+            return;
+        };
+        let is_server = c.server.is_some();
+        let reject = if is_server {
+            None
+        } else {
+            st.faults.reject_open.take()
+        };
         let Some(c) = st.channels.get_mut(&ch) else {
             return;
         };
-        if c.state != ChState::Opening {
+        if c.state != ChState::Opening || (is_server && c.rings.is_none()) {
             return;
         }
         let (tok, cbs, pnp, offer) = (c.tok, c.init.state_cbs, c.init.pnp_failure, c.offer);
@@ -476,53 +508,81 @@ pub(crate) fn run_open(sim: &Arc<SimInner>, ch: u64) {
                 o.host.open_status = Some(status);
             }
             sim.cv.notify_all();
-            drop(st);
-            if pnp.is_some() {
-                let _g = sched::set_irql(sched::PASSIVE_LEVEL);
-                table::call_pnp_failure(pnp, tok, status);
+            rejected = Some((pnp, tok, status));
+            None
+        } else {
+            let pair = if is_server {
+                None
+            } else {
+                let (inc, out) = c.init.ring_pages.unzip();
+                let pair = RingPair::new(
+                    ring_data_pages(out, default_pages),
+                    ring_data_pages(inc, default_pages),
+                );
+                let tx = OutgoingRing::new(pair.outbound());
+                let rx = IncomingRing::new(pair.inbound());
+                c.rings = Some(GuestRings {
+                    tx,
+                    rx,
+                    rel: ReleaseTracker::new(),
+                });
+                c.paused = false;
+                Some(pair)
+            };
+            c.generation += 1;
+            c.state = ChState::Opened;
+            c.suspended = false;
+            c.stopped = false;
+            let pipe = c.pipe();
+            if let Some(pair) = pair {
+                if let Some(o) = st.offers.get_mut(&offer) {
+                    o.host.on_open(&pair, pipe);
+                }
+                crate::server::guest_opened(sim, st, offer, &pair);
             }
-            return;
+            sim.cv.notify_all();
+            Some((tok, cbs, is_server))
         }
-        let (inc, out) = c.init.ring_pages.unzip();
-        let pair = RingPair::new(
-            ring_data_pages(out, default_pages),
-            ring_data_pages(inc, default_pages),
-        );
-        let tx = OutgoingRing::new(pair.outbound());
-        let rx = IncomingRing::new(pair.inbound());
-        c.rings = Some(GuestRings {
-            tx,
-            rx,
-            rel: ReleaseTracker::new(),
-        });
-        c.generation += 1;
-        c.state = ChState::Opened;
-        c.suspended = false;
-        c.paused = false;
-        c.stopped = false;
-        let pipe = c.pipe();
-        if let Some(o) = st.offers.get_mut(&offer) {
-            o.host.on_open(&pair, pipe);
-        }
-        sim.cv.notify_all();
-        (tok, cbs, pnp)
     };
-    let _ = pnp;
+    if let Some((pnp, tok, status)) = rejected
+        && pnp.is_some()
+    {
+        let _g = sched::set_irql(sched::PASSIVE_LEVEL);
+        table::call_pnp_failure(pnp, tok, status);
+    }
+    let Some((tok, cbs, is_server)) = opened else {
+        return;
+    };
     let status = call_state(ch, tok, cbs, StateEvent::Opened);
     if !NT_SUCCESS(status) {
-        let mut st = sim.lock();
+        let mut guard = sim.lock();
+        let st = &mut *guard;
         let offer = st.channels.get(&ch).map(|c| c.offer);
         let cancelled = st.channels.get_mut(&ch).map(|c| {
-            c.state = ChState::Disabled;
+            // A server that refuses the open stays offered.
+            c.state = if is_server {
+                ChState::Opening
+            } else {
+                ChState::Disabled
+            };
             c.rings = None;
             cancel_sends(c)
         });
-        if let Some(o) = offer.and_then(|o| st.offers.get_mut(&o)) {
-            o.host.on_close();
-            o.host.open_status = Some(status);
+        if let Some(offer) = offer {
+            if let Some(o) = st.offers.get_mut(&offer) {
+                o.host.open_status = Some(status);
+                if !is_server {
+                    o.host.on_close();
+                }
+            }
+            if is_server {
+                refuse_guest(sim, st, offer, status);
+            } else {
+                crate::server::guest_closed(sim, st, offer);
+            }
         }
         sim.cv.notify_all();
-        drop(st);
+        drop(guard);
         finish_cancelled(sim, ch, cancelled.unwrap_or_default());
         return;
     }
@@ -534,7 +594,17 @@ pub(crate) fn run_open(sim: &Arc<SimInner>, ch: u64) {
             o.host.open_status = Some(STATUS_SUCCESS);
         }
         flush_sends(sim, &mut st, ch);
+        if st.channels.get(&ch).is_some_and(|c| c.paused) {
+            // A server channel before VmbChannelStart: Started comes with Start.
+            sim.cv.notify_all();
+            return;
+        }
     }
+    run_started(sim, ch, tok, cbs);
+}
+
+/// Started, Running, the first DPC, PostStarted (an open, or a server's Start).
+fn run_started(sim: &Arc<SimInner>, ch: u64, tok: usize, cbs: StateCbs) {
     call_state(ch, tok, cbs, StateEvent::Started);
     {
         let mut st = sim.lock();
@@ -550,6 +620,23 @@ pub(crate) fn run_open(sim: &Arc<SimInner>, ch: u64) {
     sim.cv.notify_all();
 }
 
+/// The server refused the guest's open: the guest side is closed.
+fn refuse_guest(sim: &SimInner, st: &mut State, offer: u64, status: NTSTATUS) {
+    let Some(o) = st.offers.get_mut(&offer) else {
+        return;
+    };
+    if o.host.guest_mode {
+        o.host.on_close();
+        o.host.guest_mode = false;
+        o.channel = None;
+        return;
+    }
+    if let Some(peer) = o.channel {
+        let why = format!("the server's EvtChannelOpened failed with {status:#x}");
+        begin_close(sim, st, peer, CloseReason::Fault(why));
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Disable / close
 // ---------------------------------------------------------------------------------------------
@@ -559,15 +646,31 @@ pub(crate) fn begin_close(sim: &SimInner, st: &mut State, ch: u64, reason: Close
     let Some(c) = st.channels.get_mut(&ch) else {
         return;
     };
+    let server = c.server.is_some();
+    if server && reason == CloseReason::Driver && c.close == Some(CloseReason::GuestClosed) {
+        // Disable during a guest close: that close now ends Disabled, and the offer goes.
+        c.close = Some(CloseReason::Driver);
+        crate::server::rescind_offer(sim, st, ch);
+        return;
+    }
     if c.state == ChState::Disabled || c.close.is_some() {
+        return;
+    }
+    if server && reason == CloseReason::GuestClosed && c.state == ChState::Opening {
+        // The guest went before the server's Opened ran: back to waiting.
+        c.rings = None;
         return;
     }
     if let CloseReason::Fault(why) = &reason {
         c.failure = Some(why.clone());
     }
+    let driver = reason == CloseReason::Driver;
     c.close = Some(reason);
     c.suspended = true;
     sim.push(st, Task::HostClose { ch });
+    if server && driver {
+        crate::server::rescind_offer(sim, st, ch);
+    }
 }
 
 /// `VmbChannelDisable`: close and wait until the channel is Disabled.
@@ -611,8 +714,15 @@ pub(crate) fn run_close(sim: &Arc<SimInner>, ch: u64) {
         };
         let opened = c.is_open();
         if c.state == ChState::Opening || c.state == ChState::Disabled {
-            // Never opened: nothing to tell the driver.
-            c.state = ChState::Disabled;
+            // Never opened: nothing to tell the driver. A server waiting for its guest
+            // stays offered unless it is being disabled.
+            let keep_offered = c.server.is_some() && reason != CloseReason::Driver;
+            c.state = if keep_offered {
+                ChState::Opening
+            } else {
+                ChState::Disabled
+            };
+            c.rings = None;
             c.close = None;
             c.suspended = false;
             sim.cv.notify_all();
@@ -637,6 +747,7 @@ pub(crate) fn run_close(sim: &Arc<SimInner>, ch: u64) {
             CloseReason::Driver => format!("VmbChannelDisable({tok:#x})"),
             CloseReason::Rescind => format!("host rescind of channel {tok:#x}"),
             CloseReason::Fault(why) => format!("close of channel {tok:#x} after ring fault: {why}"),
+            CloseReason::GuestClosed => format!("guest close of server channel {tok:#x}"),
         };
         let n = with_channel(sim, ch, |c| c.incoming.len()).unwrap_or(0);
         sim.violation(
@@ -656,10 +767,20 @@ pub(crate) fn run_close(sim: &Arc<SimInner>, ch: u64) {
         call_state(ch, tok, cbs, StateEvent::Closed);
     }
     let mut st = sim.lock();
+    let st = &mut *st;
+    crate::server::after_closed(st, ch, &format!("close of server channel {tok:#x}"));
     let offer = st.channels.get(&ch).map(|c| c.offer);
+    let mut is_server = false;
     if let Some(c) = st.channels.get_mut(&ch) {
+        is_server = c.server.is_some();
+        // A server whose guest went stays offered (unless Disable arrived meanwhile).
+        let keep_offered = is_server && c.close != Some(CloseReason::Driver);
         c.rings = None;
-        c.state = ChState::Disabled;
+        c.state = if keep_offered {
+            ChState::Opening
+        } else {
+            ChState::Disabled
+        };
         c.close = None;
         c.suspended = false;
         c.passive_q.clear();
@@ -668,10 +789,22 @@ pub(crate) fn run_close(sim: &Arc<SimInner>, ch: u64) {
             inc.ring_offset = None;
         }
     }
-    if let Some(o) = offer.and_then(|o| st.offers.get_mut(&o)) {
-        o.host.on_close();
-        if reason == CloseReason::Rescind {
-            o.rescinded = true;
+    if let Some(offer) = offer {
+        if let Some(o) = st.offers.get_mut(&offer) {
+            if !is_server || o.host.guest_mode {
+                o.host.on_close();
+            }
+            if is_server && o.host.guest_mode {
+                // The built-in guest's end is gone with the server's close.
+                o.host.guest_mode = false;
+                o.channel = None;
+            }
+            if reason == CloseReason::Rescind {
+                o.rescinded = true;
+            }
+        }
+        if !is_server {
+            crate::server::guest_closed(sim, st, offer);
         }
     }
     sim.cv.notify_all();
@@ -760,7 +893,12 @@ pub(crate) fn cleanup(sim: &Arc<SimInner>, ch: u64, site: &str) {
         registry::retire(c.tok);
     }
     if let Some(o) = st.offers.get_mut(&c.offer) {
-        o.channel = None;
+        if c.server.is_some() {
+            o.rescinded = true;
+            o.server = None;
+        } else {
+            o.channel = None;
+        }
     }
     st.queues.forget_channel(ch);
 }
@@ -776,6 +914,11 @@ pub(crate) fn pause(sim: &Arc<SimInner>, ch: u64, site: &str) {
         let Some(c) = st.channels.get_mut(&ch) else {
             return;
         };
+        if c.server.is_some() && matches!(c.state, ChState::Opening | ChState::Opened) {
+            // Not started yet: it stays paused (no Suspend: it never started).
+            c.paused = true;
+            return;
+        }
         if c.state != ChState::Running || c.paused {
             return;
         }
@@ -808,6 +951,19 @@ pub(crate) fn start(sim: &Arc<SimInner>, ch: u64, site: &str) {
         let Some(c) = st.channels.get_mut(&ch) else {
             return;
         };
+        if c.server.is_some() && c.paused && c.state == ChState::Opening {
+            // Offered, no guest yet: Started follows the guest's open.
+            c.paused = false;
+            return;
+        }
+        if c.server.is_some() && c.paused && c.state == ChState::Opened && c.close.is_none() {
+            // Opened while paused: now Started, Running, PostStarted.
+            c.paused = false;
+            let (tok, cbs) = (c.tok, c.init.state_cbs);
+            drop(st);
+            run_started(sim, ch, tok, cbs);
+            return;
+        }
         if !c.paused || c.state != ChState::Running {
             return;
         }

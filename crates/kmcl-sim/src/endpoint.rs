@@ -165,6 +165,11 @@ pub(crate) struct HostSide {
     gpa_bufs: HashMap<u64, Arc<SharedBuf>>,
     next_set: u16,
     paused: bool,
+    /// The offer belongs to a server channel: the built-in host steps aside (the server
+    /// channel is the host side).
+    pub(crate) peer_is_server: bool,
+    /// On a server's offer: the built-in endpoint plays the guest (ring directions swapped).
+    pub(crate) guest_mode: bool,
 }
 
 impl fmt::Debug for HostSide {
@@ -184,7 +189,13 @@ impl HostSide {
         self.pipe = pipe;
         self.error = None;
         self.signalled_since_drain = false;
-        self.rings = if self.external.is_some() {
+        self.rings = if self.guest_mode {
+            // The built-in guest of a server offer: writes the guest-outbound ring.
+            Some(HostRings {
+                tx: OutgoingRing::new(pair.outbound()),
+                rx: IncomingRing::new(pair.inbound()),
+            })
+        } else if self.external.is_some() || self.peer_is_server {
             None
         } else {
             Some(HostRings {
@@ -238,6 +249,19 @@ pub(crate) enum SignalWhy {
 
 /// KMCL signals the host of channel `ch`; the built-in host checks the signal.
 pub(crate) fn signal_host(sim: &SimInner, st: &mut State, ch: u64, why: SignalWhy) {
+    if let Some(peer) = crate::server::signal_peer(st, ch) {
+        // A server channel and a client channel on one ring pair: the other end's DPC.
+        let is_server = st.channels.get(&ch).is_some_and(crate::server::is_server);
+        if is_server {
+            st.stats.host_to_guest_signals += 1;
+        } else {
+            st.stats.guest_to_host_signals += 1;
+        }
+        if let Some(peer) = peer {
+            sim.push(st, Task::Dpc { ch: peer });
+        }
+        return;
+    }
     st.stats.guest_to_host_signals += 1;
     let Some(offer) = st.channels.get(&ch).map(|c| c.offer) else {
         return;
@@ -248,11 +272,16 @@ pub(crate) fn signal_host(sim: &SimInner, st: &mut State, ch: u64, why: SignalWh
     if o.host.external.is_none() {
         let legit = match why {
             SignalWhy::Write => !std::mem::replace(&mut o.host.signalled_since_drain, true),
-            SignalWhy::Release => o
-                .host
-                .pair
-                .as_ref()
-                .is_some_and(|p| p.inbound().load(ControlField::PendingSendSize) != 0),
+            SignalWhy::Release => o.host.pair.as_ref().is_some_and(|p| {
+                // The ring the built-in endpoint writes: guest-inbound, or guest-outbound
+                // when it plays the guest of a server offer.
+                let ring = if o.host.guest_mode {
+                    p.outbound()
+                } else {
+                    p.inbound()
+                };
+                ring.load(ControlField::PendingSendSize) != 0
+            }),
         };
         if !legit {
             st.stats.spurious_guest_to_host += 1;
@@ -453,6 +482,16 @@ fn guest_holds_packets(st: &State, ch: u64) -> bool {
 
 /// Rescinds the offer's channel (lock held).
 pub(crate) fn rescind_locked(sim: &SimInner, st: &mut State, offer: u64) {
+    if st.offers.get(&offer).is_some_and(|o| o.host.guest_mode) {
+        // The built-in guest of a server offer closes its end.
+        if let Some(o) = st.offers.get_mut(&offer) {
+            o.host.on_close();
+            o.host.guest_mode = false;
+            o.channel = None;
+        }
+        crate::server::guest_closed(sim, st, offer);
+        return;
+    }
     let ch = st.offers.get(&offer).and_then(|o| o.channel);
     if let Some(o) = st.offers.get_mut(&offer) {
         o.rescinded = true;
@@ -505,7 +544,7 @@ impl HostEndpoint {
             return Err(SendError::NotOpen);
         };
         let h = &mut o.host;
-        if h.external.is_some() {
+        if h.external.is_some() || (h.peer_is_server && !h.guest_mode) {
             return Err(SendError::External);
         }
         let Some(r) = h.rings.as_mut() else {

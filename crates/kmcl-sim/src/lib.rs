@@ -47,6 +47,7 @@ mod fault;
 mod mem;
 mod registry;
 mod sched;
+mod server;
 mod table;
 mod verifier;
 
@@ -59,6 +60,7 @@ use std::time::{Duration, Instant};
 pub use endpoint::{ExternalRing, HostEndpoint, HostPacket, SendError};
 pub use fault::Fault;
 pub use sched::{DISPATCH_LEVEL, PASSIVE_LEVEL, current_irql};
+pub use server::{ProcessGuard, current_process, enter_process};
 pub use verifier::{Rule, Violation};
 
 use channel::Channel;
@@ -201,6 +203,8 @@ pub(crate) struct OfferState {
     pub(crate) channel: Option<u64>,
     pub(crate) host: HostSide,
     pub(crate) rescinded: bool,
+    /// The server channel that made this offer (`None` for a [`Sim::offer`] offer).
+    pub(crate) server: Option<u64>,
 }
 
 /// Everything behind the simulation lock.
@@ -221,6 +225,8 @@ pub(crate) struct State {
     pub(crate) faults: Faults,
     pub(crate) stats: Stats,
     pub(crate) shutdown: bool,
+    /// The token of [`Sim::host_device`], once handed out.
+    pub(crate) host_device: Option<usize>,
 }
 
 impl State {
@@ -511,6 +517,7 @@ impl Sim {
                 faults: Faults::default(),
                 stats: Stats::default(),
                 shutdown: false,
+                host_device: None,
             }),
             cv: Condvar::new(),
             sims: AtomicUsize::new(1),
@@ -547,6 +554,7 @@ impl Sim {
                 channel: None,
                 host: HostSide::default(),
                 rescinded: false,
+                server: None,
             },
         );
         Offer {
@@ -564,12 +572,79 @@ impl Sim {
         table::client_table()
     }
 
+    /// The KMCL server table (`KMCL_SERVER_INTERFACE_V5`: the client V5 table and the
+    /// server-only routines), as the root partition's `\\Device\\RootVMBus` answers
+    /// `KMCL_SERVER_INTERFACE_TYPE`. Shared by all simulations, like the client table.
+    #[must_use]
+    pub fn server_interface(&self) -> &kmcl_sys::KMCL_SERVER_INTERFACE_V5 {
+        registry::set_current_sim(&self.inner);
+        table::server_table()
+    }
+
+    /// The root partition's device object: the `ParentDeviceObject` of a server channel
+    /// (`VmbChannelAllocate(.., IsServer = TRUE, ..)`); an opaque token.
+    #[must_use]
+    pub fn host_device(&self) -> kmcl_sys::PDEVICE_OBJECT {
+        registry::set_current_sim(&self.inner);
+        let mut st = self.inner.lock();
+        let tok = match st.host_device {
+            Some(t) => t,
+            None => {
+                let t = registry::mint(&self.inner, registry::Obj::HostDevice);
+                st.host_device = Some(t);
+                t
+            }
+        };
+        std::ptr::without_provenance_mut(tok)
+    }
+
+    /// The offer an enabled server channel made for `interface_type` (and `instance`, if
+    /// given): the guest PDO a client channel is allocated on, as PnP would enumerate it.
+    /// `None` while no such server channel is enabled.
+    #[must_use]
+    pub fn find_offer(
+        &self,
+        interface_type: &kmcl_sys::GUID,
+        instance: Option<&kmcl_sys::GUID>,
+    ) -> Option<Offer> {
+        let st = self.inner.lock();
+        let mut ids: Vec<u64> = st
+            .offers
+            .iter()
+            .filter(|(_, o)| {
+                o.server.is_some()
+                    && !o.rescinded
+                    && o.cfg.interface_type == *interface_type
+                    && instance.is_none_or(|i| o.cfg.interface_instance == *i)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        let id = *ids.first()?;
+        let device_tok = st.offers.get(&id)?.device_tok;
+        Some(Offer {
+            sim: Arc::clone(&self.inner),
+            id,
+            device_tok,
+        })
+    }
+
+    /// A user-mode VMBus handle of a VM, as a VM worker process (or an administrator's
+    /// tool) holds it, valid only in simulated process `process` (see [`enter_process`]).
+    /// `VmbConvertVmbusHandleToKernelHandle` accepts it only in that process.
+    #[must_use]
+    pub fn user_vmbus_handle(&self, process: u64) -> kmcl_sys::HANDLE {
+        let tok = registry::mint(&self.inner, registry::Obj::UserVmbusHandle { process });
+        std::ptr::without_provenance_mut(tok)
+    }
+
     /// Like `WdfFdoQueryForInterface` / `IRP_MN_QUERY_INTERFACE`: fills `out` (a
-    /// `KMCL_CLIENT_INTERFACE_V1..V5`) after checking `ty`, `size` and `version`.
+    /// `KMCL_CLIENT_INTERFACE_V1..V5`, or for `KMCL_SERVER_INTERFACE_TYPE` a
+    /// `KMCL_SERVER_INTERFACE_V1`/`V5`) after checking `ty`, `size` and `version`.
     ///
     /// Returns `STATUS_NOINTERFACE` for another GUID, `STATUS_INVALID_PARAMETER` when
-    /// `size` is smaller than the table of `version` or `version` is not 1..=5, and
-    /// `STATUS_SUCCESS` after writing `size_of(V<version>)` bytes.
+    /// `size` is smaller than the table of `version` or `version` is not 1..=5 (server:
+    /// 1 or 5), and `STATUS_SUCCESS` after writing `size_of(V<version>)` bytes.
     ///
     /// # Safety
     /// `out` must be valid for writes of `size` bytes and aligned for a pointer.
@@ -688,5 +763,39 @@ impl Offer {
     #[must_use]
     pub fn host(&self) -> HostEndpoint {
         HostEndpoint::new(Arc::clone(&self.sim), self.id)
+    }
+
+    /// The built-in guest of a server channel's offer ([`Sim::find_offer`]): opens the
+    /// offer as a guest VMBus client would (a ring pair of `default_ring_pages` per
+    /// direction, mapped by both ends) and returns the endpoint. It has the
+    /// [`HostEndpoint`] API with the directions swapped: `send_*` write the
+    /// guest-outbound ring the server reads, `recv` returns what the server sent,
+    /// `complete` answers the server's requests, and `rescind` closes the guest's end
+    /// (the server runs Suspend/Closed and stays offered).
+    ///
+    /// # Errors
+    /// [`SendError::NotOpen`] if the offer is not a server's enabled offer, or another
+    /// guest already opened it.
+    pub fn guest(&self) -> Result<HostEndpoint, SendError> {
+        self.sim.safe_point();
+        let mut st = self.sim.lock();
+        let st = &mut *st;
+        let pages = usize::try_from(self.sim.cfg.default_ring_pages.max(1)).unwrap_or(1);
+        let Some(o) = st.offers.get_mut(&self.id) else {
+            return Err(SendError::NotOpen);
+        };
+        let Some(server) = o.server else {
+            return Err(SendError::NotOpen);
+        };
+        if o.rescinded || o.channel.is_some() {
+            return Err(SendError::NotOpen);
+        }
+        let pipe = o.cfg.pipe;
+        let pair = ring::RingPair::new(pages, pages);
+        o.channel = Some(server);
+        o.host.guest_mode = true;
+        o.host.on_open(&pair, pipe);
+        server::guest_opened(&self.sim, st, self.id, &pair);
+        Ok(HostEndpoint::new(Arc::clone(&self.sim), self.id))
     }
 }

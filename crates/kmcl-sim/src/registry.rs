@@ -27,6 +27,12 @@ pub(crate) enum Obj {
     Packet { ch: u64, pkt: u64 },
     /// An incoming packet (`VMBPACKETCOMPLETION`).
     Incoming { ch: u64, pkt: u64 },
+    /// The root partition's device object a server (VSP) channel is allocated on.
+    HostDevice,
+    /// A user-mode VMBus handle of a partition, valid in the simulated process `process`.
+    UserVmbusHandle { process: u64 },
+    /// A kernel VMBus handle (from `VmbConvertVmbusHandleToKernelHandle`).
+    KernelVmbusHandle,
 }
 
 #[derive(Debug)]

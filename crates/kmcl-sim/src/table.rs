@@ -511,6 +511,10 @@ pub(crate) unsafe fn query_interface(
     version: u16,
     out: *mut INTERFACE,
 ) -> NTSTATUS {
+    if *ty == KMCL_SERVER_INTERFACE_TYPE {
+        // SAFETY: rule INTERFACE_QUERY: forwarded contract.
+        return unsafe { query_server_interface(size, version, out) };
+    }
     if *ty != KMCL_CLIENT_INTERFACE_TYPE {
         return STATUS_NOINTERFACE;
     }
@@ -546,16 +550,41 @@ const SIZEOF_CHANNEL: ULONG = 256;
 const MAX_CONTEXT_SIZE: UINT32 = 1 << 20;
 const SIZEOF_PACKET: UINT32 = 128;
 
-fn device(dev: PDEVICE_OBJECT, site: &dyn Fn() -> String) -> Option<(Arc<SimInner>, u64)> {
+/// A `ParentDeviceObject`: a guest PDO (an offer) or the root partition's device.
+enum Parent {
+    Offer(u64),
+    Host(usize),
+}
+
+fn device(dev: PDEVICE_OBJECT, site: &dyn Fn() -> String) -> Option<(Arc<SimInner>, Parent)> {
     match registry::lookup(tok(dev)) {
         Lookup::Live(s, Obj::Device { offer }) => {
             registry::set_current_sim(&s);
-            Some((s, offer))
+            Some((s, Parent::Offer(offer)))
+        }
+        Lookup::Live(s, Obj::HostDevice) => {
+            registry::set_current_sim(&s);
+            Some((s, Parent::Host(tok(dev))))
         }
         _ => {
             let _ = site;
             None
         }
+    }
+}
+
+/// Allocates a client channel on a guest PDO or a server channel on the host device.
+fn allocate_on(
+    sim: &Arc<SimInner>,
+    parent: Parent,
+    is_server: bool,
+    caller_memory: Option<usize>,
+) -> Result<usize, NTSTATUS> {
+    match (parent, is_server) {
+        (Parent::Offer(offer), false) => channel::allocate(sim, offer, caller_memory, None),
+        (Parent::Host(dev), true) => crate::server::allocate(sim, dev, caller_memory),
+        // A server channel lives in the root partition; a client channel on a guest PDO.
+        _ => Err(STATUS_INVALID_PARAMETER_1),
     }
 }
 
@@ -569,16 +598,13 @@ unsafe extern "system" fn VmbChannelAllocate(
     if Channel.is_null() {
         return STATUS_INVALID_PARAMETER_3;
     }
-    let Some((sim, offer)) = device(ParentDeviceObject, &site) else {
+    let Some((sim, parent)) = device(ParentDeviceObject, &site) else {
         return STATUS_INVALID_PARAMETER_1;
     };
     if !passive(&sim, &site) {
         return STATUS_INVALID_DEVICE_STATE;
     }
-    if IsServer != 0 {
-        return STATUS_NOT_SUPPORTED;
-    }
-    match channel::allocate(&sim, offer, None) {
+    match allocate_on(&sim, parent, IsServer != 0, None) {
         Ok(t) => {
             // SAFETY: rule OUT_PARAM: `Channel` is a non-null `_Out_ VMBCHANNEL*`.
             unsafe { Channel.write(handle(t)) };
@@ -599,19 +625,16 @@ unsafe extern "system" fn VmbChannelInitialize(
     if Channel.is_null() {
         return STATUS_INVALID_PARAMETER_3;
     }
-    let Some((sim, offer)) = device(ParentDeviceObject, &site) else {
+    let Some((sim, parent)) = device(ParentDeviceObject, &site) else {
         return STATUS_INVALID_PARAMETER_1;
     };
     if !passive(&sim, &site) {
         return STATUS_INVALID_DEVICE_STATE;
     }
-    if IsServer != 0 {
-        return STATUS_NOT_SUPPORTED;
-    }
     if BufferSize < SIZEOF_CHANNEL {
         return STATUS_INVALID_PARAMETER_4;
     }
-    match channel::allocate(&sim, offer, Some(tok(Channel))) {
+    match allocate_on(&sim, parent, IsServer != 0, Some(tok(Channel))) {
         Ok(_) => STATUS_SUCCESS,
         Err(s) => s,
     }
@@ -1130,16 +1153,28 @@ unsafe extern "system" fn VmbChannelGetMmioSpace(
     MmioSize: *mut UINT64,
 ) {
     let site = || format!("VmbChannelGetMmioSpace({:#x})", tok(Channel));
-    if chan(Channel, &site).is_none() {
+    let Some((sim, ch)) = chan(Channel, &site) else {
         return;
-    }
+    };
+    // A server channel that reserved MMIO has a range once opened (a fiction: the
+    // simulator has no guest physical address space); everything else has none.
+    let (addr, size) = channel::with_channel(&sim, ch, |c| {
+        match (c.is_open(), c.server.as_ref().and_then(|s| s.mmio)) {
+            (true, Some((mb, opt))) => (
+                crate::server::MMIO_BASE,
+                (u64::from(mb) + u64::from(opt)) << 20,
+            ),
+            _ => (0, 0),
+        }
+    })
+    .unwrap_or((0, 0));
     if !MmioAddress.is_null() {
         // SAFETY: rule OUT_PARAM: `_Out_ UINT64*`, non-null here.
-        unsafe { MmioAddress.write(0) };
+        unsafe { MmioAddress.write(addr) };
     }
     if !MmioSize.is_null() {
         // SAFETY: rule OUT_PARAM: `_Out_ UINT64*`, non-null here.
-        unsafe { MmioSize.write(0) };
+        unsafe { MmioSize.write(size) };
     }
 }
 
@@ -1198,6 +1233,7 @@ fn create_gpadl(
     Flags: UINT32,
     bytes: Option<usize>,
     GpadlHandle: PUINT32,
+    buf: impl FnOnce(&crate::State) -> crate::server::GpadlBuf,
 ) -> NTSTATUS {
     let site = || format!("{name}({:#x})", tok(Channel));
     let Some((sim, ch)) = chan(Channel, &site) else {
@@ -1215,7 +1251,12 @@ fn create_gpadl(
     if GpadlHandle.is_null() {
         return STATUS_INVALID_PARAMETER;
     }
-    let h = channel::with_channel(&sim, ch, |c| c.add_gpadl(bytes)).flatten();
+    let h = {
+        let mut st = sim.lock();
+        let mut b = buf(&st);
+        b.read_only = Flags & VMBUS_CHANNEL_GPADL_FLAG_READ_ONLY != 0;
+        st.channels.get_mut(&ch).and_then(|c| c.add_gpadl(bytes, b))
+    };
     let Some(h) = h else {
         return STATUS_INVALID_DEVICE_STATE;
     };
@@ -1237,12 +1278,14 @@ unsafe extern "system" fn VmbChannelCreateGpadlFromBuffer(
     } else {
         Some(ByteCount as usize)
     };
+    let addr = Buffer.expose_provenance();
     create_gpadl(
         Channel,
         "VmbChannelCreateGpadlFromBuffer",
         Flags,
         bytes,
         GpadlHandle,
+        |_| fiction_gpadl(Some(addr), ByteCount),
     )
 }
 
@@ -1257,12 +1300,20 @@ unsafe extern "system" fn VmbChannelCreateGpadlFromMdl(
 ) -> NTSTATUS {
     // SAFETY: rule MDL_VALID: the driver passes a valid MDL.
     let v = unsafe { read_mdl(Mdl, StartOffsetWithinMdl, DataLengthWithinMdl, false) };
+    let gb = v.as_ref().map(|v| crate::server::GpadlBuf {
+        addr: v.va,
+        len: v.byte_count,
+        pfns: v.pfns.clone(),
+        read_only: false,
+        deleted: false,
+    });
     create_gpadl(
         Channel,
         "VmbChannelCreateGpadlFromMdl",
         Flags,
         v.map(|v| v.byte_count as usize),
         GpadlHandle,
+        |_| gb.unwrap_or_else(|| fiction_gpadl(None, 0)),
     )
 }
 
@@ -1279,12 +1330,29 @@ unsafe extern "system" fn VmbChannelCreateGpadlFromPfnList(
     } else {
         Some(PfnListCount as usize * PAGE_SIZE)
     };
+    let pfns: Vec<u64> = if PfnList.is_null() {
+        Vec::new()
+    } else {
+        // SAFETY: rule BUFFER_VALID: `_In_reads_(PfnListCount) PPFN_NUMBER`, non-null here.
+        unsafe { std::slice::from_raw_parts(PfnList, PfnListCount as usize) }
+            .iter()
+            .map(|p| *p as u64)
+            .collect()
+    };
+    let len = PfnListCount.saturating_mul(PAGE_SIZE as u32);
     create_gpadl(
         Channel,
         "VmbChannelCreateGpadlFromPfnList",
         Flags,
         bytes,
         GpadlHandle,
+        |st| crate::server::GpadlBuf {
+            addr: contiguous_pages(st, &pfns),
+            len,
+            pfns,
+            read_only: false,
+            deleted: false,
+        },
     )
 }
 
@@ -1295,8 +1363,39 @@ unsafe extern "system" fn VmbChannelDeleteGpadl(Channel: VMBCHANNEL, GpadlHandle
         return;
     };
     if passive(&sim, &site) {
-        channel::with_channel(&sim, ch, |c| c.gpadls.remove(&GpadlHandle));
+        crate::server::delete_gpadl(&mut sim.lock(), ch, GpadlHandle);
     }
+}
+
+/// A GPADL over driver memory at `addr` (the PFN fiction: page address >> 12).
+fn fiction_gpadl(addr: Option<usize>, len: u32) -> crate::server::GpadlBuf {
+    let pfns = match addr {
+        Some(a) if len > 0 => {
+            let first = a / PAGE_SIZE;
+            let last = (a + len as usize - 1) / PAGE_SIZE;
+            (first..=last).map(|p| p as u64).collect()
+        }
+        _ => Vec::new(),
+    };
+    crate::server::GpadlBuf {
+        addr,
+        len,
+        pfns,
+        read_only: false,
+        deleted: false,
+    }
+}
+
+/// The address of `pfns` if they are contiguous pages of one simulator buffer.
+fn contiguous_pages(st: &crate::State, pfns: &[u64]) -> Option<usize> {
+    let (buf, page) = st.pages.get(pfns.first()?)?;
+    for (i, pfn) in pfns.iter().enumerate() {
+        match st.pages.get(pfn) {
+            Some((b, p)) if Arc::ptr_eq(b, buf) && *p == page + i => {}
+            _ => return None,
+        }
+    }
+    Some(buf.addr() + page * PAGE_SIZE)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1816,6 +1915,490 @@ unsafe extern "system" fn VmbChannelSendSynchronousRequest(
         }
         Err(s) => s,
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server table (KMCL_SERVER_INTERFACE_V1/V5)
+// ---------------------------------------------------------------------------------------------
+
+struct SyncServerTable(KMCL_SERVER_INTERFACE_V5);
+// SAFETY: rule TABLE_IMMUTABLE: as `SyncTable`.
+unsafe impl Sync for SyncServerTable {}
+
+static SERVER_TABLE: SyncServerTable = SyncServerTable(build_server());
+
+const fn server_methods() -> KMCL_SERVER_ONLY_METHODS {
+    let mut m = KMCL_SERVER_ONLY_METHODS::zeroed();
+    m.VmbChannelMapGpadl = Some(VmbChannelMapGpadl);
+    m.VmbChannelRestoreFromBuffer = Some(VmbChannelRestoreFromBuffer);
+    m.VmbChannelSaveBegin = Some(VmbChannelSaveBegin);
+    m.VmbChannelSaveContinue = Some(VmbChannelSaveContinue);
+    m.VmbChannelSaveEnd = Some(VmbChannelSaveEnd);
+    m.VmbChannelUnmapGpadl = Some(VmbChannelUnmapGpadl);
+    m.VmbConvertVmbusHandleToKernelHandle = Some(VmbConvertVmbusHandleToKernelHandle);
+    m.VmbPacketRestore = Some(VmbPacketRestore);
+    m.VmbServerChannelInitSetFlags = Some(VmbServerChannelInitSetFlags);
+    m.VmbServerChannelInitSetMmioMegabytes = Some(VmbServerChannelInitSetMmioMegabytes);
+    m.VmbServerChannelInitSetSaveRestorePacketCallbacks =
+        Some(VmbServerChannelInitSetSaveRestorePacketCallbacks);
+    m.VmbServerChannelInitSetTargetInterfaceId = Some(VmbServerChannelInitSetTargetInterfaceId);
+    m.VmbServerChannelInitSetTargetVtl = Some(VmbServerChannelInitSetTargetVtl);
+    m.VmbServerChannelInitSetVmbusHandle = Some(VmbServerChannelInitSetVmbusHandle);
+    m
+}
+
+const fn build_server() -> KMCL_SERVER_INTERFACE_V5 {
+    let mut t = KMCL_SERVER_INTERFACE_V5::zeroed();
+    t.Client = build();
+    t.Client.V4.V3.V2.V1.Interface.Size = size_u16::<KMCL_SERVER_INTERFACE_V5>();
+    t.Client.V4.V3.V2.V1.Interface.Version = KMCL_SERVER_INTERFACE_VERSION_V5;
+    t.Server.V1 = server_methods();
+    t.Server.VmbServerChannelInitSetSaveRestorePacketCallbacksEx =
+        Some(VmbServerChannelInitSetSaveRestorePacketCallbacksEx);
+    t
+}
+
+/// The shared server table.
+pub(crate) fn server_table() -> &'static KMCL_SERVER_INTERFACE_V5 {
+    &SERVER_TABLE.0
+}
+
+/// The `IRP_MN_QUERY_INTERFACE` contract for `KMCL_SERVER_INTERFACE_TYPE` (versions 1 and 5;
+/// "versions 2 through 4 did not ship").
+///
+/// # Safety
+/// As [`query_interface`].
+unsafe fn query_server_interface(size: u16, version: u16, out: *mut INTERFACE) -> NTSTATUS {
+    let need = match version {
+        KMCL_SERVER_INTERFACE_VERSION_V1 => size_u16::<KMCL_SERVER_INTERFACE_V1>(),
+        KMCL_SERVER_INTERFACE_VERSION_V5 => size_u16::<KMCL_SERVER_INTERFACE_V5>(),
+        _ => return STATUS_INVALID_PARAMETER,
+    };
+    if size < need || out.is_null() {
+        return STATUS_INVALID_PARAMETER;
+    }
+    if version == KMCL_SERVER_INTERFACE_VERSION_V1 {
+        let mut copy = KMCL_SERVER_INTERFACE_V1 {
+            Client: SERVER_TABLE.0.Client.V4.V3.V2.V1,
+            Server: SERVER_TABLE.0.Server.V1,
+        };
+        copy.Client.Interface.Size = need;
+        copy.Client.Interface.Version = version;
+        // SAFETY: rule INTERFACE_QUERY: the caller's buffer holds `size >= need` bytes.
+        unsafe { out.cast::<KMCL_SERVER_INTERFACE_V1>().write_unaligned(copy) };
+    } else {
+        let copy = SERVER_TABLE.0;
+        // SAFETY: rule INTERFACE_QUERY: as above.
+        unsafe { out.cast::<KMCL_SERVER_INTERFACE_V5>().write_unaligned(copy) };
+    }
+    // SAFETY: rule INTERFACE_QUERY: a queried interface comes back referenced.
+    unsafe { InterfaceReference(std::ptr::null_mut()) };
+    STATUS_SUCCESS
+}
+
+/// A server-only `Init*` setter: handle, PASSIVE_LEVEL, Disabled, and a server channel
+/// (a client channel is `STATUS_INVALID_PARAMETER_1`).
+fn server_init(
+    Channel: VMBCHANNEL,
+    name: &str,
+    f: impl FnOnce(&mut crate::server::ServerState) -> NTSTATUS,
+) -> NTSTATUS {
+    init(Channel, name, |c| match c.server.as_mut() {
+        Some(s) => f(s),
+        None => STATUS_INVALID_PARAMETER_1,
+    })
+}
+
+/// `VmbServerChannelInitSetFlags`: flags outside `VMBUS_SERVER_CHANNEL_INIT_FLAGS` are
+/// `STATUS_INVALID_PARAMETER_2`.
+unsafe extern "system" fn VmbServerChannelInitSetFlags(
+    Channel: VMBCHANNEL,
+    Flags: UINT32,
+) -> NTSTATUS {
+    server_init(Channel, "VmbServerChannelInitSetFlags", |s| {
+        if Flags & !VMBUS_SERVER_CHANNEL_INIT_FLAGS != 0 {
+            return STATUS_INVALID_PARAMETER_2;
+        }
+        s.flags = Flags;
+        STATUS_SUCCESS
+    })
+}
+
+/// `VmbServerChannelInitSetMmioMegabytes`: both 0 is `STATUS_INVALID_PARAMETER_2`.
+unsafe extern "system" fn VmbServerChannelInitSetMmioMegabytes(
+    Channel: VMBCHANNEL,
+    MmioMegabytes: UINT16,
+    MmioMegabytesOptional: UINT16,
+) -> NTSTATUS {
+    server_init(Channel, "VmbServerChannelInitSetMmioMegabytes", |s| {
+        if MmioMegabytes == 0 && MmioMegabytesOptional == 0 {
+            return STATUS_INVALID_PARAMETER_2;
+        }
+        s.mmio = Some((MmioMegabytes, MmioMegabytesOptional));
+        STATUS_SUCCESS
+    })
+}
+
+/// `VmbServerChannelInitSetTargetInterfaceId`: both GUIDs by value; a zero type GUID is
+/// `STATUS_INVALID_PARAMETER_2` (the simulator's check: it is the guest's hardware ID).
+unsafe extern "system" fn VmbServerChannelInitSetTargetInterfaceId(
+    Channel: VMBCHANNEL,
+    InterfaceType: GUID,
+    InterfaceInstance: GUID,
+) -> NTSTATUS {
+    server_init(Channel, "VmbServerChannelInitSetTargetInterfaceId", |s| {
+        if InterfaceType == GUID::zeroed() {
+            return STATUS_INVALID_PARAMETER_2;
+        }
+        s.target = Some((InterfaceType, InterfaceInstance));
+        STATUS_SUCCESS
+    })
+}
+
+/// Highest VTL the simulator accepts (Hyper-V defines VTL 0..2 in practice).
+const MAX_VTL: UINT8 = 2;
+
+/// `VmbServerChannelInitSetTargetVtl`: above `MAX_VTL` is `STATUS_INVALID_PARAMETER_2`.
+unsafe extern "system" fn VmbServerChannelInitSetTargetVtl(
+    Channel: VMBCHANNEL,
+    TargetVtl: UINT8,
+) -> NTSTATUS {
+    server_init(Channel, "VmbServerChannelInitSetTargetVtl", |s| {
+        if TargetVtl > MAX_VTL {
+            return STATUS_INVALID_PARAMETER_2;
+        }
+        s.vtl = Some(TargetVtl);
+        STATUS_SUCCESS
+    })
+}
+
+/// `VmbServerChannelInitSetVmbusHandle`: a kernel handle from
+/// `VmbConvertVmbusHandleToKernelHandle`; anything else is `STATUS_INVALID_HANDLE`.
+/// Documented as callable in any thread context (so no process check).
+unsafe extern "system" fn VmbServerChannelInitSetVmbusHandle(
+    Channel: VMBCHANNEL,
+    VmbusHandle: HANDLE,
+) -> NTSTATUS {
+    let kernel = matches!(
+        registry::lookup(tok(VmbusHandle)),
+        Lookup::Live(_, Obj::KernelVmbusHandle)
+    );
+    server_init(Channel, "VmbServerChannelInitSetVmbusHandle", |s| {
+        if !kernel {
+            return STATUS_INVALID_HANDLE;
+        }
+        s.vmbus_handle = Some(tok(VmbusHandle));
+        STATUS_SUCCESS
+    })
+}
+
+/// `VmbConvertVmbusHandleToKernelHandle`: PASSIVE_LEVEL, in the simulated process that
+/// owns the handle (`VMBUS_HANDLE_WRONG_PROCESS` and `STATUS_INVALID_HANDLE` otherwise, as
+/// a handle value means nothing in another process).
+unsafe extern "system" fn VmbConvertVmbusHandleToKernelHandle(
+    VmbusHandle: HANDLE,
+    KernelHandle: PHANDLE,
+) -> NTSTATUS {
+    let site = || {
+        format!(
+            "VmbConvertVmbusHandleToKernelHandle({:#x})",
+            tok(VmbusHandle)
+        )
+    };
+    let (sim, process) = match registry::lookup(tok(VmbusHandle)) {
+        Lookup::Live(s, Obj::UserVmbusHandle { process }) => (s, process),
+        _ => return STATUS_INVALID_HANDLE,
+    };
+    registry::set_current_sim(&sim);
+    if KernelHandle.is_null() {
+        return STATUS_INVALID_PARAMETER_2;
+    }
+    if !passive(&sim, &site) {
+        return STATUS_INVALID_DEVICE_STATE;
+    }
+    match crate::server::convert_handle(&sim, process, &site()) {
+        Some(k) => {
+            // SAFETY: rule OUT_PARAM: `_Out_ PHANDLE`, non-null here.
+            unsafe { KernelHandle.write(handle(k)) };
+            STATUS_SUCCESS
+        }
+        None => STATUS_INVALID_HANDLE,
+    }
+}
+
+/// `VmbChannelMapGpadl`: an MDL over the guest's GPADL buffer (mapped: `MappedSystemVa`
+/// is the buffer). PASSIVE_LEVEL (inferred).
+unsafe extern "system" fn VmbChannelMapGpadl(
+    Channel: VMBCHANNEL,
+    Flags: UINT32,
+    GpadlHandle: UINT32,
+    Mdl: *mut PMDL,
+) -> NTSTATUS {
+    let site = || {
+        format!(
+            "VmbChannelMapGpadl({:#x}, {Flags:#x}, {GpadlHandle})",
+            tok(Channel)
+        )
+    };
+    let Some((sim, ch)) = chan(Channel, &site) else {
+        return STATUS_INVALID_PARAMETER_1;
+    };
+    if Mdl.is_null() {
+        return STATUS_INVALID_PARAMETER_4;
+    }
+    if !passive(&sim, &site) {
+        return STATUS_INVALID_DEVICE_STATE;
+    }
+    match crate::server::map_gpadl(&sim, ch, Flags, GpadlHandle, &site()) {
+        Ok(p) => {
+            // SAFETY: rule OUT_PARAM: `_Out_ PMDL*`, non-null here.
+            unsafe { Mdl.write(p) };
+            STATUS_SUCCESS
+        }
+        Err(s) => s,
+    }
+}
+
+/// `VmbChannelUnmapGpadl`. PASSIVE_LEVEL (inferred).
+unsafe extern "system" fn VmbChannelUnmapGpadl(Channel: VMBCHANNEL, GpadlHandle: UINT32) {
+    let site = || format!("VmbChannelUnmapGpadl({:#x}, {GpadlHandle})", tok(Channel));
+    let Some((sim, ch)) = chan(Channel, &site) else {
+        return;
+    };
+    if passive(&sim, &site) {
+        crate::server::unmap_gpadl(&sim, ch, GpadlHandle, &site());
+    }
+}
+
+/// `VmbServerChannelInitSetSaveRestorePacketCallbacks`.
+unsafe extern "system" fn VmbServerChannelInitSetSaveRestorePacketCallbacks(
+    Channel: VMBCHANNEL,
+    SavePacketCallback: PFN_VMB_CHANNEL_SAVE_PACKET,
+    RestorePacketCallback: PFN_VMB_CHANNEL_RESTORE_PACKET,
+) -> NTSTATUS {
+    server_init(
+        Channel,
+        "VmbServerChannelInitSetSaveRestorePacketCallbacks",
+        |s| {
+            s.save_restore = crate::server::SaveRestoreCbs::V1 {
+                save: SavePacketCallback,
+                restore: RestorePacketCallback,
+            };
+            STATUS_SUCCESS
+        },
+    )
+}
+
+/// `VmbServerChannelInitSetSaveRestorePacketCallbacksEx` (V5 table only).
+unsafe extern "system" fn VmbServerChannelInitSetSaveRestorePacketCallbacksEx(
+    Channel: VMBCHANNEL,
+    SaveRestoreContext: PVOID,
+    SavePacketCallbackEx: PFN_VMB_CHANNEL_SAVE_PACKET_EX,
+    RestorePacketCallbackEx: PFN_VMB_CHANNEL_RESTORE_PACKET_EX,
+) -> NTSTATUS {
+    let ctx = tok(SaveRestoreContext);
+    server_init(
+        Channel,
+        "VmbServerChannelInitSetSaveRestorePacketCallbacksEx",
+        |s| {
+            s.save_restore = crate::server::SaveRestoreCbs::Ex {
+                ctx,
+                save: SavePacketCallbackEx,
+                restore: RestorePacketCallbackEx,
+            };
+            STATUS_SUCCESS
+        },
+    )
+}
+
+/// Calls the save callback: (status, bytes needed) with a buffer of `room` bytes.
+fn call_save(
+    cbs: crate::server::SaveRestoreCbs,
+    ch: usize,
+    pkt: usize,
+    buf: &mut [u8],
+) -> (NTSTATUS, u32) {
+    let mut needed: UINT32 = 0;
+    let (h, p): (VMBCHANNEL, VMBPACKET) = (handle(ch), handle(pkt));
+    let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
+    let b: PVOID = if buf.is_empty() {
+        std::ptr::null_mut()
+    } else {
+        buf.as_mut_ptr().cast()
+    };
+    let _irql = crate::sched::set_irql(PASSIVE_LEVEL);
+    let status = match cbs {
+        crate::server::SaveRestoreCbs::None => STATUS_SUCCESS,
+        crate::server::SaveRestoreCbs::V1 { save, .. } => match save {
+            // SAFETY: rule CALLBACKS_REGISTERED: registered for this channel; `b` holds `len` bytes.
+            Some(f) => unsafe { f(h, p, b, len, &raw mut needed) },
+            None => STATUS_SUCCESS,
+        },
+        crate::server::SaveRestoreCbs::Ex { ctx, save, .. } => match save {
+            // SAFETY: rule CALLBACKS_REGISTERED: as above, with its context.
+            Some(f) => unsafe { f(h, handle(ctx), p, b, len, &raw mut needed) },
+            None => STATUS_SUCCESS,
+        },
+    };
+    (status, needed)
+}
+
+/// `VmbChannelSaveBegin`: asks the driver to save every in-flight outgoing packet (first
+/// with `SaveBufSize = 0`, then with the size it asked for). PASSIVE_LEVEL (inferred).
+unsafe extern "system" fn VmbChannelSaveBegin(Channel: VMBCHANNEL) -> NTSTATUS {
+    let site = || format!("VmbChannelSaveBegin({:#x})", tok(Channel));
+    let Some((sim, ch)) = chan(Channel, &site) else {
+        return STATUS_INVALID_PARAMETER_1;
+    };
+    if !passive(&sim, &site) {
+        return STATUS_INVALID_DEVICE_STATE;
+    }
+    let (targets, cbs, ctok) = match crate::server::save_targets(&sim, ch) {
+        Ok(t) => t,
+        Err(s) => return s,
+    };
+    let mut saved = Vec::new();
+    for (trans, _pkt, ptok) in targets {
+        let (status, needed) = call_save(cbs, ctok, ptok, &mut []);
+        let data = if NT_SUCCESS(status) || needed == 0 {
+            Vec::new()
+        } else {
+            let mut buf = vec![0u8; needed.min(MAX_CONTEXT_SIZE) as usize];
+            let (status, _) = call_save(cbs, ctok, ptok, &mut buf);
+            if !NT_SUCCESS(status) {
+                return status;
+            }
+            buf
+        };
+        saved.push((trans, data));
+    }
+    crate::server::save_store(&sim, ch, &saved);
+    STATUS_SUCCESS
+}
+
+/// `VmbChannelSaveContinue`: the next chunk of the save.
+unsafe extern "system" fn VmbChannelSaveContinue(
+    Channel: VMBCHANNEL,
+    SaveBuffer: PVOID,
+    SaveBufferSize: ULONG,
+    BytesFilled: PULONG,
+    BytesRequired: PULONG,
+) -> NTSTATUS {
+    let site = || {
+        format!(
+            "VmbChannelSaveContinue({:#x}, {SaveBufferSize})",
+            tok(Channel)
+        )
+    };
+    let Some((sim, ch)) = chan(Channel, &site) else {
+        return STATUS_INVALID_PARAMETER_1;
+    };
+    if BytesFilled.is_null() || BytesRequired.is_null() {
+        return STATUS_INVALID_PARAMETER;
+    }
+    let room = if SaveBuffer.is_null() {
+        0
+    } else {
+        SaveBufferSize as usize
+    };
+    let (chunk, rest, status) = crate::server::save_continue(&sim, ch, room);
+    if !chunk.is_empty() {
+        // SAFETY: rule BUFFER_VALID: `_Out_writes_bytes_to_(SaveBufferSize, ..)`, chunk <= room.
+        unsafe {
+            std::ptr::copy_nonoverlapping(chunk.as_ptr(), SaveBuffer.cast::<u8>(), chunk.len())
+        };
+    }
+    // SAFETY: rule OUT_PARAM: `_Out_ PULONG`, non-null here.
+    unsafe { BytesFilled.write(u32::try_from(chunk.len()).unwrap_or(0)) };
+    // SAFETY: rule OUT_PARAM: `_Out_ PULONG`, non-null here.
+    unsafe { BytesRequired.write(u32::try_from(rest).unwrap_or(u32::MAX)) };
+    status
+}
+
+/// `VmbChannelSaveEnd`: frees the save.
+unsafe extern "system" fn VmbChannelSaveEnd(Channel: VMBCHANNEL) {
+    let site = || format!("VmbChannelSaveEnd({:#x})", tok(Channel));
+    if let Some((sim, ch)) = chan(Channel, &site) {
+        crate::server::save_end(&sim, ch);
+    }
+}
+
+/// `VmbChannelRestoreFromBuffer`: on a Disabled server channel; `STATUS_MORE_PROCESSING_REQUIRED`
+/// until the whole save arrived, then `EvtVmbChannelRestorePacket` for each saved packet.
+unsafe extern "system" fn VmbChannelRestoreFromBuffer(
+    Channel: VMBCHANNEL,
+    Buffer: PVOID,
+    BufferSize: ULONG,
+) -> NTSTATUS {
+    let site = || {
+        format!(
+            "VmbChannelRestoreFromBuffer({:#x}, {BufferSize})",
+            tok(Channel)
+        )
+    };
+    let Some((sim, ch)) = chan(Channel, &site) else {
+        return STATUS_INVALID_PARAMETER_1;
+    };
+    if !passive(&sim, &site) {
+        return STATUS_INVALID_DEVICE_STATE;
+    }
+    // SAFETY: rule BUFFER_VALID: `_In_reads_bytes_(BufferSize)`.
+    let Some(chunk) = (unsafe { driver_bytes(Buffer, BufferSize) }) else {
+        return STATUS_INVALID_PARAMETER_2;
+    };
+    let (saved, cbs, ctok) = match crate::server::restore_chunk(&sim, ch, &chunk) {
+        Ok(Some(done)) => done,
+        Ok(None) => return STATUS_MORE_PROCESSING_REQUIRED,
+        Err(s) => return s,
+    };
+    let h: VMBCHANNEL = handle(ctok);
+    let _irql = crate::sched::set_irql(PASSIVE_LEVEL);
+    for (trans, data) in saved {
+        let mut lib = trans.to_le_bytes();
+        let mut save = data;
+        let lb: PVOID = lib.as_mut_ptr().cast();
+        let lbn = crate::server::LIB_BUF_SIZE as UINT32;
+        let sb: PVOID = if save.is_empty() {
+            std::ptr::null_mut()
+        } else {
+            save.as_mut_ptr().cast()
+        };
+        let sbn = u32::try_from(save.len()).unwrap_or(0);
+        let status = match cbs {
+            crate::server::SaveRestoreCbs::None => STATUS_SUCCESS,
+            crate::server::SaveRestoreCbs::V1 { restore, .. } => match restore {
+                // SAFETY: rule CALLBACKS_REGISTERED: registered for this channel; both buffers live here.
+                Some(f) => unsafe { f(h, lb, lbn, sb, sbn) },
+                None => STATUS_SUCCESS,
+            },
+            crate::server::SaveRestoreCbs::Ex { ctx, restore, .. } => match restore {
+                // SAFETY: rule CALLBACKS_REGISTERED: as above, with its context.
+                Some(f) => unsafe { f(h, handle(ctx), lb, lbn, sb, sbn) },
+                None => STATUS_SUCCESS,
+            },
+        };
+        if !NT_SUCCESS(status) {
+            return status;
+        }
+    }
+    STATUS_SUCCESS
+}
+
+/// `VmbPacketRestore`: inside `EvtVmbChannelRestorePacket`, with its `LibBuf`.
+unsafe extern "system" fn VmbPacketRestore(
+    PacketObject: VMBPACKET,
+    Buffer: PVOID,
+    BufferSize: ULONG,
+) -> NTSTATUS {
+    let site = || format!("VmbPacketRestore({:#x}, {BufferSize})", tok(PacketObject));
+    let Some((sim, ch, pkt)) = outgoing(PacketObject, Rule::InvalidPacketHandle, &site) else {
+        return STATUS_INVALID_PARAMETER_1;
+    };
+    // SAFETY: rule BUFFER_VALID: `_In_reads_bytes_(BufferSize)`.
+    let Some(lib) = (unsafe { driver_bytes(Buffer, BufferSize) }) else {
+        return STATUS_INVALID_PARAMETER_2;
+    };
+    crate::server::packet_restore(&sim, ch, pkt, &lib)
 }
 
 /// Server-only and undocumented routines are not in the client table; this names them for

@@ -63,6 +63,15 @@ pub enum Rule {
     /// A blocking routine (`VmbChannelDisable`, `Pause`, `Start`) called from inside a
     /// state-change or packet callback of the same channel.
     BlockingCallInCallback,
+    /// Server: `VmbChannelMapGpadl` of a GPADL this channel has mapped already (one mapping per GPADL).
+    GpadlMappedTwice,
+    /// Server: `VmbChannelUnmapGpadl` of a GPADL that is not mapped (never, or already unmapped).
+    GpadlUnmapUnmapped,
+    /// Server: a GPADL mapped or unmapped while the channel is not open, or still mapped
+    /// when `EvtChannelClosed` returned (the guest's buffers are gone).
+    GpadlUseAfterClose,
+    /// `VmbConvertVmbusHandleToKernelHandle` outside the user process that opened the handle.
+    VmbusHandleWrongProcess,
 }
 
 impl Rule {
@@ -90,6 +99,10 @@ impl Rule {
         Rule::SendWhileClosed,
         Rule::CompletionRoutineNotSet,
         Rule::BlockingCallInCallback,
+        Rule::GpadlMappedTwice,
+        Rule::GpadlUnmapUnmapped,
+        Rule::GpadlUseAfterClose,
+        Rule::VmbusHandleWrongProcess,
     ];
 
     /// The stable rule name (`PACKET_COMPLETED_TWICE`, ...).
@@ -118,6 +131,10 @@ impl Rule {
             Rule::SendWhileClosed => "SEND_WHILE_CLOSED",
             Rule::CompletionRoutineNotSet => "COMPLETION_ROUTINE_NOT_SET",
             Rule::BlockingCallInCallback => "BLOCKING_CALL_IN_CALLBACK",
+            Rule::GpadlMappedTwice => "GPADL_MAPPED_TWICE",
+            Rule::GpadlUnmapUnmapped => "GPADL_UNMAP_UNMAPPED",
+            Rule::GpadlUseAfterClose => "GPADL_USE_AFTER_CLOSE",
+            Rule::VmbusHandleWrongProcess => "VMBUS_HANDLE_WRONG_PROCESS",
         }
     }
 
@@ -154,6 +171,14 @@ impl Rule {
             }
             Rule::BlockingCallInCallback => {
                 "a blocking routine was called from a callback of the same channel"
+            }
+            Rule::GpadlMappedTwice => "a server mapped the same GPADL twice",
+            Rule::GpadlUnmapUnmapped => "a server unmapped a GPADL that is not mapped",
+            Rule::GpadlUseAfterClose => {
+                "a GPADL mapped/unmapped while the channel is closed, or still mapped after Closed"
+            }
+            Rule::VmbusHandleWrongProcess => {
+                "a VMBus handle converted outside the process that opened it"
             }
         }
     }

@@ -81,9 +81,12 @@ fn query_interface_rejects_wrong_guid_size_or_version() {
     let v5 = u16::try_from(size_of::<KMCL_CLIENT_INTERFACE_V5>()).unwrap_or(0);
     // SAFETY: rule INTERFACE_QUERY: `p` is a V5-sized buffer.
     unsafe {
+        let other = GUID::from_fields(1, 2, 3, [4; 8]);
+        assert_eq!(sim.query_interface(&other, v5, 5, p), STATUS_NOINTERFACE);
+        // The server table is larger than a client V5 buffer.
         assert_eq!(
             sim.query_interface(&KMCL_SERVER_INTERFACE_TYPE, v5, 5, p),
-            STATUS_NOINTERFACE
+            STATUS_INVALID_PARAMETER
         );
         assert_eq!(
             sim.query_interface(&KMCL_CLIENT_INTERFACE_TYPE, v5 - 8, 5, p),
