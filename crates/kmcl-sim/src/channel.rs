@@ -725,7 +725,15 @@ pub(crate) fn run_close(sim: &Arc<SimInner>, ch: u64) {
             c.rings = None;
             c.close = None;
             c.suspended = false;
+            // Sends queued before any open (or restored by a server) end cancelled.
+            let cancelled = if keep_offered {
+                Vec::new()
+            } else {
+                cancel_sends(c)
+            };
             sim.cv.notify_all();
+            drop(st);
+            finish_cancelled(sim, ch, cancelled);
             return;
         }
         c.state = ChState::Closing;

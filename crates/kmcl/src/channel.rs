@@ -246,13 +246,26 @@ impl Kmcl {
         &self,
         parent: ParentDevice,
         handler: H,
+        irql: Passive,
+    ) -> Result<ChannelBuilder<H>> {
+        self.allocate(parent, handler, false, irql)
+    }
+
+    /// `VmbChannelAllocate(Parent, IsServer, &ch)` and the builder around it (the server
+    /// builder in `crate::server` passes `true`).
+    pub(crate) fn allocate<H: PacketHandler + StateHandler>(
+        &self,
+        parent: ParentDevice,
+        handler: H,
+        is_server: bool,
         _irql: Passive,
     ) -> Result<ChannelBuilder<H>> {
         let alloc = kfn!(self.v1.VmbChannelAllocate);
         let mut ch: VMBCHANNEL = ptr::null_mut();
+        let server = if is_server { TRUE } else { FALSE };
         // SAFETY: rule IRQL_TOO_HIGH: the `Passive` token proves PASSIVE_LEVEL;
         // `parent` is valid by `ParentDevice::from_raw`'s contract; `ch` is a local out-param.
-        to_result(unsafe { alloc(parent.0, FALSE, &raw mut ch) })?;
+        to_result(unsafe { alloc(parent.0, server, &raw mut ch) })?;
         if ch.is_null() {
             return Err(NtStatus::INSUFFICIENT_RESOURCES);
         }
@@ -268,6 +281,7 @@ impl Kmcl {
                 state_v1: kmcl_sys::VMB_CHANNEL_STATE_CHANGE_CALLBACKS_INIT(),
                 state_v5: kmcl_sys::VMB_CHANNEL_STATE_CHANGE_CALLBACKS_INIT_V5(),
                 dropped_unretired: AtomicU32::new(0),
+                in_state_callback: AtomicU32::new(0),
             },
             handler,
         });
@@ -335,6 +349,9 @@ pub(crate) struct Core {
     state_v1: VMB_CHANNEL_STATE_CHANGE_CALLBACKS,
     state_v5: VMB_CHANNEL_STATE_CHANGE_CALLBACKS_V5,
     pub(crate) dropped_unretired: AtomicU32,
+    /// State-change callbacks of this channel running now (server Start/Pause refuse
+    /// to run inside one: BLOCKING_CALL_IN_CALLBACK).
+    pub(crate) in_state_callback: AtomicU32,
 }
 
 // SAFETY: rule HANDLES_ARE_THREAD_AGNOSTIC: a VMBCHANNEL may be used from any thread;
@@ -385,7 +402,7 @@ impl<H> core::fmt::Debug for Inner<H> {
 }
 
 impl<H: PacketHandler + StateHandler> ChannelBuilder<H> {
-    fn core(&self) -> &Core {
+    pub(crate) fn core(&self) -> &Core {
         // SAFETY: rule CONTEXT_BEFORE_ENABLE: `inner` is our live Box (type invariant).
         unsafe { &self.inner.as_ref().core }
     }
@@ -396,11 +413,16 @@ impl<H: PacketHandler + StateHandler> ChannelBuilder<H> {
         unsafe { &mut self.inner.as_mut().core }
     }
 
-    fn ch(&self) -> VMBCHANNEL {
+    pub(crate) fn ch(&self) -> VMBCHANNEL {
         self.core().channel
     }
 
-    fn kmcl(&self) -> Kmcl {
+    /// The boxed `Inner<H>` (the callback context KMCL keeps).
+    pub(crate) fn inner_ptr(&self) -> *mut Inner<H> {
+        self.inner.as_ptr()
+    }
+
+    pub(crate) fn kmcl(&self) -> Kmcl {
         self.core().kmcl
     }
 
@@ -860,6 +882,7 @@ pub(crate) mod tests {
             state_v1: kmcl_sys::VMB_CHANNEL_STATE_CHANGE_CALLBACKS_INIT(),
             state_v5: kmcl_sys::VMB_CHANNEL_STATE_CHANGE_CALLBACKS_INIT_V5(),
             dropped_unretired: AtomicU32::new(0),
+            in_state_callback: AtomicU32::new(0),
         }))
     }
 

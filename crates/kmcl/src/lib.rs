@@ -33,6 +33,8 @@
 //! * [`external`]: external data (MDL) views.
 //! * [`send`]: outgoing packets and their completions.
 //! * [`state`]: the state-change handler trait and its shims.
+//! * [`server`]: the server (VSP) side: [`KmclServer`](server::KmclServer), server
+//!   channels, GPADL mappings, save/restore, VMBus handles.
 //!
 //! # Rule names in `// SAFETY:` comments
 //!
@@ -40,7 +42,9 @@
 //! (`kmcl_sim::Rule::name`): `PACKET_COMPLETED_TWICE`, `INIT_AFTER_ENABLE`,
 //! `CLEANUP_WHILE_ENABLED`, `IRQL_TOO_HIGH`, `SYNC_REQUEST_AT_DISPATCH`,
 //! `COMPLETION_BUFFER_SIZE`, `OUTGOING_PACKET_DOUBLE_FREE`, `DEFER_OUTSIDE_CALLBACK`,
-//! `PAYLOAD_WRITTEN_AFTER_COMPLETION`. The other names are contracts of this crate or
+//! `PAYLOAD_WRITTEN_AFTER_COMPLETION`, and for servers `BLOCKING_CALL_IN_CALLBACK`,
+//! `GPADL_MAPPED_TWICE`, `GPADL_UNMAP_UNMAPPED`, `GPADL_USE_AFTER_CLOSE`,
+//! `VMBUS_HANDLE_WRONG_PROCESS`. The other names are contracts of this crate or
 //! of the header that the simulator cannot observe:
 //!
 //! | rule | meaning |
@@ -55,6 +59,7 @@
 //! | `CLIENT_CONTEXT_PER_PACKET` | `VmbChannelPacketGetClientContext` memory belongs to one packet |
 //! | `PENDING_COMPLETION_ANY_CONTEXT` | an incoming packet may be completed from any thread at <= DISPATCH_LEVEL |
 //! | `STATE_CALLBACKS_AT_PASSIVE` / `STATE_CALLBACKS_V5_CAST` | state-change callbacks run at PASSIVE_LEVEL; the V5 table is registered cast |
+//! | `SAVE_PACKET_ARGS` / `RESTORE_PACKET_ARGS` | what KMCL passes to the server's save/restore packet callbacks |
 //! | `KE_GET_CURRENT_IRQL` / `FN_HOOK_ROUNDTRIP` | reading the IRQL ([`irql`]); fn-pointer hooks stored as data pointers |
 #![no_std]
 #![deny(missing_docs)]
@@ -66,6 +71,7 @@ pub mod external;
 pub mod irql;
 pub mod packet;
 pub mod send;
+pub mod server;
 pub mod state;
 pub mod status;
 

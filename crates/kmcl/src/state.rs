@@ -15,6 +15,7 @@
 //! table whose shims find the context with `VmbChannelGetPointer`.
 
 use core::marker::PhantomData;
+use core::sync::atomic::{AtomicU32, Ordering};
 
 use kmcl_sys::{
     EVT_VMB_CHANNEL_CLOSED, EVT_VMB_CHANNEL_CLOSED_EX, EVT_VMB_CHANNEL_OPENED,
@@ -141,7 +142,25 @@ const fn event(n: u8) -> Event {
     }
 }
 
+/// Counts a running state-change callback on the channel's `Core` (see
+/// `Core::in_state_callback`).
+struct InCallback<'a>(&'a AtomicU32);
+
+impl<'a> InCallback<'a> {
+    fn enter(c: &'a AtomicU32) -> Self {
+        c.fetch_add(1, Ordering::AcqRel);
+        Self(c)
+    }
+}
+
+impl Drop for InCallback<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 fn dispatch<H: StateHandler>(inner: &Inner<H>, ev: Event) {
+    let _in = InCallback::enter(&inner.core.in_state_callback);
     // SAFETY: rule STATE_CALLBACKS_AT_PASSIVE: KMCL calls state-change callbacks at
     // PASSIVE_LEVEL (header SAL `_IRQL_requires_(PASSIVE_LEVEL)`).
     let p = unsafe { Passive::assume() };
@@ -155,6 +174,7 @@ fn dispatch<H: StateHandler>(inner: &Inner<H>, ev: Event) {
 }
 
 fn open<H: StateHandler>(inner: &Inner<H>) -> NTSTATUS {
+    let _in = InCallback::enter(&inner.core.in_state_callback);
     // SAFETY: rule STATE_CALLBACKS_AT_PASSIVE: as in `dispatch`.
     let p = unsafe { Passive::assume() };
     from_result(inner.handler.opened(Endpoint::new(&inner.core), p))
