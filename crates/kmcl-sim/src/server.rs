@@ -425,11 +425,12 @@ const SAVE_HEADER: usize = 8;
 /// The library part of a saved packet handed to `EvtVmbChannelRestorePacket`: its transaction id.
 pub(crate) const LIB_BUF_SIZE: usize = 8;
 
-/// The in-flight outgoing packets to save: (transaction id, packet id, packet token).
-pub(crate) fn save_targets(
-    sim: &Arc<SimInner>,
-    ch: u64,
-) -> Result<(Vec<(u64, u64, usize)>, SaveRestoreCbs, usize), NTSTATUS> {
+/// What `VmbChannelSaveBegin` works on: the in-flight outgoing packets (transaction id,
+/// packet id, packet token), the callbacks, and the channel token.
+pub(crate) type SaveTargets = (Vec<(u64, u64, usize)>, SaveRestoreCbs, usize);
+
+/// The in-flight outgoing packets to save.
+pub(crate) fn save_targets(sim: &Arc<SimInner>, ch: u64) -> Result<SaveTargets, NTSTATUS> {
     let st = sim.lock();
     let Some(c) = st.channels.get(&ch) else {
         return Err(STATUS_INVALID_PARAMETER_1);

@@ -30,6 +30,9 @@ use kmcl_sys::GUID;
 const IFACE: GUID = GUID::from_fields(0x1234_5678, 0x9abc, 0xdef0, [1, 2, 3, 4, 5, 6, 7, 8]);
 const INST: GUID = GUID::from_fields(0x0bad_cafe, 1, 2, [8, 7, 6, 5, 4, 3, 2, 1]);
 
+/// A test's extra behaviour in `post_started`.
+type Hook = Box<dyn Fn(Passive) -> kmcl::Result + Send + Sync>;
+
 /// One endpoint's handler (used on both sides): echoes with a prefix, or holds packets.
 #[derive(Default)]
 struct Node {
@@ -39,7 +42,7 @@ struct Node {
     events: Mutex<Vec<&'static str>>,
     levels: Mutex<Vec<char>>,
     /// Test hook run in `post_started` (e.g. a forbidden Start).
-    hook: Mutex<Option<Box<dyn Fn(Passive) -> kmcl::Result + Send + Sync>>>,
+    hook: Mutex<Option<Hook>>,
     hook_results: Mutex<Vec<kmcl::Result>>,
     /// Saved state per packet (save/restore).
     restored: Mutex<Vec<Vec<u8>>>,
