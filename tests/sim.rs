@@ -603,3 +603,72 @@ fn threaded_traffic_both_ways_is_complete() {
     );
     rig.sim.assert_clean();
 }
+
+#[test]
+fn packets_with_external_data_are_bridged_by_their_in_band_part() {
+    let mut rig = Rig::deterministic(16, Config::DEFAULT);
+    let f = rig.open_file();
+    let tid = rig
+        .host
+        .send_gpa_direct(b"inband..", &[9u8; 8192], false, true)
+        .expect("send");
+    rig.idle();
+    let (_, p) = payload_of(&done(&rig.read(f, 64)));
+    assert_eq!(p, b"inband..");
+    rig.idle();
+    assert_eq!(
+        rig.host.take_completion(),
+        Some((tid, Vec::new())),
+        "completed once, empty response"
+    );
+    rig.close();
+    rig.sim.assert_clean();
+}
+
+#[test]
+fn malformed_host_ring_bytes_close_the_channel_without_harm() {
+    let mut rig = Rig::new(
+        SimConfig::deterministic(17).collect(),
+        Config::DEFAULT,
+        Tracer::etw(),
+    );
+    let f = rig.open_file();
+    rig.host.send_inband(b"good....", true).expect("send");
+    rig.idle();
+    let parked_after_good = {
+        let (_, p) = payload_of(&done(&rig.read(f, 64)));
+        assert_eq!(p, b"good....");
+        rig.read(f, 64)
+    };
+    // A descriptor whose data offset points past its own length.
+    let mut raw = vec![0u8; 32];
+    raw[0..2].copy_from_slice(&6u16.to_le_bytes()); // in-band
+    raw[2..4].copy_from_slice(&200u16.to_le_bytes()); // offset8: beyond the packet
+    raw[4..6].copy_from_slice(&4u16.to_le_bytes()); // len8
+    let _ = rig.host.send_raw(&raw);
+    rig.idle();
+    assert!(
+        rig.host.error().is_some(),
+        "the channel failed on the bad packet"
+    );
+    assert_eq!(rig.device().bridge().channel_state(), ChannelState::Closed);
+    assert_eq!(
+        done(&parked_after_good).status,
+        NtStatus::DEVICE_NOT_CONNECTED
+    );
+    let stats = rig.close();
+    assert_eq!(
+        stats.packets_received, 1,
+        "the malformed packet never reached the bridge"
+    );
+    assert_eq!(
+        parked_after_good.completion_count(),
+        1,
+        "the parked read completed once"
+    );
+    assert!(
+        rig.sim.violations().is_empty(),
+        "{:?}",
+        rig.sim.violations()
+    );
+}
