@@ -1,0 +1,474 @@
+//! Server (VSP) channels through the raw server table: the query, a raw server talking to
+//! the raw client driver on one ring pair, Start/Pause, the server init checks, and every
+//! server verifier rule fired once.
+//!
+//! C header: `vmbuskernelmodeclientlibapi.h` (`KMCL_SERVER_INTERFACE_V1/V5`, kmcl-api.md §4.7).
+#![expect(
+    clippy::multiple_unsafe_ops_per_block,
+    reason = "raw-C-style driver code: a sequence of KMCL calls under one SAFETY argument"
+)]
+#![allow(
+    non_snake_case,
+    reason = "driver callbacks keep their C names (EvtProcessPacket...)"
+)]
+#![allow(clippy::unwrap_used, reason = "test assertions")]
+
+mod common;
+
+use std::ffi::c_void;
+
+use common::*;
+use kmcl_sim::{Offer, Rule, Sim, SimConfig};
+use kmcl_sys::status::*;
+use kmcl_sys::*;
+
+const IFACE: GUID = GUID::from_fields(0xabcd_0001, 2, 3, [4, 5, 6, 7, 8, 9, 10, 11]);
+const INST: GUID = GUID::from_fields(0xabcd_0002, 2, 3, [4, 5, 6, 7, 8, 9, 10, 11]);
+
+fn server_table(sim: &Sim) -> KMCL_SERVER_INTERFACE_V5 {
+    *sim.server_interface()
+}
+
+/// Allocates, configures and enables a raw server channel with the common driver's
+/// callbacks; `start` also calls `VmbChannelStart`.
+fn open_server(sim: &Sim, c: &Ctx, start: bool) -> VMBCHANNEL {
+    let t = server_table(sim);
+    let cl = &t.Client.V4.V3.V2.V1;
+    let s = &t.Server.V1;
+    // Registers GET_POINTER for the common callbacks (on a throwaway offer's client).
+    let mut ch: VMBCHANNEL = std::ptr::null_mut();
+    let mut cb = VMB_CHANNEL_STATE_CHANGE_CALLBACKS_INIT();
+    cb.EvtChannelOpened = Some(EvtOpened);
+    cb.EvtChannelStarted = Some(EvtStarted);
+    cb.EvtChannelPostStarted = Some(EvtPostStarted);
+    cb.EvtChannelSuspend = Some(EvtSuspend);
+    cb.EvtChannelClosed = Some(EvtClosed);
+    // SAFETY: rule CONTEXT_BEFORE_ENABLE: init calls before Enable at PASSIVE; `c` outlives the channel.
+    unsafe {
+        assert_eq!(
+            (cl.VmbChannelAllocate.unwrap())(sim.host_device(), TRUE, &raw mut ch),
+            STATUS_SUCCESS
+        );
+        c.channel
+            .store(ch.expose_provenance(), std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(
+            (s.VmbServerChannelInitSetTargetInterfaceId.unwrap())(ch, IFACE, INST),
+            STATUS_SUCCESS
+        );
+        assert_eq!(
+            (cl.VmbChannelInitSetStateChangeCallbacks.unwrap())(ch, &raw mut cb),
+            STATUS_SUCCESS
+        );
+        assert_eq!(
+            (cl.VmbChannelInitSetProcessPacketCallbacks.unwrap())(
+                ch,
+                Some(EvtProcessPacket),
+                Some(EvtProcessingComplete)
+            ),
+            STATUS_SUCCESS
+        );
+        (cl.VmbChannelSetPointer.unwrap())(ch, std::ptr::from_ref(c).cast_mut().cast::<c_void>());
+        assert_eq!((cl.VmbChannelEnable.unwrap())(ch), STATUS_SUCCESS);
+        if start {
+            (cl.VmbChannelStart.unwrap())(ch);
+        }
+    }
+    ch
+}
+
+/// A client on the server's offer (the common raw driver).
+fn open_client(sim: &Sim, c: &Ctx) -> (Offer, VMBCHANNEL) {
+    let offer = sim.find_offer(&IFACE, None).expect("the server's offer");
+    let ch = open(sim, &offer, c).unwrap();
+    (offer, ch)
+}
+
+fn rules(sim: &Sim) -> Vec<Rule> {
+    sim.violations().iter().map(|v| v.rule).collect()
+}
+
+fn disable(sim: &Sim, ch: VMBCHANNEL) {
+    let t = server_table(sim);
+    // SAFETY: rule CLEANUP_WHILE_ENABLED: Disable, then Cleanup, at PASSIVE.
+    unsafe {
+        (t.Client.V4.V3.V2.V1.VmbChannelDisable.unwrap())(ch);
+        (t.Client.V4.V3.V2.V1.VmbChannelCleanup.unwrap())(ch);
+    }
+}
+
+#[test]
+fn server_table_is_answered_as_v1_and_v5() {
+    let sim = Sim::new(SimConfig::deterministic(1));
+    let mut out = KMCL_SERVER_INTERFACE_V5::zeroed();
+    let p: *mut INTERFACE = (&raw mut out).cast();
+    let v5 = u16::try_from(size_of::<KMCL_SERVER_INTERFACE_V5>()).unwrap();
+    let v1 = u16::try_from(size_of::<KMCL_SERVER_INTERFACE_V1>()).unwrap();
+    // SAFETY: rule INTERFACE_QUERY: `p` is a V5-sized buffer.
+    unsafe {
+        assert_eq!(
+            sim.query_interface(&KMCL_SERVER_INTERFACE_TYPE, v5, 5, p),
+            STATUS_SUCCESS
+        );
+        assert_eq!(
+            (
+                out.Client.V4.V3.V2.V1.Interface.Size,
+                out.Client.V4.V3.V2.V1.Interface.Version
+            ),
+            (v5, 5)
+        );
+        assert!(
+            out.Server
+                .VmbServerChannelInitSetSaveRestorePacketCallbacksEx
+                .is_some()
+        );
+        assert!(out.Server.V1.VmbChannelMapGpadl.is_some());
+        let mut small = KMCL_SERVER_INTERFACE_V5::zeroed();
+        let q: *mut INTERFACE = (&raw mut small).cast();
+        assert_eq!(
+            sim.query_interface(&KMCL_SERVER_INTERFACE_TYPE, v1, 1, q),
+            STATUS_SUCCESS
+        );
+        let got = q.cast::<KMCL_SERVER_INTERFACE_V1>().read();
+        assert_eq!(
+            (got.Client.Interface.Size, got.Client.Interface.Version),
+            (v1, 1)
+        );
+        assert!(got.Server.VmbConvertVmbusHandleToKernelHandle.is_some());
+        // Versions 2..4 did not ship; a V1 buffer cannot take V5.
+        assert_eq!(
+            sim.query_interface(&KMCL_SERVER_INTERFACE_TYPE, v5, 3, p),
+            STATUS_INVALID_PARAMETER
+        );
+        assert_eq!(
+            sim.query_interface(&KMCL_SERVER_INTERFACE_TYPE, v1, 5, p),
+            STATUS_INVALID_PARAMETER
+        );
+        // Every slot of the V5 server table is a real function.
+        let words = size_of::<KMCL_SERVER_INTERFACE_V5>() / 8;
+        let base = (&raw const out).cast::<usize>();
+        for i in size_of::<INTERFACE>() / 8..words {
+            assert_ne!(base.add(i).read(), 0, "slot {i}");
+        }
+    }
+    sim.assert_clean();
+}
+
+#[test]
+fn raw_server_and_raw_client_exchange_both_ways() {
+    let sim = Sim::new(SimConfig::deterministic(2));
+    let s = Ctx::new(&sim, ECHO);
+    let sch = open_server(&sim, &s, true);
+    let c = Ctx::new(&sim, ECHO);
+    let (_offer, cch) = open_client(&sim, &c);
+    sim.run_until_idle();
+    assert_eq!(
+        send(
+            &c,
+            cch,
+            b"to-server",
+            VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION
+        ),
+        STATUS_SUCCESS
+    );
+    assert_eq!(
+        send(
+            &s,
+            sch,
+            b"to-client",
+            VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION
+        ),
+        STATUS_SUCCESS
+    );
+    sim.run_until_idle();
+    assert_eq!(&s.received()[0].0[..9], b"to-server");
+    assert_eq!(&c.received()[0].0[..9], b"to-client");
+    // Each side got the other's (reversed) echo as its completion.
+    let done = |x: &Ctx| x.send_results.lock().unwrap().clone();
+    assert_eq!(done(&c).len(), 1);
+    assert_eq!(done(&s).len(), 1);
+    assert!(sim.stats().host_to_guest_signals > 0 && sim.stats().guest_to_host_signals > 0);
+    close(&c, cch);
+    disable(&sim, sch);
+    sim.assert_clean();
+}
+
+#[test]
+fn server_channel_is_paused_until_start() {
+    let sim = Sim::new(SimConfig::deterministic(3));
+    let s = Ctx::new(&sim, ECHO);
+    let sch = open_server(&sim, &s, false);
+    let c = Ctx::new(&sim, ECHO);
+    let (_offer, cch) = open_client(&sim, &c);
+    send(&c, cch, b"early!!!", 0);
+    sim.run_until_idle();
+    // Opened, but no Started and no packet before VmbChannelStart.
+    assert_eq!(s.events(), ["opened@0"]);
+    assert!(s.received().is_empty());
+    let t = server_table(&sim);
+    // SAFETY: rule BLOCKING_CALL_IN_CALLBACK: from the test thread, PASSIVE.
+    unsafe { (t.Client.V4.V3.V2.V1.VmbChannelStart.unwrap())(sch) };
+    sim.run_until_idle();
+    assert_eq!(s.events()[..3], ["opened@0", "started@0", "post_started@0"]);
+    assert_eq!(s.received().len(), 1);
+    close(&c, cch);
+    disable(&sim, sch);
+    sim.assert_clean();
+}
+
+#[test]
+fn start_or_pause_inside_a_state_callback_fires_blocking_call_in_callback() {
+    let sim = Sim::new(SimConfig::deterministic(4).collect());
+    let s = Ctx::new(&sim, ECHO);
+    let start = server_table(&sim)
+        .Client
+        .V4
+        .V3
+        .V2
+        .V1
+        .VmbChannelStart
+        .unwrap();
+    let pause = server_table(&sim)
+        .Client
+        .V4
+        .V3
+        .V2
+        .V1
+        .VmbChannelPause
+        .unwrap();
+    s.on_state(move |_, ch, ev| {
+        if ev == "opened" {
+            // SAFETY: test: deliberately forbidden calls (the simulator records them).
+            unsafe {
+                start(ch);
+                pause(ch);
+            }
+        }
+    });
+    let sch = open_server(&sim, &s, true);
+    let c = Ctx::new(&sim, ECHO);
+    let (_offer, cch) = open_client(&sim, &c);
+    sim.run_until_idle();
+    assert_eq!(
+        rules(&sim),
+        [Rule::BlockingCallInCallback, Rule::BlockingCallInCallback]
+    );
+    close(&c, cch);
+    disable(&sim, sch);
+}
+
+/// A server and a client with a 2-page GPADL shared by the client.
+fn with_gpadl(
+    seed: u64,
+) -> (
+    Sim,
+    Box<Ctx>,
+    VMBCHANNEL,
+    Box<Ctx>,
+    VMBCHANNEL,
+    u32,
+    KMCL_SERVER_ONLY_METHODS,
+) {
+    let sim = Sim::new(SimConfig::deterministic(seed).collect());
+    let s = Ctx::new(&sim, ECHO);
+    let sch = open_server(&sim, &s, true);
+    let c = Ctx::new(&sim, ECHO | COMPLETE_HELD_ON_SUSPEND);
+    let (_offer, cch) = open_client(&sim, &c);
+    sim.run_until_idle();
+    let buf: &'static mut [u8] = Box::leak(vec![0x11u8; 8192].into_boxed_slice());
+    let mut h = 0u32;
+    // SAFETY: rule BUFFER_VALID: the buffer is leaked (outlives the GPADL); PASSIVE.
+    let st = unsafe {
+        (c.table.VmbChannelCreateGpadlFromBuffer.unwrap())(
+            cch,
+            0,
+            buf.as_mut_ptr().cast(),
+            8192,
+            &raw mut h,
+        )
+    };
+    assert_eq!(st, STATUS_SUCCESS);
+    let m = server_table(&sim).Server.V1;
+    (sim, s, sch, c, cch, h, m)
+}
+
+#[test]
+fn map_gpadl_gives_the_guest_buffer_and_a_second_map_fires_gpadl_mapped_twice() {
+    let (sim, _s, sch, c, cch, h, m) = with_gpadl(5);
+    let mut mdl: PMDL = std::ptr::null_mut();
+    // SAFETY: rule GPADL_MAPPED_TWICE: the second map is the deliberate violation.
+    unsafe {
+        assert_eq!(
+            (m.VmbChannelMapGpadl.unwrap())(sch, 0, h, &raw mut mdl),
+            STATUS_SUCCESS
+        );
+        let md = mdl.read();
+        assert_eq!(md.ByteCount, 8192);
+        assert_eq!(md.MappedSystemVa.cast::<u8>().read(), 0x11);
+        let mut again: PMDL = std::ptr::null_mut();
+        assert_eq!(
+            (m.VmbChannelMapGpadl.unwrap())(sch, 0, h, &raw mut again),
+            STATUS_INVALID_DEVICE_STATE
+        );
+        assert_eq!(
+            (m.VmbChannelMapGpadl.unwrap())(sch, 0x80, h, &raw mut again),
+            STATUS_INVALID_PARAMETER_2
+        );
+        (m.VmbChannelUnmapGpadl.unwrap())(sch, h);
+    }
+    assert_eq!(rules(&sim), [Rule::GpadlMappedTwice]);
+    close(&c, cch);
+    disable(&sim, sch);
+}
+
+#[test]
+fn unmapping_an_unmapped_gpadl_fires_gpadl_unmap_unmapped() {
+    let (sim, _s, sch, c, cch, h, m) = with_gpadl(6);
+    // SAFETY: rule GPADL_UNMAP_UNMAPPED: the deliberate violation.
+    unsafe { (m.VmbChannelUnmapGpadl.unwrap())(sch, h) };
+    assert_eq!(rules(&sim), [Rule::GpadlUnmapUnmapped]);
+    close(&c, cch);
+    disable(&sim, sch);
+}
+
+#[test]
+fn gpadl_still_mapped_at_closed_or_used_after_it_fires_gpadl_use_after_close() {
+    let (sim, _s, sch, c, cch, h, m) = with_gpadl(7);
+    let mut mdl: PMDL = std::ptr::null_mut();
+    // SAFETY: rule GPADL_USE_AFTER_CLOSE: mapped, then the guest closes.
+    unsafe {
+        assert_eq!(
+            (m.VmbChannelMapGpadl.unwrap())(sch, 0, h, &raw mut mdl),
+            STATUS_SUCCESS
+        )
+    };
+    close(&c, cch);
+    sim.run_until_idle();
+    // SAFETY: rule GPADL_USE_AFTER_CLOSE: the deliberate late calls.
+    unsafe {
+        (m.VmbChannelUnmapGpadl.unwrap())(sch, h);
+        assert_eq!(
+            (m.VmbChannelMapGpadl.unwrap())(sch, 0, h, &raw mut mdl),
+            STATUS_INVALID_DEVICE_STATE
+        );
+    }
+    assert_eq!(
+        rules(&sim),
+        [
+            Rule::GpadlUseAfterClose,
+            Rule::GpadlUseAfterClose,
+            Rule::GpadlUseAfterClose
+        ]
+    );
+    disable(&sim, sch);
+}
+
+#[test]
+fn converting_a_vmbus_handle_outside_its_process_fires_vmbus_handle_wrong_process() {
+    let sim = Sim::new(SimConfig::deterministic(8).collect());
+    let m = server_table(&sim).Server.V1;
+    let user = sim.user_vmbus_handle(7);
+    let mut k: HANDLE = std::ptr::null_mut();
+    // SAFETY: rule VMBUS_HANDLE_WRONG_PROCESS: the first call is the deliberate violation.
+    unsafe {
+        let f = m.VmbConvertVmbusHandleToKernelHandle.unwrap();
+        assert_eq!(f(user, &raw mut k), STATUS_INVALID_HANDLE);
+        let _p = kmcl_sim::enter_process(7);
+        assert_eq!(kmcl_sim::current_process(), 7);
+        assert_eq!(f(user, &raw mut k), STATUS_SUCCESS);
+        assert!(!k.is_null());
+        assert_eq!(f(user, std::ptr::null_mut()), STATUS_INVALID_PARAMETER_2);
+    }
+    assert_eq!(kmcl_sim::current_process(), 0);
+    assert_eq!(rules(&sim), [Rule::VmbusHandleWrongProcess]);
+}
+
+#[test]
+fn server_init_routines_check_their_parameters() {
+    let sim = Sim::new(SimConfig::deterministic(9).collect());
+    let t = server_table(&sim);
+    let (cl, m) = (&t.Client.V4.V3.V2.V1, &t.Server.V1);
+    let mut ch: VMBCHANNEL = std::ptr::null_mut();
+    let user = sim.user_vmbus_handle(0);
+    // SAFETY: rule INIT_AFTER_ENABLE: every call is on a Disabled server channel, at PASSIVE.
+    unsafe {
+        assert_eq!(
+            (cl.VmbChannelAllocate.unwrap())(sim.host_device(), TRUE, &raw mut ch),
+            STATUS_SUCCESS
+        );
+        assert_eq!(
+            (m.VmbServerChannelInitSetFlags.unwrap())(ch, 0x100),
+            STATUS_INVALID_PARAMETER_2
+        );
+        assert_eq!(
+            (m.VmbServerChannelInitSetFlags.unwrap())(ch, VMBUS_SERVER_CHANNEL_INIT_FLAGS),
+            STATUS_SUCCESS
+        );
+        assert_eq!(
+            (m.VmbServerChannelInitSetMmioMegabytes.unwrap())(ch, 0, 0),
+            STATUS_INVALID_PARAMETER_2
+        );
+        assert_eq!(
+            (m.VmbServerChannelInitSetMmioMegabytes.unwrap())(ch, 4, 2),
+            STATUS_SUCCESS
+        );
+        assert_eq!(
+            (m.VmbServerChannelInitSetTargetVtl.unwrap())(ch, 3),
+            STATUS_INVALID_PARAMETER_2
+        );
+        assert_eq!(
+            (m.VmbServerChannelInitSetTargetInterfaceId.unwrap())(ch, GUID::zeroed(), INST),
+            STATUS_INVALID_PARAMETER_2
+        );
+        // A user handle is not a kernel handle.
+        assert_eq!(
+            (m.VmbServerChannelInitSetVmbusHandle.unwrap())(ch, user),
+            STATUS_INVALID_HANDLE
+        );
+        // Enable without a target interface: nothing to offer.
+        assert_eq!(
+            (cl.VmbChannelInitSetProcessPacketCallbacks.unwrap())(ch, Some(EvtProcessPacket), None),
+            STATUS_SUCCESS
+        );
+        assert_eq!(
+            (cl.VmbChannelEnable.unwrap())(ch),
+            STATUS_INVALID_DEVICE_STATE
+        );
+        // A server channel on a guest PDO, a client channel on the host device.
+        let offer = sim.offer(kmcl_sim::OfferConfig::default());
+        let mut other: VMBCHANNEL = std::ptr::null_mut();
+        assert_eq!(
+            (cl.VmbChannelAllocate.unwrap())(offer.device_object(), TRUE, &raw mut other),
+            STATUS_INVALID_PARAMETER_1
+        );
+        assert_eq!(
+            (cl.VmbChannelAllocate.unwrap())(sim.host_device(), FALSE, &raw mut other),
+            STATUS_INVALID_PARAMETER_1
+        );
+        // Server routines on a client channel.
+        assert_eq!(
+            (cl.VmbChannelAllocate.unwrap())(offer.device_object(), FALSE, &raw mut other),
+            STATUS_SUCCESS
+        );
+        assert_eq!(
+            (m.VmbServerChannelInitSetFlags.unwrap())(other, 0),
+            STATUS_INVALID_PARAMETER_1
+        );
+        (cl.VmbChannelCleanup.unwrap())(other);
+        // After Enable, init is INIT_AFTER_ENABLE.
+        assert_eq!(
+            (m.VmbServerChannelInitSetTargetInterfaceId.unwrap())(ch, IFACE, INST),
+            STATUS_SUCCESS
+        );
+        assert_eq!((cl.VmbChannelEnable.unwrap())(ch), STATUS_SUCCESS);
+        assert_eq!(
+            (m.VmbServerChannelInitSetTargetVtl.unwrap())(ch, 0),
+            STATUS_INVALID_PARAMETER_1
+        );
+        let (mut a, mut n) = (1u64, 1u64);
+        (cl.VmbChannelGetMmioSpace.unwrap())(ch, &raw mut a, &raw mut n);
+        assert_eq!((a, n), (0, 0), "no MMIO before a guest opened");
+        (cl.VmbChannelDisable.unwrap())(ch);
+        (cl.VmbChannelCleanup.unwrap())(ch);
+    }
+    assert_eq!(rules(&sim), [Rule::InitAfterEnable]);
+}
