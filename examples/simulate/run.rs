@@ -539,6 +539,18 @@ fn run_threaded(rig: &Rig, a: &Args, t: &mut Tally) {
     let sent_at: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
     let trans: Arc<Mutex<HashMap<u64, u32>>> = Arc::default();
     let ring_full = Arc::new(AtomicU64::new(0));
+    // The host drains the driver's fire-and-forget packets as they come.
+    let receiver = {
+        let (host, seen, bad, size) = (host.clone(), host_seen.clone(), host_bad.clone(), a.size);
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(600);
+            while seen.load(Ordering::Relaxed) < u64::from(n) && Instant::now() < deadline {
+                if let Some(p) = host.recv_timeout(Duration::from_millis(20)) {
+                    host_check(&p, size, &seen, &bad);
+                }
+            }
+        })
+    };
     let sender = {
         let (host, sent_at, trans, ring_full, size) = (
             host.clone(),
@@ -643,13 +655,13 @@ fn run_threaded(rig: &Rig, a: &Args, t: &mut Tally) {
         Err(_) => t.fail("host sender thread panicked".into()),
     }
     t.ring_full = ring_full.load(Ordering::Relaxed);
-    // The fire-and-forget packets and the completions for held reads.
+    // The rest of the fire-and-forget packets, then the completions for held reads.
     let deadline = Instant::now() + Duration::from_secs(30);
     while host_seen.load(Ordering::Relaxed) < u64::from(n) && Instant::now() < deadline {
-        match host.recv_timeout(Duration::from_millis(50)) {
-            Some(p) => host_check(&p, a.size, &host_seen, &host_bad),
-            None => continue,
-        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if receiver.join().is_err() {
+        t.fail("host receiver thread panicked".into());
     }
     let want_answers = (0..n).filter(|s| wants_response(*s)).count() as u64;
     let trans = trans.lock().unwrap_or_else(PoisonError::into_inner).clone();
