@@ -204,3 +204,26 @@ fn every_referenced_string_is_defined() {
         rest = &tail[j + 1..];
     }
 }
+
+#[test]
+fn device_is_restricted_to_system_and_administrators() {
+    let s = sections();
+    let hw = entries(&s, "VmBridge_Device.NT.HW");
+    let lines = &s[&hw["addreg"].to_ascii_lowercase()];
+    let sddl = lines
+        .iter()
+        .find(|l| l.starts_with("HKR,,Security,,"))
+        .expect("a Security value");
+    assert_eq!(
+        sddl, "HKR,,Security,,\"D:P(A;;GA;;;SY)(A;;GA;;;BA)\"",
+        "protected DACL: SYSTEM and Administrators only"
+    );
+    let chars = lines
+        .iter()
+        .find(|l| l.starts_with("HKR,,DeviceCharacteristics,"))
+        .expect("DeviceCharacteristics");
+    assert_eq!(
+        chars, "HKR,,DeviceCharacteristics,0x10001,0x100",
+        "FILE_DEVICE_SECURE_OPEN as REG_DWORD"
+    );
+}
