@@ -1,5 +1,7 @@
-//! The receive path allocates nothing: a packet arriving (queued, or handed to a parked
-//! read) and a queued packet taken by a read run with zero heap allocations.
+//! The receive path allocates nothing.
+//!
+//! A packet arriving (queued, or handed to a parked read) and a queued packet taken by a
+//! read run with zero heap allocations.
 //!
 //! Reference: `driver/core/device.rs` ("No allocation after `Bridge::new`"); the kernel
 //! heap is non-paged pool and the receive path may run at DISPATCH_LEVEL.

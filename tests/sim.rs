@@ -1,5 +1,7 @@
-//! vmbridge end to end in `kmcl-sim`: core + kmcl + the real `extern "system"` shims on a
-//! simulated VMBus channel, the built-in host endpoint, and simulated user requests.
+//! vmbridge end to end in `kmcl-sim`.
+//!
+//! Core + kmcl + the real `extern "system"` shims on a simulated VMBus channel, the
+//! built-in host endpoint, and simulated user requests.
 //!
 //! Reference: `kmcl-api.md` §7.2 (lifecycle), §4.4 (every packet completed once); the
 //! simulator's verifier (bugcheck mode) fails a test on any KMCL rule violation.

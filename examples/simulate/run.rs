@@ -1,5 +1,7 @@
-//! Runs the vmbridge driver inside kmcl-sim: full lifecycle, traffic both ways through
-//! the user-mode ABI, then a summary with a verifier verdict.
+//! Runs the vmbridge driver inside kmcl-sim and summarises what happened.
+//!
+//! Full lifecycle, traffic both ways through the user-mode ABI, then a summary with a
+//! verifier verdict.
 //!
 //! Reference: `kmcl-api.md` §7.2 (the lifecycle), `driver/core/protocol.rs` (the ABI the
 //! simulated user-mode program speaks).

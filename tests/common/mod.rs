@@ -1,6 +1,7 @@
-//! The test rig: vmbridge (core + kmcl + the real shims) bound to a `kmcl-sim` offer,
-//! with a simulated user-mode caller. Shared by the end-to-end tests and
-//! `examples/simulate.rs`.
+//! The test rig: vmbridge bound to a `kmcl-sim` offer, with a simulated user-mode caller.
+//!
+//! The driver is the real one (core + kmcl + the shims). Shared by the end-to-end tests
+//! and `examples/simulate.rs`.
 //!
 //! Reference: `kmcl-api.md` §7.2 (the lifecycle the rig walks: query the table,
 //! allocate on the PDO, configure, enable; disable and clean up at the end).
