@@ -11,6 +11,8 @@
 //! * [`vmbus`]: the KMCL side — the `kmcl` packet and state handlers that feed the bridge,
 //!   the send adapter, and [`vmbus::VmbusDevice`] (open = allocate, configure, enable;
 //!   close = disable, clean up). Portable: the same code runs under `kmcl-sim`.
+//! * [`host_mode`]: the root-partition mode — a control device through which an
+//!   administrator's program makes a VMBus offer into a VM, bridged like the guest mode.
 //! * `host` (not on Windows): a WDF-like model of user requests for the simulator.
 //! * `kmdf` (`driver/kmdf/`, Windows only): `DriverEntry`, `EvtDriverDeviceAdd`, PnP and
 //!   I/O callbacks, the `WDFSPINLOCK` lock; all WDF calls through
@@ -45,5 +47,6 @@ mod kmdf;
 pub mod bridge;
 #[cfg(not(windows))]
 pub mod host;
+pub mod host_mode;
 pub mod trace;
 pub mod vmbus;

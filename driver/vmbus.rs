@@ -83,6 +83,24 @@ impl<R, L> core::fmt::Debug for ChannelHandler<R, L> {
     }
 }
 
+impl<R, L> ChannelHandler<R, L> {
+    /// The handler of a channel feeding `bridge` (also used by [`crate::host_mode`]);
+    /// `quota` is the table's `VmbChannelSetTransactionQuota`.
+    pub(crate) fn new(
+        bridge: Arc<DeviceBridge<R, L>>,
+        quota: PFN_VMB_CHANNEL_SET_TRANSACTION_QUOTA,
+    ) -> Self {
+        Self { bridge, quota }
+    }
+}
+
+impl<'a, R, L> Sender<'a, R, L> {
+    /// The sender over `endpoint` reporting to `bridge` (also used by [`crate::host_mode`]).
+    pub(crate) fn new(endpoint: Endpoint<'a>, bridge: &'a Arc<DeviceBridge<R, L>>) -> Self {
+        Self { endpoint, bridge }
+    }
+}
+
 impl<R, L> PacketHandler for ChannelHandler<R, L>
 where
     R: UserRequest + 'static,

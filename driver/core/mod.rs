@@ -9,7 +9,7 @@
 //! `std::sync::Mutex`, in the simulator and the tests).
 //!
 //! * [`protocol`]: the user-mode ABI (IOCTL codes, versioned `#[repr(C)]` headers) and
-//!   the validation of every user buffer;
+//!   the validation of every user buffer; [`offer`]: the host-mode control IOCTL;
 //! * [`config`]: registry values (`ProcessingMode`, `QueueDepth`, ...) with defaults;
 //! * [`device`]: [`device::Bridge`], the per-device state machine;
 //! * [`channel`]: what the bridge needs from KMCL and WDF, as traits;
@@ -21,6 +21,7 @@ pub mod channel;
 pub mod config;
 pub mod device;
 pub mod lock;
+pub mod offer;
 pub mod protocol;
 pub mod queue;
 pub mod status;

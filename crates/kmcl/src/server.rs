@@ -127,6 +127,13 @@ pub struct KmclServer {
     v5: Option<&'static KMCL_SERVER_ONLY_METHODS_V5>,
 }
 
+// SAFETY: rule HANDLES_ARE_THREAD_AGNOSTIC: the tables are immutable after the interface
+// query and KMCL's routines may be called from any thread; the only raw pointer inside
+// (`INTERFACE.Context`) is never dereferenced by this crate.
+unsafe impl Send for KmclServer {}
+// SAFETY: rule HANDLES_ARE_THREAD_AGNOSTIC: as above; `&KmclServer` only reads the tables.
+unsafe impl Sync for KmclServer {}
+
 static GLOBAL_SERVER: AtomicPtr<KMCL_SERVER_ONLY_METHODS> = AtomicPtr::new(ptr::null_mut());
 
 /// The process-wide server methods, for the context-less restore path.
