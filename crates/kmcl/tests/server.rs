@@ -658,6 +658,44 @@ fn server_table_versions_are_checked() {
     let server = KmclServer::new(leaked).unwrap();
     assert!(!server.has_v5());
     assert_eq!(server.version().0, 1);
+    // V5-only features say so clearly on a V1 table.
+    let p = passive();
+    // SAFETY: the host device token lives as long as the simulation.
+    let host = unsafe { ParentDevice::from_raw(sim.host_device()) };
+    assert_eq!(
+        server
+            .channel(host, Node::default(), p)
+            .unwrap()
+            .inline_packet_context_size(8)
+            .err(),
+        Some(NtStatus::NOT_SUPPORTED)
+    );
+    // A V1 server channel (V1 callbacks, V1 save/restore registration) talks to a client.
+    let s = server
+        .channel(host, Node::default(), p)
+        .unwrap()
+        .target_interface(IFACE, INST)
+        .unwrap()
+        .save_restore()
+        .unwrap()
+        .enable(p)
+        .unwrap();
+    s.start(p).unwrap();
+    let offer = sim.find_offer(&IFACE, None).unwrap();
+    let client_kmcl = Kmcl::new(Box::leak(Box::new(*sim.client_interface()))).unwrap();
+    // SAFETY: the offer's device object lives as long as the simulation.
+    let pdo = unsafe { ParentDevice::from_raw(offer.device_object()) };
+    let c = client_kmcl
+        .channel(pdo, Node::default(), p)
+        .unwrap()
+        .enable(p)
+        .unwrap();
+    sim.run_until_idle();
+    c.endpoint().send(b"v1-table").unwrap();
+    sim.run_until_idle();
+    assert_eq!(s.handler().received(), [b"v1-table".to_vec()]);
+    c.close(p);
+    s.close(p);
     // Versions 2..4 did not ship.
     let mut bad = *sim.server_interface();
     bad.Client.V4.V3.V2.V1.Interface.Version = 3;
