@@ -741,8 +741,12 @@ pub(crate) fn run_close(sim: &Arc<SimInner>, ch: u64) {
         (c.tok, c.init.state_cbs, opened, reason)
     };
     // No ProcessPacket may run once Suspend is called (threaded: wait for the DPC's batch).
+    // Packets already taken from the ring for the passive worker (passive processing,
+    // deferred re-deliveries) are delivered first: after Suspend they could never be.
     sim.wait_until(None, |st| {
-        st.channels.get(&ch).is_none_or(|c| !c.dpc_active)
+        st.channels
+            .get(&ch)
+            .is_none_or(|c| !c.dpc_active && c.passive_q.is_empty())
     });
     if opened {
         call_state(ch, tok, cbs, StateEvent::Suspend);

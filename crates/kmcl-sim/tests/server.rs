@@ -32,6 +32,15 @@ fn server_table(sim: &Sim) -> KMCL_SERVER_INTERFACE_V5 {
 /// Allocates, configures and enables a raw server channel with the common driver's
 /// callbacks; `start` also calls `VmbChannelStart`.
 fn open_server(sim: &Sim, c: &Ctx, start: bool) -> VMBCHANNEL {
+    open_server_impl(sim, c, start, |_| {})
+}
+
+/// [`open_server`] (started) with extra init calls `extra` before Enable.
+fn open_server_with(sim: &Sim, c: &Ctx, extra: impl FnOnce(VMBCHANNEL)) -> VMBCHANNEL {
+    open_server_impl(sim, c, true, extra)
+}
+
+fn open_server_impl(sim: &Sim, c: &Ctx, start: bool, extra: impl FnOnce(VMBCHANNEL)) -> VMBCHANNEL {
     let t = server_table(sim);
     let cl = &t.Client.V4.V3.V2.V1;
     let s = &t.Server.V1;
@@ -68,6 +77,7 @@ fn open_server(sim: &Sim, c: &Ctx, start: bool) -> VMBCHANNEL {
             STATUS_SUCCESS
         );
         (cl.VmbChannelSetPointer.unwrap())(ch, std::ptr::from_ref(c).cast_mut().cast::<c_void>());
+        extra(ch);
         assert_eq!((cl.VmbChannelEnable.unwrap())(ch), STATUS_SUCCESS);
         if start {
             (cl.VmbChannelStart.unwrap())(ch);
@@ -471,4 +481,213 @@ fn server_init_routines_check_their_parameters() {
         (cl.VmbChannelCleanup.unwrap())(ch);
     }
     assert_eq!(rules(&sim), [Rule::InitAfterEnable]);
+}
+
+/// `VmbPacketAllocate` and `VmbPacketRestore` for the restore callback.
+static RESTORE_FNS: std::sync::OnceLock<(FN_VMB_PACKET_ALLOCATE, FN_VMB_PACKET_RESTORE)> =
+    std::sync::OnceLock::new();
+/// What each restore callback saw: (LibBuf, SaveBuf, VmbPacketRestore status).
+type Restored = (Vec<u8>, Vec<u8>, NTSTATUS);
+static RESTORED: std::sync::Mutex<Vec<Restored>> = std::sync::Mutex::new(Vec::new());
+
+/// `EvtVmbChannelSavePacket`: 3 bytes of state per packet (asked for with size 0 first).
+unsafe extern "system" fn SavePacket(
+    _ch: VMBCHANNEL,
+    _pkt: VMBPACKET,
+    buf: PVOID,
+    size: UINT32,
+    needed: PUINT32,
+) -> NTSTATUS {
+    if size < 3 {
+        // SAFETY: rule SAVE_PACKET_ARGS: `_Out_ PUINT32 BytesNeeded`.
+        unsafe { needed.write(3) };
+        return STATUS_BUFFER_TOO_SMALL;
+    }
+    // SAFETY: rule SAVE_PACKET_ARGS: `SaveBuf` holds `size >= 3` bytes.
+    unsafe { std::ptr::copy_nonoverlapping(b"abc".as_ptr(), buf.cast::<u8>(), 3) };
+    STATUS_SUCCESS
+}
+
+/// `EvtVmbChannelRestorePacket`: allocate a packet, `VmbPacketRestore` it, record.
+unsafe extern "system" fn RestorePacket(
+    ch: VMBCHANNEL,
+    lib: PVOID,
+    lib_size: UINT32,
+    save: PVOID,
+    save_size: UINT32,
+) -> NTSTATUS {
+    let (alloc, restore) = *RESTORE_FNS.get().unwrap();
+    // SAFETY: rule RESTORE_PACKET_ARGS: both buffers are readable for their sizes here.
+    unsafe {
+        let l = std::slice::from_raw_parts(lib.cast::<u8>(), lib_size as usize).to_vec();
+        let sv = std::slice::from_raw_parts(save.cast::<u8>(), save_size as usize).to_vec();
+        let pkt = alloc(ch);
+        let st = restore(pkt, lib, lib_size);
+        RESTORED.lock().unwrap().push((l, sv, st));
+    }
+    STATUS_SUCCESS
+}
+
+#[test]
+fn save_hands_out_chunks_and_restore_takes_them_back() {
+    let sim = Sim::new(SimConfig::deterministic(12));
+    let t = server_table(&sim);
+    RESTORE_FNS.get_or_init(|| {
+        (
+            t.Client.V4.V3.V2.V1.VmbPacketAllocate.unwrap(),
+            t.Server.V1.VmbPacketRestore.unwrap(),
+        )
+    });
+    let (cl, m) = (&t.Client.V4.V3.V2.V1, &t.Server.V1);
+    let s = Ctx::new(&sim, ECHO);
+    let sch = open_server_with(&sim, &s, |ch| {
+        // SAFETY: rule INIT_AFTER_ENABLE: registered on the Disabled channel, before Enable.
+        let st = unsafe {
+            (m.VmbServerChannelInitSetSaveRestorePacketCallbacks.unwrap())(
+                ch,
+                Some(SavePacket),
+                Some(RestorePacket),
+            )
+        };
+        assert_eq!(st, STATUS_SUCCESS);
+    });
+    let c = Ctx::new(&sim, COMPLETE_HELD_ON_SUSPEND);
+    let (_offer, cch) = open_client(&sim, &c);
+    sim.run_until_idle();
+    assert_eq!(
+        send(
+            &s,
+            sch,
+            b"inflight",
+            VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION
+        ),
+        STATUS_SUCCESS
+    );
+    sim.run_until_idle();
+    let mut saved = Vec::new();
+    // SAFETY: rule BUFFER_VALID: every buffer below is a local of the stated size; PASSIVE.
+    unsafe {
+        assert_eq!(
+            (m.VmbChannelSaveBegin.unwrap())(sch),
+            STATUS_INVALID_DEVICE_STATE,
+            "running"
+        );
+        (cl.VmbChannelPause.unwrap())(sch);
+        assert_eq!((m.VmbChannelSaveBegin.unwrap())(sch), STATUS_SUCCESS);
+        let (mut filled, mut required) = (0u32, 0u32);
+        assert_eq!(
+            (m.VmbChannelSaveContinue.unwrap())(
+                sch,
+                std::ptr::null_mut(),
+                0,
+                &raw mut filled,
+                &raw mut required
+            ),
+            STATUS_BUFFER_TOO_SMALL
+        );
+        let total = required as usize;
+        let mut part = [0u8; 5];
+        assert_eq!(
+            (m.VmbChannelSaveContinue.unwrap())(
+                sch,
+                part.as_mut_ptr().cast(),
+                5,
+                &raw mut filled,
+                &raw mut required
+            ),
+            STATUS_BUFFER_OVERFLOW
+        );
+        assert_eq!((filled, required as usize), (5, total - 5));
+        saved.extend_from_slice(&part);
+        let mut rest = vec![0u8; total];
+        assert_eq!(
+            (m.VmbChannelSaveContinue.unwrap())(
+                sch,
+                rest.as_mut_ptr().cast(),
+                total as u32,
+                &raw mut filled,
+                &raw mut required
+            ),
+            STATUS_SUCCESS
+        );
+        saved.extend_from_slice(&rest[..filled as usize]);
+        (m.VmbChannelSaveEnd.unwrap())(sch);
+    }
+    assert!(saved.windows(3).any(|w| w == b"abc"));
+    // Restore into a second (Disabled) server channel, in two chunks.
+    let s2 = Ctx::new(&sim, ECHO);
+    let mut ch2: VMBCHANNEL = std::ptr::null_mut();
+    // SAFETY: rule INIT_AFTER_ENABLE: a Disabled server channel; buffers are locals.
+    unsafe {
+        assert_eq!(
+            (cl.VmbChannelAllocate.unwrap())(sim.host_device(), TRUE, &raw mut ch2),
+            STATUS_SUCCESS
+        );
+        (cl.VmbChannelSetPointer.unwrap())(ch2, std::ptr::from_ref(&*s2).cast_mut().cast());
+        assert_eq!(
+            (m.VmbServerChannelInitSetSaveRestorePacketCallbacks.unwrap())(
+                ch2,
+                Some(SavePacket),
+                Some(RestorePacket)
+            ),
+            STATUS_SUCCESS
+        );
+        let (a, b) = saved.split_at(6);
+        assert_eq!(
+            (m.VmbChannelRestoreFromBuffer.unwrap())(
+                ch2,
+                a.as_ptr().cast_mut().cast(),
+                a.len() as u32
+            ),
+            STATUS_MORE_PROCESSING_REQUIRED
+        );
+        assert_eq!(
+            (m.VmbChannelRestoreFromBuffer.unwrap())(
+                ch2,
+                b.as_ptr().cast_mut().cast(),
+                b.len() as u32
+            ),
+            STATUS_SUCCESS
+        );
+        let junk = *b"not-a-save-at-all";
+        assert_eq!(
+            (m.VmbChannelRestoreFromBuffer.unwrap())(
+                ch2,
+                junk.as_ptr().cast_mut().cast(),
+                junk.len() as u32
+            ),
+            STATUS_INVALID_PARAMETER_2
+        );
+    }
+    let restored = RESTORED.lock().unwrap().clone();
+    assert_eq!(restored.len(), 1);
+    assert_eq!(
+        (restored[0].0.len(), restored[0].1.as_slice(), restored[0].2),
+        (8, &b"abc"[..], STATUS_SUCCESS)
+    );
+    // The restored packet is in flight on the new channel: Disable (never opened) cancels it.
+    // SAFETY: rule CLEANUP_WHILE_ENABLED: Enable then Disable, then Cleanup.
+    unsafe {
+        assert_eq!(
+            (m.VmbServerChannelInitSetTargetInterfaceId.unwrap())(
+                ch2,
+                IFACE,
+                GUID::from_fields(7, 7, 7, [7; 8])
+            ),
+            STATUS_SUCCESS
+        );
+        assert_eq!(
+            (cl.VmbChannelInitSetProcessPacketCallbacks.unwrap())(
+                ch2,
+                Some(EvtProcessPacket),
+                None
+            ),
+            STATUS_SUCCESS
+        );
+        assert_eq!((cl.VmbChannelEnable.unwrap())(ch2), STATUS_SUCCESS);
+    }
+    disable(&sim, ch2);
+    close(&c, cch);
+    disable(&sim, sch);
+    sim.assert_clean();
 }

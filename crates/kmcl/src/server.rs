@@ -820,38 +820,38 @@ impl<H: PacketHandler + StateHandler> ServerChannel<H> {
         // SAFETY: rule IRQL_TOO_HIGH: PASSIVE by the token; save callbacks follow on this thread.
         to_result(unsafe { begin(ch) })?;
         let mut out = Vec::new();
+        // Chunks of `chunk` bytes; STATUS_BUFFER_TOO_SMALL asks for a bigger one
+        // (`BytesRequired`), STATUS_BUFFER_OVERFLOW means more follows. Bounded, so a bogus
+        // `BytesRequired` cannot make this allocate without limit.
+        let mut chunk: u32 = SAVE_CHUNK;
         let result = loop {
             let mut filled: u32 = 0;
             let mut required: u32 = 0;
-            // First ask how much is left (a zero-sized buffer).
-            // SAFETY: rule BUFFER_VALID: a NULL buffer of size 0; both out-params are locals.
-            let status =
-                unsafe { cont(ch, ptr::null_mut(), 0, &raw mut filled, &raw mut required) };
-            let st = NtStatus::from_raw(status);
-            if st.is_success() {
-                break Ok(());
-            }
-            if st != NtStatus::BUFFER_TOO_SMALL || required == 0 {
-                break Err(st);
-            }
             let at = out.len();
-            let asked = required;
-            out.resize(at + asked as usize, 0);
+            if at.saturating_add(chunk as usize) > SAVE_LIMIT {
+                break Err(NtStatus::INSUFFICIENT_RESOURCES);
+            }
+            out.resize(at + chunk as usize, 0);
             let room = &mut out[at..];
-            // SAFETY: rule BUFFER_VALID: `room` holds `asked` writable bytes.
+            // SAFETY: rule BUFFER_VALID: `room` holds `chunk` writable bytes; both
+            // out-params are locals.
             let status = unsafe {
                 cont(
                     ch,
                     room.as_mut_ptr().cast(),
-                    asked,
+                    chunk,
                     &raw mut filled,
                     &raw mut required,
                 )
             };
-            out.truncate(at + filled.min(asked) as usize);
+            out.truncate(at + filled.min(chunk) as usize);
             let st = NtStatus::from_raw(status);
             if st.is_success() {
                 break Ok(());
+            }
+            if st == NtStatus::BUFFER_TOO_SMALL && required > chunk {
+                chunk = required;
+                continue;
             }
             if st != NtStatus::BUFFER_OVERFLOW {
                 break Err(st);
@@ -879,6 +879,11 @@ impl<H: PacketHandler + StateHandler> ServerChannel<H> {
         self.channel.close(irql);
     }
 }
+
+/// Bytes asked for per `VmbChannelSaveContinue` call, unless KMCL asks for more.
+const SAVE_CHUNK: u32 = 4096;
+/// Largest save [`ServerChannel::save`] collects (16 MiB).
+const SAVE_LIMIT: usize = 16 << 20;
 
 /// A mapped guest GPADL; unmapped (`VmbChannelUnmapGpadl`) exactly once on drop.
 ///
