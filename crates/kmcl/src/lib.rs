@@ -23,6 +23,11 @@
 //! The IRQL rules for driver authors are in `docs/irql.md`; a complete handler is the
 //! example of the [`packet`] module.
 //!
+//! A host-side (VSP) driver starts from [`KmclServer`](server::KmclServer) on the
+//! server table instead: the same handlers and sends, plus the offer's configuration,
+//! Start/Pause, GPADL mappings and save/restore (the [`server`] module and
+//! `docs/host.md`).
+//!
 //! # Modules
 //!
 //! * [`status`]: `NTSTATUS` as [`NtStatus`], [`Result`].

@@ -29,6 +29,70 @@
 //!   outlive it. Drop it before the channel closes (the guest's buffer goes with the
 //!   channel; the simulator's `GPADL_USE_AFTER_CLOSE`).
 //!
+//! # Examples
+//!
+//! A VSP and a VSC of the same interface type, connected by the simulator:
+//!
+//! ```
+//! use kmcl::channel::{Kmcl, ParentDevice};
+//! use kmcl::irql::{Level, Passive};
+//! use kmcl::packet::{Packet, PacketHandler};
+//! use kmcl::server::KmclServer;
+//! use kmcl::state::StateHandler;
+//! use kmcl_sim::{Sim, SimConfig};
+//! use kmcl_sys::GUID;
+//!
+//! struct Upper; // answers every request with its payload in upper case
+//! impl PacketHandler for Upper {
+//!     fn process(&self, packet: Packet<'_>, _level: Level) {
+//!         let mut reply = [0u8; 64];
+//!         let n = packet.payload().len().min(64);
+//!         reply[..n].copy_from_slice(&packet.payload()[..n]);
+//!         reply[..n].make_ascii_uppercase();
+//!         packet.complete_with(&reply[..n]);
+//!     }
+//! }
+//! impl StateHandler for Upper {}
+//!
+//! struct Quiet;
+//! impl PacketHandler for Quiet {
+//!     fn process(&self, packet: Packet<'_>, _level: Level) {
+//!         packet.complete();
+//!     }
+//! }
+//! impl StateHandler for Quiet {}
+//!
+//! # fn main() -> kmcl::Result {
+//! kmcl::irql::set_host_irql_source(kmcl_sim::current_irql);
+//! let sim = Sim::new(SimConfig::deterministic(1));
+//! let passive = Passive::try_current().ok_or(kmcl::NtStatus::INVALID_DEVICE_STATE)?;
+//! const TYPE: GUID = GUID::from_fields(0x1234_5678, 1, 2, [3; 8]);
+//! // The host: a server channel on the root partition's device, offered and started.
+//! let server = KmclServer::new(Box::leak(Box::new(*sim.server_interface())))?;
+//! // SAFETY: the simulator's host device lives as long as `sim`.
+//! let root = unsafe { ParentDevice::from_raw(sim.host_device()) };
+//! let vsp = server
+//!     .channel(root, Upper, passive)?
+//!     .target_interface(TYPE, GUID::zeroed())?
+//!     .enable(passive)?;
+//! vsp.start(passive)?;
+//! // The guest: a client channel on the PDO the offer created.
+//! let offer = sim.find_offer(&TYPE, None).ok_or(kmcl::NtStatus::NOINTERFACE)?;
+//! let kmcl = Kmcl::new(Box::leak(Box::new(*sim.client_interface())))?;
+//! // SAFETY: the offer's device object lives as long as `sim`.
+//! let pdo = unsafe { ParentDevice::from_raw(offer.device_object()) };
+//! let vsc = kmcl.channel(pdo, Quiet, passive)?.enable(passive)?;
+//! sim.run_until_idle();
+//! let mut response = [0u64; 2];
+//! let n = vsc.endpoint().send_sync(b"hello vsp", &mut response, None, passive)?;
+//! assert_eq!(&kmcl::send::words_as_bytes(&response, n)[..9], b"HELLO VSP");
+//! vsc.close(passive);
+//! vsp.close(passive);
+//! sim.assert_clean();
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # VMBus handles and the requestor's process
 //!
 //! `VmbConvertVmbusHandleToKernelHandle` must run in the context of the user process
