@@ -764,9 +764,19 @@ impl<H: PacketHandler + StateHandler> ServerChannelBuilder<H> {
     /// [`target_interface`](Self::target_interface) in the simulator); the channel is
     /// then cleaned up.
     pub fn enable(self, irql: Passive) -> Result<ServerChannel<H>> {
-        let server = self.server;
-        let channel = self.inner.enable(irql)?;
-        Ok(ServerChannel { channel, server })
+        let Self {
+            inner,
+            server,
+            flags,
+            pipe,
+        } = self;
+        let channel = inner.enable(irql)?;
+        Ok(ServerChannel {
+            channel,
+            server,
+            flags,
+            pipe,
+        })
     }
 }
 
@@ -778,6 +788,9 @@ impl<H: PacketHandler + StateHandler> ServerChannelBuilder<H> {
 pub struct ServerChannel<H: PacketHandler + StateHandler> {
     channel: Channel<H>,
     server: KmclServer,
+    /// The server flags and pipe mode set while Disabled (KMCL keeps them).
+    flags: u32,
+    pipe: bool,
 }
 
 impl<H: PacketHandler + StateHandler> ServerChannel<H> {
@@ -928,13 +941,17 @@ impl<H: PacketHandler + StateHandler> ServerChannel<H> {
 
     /// `VmbChannelDisable` (rescinds the offer), then the Disabled builder again.
     pub fn disable(self, irql: Passive) -> ServerChannelBuilder<H> {
-        let server = self.server;
-        let inner = self.channel.disable(irql);
-        ServerChannelBuilder {
-            inner,
+        let Self {
+            channel,
             server,
-            flags: 0,
-            pipe: false,
+            flags,
+            pipe,
+        } = self;
+        ServerChannelBuilder {
+            inner: channel.disable(irql),
+            server,
+            flags,
+            pipe,
         }
     }
 
