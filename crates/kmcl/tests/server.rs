@@ -712,3 +712,29 @@ fn server_table_versions_are_checked() {
     );
     sim.assert_clean();
 }
+
+#[test]
+fn disabled_server_keeps_its_configuration_and_can_be_offered_again() {
+    let pair = Pair::new(SimConfig::deterministic(15));
+    let p = passive();
+    let server = pair.server(Node::default(), ProcessingMode::Dispatch, true);
+    let client = pair.client(Node::default(), ProcessingMode::Dispatch, true);
+    pair.sim.run_until_idle();
+    let builder = server.disable(p);
+    pair.sim.run_until_idle();
+    assert!(pair.sim.find_offer(&IFACE, None).is_none());
+    assert_eq!(client.handler().events()[3..], ["suspend", "closed"]);
+    client.close(p);
+    // Offered again, still a pipe (flags kept), with a fresh guest.
+    let server = builder.enable(p).unwrap();
+    server.start(p).unwrap();
+    let client = pair.client(Node::default(), ProcessingMode::Dispatch, true);
+    pair.sim.run_until_idle();
+    client.endpoint().send(b"odd-len").unwrap();
+    pair.sim.run_until_idle();
+    // Pipe framing: the exact length arrives.
+    assert_eq!(server.handler().received(), [b"odd-len".to_vec()]);
+    client.close(p);
+    server.close(p);
+    pair.sim.assert_clean();
+}
