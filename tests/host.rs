@@ -24,7 +24,9 @@ use vmbridge::bridge::protocol::{
     VMBRIDGE_READ_FLAG_HOLD_FOR_RESPONSE, VMBRIDGE_SEND_FLAG_WAIT_FOR_COMPLETION, VMBRIDGE_STATS,
     build_read, build_respond, build_send,
 };
-use vmbridge::bridge::{ChannelState, Config, FileId, NtStatus, ProcessingMode, StdLock};
+use vmbridge::bridge::{
+    ChannelState, Config, FileId, NtStatus, ProcessingMode, StdLock, UserRequest,
+};
 use vmbridge::host::{Completion, RequestHandle, SimRequest};
 use vmbridge::host_mode::{HostControl, OfferSetup, Offers};
 use vmbridge::trace::Tracer;
@@ -498,4 +500,126 @@ fn bad_control_inputs_are_rejected_and_leave_nothing_behind() {
     assert!(p.sim.find_offer(&channel_type(), None).is_some());
     let rules: Vec<Rule> = p.sim.violations().iter().map(|v| v.rule).collect();
     assert_eq!(rules, [Rule::VmbusHandleWrongProcess]);
+}
+
+/// The simulator's GUID of a `u128` in reading order.
+fn sim_guid(g: u128) -> kmcl_sys::GUID {
+    let b = g.to_be_bytes();
+    kmcl_sys::GUID::from_fields(
+        u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+        u16::from_be_bytes([b[4], b[5]]),
+        u16::from_be_bytes([b[6], b[7]]),
+        [b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]],
+    )
+}
+
+#[test]
+fn two_handles_make_two_independent_offers() {
+    let p = Pair::new(
+        SimConfig::deterministic(12),
+        config(ProcessingMode::Dispatch),
+    );
+    let other_file = FileId(9003);
+    let other_instance: u128 = 0xaaaa_bbbb_cccc_dddd_eeee_ffff_0000_1111;
+    p.offer(0);
+    let handle = p.sim.user_vmbus_handle(TOOL_PROCESS).addr() as u64;
+    let req = VMBRIDGE_CREATE_OFFER_REQUEST::new(0, VMBRIDGE_CHANNEL_TYPE, other_instance, handle);
+    let c = p.create_offer_in(TOOL_PROCESS, other_file, build_create_offer(&req));
+    assert_eq!(c.status, NtStatus::SUCCESS);
+    let first = p
+        .sim
+        .find_offer(&channel_type(), Some(&sim_guid(INSTANCE)))
+        .expect("first offer")
+        .guest()
+        .expect("guest 1");
+    let second = p
+        .sim
+        .find_offer(&channel_type(), Some(&sim_guid(other_instance)))
+        .expect("second offer")
+        .guest()
+        .expect("guest 2");
+    p.settle();
+    first.send_inband(&msg(b'1', 1), false).expect("send 1");
+    second.send_inband(&msg(b'2', 2), false).expect("send 2");
+    let r1 = p.host_read();
+    let (req, r2) = SimRequest::new(&[], 4096);
+    p.control.read(other_file, req);
+    p.settle();
+    assert_eq!(packet(&wait(&r1)).1, msg(b'1', 1));
+    assert_eq!(packet(&wait(&r2)).1, msg(b'2', 2));
+    // Closing one handle rescinds only its offer.
+    assert!(p.control.close_file(other_file, passive()).is_some());
+    p.settle();
+    assert!(!second.is_open());
+    assert!(first.is_open());
+    assert!(
+        p.sim
+            .find_offer(&channel_type(), Some(&sim_guid(other_instance)))
+            .is_none()
+    );
+    p.sim.assert_clean();
+}
+
+#[test]
+fn a_cancelled_host_read_completes_exactly_once() {
+    let mut p = Pair::new(
+        SimConfig::deterministic(13),
+        config(ProcessingMode::Dispatch),
+    );
+    p.offer(0);
+    p.open_guest(config(ProcessingMode::Dispatch));
+    p.settle();
+    let parked = p.host_read();
+    parked.cancel(|k| {
+        p.control
+            .cancel(k)
+            .map(|r| r.complete(NtStatus::CANCELLED, 0))
+            .is_some()
+    });
+    assert_eq!(wait(&parked).status, NtStatus::CANCELLED);
+    // A packet arriving now goes to the next read, not to the cancelled one.
+    let w = p.guest_write(&msg(b'c', 1));
+    p.settle();
+    assert_eq!(wait(&w).status, NtStatus::SUCCESS);
+    let r = p.host_read();
+    p.settle();
+    assert_eq!(packet(&wait(&r)).1, msg(b'c', 1));
+    assert_eq!(parked.completion_count(), 1);
+    p.sim.assert_clean();
+}
+
+#[test]
+fn closing_the_host_handle_completes_its_parked_requests_and_held_packets() {
+    let mut p = Pair::new(
+        SimConfig::deterministic(14),
+        config(ProcessingMode::Dispatch),
+    );
+    p.offer(0);
+    p.open_guest(config(ProcessingMode::Dispatch));
+    p.settle();
+    // A guest request the host holds for a response, and a parked host read.
+    let send = p.guest_ioctl(
+        IOCTL_VMBRIDGE_SEND,
+        build_send(VMBRIDGE_SEND_FLAG_WAIT_FOR_COMPLETION, b"pending!").as_slice(),
+        64,
+    );
+    let held = p.host_ioctl(
+        IOCTL_VMBRIDGE_READ,
+        build_read(VMBRIDGE_READ_FLAG_HOLD_FOR_RESPONSE).as_slice(),
+        4096,
+    );
+    p.settle();
+    assert_eq!(packet(&wait(&held)).1, b"pending!");
+    let parked = p.host_read();
+    let _ = p.control.close_file(HOST_FILE, passive()).expect("offer");
+    p.settle();
+    assert_eq!(wait(&parked).status, NtStatus::CANCELLED);
+    assert_eq!(parked.completion_count(), 1);
+    // The held packet was completed (empty response) before the channel went away.
+    let done = wait(&send);
+    assert_eq!(done.status, NtStatus::SUCCESS);
+    let ch = VMBRIDGE_COMPLETION_HEADER::parse(&done.output).expect("completion header");
+    assert_eq!(ch.ResponseLength, 0);
+    p.close_guest();
+    p.sim.assert_clean();
 }
