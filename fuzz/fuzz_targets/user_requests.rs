@@ -1,0 +1,389 @@
+//! Fuzz target `user_requests`: arbitrary read, write and IOCTL buffers into the driver core.
+//!
+//! C header: `winioctl.h` (the `IOCTL_VMBRIDGE_*` codes); reference: `driver/core/protocol.rs`
+//! (the validation table), `driver/core/device.rs` (the rules the bridge keeps).
+//!
+//! The bridge (`vmbridge::bridge::Bridge`) runs with a fake channel (packets that count
+//! their completions, a sender that records sends and can fail) and the host request
+//! model. The fuzzer interleaves user requests (any code, any input bytes, aligned or
+//! not, any output length), packet arrivals, send completions (right or stale tags),
+//! cancellation, handle close and channel state changes.
+//!
+//! Asserts: no panic; a rejected request changes nothing (every counter, the sends, the
+//! packets) but the rejection count; the status of a malformed header is the one the
+//! validation table names; no completion claims more bytes than its output buffer; at
+//! the end every request completed exactly once and every packet exactly once.
+#![no_main]
+
+use std::sync::{Arc, Mutex};
+
+use libfuzzer_sys::fuzz_target;
+use vmbridge::bridge::protocol::{
+    AlignedBuf, IOCTL_VMBRIDGE_GET_INFO, IOCTL_VMBRIDGE_GET_STATS, IOCTL_VMBRIDGE_READ,
+    IOCTL_VMBRIDGE_RESPOND, IOCTL_VMBRIDGE_SEND, VMBRIDGE_ABI_VERSION,
+};
+use vmbridge::bridge::{
+    Bridge, ChannelSender, FileId, HeldPacket, NtStatus, SendTag, State, Stats, StdLock,
+};
+use vmbridge::host::{RequestHandle, SimRequest};
+use vmbridge::trace::Tracer;
+use vmbridge_fuzz::{Bytes, config_from};
+
+const MAX_OPS: usize = 128;
+/// The status the fake sender fails with (never a validation status).
+const SEND_FAILURE: NtStatus = NtStatus::from_raw(0xC000_0001_u32 as i32);
+
+/// Completion count per packet (index = packet number).
+type Completions = Arc<Mutex<Vec<u32>>>;
+
+struct FakePacket {
+    id: usize,
+    payload: Vec<u8>,
+    log: Completions,
+}
+
+impl HeldPacket for FakePacket {
+    fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+    fn complete(self, _response: &[u8]) {
+        if let Ok(mut l) = self.log.lock() {
+            l[self.id] += 1;
+        }
+    }
+}
+
+#[derive(Default)]
+struct FakeSender {
+    /// (payload length, tag) of every accepted send.
+    sent: Mutex<Vec<(usize, Option<SendTag>)>>,
+    fail: Mutex<bool>,
+}
+
+impl ChannelSender for FakeSender {
+    fn send(&self, payload: &[u8], completion: Option<SendTag>) -> Result<(), NtStatus> {
+        if self.fail.lock().map(|f| *f).unwrap_or(false) {
+            return Err(SEND_FAILURE);
+        }
+        if let Ok(mut s) = self.sent.lock() {
+            s.push((payload.len(), completion));
+        }
+        Ok(())
+    }
+}
+
+type FuzzBridge = Bridge<FakePacket, SimRequest, StdLock<State<FakePacket, SimRequest>>>;
+
+/// Statuses with which the bridge rejects a request before changing anything.
+const REJECTIONS: [NtStatus; 11] = [
+    NtStatus::BUFFER_TOO_SMALL,
+    NtStatus::DATATYPE_MISALIGNMENT_ERROR,
+    NtStatus::REVISION_MISMATCH,
+    NtStatus::INVALID_PARAMETER,
+    NtStatus::INVALID_BUFFER_SIZE,
+    NtStatus::INVALID_DEVICE_REQUEST,
+    NtStatus::NOT_FOUND,
+    NtStatus::DEVICE_BUSY,
+    NtStatus::DEVICE_NOT_READY,
+    NtStatus::DEVICE_NOT_CONNECTED,
+    NtStatus::INSUFFICIENT_RESOURCES,
+];
+
+fn le16(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+fn le32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+fn le64(b: &[u8], at: usize) -> u64 {
+    u64::from(le32(b, at)) | (u64::from(le32(b, at + 4)) << 32)
+}
+
+/// The validation table of `protocol.rs`, written again from its documentation: the status
+/// a request input must be rejected with, or `None` if the header is well formed.
+fn expected_input_status(code: u32, input: &[u8], aligned: bool, max: u32) -> Option<NtStatus> {
+    // (header size, flags allowed, reserved fields (offset, width), length field offset)
+    let (size, flags_ok, reserved, len_at): (usize, u32, &[(usize, usize)], Option<usize>) =
+        match code {
+            IOCTL_VMBRIDGE_READ => (16, 1, &[(8, 8)], None),
+            IOCTL_VMBRIDGE_SEND => (16, 1, &[(12, 4)], Some(8)),
+            IOCTL_VMBRIDGE_RESPOND => (24, 0, &[(20, 4)], Some(16)),
+            _ => return None,
+        };
+    if input.len() < size {
+        return Some(NtStatus::BUFFER_TOO_SMALL);
+    }
+    if !aligned {
+        return Some(NtStatus::DATATYPE_MISALIGNMENT_ERROR);
+    }
+    if usize::from(le16(input, 0)) != size || le16(input, 2) != VMBRIDGE_ABI_VERSION {
+        return Some(NtStatus::REVISION_MISMATCH);
+    }
+    let reserved_set = reserved.iter().any(|&(at, w)| match w {
+        8 => le64(input, at) != 0,
+        _ => le32(input, at) != 0,
+    });
+    // RESPOND: PacketId 0 names no packet (reads of completed packets report 0).
+    let zero_id = code == IOCTL_VMBRIDGE_RESPOND && le64(input, 8) == 0;
+    if le32(input, 4) & !flags_ok != 0 || reserved_set || zero_id {
+        return Some(NtStatus::INVALID_PARAMETER);
+    }
+    if let Some(at) = len_at {
+        let len = le32(input, at);
+        if len > max || size as u64 + u64::from(len) > input.len() as u64 {
+            return Some(NtStatus::INVALID_BUFFER_SIZE);
+        }
+    }
+    None
+}
+
+/// A request input: either a header with fuzzed fields (mostly valid) or raw bytes.
+fn make_input(b: &mut Bytes<'_>, code: u32) -> Vec<u8> {
+    if b.u8() % 4 == 0 {
+        return b.blob(600).to_vec();
+    }
+    let size: u16 = match code {
+        IOCTL_VMBRIDGE_RESPOND => 24,
+        _ => 16,
+    };
+    let mut v = Vec::new();
+    let tweak = b.u8();
+    let sz = if tweak & 1 != 0 { b.u16() } else { size };
+    let ver = if tweak & 2 != 0 { b.u16() } else { VMBRIDGE_ABI_VERSION };
+    let flags = if tweak & 4 != 0 { b.u32() } else { u32::from(b.bool()) };
+    v.extend_from_slice(&sz.to_le_bytes());
+    v.extend_from_slice(&ver.to_le_bytes());
+    v.extend_from_slice(&flags.to_le_bytes());
+    let body = b.blob(600);
+    match code {
+        IOCTL_VMBRIDGE_READ => {
+            let reserved = if tweak & 8 != 0 { b.u64() } else { 0 };
+            v.extend_from_slice(&reserved.to_le_bytes());
+        }
+        _ => {
+            if code == IOCTL_VMBRIDGE_RESPOND {
+                v.extend_from_slice(&u64::from(b.u8() % 8).to_le_bytes());
+            }
+            let len = if tweak & 16 != 0 {
+                b.u32()
+            } else {
+                u32::try_from(body.len()).unwrap_or(u32::MAX)
+            };
+            let reserved = if tweak & 8 != 0 { b.u32() } else { 0 };
+            v.extend_from_slice(&len.to_le_bytes());
+            v.extend_from_slice(&reserved.to_le_bytes());
+        }
+    }
+    v.extend_from_slice(body);
+    if tweak & 32 != 0 {
+        v.truncate(usize::from(b.u16()) % (v.len() + 1));
+    }
+    v
+}
+
+fn buffer(bytes: &[u8], aligned: bool) -> AlignedBuf {
+    let mut buf = if aligned {
+        AlignedBuf::zeroed(bytes.len())
+    } else {
+        AlignedBuf::zeroed_misaligned(bytes.len())
+    };
+    buf.as_mut_slice().copy_from_slice(bytes);
+    buf
+}
+
+struct World {
+    bridge: FuzzBridge,
+    sender: FakeSender,
+    packets: Completions,
+    requests: Vec<(RequestHandle, usize)>,
+}
+
+impl World {
+    fn snapshot(&self) -> (Stats, usize, Vec<u32>) {
+        (
+            self.bridge.stats(),
+            self.sender.sent.lock().map(|s| s.len()).unwrap_or(0),
+            self.packets.lock().map(|p| p.clone()).unwrap_or_default(),
+        )
+    }
+
+    fn cancel(&self, h: &RequestHandle) {
+        h.cancel(|k| {
+            self.bridge
+                .cancel(k)
+                .map(|r| vmbridge::bridge::UserRequest::complete(r, NtStatus::CANCELLED, 0))
+                .is_some()
+        });
+    }
+}
+
+fn user_request(w: &mut World, b: &mut Bytes<'_>, file: FileId) {
+    let kind = b.u8();
+    let code = match kind % 8 {
+        0 => IOCTL_VMBRIDGE_READ,
+        1 | 2 => IOCTL_VMBRIDGE_SEND,
+        3 => IOCTL_VMBRIDGE_RESPOND,
+        4 => IOCTL_VMBRIDGE_GET_INFO,
+        5 => IOCTL_VMBRIDGE_GET_STATS,
+        6 => b.u32(),
+        _ => u32::MAX, // ReadFile / WriteFile
+    };
+    let aligned = b.u8() % 8 != 0;
+    let out_aligned = b.u8() % 8 != 0;
+    let out_len = usize::from(b.u16()) % 5000;
+    let input = if code == u32::MAX {
+        b.blob(5000).to_vec()
+    } else {
+        make_input(b, code)
+    };
+    let (req, h) = SimRequest::from_buffers(buffer(&input, aligned), buffer(&vec![0; out_len], out_aligned));
+    let before = w.snapshot();
+    let max = w.bridge.config().max_packet_size;
+    let expected = if code == u32::MAX {
+        None
+    } else {
+        expected_input_status(code, &input, aligned, max)
+    };
+    let read_file = code == u32::MAX && kind & 0x80 == 0;
+    if code != u32::MAX {
+        w.bridge.device_control(file, code, req, &w.sender);
+    } else if read_file {
+        w.bridge.read(file, req);
+    } else {
+        w.bridge.write(file, req, &w.sender);
+    }
+    if let Some(c) = h.result() {
+        assert!(c.information <= out_len.max(input.len()), "information {} past the buffers", c.information);
+        if let Some(e) = expected {
+            assert_eq!(c.status, e, "ioctl {code:#x} input {input:02x?} aligned {aligned}");
+        } else if matches!(code, IOCTL_VMBRIDGE_READ | IOCTL_VMBRIDGE_SEND | IOCTL_VMBRIDGE_RESPOND) {
+            assert!(
+                ![NtStatus::REVISION_MISMATCH, NtStatus::INVALID_PARAMETER, NtStatus::INVALID_BUFFER_SIZE].contains(&c.status),
+                "valid header rejected with {:?}: ioctl {code:#x} input {input:02x?}",
+                c.status
+            );
+        }
+        if REJECTIONS.contains(&c.status) {
+            assert_eq!(c.information, 0, "a rejected request reports bytes");
+            let (mut stats, sent, packets) = before;
+            stats.requests_rejected += 1;
+            let after = w.snapshot();
+            assert_eq!((stats, sent, packets), after, "a rejected request ({:?}) changed state", c.status);
+        }
+    } else {
+        assert!(expected.is_none(), "malformed input parked instead of rejected");
+    }
+    w.requests.push((h, out_len.max(input.len())));
+}
+
+fn run(data: &[u8]) {
+    let mut b = Bytes::new(data);
+    let config = config_from(b.u8());
+    let mut w = World {
+        bridge: FuzzBridge::new(config, Tracer::etw()),
+        sender: FakeSender::default(),
+        packets: Arc::new(Mutex::new(Vec::new())),
+        requests: Vec::new(),
+    };
+    w.bridge.channel_opened();
+    w.bridge.channel_started();
+    let files = [FileId(1), FileId(2)];
+    let mut completed_tags: Vec<SendTag> = Vec::new();
+    for _ in 0..MAX_OPS {
+        if b.is_empty() {
+            break;
+        }
+        let op = b.u8();
+        let file = files[usize::from(op >> 7)];
+        match op % 12 {
+            0..=4 => user_request(&mut w, &mut b, file),
+            5 => {
+                // A packet arrives (the quota keeps arrivals within the queue depth, but the
+                // bridge must survive more).
+                let payload = b.blob(5000).to_vec();
+                let log = Arc::clone(&w.packets);
+                let id = match log.lock() {
+                    Ok(mut l) => {
+                        l.push(0);
+                        Some(l.len() - 1)
+                    }
+                    Err(_) => None,
+                };
+                if let Some(id) = id {
+                    w.bridge.packet_arrived(FakePacket { id, payload, log });
+                }
+            }
+            6 => {
+                // The completion of a waiting send (once per tag), or a stale/forged tag.
+                let pick = usize::from(b.u8());
+                let response = b.blob(5000).to_vec();
+                let status = if b.bool() { NtStatus::SUCCESS } else { NtStatus::CANCELLED };
+                let tags: Vec<SendTag> = w
+                    .sender
+                    .sent
+                    .lock()
+                    .map(|s| s.iter().filter_map(|x| x.1).filter(|t| !completed_tags.contains(t)).collect())
+                    .unwrap_or_default();
+                if pick == 0xFF || tags.is_empty() {
+                    w.bridge.send_completed(SendTag(b.u64()), status, &response);
+                } else {
+                    let t = tags[pick % tags.len()];
+                    completed_tags.push(t);
+                    w.bridge.send_completed(t, status, &response);
+                }
+            }
+            7 => {
+                let pick = usize::from(b.u16());
+                if !w.requests.is_empty() {
+                    let h = w.requests[pick % w.requests.len()].0.clone();
+                    w.cancel(&h);
+                }
+            }
+            8 => w.bridge.close(file),
+            9 => {
+                if let Ok(mut f) = w.sender.fail.lock() {
+                    *f = !*f;
+                }
+            }
+            10 => match b.u8() % 4 {
+                0 => w.bridge.channel_suspended(),
+                1 => w.bridge.channel_started(),
+                2 => w.bridge.channel_closed(),
+                _ => w.bridge.channel_opened(),
+            },
+            _ => {
+                let mut out = [0u8; 88];
+                let _ = w.bridge.stats().to_abi();
+                let _ = &mut out;
+            }
+        }
+    }
+
+    // Teardown as KMCL does it: Suspend, every owed send completion (cancelled), Closed;
+    // then every handle closes.
+    w.bridge.channel_suspended();
+    let tags: Vec<SendTag> = w
+        .sender
+        .sent
+        .lock()
+        .map(|s| s.iter().filter_map(|x| x.1).filter(|t| !completed_tags.contains(t)).collect())
+        .unwrap_or_default();
+    for t in tags {
+        w.bridge.send_completed(t, NtStatus::CANCELLED, &[]);
+    }
+    w.bridge.channel_closed();
+    for f in files {
+        w.bridge.close(f);
+    }
+    for (i, (h, _)) in w.requests.iter().enumerate() {
+        assert_eq!(h.completion_count(), 1, "request #{i} completed {} times", h.completion_count());
+    }
+    let packets = w.packets.lock().map(|p| p.clone()).unwrap_or_default();
+    for (i, n) in packets.iter().enumerate() {
+        assert_eq!(*n, 1, "packet #{i} completed {n} times");
+    }
+    let s = w.bridge.stats();
+    assert_eq!((s.queue_depth, s.held_for_response, s.pending_reads, s.pending_sends), (0, 0, 0, 0), "{s:?}");
+}
+
+fuzz_target!(|data: &[u8]| run(data));

@@ -1,0 +1,64 @@
+#!/usr/bin/env python3
+"""Writes the committed seed corpus (fuzz/seeds/<target>/) from readable op lists.
+
+Each seed follows the byte layout its target decodes (see the target's source)."""
+import os
+import struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def blob(b):
+    return struct.pack('<H', len(b)) + b
+
+
+def write(target, name, data):
+    d = os.path.join(HERE, target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), 'wb') as f:
+        f.write(data)
+
+
+# packet_path: seed, config, then ops (op byte % 14; high nibble picks the file).
+inband = lambda cr, p: bytes([0, cr]) + blob(p)
+gpa = lambda cr, w, p, e: bytes([1, cr, w]) + blob(p) + blob(e)
+xfer = lambda cr, p, e: bytes([2, cr]) + blob(p) + blob(e)
+idle = bytes([3])
+read = lambda n: bytes([5]) + struct.pack('<H', n)
+hold = lambda n: bytes([6]) + struct.pack('<H', n)
+respond = lambda pick, r: bytes([7, pick]) + blob(r)
+send = lambda wait, p, n: bytes([8, wait]) + blob(p) + struct.pack('<H', n)
+host_answer = lambda r: bytes([9, 1]) + blob(r)
+write('packet_path', 'inband_read', bytes([1, 0]) + inband(1, b'hello world!') + idle + read(64))
+write('packet_path', 'gpa_xfer_hold_respond', bytes([2, 1]) + gpa(1, 1, b'gpa', b'E' * 5000)
+      + xfer(1, b'xfer', b'T' * 300) + idle + hold(512) + hold(512) + respond(0, b'ok')
+      + respond(1, b'ok2') + idle)
+write('packet_path', 'send_answer', bytes([3, 4]) + send(1, b'request', 64) + idle
+      + host_answer(b'response') + idle + read(16))
+write('packet_path', 'throttle', bytes([4, 2]) + b''.join(inband(1, bytes([i]) * 100) for i in range(12))
+      + idle + read(8) + read(200) + idle)
+
+# ring_bytes: mode (bit 0: external host), seed, config, then ops.
+desc = lambda ty, off8, len8, fl, tid: struct.pack('<HHHHQ', ty, off8, len8, fl, tid)
+shaped = lambda tysel, off8, len8, body, trailer: (bytes([1, tysel, off8, len8, 0, 0])
+                                                   + struct.pack('<Q', 7) + blob(body) + bytes([trailer]))
+write('ring_bytes', 'builtin_valid_then_bad_len', bytes([0, 1, 0]) + bytes([0]) + blob(b'ok') + b'\x00'
+      + shaped(0, 2, 200, b'x' * 16, 1) + bytes([3]))
+write('ring_bytes', 'builtin_raw_descriptor', bytes([0, 2, 1]) + bytes([2]) + blob(desc(9, 3, 4, 0, 1) + b'\0' * 24)
+      + bytes([3, 5, 0, 4]))
+write('ring_bytes', 'external_scribble_index', bytes([1, 3, 0]) + bytes([0]) + struct.pack('<HQ', 0, 0x10_0000_0003)
+      + bytes([3]))
+write('ring_bytes', 'external_packet', bytes([1, 4, 2]) + bytes([2]) + bytes([0, 2, 3, 0, 0, 0]) + struct.pack('<Q', 1)
+      + blob(b'abcdefgh') + bytes([1, 1]) + bytes([3]) + bytes([4, 64, 0, 2]))
+
+# user_requests: config, then ops (op % 12; bit 7 picks the file). A user request is
+# op 0..4, kind, aligned, out_aligned, out_len(u16), then the input.
+def req(kind, out_len, body, aligned=1, out_aligned=1):
+    return bytes([0, kind, aligned, out_aligned]) + struct.pack('<H', out_len) + body
+hdr_send = lambda wait, payload: bytes([1, 0, wait]) + blob(payload)
+write('user_requests', 'send_wait_complete', bytes([0]) + req(1, 64, hdr_send(1, b'payload')) + bytes([6, 0]) + blob(b'resp') + bytes([1]))
+write('user_requests', 'packet_hold_respond', bytes([1]) + bytes([5]) + blob(b'packet-data')
+      + req(0, 128, bytes([1, 0, 1]) + blob(b'')) + req(3, 0, bytes([1, 0, 0]) + blob(b'answer') + bytes([1])))
+write('user_requests', 'raw_ioctl', bytes([2]) + req(6, 32, bytes([0]) + blob(b'\x01\x02\x03'), aligned=0) + bytes([8]))
+write('user_requests', 'read_write_files', bytes([3]) + req(7, 100, blob(b'write me')) + req(0x87, 100, blob(b''))
+      + bytes([5]) + blob(b'p') + bytes([10, 2]))
