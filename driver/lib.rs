@@ -48,5 +48,6 @@ pub mod bridge;
 #[cfg(not(windows))]
 pub mod host;
 pub mod host_mode;
+pub mod ic;
 pub mod trace;
 pub mod vmbus;

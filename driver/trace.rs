@@ -19,6 +19,7 @@
 //! | [`KEYWORD_PACKET`] | 0x2 | each packet received, read, answered, sent, send completed | Verbose |
 //! | [`KEYWORD_IO`] | 0x4 | requests pended, cancelled, handles closed | Verbose |
 //! | [`KEYWORD_ERROR`] | 0x8 | rejected user buffers, failed sends, overflows, configuration issues | Error / Warning |
+//! | [`KEYWORD_IC`] | 0x10 | IC mode: each IC message and what became of it, each forwarded request's answer | Informational / Warning |
 //!
 //! On non-Windows targets `tracelogging` compiles every write to a no-op, so each event
 //! is also handed to the [`Tracer`]'s sink, a plain `fn(&Event)` (no allocation, usable at
@@ -43,6 +44,74 @@ pub const KEYWORD_PACKET: u64 = 0x2;
 pub const KEYWORD_IO: u64 = 0x4;
 /// Keyword of error events.
 pub const KEYWORD_ERROR: u64 = 0x8;
+/// Keyword of integration-component (IC mode) events.
+pub const KEYWORD_IC: u64 = 0x10;
+
+/// What IC mode did with one IC message (`Event::IcMessage`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IcOutcome {
+    /// Negotiated; `detail` = framework version << 16 | message version (`major << 8 | minor`).
+    Negotiated,
+    /// Negotiation found no common version (answered with counts 0/0).
+    NoMatch,
+    /// Answered in the kernel (heartbeat; `detail` = the sequence number's low 32 bits, or
+    /// an unknown type refused with `E_FAIL`).
+    Answered,
+    /// Forwarded to user mode (`detail` = the packet's slot).
+    Forwarded,
+    /// Dropped unanswered (`detail` = the `hv_ic::DropReason` code, see `driver/ic.rs`).
+    Dropped,
+    /// Forwarded requests table full: answered `E_FAIL` at once.
+    Busy,
+    /// The answer could not be sent (`detail` = the KMCL status).
+    SendFailed,
+}
+
+impl IcOutcome {
+    /// The event field text.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Negotiated => "Negotiated",
+            Self::NoMatch => "NoMatch",
+            Self::Answered => "Answered",
+            Self::Forwarded => "Forwarded",
+            Self::Dropped => "Dropped",
+            Self::Busy => "Busy",
+            Self::SendFailed => "SendFailed",
+        }
+    }
+}
+
+/// Why a forwarded IC request got its answer (`Event::IcAnswer`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IcAnswerCause {
+    /// User mode answered (`IOCTL_VMBRIDGE_RESPOND` with an HRESULT).
+    UserMode,
+    /// User mode completed the packet without a decision (plain read, handle closed,
+    /// short response): `E_FAIL`.
+    NoDecision,
+    /// The timeout passed first: `HRESULT_FROM_WIN32(ERROR_TIMEOUT)`.
+    Timeout,
+    /// The channel closed first: nothing can be sent.
+    ChannelClosed,
+    /// User mode answered after the timeout or the close: ignored.
+    Late,
+}
+
+impl IcAnswerCause {
+    /// The event field text.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::UserMode => "UserMode",
+            Self::NoDecision => "NoDecision",
+            Self::Timeout => "Timeout",
+            Self::ChannelClosed => "ChannelClosed",
+            Self::Late => "Late",
+        }
+    }
+}
 
 /// Registers the ETW provider (kernel: `EtwRegister`). Returns the Win32 status (0 on
 /// success; always 0 off Windows). PASSIVE_LEVEL, once, in `DriverEntry`.
@@ -172,6 +241,24 @@ pub enum Event {
         /// Receive sequence number.
         sequence: u64,
     },
+    /// Ic: one IC message arrived and was answered, forwarded or dropped.
+    IcMessage {
+        /// `icmsgtype` (0 negotiate, 1 heartbeat, 3 shutdown, 4 time sync; 0xFFFF unparsable).
+        msg_type: u16,
+        /// What became of it.
+        outcome: IcOutcome,
+        /// Outcome-specific value (see [`IcOutcome`]).
+        detail: u32,
+    },
+    /// Ic: a forwarded request was answered (or could not be).
+    IcAnswer {
+        /// The request's transaction id.
+        transaction_id: u8,
+        /// The HRESULT sent to the host.
+        status: u32,
+        /// Why.
+        cause: IcAnswerCause,
+    },
 }
 
 impl Event {
@@ -196,6 +283,7 @@ impl Event {
             | Self::RequestRejected { .. }
             | Self::SendFailed { .. }
             | Self::QueueOverflow { .. } => KEYWORD_ERROR,
+            Self::IcMessage { .. } | Self::IcAnswer { .. } => KEYWORD_IC,
         }
     }
 }
@@ -419,6 +507,36 @@ fn write_etw(event: &Event) {
                 u64("Sequence", &sequence)
             );
         }
+        Event::IcMessage {
+            msg_type,
+            outcome,
+            detail,
+        } => {
+            tlg::write_event!(
+                PROVIDER,
+                "IcMessage",
+                level(Informational),
+                keyword(0x10),
+                u16("MsgType", &msg_type),
+                str8("Outcome", outcome.name()),
+                u32_hex("Detail", &detail)
+            );
+        }
+        Event::IcAnswer {
+            transaction_id,
+            status,
+            cause,
+        } => {
+            tlg::write_event!(
+                PROVIDER,
+                "IcAnswer",
+                level(Informational),
+                keyword(0x10),
+                u8("TransactionId", &transaction_id),
+                u32_hex("Status", &status),
+                str8("Cause", cause.name())
+            );
+        }
     }
 }
 
@@ -468,8 +586,14 @@ mod tests {
     fn keyword_constants_match_write_event_literals() {
         // write_event! needs literal keywords; keep them equal to the documented consts.
         assert_eq!(
-            (KEYWORD_LIFECYCLE, KEYWORD_PACKET, KEYWORD_IO, KEYWORD_ERROR),
-            (1, 2, 4, 8)
+            (
+                KEYWORD_LIFECYCLE,
+                KEYWORD_PACKET,
+                KEYWORD_IO,
+                KEYWORD_ERROR,
+                KEYWORD_IC
+            ),
+            (1, 2, 4, 8, 0x10)
         );
     }
 }

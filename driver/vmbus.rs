@@ -28,10 +28,12 @@ use kmcl::send::{Completion, SendFlags};
 use kmcl::state::StateHandler;
 use kmcl_sys::PFN_VMB_CHANNEL_SET_TRANSACTION_QUOTA;
 
+use crate::bridge::config::IcConfig;
 use crate::bridge::{
     Bridge, ChannelSender, Config, FileId, HeldPacket, Lock, NtStatus, ProcessingMode, RequestKey,
     SendTag, State, Stats, UserRequest,
 };
+use crate::ic::{IcChannel, IcHeld};
 use crate::trace::Tracer;
 
 /// The channel's friendly name, `VmBridge` in UTF-16 (`VmbChannelInitSetFriendlyName`).
@@ -52,17 +54,29 @@ fn from_kmcl(s: kmcl::NtStatus) -> NtStatus {
 }
 
 /// An incoming packet kept for user mode: `kmcl`'s pending packet, still owed its
-/// `VmbChannelPacketComplete`.
+/// `VmbChannelPacketComplete` (or, in IC mode, a forwarded IC request: [`IcHeld`]).
 #[derive(Debug)]
-pub struct Held(PendingPacket);
+pub struct Held(HeldKind);
+
+#[derive(Debug)]
+enum HeldKind {
+    Packet(PendingPacket),
+    Ic(IcHeld),
+}
 
 impl HeldPacket for Held {
     fn payload(&self) -> &[u8] {
-        self.0.payload()
+        match &self.0 {
+            HeldKind::Packet(p) => p.payload(),
+            HeldKind::Ic(r) => r.payload(),
+        }
     }
 
     fn complete(self, response: &[u8]) {
-        self.0.complete_with(response);
+        match self.0 {
+            HeldKind::Packet(p) => p.complete_with(response),
+            HeldKind::Ic(r) => r.complete(response),
+        }
     }
 }
 
@@ -73,6 +87,8 @@ pub type DeviceBridge<R, L> = Bridge<Held, R, L>;
 pub struct ChannelHandler<R, L> {
     bridge: Arc<DeviceBridge<R, L>>,
     quota: PFN_VMB_CHANNEL_SET_TRANSACTION_QUOTA,
+    /// IC mode (`driver/ic.rs`): `Some` when the device speaks an IC protocol.
+    ic: Option<Arc<IcChannel>>,
 }
 
 impl<R, L> core::fmt::Debug for ChannelHandler<R, L> {
@@ -90,7 +106,11 @@ impl<R, L> ChannelHandler<R, L> {
         bridge: Arc<DeviceBridge<R, L>>,
         quota: PFN_VMB_CHANNEL_SET_TRANSACTION_QUOTA,
     ) -> Self {
-        Self { bridge, quota }
+        Self {
+            bridge,
+            quota,
+            ic: None,
+        }
     }
 }
 
@@ -109,7 +129,21 @@ where
     /// `EvtVmbChannelProcessPacket`: keep the packet for user mode. No allocation, no
     /// blocking: valid at DISPATCH_LEVEL.
     fn process(&self, packet: Packet<'_>, _level: Level) {
-        self.bridge.packet_arrived(Held(packet.into_pending()));
+        if let Some(ic) = &self.ic {
+            // IC mode: answer or forward, then complete the packet at once (IC hosts
+            // ask for no completion; the answer is a new in-band packet).
+            let endpoint = packet.endpoint();
+            let mut send = |b: &[u8]| endpoint.send(b).map_err(from_kmcl);
+            let held = ic.on_packet(packet.payload(), &mut send);
+            packet.complete();
+            if let Some(h) = held {
+                self.bridge.packet_arrived(Held(HeldKind::Ic(h)));
+            }
+            ic.flush(&mut send);
+            return;
+        }
+        self.bridge
+            .packet_arrived(Held(HeldKind::Packet(packet.into_pending())));
     }
 }
 
@@ -125,6 +159,9 @@ where
             // a plain count and is not init-only (`kmcl-api.md` §4.3); PASSIVE_LEVEL here.
             unsafe { set_quota(channel.raw(), self.bridge.config().queue_depth) };
         }
+        if let Some(ic) = &self.ic {
+            ic.opened();
+        }
         self.bridge.channel_opened();
         Ok(())
     }
@@ -134,10 +171,16 @@ where
     }
 
     fn suspend(&self, _channel: Endpoint<'_>, _irql: Passive) {
+        if let Some(ic) = &self.ic {
+            ic.closed();
+        }
         self.bridge.channel_suspended();
     }
 
     fn closed(&self, _channel: Endpoint<'_>, _irql: Passive) {
+        if let Some(ic) = &self.ic {
+            ic.closed();
+        }
         self.bridge.channel_closed();
     }
 }
@@ -232,6 +275,7 @@ where
 {
     bridge: Arc<DeviceBridge<R, L>>,
     channel: Channel<ChannelHandler<R, L>>,
+    ic: Option<Arc<IcChannel>>,
 }
 
 impl<R, L> core::fmt::Debug for VmbusDevice<R, L>
@@ -268,10 +312,39 @@ where
         set_quota: PFN_VMB_CHANNEL_SET_TRANSACTION_QUOTA,
         passive: Passive,
     ) -> kmcl::Result<Self> {
+        Self::open_ic(
+            kmcl,
+            parent,
+            config,
+            IcConfig::OFF,
+            tracer,
+            set_quota,
+            passive,
+        )
+    }
+
+    /// As [`VmbusDevice::open`], in IC mode when `ic.service` is set (`driver/ic.rs`):
+    /// the channel is opened in pipe mode and its IC protocol is spoken in the kernel,
+    /// shutdown and time sync requests going to user mode through the bridge.
+    ///
+    /// # Errors
+    ///
+    /// As [`VmbusDevice::open`].
+    pub fn open_ic(
+        kmcl: &Kmcl,
+        parent: ParentDevice,
+        config: Config,
+        ic: IcConfig,
+        tracer: Tracer,
+        set_quota: PFN_VMB_CHANNEL_SET_TRANSACTION_QUOTA,
+        passive: Passive,
+    ) -> kmcl::Result<Self> {
         let bridge = Arc::new(DeviceBridge::new(config, tracer));
+        let ic = IcChannel::new(ic, config.queue_depth, tracer);
         let handler = ChannelHandler {
             bridge: Arc::clone(&bridge),
             quota: set_quota,
+            ic: ic.clone(),
         };
         let mode = match config.processing_mode {
             ProcessingMode::Dispatch => KmclMode::Dispatch,
@@ -282,9 +355,38 @@ where
             .max_packet_size(config.max_packet_size)?
             .ring_pages(config.ring_buffer_pages, config.ring_buffer_pages)?
             .friendly_name(&FRIENDLY_NAME)?
+            .pipe_mode(ic.is_some())?
             .processing_mode(mode)
             .enable(passive)?;
-        Ok(Self { bridge, channel })
+        Ok(Self {
+            bridge,
+            channel,
+            ic,
+        })
+    }
+
+    /// The IC state, in IC mode.
+    #[must_use]
+    pub fn ic(&self) -> Option<&IcChannel> {
+        self.ic.as_deref()
+    }
+
+    /// IC mode: advances the IC clock to `now_ms`, answers forwarded requests older than
+    /// the timeout with a failure and sends what is due. Returns how many timed out
+    /// (0 outside IC mode). IRQL <= DISPATCH_LEVEL (the kernel glue calls it from a
+    /// periodic timer).
+    pub fn ic_tick(&self, now_ms: u64) -> u32 {
+        let n = self.ic.as_ref().map_or(0, |ic| ic.tick(now_ms));
+        self.flush_ic();
+        n
+    }
+
+    /// Sends the IC answers user mode (or a timeout) decided since the last call.
+    fn flush_ic(&self) {
+        if let Some(ic) = &self.ic {
+            let endpoint = self.channel.endpoint();
+            ic.flush(&mut |b: &[u8]| endpoint.send(b).map_err(from_kmcl));
+        }
     }
 
     /// The bridge (counters, configuration).
@@ -303,6 +405,7 @@ where
     /// `EvtIoRead`.
     pub fn read(&self, file: FileId, req: R) {
         self.bridge.read(file, req);
+        self.flush_ic();
     }
 
     /// `EvtIoWrite`.
@@ -313,6 +416,7 @@ where
     /// `EvtIoDeviceControl`.
     pub fn device_control(&self, file: FileId, code: u32, req: R) {
         self.bridge.device_control(file, code, req, &self.sender());
+        self.flush_ic();
     }
 
     /// `EvtRequestCancel`: see [`Bridge::cancel`] (the caller completes what it returns).
@@ -323,13 +427,16 @@ where
     /// `EvtFileCleanup`.
     pub fn close_file(&self, file: FileId) {
         self.bridge.close(file);
+        self.flush_ic();
     }
 
     /// `VmbChannelDisable` + `VmbChannelCleanup`; blocks until KMCL tore the channel down
     /// (the bridge's `suspend` completes every held packet). PASSIVE_LEVEL. Returns the
     /// bridge's final counters.
     pub fn close(self, passive: Passive) -> Stats {
-        let Self { bridge, channel } = self;
+        let Self {
+            bridge, channel, ..
+        } = self;
         channel.close(passive);
         bridge.stats()
     }

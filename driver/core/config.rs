@@ -161,6 +161,9 @@ impl Config {
         let mut config = Self::DEFAULT;
         let mut issues = Vec::new();
         for (name, value) in pairs {
+            if IC_KEYS.iter().any(|k| k.eq_ignore_ascii_case(name)) {
+                continue; // read by IcConfig::parse
+            }
             let Some(key) = KEYS.iter().copied().find(|k| k.eq_ignore_ascii_case(name)) else {
                 issues.push(Issue {
                     key: "?",
@@ -199,6 +202,150 @@ impl Config {
         }
         *slot = v;
         Ok(())
+    }
+}
+
+/// Registry value name of [`IcConfig::service`] (`REG_DWORD`: 0 off, 1 heartbeat,
+/// 2 shutdown, 3 time sync; see `docs/ic.md`).
+pub const KEY_IC_SERVICE: &str = "IcService";
+/// Registry value name of [`IcConfig::timeout_ms`] (`REG_DWORD`, milliseconds).
+pub const KEY_IC_TIMEOUT_MS: &str = "IcTimeoutMs";
+/// The IC-mode value names ([`IcConfig::parse`]); [`Config::parse`] skips them.
+pub const IC_KEYS: [&str; 2] = [KEY_IC_SERVICE, KEY_IC_TIMEOUT_MS];
+
+/// The integration-component service a device speaks in IC mode (`driver/ic.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IcService {
+    /// Heartbeat (registry value 1): answered in the kernel.
+    Heartbeat,
+    /// Shutdown (2): forwarded to user mode, answered when it decides.
+    Shutdown,
+    /// Time sync (3): forwarded to user mode, answered when it acknowledges.
+    TimeSync,
+}
+
+impl IcService {
+    /// The registry encoding (1..=3).
+    #[must_use]
+    pub const fn as_dword(self) -> u32 {
+        match self {
+            Self::Heartbeat => 1,
+            Self::Shutdown => 2,
+            Self::TimeSync => 3,
+        }
+    }
+
+    /// Parses the registry encoding: `Ok(None)` for 0 (IC mode off).
+    ///
+    /// # Errors
+    ///
+    /// `OutOfRange` above 3.
+    pub const fn from_dword(v: u32) -> Result<Option<Self>, IssueKind> {
+        match v {
+            0 => Ok(None),
+            1 => Ok(Some(Self::Heartbeat)),
+            2 => Ok(Some(Self::Shutdown)),
+            3 => Ok(Some(Self::TimeSync)),
+            _ => Err(IssueKind::OutOfRange),
+        }
+    }
+
+    /// `heartbeat`, `shutdown` or `timesync`.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Heartbeat => "heartbeat",
+            Self::Shutdown => "shutdown",
+            Self::TimeSync => "timesync",
+        }
+    }
+
+    /// Parses [`IcService::name`] (any case), or `off` (`Ok(None)`).
+    ///
+    /// # Errors
+    ///
+    /// `WrongType` for any other name.
+    pub fn from_name(s: &str) -> Result<Option<Self>, IssueKind> {
+        [Self::Heartbeat, Self::Shutdown, Self::TimeSync]
+            .into_iter()
+            .find(|v| v.name().eq_ignore_ascii_case(s))
+            .map(Some)
+            .or_else(|| s.eq_ignore_ascii_case("off").then_some(None))
+            .ok_or(IssueKind::WrongType)
+    }
+}
+
+/// IC mode: whether the device runs an IC protocol instead of the plain bridge, and how
+/// long user mode may take to answer a forwarded request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IcConfig {
+    /// `None` (default): the plain bridge. `Some(s)`: IC mode for service `s` (the channel
+    /// is opened in pipe mode; see `docs/ic.md`).
+    pub service: Option<IcService>,
+    /// Milliseconds user mode has to answer a forwarded shutdown or time sync request
+    /// before the host is answered with a failure, 100..=600000, default 30000.
+    pub timeout_ms: u32,
+}
+
+const IC_TIMEOUT_RANGE: (u32, u32) = (100, 600_000);
+
+impl Default for IcConfig {
+    fn default() -> Self {
+        Self::OFF
+    }
+}
+
+impl IcConfig {
+    /// IC mode off (the defaults, also written by the INF).
+    pub const OFF: Self = Self {
+        service: None,
+        timeout_ms: 30_000,
+    };
+
+    /// IC mode for `service` with the default timeout.
+    #[must_use]
+    pub const fn for_service(service: IcService) -> Self {
+        Self {
+            service: Some(service),
+            timeout_ms: Self::OFF.timeout_ms,
+        }
+    }
+
+    /// Parses the [`IC_KEYS`] among `pairs` (other keys are [`Config::parse`]'s and are
+    /// skipped). Never fails: a bad value keeps the default and is reported.
+    pub fn parse<'a>(pairs: impl IntoIterator<Item = (&'a str, Value<'a>)>) -> (Self, Vec<Issue>) {
+        let mut config = Self::OFF;
+        let mut issues = Vec::new();
+        for (name, value) in pairs {
+            let Some(key) = IC_KEYS
+                .iter()
+                .copied()
+                .find(|k| k.eq_ignore_ascii_case(name))
+            else {
+                continue;
+            };
+            let result = match (key, value) {
+                (KEY_IC_SERVICE, Value::Dword(v)) => {
+                    IcService::from_dword(v).map(|s| config.service = s)
+                }
+                (KEY_IC_SERVICE, Value::Str(s)) => {
+                    IcService::from_name(s).map(|s| config.service = s)
+                }
+                (_, Value::Dword(v)) => {
+                    if (IC_TIMEOUT_RANGE.0..=IC_TIMEOUT_RANGE.1).contains(&v) {
+                        config.timeout_ms = v;
+                        Ok(())
+                    } else {
+                        Err(IssueKind::OutOfRange)
+                    }
+                }
+                (_, Value::Str(_)) => Err(IssueKind::WrongType),
+            };
+            if let Err(kind) = result {
+                issues.push(Issue { key, kind });
+            }
+        }
+        (config, issues)
     }
 }
 
@@ -300,6 +447,58 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn ic_service_defaults_to_off_and_parses_each_service() {
+        let (c, issues) = IcConfig::parse([]);
+        assert_eq!((c, issues.len()), (IcConfig::OFF, 0));
+        for s in [
+            IcService::Heartbeat,
+            IcService::Shutdown,
+            IcService::TimeSync,
+        ] {
+            let (c, issues) = IcConfig::parse([("icservice", Value::Dword(s.as_dword()))]);
+            assert_eq!((c.service, issues.len()), (Some(s), 0));
+            let (c, _) = IcConfig::parse([("IcService", Value::Str(s.name()))]);
+            assert_eq!(c.service, Some(s));
+        }
+        let (c, _) = IcConfig::parse([
+            ("IcService", Value::Dword(2)),
+            ("IcService", Value::Dword(0)),
+        ]);
+        assert_eq!(c.service, None, "0 turns IC mode off; later values win");
+    }
+
+    #[test]
+    fn ic_values_are_validated_and_skipped_by_the_bridge_parser() {
+        let pairs = [
+            ("IcService", Value::Dword(4)),
+            ("IcTimeoutMs", Value::Dword(99)),
+            ("IcTimeoutMs", Value::Str("5")),
+            ("IcService", Value::Str("kvp")),
+            ("IcTimeoutMs", Value::Dword(600_000)),
+        ];
+        let (c, issues) = IcConfig::parse(pairs);
+        assert_eq!(
+            c,
+            IcConfig {
+                service: None,
+                timeout_ms: 600_000
+            }
+        );
+        let kinds: Vec<_> = issues.iter().map(|i| (i.key, i.kind)).collect();
+        assert_eq!(
+            kinds,
+            [
+                (KEY_IC_SERVICE, IssueKind::OutOfRange),
+                (KEY_IC_TIMEOUT_MS, IssueKind::OutOfRange),
+                (KEY_IC_TIMEOUT_MS, IssueKind::WrongType),
+                (KEY_IC_SERVICE, IssueKind::WrongType),
+            ]
+        );
+        let p = Config::parse(pairs);
+        assert_eq!((p.config, p.issues.len()), (Config::DEFAULT, 0));
     }
 
     #[test]

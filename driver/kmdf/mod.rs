@@ -23,6 +23,6 @@
 mod context;
 mod device;
 mod driver;
-mod lock;
+pub(crate) mod lock;
 mod queue;
 mod request;

@@ -44,6 +44,7 @@ pub mod ring;
 mod channel;
 mod endpoint;
 mod fault;
+pub mod ic_host;
 mod mem;
 mod registry;
 mod sched;
