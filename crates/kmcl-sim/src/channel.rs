@@ -594,8 +594,14 @@ pub(crate) fn run_open(sim: &Arc<SimInner>, ch: u64) {
             o.host.open_status = Some(STATUS_SUCCESS);
         }
         flush_sends(sim, &mut st, ch);
-        if st.channels.get(&ch).is_some_and(|c| c.paused) {
-            // A server channel before VmbChannelStart: Started comes with Start.
+        if let Some(c) = st.channels.get_mut(&ch)
+            && c.paused
+        {
+            // A server channel before VmbChannelStart: Started comes with Start (which
+            // sees `awaiting_start` only once Opened has returned).
+            if let Some(s) = c.server.as_mut() {
+                s.awaiting_start = true;
+            }
             sim.cv.notify_all();
             return;
         }
@@ -963,17 +969,21 @@ pub(crate) fn start(sim: &Arc<SimInner>, ch: u64, site: &str) {
         let Some(c) = st.channels.get_mut(&ch) else {
             return;
         };
-        if c.server.is_some() && c.paused && c.state == ChState::Opening {
-            // Offered, no guest yet: Started follows the guest's open.
+        if c.paused && matches!(c.state, ChState::Opening | ChState::Opened) {
+            // A server channel not started yet. If its open already stopped after Opened,
+            // Started/Running/PostStarted run now; otherwise (no guest yet, or Opened still
+            // running on KMCL's thread) the open continues by itself.
             c.paused = false;
-            return;
-        }
-        if c.server.is_some() && c.paused && c.state == ChState::Opened && c.close.is_none() {
-            // Opened while paused: now Started, Running, PostStarted.
-            c.paused = false;
-            let (tok, cbs) = (c.tok, c.init.state_cbs);
-            drop(st);
-            run_started(sim, ch, tok, cbs);
+            let closing = c.close.is_some();
+            let awaiting = c
+                .server
+                .as_mut()
+                .is_some_and(|s| std::mem::replace(&mut s.awaiting_start, false));
+            if awaiting && !closing && c.state == ChState::Opened {
+                let (tok, cbs) = (c.tok, c.init.state_cbs);
+                drop(st);
+                run_started(sim, ch, tok, cbs);
+            }
             return;
         }
         if !c.paused || c.state != ChState::Running {

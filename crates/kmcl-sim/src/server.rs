@@ -80,6 +80,9 @@ pub(crate) struct ServerState {
     pub(crate) mapped: HashMap<u32, MdlBlock>,
     /// `EvtChannelClosed` returned and no guest has opened since.
     pub(crate) closed: bool,
+    /// The open stopped after `EvtChannelOpened` because the channel is paused:
+    /// `VmbChannelStart` runs Started/PostStarted.
+    pub(crate) awaiting_start: bool,
     /// A save in progress: the bytes and how many were handed out.
     pub(crate) save: Option<(Vec<u8>, usize)>,
     /// Restore chunks received so far.
@@ -97,6 +100,7 @@ impl ServerState {
             save_restore: SaveRestoreCbs::None,
             mapped: HashMap::new(),
             closed: false,
+            awaiting_start: false,
             save: None,
             restore: Vec::new(),
         }
@@ -240,6 +244,7 @@ pub(crate) fn guest_opened(sim: &SimInner, st: &mut State, offer: u64, pair: &Ri
     });
     if let Some(s) = c.server.as_mut() {
         s.closed = false;
+        s.awaiting_start = false;
     }
     sim.push(st, Task::Open { ch: server });
 }
@@ -290,6 +295,7 @@ pub(crate) fn after_closed(st: &mut State, ch: u64, site: &str) {
         return;
     };
     s.closed = true;
+    s.awaiting_start = false;
     let held: Vec<u32> = s.mapped.keys().copied().collect();
     s.mapped.clear();
     if !held.is_empty() {
