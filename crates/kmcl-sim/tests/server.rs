@@ -691,3 +691,35 @@ fn save_hands_out_chunks_and_restore_takes_them_back() {
     disable(&sim, sch);
     sim.assert_clean();
 }
+
+#[test]
+fn start_while_opened_runs_on_kmcl_thread_starts_exactly_once() {
+    let sim = Sim::new(SimConfig::threaded());
+    let s = Ctx::new(&sim, ECHO);
+    s.on_state(|_, _, ev| {
+        if ev == "opened" {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    });
+    let sch = open_server(&sim, &s, false);
+    let c = Ctx::new(&sim, ECHO);
+    let (_offer, cch) = open_client(&sim, &c);
+    // Start while the server's EvtChannelOpened is still running on KMCL's thread.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !s.events().iter().any(|e| e.starts_with("opened")) {
+        assert!(std::time::Instant::now() < deadline, "never opened");
+        std::thread::yield_now();
+    }
+    let t = server_table(&sim);
+    // SAFETY: rule BLOCKING_CALL_IN_CALLBACK: from the test thread, PASSIVE.
+    unsafe { (t.Client.V4.V3.V2.V1.VmbChannelStart.unwrap())(sch) };
+    sim.run_until_idle();
+    let count = |name: &str| s.events().iter().filter(|e| e.starts_with(name)).count();
+    assert_eq!(
+        (count("opened"), count("started"), count("post_started")),
+        (1, 1, 1)
+    );
+    close(&c, cch);
+    disable(&sim, sch);
+    sim.assert_clean();
+}
