@@ -1,0 +1,527 @@
+//! IC mode end to end: vmbridge in IC mode, `kmcl`, `kmcl-sim` in pipe mode, the
+//! simulator's host IC endpoint and a simulated user-mode program.
+//!
+//! Reference: `shared/reference/hyperv-ic.md` §1.8–§1.10, `docs/ic.md` ("IC mode in the
+//! driver"). The guest runs only when the host signals it (deterministic simulator).
+#![cfg(not(windows))]
+
+#[path = "common/ic.rs"]
+mod ic_rig;
+
+use std::sync::Mutex;
+
+use hv_ic::host::HeartbeatLayout;
+use hv_ic::host::HostError;
+use hv_ic::negotiate::{FRAMEWORK_VERSIONS, NegotiatedVersions};
+use hv_ic::shutdown::ShutdownParams;
+use hv_ic::timesync::TimeSample;
+use hv_ic::wire::{ApplicationState, MsgType, ShutdownFlags, Status, TimeSyncFlags, Version};
+use ic_rig::{IcRig, IcUser, hv_service};
+use kmcl_sim::SimConfig;
+use kmcl_sim::ic_host::{IcHost, IcHostError, host_versions};
+use vmbridge::bridge::config::{IcConfig, IcService};
+use vmbridge::bridge::{Config, FileId, NtStatus};
+use vmbridge::ic::{STATUS_IC_NO_DECISION, STATUS_IC_TIMEOUT};
+use vmbridge::trace::{Event, IcAnswerCause, IcOutcome, KEYWORD_IC, Tracer};
+
+const SERVICES: [IcService; 3] = [
+    IcService::Heartbeat,
+    IcService::Shutdown,
+    IcService::TimeSync,
+];
+
+/// Guest preference lists from the reference (§1.8, Linux), most preferred first.
+fn guest_preference(s: IcService) -> &'static [Version] {
+    const HB: &[Version] = &[Version::new(3, 0), Version::new(1, 0)];
+    const SD: &[Version] = &[
+        Version::new(3, 2),
+        Version::new(3, 1),
+        Version::new(3, 0),
+        Version::new(1, 0),
+    ];
+    const TS: &[Version] = &[Version::new(4, 0), Version::new(3, 0), Version::new(1, 0)];
+    match s {
+        IcService::Heartbeat => HB,
+        IcService::Shutdown => SD,
+        IcService::TimeSync => TS,
+    }
+}
+
+fn subsets(list: &[Version]) -> Vec<Vec<Version>> {
+    (0..1u32 << list.len())
+        .map(|mask| {
+            list.iter()
+                .enumerate()
+                .filter(|(i, _)| mask & (1 << i) != 0)
+                .map(|(_, v)| *v)
+                .collect()
+        })
+        .collect()
+}
+
+fn first_common(pref: &[Version], offered: &[Version]) -> Option<Version> {
+    pref.iter().copied().find(|v| offered.contains(v))
+}
+
+fn negotiated(rig: &mut IcRig) -> NegotiatedVersions {
+    rig.host.negotiate().expect("negotiation succeeds")
+}
+
+const SHUTDOWN_PARAMS: ShutdownParams = ShutdownParams {
+    reason_code: 0x8000_0000,
+    timeout_secs: 0,
+    flags: ShutdownFlags(0),
+};
+
+#[test]
+fn negotiates_every_version_combination_of_the_reference_through_the_stack() {
+    let mut cases = 0;
+    for service in SERVICES {
+        let mut rig = IcRig::deterministic(1, service);
+        let full = host_versions(hv_service(service));
+        for fw in subsets(FRAMEWORK_VERSIONS) {
+            for msg in subsets(full) {
+                let mut host =
+                    IcHost::with_versions(rig.offer.host(), hv_service(service), &fw, &msg);
+                let fw_pref = [Version::new(3, 0), Version::new(1, 0)];
+                let expected =
+                    first_common(&fw_pref, &fw).zip(first_common(guest_preference(service), &msg));
+                match (host.negotiate(), expected) {
+                    (Ok(v), Some((f, m))) => {
+                        assert_eq!(
+                            (v.framework, v.message),
+                            (f, m),
+                            "{service:?} {fw:?} {msg:?}"
+                        );
+                        assert_eq!(rig.device().ic().and_then(|ic| ic.negotiated()), Some(v));
+                    }
+                    (Err(IcHostError::Answer(HostError::NoCommonVersion)), None) => {
+                        assert_eq!(rig.device().ic().and_then(|ic| ic.negotiated()), None);
+                    }
+                    (got, want) => {
+                        panic!("{service:?} fw {fw:?} msg {msg:?}: {got:?}, want {want:?}")
+                    }
+                }
+                cases += 1;
+            }
+        }
+        // After a no-match answer the guest waits for a new negotiation: a heartbeat-type
+        // message is dropped, and a full offer negotiates again.
+        let mut none = IcHost::with_versions(rig.offer.host(), hv_service(service), &[], &[]);
+        assert!(none.negotiate().is_err());
+        let ty = hv_service(service).msg_type().0;
+        rig.host
+            .send_message(&hdr(ty, 3, &[0; 40], 40))
+            .expect("send");
+        rig.idle();
+        assert_eq!(rig.host.try_answer(), None, "dropped after no match");
+        let v = negotiated(&mut rig);
+        assert!(v.message >= Version::new(1, 0));
+        rig.close();
+        rig.sim.assert_clean();
+    }
+    assert_eq!(cases, 4 * 8 + 4 * 16 + 4 * 8, "every subset of every list");
+}
+
+#[test]
+fn heartbeat_answers_both_body_sizes_at_received_length() {
+    let mut rig = IcRig::deterministic(2, IcService::Heartbeat);
+    let v = negotiated(&mut rig);
+    assert_eq!(
+        (v.framework, v.message),
+        (Version::new(3, 0), Version::new(3, 0))
+    );
+    for (layout, body) in [
+        (HeartbeatLayout::Reserved40, 40),
+        (HeartbeatLayout::AppState16(ApplicationState(1)), 16),
+    ] {
+        rig.host.set_sequence(41);
+        assert_eq!(rig.host.heartbeat(layout), Ok(42));
+        // The answer is the request's length: icmsg_hdr + body.
+        let mut req = vec![0u8; 256];
+        let n =
+            hv_ic::host::write_heartbeat_request(&mut req, hv_ic::Framing::Bare, v, 7, 100, layout)
+                .expect("request");
+        assert_eq!(n, 20 + body);
+        rig.host.send_message(&req[..n]).expect("send");
+        let answer = rig.host.next_answer().expect("answer");
+        assert_eq!(answer.len(), n, "echoed at the received length");
+        assert_eq!(&answer[20..28], &101u64.to_le_bytes());
+    }
+    let ic = rig.device().ic().expect("IC mode").stats();
+    assert_eq!((ic.answered_in_kernel, ic.forwarded, ic.dropped), (4, 0, 0));
+    rig.close();
+    rig.sim.assert_clean();
+}
+
+#[test]
+fn ten_thousand_heartbeats_wrap_the_ring_and_the_sequence() {
+    let config = Config {
+        ring_buffer_pages: 2,
+        ..Config::DEFAULT
+    };
+    let mut rig = IcRig::new(
+        SimConfig::deterministic(3),
+        config,
+        IcConfig::for_service(IcService::Heartbeat),
+        Tracer::etw(),
+    );
+    negotiated(&mut rig);
+    let start = u64::MAX - 4_999;
+    rig.host.set_sequence(start);
+    for i in 0..10_000u64 {
+        let layout = if i % 2 == 0 {
+            HeartbeatLayout::Reserved40
+        } else {
+            HeartbeatLayout::AppState16(ApplicationState(1))
+        };
+        let got = rig.host.heartbeat(layout).expect("heartbeat answered");
+        assert_eq!(got, start.wrapping_add(i + 1), "seq + 1 at beat {i}");
+    }
+    let ic = rig.device().ic().expect("IC mode").stats();
+    assert_eq!(ic.answered_in_kernel, 10_000);
+    // 10 000 packets of 64..88 bytes (with descriptor and trailer) through a 2-page
+    // ring: it wrapped about a hundred times.
+    assert!(rig.sim.stats().packets_delivered >= 10_001);
+    rig.close();
+    rig.sim.assert_clean();
+}
+
+#[test]
+fn shutdown_is_answered_only_after_user_mode_accepts() {
+    let mut rig = IcRig::deterministic(4, IcService::Shutdown);
+    let v = negotiated(&mut rig);
+    assert_eq!(v.message, Version::new(3, 2));
+    let user = IcUser::new(FileId(1));
+    let params = ShutdownParams {
+        flags: ShutdownFlags(2),
+        ..SHUTDOWN_PARAMS
+    };
+    let txid = rig
+        .host
+        .send_shutdown(&params, b"planned restart")
+        .expect("send");
+    rig.idle();
+    assert_eq!(
+        rig.host.try_answer(),
+        None,
+        "no answer before user mode decides"
+    );
+    let read = user.post_read(&rig);
+    rig.idle();
+    let r = IcUser::decode(&read).expect("the request reached user mode");
+    assert_eq!(r.request.service, 2);
+    assert_eq!(r.request.action, 1, "restart");
+    assert_eq!(r.request.reason_code, 0x8000_0000);
+    assert_eq!(r.request.transaction_id, u32::from(txid));
+    assert_eq!(r.request.message_version, 3 << 16 | 2);
+    assert_eq!(rig.host.try_answer(), None, "still undecided");
+    assert_eq!(
+        user.respond(&rig, r.packet_id, Status::S_OK.0),
+        NtStatus::SUCCESS
+    );
+    assert_eq!(
+        rig.host.await_status(MsgType::SHUTDOWN, txid),
+        Ok(Status::S_OK)
+    );
+    let ic = rig.device().ic().expect("IC mode").stats();
+    assert_eq!((ic.forwarded, ic.user_answers, ic.waiting), (1, 1, 0));
+    rig.close();
+    rig.sim.assert_clean();
+}
+
+#[test]
+fn shutdown_refused_by_user_mode_reaches_host_as_its_hresult() {
+    let mut rig = IcRig::deterministic(5, IcService::Shutdown);
+    negotiated(&mut rig);
+    let user = IcUser::new(FileId(1));
+    for (flags, action) in [(0u32, 0u32), (1, 0), (4, 2), (6, 3)] {
+        let params = ShutdownParams {
+            flags: ShutdownFlags(flags),
+            ..SHUTDOWN_PARAMS
+        };
+        let txid = rig.host.send_shutdown(&params, &[]).expect("send");
+        let read = user.post_read(&rig);
+        rig.idle();
+        let r = IcUser::decode(&read).expect("forwarded");
+        assert_eq!(r.request.action, action);
+        assert_eq!(
+            user.respond(&rig, r.packet_id, Status::E_FAIL.0),
+            NtStatus::SUCCESS
+        );
+        assert_eq!(
+            rig.host.await_status(MsgType::SHUTDOWN, txid),
+            Ok(Status::E_FAIL)
+        );
+    }
+    rig.close();
+    rig.sim.assert_clean();
+}
+
+#[test]
+fn unanswered_shutdown_times_out_with_a_failure_and_late_answer_is_ignored() {
+    let mut rig = IcRig::new(
+        SimConfig::deterministic(6),
+        Config::DEFAULT,
+        IcConfig {
+            service: Some(IcService::Shutdown),
+            timeout_ms: 1_000,
+        },
+        Tracer::etw(),
+    );
+    negotiated(&mut rig);
+    let user = IcUser::new(FileId(1));
+    let txid = rig.host.send_shutdown(&SHUTDOWN_PARAMS, &[]).expect("send");
+    rig.idle();
+    assert_eq!(rig.device().ic_tick(999), 0, "not yet");
+    rig.idle();
+    assert_eq!(rig.host.try_answer(), None);
+    assert_eq!(rig.device().ic_tick(1_000), 1);
+    assert_eq!(
+        rig.host.await_status(MsgType::SHUTDOWN, txid),
+        Ok(Status(STATUS_IC_TIMEOUT))
+    );
+    // User mode still finds the request and answers it: the bridge completes it, the
+    // host gets nothing more.
+    let read = user.post_read(&rig);
+    rig.idle();
+    let r = IcUser::decode(&read).expect("still readable");
+    assert_eq!(user.respond(&rig, r.packet_id, 0), NtStatus::SUCCESS);
+    rig.idle();
+    assert_eq!(rig.host.try_answer(), None, "one answer per request");
+    let ic = rig.device().ic().expect("IC mode").stats();
+    assert_eq!((ic.timeouts, ic.late, ic.waiting), (1, 1, 0));
+    rig.close();
+    rig.sim.assert_clean();
+}
+
+#[test]
+fn handle_closed_before_answering_fails_the_shutdown() {
+    let mut rig = IcRig::deterministic(7, IcService::Shutdown);
+    negotiated(&mut rig);
+    let user = IcUser::new(FileId(1));
+    let txid = rig.host.send_shutdown(&SHUTDOWN_PARAMS, &[]).expect("send");
+    let read = user.post_read(&rig);
+    rig.idle();
+    assert!(IcUser::decode(&read).is_some());
+    user.close(&rig);
+    assert_eq!(
+        rig.host.await_status(MsgType::SHUTDOWN, txid),
+        Ok(Status(STATUS_IC_NO_DECISION))
+    );
+    // A short response (no HRESULT) is no decision either.
+    let user = IcUser::new(FileId(2));
+    let txid = rig.host.send_shutdown(&SHUTDOWN_PARAMS, &[]).expect("send");
+    let read = user.post_read(&rig);
+    rig.idle();
+    let r = IcUser::decode(&read).expect("forwarded");
+    assert_eq!(
+        user.respond_bytes(&rig, r.packet_id, &[0, 0]),
+        NtStatus::SUCCESS
+    );
+    assert_eq!(
+        rig.host.await_status(MsgType::SHUTDOWN, txid),
+        Ok(Status(STATUS_IC_NO_DECISION))
+    );
+    let ic = rig.device().ic().expect("IC mode").stats();
+    assert_eq!(ic.no_decision, 2);
+    rig.close();
+    rig.sim.assert_clean();
+}
+
+#[test]
+fn time_sync_is_forwarded_and_acknowledged_at_both_layouts() {
+    let fw = FRAMEWORK_VERSIONS;
+    for (offered, expect) in [
+        (
+            &[Version::new(1, 0), Version::new(3, 0)][..],
+            Version::new(3, 0),
+        ),
+        (&[Version::new(1, 0)][..], Version::new(1, 0)),
+        (hv_ic::negotiate::TIMESYNC_VERSIONS, Version::new(4, 0)),
+    ] {
+        let mut rig = IcRig::deterministic(8, IcService::TimeSync);
+        rig.host = IcHost::with_versions(rig.offer.host(), hv_ic::Service::TimeSync, fw, offered);
+        let v = negotiated(&mut rig);
+        assert_eq!(v.message, expect);
+        let user = IcUser::new(FileId(1));
+        let sample = if expect >= Version::new(4, 0) {
+            TimeSample::V4 {
+                parent_time: 133_000_000_000_000_000,
+                vm_reference_time: 5_000_000,
+                flags: TimeSyncFlags(1),
+                leap_indicator: 0,
+                stratum: 2,
+            }
+        } else {
+            TimeSample::V1 {
+                parent_time: 133_000_000_000_000_000,
+                child_time: 132_999_999_999_000_000,
+                round_trip_time: 1234,
+                flags: TimeSyncFlags(2),
+            }
+        };
+        let txid = rig.host.send_timesync(&sample).expect("send");
+        let read = user.post_read(&rig);
+        rig.idle();
+        let r = IcUser::decode(&read).expect("forwarded");
+        assert_eq!(r.request.service, 3);
+        assert_eq!(r.request.parent_time, 133_000_000_000_000_000);
+        assert_eq!(r.request.is_v4, expect >= Version::new(4, 0));
+        if r.request.is_v4 {
+            assert_eq!((r.request.child_time, r.request.stratum), (5_000_000, 2));
+        } else {
+            assert_eq!(r.request.round_trip_time, 1234);
+        }
+        assert_eq!(rig.host.try_answer(), None);
+        assert_eq!(user.respond(&rig, r.packet_id, 0), NtStatus::SUCCESS);
+        assert_eq!(
+            rig.host.await_status(MsgType::TIMESYNC, txid),
+            Ok(Status::S_OK)
+        );
+        rig.close();
+        rig.sim.assert_clean();
+    }
+}
+
+fn hdr(msg_type: u16, flags: u8, body: &[u8], declared: u16) -> Vec<u8> {
+    let mut m = vec![0u8; 20];
+    m[0..2].copy_from_slice(&3u16.to_le_bytes());
+    m[4..6].copy_from_slice(&msg_type.to_le_bytes());
+    m[6..8].copy_from_slice(&3u16.to_le_bytes());
+    m[10..12].copy_from_slice(&declared.to_le_bytes());
+    m[17] = flags;
+    m.extend_from_slice(body);
+    m
+}
+
+#[test]
+fn every_malformed_message_class_is_answered_or_dropped_with_nothing_stuck() {
+    for service in SERVICES {
+        let mut rig = IcRig::deterministic(9, service);
+        let ty = hv_service(service).msg_type().0;
+        // Before negotiation: a service message is dropped.
+        rig.host
+            .send_message(&hdr(ty, 3, &[0; 40], 40))
+            .expect("send");
+        rig.idle();
+        assert_eq!(rig.host.try_answer(), None, "{service:?}: not negotiated");
+        negotiated(&mut rig);
+        let dropped: Vec<(&str, Vec<u8>)> = vec![
+            ("empty", vec![]),
+            ("header truncated", vec![0u8; 19]),
+            ("body truncated", hdr(ty, 3, &[0; 4], 40)),
+            ("response flag", hdr(ty, 5, &[0; 40], 40)),
+            ("negotiate head truncated", hdr(0, 3, &[1, 0], 2)),
+            ("negotiate count over 100", {
+                let mut b = vec![0u8; 8];
+                b[0] = 101;
+                b[2] = 1;
+                hdr(0, 3, &b, 8)
+            }),
+            (
+                "negotiate versions truncated",
+                hdr(0, 3, &[1, 0, 1, 0, 0, 0, 0, 0], 8),
+            ),
+            ("service body too short", hdr(ty, 3, &[0; 4], 4)),
+            ("message too long", hdr(ty, 3, &vec![0; 13_400], 40)),
+        ];
+        for (what, bytes) in &dropped {
+            rig.host.send_message(bytes).expect("send");
+            rig.idle();
+            assert_eq!(
+                rig.host.try_answer(),
+                None,
+                "{service:?}: {what} is dropped"
+            );
+        }
+        // An unknown or foreign type after negotiation is refused with E_FAIL, echoed.
+        for foreign in [2u16, 9, 0x7FFF] {
+            let m = hdr(foreign, 3, &[0xAB; 12], 12);
+            rig.host.send_message(&m).expect("send");
+            let a = rig.host.next_answer().expect("refusal");
+            assert_eq!(a.len(), m.len());
+            assert_eq!(&a[12..16], &Status::E_FAIL.0.to_le_bytes());
+            assert_eq!(a[17], 0x05);
+        }
+        // Nothing stuck: the service still works, and the channel closes cleanly (KMCL's
+        // Disable waits for every packet: each one was completed).
+        negotiated(&mut rig);
+        if service == IcService::Heartbeat {
+            assert!(rig.host.heartbeat(HeartbeatLayout::Reserved40).is_ok());
+        }
+        let ic = rig.device().ic().expect("IC mode").stats();
+        assert_eq!(ic.dropped, 1 + dropped.len() as u64, "{service:?}");
+        assert_eq!(ic.forwarded, 0);
+        let stats = rig.close();
+        assert_eq!(stats.queue_depth, 0);
+        rig.sim.assert_clean();
+    }
+}
+
+static EVENTS: Mutex<Vec<Event>> = Mutex::new(Vec::new());
+
+fn record(e: &Event) {
+    if e.keyword() == KEYWORD_IC {
+        EVENTS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(*e);
+    }
+}
+
+#[test]
+fn each_ic_message_and_answer_is_traced_with_the_ic_keyword() {
+    let mut rig = IcRig::new(
+        SimConfig::deterministic(10),
+        Config::DEFAULT,
+        IcConfig::for_service(IcService::Shutdown),
+        Tracer::with_sink(record),
+    );
+    negotiated(&mut rig);
+    let user = IcUser::new(FileId(1));
+    let txid = rig.host.send_shutdown(&SHUTDOWN_PARAMS, &[]).expect("send");
+    let read = user.post_read(&rig);
+    rig.idle();
+    let r = IcUser::decode(&read).expect("forwarded");
+    assert_eq!(user.respond(&rig, r.packet_id, 0), NtStatus::SUCCESS);
+    rig.host
+        .await_status(MsgType::SHUTDOWN, txid)
+        .expect("answer");
+    rig.host.send_message(&[1, 2, 3]).expect("send");
+    rig.idle();
+    rig.close();
+    let seen = EVENTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let kinds: Vec<String> = seen
+        .iter()
+        .map(|e| match e {
+            Event::IcMessage { outcome, .. } => outcome.name().to_string(),
+            Event::IcAnswer { cause, .. } => format!("answer:{}", cause.name()),
+            _ => String::new(),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["Negotiated", "Forwarded", "answer:UserMode", "Dropped"],
+        "{seen:?}"
+    );
+    assert!(matches!(
+        seen[0],
+        Event::IcMessage {
+            msg_type: 0,
+            outcome: IcOutcome::Negotiated,
+            detail: 0x0300_0302
+        }
+    ));
+    assert!(matches!(
+        seen[2],
+        Event::IcAnswer {
+            status: 0,
+            cause: IcAnswerCause::UserMode,
+            ..
+        }
+    ));
+}
