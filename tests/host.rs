@@ -68,6 +68,7 @@ fn no_close(_: kmcl_sys::HANDLE) {}
 impl Pair {
     fn new(sim_cfg: SimConfig, config: Config) -> Pair {
         kmcl::irql::set_host_irql_source(kmcl_sim::current_irql);
+        kmcl::thread::set_thread_id_source(kmcl_sim::current_thread_id);
         let sim = Sim::new(sim_cfg);
         let table = Box::leak(Box::new(*sim.server_interface()));
         let server = KmclServer::new(table).expect("the server table validates");

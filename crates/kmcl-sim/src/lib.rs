@@ -61,7 +61,7 @@ use std::time::{Duration, Instant};
 pub use endpoint::{ExternalRing, HostEndpoint, HostPacket, SendError};
 pub use fault::Fault;
 pub use sched::{DISPATCH_LEVEL, PASSIVE_LEVEL, current_irql};
-pub use server::{ProcessGuard, current_process, enter_process};
+pub use server::{ProcessGuard, current_process, current_thread_id, enter_process};
 pub use verifier::{Rule, Violation};
 
 use channel::Channel;

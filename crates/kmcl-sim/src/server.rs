@@ -116,6 +116,18 @@ thread_local! {
     static PROCESS: Cell<u64> = const { Cell::new(0) };
 }
 
+thread_local! {
+    /// A per-thread byte whose address identifies the thread.
+    static THREAD_MARK: u8 = const { 0 };
+}
+
+/// A value unique to the calling thread, never 0 (for `kmcl::thread::set_thread_id_source`,
+/// as `KeGetCurrentThread` in the kernel).
+#[must_use]
+pub fn current_thread_id() -> usize {
+    THREAD_MARK.with(|m| std::ptr::from_ref(m).addr())
+}
+
 /// The simulated process of this thread (0 = System: KMCL's threads and plain test code).
 #[must_use]
 pub fn current_process() -> u64 {

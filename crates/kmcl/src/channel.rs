@@ -30,7 +30,7 @@ use core::ffi::c_void;
 use core::marker::PhantomData;
 use core::mem::{ManuallyDrop, size_of};
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
 use kmcl_sys::{
     FALSE, GUID, INTERFACE, KMCL_CLIENT_INTERFACE_V1, KMCL_CLIENT_INTERFACE_V2,
@@ -282,6 +282,7 @@ impl Kmcl {
                 state_v5: kmcl_sys::VMB_CHANNEL_STATE_CHANGE_CALLBACKS_INIT_V5(),
                 dropped_unretired: AtomicU32::new(0),
                 in_state_callback: AtomicU32::new(0),
+                callback_thread: AtomicUsize::new(0),
             },
             handler,
         });
@@ -352,6 +353,8 @@ pub(crate) struct Core {
     /// State-change callbacks of this channel running now (server Start/Pause refuse
     /// to run inside one: BLOCKING_CALL_IN_CALLBACK).
     pub(crate) in_state_callback: AtomicU32,
+    /// The thread running that callback (`crate::thread::current`, 0 if unknown).
+    pub(crate) callback_thread: AtomicUsize,
 }
 
 // SAFETY: rule HANDLES_ARE_THREAD_AGNOSTIC: a VMBCHANNEL may be used from any thread;
@@ -883,6 +886,7 @@ pub(crate) mod tests {
             state_v5: kmcl_sys::VMB_CHANNEL_STATE_CHANGE_CALLBACKS_INIT_V5(),
             dropped_unretired: AtomicU32::new(0),
             in_state_callback: AtomicU32::new(0),
+            callback_thread: AtomicUsize::new(0),
         }))
     }
 

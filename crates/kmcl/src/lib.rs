@@ -38,6 +38,7 @@
 //! * [`external`]: external data (MDL) views.
 //! * [`send`]: outgoing packets and their completions.
 //! * [`state`]: the state-change handler trait and its shims.
+//! * [`thread`]: the current thread's identity (for the server's Start/Pause check).
 //! * [`server`]: the server (VSP) side: [`KmclServer`](server::KmclServer), server
 //!   channels, GPADL mappings, save/restore, VMBus handles.
 //!
@@ -65,6 +66,7 @@
 //! | `PENDING_COMPLETION_ANY_CONTEXT` | an incoming packet may be completed from any thread at <= DISPATCH_LEVEL |
 //! | `STATE_CALLBACKS_AT_PASSIVE` / `STATE_CALLBACKS_V5_CAST` | state-change callbacks run at PASSIVE_LEVEL; the V5 table is registered cast |
 //! | `SAVE_PACKET_ARGS` / `RESTORE_PACKET_ARGS` | what KMCL passes to the server's save/restore packet callbacks |
+//! | `KE_GET_CURRENT_THREAD` | reading the current thread ([`thread`]) |
 //! | `KE_GET_CURRENT_IRQL` / `FN_HOOK_ROUNDTRIP` | reading the IRQL ([`irql`]); fn-pointer hooks stored as data pointers |
 #![no_std]
 #![deny(missing_docs)]
@@ -79,5 +81,6 @@ pub mod send;
 pub mod server;
 pub mod state;
 pub mod status;
+pub mod thread;
 
 pub use status::{NtStatus, Result};

@@ -806,20 +806,29 @@ impl<H: PacketHandler + StateHandler> ServerChannel<H> {
         self.channel.handler()
     }
 
+    /// Refuses a call made inside a state-change callback of this channel. A callback
+    /// running concurrently on another thread is fine (KMCL makes the call wait); when
+    /// the thread identity is unknown ([`crate::thread`]) any running callback refuses.
     fn check_not_in_callback(&self) -> Result {
-        let ep = self.channel.endpoint();
-        if ep.core.in_state_callback.load(Ordering::Acquire) != 0 {
-            return Err(NtStatus::INVALID_DEVICE_STATE);
+        let core = self.channel.endpoint().core;
+        if core.in_state_callback.load(Ordering::Acquire) == 0 {
+            return Ok(());
         }
-        Ok(())
+        let cb = core.callback_thread.load(Ordering::Acquire);
+        match crate::thread::current() {
+            Some(me) if cb != 0 && cb != me => Ok(()),
+            _ => Err(NtStatus::INVALID_DEVICE_STATE),
+        }
     }
 
     /// `VmbChannelStart`: leaves the paused state (after Enable, or after [`pause`](Self::pause)).
     ///
     /// # Errors
     ///
-    /// `INVALID_DEVICE_STATE` while a state-change callback of this channel runs (the
-    /// header forbids Start there; it would deadlock).
+    /// `INVALID_DEVICE_STATE` inside a state-change callback of this channel (the
+    /// header forbids Start there; it would deadlock). From another thread while such a
+    /// callback runs it is allowed when the thread identity is known
+    /// ([`crate::thread::set_thread_id_source`]), refused otherwise.
     pub fn start(&self, _irql: Passive) -> Result {
         self.check_not_in_callback()?;
         let f = kfn!(self.server.kmcl.v1.VmbChannelStart);

@@ -15,7 +15,7 @@
 //! table whose shims find the context with `VmbChannelGetPointer`.
 
 use core::marker::PhantomData;
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::Ordering;
 
 use kmcl_sys::{
     EVT_VMB_CHANNEL_CLOSED, EVT_VMB_CHANNEL_CLOSED_EX, EVT_VMB_CHANNEL_OPENED,
@@ -25,7 +25,7 @@ use kmcl_sys::{
     VMB_CHANNEL_STATE_CHANGE_CALLBACKS, VMB_CHANNEL_STATE_CHANGE_CALLBACKS_V5, VMBCHANNEL,
 };
 
-use crate::channel::{Endpoint, Inner};
+use crate::channel::{Core, Endpoint, Inner};
 use crate::irql::Passive;
 use crate::packet::{PacketHandler, context_from_channel};
 use crate::status::{NtStatus, Result, from_result};
@@ -142,25 +142,37 @@ const fn event(n: u8) -> Event {
     }
 }
 
-/// Counts a running state-change callback on the channel's `Core` (see
-/// `Core::in_state_callback`).
-struct InCallback<'a>(&'a AtomicU32);
+/// Marks a running state-change callback on the channel's `Core` (see
+/// `Core::in_state_callback` and `Core::callback_thread`); KMCL runs one at a time per
+/// channel.
+struct InCallback<'a> {
+    core: &'a Core,
+    previous_thread: usize,
+}
 
 impl<'a> InCallback<'a> {
-    fn enter(c: &'a AtomicU32) -> Self {
-        c.fetch_add(1, Ordering::AcqRel);
-        Self(c)
+    fn enter(core: &'a Core) -> Self {
+        let me = crate::thread::current().unwrap_or(0);
+        let previous_thread = core.callback_thread.swap(me, Ordering::AcqRel);
+        core.in_state_callback.fetch_add(1, Ordering::AcqRel);
+        Self {
+            core,
+            previous_thread,
+        }
     }
 }
 
 impl Drop for InCallback<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.core.in_state_callback.fetch_sub(1, Ordering::AcqRel);
+        self.core
+            .callback_thread
+            .store(self.previous_thread, Ordering::Release);
     }
 }
 
 fn dispatch<H: StateHandler>(inner: &Inner<H>, ev: Event) {
-    let _in = InCallback::enter(&inner.core.in_state_callback);
+    let _in = InCallback::enter(&inner.core);
     // SAFETY: rule STATE_CALLBACKS_AT_PASSIVE: KMCL calls state-change callbacks at
     // PASSIVE_LEVEL (header SAL `_IRQL_requires_(PASSIVE_LEVEL)`).
     let p = unsafe { Passive::assume() };
@@ -174,7 +186,7 @@ fn dispatch<H: StateHandler>(inner: &Inner<H>, ev: Event) {
 }
 
 fn open<H: StateHandler>(inner: &Inner<H>) -> NTSTATUS {
-    let _in = InCallback::enter(&inner.core.in_state_callback);
+    let _in = InCallback::enter(&inner.core);
     // SAFETY: rule STATE_CALLBACKS_AT_PASSIVE: as in `dispatch`.
     let p = unsafe { Passive::assume() };
     from_result(inner.handler.opened(Endpoint::new(&inner.core), p))

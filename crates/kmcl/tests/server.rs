@@ -46,6 +46,8 @@ struct Node {
     hook_results: Mutex<Vec<kmcl::Result>>,
     /// Saved state per packet (save/restore).
     restored: Mutex<Vec<Vec<u8>>>,
+    /// How long `opened` takes.
+    open_delay: Duration,
 }
 
 impl Node {
@@ -92,6 +94,7 @@ impl PacketHandler for Node {
 impl StateHandler for Node {
     fn opened(&self, _channel: Endpoint<'_>, _irql: Passive) -> kmcl::Result {
         self.events.lock().unwrap().push("opened");
+        std::thread::sleep(self.open_delay);
         Ok(())
     }
     fn started(&self, _channel: Endpoint<'_>, _irql: Passive) {
@@ -156,6 +159,7 @@ struct Pair {
 impl Pair {
     fn new(cfg: SimConfig) -> Self {
         install_irql();
+        kmcl::thread::set_thread_id_source(kmcl_sim::current_thread_id);
         let sim = Sim::new(cfg);
         let table = Box::leak(Box::new(*sim.server_interface()));
         let server_kmcl = KmclServer::new(table).expect("the server table validates");
@@ -734,6 +738,39 @@ fn disabled_server_keeps_its_configuration_and_can_be_offered_again() {
     pair.sim.run_until_idle();
     // Pipe framing: the exact length arrives.
     assert_eq!(server.handler().received(), [b"odd-len".to_vec()]);
+    client.close(p);
+    server.close(p);
+    pair.sim.assert_clean();
+}
+
+#[test]
+fn start_from_another_thread_while_a_state_callback_runs_is_allowed() {
+    let pair = Pair::new(SimConfig::threaded());
+    let p = passive();
+    let node = Node {
+        open_delay: Duration::from_millis(100),
+        ..Node::default()
+    };
+    let server = pair
+        .server_kmcl
+        .channel(pair.host_parent(), node, p)
+        .unwrap()
+        .target_interface(IFACE, INST)
+        .unwrap()
+        .enable(p)
+        .unwrap();
+    let client = pair.client(Node::default(), ProcessingMode::Dispatch, false);
+    // EvtChannelOpened runs (and sleeps) on KMCL's thread; Start from this thread is fine.
+    assert!(wait_for(Duration::from_secs(10), || server
+        .handler()
+        .events()
+        .contains(&"opened")));
+    assert_eq!(server.start(p), Ok(()));
+    pair.settle(|| server.handler().events().contains(&"post_started"));
+    assert_eq!(
+        server.handler().events(),
+        ["opened", "started", "post_started"]
+    );
     client.close(p);
     server.close(p);
     pair.sim.assert_clean();
