@@ -624,3 +624,15 @@ fn closing_the_host_handle_completes_its_parked_requests_and_held_packets() {
     p.close_guest();
     p.sim.assert_clean();
 }
+
+#[test]
+fn host_and_guest_exchange_is_clean_for_many_interleavings() {
+    for seed in 100..124 {
+        let mode = if seed % 2 == 0 {
+            ProcessingMode::Dispatch
+        } else {
+            ProcessingMode::Passive
+        };
+        exchange(SimConfig::deterministic(seed), mode);
+    }
+}

@@ -775,3 +775,15 @@ fn start_from_another_thread_while_a_state_callback_runs_is_allowed() {
     server.close(p);
     pair.sim.assert_clean();
 }
+
+#[test]
+fn exchange_is_clean_for_many_interleavings() {
+    for seed in 100..164 {
+        let mode = if seed % 2 == 0 {
+            ProcessingMode::Dispatch
+        } else {
+            ProcessingMode::Passive
+        };
+        exchange(SimConfig::deterministic(seed), mode, seed % 3 == 0);
+    }
+}
