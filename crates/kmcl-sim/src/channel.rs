@@ -459,7 +459,10 @@ pub(crate) fn enable(sim: &Arc<SimInner>, ch: u64) -> NTSTATUS {
     if c.server.is_some() {
         return crate::server::enable(sim, &mut st, ch);
     }
-    let offer = c.offer;
+    crate::server::retarget(&mut st, ch);
+    let Some(offer) = st.channels.get(&ch).map(|c| c.offer) else {
+        return STATUS_INVALID_PARAMETER_1;
+    };
     if st.offers.get(&offer).is_none_or(|o| o.rescinded) {
         return STATUS_DEVICE_REMOVED;
     }

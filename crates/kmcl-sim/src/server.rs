@@ -237,6 +237,48 @@ pub(crate) fn enable(sim: &SimInner, st: &mut State, ch: u64) -> NTSTATUS {
     STATUS_SUCCESS
 }
 
+/// `VmbClientChannelInitSetTargetPnp` at Enable: a client channel whose target names an
+/// offered server channel (type, and instance if given) other than the offer it was
+/// allocated on, and whose guest side is free, is bound to that offer instead (as KMCL
+/// finds the VMBus device by interface for a driver not loaded on its PDO).
+pub(crate) fn retarget(st: &mut State, ch: u64) {
+    let Some(c) = st.channels.get(&ch) else {
+        return;
+    };
+    let Some((ty, inst)) = c.init.target else {
+        return;
+    };
+    let current = c.offer;
+    let mut ids: Vec<u64> = st
+        .offers
+        .iter()
+        .filter(|(id, o)| {
+            **id != current
+                && o.server.is_some()
+                && !o.rescinded
+                && o.channel.is_none()
+                && o.cfg.interface_type == ty
+                && inst.is_none_or(|i| o.cfg.interface_instance == i)
+        })
+        .map(|(id, _)| *id)
+        .collect();
+    ids.sort_unstable();
+    let Some(target) = ids.first().copied() else {
+        return;
+    };
+    if let Some(o) = st.offers.get_mut(&current)
+        && o.channel == Some(ch)
+    {
+        o.channel = None;
+    }
+    if let Some(o) = st.offers.get_mut(&target) {
+        o.channel = Some(ch);
+    }
+    if let Some(c) = st.channels.get_mut(&ch) {
+        c.offer = target;
+    }
+}
+
 /// The guest opened `offer` with ring pair `pair`: the server channel gets the mirrored
 /// ring ends and KMCL's thread runs its Opened (and, when started, Started/PostStarted).
 pub(crate) fn guest_opened(sim: &SimInner, st: &mut State, offer: u64, pair: &RingPair) {

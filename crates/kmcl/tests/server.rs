@@ -787,3 +787,30 @@ fn exchange_is_clean_for_many_interleavings() {
         exchange(SimConfig::deterministic(seed), mode, seed % 3 == 0);
     }
 }
+
+#[test]
+fn client_with_target_pnp_finds_the_server_offer_from_another_device() {
+    let pair = Pair::new(SimConfig::deterministic(16));
+    let p = passive();
+    let server = pair.server(Node::default(), ProcessingMode::Dispatch, false);
+    // A client not loaded on the server's PDO (as dxgkrnl): it targets the interface.
+    let elsewhere = pair.sim.offer(kmcl_sim::OfferConfig::default());
+    // SAFETY: the offer's device object lives as long as the simulation.
+    let parent = unsafe { ParentDevice::from_raw(elsewhere.device_object()) };
+    let client = pair
+        .client_kmcl
+        .channel(parent, Node::default(), p)
+        .unwrap()
+        .target_pnp(IFACE, Some(INST))
+        .unwrap()
+        .enable(p)
+        .unwrap();
+    pair.sim.run_until_idle();
+    client.endpoint().send(b"via pnp!").unwrap();
+    pair.sim.run_until_idle();
+    assert_eq!(server.handler().received(), [b"via pnp!".to_vec()]);
+    assert!(!elsewhere.host().is_open());
+    client.close(p);
+    server.close(p);
+    pair.sim.assert_clean();
+}
