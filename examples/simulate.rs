@@ -10,7 +10,15 @@
 mod run;
 
 #[cfg(not(windows))]
+#[path = "simulate/ic.rs"]
+mod ic;
+
+#[cfg(not(windows))]
 fn main() -> std::process::ExitCode {
+    // `--scenario ic`: the IC mode scenario (examples/simulate/ic.rs).
+    if ic::requested() {
+        return ic::main();
+    }
     run::main()
 }
 
