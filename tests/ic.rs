@@ -525,3 +525,61 @@ fn each_ic_message_and_answer_is_traced_with_the_ic_keyword() {
         }
     ));
 }
+
+fn guid_text(g: hv_ic::guid::Guid) -> String {
+    let d = g.data4;
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
+        g.data1, g.data2, g.data3, d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]
+    )
+}
+
+#[test]
+fn inf_offers_one_opt_in_hardware_id_per_ic_and_ic_values_parse_to_defaults() {
+    let text = include_str!("../inf/vmbridge.inx");
+    let models: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix(";IC-MODEL:"))
+        .map(str::trim)
+        .collect();
+    assert_eq!(models.len(), 3, "heartbeat, shutdown, time sync");
+    for (line, service) in models.iter().zip([
+        hv_ic::Service::Heartbeat,
+        hv_ic::Service::Shutdown,
+        hv_ic::Service::TimeSync,
+    ]) {
+        let (_, rhs) = line.split_once('=').expect("model line");
+        let (section, hwid) = rhs.split_once(',').expect("section, hardware id");
+        assert_eq!(section.trim(), "VmBridge_Device");
+        assert_eq!(
+            hwid.trim().to_ascii_lowercase(),
+            format!("vmbus\\{{{}}}", guid_text(service.interface_id())),
+            "{service:?}"
+        );
+    }
+    let values: Vec<(String, u32)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix(";IC-REG:"))
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').map(str::trim).collect();
+            assert_eq!((f[0], f[1], f[3]), ("HKR", "Parameters", "%REG_DWORD%"));
+            (f[2].to_string(), f[4].parse().expect("decimal DWORD"))
+        })
+        .collect();
+    let mut names: Vec<&str> = values.iter().map(|(k, _)| k.as_str()).collect();
+    names.sort_unstable();
+    let mut keys = vmbridge::bridge::config::IC_KEYS.to_vec();
+    keys.sort_unstable();
+    assert_eq!(names, keys, "the INF documents exactly the IC values");
+    let (config, issues) = IcConfig::parse(
+        values
+            .iter()
+            .map(|(k, v)| (k.as_str(), vmbridge::bridge::config::Value::Dword(*v))),
+    );
+    assert!(issues.is_empty(), "{issues:?}");
+    assert_eq!(
+        config,
+        IcConfig::OFF,
+        "IC mode is off unless an administrator enables it"
+    );
+}
