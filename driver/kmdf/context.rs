@@ -18,6 +18,7 @@ use wdk_sys::{
 
 use super::lock::KSpinLock;
 use super::request::Request;
+use crate::bridge::config::IcConfig;
 use crate::bridge::{Config, State};
 use crate::vmbus::{Held, VmbusDevice};
 
@@ -68,6 +69,8 @@ pub(super) struct DeviceContext {
     pub(super) interface_referenced: bool,
     /// Registry configuration, read once in `EvtDriverDeviceAdd`.
     pub(super) config: Config,
+    /// IC mode (`IcService`, `IcTimeoutMs`), read with `config`.
+    pub(super) ic: IcConfig,
     /// The bound device between PrepareHardware and ReleaseHardware. I/O callbacks clone
     /// the `Arc` under the lock; ReleaseHardware takes it out and waits to be the only
     /// owner before it closes the channel.

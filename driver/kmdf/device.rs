@@ -38,7 +38,7 @@ use super::context::{
 };
 use super::lock::KSpinLock;
 use super::queue::queue_initialize;
-use crate::bridge::config::{self, Value};
+use crate::bridge::config::{self, IcConfig, Value};
 use crate::bridge::protocol::GUID_DEVINTERFACE_VMBRIDGE;
 use crate::bridge::{Config, FileId, Lock};
 use crate::trace::{Event, Tracer};
@@ -85,8 +85,8 @@ macro_rules! wide {
     }};
 }
 
-/// The registry value names of [`config::KEYS`], in UTF-16.
-static KEY_NAMES: [(&str, &[u16]); 6] = [
+/// The registry value names of [`config::KEYS`] and [`config::IC_KEYS`], in UTF-16.
+static KEY_NAMES: [(&str, &[u16]); 8] = [
     (
         config::KEY_PROCESSING_MODE,
         wide!(config::KEY_PROCESSING_MODE),
@@ -108,6 +108,8 @@ static KEY_NAMES: [(&str, &[u16]); 6] = [
         config::KEY_RING_BUFFER_PAGES,
         wide!(config::KEY_RING_BUFFER_PAGES),
     ),
+    (config::KEY_IC_SERVICE, wide!(config::KEY_IC_SERVICE)),
+    (config::KEY_IC_TIMEOUT_MS, wide!(config::KEY_IC_TIMEOUT_MS)),
 ];
 
 /// A counted string over a static UTF-16 name.
@@ -124,7 +126,7 @@ fn unicode(name: &'static [u16]) -> UNICODE_STRING {
 /// Reads `Services\vmbridge\Parameters` (written by the INF) into a [`Config`]; missing
 /// values keep their defaults, bad ones are reported as `ConfigIssue` events.
 /// PASSIVE_LEVEL.
-fn read_config(driver: WDFDRIVER, tracer: Tracer) -> Config {
+fn read_config(driver: WDFDRIVER, tracer: Tracer) -> (Config, IcConfig) {
     let mut key = WDF_NO_HANDLE as WDFKEY;
     // SAFETY: rule WDF_CALL_AT_PASSIVE: EvtDriverDeviceAdd runs at PASSIVE_LEVEL; `driver`
     // is the live driver object; `key` is a local out-param.
@@ -138,9 +140,9 @@ fn read_config(driver: WDFDRIVER, tracer: Tracer) -> Config {
         )
     };
     if st < 0 {
-        return Config::DEFAULT;
+        return (Config::DEFAULT, IcConfig::OFF);
     }
-    let mut values: [(&str, u32, bool); 6] = [("", 0, false); 6];
+    let mut values: [(&str, u32, bool); 8] = [("", 0, false); 8];
     for (slot, (name, wide)) in values.iter_mut().zip(KEY_NAMES.iter()) {
         let us = unicode(wide);
         let mut v: ULONG = 0;
@@ -159,13 +161,19 @@ fn read_config(driver: WDFDRIVER, tracer: Tracer) -> Config {
             .filter(|v| v.2)
             .map(|&(k, v, _)| (k, Value::Dword(v))),
     );
-    for issue in &parsed.issues {
+    let (ic, ic_issues) = IcConfig::parse(
+        values
+            .iter()
+            .filter(|v| v.2)
+            .map(|&(k, v, _)| (k, Value::Dword(v))),
+    );
+    for issue in parsed.issues.iter().chain(ic_issues.iter()) {
         tracer.emit(Event::ConfigIssue {
             key: issue.key,
             kind: issue.kind,
         });
     }
-    parsed.config
+    (parsed.config, ic)
 }
 
 /// Fills `interface` through `WdfFdoQueryForInterface`, V5 first, then V1. PASSIVE_LEVEL.
@@ -286,7 +294,7 @@ pub(super) extern "C" fn evt_device_add(
     if ctx.is_null() {
         return STATUS_INVALID_DEVICE_STATE;
     }
-    let config = read_config(driver, tracer);
+    let (config, ic) = read_config(driver, tracer);
     // SAFETY: rule DEVICE_CONTEXT_INITIALISED: the context memory is ours, zeroed by WDF,
     // not yet initialised as a Rust value; no other callback of this device runs before
     // EvtDriverDeviceAdd returns. INVARIANT: initialised before any other use.
@@ -297,6 +305,7 @@ pub(super) extern "C" fn evt_device_add(
                 interface: KMCL_CLIENT_INTERFACE_V5::zeroed(),
                 interface_referenced: false,
                 config,
+                ic,
                 device: KSpinLock::new(None),
             },
         )
@@ -362,7 +371,15 @@ extern "C" fn evt_device_prepare_hardware(
     // after ReleaseHardware closed the channel.
     let parent = unsafe { ParentDevice::from_raw(parent_raw) };
     let set_quota = ctx.interface.VmbChannelSetTransactionQuota;
-    match Device::open(&kmcl, parent, ctx.config, Tracer::etw(), set_quota, passive) {
+    match Device::open_ic(
+        &kmcl,
+        parent,
+        ctx.config,
+        ctx.ic,
+        Tracer::etw(),
+        set_quota,
+        passive,
+    ) {
         Ok(dev) => {
             ctx.device.with(|d| *d = Some(Arc::new(dev)));
             STATUS_SUCCESS
