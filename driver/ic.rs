@@ -713,3 +713,170 @@ impl HeldPacket for IcHeld {
         self.channel.answer(self.slot, self.generation, response);
     }
 }
+
+#[cfg(all(test, not(windows)))]
+mod tests {
+    use super::*;
+    use hv_ic::host;
+    use hv_ic::negotiate::{FRAMEWORK_VERSIONS, SHUTDOWN_VERSIONS};
+    use hv_ic::shutdown::ShutdownParams;
+    use hv_ic::wire::ShutdownFlags;
+    use std::vec::Vec;
+
+    fn shutdown_channel(slots: u32) -> Arc<IcChannel> {
+        let ch = IcChannel::new(
+            IcConfig {
+                service: Some(IcService::Shutdown),
+                timeout_ms: 100,
+            },
+            slots,
+            Tracer::etw(),
+        )
+        .expect("IC mode");
+        ch.opened();
+        ch
+    }
+
+    fn negotiate(ch: &Arc<IcChannel>, sent: &mut Vec<Vec<u8>>) {
+        let mut b = [0u8; 256];
+        let n = host::write_negotiate_request(
+            &mut b,
+            Framing::Bare,
+            FRAMEWORK_VERSIONS,
+            SHUTDOWN_VERSIONS,
+            0,
+        )
+        .expect("request");
+        let mut send = |x: &[u8]| {
+            sent.push(x.to_vec());
+            Ok(())
+        };
+        assert!(ch.on_packet(&b[..n], &mut send).is_none());
+    }
+
+    fn shutdown_request() -> Vec<u8> {
+        let v = NegotiatedVersions {
+            framework: Version::new(3, 0),
+            message: Version::new(3, 2),
+        };
+        let params = ShutdownParams {
+            reason_code: 1,
+            timeout_secs: 2,
+            flags: ShutdownFlags(1),
+        };
+        let mut b = std::vec![0u8; 4096];
+        let n = host::write_shutdown_request(&mut b, Framing::Bare, v, 7, &params, b"x")
+            .expect("request");
+        b.truncate(n);
+        b
+    }
+
+    fn status_of(answer: &[u8]) -> u32 {
+        u32::from_le_bytes([answer[12], answer[13], answer[14], answer[15]])
+    }
+
+    #[test]
+    fn off_config_makes_no_ic_channel() {
+        assert!(IcChannel::new(IcConfig::OFF, 4, Tracer::etw()).is_none());
+    }
+
+    #[test]
+    fn request_record_round_trips_and_rejects_wrong_size() {
+        let r = IcRequest {
+            version: IC_REQUEST_VERSION,
+            service: 3,
+            message_version: 4 << 16,
+            transaction_id: 9,
+            parent_time: u64::MAX,
+            child_time: 5,
+            timesync_flags: 2,
+            leap: 1,
+            stratum: 3,
+            is_v4: true,
+            ..IcRequest::default()
+        };
+        let b = r.to_bytes();
+        assert_eq!(IcRequest::from_bytes(&b), Some(r));
+        assert_eq!(IcRequest::from_bytes(&b[..63]), None);
+        let mut bad = b;
+        bad[0] = 32;
+        assert_eq!(IcRequest::from_bytes(&bad), None);
+    }
+
+    #[test]
+    fn forwarded_request_is_answered_once_with_the_first_decision() {
+        let ch = shutdown_channel(2);
+        let mut sent = Vec::new();
+        negotiate(&ch, &mut sent);
+        let req = shutdown_request();
+        let mut send = |x: &[u8]| {
+            sent.push(x.to_vec());
+            Ok(())
+        };
+        let held = ch.on_packet(&req, &mut send).expect("forwarded");
+        let rec = IcRequest::from_bytes(held.payload()).expect("record");
+        assert_eq!((rec.service, rec.action, rec.timeout_secs), (2, 0, 2));
+        assert_eq!(rec.transaction_id, 7);
+        held.complete(&0x8000_4005u32.to_le_bytes());
+        assert_eq!(ch.tick(1_000), 0, "already answered: no timeout");
+        ch.flush(&mut send);
+        ch.flush(&mut send);
+        assert_eq!(sent.len(), 2, "negotiation + one answer");
+        assert_eq!(status_of(&sent[1]), 0x8000_4005);
+        assert_eq!(sent[1].len(), req.len(), "answer has the request's length");
+        assert_eq!(sent[1][16], 7, "transaction id echoed");
+    }
+
+    #[test]
+    fn full_slot_table_refuses_at_once_with_e_fail() {
+        let ch = shutdown_channel(1);
+        let mut sent = Vec::new();
+        negotiate(&ch, &mut sent);
+        let req = shutdown_request();
+        let mut send = |x: &[u8]| {
+            sent.push(x.to_vec());
+            Ok(())
+        };
+        let first = ch.on_packet(&req, &mut send).expect("forwarded");
+        assert!(ch.on_packet(&req, &mut send).is_none(), "no slot left");
+        assert_eq!(sent.len(), 2);
+        assert_eq!(status_of(&sent[1]), Status::E_FAIL.0);
+        assert_eq!(ch.stats().busy, 1);
+        drop(first);
+    }
+
+    #[test]
+    fn answers_decided_after_close_are_not_sent() {
+        let ch = shutdown_channel(2);
+        let mut sent = Vec::new();
+        negotiate(&ch, &mut sent);
+        let req = shutdown_request();
+        let mut send = |x: &[u8]| {
+            sent.push(x.to_vec());
+            Ok(())
+        };
+        let held = ch.on_packet(&req, &mut send).expect("forwarded");
+        ch.closed();
+        held.complete(&[0, 0, 0, 0]);
+        ch.flush(&mut send);
+        assert_eq!(sent.len(), 1, "only the negotiation");
+        let st = ch.stats();
+        assert_eq!((st.closed_unanswered, st.late, st.waiting), (1, 1, 0));
+        assert_eq!(ch.negotiated(), None, "a reopen negotiates again");
+    }
+
+    #[test]
+    fn failed_send_is_counted_not_retried() {
+        let ch = shutdown_channel(2);
+        let mut sent = Vec::new();
+        negotiate(&ch, &mut sent);
+        let req = shutdown_request();
+        let mut refuse = |_: &[u8]| Err(NtStatus::INSUFFICIENT_RESOURCES);
+        let held = ch.on_packet(&req, &mut refuse).expect("forwarded");
+        held.complete(&[]);
+        ch.flush(&mut refuse);
+        ch.flush(&mut refuse);
+        let st = ch.stats();
+        assert_eq!((st.no_decision, st.send_failures), (1, 1));
+    }
+}

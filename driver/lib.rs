@@ -13,6 +13,9 @@
 //!   close = disable, clean up). Portable: the same code runs under `kmcl-sim`.
 //! * [`host_mode`]: the root-partition mode — a control device through which an
 //!   administrator's program makes a VMBus offer into a VM, bridged like the guest mode.
+//! * [`ic`]: IC mode — the device speaks a Hyper-V integration-component protocol
+//!   (heartbeat answered in the kernel; shutdown and time sync forwarded to user mode
+//!   through the bridge), selected by `IcService` (`docs/ic.md`).
 //! * `host` (not on Windows): a WDF-like model of user requests for the simulator.
 //! * `kmdf` (`driver/kmdf/`, Windows only): `DriverEntry`, `EvtDriverDeviceAdd`, PnP and
 //!   I/O callbacks, the `WDFSPINLOCK` lock; all WDF calls through
@@ -27,6 +30,8 @@
 //! `driver/{trace,vmbus,host}.rs`, `driver/kmdf/{mod,driver,device,queue,request,lock,context}.rs`,
 //! `inf/vmbridge.inx`, `build.rs`, `Makefile.toml`, `docs/windows.md`,
 //! `tests/{core,inf,no_alloc,sim}.rs`, `examples/simulate.rs`.
+//! IC mode: `driver/ic.rs`, `docs/ic.md`, `tests/{ic,ic_no_alloc}.rs`,
+//! `tests/common/ic.rs`, `examples/simulate/ic.rs`.
 #![cfg_attr(windows, no_std)]
 #![warn(missing_docs)]
 
