@@ -197,8 +197,10 @@ fn run(data: &[u8]) {
     }
     rig.sim.run_until_idle();
 
+    // `error()` also reports the host's own bookkeeping (a completion for a transaction the
+    // raw bytes made up): only a channel that is no longer open has failed.
     let failed = rig.host.error();
-    if failed.is_some() {
+    if !rig.host.is_open() {
         // A failed channel is closed in the bridge too (Suspend + Closed ran).
         assert_eq!(
             rig.device().bridge().channel_state(),
