@@ -583,3 +583,53 @@ fn inf_offers_one_opt_in_hardware_id_per_ic_and_ic_values_parse_to_defaults() {
         "IC mode is off unless an administrator enables it"
     );
 }
+
+#[test]
+fn heartbeats_and_a_shutdown_round_trip_with_real_threads() {
+    let mut rig = IcRig::new(
+        SimConfig::threaded(),
+        Config::DEFAULT,
+        IcConfig::for_service(IcService::Heartbeat),
+        Tracer::etw(),
+    );
+    assert!(
+        rig.offer
+            .host()
+            .wait_open(std::time::Duration::from_secs(10))
+    );
+    negotiated(&mut rig);
+    for _ in 0..500 {
+        rig.host
+            .heartbeat(HeartbeatLayout::Reserved40)
+            .expect("heartbeat answered");
+    }
+    rig.close();
+    rig.sim.assert_clean();
+
+    let mut rig = IcRig::new(
+        SimConfig::threaded(),
+        Config::DEFAULT,
+        IcConfig::for_service(IcService::Shutdown),
+        Tracer::etw(),
+    );
+    assert!(
+        rig.offer
+            .host()
+            .wait_open(std::time::Duration::from_secs(10))
+    );
+    negotiated(&mut rig);
+    let user = IcUser::new(FileId(1));
+    let read = user.post_read(&rig);
+    let txid = rig.host.send_shutdown(&SHUTDOWN_PARAMS, &[]).expect("send");
+    read.wait(std::time::Duration::from_secs(10))
+        .expect("forwarded to the parked read");
+    let r = IcUser::decode(&read).expect("record");
+    assert_eq!(r.request.transaction_id, u32::from(txid));
+    assert_eq!(user.respond(&rig, r.packet_id, 0), NtStatus::SUCCESS);
+    assert_eq!(
+        rig.host.await_status(MsgType::SHUTDOWN, txid),
+        Ok(Status::S_OK)
+    );
+    rig.close();
+    rig.sim.assert_clean();
+}
