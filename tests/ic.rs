@@ -633,3 +633,77 @@ fn heartbeats_and_a_shutdown_round_trip_with_real_threads() {
     rig.close();
     rig.sim.assert_clean();
 }
+
+#[test]
+fn every_shutdown_gets_exactly_one_answer_when_user_mode_falls_behind() {
+    let mut rig = IcRig::new(
+        SimConfig::deterministic(11),
+        Config {
+            queue_depth: 2,
+            ..Config::DEFAULT
+        },
+        IcConfig {
+            service: Some(IcService::Shutdown),
+            timeout_ms: 100,
+        },
+        Tracer::etw(),
+    );
+    negotiated(&mut rig);
+    let mut answers = Vec::new();
+    let send = |rig: &mut IcRig| rig.host.send_shutdown(&SHUTDOWN_PARAMS, &[]).expect("send");
+    // Two wait in slots; the third finds no slot and is refused at once.
+    let (a, b, c) = (send(&mut rig), send(&mut rig), send(&mut rig));
+    answers.push((c, rig.host.await_status(MsgType::SHUTDOWN, c)));
+    // Both time out; their records stay queued in the bridge (nobody reads).
+    assert_eq!(rig.device().ic_tick(100), 2);
+    answers.push((a, rig.host.await_status(MsgType::SHUTDOWN, a)));
+    answers.push((b, rig.host.await_status(MsgType::SHUTDOWN, b)));
+    // Two more get slots, but the bridge queue is full: each is completed unread and
+    // answered E_FAIL at once.
+    let (d, e) = (send(&mut rig), send(&mut rig));
+    answers.push((d, rig.host.await_status(MsgType::SHUTDOWN, d)));
+    answers.push((e, rig.host.await_status(MsgType::SHUTDOWN, e)));
+    rig.idle();
+    assert_eq!(rig.host.try_answer(), None, "no second answer");
+    let fail = Ok(Status::E_FAIL);
+    let timeout = Ok(Status(STATUS_IC_TIMEOUT));
+    assert_eq!(
+        answers,
+        [
+            (c, fail.clone()),
+            (a, timeout.clone()),
+            (b, timeout),
+            (d, fail.clone()),
+            (e, fail)
+        ]
+    );
+    let stats = rig.close();
+    assert_eq!(stats.overflows, 2);
+    rig.sim.assert_clean();
+}
+
+#[test]
+fn ic_mode_runs_with_passive_processing() {
+    let mut rig = IcRig::new(
+        SimConfig::deterministic(12),
+        Config {
+            processing_mode: vmbridge::bridge::ProcessingMode::Passive,
+            ..Config::DEFAULT
+        },
+        IcConfig::for_service(IcService::Shutdown),
+        Tracer::etw(),
+    );
+    negotiated(&mut rig);
+    let user = IcUser::new(FileId(1));
+    let txid = rig.host.send_shutdown(&SHUTDOWN_PARAMS, &[]).expect("send");
+    let read = user.post_read(&rig);
+    rig.idle();
+    let r = IcUser::decode(&read).expect("forwarded");
+    assert_eq!(user.respond(&rig, r.packet_id, 0), NtStatus::SUCCESS);
+    assert_eq!(
+        rig.host.await_status(MsgType::SHUTDOWN, txid),
+        Ok(Status::S_OK)
+    );
+    rig.close();
+    rig.sim.assert_clean();
+}
