@@ -190,6 +190,7 @@ fn heartbeat(a: &Args, failures: &mut Vec<String>) -> bool {
     }
     r.host.set_sequence(u64::MAX - a.heartbeats / 2);
     let mut ok = 0u64;
+    let started = std::time::Instant::now();
     for i in 0..a.heartbeats {
         let layout = if i % 2 == 0 {
             HeartbeatLayout::Reserved40
@@ -204,7 +205,13 @@ fn heartbeat(a: &Args, failures: &mut Vec<String>) -> bool {
             }
         }
     }
+    let elapsed = started.elapsed();
     show(&r, &mut printed);
+    println!(
+        "  ... {ok} heartbeats in {:.1} ms ({:.2} us per round trip through host, ring, KMCL, vmbridge)",
+        elapsed.as_secs_f64() * 1e3,
+        elapsed.as_secs_f64() * 1e6 / ok.max(1) as f64
+    );
     println!(
         "  ... {ok}/{} heartbeats answered with seq + 1 (40- and 16-byte bodies, sequence wrapped at u64::MAX, 2-page ring)",
         a.heartbeats
