@@ -36,6 +36,7 @@ use super::context::{
     Device, DeviceContext, WDF_FILEOBJECT_CONFIG_SIZE, WDF_OBJECT_ATTRIBUTES_SIZE,
     WDF_PNPPOWER_EVENT_CALLBACKS_SIZE, device_context_type, device_get_context,
 };
+use super::ic_timer;
 use super::lock::KSpinLock;
 use super::queue::queue_initialize;
 use crate::bridge::config::{self, IcConfig, Value};
@@ -45,7 +46,7 @@ use crate::trace::{Event, Tracer};
 
 /// `KEY_READ` (winnt.h: `(STANDARD_RIGHTS_READ | KEY_QUERY_VALUE | KEY_ENUMERATE_SUB_KEYS
 /// | KEY_NOTIFY) & ~SYNCHRONIZE`). Spelled out: bindgen may not evaluate the macro.
-const KEY_READ: ULONG = 0x0002_0019;
+pub(super) const KEY_READ: ULONG = 0x0002_0019;
 
 /// A `u128` GUID (reading order) as the WDK's `GUID` struct.
 const fn guid(v: u128) -> GUID {
@@ -59,7 +60,7 @@ const fn guid(v: u128) -> GUID {
 }
 
 /// `GUID_DEVINTERFACE_VMBRIDGE` as a WDK `GUID`.
-static GUID_DEVINTERFACE: GUID = guid(GUID_DEVINTERFACE_VMBRIDGE);
+pub(super) static GUID_DEVINTERFACE: GUID = guid(GUID_DEVINTERFACE_VMBRIDGE);
 
 /// `KMCL_CLIENT_INTERFACE_TYPE` in static memory (WDF takes it by pointer).
 static KMCL_INTERFACE_TYPE: kmcl_sys::GUID = KMCL_CLIENT_INTERFACE_TYPE;
@@ -113,7 +114,7 @@ static KEY_NAMES: [(&str, &[u16]); 8] = [
 ];
 
 /// A counted string over a static UTF-16 name.
-fn unicode(name: &'static [u16]) -> UNICODE_STRING {
+pub(super) fn unicode(name: &'static [u16]) -> UNICODE_STRING {
     let bytes = u16::try_from(name.len() * 2).unwrap_or(u16::MAX);
     // CAST: WDF only reads the buffer of a PCUNICODE_STRING.
     UNICODE_STRING {
@@ -126,7 +127,7 @@ fn unicode(name: &'static [u16]) -> UNICODE_STRING {
 /// Reads `Services\vmbridge\Parameters` (written by the INF) into a [`Config`]; missing
 /// values keep their defaults, bad ones are reported as `ConfigIssue` events.
 /// PASSIVE_LEVEL.
-fn read_config(driver: WDFDRIVER, tracer: Tracer) -> (Config, IcConfig) {
+pub(super) fn read_config(driver: WDFDRIVER, tracer: Tracer) -> (Config, IcConfig) {
     let mut key = WDF_NO_HANDLE as WDFKEY;
     // SAFETY: rule WDF_CALL_AT_PASSIVE: EvtDriverDeviceAdd runs at PASSIVE_LEVEL; `driver`
     // is the live driver object; `key` is a local out-param.
@@ -226,6 +227,11 @@ pub(super) extern "C" fn evt_device_add(
     driver: WDFDRIVER,
     mut device_init: PWDFDEVICE_INIT,
 ) -> NTSTATUS {
+    // SAFETY: rule DEVICE_INIT_BEFORE_CREATE: the framework's `device_init`, not yet used.
+    if unsafe { super::host::is_host_mode(driver, device_init) } {
+        // Root\VmBridgeHost: the control device of host mode (driver/kmdf/host.rs).
+        return super::host::evt_host_device_add(driver, device_init);
+    }
     let tracer = Tracer::etw();
     let mut pnp = WDF_PNPPOWER_EVENT_CALLBACKS {
         Size: WDF_PNPPOWER_EVENT_CALLBACKS_SIZE,
@@ -306,6 +312,7 @@ pub(super) extern "C" fn evt_device_add(
                 interface_referenced: false,
                 config,
                 ic,
+                ic_timer: AtomicPtr::new(ptr::null_mut()),
                 device: KSpinLock::new(None),
             },
         )
@@ -381,7 +388,18 @@ extern "C" fn evt_device_prepare_hardware(
         passive,
     ) {
         Ok(dev) => {
+            let ic_mode = dev.ic().is_some();
             ctx.device.with(|d| *d = Some(Arc::new(dev)));
+            if ic_mode {
+                // SAFETY: rule WDF_CREATE_AT_PASSIVE: PASSIVE_LEVEL; our live device and
+                // its initialised context.
+                let st = unsafe { ic_timer::start(device, ctx) };
+                if st < 0 {
+                    // No timeouts in the kernel: user mode, a handle close or the
+                    // channel closing still answer every request.
+                    Tracer::etw().emit(Event::SendFailed { status: st });
+                }
+            }
             STATUS_SUCCESS
         }
         Err(e) => e.to_raw(),
@@ -405,6 +423,9 @@ extern "C" fn evt_device_release_hardware(
     }
     // SAFETY: rule DEVICE_CONTEXT_INITIALISED: as in PrepareHardware.
     let ctx = unsafe { &*ctx };
+    // SAFETY: rule WDF_CALL_AT_PASSIVE: PASSIVE_LEVEL (token above); stops the IC timer
+    // and waits for its callback before the device is taken out.
+    unsafe { ic_timer::stop(ctx) };
     let Some(mut dev) = ctx.device.with(Option::take) else {
         return STATUS_SUCCESS;
     };

@@ -153,7 +153,9 @@ pub(super) extern "C" fn evt_request_cancel(request: WDFREQUEST) {
     // Whether or not the bridge still held it, the cancel routine owns the request now:
     // dropping the wrapper (no completion) and completing the raw handle is the one
     // completion.
-    let _ = bound_device(queue).and_then(|d| d.cancel(key));
+    let _ = bound_device(queue)
+        .and_then(|d| d.cancel(key))
+        .or_else(|| super::host::cancel(queue, key));
     // SAFETY: rule REQUEST_COMPLETED_ONCE: in EvtRequestCancel the routine owns the
     // request; the bridge gave it up (claim failed or cancel took it).
     unsafe { complete_raw(request, STATUS_CANCELLED, 0) };
