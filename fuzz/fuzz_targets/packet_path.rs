@@ -74,7 +74,12 @@ fn run(data: &[u8]) {
         let op = b.u8();
         let file = files[usize::from(op >> 4) % files.len()];
         if debug() {
-            eprintln!("op {} stats {:?} bridge {:?}", op % 14, rig.sim.stats(), rig.device().bridge().stats());
+            eprintln!(
+                "op {} stats {:?} bridge {:?}",
+                op % 14,
+                rig.sim.stats(),
+                rig.device().bridge().stats()
+            );
         }
         match op % 14 {
             0 => {
@@ -99,7 +104,11 @@ fn run(data: &[u8]) {
                 let external = b.blob(9000);
                 // The built-in host describes an empty external buffer as a 0-byte range,
                 // which its own guest side then calls corrupt: keep at least one byte.
-                let external = if external.is_empty() { &[0u8][..] } else { external };
+                let external = if external.is_empty() {
+                    &[0u8][..]
+                } else {
+                    external
+                };
                 let r = rig.host.send_transfer_pages(payload, external, cr);
                 host_result(r, cr, &mut requested);
             }
@@ -144,14 +153,23 @@ fn run(data: &[u8]) {
                 } else {
                     held[pick % held.len()]
                 };
-                let h = rig.ioctl(f, IOCTL_VMBRIDGE_RESPOND, build_respond(id, response).as_slice(), 0);
+                let h = rig.ioctl(
+                    f,
+                    IOCTL_VMBRIDGE_RESPOND,
+                    build_respond(id, response).as_slice(),
+                    0,
+                );
                 if h.result().is_some_and(|c| c.status == NtStatus::SUCCESS) {
                     assert!(answered.insert(id), "packet id {id} answered twice");
                 }
             }
             8 => {
                 let wait = b.bool();
-                let flags = if wait { VMBRIDGE_SEND_FLAG_WAIT_FOR_COMPLETION } else { 0 };
+                let flags = if wait {
+                    VMBRIDGE_SEND_FLAG_WAIT_FOR_COMPLETION
+                } else {
+                    0
+                };
                 let payload = b.blob(5000);
                 let out_len = usize::from(b.u16()) % 6000;
                 let input = build_send(flags, payload);
@@ -222,7 +240,12 @@ fn run(data: &[u8]) {
     rig.assert_requests_completed_once();
     for r in &reads {
         let c = r.h.result().expect("completed");
-        assert!(c.information <= r.out_len, "read info {} > buffer {}", c.information, r.out_len);
+        assert!(
+            c.information <= r.out_len,
+            "read info {} > buffer {}",
+            c.information,
+            r.out_len
+        );
         if c.status == NtStatus::SUCCESS {
             let hdr = VMBRIDGE_PACKET_HEADER::parse(&c.output).expect("a packet header");
             assert_eq!(HDR + hdr.PayloadLength as usize, c.information);
@@ -232,7 +255,12 @@ fn run(data: &[u8]) {
     // Every packet delivered reached the bridge once, and none is left behind.
     assert_eq!(rig.sim.stats().packets_delivered, stats.packets_received);
     assert_eq!(
-        (stats.queue_depth, stats.held_for_response, stats.pending_reads, stats.pending_sends),
+        (
+            stats.queue_depth,
+            stats.held_for_response,
+            stats.pending_reads,
+            stats.pending_sends
+        ),
         (0, 0, 0, 0),
         "state left after close: {stats:?}"
     );
@@ -241,7 +269,10 @@ fn run(data: &[u8]) {
     let mut seen = HashSet::new();
     while let Some((tid, _)) = rig.host.take_completion() {
         assert!(seen.insert(tid), "transaction {tid} completed twice");
-        assert!(requested.contains(&tid), "completion for unknown transaction {tid}");
+        assert!(
+            requested.contains(&tid),
+            "completion for unknown transaction {tid}"
+        );
     }
     if !rescinded {
         assert_eq!(seen.len(), requested.len(), "packets never completed");

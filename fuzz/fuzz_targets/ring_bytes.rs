@@ -42,7 +42,11 @@ fn shaped_packet(b: &mut Bytes<'_>) -> Vec<u8> {
     };
     let offset8 = u16::from(b.u8() % 8);
     let len8 = u16::from(b.u8());
-    let flags = if b.bool() { b.u16() } else { u16::from(b.bool()) };
+    let flags = if b.bool() {
+        b.u16()
+    } else {
+        u16::from(b.bool())
+    };
     let trans = b.u64();
     let mut p = Vec::with_capacity(16 + usize::from(len8) * 8);
     p.extend_from_slice(&ty.to_le_bytes());

@@ -139,7 +139,7 @@ fn expected_input_status(code: u32, input: &[u8], aligned: bool, max: u32) -> Op
 
 /// A request input: either a header with fuzzed fields (mostly valid) or raw bytes.
 fn make_input(b: &mut Bytes<'_>, code: u32) -> Vec<u8> {
-    if b.u8() % 4 == 0 {
+    if b.u8().is_multiple_of(4) {
         return b.blob(600).to_vec();
     }
     let size: u16 = match code {
@@ -149,8 +149,16 @@ fn make_input(b: &mut Bytes<'_>, code: u32) -> Vec<u8> {
     let mut v = Vec::new();
     let tweak = b.u8();
     let sz = if tweak & 1 != 0 { b.u16() } else { size };
-    let ver = if tweak & 2 != 0 { b.u16() } else { VMBRIDGE_ABI_VERSION };
-    let flags = if tweak & 4 != 0 { b.u32() } else { u32::from(b.bool()) };
+    let ver = if tweak & 2 != 0 {
+        b.u16()
+    } else {
+        VMBRIDGE_ABI_VERSION
+    };
+    let flags = if tweak & 4 != 0 {
+        b.u32()
+    } else {
+        u32::from(b.bool())
+    };
     v.extend_from_slice(&sz.to_le_bytes());
     v.extend_from_slice(&ver.to_le_bytes());
     v.extend_from_slice(&flags.to_le_bytes());
@@ -228,15 +236,18 @@ fn user_request(w: &mut World, b: &mut Bytes<'_>, file: FileId) {
         6 => b.u32(),
         _ => u32::MAX, // ReadFile / WriteFile
     };
-    let aligned = b.u8() % 8 != 0;
-    let out_aligned = b.u8() % 8 != 0;
+    let aligned = !b.u8().is_multiple_of(8);
+    let out_aligned = !b.u8().is_multiple_of(8);
     let out_len = usize::from(b.u16()) % 5000;
     let input = if code == u32::MAX {
         b.blob(5000).to_vec()
     } else {
         make_input(b, code)
     };
-    let (req, h) = SimRequest::from_buffers(buffer(&input, aligned), buffer(&vec![0; out_len], out_aligned));
+    let (req, h) = SimRequest::from_buffers(
+        buffer(&input, aligned),
+        buffer(&vec![0; out_len], out_aligned),
+    );
     let before = w.snapshot();
     let max = w.bridge.config().max_packet_size;
     let expected = if code == u32::MAX {
@@ -253,12 +264,27 @@ fn user_request(w: &mut World, b: &mut Bytes<'_>, file: FileId) {
         w.bridge.write(file, req, &w.sender);
     }
     if let Some(c) = h.result() {
-        assert!(c.information <= out_len.max(input.len()), "information {} past the buffers", c.information);
+        assert!(
+            c.information <= out_len.max(input.len()),
+            "information {} past the buffers",
+            c.information
+        );
         if let Some(e) = expected {
-            assert_eq!(c.status, e, "ioctl {code:#x} input {input:02x?} aligned {aligned}");
-        } else if matches!(code, IOCTL_VMBRIDGE_READ | IOCTL_VMBRIDGE_SEND | IOCTL_VMBRIDGE_RESPOND) {
+            assert_eq!(
+                c.status, e,
+                "ioctl {code:#x} input {input:02x?} aligned {aligned}"
+            );
+        } else if matches!(
+            code,
+            IOCTL_VMBRIDGE_READ | IOCTL_VMBRIDGE_SEND | IOCTL_VMBRIDGE_RESPOND
+        ) {
             assert!(
-                ![NtStatus::REVISION_MISMATCH, NtStatus::INVALID_PARAMETER, NtStatus::INVALID_BUFFER_SIZE].contains(&c.status),
+                ![
+                    NtStatus::REVISION_MISMATCH,
+                    NtStatus::INVALID_PARAMETER,
+                    NtStatus::INVALID_BUFFER_SIZE
+                ]
+                .contains(&c.status),
                 "valid header rejected with {:?}: ioctl {code:#x} input {input:02x?}",
                 c.status
             );
@@ -268,10 +294,18 @@ fn user_request(w: &mut World, b: &mut Bytes<'_>, file: FileId) {
             let (mut stats, sent, packets) = before;
             stats.requests_rejected += 1;
             let after = w.snapshot();
-            assert_eq!((stats, sent, packets), after, "a rejected request ({:?}) changed state", c.status);
+            assert_eq!(
+                (stats, sent, packets),
+                after,
+                "a rejected request ({:?}) changed state",
+                c.status
+            );
         }
     } else {
-        assert!(expected.is_none(), "malformed input parked instead of rejected");
+        assert!(
+            expected.is_none(),
+            "malformed input parked instead of rejected"
+        );
     }
     w.requests.push((h, out_len.max(input.len())));
 }
@@ -317,12 +351,21 @@ fn run(data: &[u8]) {
                 // The completion of a waiting send (once per tag), or a stale/forged tag.
                 let pick = usize::from(b.u8());
                 let response = b.blob(5000).to_vec();
-                let status = if b.bool() { NtStatus::SUCCESS } else { NtStatus::CANCELLED };
+                let status = if b.bool() {
+                    NtStatus::SUCCESS
+                } else {
+                    NtStatus::CANCELLED
+                };
                 let tags: Vec<SendTag> = w
                     .sender
                     .sent
                     .lock()
-                    .map(|s| s.iter().filter_map(|x| x.1).filter(|t| !completed_tags.contains(t)).collect())
+                    .map(|s| {
+                        s.iter()
+                            .filter_map(|x| x.1)
+                            .filter(|t| !completed_tags.contains(t))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 if pick == 0xFF || tags.is_empty() {
                     w.bridge.send_completed(SendTag(b.u64()), status, &response);
@@ -366,7 +409,12 @@ fn run(data: &[u8]) {
         .sender
         .sent
         .lock()
-        .map(|s| s.iter().filter_map(|x| x.1).filter(|t| !completed_tags.contains(t)).collect())
+        .map(|s| {
+            s.iter()
+                .filter_map(|x| x.1)
+                .filter(|t| !completed_tags.contains(t))
+                .collect()
+        })
         .unwrap_or_default();
     for t in tags {
         w.bridge.send_completed(t, NtStatus::CANCELLED, &[]);
@@ -376,14 +424,28 @@ fn run(data: &[u8]) {
         w.bridge.close(f);
     }
     for (i, (h, _)) in w.requests.iter().enumerate() {
-        assert_eq!(h.completion_count(), 1, "request #{i} completed {} times", h.completion_count());
+        assert_eq!(
+            h.completion_count(),
+            1,
+            "request #{i} completed {} times",
+            h.completion_count()
+        );
     }
     let packets = w.packets.lock().map(|p| p.clone()).unwrap_or_default();
     for (i, n) in packets.iter().enumerate() {
         assert_eq!(*n, 1, "packet #{i} completed {n} times");
     }
     let s = w.bridge.stats();
-    assert_eq!((s.queue_depth, s.held_for_response, s.pending_reads, s.pending_sends), (0, 0, 0, 0), "{s:?}");
+    assert_eq!(
+        (
+            s.queue_depth,
+            s.held_for_response,
+            s.pending_reads,
+            s.pending_sends
+        ),
+        (0, 0, 0, 0),
+        "{s:?}"
+    );
 }
 
 fuzz_target!(|data: &[u8]| run(data));

@@ -14,7 +14,7 @@ use kmcl::channel::{Kmcl, ParentDevice};
 use kmcl::irql::Passive;
 use kmcl_sim::{HostEndpoint, Offer, OfferConfig, Rule, Sim, SimConfig, Violation};
 use vmbridge::bridge::protocol::VMBRIDGE_CHANNEL_TYPE;
-use vmbridge::bridge::{Config, FileId, NtStatus, ProcessingMode, State, StdLock, Stats};
+use vmbridge::bridge::{Config, FileId, NtStatus, ProcessingMode, State, Stats, StdLock};
 use vmbridge::host::{RequestHandle, SimRequest};
 use vmbridge::trace::Tracer;
 use vmbridge::vmbus::{Held, VmbusDevice};
@@ -227,7 +227,13 @@ impl Rig {
     }
 
     /// `DeviceIoControl(code, input, out_len)`.
-    pub fn ioctl(&mut self, file: FileId, code: u32, input: &[u8], out_len: usize) -> RequestHandle {
+    pub fn ioctl(
+        &mut self,
+        file: FileId,
+        code: u32,
+        input: &[u8],
+        out_len: usize,
+    ) -> RequestHandle {
         let (req, h) = SimRequest::new(input, out_len);
         self.device().device_control(file, code, req);
         self.requests.push(h.clone());

@@ -21,12 +21,12 @@ use loom::sync::{Arc, Mutex};
 use loom::thread;
 use vmbridge::bridge::protocol::{
     AlignedBuf, IOCTL_VMBRIDGE_READ, IOCTL_VMBRIDGE_RESPOND, IOCTL_VMBRIDGE_SEND,
-    VMBRIDGE_READ_FLAG_HOLD_FOR_RESPONSE,
-    VMBRIDGE_SEND_FLAG_WAIT_FOR_COMPLETION, build_read, build_respond, build_send,
+    VMBRIDGE_READ_FLAG_HOLD_FOR_RESPONSE, VMBRIDGE_SEND_FLAG_WAIT_FOR_COMPLETION, build_read,
+    build_respond, build_send,
 };
 use vmbridge::bridge::{
-    Bridge, ChannelSender, Config, FileId, HeldPacket, Lock, NtStatus, RequestKey, SendTag,
-    State, UserRequest,
+    Bridge, ChannelSender, Config, FileId, HeldPacket, Lock, NtStatus, RequestKey, SendTag, State,
+    UserRequest,
 };
 use vmbridge::trace::Tracer;
 
@@ -101,7 +101,12 @@ fn request(key: u64, input: AlignedBuf, out_len: usize) -> (Req, Arc<Shared>) {
     request_with(key, input, out_len, false)
 }
 
-fn request_with(key: u64, input: AlignedBuf, out_len: usize, broken_claim: bool) -> (Req, Arc<Shared>) {
+fn request_with(
+    key: u64,
+    input: AlignedBuf,
+    out_len: usize,
+    broken_claim: bool,
+) -> (Req, Arc<Shared>) {
     let shared = Arc::new(Shared {
         key,
         broken_claim,
@@ -210,7 +215,12 @@ fn teardown(b: &TestBridge) {
     b.close(F1);
     let s = b.stats();
     assert_eq!(
-        (s.queue_depth, s.held_for_response, s.pending_reads, s.pending_sends),
+        (
+            s.queue_depth,
+            s.held_for_response,
+            s.pending_reads,
+            s.pending_sends
+        ),
         (0, 0, 0, 0),
         "{s:?}"
     );
@@ -249,7 +259,11 @@ fn read_arrival_cancel(broken: bool) {
     assert_eq!(pc.load(Ordering::SeqCst), 1, "packet completions");
     let read = b.stats().packets_read;
     let st = h.status.lock().expect("status").expect("completed");
-    assert_eq!(st == NtStatus::SUCCESS, read == 1, "status {st:?} vs packets_read {read}");
+    assert_eq!(
+        st == NtStatus::SUCCESS,
+        read == 1,
+        "status {st:?} vs packets_read {read}"
+    );
 }
 
 #[test]
@@ -304,7 +318,10 @@ fn respond_vs_handle_close_vs_suspend_completes_the_held_packet_once() {
         b.packet_arrived(packet(&pc));
         let (hold, hh) = request(3, build_read(VMBRIDGE_READ_FLAG_HOLD_FOR_RESPONSE), 64);
         b.device_control(F1, IOCTL_VMBRIDGE_READ, hold, &Sender::default());
-        assert_eq!(hh.status.lock().expect("status").expect("read"), NtStatus::SUCCESS);
+        assert_eq!(
+            hh.status.lock().expect("status").expect("read"),
+            NtStatus::SUCCESS
+        );
         let (resp, hr) = request(4, build_respond(1, b"answer"), 0);
         let b1 = Arc::clone(&b);
         let t1 = thread::spawn(move || {
@@ -319,7 +336,11 @@ fn respond_vs_handle_close_vs_suspend_completes_the_held_packet_once() {
         t3.join().expect("suspend");
         teardown(&b);
         assert_eq!(pc.load(Ordering::SeqCst), 1, "packet completions");
-        assert_eq!(hr.completions.load(Ordering::SeqCst), 1, "respond completions");
+        assert_eq!(
+            hr.completions.load(Ordering::SeqCst),
+            1,
+            "respond completions"
+        );
         assert_eq!(hh.completions.load(Ordering::SeqCst), 1, "read completions");
     });
 }
@@ -343,11 +364,14 @@ fn two_packets_and_two_parked_reads_pair_up_without_loss() {
             assert_eq!(h.completions.load(Ordering::SeqCst), 1);
             assert_eq!(*h.status.lock().expect("status"), Some(NtStatus::SUCCESS));
         }
-        assert_eq!(pc.load(Ordering::SeqCst), 2, "both packets completed when read");
+        assert_eq!(
+            pc.load(Ordering::SeqCst),
+            2,
+            "both packets completed when read"
+        );
         let s = b.stats();
         assert_eq!((s.packets_read, s.queue_depth), (2, 0), "{s:?}");
         // The two sequence numbers differ (each packet read once).
         teardown(&b);
     });
 }
-
