@@ -7,7 +7,9 @@
 //! for `WDF_STRUCTURE_SIZE` (#242), so they are written out as the echo sample does.
 
 use alloc::sync::Arc;
+use core::ffi::c_void;
 use core::ptr;
+use core::sync::atomic::AtomicPtr;
 
 use kmcl_sys::KMCL_CLIENT_INTERFACE_V5;
 use wdk_sys::{
@@ -71,6 +73,9 @@ pub(super) struct DeviceContext {
     pub(super) config: Config,
     /// IC mode (`IcService`, `IcTimeoutMs`), read with `config`.
     pub(super) ic: IcConfig,
+    /// IC mode's periodic timer (a `WDFTIMER`, null until PrepareHardware creates it;
+    /// `ic_timer.rs`).
+    pub(super) ic_timer: AtomicPtr<c_void>,
     /// The bound device between PrepareHardware and ReleaseHardware. I/O callbacks clone
     /// the `Arc` under the lock; ReleaseHardware takes it out and waits to be the only
     /// owner before it closes the channel.

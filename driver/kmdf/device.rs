@@ -17,6 +17,7 @@
 
 use alloc::sync::Arc;
 use core::ptr::{self, NonNull};
+use core::sync::atomic::AtomicPtr;
 
 use kmcl::channel::{Kmcl, ParentDevice};
 use kmcl::irql::Passive;
@@ -393,12 +394,9 @@ extern "C" fn evt_device_prepare_hardware(
             if ic_mode {
                 // SAFETY: rule WDF_CREATE_AT_PASSIVE: PASSIVE_LEVEL; our live device and
                 // its initialised context.
-                let st = unsafe { ic_timer::start(device, ctx) };
-                if st < 0 {
-                    // No timeouts in the kernel: user mode, a handle close or the
-                    // channel closing still answer every request.
-                    Tracer::etw().emit(Event::SendFailed { status: st });
-                }
+                // On failure there are no timeouts: user mode, a handle close or the
+                // channel closing still answer every forwarded request.
+                let _st = unsafe { ic_timer::start(device, ctx) };
             }
             STATUS_SUCCESS
         }

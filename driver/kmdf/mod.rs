@@ -14,6 +14,7 @@
 //! | `device.rs` | `EvtDriverDeviceAdd` (device, interface, KMCL table, configuration), `EvtDevicePrepareHardware`/`EvtDeviceReleaseHardware` (channel enable/disable), `EvtFileCleanup`, context cleanup |
 //! | `queue.rs` | the default queue: `EvtIoRead`, `EvtIoWrite`, `EvtIoDeviceControl`, `EvtIoStop`, `EvtRequestCancel` |
 //! | `host.rs` | host mode (`Root\VmBridgeHost`): the KMCL server table, `EvtIoInCallerContext` for `IOCTL_VMBRIDGE_CREATE_OFFER`, the control queue, file cleanup/close, teardown |
+//! | `ic_timer.rs` | IC mode's periodic `WDFTIMER` calling `VmbusDevice::ic_tick` (forwarded-request timeouts) |
 //! | `request.rs` | `Request`: a `WDFREQUEST` as the core's `UserRequest` |
 //! | `lock.rs` | `KSpinLock<T>`: the core's `Lock` over a `KSPIN_LOCK` |
 //! | `context.rs` | the typed device context (`WDF_DECLARE_CONTEXT_TYPE` by hand) and `*_SIZE` constants |
