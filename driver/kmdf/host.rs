@@ -140,7 +140,7 @@ unsafe impl Sync for HostContextTypeInfo {}
 /// `sizeof(WDF_OBJECT_CONTEXT_TYPE_INFO)` as a `ULONG` (a few dozen bytes).
 const CONTEXT_TYPE_INFO_SIZE: ULONG = {
     let s = size_of::<WDF_OBJECT_CONTEXT_TYPE_INFO>();
-    assert!(s <= u16::MAX as usize, "fits in ULONG");
+    assert!(s <= ULONG::MAX as usize, "fits in ULONG");
     #[expect(
         clippy::cast_possible_truncation,
         reason = "checked by the assert above"
