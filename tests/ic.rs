@@ -534,8 +534,28 @@ fn guid_text(g: hv_ic::guid::Guid) -> String {
     )
 }
 
+/// The uncommented lines of `section` (lower-cased name), comments and blanks removed.
+fn inf_section(text: &str, section: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut inside = false;
+    for raw in text.lines() {
+        let line = raw.split(';').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            inside = name.eq_ignore_ascii_case(section);
+            continue;
+        }
+        if inside {
+            out.push(line.to_string());
+        }
+    }
+    out
+}
+
 #[test]
-fn inf_offers_one_opt_in_hardware_id_per_ic_and_ic_values_parse_to_defaults() {
+fn inf_offers_one_opt_in_hardware_id_per_ic_with_its_ic_service() {
     let text = include_str!("../inf/vmbridge.inx");
     let models: Vec<&str> = text
         .lines()
@@ -543,20 +563,57 @@ fn inf_offers_one_opt_in_hardware_id_per_ic_and_ic_values_parse_to_defaults() {
         .map(str::trim)
         .collect();
     assert_eq!(models.len(), 3, "heartbeat, shutdown, time sync");
-    for (line, service) in models.iter().zip([
-        hv_ic::Service::Heartbeat,
-        hv_ic::Service::Shutdown,
-        hv_ic::Service::TimeSync,
+    for (line, (service, ic)) in models.iter().zip([
+        (hv_ic::Service::Heartbeat, IcService::Heartbeat),
+        (hv_ic::Service::Shutdown, IcService::Shutdown),
+        (hv_ic::Service::TimeSync, IcService::TimeSync),
     ]) {
         let (_, rhs) = line.split_once('=').expect("model line");
         let (section, hwid) = rhs.split_once(',').expect("section, hardware id");
-        assert_eq!(section.trim(), "VmBridge_Device");
+        let section = section.trim();
         assert_eq!(
             hwid.trim().to_ascii_lowercase(),
             format!("vmbus\\{{{}}}", guid_text(service.interface_id())),
             "{service:?}"
         );
+        // The install section is the plain device's plus the device's IcService.
+        for suffix in [".NT", ".NT.Services", ".NT.Wdf"] {
+            assert_eq!(
+                inf_section(text, &format!("{section}{suffix}")),
+                inf_section(text, &format!("VmBridge_Device{suffix}")),
+                "{section}{suffix}"
+            );
+        }
+        let hw = inf_section(text, &format!("{section}.NT.HW"));
+        let addreg = hw
+            .iter()
+            .find_map(|l| l.strip_prefix("AddReg"))
+            .and_then(|l| l.trim().strip_prefix('='))
+            .expect("AddReg");
+        let lists: Vec<&str> = addreg.split(',').map(str::trim).collect();
+        assert!(
+            lists.contains(&"VmBridge_Security_AddReg"),
+            "{section}: same security"
+        );
+        let values: Vec<(String, u32)> = lists
+            .iter()
+            .filter(|l| **l != "VmBridge_Security_AddReg")
+            .flat_map(|l| inf_section(text, l))
+            .map(|l| {
+                let f: Vec<&str> = l.split(',').map(str::trim).collect();
+                assert_eq!((f[0], f[1], f[3]), ("HKR", "", "%REG_DWORD%"), "{l}");
+                (f[2].to_string(), f[4].parse().expect("decimal DWORD"))
+            })
+            .collect();
+        let (config, issues) = IcConfig::parse(
+            values
+                .iter()
+                .map(|(k, v)| (k.as_str(), vmbridge::bridge::config::Value::Dword(*v))),
+        );
+        assert!(issues.is_empty(), "{issues:?}");
+        assert_eq!(config.service, Some(ic), "{section}");
     }
+    // The service-wide values, documented commented out, parse to IC mode off.
     let values: Vec<(String, u32)> = text
         .lines()
         .filter_map(|l| l.strip_prefix(";IC-REG:"))

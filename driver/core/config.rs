@@ -314,7 +314,16 @@ impl IcConfig {
     /// Parses the [`IC_KEYS`] among `pairs` (other keys are [`Config::parse`]'s and are
     /// skipped). Never fails: a bad value keeps the default and is reported.
     pub fn parse<'a>(pairs: impl IntoIterator<Item = (&'a str, Value<'a>)>) -> (Self, Vec<Issue>) {
-        let mut config = Self::OFF;
+        Self::parse_onto(Self::OFF, pairs)
+    }
+
+    /// As [`IcConfig::parse`], starting from `base` instead of the defaults: the KMDF glue
+    /// applies a device's own values (its hardware key) over the service-wide ones.
+    pub fn parse_onto<'a>(
+        base: Self,
+        pairs: impl IntoIterator<Item = (&'a str, Value<'a>)>,
+    ) -> (Self, Vec<Issue>) {
+        let mut config = base;
         let mut issues = Vec::new();
         for (name, value) in pairs {
             let Some(key) = IC_KEYS
@@ -468,6 +477,25 @@ mod tests {
             ("IcService", Value::Dword(0)),
         ]);
         assert_eq!(c.service, None, "0 turns IC mode off; later values win");
+    }
+
+    #[test]
+    fn device_ic_values_override_service_values() {
+        let (service_wide, _) = IcConfig::parse([
+            ("IcService", Value::Dword(1)),
+            ("IcTimeoutMs", Value::Dword(5_000)),
+        ]);
+        let (c, issues) = IcConfig::parse_onto(service_wide, [("IcService", Value::Dword(3))]);
+        assert!(issues.is_empty());
+        assert_eq!(
+            c,
+            IcConfig {
+                service: Some(IcService::TimeSync),
+                timeout_ms: 5_000
+            }
+        );
+        let (c, issues) = IcConfig::parse_onto(c, [("IcService", Value::Dword(9))]);
+        assert_eq!((c.service, issues.len()), (Some(IcService::TimeSync), 1));
     }
 
     #[test]

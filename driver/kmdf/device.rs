@@ -37,9 +37,9 @@ use super::context::{
     Device, DeviceContext, WDF_FILEOBJECT_CONFIG_SIZE, WDF_OBJECT_ATTRIBUTES_SIZE,
     WDF_PNPPOWER_EVENT_CALLBACKS_SIZE, device_context_type, device_get_context,
 };
-use super::ic_timer;
 use super::lock::KSpinLock;
 use super::queue::queue_initialize;
+use super::{ic_config, ic_timer};
 use crate::bridge::config::{self, IcConfig, Value};
 use crate::bridge::protocol::GUID_DEVINTERFACE_VMBRIDGE;
 use crate::bridge::{Config, FileId, Lock};
@@ -302,6 +302,8 @@ pub(super) extern "C" fn evt_device_add(
         return STATUS_INVALID_DEVICE_STATE;
     }
     let (config, ic) = read_config(driver, tracer);
+    // SAFETY: rule WDF_CALL_AT_PASSIVE: EvtDriverDeviceAdd; the device created above.
+    let ic = unsafe { ic_config::apply_device_values(device, ic, tracer) };
     // SAFETY: rule DEVICE_CONTEXT_INITIALISED: the context memory is ours, zeroed by WDF,
     // not yet initialised as a Rust value; no other callback of this device runs before
     // EvtDriverDeviceAdd returns. INVARIANT: initialised before any other use.

@@ -14,6 +14,7 @@
 //! | `device.rs` | `EvtDriverDeviceAdd` (device, interface, KMCL table, configuration), `EvtDevicePrepareHardware`/`EvtDeviceReleaseHardware` (channel enable/disable), `EvtFileCleanup`, context cleanup |
 //! | `queue.rs` | the default queue: `EvtIoRead`, `EvtIoWrite`, `EvtIoDeviceControl`, `EvtIoStop`, `EvtRequestCancel` |
 //! | `host.rs` | host mode (`Root\VmBridgeHost`): the KMCL server table, `EvtIoInCallerContext` for `IOCTL_VMBRIDGE_CREATE_OFFER`, the control queue, file cleanup/close, teardown |
+//! | `ic_config.rs` | IC mode's per-device `IcService`/`IcTimeoutMs` (the device's hardware key) |
 //! | `ic_timer.rs` | IC mode's periodic `WDFTIMER` calling `VmbusDevice::ic_tick` (forwarded-request timeouts) |
 //! | `request.rs` | `Request`: a `WDFREQUEST` as the core's `UserRequest` |
 //! | `lock.rs` | `KSpinLock<T>`: the core's `Lock` over a `KSPIN_LOCK` |
@@ -25,6 +26,7 @@
 mod context;
 mod device;
 mod driver;
+mod ic_config;
 mod ic_timer;
 mod host;
 pub(crate) mod lock;
