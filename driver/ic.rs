@@ -429,7 +429,6 @@ impl IcChannel {
         let tracer = self.tracer;
         let timeout = u64::from(self.timeout_ms);
         let service = self.service;
-        let channel = Arc::clone(self);
         self.state.with(move |s| {
             s.stats.messages += 1;
             let msg_type = parse_message(payload, Framing::Bare).map_or(0xFFFF, |m| m.msg_type().0);
@@ -524,7 +523,7 @@ impl IcChannel {
                     // CAST: index < slots.len() <= u32::MAX (a u32 queue depth).
                     emit(IcOutcome::Forwarded, index as u32);
                     Some(IcHeld {
-                        channel,
+                        channel: Arc::clone(self),
                         slot: index,
                         generation,
                         record: IcRequest::from_forwarded(&f, service, message).to_bytes(),
