@@ -887,3 +887,43 @@ fn mutated_and_random_messages_never_stick_or_answer_twice() {
         rig.sim.assert_clean();
     }
 }
+
+static ANSWER_IRQLS: Mutex<Vec<(IcOutcome, u8)>> = Mutex::new(Vec::new());
+
+fn record_irql(e: &Event) {
+    if let Event::IcMessage { outcome, .. } = e {
+        ANSWER_IRQLS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((*outcome, kmcl_sim::current_irql()));
+    }
+}
+
+#[test]
+fn negotiation_and_heartbeat_are_answered_at_dispatch_level() {
+    let mut rig = IcRig::new(
+        SimConfig::deterministic(13),
+        Config::DEFAULT,
+        IcConfig::for_service(IcService::Heartbeat),
+        Tracer::with_sink(record_irql),
+    );
+    negotiated(&mut rig);
+    for _ in 0..10 {
+        rig.host
+            .heartbeat(HeartbeatLayout::Reserved40)
+            .expect("heartbeat");
+    }
+    rig.close();
+    let seen = ANSWER_IRQLS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    assert_eq!(seen.len(), 11);
+    assert_eq!(seen[0], (IcOutcome::Negotiated, kmcl_sim::DISPATCH_LEVEL));
+    assert!(
+        seen[1..]
+            .iter()
+            .all(|&x| x == (IcOutcome::Answered, kmcl_sim::DISPATCH_LEVEL)),
+        "{seen:?}"
+    );
+}
