@@ -1,6 +1,7 @@
 //! `cargo run --release --example simulate`: the vmbridge driver inside kmcl-sim.
 //!
 //! Reference: `examples/simulate/run.rs` (what it does), `docs/windows.md` §9.
+//! `--scenario ic` runs IC mode instead: `examples/simulate/ic.rs`, `docs/ic.md`.
 //!
 //! The simulator is a host tool: on Windows targets (where the crate is the kernel
 //! driver) the example only says so.
