@@ -26,9 +26,9 @@
 mod context;
 mod device;
 mod driver;
+mod host;
 mod ic_config;
 mod ic_timer;
-mod host;
 pub(crate) mod lock;
 mod queue;
 mod request;
