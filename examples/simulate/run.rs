@@ -57,6 +57,7 @@ const HOST_BURST: u32 = 32;
 const USAGE: &str = "\
 usage: simulate [--mode dispatch|passive] [--packets N] [--size B] [--seed S] [--threaded]
                 [--queue-depth D] [--help]
+       simulate --scenario ic [--seed S] [--heartbeats N] [--help]
 
 Runs the vmbridge driver (core + kmcl + its shims) in kmcl-sim with the simulated host
 endpoint and a simulated user-mode reader/writer, then prints a summary.
@@ -68,6 +69,7 @@ endpoint and a simulated user-mode reader/writer, then prints a summary.
   --threaded     real threads for KMCL, the host and the user program
   --queue-depth  driver queue depth / transaction quota, 1..=4096 (default 64)
   --help         this text
+  --scenario ic  the integration-component scenario instead (see `--scenario ic --help`)
 
 Exit status: 0 when every packet arrived intact and in order, every response matched
 and the KMCL verifier recorded no violation; 1 otherwise; 2 on bad arguments.";
