@@ -429,6 +429,7 @@ fn empty_payload_is_an_empty_slice() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "threaded mode: real threads and timeouts")]
 fn threaded_echo_completes_every_packet_under_load() {
     let b = Bench::threaded();
     let p = passive();
