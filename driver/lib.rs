@@ -26,12 +26,12 @@
 //!
 //! # File manifest
 //!
-//! `driver/core/{mod,protocol,config,device,channel,queue,lock,status}.rs`,
-//! `driver/{trace,vmbus,host}.rs`, `driver/kmdf/{mod,driver,device,queue,request,lock,context}.rs`,
-//! `inf/vmbridge.inx`, `build.rs`, `Makefile.toml`, `docs/windows.md`,
-//! `tests/{core,inf,no_alloc,sim}.rs`, `examples/simulate.rs`.
-//! IC mode: `driver/ic.rs`, `docs/ic.md`, `tests/{ic,ic_no_alloc}.rs`,
-//! `tests/common/ic.rs`, `examples/simulate/ic.rs`.
+//! `driver/core/{mod,protocol,config,device,channel,queue,lock,status,offer}.rs`,
+//! `driver/{trace,vmbus,host,host_mode,ic}.rs`,
+//! `driver/kmdf/{mod,driver,device,queue,request,lock,context,host,ic_config,ic_timer}.rs`,
+//! `inf/vmbridge.inx` (guest), `inf/vmbridge_host.inx` (host partition), `build.rs`,
+//! `Makefile.toml`, `docs/{windows,host,ic}.md`, `tests/*.rs`, `examples/simulate.rs` with
+//! `examples/simulate/{run,ic}.rs`.
 #![cfg_attr(windows, no_std)]
 #![warn(missing_docs)]
 
