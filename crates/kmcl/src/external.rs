@@ -87,7 +87,10 @@ impl<'p> ExternalData<'p> {
         let ptr = if len == 0 {
             NonNull::<u8>::dangling().as_ptr()
         } else if m.MdlFlags & (MDL_MAPPED_TO_SYSTEM_VA | MDL_SOURCE_IS_NONPAGED_POOL) != 0 {
-            m.MappedSystemVa.cast::<u8>()
+            // The memory manager wrote this address into the MDL as a number: take it with
+            // exposed provenance (the same machine code; under Miri, a pointer read from
+            // integer bytes has none, and dereferencing it is reported as UB).
+            core::ptr::with_exposed_provenance_mut::<u8>(m.MappedSystemVa.addr())
         } else {
             let map = mapper().ok_or(NtStatus::INSUFFICIENT_RESOURCES)?;
             map(mdl.as_ptr(), access == Access::Writable).cast::<u8>()
