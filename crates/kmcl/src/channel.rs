@@ -827,6 +827,30 @@ impl<'a> Endpoint<'a> {
     pub fn kmcl(&self) -> Kmcl {
         self.core.kmcl
     }
+
+    /// Sets the most incoming packets KMCL keeps outstanding (delivered, not yet
+    /// completed) on this channel (`VmbChannelSetTransactionQuota`). At the quota KMCL
+    /// stops delivering until completions catch up, so the other endpoint's ring fills
+    /// and throttles it; lowering the quota does not restart a stalled queue by itself.
+    /// Not an init routine: callable while the channel runs (for example from
+    /// [`StateHandler::opened`](crate::state::StateHandler::opened)), at up to
+    /// DISPATCH_LEVEL.
+    ///
+    /// # Errors
+    ///
+    /// `INVALID_PARAMETER` for a quota of 0 (KMCL requires `> 0`); `NOT_IMPLEMENTED` if
+    /// the table has no `VmbChannelSetTransactionQuota`.
+    pub fn set_transaction_quota(&self, quota: u32) -> Result {
+        if quota == 0 {
+            return Err(NtStatus::INVALID_PARAMETER);
+        }
+        let set = kfn!(self.core.kmcl.v1.VmbChannelSetTransactionQuota);
+        // SAFETY: rule QUOTA_ON_OPEN_CHANNEL: `self.core.channel` is this live channel
+        // (an `Endpoint` cannot outlive it); the routine takes a plain count and is not
+        // init-only (`kmcl-api.md` §4.3).
+        unsafe { set(self.core.channel, quota) };
+        Ok(())
+    }
 }
 
 #[cfg(test)]
