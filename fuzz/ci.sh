@@ -13,7 +13,7 @@ for t in packet_path ring_bytes user_requests; do
     mkdir -p "corpus/$t"
     echo "== fuzz $t for ${secs}s"
     if ! cargo +nightly fuzz run -O "$t" "corpus/$t" "seeds/$t" -- \
-        -max_total_time="$secs" -jobs=1 -print_final_stats=1 >"$log" 2>&1; then
+        -max_total_time="$secs" -print_final_stats=1 >"$log" 2>&1; then
         tail -n 60 "$log"
         echo "fuzz $t: finding (see fuzz/artifacts/$t)" >&2
         exit 1
