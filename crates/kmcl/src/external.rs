@@ -179,7 +179,8 @@ mod tests {
             Size: 0,
             MdlFlags: flags,
             Process: ptr::null_mut(),
-            MappedSystemVa: buf.as_mut_ptr().cast(),
+            // An address as the memory manager publishes it (exposed; `from_mdl` takes it so).
+            MappedSystemVa: ptr::with_exposed_provenance_mut(buf.as_mut_ptr().expose_provenance()),
             StartVa: ptr::null_mut(),
             ByteCount: u32::try_from(buf.len()).unwrap_or(0),
             ByteOffset: 0,
