@@ -58,7 +58,10 @@ impl Rng {
 }
 
 #[test]
-#[cfg_attr(miri, ignore = "800 random packets take minutes under Miri; packets.rs covers the path")]
+#[cfg_attr(
+    miri,
+    ignore = "800 random packets take minutes under Miri; packets.rs covers the path"
+)]
 fn random_peer_payloads_never_panic_the_handler() {
     for padded in [true, false] {
         let b = Bench::with(SimConfig {

@@ -146,7 +146,10 @@ fn failed_send_frees_the_packet_and_returns_the_context() {
 }
 
 #[test]
-#[cfg_attr(miri, ignore = "UB in the test: its MDL has no PFN array after the header, which read_mdl reads (docs/security.md)")]
+#[cfg_attr(
+    miri,
+    ignore = "UB in the test: its MDL has no PFN array after the header, which read_mdl reads (docs/security.md)"
+)]
 fn send_with_external_mdl_hands_the_pages_to_the_host() {
     let b = Bench::deterministic(24);
     let p = passive();
