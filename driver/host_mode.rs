@@ -34,7 +34,7 @@ use kmcl::irql::Passive;
 use kmcl::server::{
     InRequestorProcess, KernelVmbusHandle, KmclServer, ServerChannel, UserVmbusHandle,
 };
-use kmcl_sys::{GUID, HANDLE, PFN_VMB_CHANNEL_SET_TRANSACTION_QUOTA};
+use kmcl_sys::{GUID, HANDLE};
 
 use crate::bridge::offer::{
     IOCTL_VMBRIDGE_CREATE_OFFER, STATUS_INVALID_DEVICE_STATE, VMBRIDGE_CREATE_OFFER_REQUEST,
@@ -105,8 +105,6 @@ pub struct OfferSetup {
     pub config: Config,
     /// Trace events.
     pub tracer: Tracer,
-    /// The table's `VmbChannelSetTransactionQuota`.
-    pub set_quota: PFN_VMB_CHANNEL_SET_TRANSACTION_QUOTA,
     /// Closes a kernel handle.
     pub close_handle: CloseHandle,
 }
@@ -131,7 +129,7 @@ where
     ) -> kmcl::Result<Self> {
         let config = setup.config;
         let bridge = Arc::new(DeviceBridge::new(config, setup.tracer));
-        let handler = ChannelHandler::new(Arc::clone(&bridge), setup.set_quota);
+        let handler = ChannelHandler::new(Arc::clone(&bridge));
         let mode = match config.processing_mode {
             ProcessingMode::Dispatch => KmclMode::Dispatch,
             ProcessingMode::Passive => KmclMode::Passive,

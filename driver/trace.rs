@@ -235,6 +235,12 @@ pub enum Event {
         /// The status KMCL returned.
         status: i32,
     },
+    /// Error: `VmbChannelSetTransactionQuota` was refused when the channel opened, so KMCL
+    /// may deliver more packets than the queue holds (they overflow, see below).
+    QuotaRejected {
+        /// The status `kmcl` returned.
+        status: i32,
+    },
     /// Error: a packet arrived with every slot taken (the transaction quota was not
     /// honoured); it was completed unread.
     QueueOverflow {
@@ -282,6 +288,7 @@ impl Event {
             Self::ConfigIssue { .. }
             | Self::RequestRejected { .. }
             | Self::SendFailed { .. }
+            | Self::QuotaRejected { .. }
             | Self::QueueOverflow { .. } => KEYWORD_ERROR,
             Self::IcMessage { .. } | Self::IcAnswer { .. } => KEYWORD_IC,
         }
@@ -493,6 +500,15 @@ fn write_etw(event: &Event) {
             tlg::write_event!(
                 PROVIDER,
                 "SendFailed",
+                level(Error),
+                keyword(0x8),
+                win_ntstatus("Status", &status)
+            );
+        }
+        Event::QuotaRejected { status } => {
+            tlg::write_event!(
+                PROVIDER,
+                "QuotaRejected",
                 level(Error),
                 keyword(0x8),
                 win_ntstatus("Status", &status)

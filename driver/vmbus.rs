@@ -26,7 +26,6 @@ use kmcl::irql::{Level, Passive};
 use kmcl::packet::{Packet, PacketHandler, PendingPacket};
 use kmcl::send::{Completion, SendFlags};
 use kmcl::state::StateHandler;
-use kmcl_sys::PFN_VMB_CHANNEL_SET_TRANSACTION_QUOTA;
 
 use crate::bridge::config::IcConfig;
 use crate::bridge::{
@@ -34,7 +33,7 @@ use crate::bridge::{
     SendTag, State, Stats, UserRequest,
 };
 use crate::ic::{IcChannel, IcHeld};
-use crate::trace::Tracer;
+use crate::trace::{Event, Tracer};
 
 /// The channel's friendly name, `VmBridge` in UTF-16 (`VmbChannelInitSetFriendlyName`).
 static FRIENDLY_NAME: [u16; 8] = utf16_ascii(*b"VmBridge");
@@ -86,7 +85,6 @@ pub type DeviceBridge<R, L> = Bridge<Held, R, L>;
 /// The channel context: what KMCL's callbacks reach (through `kmcl`'s shims).
 pub struct ChannelHandler<R, L> {
     bridge: Arc<DeviceBridge<R, L>>,
-    quota: PFN_VMB_CHANNEL_SET_TRANSACTION_QUOTA,
     /// IC mode (`driver/ic.rs`): `Some` when the device speaks an IC protocol.
     ic: Option<Arc<IcChannel>>,
 }
@@ -100,17 +98,9 @@ impl<R, L> core::fmt::Debug for ChannelHandler<R, L> {
 }
 
 impl<R, L> ChannelHandler<R, L> {
-    /// The handler of a channel feeding `bridge` (also used by [`crate::host_mode`]);
-    /// `quota` is the table's `VmbChannelSetTransactionQuota`.
-    pub(crate) fn new(
-        bridge: Arc<DeviceBridge<R, L>>,
-        quota: PFN_VMB_CHANNEL_SET_TRANSACTION_QUOTA,
-    ) -> Self {
-        Self {
-            bridge,
-            quota,
-            ic: None,
-        }
+    /// The handler of a channel feeding `bridge` (also used by [`crate::host_mode`]).
+    pub(crate) fn new(bridge: Arc<DeviceBridge<R, L>>) -> Self {
+        Self { bridge, ic: None }
     }
 }
 
@@ -153,11 +143,12 @@ where
     L: Lock<State<Held, R>> + 'static,
 {
     fn opened(&self, channel: Endpoint<'_>, _irql: Passive) -> kmcl::Result {
-        if let Some(set_quota) = self.quota {
-            // SAFETY: rule QUOTA_ON_OPEN_CHANNEL: `channel.raw()` is the channel KMCL is
-            // opening (valid for the whole callback); VmbChannelSetTransactionQuota takes
-            // a plain count and is not init-only (`kmcl-api.md` §4.3); PASSIVE_LEVEL here.
-            unsafe { set_quota(channel.raw(), self.bridge.config().queue_depth) };
+        // The quota is the queue depth: KMCL never delivers more than the bridge holds,
+        // so a slow reader fills the host's ring instead of overflowing the queue.
+        if let Err(status) = channel.set_transaction_quota(self.bridge.config().queue_depth) {
+            self.bridge.tracer().emit(Event::QuotaRejected {
+                status: status.to_raw(),
+            });
         }
         if let Some(ic) = &self.ic {
             ic.opened();
@@ -298,8 +289,7 @@ where
     /// Allocates the channel on `parent`, configures it from `config` (maximum packet
     /// size, ring pages, processing mode, friendly name), and enables it. PASSIVE_LEVEL.
     /// KMCL's callbacks follow on its threads (`opened` sets the transaction quota to
-    /// `config.queue_depth` with `set_quota`, the table's
-    /// `VmbChannelSetTransactionQuota`).
+    /// `config.queue_depth`).
     ///
     /// # Errors
     ///
@@ -309,18 +299,9 @@ where
         parent: ParentDevice,
         config: Config,
         tracer: Tracer,
-        set_quota: PFN_VMB_CHANNEL_SET_TRANSACTION_QUOTA,
         passive: Passive,
     ) -> kmcl::Result<Self> {
-        Self::open_ic(
-            kmcl,
-            parent,
-            config,
-            IcConfig::OFF,
-            tracer,
-            set_quota,
-            passive,
-        )
+        Self::open_ic(kmcl, parent, config, IcConfig::OFF, tracer, passive)
     }
 
     /// As [`VmbusDevice::open`], in IC mode when `ic.service` is set (`driver/ic.rs`):
@@ -336,14 +317,12 @@ where
         config: Config,
         ic: IcConfig,
         tracer: Tracer,
-        set_quota: PFN_VMB_CHANNEL_SET_TRANSACTION_QUOTA,
         passive: Passive,
     ) -> kmcl::Result<Self> {
         let bridge = Arc::new(DeviceBridge::new(config, tracer));
         let ic = IcChannel::new(ic, config.queue_depth, tracer);
         let handler = ChannelHandler {
             bridge: Arc::clone(&bridge),
-            quota: set_quota,
             ic: ic.clone(),
         };
         let mode = match config.processing_mode {

@@ -59,7 +59,6 @@ struct Pair {
     sim: Sim,
     control: Control,
     client: Kmcl,
-    set_quota: kmcl_sys::PFN_VMB_CHANNEL_SET_TRANSACTION_QUOTA,
     guest: Option<SimDevice>,
 }
 
@@ -74,13 +73,11 @@ impl Pair {
         let server = KmclServer::new(table).expect("the server table validates");
         // SAFETY: the host device token lives as long as the simulation.
         let parent = unsafe { ParentDevice::from_raw(sim.host_device()) };
-        let set_quota = table.Client.V4.V3.V2.V1.VmbChannelSetTransactionQuota;
         let control = Control::new(OfferSetup {
             server,
             parent,
             config,
             tracer: Tracer::etw(),
-            set_quota,
             close_handle: no_close,
         });
         let client = Kmcl::new(Box::leak(Box::new(*sim.client_interface()))).expect("client");
@@ -88,7 +85,6 @@ impl Pair {
             sim,
             control,
             client,
-            set_quota,
             guest: None,
         }
     }
@@ -117,15 +113,8 @@ impl Pair {
         let offer = self.sim.find_offer(&channel_type(), None).expect("offered");
         // SAFETY: the offer's device object lives as long as the simulation.
         let parent = unsafe { ParentDevice::from_raw(offer.device_object()) };
-        let d = SimDevice::open(
-            &self.client,
-            parent,
-            config,
-            Tracer::etw(),
-            self.set_quota,
-            passive(),
-        )
-        .expect("the guest channel enables");
+        let d = SimDevice::open(&self.client, parent, config, Tracer::etw(), passive())
+            .expect("the guest channel enables");
         self.guest = Some(d);
     }
 

@@ -380,16 +380,7 @@ extern "C" fn evt_device_prepare_hardware(
     // SAFETY: rule PARENT_OUTLIVES_CHANNEL: the FDO lives until the device is removed,
     // after ReleaseHardware closed the channel.
     let parent = unsafe { ParentDevice::from_raw(parent_raw) };
-    let set_quota = ctx.interface.VmbChannelSetTransactionQuota;
-    match Device::open_ic(
-        &kmcl,
-        parent,
-        ctx.config,
-        ctx.ic,
-        Tracer::etw(),
-        set_quota,
-        passive,
-    ) {
+    match Device::open_ic(&kmcl, parent, ctx.config, ctx.ic, Tracer::etw(), passive) {
         Ok(dev) => {
             let ic_mode = dev.ic().is_some();
             ctx.device.with(|d| *d = Some(Arc::new(dev)));

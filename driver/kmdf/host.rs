@@ -579,9 +579,6 @@ pub(super) fn evt_host_device_add(driver: WDFDRIVER, mut device_init: PWDFDEVICE
     // SAFETY: rule PARENT_OUTLIVES_CHANNEL: the device object lives until the device is
     // deleted, after ReleaseHardware and the context cleanup closed every offer.
     let parent = unsafe { ParentDevice::from_raw(parent_raw) };
-    // SAFETY: rule DEVICE_CONTEXT_INITIALISED: the table written above; no `&mut` to it
-    // exists any more (only reads from here on).
-    let set_quota = unsafe { &*table }.Client.VmbChannelSetTransactionQuota;
     let setup = OfferSetup {
         server,
         parent,
@@ -589,7 +586,6 @@ pub(super) fn evt_host_device_add(driver: WDFDRIVER, mut device_init: PWDFDEVICE
         // configuration.
         config: read_config(driver, tracer).0,
         tracer,
-        set_quota,
         close_handle: zw_close,
     };
     // SAFETY: rule DEVICE_CONTEXT_INITIALISED: written above; no I/O callback can run

@@ -183,8 +183,7 @@ impl Rig {
         // SAFETY: rule PARENT_DEVICE_OUTLIVES_CHANNEL: the offer's device object lives as
         // long as `sim`, which the rig keeps until after the device is closed.
         let parent = unsafe { ParentDevice::from_raw(offer.device_object()) };
-        let set_quota = table.VmbChannelSetTransactionQuota;
-        let device = SimDevice::open(&kmcl, parent, config, Tracer::etw(), set_quota, passive());
+        let device = SimDevice::open(&kmcl, parent, config, Tracer::etw(), passive());
         sim.run_until_idle();
         Some(Rig {
             sim,

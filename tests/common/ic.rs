@@ -78,16 +78,8 @@ impl IcRig {
         // SAFETY: the offer's device object lives as long as `sim`, which the rig keeps
         // until after the device is closed.
         let parent = unsafe { ParentDevice::from_raw(offer.device_object()) };
-        let device = IcDevice::open_ic(
-            &kmcl,
-            parent,
-            config,
-            ic,
-            tracer,
-            table.VmbChannelSetTransactionQuota,
-            passive(),
-        )
-        .expect("the channel enables");
+        let device = IcDevice::open_ic(&kmcl, parent, config, ic, tracer, passive())
+            .expect("the channel enables");
         sim.run_until_idle();
         IcRig {
             sim,

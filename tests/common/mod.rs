@@ -73,9 +73,8 @@ impl Rig {
         // SAFETY: the offer's device object lives as long as `sim`, which the rig keeps
         // until after the device is closed.
         let parent = unsafe { ParentDevice::from_raw(offer.device_object()) };
-        let set_quota = table.VmbChannelSetTransactionQuota;
-        let device = SimDevice::open(&kmcl, parent, config, tracer, set_quota, passive())
-            .expect("the channel enables");
+        let device =
+            SimDevice::open(&kmcl, parent, config, tracer, passive()).expect("the channel enables");
         sim.run_until_idle();
         Rig {
             sim,
