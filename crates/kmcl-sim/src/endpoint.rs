@@ -668,7 +668,9 @@ impl HostEndpoint {
         o.host.next_set = o.host.next_set.wrapping_add(1);
         let set = o.host.next_set;
         o.host.xfer_sets.insert(set, buf);
-        let len = u32::try_from(external.len()).map_err(|_| SendError::TooLarge)?;
+        // As for GPA direct: an empty external buffer is sent as one zeroed byte, since a
+        // zero-byte range is not a valid transfer-page range.
+        let len = u32::try_from(external.len().max(1)).map_err(|_| SendError::TooLarge)?;
         let ranges = [TransferPageRange {
             byte_count: len,
             byte_offset: 0,

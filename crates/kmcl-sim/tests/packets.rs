@@ -148,6 +148,26 @@ fn transfer_page_packets_arrive_with_external_data() {
     sim.assert_clean();
 }
 
+#[test]
+fn transfer_page_packet_with_empty_external_data_is_still_a_valid_range() {
+    // A zero-byte transfer-page range is not valid on the wire; the host sends one
+    // zeroed byte instead (as for GPA direct), and the channel stays healthy.
+    let (sim, host, c, ch) = setup(ECHO | TOUCH_EXTERNAL);
+    host.send_transfer_pages(b"empty", b"", true).expect("send");
+    sim.run_until_idle();
+    assert_eq!(host.error(), None, "the guest side accepted the packet");
+    assert_eq!(
+        c.external_seen
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default(),
+        [vec![0u8]]
+    );
+    assert!(host.take_completion().is_some());
+    close(&c, ch);
+    sim.assert_clean();
+}
+
 #[repr(C)]
 struct MdlWithPfns {
     mdl: MDL,
