@@ -234,8 +234,8 @@ fn v1_table_reports_v5_features_as_not_supported() {
     };
     assert_eq!(st, 0);
     // SAFETY: the table is leaked ('static) and was filled by the query.
-    let kmcl = unsafe { kmcl::channel::Kmcl::from_raw(std::ptr::NonNull::from(&table.Interface)) }
-        .unwrap();
+    let kmcl =
+        unsafe { kmcl::channel::Kmcl::from_raw(std::ptr::NonNull::from(&*table).cast()) }.unwrap();
     assert!(!kmcl.has_v5());
     let p = passive();
     // SAFETY: the offer outlives the channel.

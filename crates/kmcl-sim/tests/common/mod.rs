@@ -11,7 +11,7 @@
 
 use std::ffi::c_void;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
 use kmcl_sim::{HostEndpoint, Offer, Sim, current_irql};
 use kmcl_sys::status::*;
@@ -166,14 +166,15 @@ impl Ctx {
 /// `ch` was set up by [`open`], whose context outlives the channel.
 pub unsafe fn ctx<'a>(ch: VMBCHANNEL) -> &'a Ctx {
     let get = GET_POINTER.load(Ordering::SeqCst);
-    // SAFETY: `GET_POINTER` holds the table's VmbChannelGetPointer entry (stored by `open`).
+    // SAFETY: `GET_POINTER` holds the table's VmbChannelGetPointer entry (stored by `open`),
+    // as a pointer, so it keeps its provenance.
     let get: FN_VMB_CHANNEL_GET_POINTER =
-        unsafe { std::mem::transmute::<usize, FN_VMB_CHANNEL_GET_POINTER>(get) };
+        unsafe { std::mem::transmute::<*mut (), FN_VMB_CHANNEL_GET_POINTER>(get) };
     // SAFETY: rule CONTEXT_BEFORE_ENABLE: the context was stored before Enable and lives until Cleanup.
     unsafe { &*get(ch).cast::<Ctx>() }
 }
 
-static GET_POINTER: AtomicUsize = AtomicUsize::new(0);
+static GET_POINTER: AtomicPtr<()> = AtomicPtr::new(std::ptr::null_mut());
 
 pub unsafe extern "system" fn EvtOpened(ch: VMBCHANNEL) -> NTSTATUS {
     // SAFETY: see `ctx`.
@@ -330,9 +331,9 @@ pub unsafe extern "system" fn EvtSendComplete(
     len: UINT32,
 ) {
     let get = GET_PACKET_CHANNEL.load(Ordering::SeqCst);
-    // SAFETY: stored from the table below.
+    // SAFETY: stored from the table below, as a pointer (provenance kept).
     let get: FN_VMB_PACKET_GET_CHANNEL =
-        unsafe { std::mem::transmute::<usize, FN_VMB_PACKET_GET_CHANNEL>(get) };
+        unsafe { std::mem::transmute::<*mut (), FN_VMB_PACKET_GET_CHANNEL>(get) };
     // SAFETY: rule INVALID_PACKET_HANDLE: `pkt` is the live packet being completed.
     let ch = unsafe { get(pkt) };
     // SAFETY: see `ctx`.
@@ -354,7 +355,7 @@ pub unsafe extern "system" fn EvtSendComplete(
     }
 }
 
-static GET_PACKET_CHANNEL: AtomicUsize = AtomicUsize::new(0);
+static GET_PACKET_CHANNEL: AtomicPtr<()> = AtomicPtr::new(std::ptr::null_mut());
 
 /// Sends `data` on a freshly allocated packet with [`EvtSendComplete`].
 pub fn send(c: &Ctx, ch: VMBCHANNEL, data: &[u8], flags: u32) -> NTSTATUS {
@@ -397,11 +398,13 @@ pub fn send(c: &Ctx, ch: VMBCHANNEL, data: &[u8], flags: u32) -> NTSTATUS {
 pub fn open(sim: &Sim, offer: &Offer, c: &Ctx) -> Result<VMBCHANNEL, NTSTATUS> {
     let t = &c.table;
     GET_POINTER.store(
-        t.VmbChannelGetPointer.map_or(0, |f| f as usize),
+        t.VmbChannelGetPointer
+            .map_or(std::ptr::null_mut(), |f| f as *mut ()),
         Ordering::SeqCst,
     );
     GET_PACKET_CHANNEL.store(
-        t.VmbPacketGetChannel.map_or(0, |f| f as usize),
+        t.VmbPacketGetChannel
+            .map_or(std::ptr::null_mut(), |f| f as *mut ()),
         Ordering::SeqCst,
     );
     let _ = sim;
