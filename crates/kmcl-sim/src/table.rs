@@ -62,26 +62,55 @@ fn report(sim: Option<&Arc<SimInner>>, rule: Rule, site: String) {
     }
 }
 
-/// Looks a `VMBCHANNEL` up; records `INVALID_CHANNEL_HANDLE` / `USE_AFTER_CLEANUP`.
-fn chan(h: VMBCHANNEL, site: &dyn Fn() -> String) -> Option<(Arc<SimInner>, u64)> {
-    match registry::lookup(tok(h)) {
-        Lookup::Live(s, Obj::Channel { ch }) => {
-            registry::set_current_sim(&s);
-            Some((s, ch))
-        }
-        Lookup::Stale(s, Obj::Channel { .. }) => {
-            report(s.as_ref(), Rule::UseAfterCleanup, site());
+/// Looks a handle up as the object kind `pick` accepts. A live object of that kind is
+/// returned (and its simulation becomes the thread's current one); a retired one records
+/// `stale_rule`; a forged, unknown or other-kind handle records `invalid_rule`.
+fn lookup<T>(
+    token: usize,
+    pick: fn(&Obj) -> Option<T>,
+    stale_rule: Rule,
+    invalid_rule: Rule,
+    site: &dyn Fn() -> String,
+) -> Option<(Arc<SimInner>, T)> {
+    match registry::lookup(token) {
+        Lookup::Live(s, obj) => match pick(&obj) {
+            Some(v) => {
+                registry::set_current_sim(&s);
+                Some((s, v))
+            }
+            None => {
+                report(Some(&s), invalid_rule, site());
+                None
+            }
+        },
+        Lookup::Stale(s, obj) => {
+            let rule = if pick(&obj).is_some() {
+                stale_rule
+            } else {
+                invalid_rule
+            };
+            report(s.as_ref(), rule, site());
             None
         }
-        Lookup::Live(s, _) | Lookup::Stale(Some(s), _) => {
-            report(Some(&s), Rule::InvalidChannelHandle, site());
-            None
-        }
-        Lookup::Stale(None, _) | Lookup::Unknown => {
-            report(None, Rule::InvalidChannelHandle, site());
+        Lookup::Unknown => {
+            report(None, invalid_rule, site());
             None
         }
     }
+}
+
+/// Looks a `VMBCHANNEL` up; records `INVALID_CHANNEL_HANDLE` / `USE_AFTER_CLEANUP`.
+fn chan(h: VMBCHANNEL, site: &dyn Fn() -> String) -> Option<(Arc<SimInner>, u64)> {
+    lookup(
+        tok(h),
+        |o| match *o {
+            Obj::Channel { ch } => Some(ch),
+            _ => None,
+        },
+        Rule::UseAfterCleanup,
+        Rule::InvalidChannelHandle,
+        site,
+    )
 }
 
 /// Looks a `VMBPACKETCOMPLETION` up; a stale one is `stale_rule`, a forged one `INVALID_PACKET_HANDLE`.
@@ -90,24 +119,12 @@ fn incoming(
     stale_rule: Rule,
     site: &dyn Fn() -> String,
 ) -> Option<(Arc<SimInner>, u64, u64)> {
-    match registry::lookup(tok(h)) {
-        Lookup::Live(s, Obj::Incoming { ch, pkt }) => {
-            registry::set_current_sim(&s);
-            Some((s, ch, pkt))
-        }
-        Lookup::Stale(s, Obj::Incoming { .. }) => {
-            report(s.as_ref(), stale_rule, site());
-            None
-        }
-        Lookup::Live(s, _) | Lookup::Stale(Some(s), _) => {
-            report(Some(&s), Rule::InvalidPacketHandle, site());
-            None
-        }
-        Lookup::Stale(None, _) | Lookup::Unknown => {
-            report(None, Rule::InvalidPacketHandle, site());
-            None
-        }
-    }
+    let pick = |o: &Obj| match *o {
+        Obj::Incoming { ch, pkt } => Some((ch, pkt)),
+        _ => None,
+    };
+    lookup(tok(h), pick, stale_rule, Rule::InvalidPacketHandle, site)
+        .map(|(s, (ch, pkt))| (s, ch, pkt))
 }
 
 /// Looks a `VMBPACKET` up; a stale one is `stale_rule`, a forged one `INVALID_PACKET_HANDLE`.
@@ -116,24 +133,12 @@ fn outgoing(
     stale_rule: Rule,
     site: &dyn Fn() -> String,
 ) -> Option<(Arc<SimInner>, u64, u64)> {
-    match registry::lookup(tok(h)) {
-        Lookup::Live(s, Obj::Packet { ch, pkt }) => {
-            registry::set_current_sim(&s);
-            Some((s, ch, pkt))
-        }
-        Lookup::Stale(s, Obj::Packet { .. }) => {
-            report(s.as_ref(), stale_rule, site());
-            None
-        }
-        Lookup::Live(s, _) | Lookup::Stale(Some(s), _) => {
-            report(Some(&s), Rule::InvalidPacketHandle, site());
-            None
-        }
-        Lookup::Stale(None, _) | Lookup::Unknown => {
-            report(None, Rule::InvalidPacketHandle, site());
-            None
-        }
-    }
+    let pick = |o: &Obj| match *o {
+        Obj::Packet { ch, pkt } => Some((ch, pkt)),
+        _ => None,
+    };
+    lookup(tok(h), pick, stale_rule, Rule::InvalidPacketHandle, site)
+        .map(|(s, (ch, pkt))| (s, ch, pkt))
 }
 
 /// `IRQL_TOO_HIGH` unless at PASSIVE_LEVEL. Returns whether the call may proceed.
