@@ -7,8 +7,6 @@
 //! kernel heap is non-paged pool and this path runs in KMCL's DPC at DISPATCH_LEVEL.
 #![cfg(not(windows))]
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -23,37 +21,13 @@ use vmbridge::bridge::{Bridge, Config, FileId, NtStatus, RequestKey, State, StdL
 use vmbridge::ic::{IcChannel, IcHeld};
 use vmbridge::trace::Tracer;
 
-thread_local! {
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
+#[path = "counting/mod.rs"]
+mod counting;
 
-/// Counts allocations made by the current thread.
-struct Counting;
-
-// SAFETY: forwards every call unchanged to the system allocator.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+use counting::{Counting, allocations};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-fn allocations() -> u64 {
-    ALLOCATIONS.with(Cell::get)
-}
 
 static SENT: AtomicU64 = AtomicU64::new(0);
 static LAST_STATUS: AtomicU64 = AtomicU64::new(u64::MAX);
