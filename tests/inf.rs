@@ -10,45 +10,14 @@ use vmbridge::bridge::Config;
 use vmbridge::bridge::config::KEYS;
 use vmbridge::bridge::protocol::{VMBRIDGE_CHANNEL_TYPE, format_guid};
 
-/// Section name (lower case) → its non-comment lines, in order.
-fn sections() -> BTreeMap<String, Vec<String>> {
-    let text = include_str!("../inf/vmbridge.inx");
-    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut current = String::new();
-    for raw in text.lines() {
-        let line = match raw.find(';') {
-            // A `;` inside quotes is data, elsewhere it starts a comment.
-            Some(i) if raw[..i].matches('"').count() % 2 == 0 => &raw[..i],
-            _ => raw,
-        }
-        .trim();
-        if line.is_empty() {
-            continue;
-        }
-        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            current = name.to_ascii_lowercase();
-            assert!(
-                out.insert(current.clone(), Vec::new()).is_none(),
-                "section [{name}] defined twice"
-            );
-            continue;
-        }
-        assert!(!current.is_empty(), "line outside any section: {line}");
-        out.get_mut(&current)
-            .expect("section")
-            .push(line.to_string());
-    }
-    out
-}
+#[path = "inf_parse/mod.rs"]
+mod inf_parse;
 
-/// `key = value` lines of a section (keys lower case).
-fn entries(secs: &BTreeMap<String, Vec<String>>, name: &str) -> BTreeMap<String, String> {
-    secs.get(&name.to_ascii_lowercase())
-        .unwrap_or_else(|| panic!("missing section [{name}]"))
-        .iter()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect()
+use inf_parse::entries;
+
+/// The guest INF's sections.
+fn sections() -> BTreeMap<String, Vec<String>> {
+    inf_parse::sections(include_str!("../inf/vmbridge.inx"))
 }
 
 fn package_binary() -> String {
