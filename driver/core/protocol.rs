@@ -30,7 +30,7 @@
 //! | buffer shorter than the header | `STATUS_BUFFER_TOO_SMALL` |
 //! | header not 8-byte aligned | `STATUS_DATATYPE_MISALIGNMENT_ERROR` |
 //! | `Size` or `Version` not this ABI's | `STATUS_REVISION_MISMATCH` |
-//! | unknown flag, non-zero reserved field | `STATUS_INVALID_PARAMETER` |
+//! | unknown flag, non-zero reserved field, `PacketId` 0 in a response | `STATUS_INVALID_PARAMETER` |
 //! | a length that runs past the buffer, or above `MaxPacketSize` | `STATUS_INVALID_BUFFER_SIZE` |
 //! | unknown IOCTL | `STATUS_INVALID_DEVICE_REQUEST` |
 #![allow(non_camel_case_types, non_snake_case)]
