@@ -109,7 +109,48 @@ fn run(size: usize, total_bytes: usize) {
     sim.assert_clean();
 }
 
+/// Exactly `n` host packets of `size` bytes delivered and completed, nothing printed
+/// (instruction-count mode for `scripts/bench-instructions.sh`, which takes the difference
+/// of two `n` under callgrind so set-up and tear-down cancel out).
+fn run_count(size: usize, n: u64) {
+    let sim = Sim::new(SimConfig::deterministic(1));
+    let (host, ch, t) = open(&sim);
+    let payload = vec![0x5Au8; size];
+    DELIVERED.store(0, Ordering::SeqCst);
+    let mut sent = 0;
+    while sent < n {
+        match host.send_inband(black_box(&payload), false) {
+            Ok(_) => sent += 1,
+            Err(SendError::Full) => sim.run_until_idle(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    sim.run_until_idle();
+    assert_eq!(DELIVERED.load(Ordering::SeqCst), n);
+    // SAFETY: rule IRQL_TOO_HIGH: PASSIVE bench thread; the channel is not used afterwards.
+    unsafe { (t.VmbChannelDisable.expect("slot"))(ch) };
+    // SAFETY: as above.
+    unsafe { (t.VmbChannelCleanup.expect("slot"))(ch) };
+    sim.assert_clean();
+}
+
+/// `--count N --size S`: the instruction-count mode; anything else: the timed rows.
+fn count_args() -> Option<(u64, usize)> {
+    let args: Vec<String> = std::env::args().collect();
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    Some((value("--count")?, usize::try_from(value("--size")?).ok()?))
+}
+
 fn main() {
+    if let Some((n, size)) = count_args() {
+        run_count(size, n);
+        return;
+    }
     let total = std::env::var("E2E_BYTES")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -90,7 +90,55 @@ fn memcpy_rate(size: usize) -> Rate {
     }
 }
 
+/// Exactly `n` packets of `size` bytes written, read and released (instruction-count mode:
+/// `scripts/bench-instructions.sh` runs this under callgrind at two `n` and takes the
+/// difference, so start-up and the ring's construction cancel out).
+fn ring_count(size: usize, n: u64) {
+    let pair = RingPair::new(DATA_PAGES, 1);
+    let mut tx = OutgoingRing::new(pair.outbound());
+    let mut rx = IncomingRing::new(pair.outbound());
+    let payload: Vec<u8> = (0..size).map(|i| i as u8).collect();
+    let mut done = 0u64;
+    let mut id = 0u64;
+    while done < n {
+        let mut written = 0;
+        while done + written < n {
+            let packet = OutgoingPacket::in_band(id, false, black_box(&payload));
+            match tx.write(&packet) {
+                Ok(outcome) => {
+                    black_box(outcome);
+                    id += 1;
+                    written += 1;
+                }
+                Err(WriteError::Full { .. }) => break,
+                Err(e) => panic!("bench ring failed: {e}"),
+            }
+        }
+        while let Ok(p) = rx.read_next() {
+            black_box(&p.payload);
+            done += 1;
+        }
+        black_box(rx.release_all());
+    }
+}
+
+/// `--count N --size S`: the instruction-count mode; anything else: the timed table.
+fn count_args() -> Option<(u64, usize)> {
+    let args: Vec<String> = std::env::args().collect();
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    Some((value("--count")?, usize::try_from(value("--size")?).ok()?))
+}
+
 fn main() {
+    if let Some((n, size)) = count_args() {
+        ring_count(size, n);
+        return;
+    }
     println!(
         "ring write+read vs memcpy, {} KiB ring data area",
         DATA_PAGES * 4
