@@ -17,7 +17,9 @@
 #![forbid(unsafe_code)]
 
 use std::cell::Cell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use crate::fast_hash::HashMap;
 use std::sync::Arc;
 
 use kmcl_sys::status::*;
@@ -273,7 +275,7 @@ pub(crate) struct Channel {
     pub(crate) gpadls: HashMap<u32, usize>,
     pub(crate) next_gpadl: u32,
     /// Synchronous requests given up on (timeout, deadlock): a late completion is dropped.
-    pub(crate) abandoned: std::collections::HashSet<u64>,
+    pub(crate) abandoned: crate::fast_hash::HashSet<u64>,
     /// Client: what each GPADL describes (for a server's `VmbChannelMapGpadl`).
     pub(crate) gpadl_bufs: HashMap<u32, crate::server::GpadlBuf>,
     /// Server channels (`VmbChannelAllocate(IsServer = TRUE)`).
@@ -389,10 +391,10 @@ pub(crate) fn allocate(
             dpc_cpu: 100,
             rings: None,
             generation: 0,
-            incoming: HashMap::new(),
-            outgoing: HashMap::new(),
-            in_flight: HashMap::new(),
-            sync: HashMap::new(),
+            incoming: HashMap::default(),
+            outgoing: HashMap::default(),
+            in_flight: HashMap::default(),
+            sync: HashMap::default(),
             send_queue: VecDeque::new(),
             completion_queue: VecDeque::new(),
             passive_q: VecDeque::new(),
@@ -403,10 +405,10 @@ pub(crate) fn allocate(
             close: None,
             next_trans: 0,
             failure: None,
-            gpadls: HashMap::new(),
+            gpadls: HashMap::default(),
             next_gpadl: 0,
-            abandoned: std::collections::HashSet::new(),
-            gpadl_bufs: HashMap::new(),
+            abandoned: crate::fast_hash::HashSet::default(),
+            gpadl_bufs: HashMap::default(),
             server: server_parent.map(|_| Box::new(crate::server::ServerState::new())),
         },
     );

@@ -43,16 +43,20 @@ pub mod ring;
 
 mod channel;
 mod endpoint;
+mod fast_hash;
 mod fault;
 pub mod ic_host;
 mod mem;
 mod registry;
 mod sched;
 mod server;
+mod shared_mem;
 mod table;
 mod verifier;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use fast_hash::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
@@ -510,11 +514,11 @@ impl Sim {
                 queues: Queues::default(),
                 rng: SplitMix64::new(seed),
                 next_id: 0,
-                offers: HashMap::new(),
-                channels: HashMap::new(),
+                offers: HashMap::default(),
+                channels: HashMap::default(),
                 retired: VecDeque::new(),
                 retired_checked: 0,
-                pages: HashMap::new(),
+                pages: HashMap::default(),
                 faults: Faults::default(),
                 stats: Stats::default(),
                 shutdown: false,

@@ -10,11 +10,11 @@
 //! entries receive nothing but the handle.
 #![forbid(unsafe_code)]
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use crate::SimInner;
+use crate::fast_hash::HashMap;
 
 /// What a token stands for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,7 +54,7 @@ pub(crate) enum Lookup {
 
 fn table() -> MutexGuard<'static, HashMap<usize, Entry>> {
     static T: OnceLock<Mutex<HashMap<usize, Entry>>> = OnceLock::new();
-    T.get_or_init(|| Mutex::new(HashMap::new()))
+    T.get_or_init(|| Mutex::new(HashMap::default()))
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
