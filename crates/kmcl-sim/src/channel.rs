@@ -38,7 +38,7 @@ use crate::fault::Faults;
 use crate::mem::{MdlBlock, POISON, SharedBuf};
 use crate::registry::{self, Obj};
 use crate::ring::{
-    GpaRange, IncomingKind, IncomingPacket, IncomingRing, OutgoingPacket, OutgoingRing, PacketType,
+    GpaRange, IncomingKind, IncomingRing, OutgoingPacket, OutgoingRing, PacketHeader, PacketType,
     ReadError, ReleaseTracker, RingPair, WriteError, strip_pipe_header,
 };
 use crate::sched::{self, DISPATCH_LEVEL, Task};
@@ -1035,62 +1035,100 @@ enum Parsed {
 
 fn parse_incoming(
     st: &mut State,
+    ch: u64,
     offer: u64,
     pipe: bool,
     padded: bool,
-    p: &IncomingPacket,
+    h: &PacketHeader,
 ) -> Parsed {
-    let data: Vec<u8> = if pipe {
-        match strip_pipe_header(&p.payload) {
-            Ok(d) => d.to_vec(),
+    fn rx(st: &State, ch: u64) -> Option<&IncomingRing> {
+        st.channels
+            .get(&ch)
+            .and_then(|c| c.rings.as_ref())
+            .map(|r| &r.rx)
+    }
+    let Some(ring) = rx(st, ch) else {
+        return Parsed::Drop;
+    };
+    // The payload goes from the ring straight into the driver's buffer (a pooled one:
+    // no allocation per packet in steady state).
+    let buf;
+    if pipe {
+        // Pipe mode is rare: strip the header through an owned copy.
+        let mut payload = vec![0u8; h.payload_len()];
+        ring.copy_payload(h, &mut payload);
+        match strip_pipe_header(&payload) {
+            Ok(d) => buf = st.packet_buf(d.len()),
             Err(crate::ring::PipeError::NotData(_)) => return Parsed::Drop,
             Err(e) => return Parsed::Corrupt(format!("pipe header: {e}")),
         }
-    } else if padded {
-        p.payload.clone()
+        if let Ok(d) = strip_pipe_header(&payload) {
+            buf.write(0, d);
+        }
     } else {
-        let exact = st
-            .offers
-            .get(&offer)
-            .and_then(|o| o.host.exact_len(p.transaction_id, p.offset));
-        let n = exact.map_or(p.payload.len(), |n| n.min(p.payload.len()));
-        p.payload[..n].to_vec()
-    };
-    let external = match &p.kind {
-        IncomingKind::InBand => None,
-        IncomingKind::Completion => return Parsed::Drop,
-        IncomingKind::GpaDirect { ranges, .. } => match resolve_gpa(st, ranges) {
-            Ok(e) => Some(e),
-            Err(e) => return Parsed::Corrupt(e),
-        },
-        IncomingKind::TransferPages { set_id, ranges, .. } => {
-            let set = st
+        let n = if padded {
+            h.payload_len()
+        } else {
+            let exact = st
                 .offers
                 .get(&offer)
-                .and_then(|o| o.host.transfer_set(*set_id));
-            let Some(set) = set else {
-                return Parsed::Corrupt(format!("unknown transfer page set {set_id}"));
+                .and_then(|o| o.host.exact_len(h.transaction_id, h.offset));
+            exact.map_or(h.payload_len(), |n| n.min(h.payload_len()))
+        };
+        buf = st.packet_buf(n);
+        if let Some(ring) = rx(st, ch) {
+            buf.copy_from_ring(ring, h);
+        }
+    }
+    let external = match h.packet_type {
+        PacketType::IN_BAND => None,
+        PacketType::COMPLETION => return Parsed::Drop,
+        _ => {
+            // Transfer-page and GPA-direct packets: their ranges, through the owned read
+            // (same validation; allocates, off the in-band hot path).
+            let kind = match rx(st, ch).map(|r| r.packet_at(h)) {
+                Some(Ok(p)) => p.kind,
+                None => return Parsed::Drop,
+                Some(Err(e)) => {
+                    return Parsed::Corrupt(format!("packet changed under the reader: {e}"));
+                }
             };
-            let start = ranges
-                .iter()
-                .map(|r| r.byte_offset as usize)
-                .min()
-                .unwrap_or(0);
-            let end = ranges
-                .iter()
-                .map(|r| r.byte_offset as usize + r.byte_count as usize)
-                .max()
-                .unwrap_or(0);
-            if end > set.len() || start >= end {
-                return Parsed::Corrupt(format!(
-                    "transfer page range {start}..{end} outside set {set_id}"
-                ));
+            match kind {
+                IncomingKind::InBand | IncomingKind::Completion => None,
+                IncomingKind::GpaDirect { ranges, .. } => match resolve_gpa(st, &ranges) {
+                    Ok(e) => Some(e),
+                    Err(e) => return Parsed::Corrupt(e),
+                },
+                IncomingKind::TransferPages { set_id, ranges, .. } => {
+                    let set = st
+                        .offers
+                        .get(&offer)
+                        .and_then(|o| o.host.transfer_set(set_id));
+                    let Some(set) = set else {
+                        return Parsed::Corrupt(format!("unknown transfer page set {set_id}"));
+                    };
+                    let start = ranges
+                        .iter()
+                        .map(|r| r.byte_offset as usize)
+                        .min()
+                        .unwrap_or(0);
+                    let end = ranges
+                        .iter()
+                        .map(|r| r.byte_offset as usize + r.byte_count as usize)
+                        .max()
+                        .unwrap_or(0);
+                    if end > set.len() || start >= end {
+                        return Parsed::Corrupt(format!(
+                            "transfer page range {start}..{end} outside set {set_id}"
+                        ));
+                    }
+                    Some(External {
+                        buf: set,
+                        offset: start,
+                        len: u32::try_from(end - start).unwrap_or(0),
+                    })
+                }
             }
-            Some(External {
-                buf: set,
-                offset: start,
-                len: u32::try_from(end - start).unwrap_or(0),
-            })
         }
     };
     let flags = if external.is_some() {
@@ -1098,18 +1136,18 @@ fn parse_incoming(
     } else {
         0
     };
-    let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+    let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
     Parsed::Deliver(Incoming {
         tok: 0,
-        trans_id: p.transaction_id,
-        completion_requested: p.completion_requested() && !pipe,
-        buf: SharedBuf::from_bytes(&data),
+        trans_id: h.transaction_id,
+        completion_requested: h.completion_requested() && !pipe,
+        buf,
         len,
         flags,
         external,
         mdl: None,
-        client_ctx: SharedBuf::new(0),
-        ring_offset: Some(p.offset),
+        client_ctx: SharedBuf::empty(),
+        ring_offset: Some(h.offset),
         deferred: false,
         generation: 0,
     })
@@ -1195,8 +1233,8 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
                 break;
             }
             let Some(r) = c.rings.as_mut() else { break };
-            let p = match r.rx.peek() {
-                Ok(p) => p,
+            let h = match r.rx.peek_header() {
+                Ok(h) => h,
                 Err(ReadError::Empty) => break,
                 Err(ReadError::Corrupt(why)) => {
                     fault = Some(format!("corrupt packet in the guest inbound ring: {why}"));
@@ -1207,7 +1245,17 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
                 // Nothing is processed before EvtChannelStarted returns (header state_model).
                 break;
             }
-            if p.packet_type == PacketType::COMPLETION {
+            if h.packet_type == PacketType::COMPLETION {
+                // Completions of the driver's sends carry a payload for the driver: the owned
+                // read (same validation as the header just read).
+                let p = match r.rx.packet_at(&h) {
+                    Ok(p) => p,
+                    Err(ReadError::Empty) => break,
+                    Err(ReadError::Corrupt(why)) => {
+                        fault = Some(format!("corrupt packet in the guest inbound ring: {why}"));
+                        break;
+                    }
+                };
                 let _ = r.rx.read_next();
                 r.rel.consumed(&p);
                 let signal = r
@@ -1259,9 +1307,9 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
             if !deliverable {
                 break;
             }
-            let _ = r.rx.read_next();
-            r.rel.consumed(&p);
-            match parse_incoming(&mut st, offer, pipe, padded, &p) {
+            r.rx.consume_header(&h);
+            r.rel.consumed_header(&h);
+            match parse_incoming(&mut st, ch, offer, pipe, padded, &h) {
                 Parsed::Corrupt(why) => {
                     fault = Some(why);
                     break;
@@ -1271,7 +1319,7 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
                         break;
                     };
                     if r.rel
-                        .complete_and_release(&mut r.rx, p.offset)
+                        .complete_and_release(&mut r.rx, h.offset)
                         .unwrap_or(false)
                     {
                         endpoint::signal_host(sim, &mut st, ch, endpoint::SignalWhy::Release);
@@ -1284,7 +1332,9 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
                     let Some(c) = st.channels.get_mut(&ch) else {
                         break;
                     };
-                    inc.client_ctx = SharedBuf::new(c.init.client_context_size as usize);
+                    if c.init.client_context_size > 0 {
+                        inc.client_ctx = SharedBuf::new(c.init.client_context_size as usize);
+                    }
                     let (itok, buf, len, flags) = (inc.tok, inc.buf.addr(), inc.len, inc.flags);
                     c.incoming.insert(id, inc);
                     if passive {
@@ -1314,7 +1364,7 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
                 && (deliverable
                     || (running
                         && r.rx
-                            .peek()
+                            .peek_header()
                             .is_ok_and(|p| p.packet_type == PacketType::COMPLETION)));
         }
         if more && !quota_blocked {
@@ -1430,7 +1480,8 @@ pub(crate) fn complete_incoming(
     pkt: u64,
     response: &[u8],
     fail: bool,
-    site: &str,
+    site: &dyn Fn() -> String,
+    buf_size: u32,
 ) {
     let mut st = sim.lock();
     let Some(c) = st.channels.get_mut(&ch) else {
@@ -1448,7 +1499,7 @@ pub(crate) fn complete_incoming(
     }
     if fail {
         c.stopped = true;
-        c.failure = Some(format!("{site}: driver failed a packet"));
+        c.failure = Some(format!("{}: driver failed a packet", site()));
     }
     let mut signal = false;
     if let (Some(off), true) = (inc.ring_offset, same_ring)
@@ -1459,7 +1510,12 @@ pub(crate) fn complete_incoming(
     let _ = pipe;
     inc.buf.fill(POISON);
     st.retired.push_back((
-        format!("{site} (packet {:#x}, {} bytes)", inc.tok, inc.len),
+        crate::RetiredAt {
+            fail,
+            buf_size,
+            tok: inc.tok,
+            len: inc.len,
+        },
         inc.buf,
     ));
     if signal {

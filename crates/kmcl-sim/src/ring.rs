@@ -574,6 +574,16 @@ impl PayloadView<'_> {
         w.map(|w| u64::from_le(w.load(Ordering::Relaxed)))
     }
 
+    /// Copies the first `n` bytes (at most [`len`](Self::len)) into the words `dst` starting
+    /// at byte `at` (simulator memory handed to a driver), with bulk copies.
+    pub(crate) fn copy_to_words(&self, dst: &[AtomicU64], at: usize, n: usize) -> usize {
+        let n = n.min(self.len());
+        let first = n.min(self.head.len() * 8);
+        shared_mem::copy_words(self.head, dst, at, first);
+        shared_mem::copy_words(self.tail, dst, at + first, n - first);
+        n
+    }
+
     /// Copies the first `out.len()` bytes (at most [`len`](Self::len)) into `out`; returns
     /// the number copied.
     pub fn copy_to(&self, out: &mut [u8]) -> usize {
@@ -1569,6 +1579,16 @@ impl IncomingRing {
         }
     }
 
+    /// The owned [`IncomingPacket`] (type-specific ranges and payload) of a packet whose
+    /// header was read from this ring and not yet released, parsed and validated again.
+    ///
+    /// # Errors
+    ///
+    /// As [`peek`](Self::peek) (the other endpoint may have changed the bytes meanwhile).
+    pub fn packet_at(&self, header: &PacketHeader) -> Result<IncomingPacket, ReadError> {
+        self.parse_owned(header.offset)
+    }
+
     /// Copies the first `out.len()` bytes (at most [`PacketHeader::payload_len`]) of the
     /// payload of `header` (read from this ring and not yet released) into `out`, with bulk
     /// copies. Returns the number of bytes copied.
@@ -1696,6 +1716,13 @@ impl ReleaseTracker {
     /// Records a packet returned by [`IncomingRing::read_next`] (in read order).
     pub fn consumed(&mut self, packet: &IncomingPacket) {
         self.entries.push_back((packet.offset, packet.end, false));
+    }
+
+    /// [`consumed`](Self::consumed) for a packet read with [`IncomingRing::read_header`] /
+    /// [`IncomingRing::consume_header`].
+    pub fn consumed_header(&mut self, header: &PacketHeader) {
+        self.entries
+            .push_back((header.offset, header.end_offset(), false));
     }
 
     /// Number of consumed packets not yet released.

@@ -99,6 +99,62 @@ pub(crate) fn copy_out(words: &[AtomicU64], byte_offset: usize, out: &mut [u8]) 
     unsafe { std::ptr::copy_nonoverlapping(src, out.as_mut_ptr(), out.len()) };
 }
 
+/// Copies the first `len` bytes of the ring words `src` into the words `dst` at byte
+/// `dst_byte`: ring payload into a packet buffer the simulator is about to hand to a driver.
+///
+/// # Panics
+///
+/// If either range is out of bounds.
+#[inline]
+pub(crate) fn copy_words(src: &[AtomicU64], dst: &[AtomicU64], dst_byte: usize, len: usize) {
+    check_range(src, 0, len);
+    check_range(dst, dst_byte, len);
+    let from = src.as_ptr().cast::<u8>();
+    let to = dst.as_ptr().cast::<u8>().cast_mut().wrapping_add(dst_byte);
+    // SAFETY: rules RING_WINDOW_OWNERSHIP (module doc) for `src`, the reader's published
+    // window, and PACKET_BUFFER_OWNERSHIP for `dst`: a packet buffer belongs to the
+    // simulator until it is delivered and again once the driver completes it (a driver
+    // that writes it after completion breaks the KMCL contract; the verifier's poison
+    // check reports it). Both ranges are in bounds (checked above) and inside
+    // `UnsafeCell`s; they are distinct allocations (ring memory and a packet buffer), so
+    // they do not overlap; u8 needs no alignment.
+    unsafe { std::ptr::copy_nonoverlapping(from, to, len) };
+}
+
+/// Copies the words `src` into `out` (same length), as plain integers.
+///
+/// # Panics
+///
+/// If the lengths differ.
+#[inline]
+pub(crate) fn copy_out_words(src: &[AtomicU64], out: &mut [u64]) {
+    assert_eq!(src.len(), out.len(), "word copy of unequal lengths");
+    // SAFETY: rule PACKET_BUFFER_OWNERSHIP (see `copy_words`): `src` is a completed packet's
+    // buffer, the simulator's again; a driver writing it now breaks the KMCL contract, and
+    // a torn copy of such a write still differs from the poison the caller looks for.
+    // `AtomicU64` has the size and alignment of `u64`; both slices hold `out.len()` words
+    // (checked above) and are distinct (`out` is exclusive), so they do not overlap.
+    unsafe {
+        std::ptr::copy_nonoverlapping(src.as_ptr().cast::<u64>(), out.as_mut_ptr(), out.len());
+    }
+}
+
+/// Sets every byte of `words` to `v` (the poison of a completed packet's buffer).
+#[inline]
+pub(crate) fn fill_words(words: &[AtomicU64], v: u8) {
+    // In 1 KiB pieces: glibc's memset switches to `rep stosb` from 2 KiB, which callgrind
+    // counts per byte; vector stores are as fast on the CPU and count per 32 bytes.
+    for piece in words.chunks(128) {
+        let to = piece.as_ptr().cast::<u8>().cast_mut();
+        // SAFETY: rule PACKET_BUFFER_OWNERSHIP (see `copy_words`): the packet was completed,
+        // so its buffer is the simulator's; a driver still writing it breaks the KMCL
+        // contract and is what the poison check then reports. The bytes are the whole of
+        // `piece` (in bounds, inside `UnsafeCell`s, writable through a pointer derived from
+        // the slice).
+        unsafe { std::ptr::write_bytes(to, v, piece.len() * 8) };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

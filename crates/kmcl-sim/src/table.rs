@@ -1426,7 +1426,7 @@ unsafe extern "system" fn VmbChannelPacketComplete(
     };
     // SAFETY: rule BUFFER_VALID: `_In_reads_bytes_opt_(BufSize)`.
     let resp = unsafe { driver_bytes(PacketCompletionBuffer, BufSize) }.unwrap_or_default();
-    channel::complete_incoming(&sim, ch, pkt, &resp, false, &site());
+    channel::complete_incoming(&sim, ch, pkt, &resp, false, &site, BufSize);
 }
 
 /// `VmbChannelPacketFail`: retires the packet without a completion and stops the queue.
@@ -1436,7 +1436,7 @@ unsafe extern "system" fn VmbChannelPacketFail(PacketCompletionContext: VMBPACKE
     else {
         return;
     };
-    channel::complete_incoming(&sim, ch, pkt, &[], true, &site());
+    channel::complete_incoming(&sim, ch, pkt, &[], true, &site, 0);
 }
 
 /// `VmbChannelPacketDeferToPassive`: only in-line from ProcessPacket; re-delivered at PASSIVE.
