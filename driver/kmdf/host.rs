@@ -1,7 +1,7 @@
 //! Host (root partition) mode: the `Root\VmBridgeHost` control device over the KMCL
 //! server table.
 //!
-//! C header: `wdfdevice.h` (`WdfDeviceInitOpenRegistryKey`,
+//! C header: `wdfdevice.h` (`WdfFdoInitOpenRegistryKey`,
 //! `WdfDeviceInitSetIoInCallerContextCallback`, `WdfDeviceEnqueueRequest`),
 //! `wdfrequest.h` (`WdfRequestGetParameters`, `WdfRequestWdmGetIrp`), `wdm.h`
 //! (`IoGetDeviceObjectPointer`, `IoBuildSynchronousFsdRequest`, `IRP_MN_QUERY_INTERFACE`,
@@ -230,7 +230,7 @@ pub(super) unsafe fn is_host_mode(driver: WDFDRIVER, device_init: PWDFDEVICE_INI
     // PLUGPLAY_REGKEY_DEVICE 1`) matching the ULONG parameter.
     let st: NTSTATUS = unsafe {
         call_unsafe_wdf_function_binding!(
-            WdfDeviceInitOpenRegistryKey,
+            WdfFdoInitOpenRegistryKey,
             device_init,
             PLUGPLAY_REGKEY_DEVICE,
             KEY_READ,
@@ -439,9 +439,8 @@ fn zw_close(handle: kmcl_sys::HANDLE) {
 /// The thread identity for `kmcl::thread` where it has no kernel read of its own.
 #[cfg(not(target_arch = "x86_64"))]
 fn current_thread_id() -> usize {
-    // SAFETY: rule PS_GET_CURRENT_THREAD_ID: no preconditions, any IRQL.
-    // UNVERIFIED: generated in `wdk_sys::ntddk` (a real ntoskrnl export, unlike the inline
-    // KeGetCurrentThread/PsGetCurrentThread on ARM64).
+    // SAFETY: rule PS_GET_CURRENT_THREAD_ID: no preconditions, any IRQL. An ntoskrnl export
+    // (unlike the inline KeGetCurrentThread/PsGetCurrentThread on ARM64).
     let id = unsafe { wdk_sys::ntddk::PsGetCurrentThreadId() };
     id.addr()
 }

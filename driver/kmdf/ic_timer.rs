@@ -115,8 +115,8 @@ extern "C" fn evt_ic_timer(timer: WDFTIMER) {
     // was written and stopped before it is dropped.
     let ctx = unsafe { &*ctx };
     if let Some(dev) = ctx.device.with(|d| d.clone()) {
-        // SAFETY: rule IRQL_TOO_HIGH: KeQueryUnbiasedInterruptTime is callable at any IRQL.
-        // UNVERIFIED: generated in wdk_sys::ntddk (an exported routine, not an inline).
+        // SAFETY: rule IRQL_TOO_HIGH: KeQueryUnbiasedInterruptTime (an ntoskrnl export) is
+        // callable at any IRQL.
         let now_100ns = unsafe { wdk_sys::ntddk::KeQueryUnbiasedInterruptTime() };
         dev.ic_tick(now_100ns / 10_000);
     }
