@@ -16,6 +16,7 @@
 //! | `host.rs` | host mode (`Root\VmBridgeHost`): the KMCL server table, `EvtIoInCallerContext` for `IOCTL_VMBRIDGE_CREATE_OFFER`, the control queue, file cleanup/close, teardown |
 //! | `ic_config.rs` | IC mode's per-device `IcService`/`IcTimeoutMs` (the device's hardware key) |
 //! | `ic_timer.rs` | IC mode's periodic `WDFTIMER` calling `VmbusDevice::ic_tick` (forwarded-request timeouts) |
+//! | `registry.rs` | registry reads: UTF-16 value names, `Key` (a `WDFKEY` closed on drop) over the service's `Parameters` and the device's hardware key |
 //! | `request.rs` | `Request`: a `WDFREQUEST` as the core's `UserRequest` |
 //! | `lock.rs` | `KSpinLock<T>`: the core's `Lock` over a `KSPIN_LOCK` |
 //! | `context.rs` | the typed device context (`WDF_DECLARE_CONTEXT_TYPE` by hand) and `*_SIZE` constants |
@@ -31,4 +32,5 @@ mod ic_config;
 mod ic_timer;
 pub(crate) mod lock;
 mod queue;
+mod registry;
 mod request;
