@@ -450,7 +450,7 @@ extern "C" fn evt_device_release_hardware(
                 let mut interval = LARGE_INTEGER { QuadPart: -10_000 }; // 1 ms, relative
                 // SAFETY: rule WDF_CALL_AT_PASSIVE: PASSIVE_LEVEL (token above); a
                 // non-alertable kernel-mode wait on a local interval.
-                // UNVERIFIED: `KernelMode` is 0 as a KPROCESSOR_MODE (CCHAR) in wdk_sys.
+                // `KernelMode` (wdm.h `MODE`) is 0; KPROCESSOR_MODE is a CCHAR.
                 let _ = unsafe { wdk_sys::ntddk::KeDelayExecutionThread(0, 0, &raw mut interval) };
             }
         }

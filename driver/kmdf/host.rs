@@ -198,8 +198,8 @@ unsafe fn send_query_interface(
     // `Irp->Tail.Overlay.CurrentStackLocation - 1`.
     // SAFETY: rule PNP_IRP_BUILD: the IRP was built by the I/O manager, so the Overlay
     // view of `Tail` and its CurrentStackLocation are the live ones.
-    // UNVERIFIED: bindgen names the anonymous members `__bindgen_anon_2.__bindgen_anon_1`
-    // (as other wdk-sys users spell IoGetCurrentIrpStackLocation).
+    // bindgen names the anonymous members `__bindgen_anon_2.__bindgen_anon_1` (checked
+    // against the real bindings; tests/wdk-surface spells them the same).
     let overlay = unsafe { &irp_ref.Tail.Overlay };
     // SAFETY: rule PNP_IRP_BUILD: as above; the union holds the stack location pointer
     // (PacketType is only used for IRPs of the mini-packet kind, not for this one).
@@ -229,7 +229,6 @@ unsafe fn send_query_interface(
     if st == STATUS_PENDING {
         // SAFETY: rule KE_EVENT_NONPAGED_AT_WAIT: PASSIVE_LEVEL, kernel-mode,
         // non-alertable, no timeout, on the local event the IRP signals.
-        // UNVERIFIED: `_MODE::KernelMode` (0) converts to KPROCESSOR_MODE (CCHAR) as below.
         let _ = unsafe {
             wdk_sys::ntddk::KeWaitForSingleObject(
                 (&raw mut event).cast::<c_void>(),
