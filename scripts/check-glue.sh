@@ -43,6 +43,26 @@ mkdir -p "$src"
 # must have been copied.
 test -f "$src/$manifest" || { echo "check-glue: $manifest not found" >&2; exit 1; }
 
+# Self-test: the surface must reject what the real wdk-sys rejects (tests/wdk-surface/
+# must-fail: a WDF function no KMDF has, a wrong argument type, a wrong argument count,
+# an inline-only WDM routine), with the expected error, and accept the baseline.
+must_fail=(--manifest-path "$surface/must-fail/Cargo.toml" --target x86_64-pc-windows-msvc)
+CARGO_TARGET_DIR="$work/target" cargo check -q "${must_fail[@]}"
+for case in wrong_name:E0425 wrong_type:E0308 wrong_arity:E0061 inline_only:E0425; do
+    feature="${case%%:*}" code="${case##*:}"
+    if out="$(CARGO_TARGET_DIR="$work/target" cargo check -q "${must_fail[@]}" \
+        --features "$feature" 2>&1)"; then
+        echo "check-glue: the surface accepts the must-fail case '$feature'" >&2
+        exit 1
+    fi
+    grep -q "error\[$code\]" <<<"$out" || {
+        echo "check-glue: must-fail case '$feature' failed without error[$code]:" >&2
+        echo "$out" >&2
+        exit 1
+    }
+done
+echo "check-glue: the surface rejects the 4 must-fail cases"
+
 patch=()
 for crate in wdk-sys wdk wdk-alloc wdk-panic; do
     patch+=(--config "patch.crates-io.$crate.path=\"$surface/$crate\"")
