@@ -60,22 +60,29 @@ pub(super) fn unicode(name: &'static [u16]) -> UNICODE_STRING {
 pub(super) struct Key(WDFKEY);
 
 impl Key {
-    /// The service's `Parameters` key (`WdfDriverOpenParametersRegistryKey`).
-    pub(super) fn driver_parameters(driver: WDFDRIVER) -> Option<Self> {
+    /// A key `open` opens into its out-param, if it returns success.
+    fn open(open: impl FnOnce(*mut WDFKEY) -> NTSTATUS) -> Option<Self> {
         let mut key = WDF_NO_HANDLE as WDFKEY;
-        // SAFETY: rule WDF_CALL_AT_PASSIVE: EvtDriverDeviceAdd runs at PASSIVE_LEVEL;
-        // `driver` is the live driver object; `key` is a local out-param.
-        let st: NTSTATUS = unsafe {
-            call_unsafe_wdf_function_binding!(
-                WdfDriverOpenParametersRegistryKey,
-                driver,
-                KEY_READ,
-                WDF_NO_OBJECT_ATTRIBUTES,
-                &raw mut key
-            )
-        };
+        let st = open(&raw mut key);
         // INVARIANT: opened for us on success.
         (st >= 0).then_some(Self(key))
+    }
+
+    /// The service's `Parameters` key (`WdfDriverOpenParametersRegistryKey`).
+    pub(super) fn driver_parameters(driver: WDFDRIVER) -> Option<Self> {
+        Self::open(|key| {
+            // SAFETY: rule WDF_CALL_AT_PASSIVE: EvtDriverDeviceAdd runs at PASSIVE_LEVEL;
+            // `driver` is the live driver object; `key` is a local out-param.
+            unsafe {
+                call_unsafe_wdf_function_binding!(
+                    WdfDriverOpenParametersRegistryKey,
+                    driver,
+                    KEY_READ,
+                    WDF_NO_OBJECT_ATTRIBUTES,
+                    key
+                )
+            }
+        })
     }
 
     /// The device's hardware key, before `WdfDeviceCreate` (`WdfFdoInitOpenRegistryKey`
@@ -86,21 +93,20 @@ impl Key {
     /// `device_init` is the framework's `WDFDEVICE_INIT` of the running
     /// `EvtDriverDeviceAdd`, not yet passed to `WdfDeviceCreate`.
     pub(super) unsafe fn device_init_hardware(device_init: PWDFDEVICE_INIT) -> Option<Self> {
-        let mut key = WDF_NO_HANDLE as WDFKEY;
-        // SAFETY: rule DEVICE_INIT_BEFORE_CREATE: `device_init` is valid until
-        // WdfDeviceCreate (caller's contract); `key` is a local out-param.
-        let st: NTSTATUS = unsafe {
-            call_unsafe_wdf_function_binding!(
-                WdfFdoInitOpenRegistryKey,
-                device_init,
-                PLUGPLAY_REGKEY_DEVICE,
-                KEY_READ,
-                WDF_NO_OBJECT_ATTRIBUTES,
-                &raw mut key
-            )
-        };
-        // INVARIANT: opened for us on success.
-        (st >= 0).then_some(Self(key))
+        Self::open(|key| {
+            // SAFETY: rule DEVICE_INIT_BEFORE_CREATE: `device_init` is valid until
+            // WdfDeviceCreate (caller's contract); `key` is a local out-param.
+            unsafe {
+                call_unsafe_wdf_function_binding!(
+                    WdfFdoInitOpenRegistryKey,
+                    device_init,
+                    PLUGPLAY_REGKEY_DEVICE,
+                    KEY_READ,
+                    WDF_NO_OBJECT_ATTRIBUTES,
+                    key
+                )
+            }
+        })
     }
 
     /// The device's hardware key, after `WdfDeviceCreate` (`WdfDeviceOpenRegistryKey` with
@@ -110,21 +116,20 @@ impl Key {
     ///
     /// `device` is a live device of this driver.
     pub(super) unsafe fn device_hardware(device: WDFDEVICE) -> Option<Self> {
-        let mut key = WDF_NO_HANDLE as WDFKEY;
-        // SAFETY: rule WDF_CALL_AT_PASSIVE: a live device (caller's contract); `key` is a
-        // local out-param.
-        let st: NTSTATUS = unsafe {
-            call_unsafe_wdf_function_binding!(
-                WdfDeviceOpenRegistryKey,
-                device,
-                PLUGPLAY_REGKEY_DEVICE,
-                KEY_READ,
-                WDF_NO_OBJECT_ATTRIBUTES,
-                &raw mut key
-            )
-        };
-        // INVARIANT: opened for us on success.
-        (st >= 0).then_some(Self(key))
+        Self::open(|key| {
+            // SAFETY: rule WDF_CALL_AT_PASSIVE: a live device (caller's contract); `key` is
+            // a local out-param.
+            unsafe {
+                call_unsafe_wdf_function_binding!(
+                    WdfDeviceOpenRegistryKey,
+                    device,
+                    PLUGPLAY_REGKEY_DEVICE,
+                    KEY_READ,
+                    WDF_NO_OBJECT_ATTRIBUTES,
+                    key
+                )
+            }
+        })
     }
 
     /// One REG_DWORD; `None` when it is missing (or not a DWORD).
