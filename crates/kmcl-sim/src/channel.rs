@@ -1013,7 +1013,8 @@ pub(crate) fn start(sim: &Arc<SimInner>, ch: u64, site: &str) {
 // ---------------------------------------------------------------------------------------------
 
 /// One thing the DPC does with driver code, in ring order.
-enum DpcCall {
+#[derive(Debug)]
+pub(crate) enum DpcCall {
     Deliver {
         pkt: u64,
         tok: usize,
@@ -1188,7 +1189,7 @@ fn resolve_gpa(st: &State, ranges: &[GpaRange]) -> Result<External, String> {
 
 /// Task::Dpc: one batch of incoming packets at DISPATCH_LEVEL, then ProcessingComplete.
 pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
-    let mut calls = Vec::new();
+    let mut calls;
     let (tok, cbs, passive) = {
         let mut st = sim.lock();
         flush_sends(sim, &mut st, ch);
@@ -1199,12 +1200,19 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
         } else {
             sim.cfg.max_batch
         };
+        if st
+            .channels
+            .get(&ch)
+            .is_none_or(|c| c.dpc_active || c.rings.is_none())
+        {
+            return;
+        }
+        // The list kept from the last DPC (no allocation per batch; a nested DPC of another
+        // channel finds it taken and starts its own).
+        calls = std::mem::take(&mut st.dpc_calls);
         let Some(c) = st.channels.get_mut(&ch) else {
             return;
         };
-        if c.dpc_active || c.rings.is_none() {
-            return;
-        }
         let (tok, cbs, passive, offer, pipe, generation) = (
             c.tok,
             c.init.packet_cbs,
@@ -1377,7 +1385,7 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
     };
     let _ = passive;
     let mut delivered = 0u32;
-    for call in calls {
+    for call in calls.drain(..) {
         match call {
             DpcCall::SendDone { pkt } => finish_send(sim, ch, pkt),
             DpcCall::Deliver {
@@ -1401,6 +1409,9 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
     }
     if let Some(c) = st.channels.get_mut(&ch) {
         c.dpc_active = false;
+    }
+    if st.dpc_calls.capacity() < calls.capacity() {
+        st.dpc_calls = calls;
     }
     sim.cv.notify_all();
 }

@@ -554,17 +554,19 @@ impl HostEndpoint {
         };
         h.next_trans += 1;
         let trans = h.next_trans;
-        let data = if h.pipe {
-            ring::add_pipe_header(payload).map_err(|_| SendError::TooLarge)?
+        let piped;
+        let data: &[u8] = if h.pipe {
+            piped = ring::add_pipe_header(payload).map_err(|_| SendError::TooLarge)?;
+            &piped
         } else {
-            payload.to_vec()
+            payload
         };
         let completion = completion && !h.pipe;
         let packet = match kind {
-            HostWrite::InBand => OutgoingPacket::in_band(trans, completion, &data),
-            HostWrite::Gpa(ranges) => OutgoingPacket::gpa_direct(trans, completion, ranges, &data),
+            HostWrite::InBand => OutgoingPacket::in_band(trans, completion, data),
+            HostWrite::Gpa(ranges) => OutgoingPacket::gpa_direct(trans, completion, ranges, data),
             HostWrite::Xfer(set, ranges) => {
-                OutgoingPacket::transfer_pages(trans, completion, set, ranges, &data)
+                OutgoingPacket::transfer_pages(trans, completion, set, ranges, data)
             }
         };
         let outcome = r.tx.write_or_arm(&packet).map_err(|e| match e {

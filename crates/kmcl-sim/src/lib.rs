@@ -254,6 +254,8 @@ pub(crate) struct State {
     /// `retired[..retired_checked]` were checked at a safe point already (re-checked by
     /// `violations`, `assert_clean` and the final drop).
     pub(crate) retired_checked: usize,
+    /// The DPC's list of driver calls, kept between DPCs (no allocation per batch).
+    pub(crate) dpc_calls: Vec<channel::DpcCall>,
     /// Retired packet buffers past the use-after-completion window, for reuse.
     pub(crate) buf_pool: Vec<mem::SharedBuf>,
     /// Page map for the PFN fiction: pfn -> (buffer, page index in it).
@@ -301,8 +303,11 @@ const LIVELOCK_STEPS: u64 = 50_000_000;
 
 /// Keep at most this many poisoned buffers for the write-after-completion check.
 const RETIRED_KEEP: usize = 256;
-/// Retired packet buffers kept for reuse.
-const BUF_POOL_KEEP: usize = 64;
+/// Retired packet buffers kept for reuse: enough for a full ring's worth of small packets
+/// between two safe points, bounded in bytes.
+const BUF_POOL_KEEP: usize = 4096;
+/// Bytes of retired packet buffers kept for reuse, at most.
+const BUF_POOL_BYTES: usize = 16 << 20;
 
 /// The shared core of a [`Sim`].
 pub(crate) struct SimInner {
@@ -435,6 +440,7 @@ impl SimInner {
         while st.retired.len() > RETIRED_KEEP {
             if let Some((_, buf)) = st.retired.pop_front()
                 && st.buf_pool.len() < BUF_POOL_KEEP
+                && (st.buf_pool.len() + 1) * buf.capacity() <= BUF_POOL_BYTES
             {
                 st.buf_pool.push(buf);
             }
@@ -562,6 +568,7 @@ impl Sim {
                 retired: VecDeque::new(),
                 retired_checked: 0,
                 buf_pool: Vec::new(),
+                dpc_calls: Vec::new(),
                 pages: HashMap::default(),
                 faults: Faults::default(),
                 stats: Stats::default(),

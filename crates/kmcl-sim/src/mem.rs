@@ -103,6 +103,11 @@ impl SharedBuf {
         self.len
     }
 
+    /// Bytes the buffer can hold (its words).
+    pub(crate) const fn capacity(&self) -> usize {
+        self.words.len() * 8 - self.start
+    }
+
     /// The address of the first byte, for driver code (exposed provenance).
     pub(crate) fn addr(&self) -> usize {
         self.words.as_ptr().expose_provenance() + self.start
