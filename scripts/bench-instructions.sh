@@ -33,8 +33,7 @@ command -v valgrind >/dev/null || { echo "bench-instructions: valgrind not found
 # Build the bench binaries (release profile, as `cargo bench` does) and the main job.
 exe_of() {
     cargo bench --locked -p kmcl-sim --bench "$1" --no-run --message-format=json 2>/dev/null |
-        jq -r 'select(.reason == "compiler-artifact" and .executable != null) | .executable' |
-        tail -n 1
+        grep -o '"executable":"[^"]*"' | tail -n 1 | sed 's/"executable":"\(.*\)"/\1/'
 }
 ring_exe=$(exe_of ring)
 e2e_exe=$(exe_of e2e)

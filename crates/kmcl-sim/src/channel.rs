@@ -1632,13 +1632,13 @@ pub(crate) fn packet_new(
 }
 
 /// `VmbPacketFree`.
-pub(crate) fn packet_free(sim: &Arc<SimInner>, ch: u64, pkt: u64, site: &str) {
+pub(crate) fn packet_free(sim: &Arc<SimInner>, ch: u64, pkt: u64, site: &dyn Fn() -> String) {
     let mut st = sim.lock();
     let Some(c) = st.channels.get_mut(&ch) else {
         return;
     };
     if c.outgoing.get(&pkt).is_some_and(|o| o.in_flight) {
-        st.violation(Rule::OutgoingPacketFreedInFlight, site.to_owned());
+        st.violation(Rule::OutgoingPacketFreedInFlight, site());
         return;
     }
     if let Some(o) = c.outgoing.remove(&pkt) {
@@ -1665,7 +1665,7 @@ pub(crate) fn send(
     payload: &[u8],
     ext: ExtSpec,
     flags: u32,
-    site: &str,
+    site: &dyn Fn() -> String,
 ) -> NTSTATUS {
     let mut st = sim.lock();
     if Faults::take(&mut st.faults.fail_send) {
@@ -1678,11 +1678,11 @@ pub(crate) fn send(
         return STATUS_INVALID_PARAMETER_1;
     };
     if o.in_flight {
-        st.violation(Rule::OutgoingPacketReused, site.to_owned());
+        st.violation(Rule::OutgoingPacketReused, site());
         return STATUS_INVALID_DEVICE_STATE;
     }
     if matches!(o.routine, Routine::NotSet) {
-        st.violation(Rule::CompletionRoutineNotSet, site.to_owned());
+        st.violation(Rule::CompletionRoutineNotSet, site());
         return STATUS_INVALID_DEVICE_REQUEST;
     }
     if let Some(max) = c.init.max_packet_size
@@ -1695,7 +1695,7 @@ pub(crate) fn send(
         ChState::Closing => {
             st.violation(
                 Rule::SendWhileClosed,
-                format!("{site}: after EvtChannelSuspend"),
+                format!("{}: after EvtChannelSuspend", site()),
             );
             return STATUS_INVALID_DEVICE_STATE;
         }

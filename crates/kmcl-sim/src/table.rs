@@ -1555,7 +1555,7 @@ unsafe extern "system" fn VmbPacketFree(VmbPacket: VMBPACKET) {
     let Some((sim, ch, pkt)) = outgoing(VmbPacket, Rule::OutgoingPacketDoubleFree, &site) else {
         return;
     };
-    channel::packet_free(&sim, ch, pkt, &site());
+    channel::packet_free(&sim, ch, pkt, &site);
 }
 
 /// `VmbPacketSetCompletionRoutine`.
@@ -1710,7 +1710,7 @@ unsafe extern "system" fn VmbPacketSend(
         &payload,
         with_exact(ext, payload.len()),
         Flags,
-        &site(),
+        &site,
     )
 }
 
@@ -1755,7 +1755,7 @@ unsafe extern "system" fn VmbPacketSendWithExternalMdl(
         &payload,
         with_exact(ext_from_mdl(v, Flags), payload.len()),
         Flags,
-        &site(),
+        &site,
     )
 }
 
@@ -1819,7 +1819,7 @@ unsafe extern "system" fn VmbPacketSendWithExternalPfns(
             writable: false,
         },
     };
-    channel::send(&sim, ch, pkt, &payload, ext, Flags, &site())
+    channel::send(&sim, ch, pkt, &payload, ext, Flags, &site)
 }
 
 /// `VmbChannelSendSynchronousRequest`: PASSIVE_LEVEL unless `*Timeout == 0` without
