@@ -258,6 +258,9 @@ impl State {
 /// `run_until_idle` gives up (and reports `DEADLOCK`) after this many steps.
 const LIVELOCK_STEPS: u64 = 50_000_000;
 
+/// Threaded mode: how often KMCL's DPC context re-checks a ring it holds packets in.
+const HELD_POLL: Duration = Duration::from_millis(1);
+
 /// Keep at most this many poisoned buffers for the write-after-completion check.
 const RETIRED_KEEP: usize = 256;
 
@@ -318,7 +321,12 @@ impl SimInner {
         let t = {
             let mut st = self.lock();
             let st = &mut *st;
-            st.queues.pick(&mut st.rng, exclude)
+            match st.queues.pick(&mut st.rng, exclude) {
+                Some(t) => Some(t),
+                // Nothing ready: KMCL polls the rings it holds packets in.
+                None if channel::poll_held(self, st) => st.queues.pick(&mut st.rng, exclude),
+                None => None,
+            }
         };
         match t {
             Some(t) => {
@@ -429,9 +437,21 @@ impl SimInner {
                         st.queues.busy[ctx.index()] = true;
                         break Some(t);
                     }
+                    // The DPC context is about to sleep: KMCL polls the rings it holds
+                    // packets in (channel::poll_held), and keeps polling on a short timer
+                    // while it holds any.
+                    let mut nap = Duration::from_millis(100);
+                    if ctx == Ctx::Dpc {
+                        if channel::poll_held(&sim, &mut st) {
+                            continue;
+                        }
+                        if channel::any_held(&st) {
+                            nap = HELD_POLL;
+                        }
+                    }
                     let (g, to) = sim
                         .cv
-                        .wait_timeout(st, Duration::from_millis(100))
+                        .wait_timeout(st, nap)
                         .unwrap_or_else(PoisonError::into_inner);
                     st = g;
                     if to.timed_out() {
