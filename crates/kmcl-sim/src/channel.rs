@@ -1841,7 +1841,9 @@ fn write_send(sim: &SimInner, st: &mut State, ch: u64, q: QueuedSend) -> Result<
     let Some(c) = st.channels.get_mut(&ch) else {
         return Err(STATUS_INVALID_PARAMETER_1);
     };
-    if c.rings.is_none() || !c.send_queue.is_empty() {
+    // Behind queued sends or completions: they hold `pending_send_sz` for their own size,
+    // which a write of this packet would clear or re-arm (see endpoint.rs, `write`).
+    if c.rings.is_none() || !c.send_queue.is_empty() || !c.completion_queue.is_empty() {
         c.send_queue.push_back(q);
         return Ok(());
     }

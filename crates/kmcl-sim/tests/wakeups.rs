@@ -84,3 +84,62 @@ fn held_packets_with_nothing_behind_them_go_idle() {
     close(&c, ch);
     assert!(sim.violations().is_empty(), "{:?}", sim.violations());
 }
+
+/// The built-in host has one queue per ring: a completion that did not fit keeps its
+/// `pending_send_sz` armed for its own size. Before the fix a data write that failed re-armed
+/// it for the (larger) data packet, so the guest's release that made room for the
+/// completion was not signalled, and the driver waited for it forever.
+#[test]
+fn a_queued_completion_keeps_its_pending_send_size() {
+    for seed in 1..=10 {
+        let sim = Sim::new(SimConfig::deterministic(seed));
+        let offer = sim.offer(OfferConfig::default());
+        let host = offer.host();
+        host.set_responder(|_| Some(b"answer".to_vec()));
+        let c = Ctx::new(&sim, COMPLETE_HELD_ON_SUSPEND);
+        let ch = open(&sim, &offer, &c).expect("opens");
+        sim.run_until_idle();
+        // Fill the guest-inbound ring with packets the driver holds: 64-byte footprints,
+        // then 24-byte ones, so fewer than 32 bytes stay free.
+        for payload in [&[7u8; 40][..], &[][..]] {
+            while host.send_inband(payload, false).is_ok() {
+                sim.run_until_idle();
+            }
+        }
+        let before = c.held.lock().map(|h| h.len()).unwrap_or(0);
+        assert!(before > 100, "seed {seed}: the driver holds the ring");
+        // The driver's request: the responder's completion (32 bytes) does not fit.
+        assert_eq!(
+            send(
+                &c,
+                ch,
+                b"request",
+                VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION
+            ),
+            STATUS_SUCCESS
+        );
+        sim.run_until_idle();
+        assert_eq!(c.sends_done.load(Ordering::SeqCst), 0);
+        // A large host packet does not fit either.
+        assert!(host.send_inband(&[1u8; 2000], false).is_err());
+        // The driver completes its first held packet: 64 bytes free, room for the completion.
+        let first = c.held.lock().map(|mut h| h.remove(0)).expect("held");
+        let complete = c.table.VmbChannelPacketComplete.expect("entry");
+        // SAFETY: rule PACKET_COMPLETED_TWICE: `first` is a held packet, completed once, here.
+        unsafe {
+            complete(
+                std::ptr::with_exposed_provenance_mut(first),
+                std::ptr::null_mut(),
+                0,
+            )
+        };
+        sim.run_until_idle();
+        assert_eq!(
+            c.sends_done.load(Ordering::SeqCst),
+            1,
+            "seed {seed}: the completion that fits was never written"
+        );
+        close(&c, ch);
+        assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+    }
+}
