@@ -655,7 +655,7 @@ pub(crate) fn run_open(sim: &Arc<SimInner>, ch: u64) {
             let pipe = c.pipe();
             if let Some(pair) = pair {
                 if let Some(o) = st.offers.get_mut(&offer) {
-                    o.host.on_open(&pair, pipe);
+                    o.host.on_open(&pair, pipe, sim.cfg.stale_pad_bytes);
                 }
                 crate::server::guest_opened(sim, st, offer, &pair);
             }

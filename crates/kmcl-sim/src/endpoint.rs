@@ -184,7 +184,7 @@ impl fmt::Debug for HostSide {
 }
 
 impl HostSide {
-    pub(crate) fn on_open(&mut self, pair: &RingPair, pipe: bool) {
+    pub(crate) fn on_open(&mut self, pair: &RingPair, pipe: bool, stale_pad: bool) {
         self.pair = Some(pair.clone());
         self.pipe = pipe;
         self.error = None;
@@ -198,8 +198,10 @@ impl HostSide {
         } else if self.external.is_some() || self.peer_is_server {
             None
         } else {
+            let mut tx = OutgoingRing::new(pair.inbound());
+            tx.set_stale_padding(stale_pad);
             Some(HostRings {
-                tx: OutgoingRing::new(pair.inbound()),
+                tx,
                 rx: IncomingRing::new(pair.outbound()),
             })
         };

@@ -103,6 +103,11 @@ pub struct SimConfig {
     /// `BufferLength` of an incoming non-pipe packet is the padded `(len8 - offset8) * 8`
     /// (`true`, the default, what VMBus carries) or the exact length the host sent (`false`).
     pub padded_lengths: bool,
+    /// The built-in host leaves the 0–7 pad bytes after each payload it writes as the ring
+    /// memory holds them (stale bytes of earlier packets), as OpenVMM's writer does
+    /// (`true`), or zeroes them (`false`, the default). A driver must not depend on them:
+    /// a non-pipe packet's `BufferLength` includes them.
+    pub stale_pad_bytes: bool,
     /// How long a blocking call may wait in threaded mode before it is reported as `DEADLOCK`.
     pub deadlock_timeout: Duration,
     /// Largest batch of packets delivered by one DPC run before `EvtVmbChannelProcessingComplete`.
@@ -120,6 +125,7 @@ impl SimConfig {
             mode: Mode::Deterministic { seed },
             verifier: VerifierMode::Bugcheck,
             padded_lengths: true,
+            stale_pad_bytes: false,
             deadlock_timeout: Duration::from_secs(10),
             max_batch: 16,
             default_ring_pages: 16,
@@ -815,7 +821,7 @@ impl Offer {
         let pair = ring::RingPair::new(pages, pages);
         o.channel = Some(server);
         o.host.guest_mode = true;
-        o.host.on_open(&pair, pipe);
+        o.host.on_open(&pair, pipe, self.sim.cfg.stale_pad_bytes);
         server::guest_opened(&self.sim, st, self.id, &pair);
         Ok(HostEndpoint::new(Arc::clone(&self.sim), self.id))
     }
