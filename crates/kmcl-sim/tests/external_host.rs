@@ -396,7 +396,7 @@ impl ExtHost {
 /// guest's state when it arrived: its extra DPC after a completion had often consumed the
 /// packet already, and 0–14 of 2,000 round trips were reported as `SPURIOUS_SIGNAL`.
 #[test]
-fn external_host_on_its_own_thread_signals_are_judged_at_write_time() {
+fn threaded_external_host_signals_are_judged_at_write_time() {
     const ROUND_TRIPS: u64 = 2_000;
     let sim = Sim::new(SimConfig::threaded().collect());
     let offer = sim.offer(OfferConfig::default());
