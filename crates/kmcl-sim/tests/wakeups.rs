@@ -17,6 +17,20 @@ use kmcl_sim::{OfferConfig, Sim, SimConfig};
 use kmcl_sys::VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION;
 use kmcl_sys::status::STATUS_SUCCESS;
 
+/// The driver sends a request that waits for the host's completion.
+fn send_request(sim: &Sim, c: &Ctx, ch: kmcl_sys::VMBCHANNEL) {
+    assert_eq!(
+        send(
+            c,
+            ch,
+            b"request",
+            VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION
+        ),
+        STATUS_SUCCESS
+    );
+    sim.run_until_idle();
+}
+
 /// The driver waits for the completion of its request; the host wrote that completion
 /// behind packets the driver holds, with no signal (the rules owe none). Before the fix
 /// the DPC never ran again and the send never completed.
@@ -29,16 +43,7 @@ fn completion_behind_held_packets_is_found_without_a_signal() {
         let c = Ctx::new(&sim, COMPLETE_HELD_ON_SUSPEND);
         let ch = open(&sim, &offer, &c).expect("opens");
         sim.run_until_idle();
-        assert_eq!(
-            send(
-                &c,
-                ch,
-                b"request",
-                VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION
-            ),
-            STATUS_SUCCESS
-        );
-        sim.run_until_idle();
+        send_request(&sim, &c, ch);
         let req = host.recv().expect("the host got the request");
         for i in 0..3u8 {
             host.send_inband(&[i; 40], false).expect("fits");
@@ -109,16 +114,7 @@ fn a_queued_completion_keeps_its_pending_send_size() {
         let before = c.held.lock().map(|h| h.len()).unwrap_or(0);
         assert!(before > 100, "seed {seed}: the driver holds the ring");
         // The driver's request: the responder's completion (32 bytes) does not fit.
-        assert_eq!(
-            send(
-                &c,
-                ch,
-                b"request",
-                VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION
-            ),
-            STATUS_SUCCESS
-        );
-        sim.run_until_idle();
+        send_request(&sim, &c, ch);
         assert_eq!(c.sends_done.load(Ordering::SeqCst), 0);
         // A large host packet does not fit either.
         assert!(host.send_inband(&[1u8; 2000], false).is_err());
