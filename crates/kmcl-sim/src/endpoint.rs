@@ -158,7 +158,7 @@ pub(crate) struct HostSide {
     /// Completions that did not fit yet.
     pending: VecDeque<(u64, Vec<u8>)>,
     /// Exact payload length of host writes, by ring offset (for `padded_lengths = false`).
-    exact: HashMap<u32, usize>,
+    exact: ExactLens,
     /// What the guest wrote at a ring offset.
     guest_writes: HashMap<u32, ExtInfo>,
     xfer_sets: HashMap<u16, Arc<SharedBuf>>,
@@ -182,6 +182,35 @@ impl fmt::Debug for HostSide {
             .field("inbox", &self.inbox.len())
             .field("external", &self.external.is_some())
             .finish_non_exhaustive()
+    }
+}
+
+/// Exact payload lengths by ring offset: a vector indexed by `offset / 8` (offsets are
+/// 8-aligned and below the data size), grown on demand; `u32::MAX` = none.
+#[derive(Debug, Default)]
+struct ExactLens(Vec<u32>);
+
+impl ExactLens {
+    fn insert(&mut self, offset: u32, len: usize) {
+        let i = (offset / 8) as usize;
+        if i >= self.0.len() {
+            self.0.resize(i + 1, u32::MAX);
+        }
+        self.0[i] = u32::try_from(len).unwrap_or(u32::MAX - 1);
+    }
+
+    fn get(&self, offset: u32) -> Option<usize> {
+        if !offset.is_multiple_of(8) {
+            return None;
+        }
+        match self.0.get((offset / 8) as usize) {
+            Some(&n) if n != u32::MAX => Some(n as usize),
+            _ => None,
+        }
+    }
+
+    fn clear(&mut self) {
+        self.0.fill(u32::MAX);
     }
 }
 
@@ -228,7 +257,7 @@ impl HostSide {
     }
 
     pub(crate) fn exact_len(&self, _trans: u64, offset: u32) -> Option<usize> {
-        self.exact.get(&offset).copied()
+        self.exact.get(offset)
     }
 
     pub(crate) fn transfer_set(&self, id: u16) -> Option<Arc<SharedBuf>> {
