@@ -88,7 +88,7 @@ macro_rules! wide {
 }
 
 /// The registry value names of [`config::KEYS`] and [`config::IC_KEYS`], in UTF-16.
-static KEY_NAMES: [(&str, &[u16]); 8] = [
+static KEY_NAMES: [(&str, &[u16]); 9] = [
     (
         config::KEY_PROCESSING_MODE,
         wide!(config::KEY_PROCESSING_MODE),
@@ -105,6 +105,10 @@ static KEY_NAMES: [(&str, &[u16]); 8] = [
     (
         config::KEY_MAX_PENDING_SENDS,
         wide!(config::KEY_MAX_PENDING_SENDS),
+    ),
+    (
+        config::KEY_MAX_POSTED_SENDS,
+        wide!(config::KEY_MAX_POSTED_SENDS),
     ),
     (
         config::KEY_RING_BUFFER_PAGES,
@@ -144,7 +148,7 @@ pub(super) fn read_config(driver: WDFDRIVER, tracer: Tracer) -> (Config, IcConfi
     if st < 0 {
         return (Config::DEFAULT, IcConfig::OFF);
     }
-    let mut values: [(&str, u32, bool); 8] = [("", 0, false); 8];
+    let mut values: [(&str, u32, bool); 9] = [("", 0, false); 9];
     for (slot, (name, wide)) in values.iter_mut().zip(KEY_NAMES.iter()) {
         let us = unicode(wide);
         let mut v: ULONG = 0;
