@@ -77,6 +77,13 @@ impl HeldPacket for Held {
             HeldKind::Ic(r) => r.complete(response),
         }
     }
+
+    fn is_stale(&self) -> bool {
+        match &self.0 {
+            HeldKind::Packet(_) => false,
+            HeldKind::Ic(r) => r.is_stale(),
+        }
+    }
 }
 
 /// The bridge type of a device whose requests are `R` under lock `L`.
@@ -385,11 +392,16 @@ where
     }
 
     /// IC mode: advances the IC clock to `now_ms`, answers forwarded requests older than
-    /// the timeout with a failure and sends what is due. Returns how many timed out
+    /// the timeout with a failure (and drops them from the bridge queue, read or not) and
+    /// sends what is due. Returns how many timed out
     /// (0 outside IC mode). IRQL <= DISPATCH_LEVEL (the kernel glue calls it from a
     /// periodic timer).
     pub fn ic_tick(&self, now_ms: u64) -> u32 {
         let n = self.ic.as_ref().map_or(0, |ic| ic.tick(now_ms));
+        if n > 0 {
+            // The timed-out requests leave the bridge queue: fresh ones take their place.
+            let _ = self.bridge.discard_stale();
+        }
         self.flush_ic();
         n
     }

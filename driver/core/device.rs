@@ -458,6 +458,33 @@ where
         n
     }
 
+    /// Drops every packet, queued or held, that [`HeldPacket::is_stale`] says was answered
+    /// already (IC mode calls it after a timeout answered requests): fresh packets get
+    /// their place and reads never return a dead request (a RESPOND to a held one then
+    /// finds nothing: `STATUS_NOT_FOUND`). Counted in `packets_discarded`; returns how
+    /// many. IRQL <= DISPATCH_LEVEL.
+    pub fn discard_stale(&self) -> u32 {
+        let mut n = 0u32;
+        loop {
+            let item = self.state.with(|s| {
+                let slot = s.packets.find(|e| e.packet.is_stale())?;
+                let entry = s.packets.remove(slot)?;
+                let _ = s.queued.remove_first(|q| *q == slot);
+                if entry.held.is_some() {
+                    s.stats.held_for_response = s.stats.held_for_response.saturating_sub(1);
+                }
+                s.stats.packets_discarded += 1;
+                s.note_depth();
+                Some(entry.packet)
+            });
+            // Already answered: dropping it is all that is left to do (outside the lock).
+            let Some(packet) = item else { break };
+            drop(packet);
+            n += 1;
+        }
+        n
+    }
+
     /// An incoming packet (`EvtVmbChannelProcessPacket`, at DISPATCH_LEVEL or PASSIVE_LEVEL
     /// per the processing mode). Hands it to the oldest parked read or queues it,
     /// uncompleted. Never allocates; never completes anything with the lock held.
