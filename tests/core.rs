@@ -492,35 +492,24 @@ fn posted_sends_beyond_max_posted_sends_get_device_busy_until_kmcl_writes_them()
         done(&h).status
     };
     let nowait = build_send(0, b"n");
+    let send = || {
+        done(&ioctl(
+            &b,
+            &s,
+            F1,
+            IOCTL_VMBRIDGE_SEND,
+            nowait.as_slice(),
+            0,
+        ))
+        .status
+    };
     for _ in 0..2 {
         assert_eq!(write(b"w"), NtStatus::SUCCESS);
     }
-    assert_eq!(
-        done(&ioctl(
-            &b,
-            &s,
-            F1,
-            IOCTL_VMBRIDGE_SEND,
-            nowait.as_slice(),
-            0
-        ))
-        .status,
-        NtStatus::SUCCESS
-    );
+    assert_eq!(send(), NtStatus::SUCCESS);
     assert_eq!(b.stats().posted_sends, 3);
     assert_eq!(write(b"w"), NtStatus::DEVICE_BUSY);
-    assert_eq!(
-        done(&ioctl(
-            &b,
-            &s,
-            F1,
-            IOCTL_VMBRIDGE_SEND,
-            nowait.as_slice(),
-            0
-        ))
-        .status,
-        NtStatus::DEVICE_BUSY
-    );
+    assert_eq!(send(), NtStatus::DEVICE_BUSY);
     assert_eq!(
         s.sent.lock().expect("lock").len(),
         3,

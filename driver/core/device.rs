@@ -439,23 +439,27 @@ where
     /// Completes every held packet with an empty response; returns how many.
     fn drain_packets(&self) -> u32 {
         let mut n = 0u32;
-        loop {
-            let item = self.state.with(|s| {
-                let slot = s.packets.find(|_| true)?;
-                let entry = s.packets.remove(slot)?;
-                let _ = s.queued.remove_first(|q| *q == slot);
-                if entry.held.is_some() {
-                    s.stats.held_for_response = s.stats.held_for_response.saturating_sub(1);
-                }
-                s.stats.packets_discarded += 1;
-                s.note_depth();
-                Some(entry.packet)
-            });
-            let Some(packet) = item else { break };
+        while let Some(packet) = self.discard_first(|_| true) {
             packet.complete(&[]);
             n += 1;
         }
         n
+    }
+
+    /// Takes the first packet (queued or held) matching `pred` out of the state,
+    /// counted in `packets_discarded`; the caller completes or drops it outside the lock.
+    fn discard_first(&self, mut pred: impl FnMut(&P) -> bool) -> Option<P> {
+        self.state.with(|s| {
+            let slot = s.packets.find(|e| pred(&e.packet))?;
+            let entry = s.packets.remove(slot)?;
+            let _ = s.queued.remove_first(|q| *q == slot);
+            if entry.held.is_some() {
+                s.stats.held_for_response = s.stats.held_for_response.saturating_sub(1);
+            }
+            s.stats.packets_discarded += 1;
+            s.note_depth();
+            Some(entry.packet)
+        })
     }
 
     /// Drops every packet, queued or held, that [`HeldPacket::is_stale`] says was answered
@@ -465,20 +469,8 @@ where
     /// many. IRQL <= DISPATCH_LEVEL.
     pub fn discard_stale(&self) -> u32 {
         let mut n = 0u32;
-        loop {
-            let item = self.state.with(|s| {
-                let slot = s.packets.find(|e| e.packet.is_stale())?;
-                let entry = s.packets.remove(slot)?;
-                let _ = s.queued.remove_first(|q| *q == slot);
-                if entry.held.is_some() {
-                    s.stats.held_for_response = s.stats.held_for_response.saturating_sub(1);
-                }
-                s.stats.packets_discarded += 1;
-                s.note_depth();
-                Some(entry.packet)
-            });
-            // Already answered: dropping it is all that is left to do (outside the lock).
-            let Some(packet) = item else { break };
+        // Already answered: dropping it (outside the lock) is all that is left to do.
+        while let Some(packet) = self.discard_first(HeldPacket::is_stale) {
             drop(packet);
             n += 1;
         }
