@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use crate::SimInner;
 use crate::fast_hash::HashMap;
+use std::collections::VecDeque;
 
 /// What a token stands for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,18 +52,22 @@ pub(crate) enum Lookup {
     Unknown,
 }
 
-/// The tokens: minted ones in a vector indexed by their sequence number (no hashing, and
-/// growth is a copy, not a rehash), adopted caller addresses in a map.
+/// The tokens: minted ones in a deque indexed by their sequence number (no hashing, and
+/// growth is a copy, not a rehash), adopted caller addresses in a map. Sequence numbers only
+/// grow; the deque drops its oldest slots once they are forgotten, so it spans the tokens of
+/// the simulations still alive, not every token ever minted.
 #[derive(Debug, Default)]
 struct Table {
-    /// `minted[i]` is the token `TOKEN_BASE + (i + 1) * 16`; `None` once forgotten.
-    minted: Vec<Option<Entry>>,
+    /// `minted[i]` is the token of sequence number `first + i`; `None` once forgotten.
+    minted: VecDeque<Option<Entry>>,
+    /// Sequence number of `minted[0]` (0-based: token `TOKEN_BASE + (seq + 1) * 16`).
+    first: usize,
     adopted: HashMap<usize, Entry>,
 }
 
 impl Table {
-    /// The slot of a minted token.
-    fn minted_index(tok: usize) -> Option<usize> {
+    /// The sequence number of a minted token.
+    fn seq(tok: usize) -> Option<usize> {
         let off = tok.checked_sub(TOKEN_BASE + 16)?;
         off.is_multiple_of(16).then_some(off / 16)
     }
@@ -75,8 +80,16 @@ impl Table {
         {
             return Some(e);
         }
-        let i = Self::minted_index(tok)?;
+        let i = Self::seq(tok)?.checked_sub(self.first)?;
         self.minted.get_mut(i)?.as_mut()
+    }
+
+    /// Drops forgotten slots from the front.
+    fn trim(&mut self) {
+        while matches!(self.minted.front(), Some(None)) {
+            self.minted.pop_front();
+            self.first += 1;
+        }
     }
 }
 
@@ -93,12 +106,12 @@ const TOKEN_BASE: usize = 0x7e00_0000_0000;
 /// Mints a new token for `obj`.
 pub(crate) fn mint(sim: &Arc<SimInner>, obj: Obj) -> usize {
     let mut t = table();
-    t.minted.push(Some(Entry {
+    t.minted.push_back(Some(Entry {
         sim: Arc::downgrade(sim),
         obj,
         live: true,
     }));
-    TOKEN_BASE + t.minted.len() * 16
+    TOKEN_BASE + (t.first + t.minted.len()) * 16
 }
 
 /// Registers caller memory (`VmbChannelInitialize`, `VmbPacketInitialize`) as a token.
@@ -124,10 +137,11 @@ pub(crate) fn retire(tok: usize) {
 pub(crate) fn forget(tok: usize) {
     let mut t = table();
     if t.adopted.remove(&tok).is_none()
-        && let Some(i) = Table::minted_index(tok)
+        && let Some(i) = Table::seq(tok).and_then(|s| s.checked_sub(t.first))
         && let Some(slot) = t.minted.get_mut(i)
     {
         *slot = None;
+        t.trim();
     }
 }
 
@@ -156,6 +170,7 @@ pub(crate) fn forget_sim(sim: *const SimInner) {
             *slot = None;
         }
     }
+    t.trim();
 }
 
 thread_local! {
