@@ -137,20 +137,8 @@ fn ring_count(size: usize, n: u64) {
     }
 }
 
-/// `--count N --size S`: the instruction-count mode; anything else: the timed table.
-fn count_args() -> Option<(u64, usize)> {
-    let args: Vec<String> = std::env::args().collect();
-    let value = |flag: &str| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse::<u64>().ok())
-    };
-    Some((value("--count")?, usize::try_from(value("--size")?).ok()?))
-}
-
 fn main() {
-    if let Some((n, size)) = count_args() {
+    if let Some((n, size)) = callgrind::count_args() {
         ring_count(size, n);
         return;
     }

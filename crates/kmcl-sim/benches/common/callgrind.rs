@@ -42,3 +42,16 @@ pub fn per_packet(size: usize, short: u64, long: u64) -> Option<u64> {
 pub fn cell(v: Option<u64>) -> String {
     v.map_or_else(|| "-".to_owned(), |v| v.to_string())
 }
+
+/// `--count N --size S` on the command line: the instruction-count mode (else `None`: the
+/// timed table).
+pub fn count_args() -> Option<(u64, usize)> {
+    let args: Vec<String> = std::env::args().collect();
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    Some((value("--count")?, usize::try_from(value("--size")?).ok()?))
+}
