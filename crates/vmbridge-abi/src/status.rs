@@ -116,6 +116,54 @@ impl NtStatus {
     }
 }
 
+impl NtStatus {
+    /// Every code the ABI documents (for mapping a Win32 error back to its status).
+    pub const ALL: [Self; 17] = [
+        Self::SUCCESS,
+        Self::PENDING,
+        Self::BUFFER_OVERFLOW,
+        Self::DEVICE_BUSY,
+        Self::INVALID_HANDLE,
+        Self::INVALID_PARAMETER,
+        Self::INVALID_DEVICE_REQUEST,
+        Self::BUFFER_TOO_SMALL,
+        Self::REVISION_MISMATCH,
+        Self::INSUFFICIENT_RESOURCES,
+        Self::DEVICE_NOT_CONNECTED,
+        Self::DEVICE_NOT_READY,
+        Self::INVALID_DEVICE_STATE,
+        Self::CANCELLED,
+        Self::INVALID_BUFFER_SIZE,
+        Self::NOT_FOUND,
+        Self::DATATYPE_MISALIGNMENT_ERROR,
+    ];
+
+    /// What the code means for a `vmbridge` caller, in a few words (for messages).
+    #[must_use]
+    pub const fn description(self) -> &'static str {
+        match self {
+            Self::SUCCESS => "success",
+            Self::PENDING => "the request is pending",
+            Self::BUFFER_OVERFLOW => "the output buffer is too short for the packet or response",
+            Self::DEVICE_BUSY => "too many sends are waiting for completions",
+            Self::INVALID_HANDLE => "the VMBus handle is not valid in this process",
+            Self::INVALID_PARAMETER => "a flag, reserved field or packet id is wrong",
+            Self::INVALID_DEVICE_REQUEST => "the device does not know this request",
+            Self::BUFFER_TOO_SMALL => "a buffer is shorter than its header or the packet",
+            Self::REVISION_MISMATCH => "a header's Size or Version is not this ABI's",
+            Self::INSUFFICIENT_RESOURCES => "a bounded table of the driver is full",
+            Self::DEVICE_NOT_CONNECTED => "the channel is closed",
+            Self::DEVICE_NOT_READY => "the channel is not open",
+            Self::INVALID_DEVICE_STATE => "this handle already made an offer",
+            Self::CANCELLED => "the request was cancelled",
+            Self::INVALID_BUFFER_SIZE => "a length runs past the buffer or above MaxPacketSize",
+            Self::NOT_FOUND => "no held packet with this id on this handle",
+            Self::DATATYPE_MISALIGNMENT_ERROR => "a header is not 8-byte aligned",
+            _ => "unknown status",
+        }
+    }
+}
+
 impl fmt::Debug for NtStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}({:#010x})", self.name(), self.0)
