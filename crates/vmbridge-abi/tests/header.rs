@@ -1,5 +1,6 @@
 //! `include/vmbridge.h` equals the Rust ABI: a C program compiled with the system C
-//! compiler (`$CC`, else `cc`) prints every `sizeof`, `offsetof`, constant and GUID of
+//! compiler (`$CC`, else `cc`) prints every `sizeof` (of each struct and each field),
+//! `offsetof`, constant and GUID of
 //! the header, and each must equal the Rust value; the header declares no struct or
 //! constant the Rust side lacks, and the other way round.
 //!
@@ -13,13 +14,22 @@ use std::process::Command;
 
 use vmbridge_abi::*;
 
-/// (struct, size, [(field, offset)]) from the Rust definitions.
+/// The size of the field `f` selects.
+fn field_size<T, F>(_: fn(&T) -> &F) -> usize {
+    size_of::<F>()
+}
+
+/// (struct, size, [(field, offset, size)]) from the Rust definitions.
 macro_rules! layouts {
     ($($t:ident { $($f:ident),* $(,)? })*) => {
         vec![$((
             stringify!($t),
             size_of::<$t>(),
-            vec![$((stringify!($f), offset_of!($t, $f))),*],
+            vec![$((
+                stringify!($f),
+                offset_of!($t, $f),
+                field_size(|s: &$t| &s.$f),
+            )),*],
         )),*]
     };
 }
@@ -29,7 +39,7 @@ macro_rules! constants {
     ($($c:ident),* $(,)?) => { vec![$((stringify!($c), u64::from($c))),*] };
 }
 
-type Layout = (&'static str, usize, Vec<(&'static str, usize)>);
+type Layout = (&'static str, usize, Vec<(&'static str, usize, usize)>);
 
 fn rust_layouts() -> Vec<Layout> {
     layouts! {
@@ -95,10 +105,14 @@ fn c_program() -> String {
     );
     for (t, _, fields) in rust_layouts() {
         let _ = writeln!(p, "  printf(\"sizeof {t} %zu\\n\", sizeof({t}));");
-        for (f, _) in fields {
+        for (f, _, _) in fields {
             let _ = writeln!(
                 p,
                 "  printf(\"offsetof {t}.{f} %zu\\n\", offsetof({t}, {f}));"
+            );
+            let _ = writeln!(
+                p,
+                "  printf(\"sizeof {t}.{f} %zu\\n\", sizeof((({t} *)0)->{f}));"
             );
         }
     }
@@ -161,8 +175,9 @@ fn header_layouts_constants_and_guids_equal_rust() {
     };
     for (t, size, fields) in rust_layouts() {
         expect(format!("sizeof {t}"), size.to_string());
-        for (f, off) in fields {
+        for (f, off, fsize) in fields {
             expect(format!("offsetof {t}.{f}"), off.to_string());
+            expect(format!("sizeof {t}.{f}"), fsize.to_string());
         }
     }
     for (name, v) in rust_constants() {
