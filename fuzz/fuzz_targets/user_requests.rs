@@ -1,6 +1,6 @@
 //! Fuzz target `user_requests`: arbitrary read, write and IOCTL buffers into the driver core.
 //!
-//! C header: `winioctl.h` (the `IOCTL_VMBRIDGE_*` codes); reference: `driver/core/protocol.rs`
+//! C header: `winioctl.h` (the `IOCTL_VMBRIDGE_*` codes); reference: `crates/vmbridge-abi`
 //! (the validation table), `driver/core/device.rs` (the rules the bridge keeps).
 //!
 //! The bridge (`vmbridge::bridge::Bridge`) runs with a fake channel (packets that count
@@ -99,7 +99,7 @@ fn le64(b: &[u8], at: usize) -> u64 {
     u64::from(le32(b, at)) | (u64::from(le32(b, at + 4)) << 32)
 }
 
-/// The validation table of `protocol.rs`, written again from its documentation: the status
+/// The validation table of `vmbridge-abi`, written again from its documentation: the status
 /// a request input must be rejected with, or `None` if the header is well formed.
 fn expected_input_status(code: u32, input: &[u8], aligned: bool, max: u32) -> Option<NtStatus> {
     // (header size, flags allowed, reserved fields (offset, width), length field offset)
