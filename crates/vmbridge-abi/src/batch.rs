@@ -11,7 +11,8 @@
 //! send:  VMBRIDGE_SEND_BATCH_REQUEST | SEND_REQUEST payload pad  | SEND_REQUEST payload pad  | ...
 //! ```
 //!
-//! The padding after the last entry may be left out.
+//! The padding after the last entry may be left out: a batch's `Length` (and the
+//! request's `Information`) ends with the last payload byte.
 
 use zerocopy::FromBytes;
 
@@ -45,10 +46,12 @@ pub const fn send_batch_entry_len(payload: usize) -> usize {
 }
 
 /// The smallest output of `IOCTL_VMBRIDGE_READ_BATCH` that holds one packet of
-/// `payload` bytes (what `STATUS_BUFFER_TOO_SMALL` reports in `Information`).
+/// `payload` bytes (what `STATUS_BUFFER_TOO_SMALL` reports in `Information`): the last
+/// entry of a batch needs no padding after it.
 #[must_use]
 pub const fn read_batch_len_for(payload: usize) -> usize {
-    size_of::<VMBRIDGE_BATCH_HEADER>().saturating_add(read_batch_entry_len(payload))
+    (size_of::<VMBRIDGE_BATCH_HEADER>() + size_of::<VMBRIDGE_PACKET_HEADER>())
+        .saturating_add(payload)
 }
 
 /// The packets of a batched read's output, as user mode walks them.
@@ -194,6 +197,7 @@ mod tests {
         assert_eq!(read_batch_entry_len(9), 48);
         assert_eq!(send_batch_entry_len(64), 80);
         assert_eq!(read_batch_len_for(64), 16 + 96);
+        assert_eq!(read_batch_len_for(1), 16 + 32 + 1);
         assert_eq!(align8(usize::MAX), usize::MAX & !7);
     }
 
