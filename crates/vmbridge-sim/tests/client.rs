@@ -252,5 +252,94 @@ fn host_mode_offer_binds_a_guest_that_talks_to_the_host_handle() {
         &guest.read(WAIT).expect("guest read").payload[..13],
         b"from the host"
     );
-    let _ = BatchOptions::default();
+}
+
+/// Waits until the driver has queued `n` packets.
+fn wait_queued(d: &Device, n: u32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d.stats().expect("stats").QueueDepth < n {
+        assert!(Instant::now() < deadline, "{n} packets never queued");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn read_batch_takes_queued_packets_and_held_ones_are_answered() {
+    let g = guest();
+    let d = g.open();
+    for i in 0..6u8 {
+        g.host().send_inband(&[i; 8], true).expect("host send");
+    }
+    wait_queued(&d, 6);
+    let held = d
+        .read_batch(
+            BatchOptions {
+                hold: true,
+                max_packets: 2,
+                ..BatchOptions::default()
+            },
+            WAIT,
+        )
+        .expect("held batch");
+    assert_eq!(held.len(), 2);
+    assert!(held.iter().all(|p| p.is_held()));
+    let rest = d.read_batch(BatchOptions::default(), WAIT).expect("batch");
+    assert_eq!(rest.len(), 4);
+    let seqs: Vec<u64> = held
+        .iter()
+        .chain(&rest)
+        .map(|p| p.header.Sequence)
+        .collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5, 6]);
+    for p in &held {
+        d.respond(p.header.PacketId, b"ok").expect("respond");
+    }
+    assert_eq!(d.stats().expect("stats").HeldForResponse, 0);
+}
+
+#[test]
+fn read_batch_grows_its_buffer_when_the_driver_reports_the_size_needed() {
+    let g = guest();
+    let d = g.open();
+    g.host().send_inband(&[7; 512], false).expect("host send");
+    wait_queued(&d, 1);
+    let opts = BatchOptions {
+        buffer_len: 64,
+        ..BatchOptions::default()
+    };
+    let got = d.read_batch(opts, WAIT).expect("batch after growing");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].payload, [7; 512]);
+}
+
+#[test]
+fn read_batch_without_wait_returns_nothing_on_an_empty_queue() {
+    let g = guest();
+    let d = g.open();
+    let opts = BatchOptions {
+        wait: false,
+        ..BatchOptions::default()
+    };
+    assert!(d.read_batch(opts, WAIT).expect("empty batch").is_empty());
+}
+
+#[test]
+fn send_batch_sends_each_payload_in_order() {
+    let g = guest();
+    let d = g.open();
+    let payloads = [b"one".to_vec(), b"two two".to_vec(), b"three".to_vec()];
+    assert_eq!(d.send_batch(&payloads).expect("send batch"), 3);
+    for p in &payloads {
+        assert_eq!(&host_recv(&g), p);
+    }
+    let big = vec![0u8; Config::DEFAULT.max_packet_size as usize + 1];
+    assert_eq!(
+        status(d.send_batch(&[b"x".to_vec(), big])),
+        NtStatus::INVALID_BUFFER_SIZE
+    );
+    assert_eq!(
+        d.stats().expect("stats").PacketsSent,
+        3,
+        "nothing of the bad batch sent"
+    );
 }
