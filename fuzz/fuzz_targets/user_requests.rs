@@ -197,7 +197,12 @@ fn make_send_batch(b: &mut Bytes<'_>) -> Vec<u8> {
         entries as u32
     };
     let reserved = if tweak & 8 != 0 { b.u32() } else { 0 };
-    for x in [u32::from(sz) | (u32::from(ver) << 16), flags, count, reserved] {
+    for x in [
+        u32::from(sz) | (u32::from(ver) << 16),
+        flags,
+        count,
+        reserved,
+    ] {
         v.extend_from_slice(&x.to_le_bytes());
     }
     for _ in 0..entries {
