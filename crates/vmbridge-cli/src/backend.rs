@@ -40,6 +40,7 @@ pub struct HostBackend {
     _keep: Option<Box<dyn Any>>,
 }
 
+#[cfg(not(windows))]
 const NO_DEVICE: &str =
     "no vmbridge device: the driver runs on Windows; --sim runs against the simulated driver";
 
