@@ -224,6 +224,74 @@ impl<P, R> core::fmt::Debug for State<P, R> {
     }
 }
 
+impl<P: HeldPacket, R: UserRequest> State<P, R> {
+    /// Takes the oldest queued packet (in `slot`, already checked to fit) into `out`:
+    /// its header and payload; held for `file` or taken out to be completed (returned).
+    /// `None` (nothing changed) if `slot` holds no packet.
+    fn take_queued(
+        &mut self,
+        slot: usize,
+        file: FileId,
+        hold: bool,
+        out: &mut [u8],
+    ) -> Option<(Option<P>, Event)> {
+        let next_id = self.next_packet_id + 1;
+        let entry = self.packets.get_mut(slot)?;
+        let _ = self.queued.pop_front();
+        let (sequence, len) = (entry.sequence, entry.len);
+        let (flags, id) = if hold {
+            entry.held = Some((file, next_id));
+            (VMBRIDGE_PACKET_FLAG_RESPONSE_PENDING, next_id)
+        } else {
+            (0, 0)
+        };
+        let header = VMBRIDGE_PACKET_HEADER::new(flags, id, len, sequence);
+        write_packet(out, &header, entry.packet.payload());
+        let complete = if hold {
+            self.next_packet_id = next_id;
+            self.stats.held_for_response += 1;
+            None
+        } else {
+            self.packets.remove(slot).map(|e| e.packet)
+        };
+        self.stats.packets_read += 1;
+        self.stats.bytes_read += u64::from(len);
+        self.note_depth();
+        let event = Event::PacketRead {
+            sequence,
+            len,
+            packet_id: id,
+        };
+        Some((complete, event))
+    }
+
+    /// Parks `req` as a read of `file` (the caller found the queue empty).
+    fn park_read(
+        &mut self,
+        mut req: R,
+        file: FileId,
+        hold: bool,
+        batch: bool,
+    ) -> Result<RequestKey, (R, NtStatus)> {
+        if self.reads.len() >= self.reads.capacity() {
+            return Err((req, NtStatus::INSUFFICIENT_RESOURCES));
+        }
+        if let Err(st) = req.park() {
+            return Err((req, st));
+        }
+        let key = req.key();
+        // Capacity checked above.
+        let _ = self.reads.push_back(PendingRead {
+            req,
+            file,
+            hold,
+            batch,
+        });
+        self.note_depth();
+        Ok(key)
+    }
+}
+
 impl<P, R> State<P, R> {
     fn note_depth(&mut self) {
         let depth = u32::try_from(self.queued.len()).unwrap_or(u32::MAX);
@@ -698,59 +766,21 @@ where
                         event: None,
                     };
                 }
-                let _ = s.queued.pop_front();
-                let (sequence, len) = (entry.sequence, entry.len);
-                let id = if hold {
-                    s.next_packet_id += 1;
-                    entry.held = Some((file, s.next_packet_id));
-                    s.next_packet_id
-                } else {
-                    0
+                let Some((complete, event)) = s.take_queued(slot, file, hold, req.output()) else {
+                    return ReadStep::Rejected(req, NtStatus::INVALID_PARAMETER);
                 };
-                let flags = if hold {
-                    VMBRIDGE_PACKET_FLAG_RESPONSE_PENDING
-                } else {
-                    0
-                };
-                let header = VMBRIDGE_PACKET_HEADER::new(flags, id, len, sequence);
-                write_packet(req.output(), &header, entry.packet.payload());
-                let complete = if hold {
-                    s.stats.held_for_response += 1;
-                    None
-                } else {
-                    s.packets.remove(slot).map(|e| e.packet)
-                };
-                s.stats.packets_read += 1;
-                s.stats.bytes_read += u64::from(len);
-                s.note_depth();
                 return ReadStep::Done {
                     req,
                     status: NtStatus::SUCCESS,
                     info: needed,
                     complete,
-                    event: Some(Event::PacketRead {
-                        sequence,
-                        len,
-                        packet_id: id,
-                    }),
+                    event: Some(event),
                 };
             }
-            if s.reads.len() >= s.reads.capacity() {
-                return ReadStep::Rejected(req, NtStatus::INSUFFICIENT_RESOURCES);
+            match s.park_read(req, file, hold, false) {
+                Ok(key) => ReadStep::Parked(key),
+                Err((req, st)) => ReadStep::Rejected(req, st),
             }
-            if let Err(st) = req.park() {
-                return ReadStep::Rejected(req, st);
-            }
-            let key = req.key();
-            // Capacity checked above.
-            let _ = s.reads.push_back(PendingRead {
-                req,
-                file,
-                hold,
-                batch: false,
-            });
-            s.note_depth();
-            ReadStep::Parked(key)
         });
         match step {
             ReadStep::Done {
@@ -895,27 +925,15 @@ where
                     if count > 0 || !wait {
                         return BatchStep::Stop(req);
                     }
-                    if s.reads.len() >= s.reads.capacity() {
-                        return BatchStep::Rejected(req, NtStatus::INSUFFICIENT_RESOURCES);
-                    }
-                    if let Err(st) = req.park() {
-                        return BatchStep::Rejected(req, st);
-                    }
-                    let key = req.key();
-                    // Capacity checked above.
-                    let _ = s.reads.push_back(PendingRead {
-                        req,
-                        file,
-                        hold,
-                        batch: true,
-                    });
-                    s.note_depth();
-                    return BatchStep::Parked(key);
+                    return match s.park_read(req, file, hold, true) {
+                        Ok(key) => BatchStep::Parked(key),
+                        Err((req, st)) => BatchStep::Rejected(req, st),
+                    };
                 };
                 let Some(entry) = s.packets.get_mut(slot) else {
                     return BatchStep::Rejected(req, NtStatus::INVALID_PARAMETER);
                 };
-                let (sequence, len) = (entry.sequence, entry.len);
+                let len = entry.len;
                 let entry_end = at + PACKET_HEADER + len as usize;
                 if entry_end > out_len {
                     if count == 0 {
@@ -926,39 +944,16 @@ where
                     }
                     return BatchStep::Stop(req);
                 }
-                let _ = s.queued.pop_front();
-                let id = if hold {
-                    s.next_packet_id += 1;
-                    entry.held = Some((file, s.next_packet_id));
-                    s.next_packet_id
-                } else {
-                    0
+                let Some((complete, event)) =
+                    s.take_queued(slot, file, hold, &mut req.output()[at..])
+                else {
+                    return BatchStep::Rejected(req, NtStatus::INVALID_PARAMETER);
                 };
-                let flags = if hold {
-                    VMBRIDGE_PACKET_FLAG_RESPONSE_PENDING
-                } else {
-                    0
-                };
-                let header = VMBRIDGE_PACKET_HEADER::new(flags, id, len, sequence);
-                write_packet(&mut req.output()[at..], &header, entry.packet.payload());
-                let complete = if hold {
-                    s.stats.held_for_response += 1;
-                    None
-                } else {
-                    s.packets.remove(slot).map(|e| e.packet)
-                };
-                s.stats.packets_read += 1;
-                s.stats.bytes_read += u64::from(len);
-                s.note_depth();
                 BatchStep::Took {
                     req,
                     complete,
                     end: entry_end,
-                    event: Event::PacketRead {
-                        sequence,
-                        len,
-                        packet_id: id,
-                    },
+                    event,
                 }
             });
             match step {

@@ -10,14 +10,14 @@ use std::time::Duration;
 use kmcl::channel::{Kmcl, ParentDevice};
 use kmcl::irql::Passive;
 use kmcl_sim::{HostEndpoint, Offer, OfferConfig, Sim, SimConfig};
-use vmbridge::bridge::{Config, FileId, RequestKey, State, StdLock};
+use vmbridge::bridge::{Config, FileId, State, StdLock};
 use vmbridge::host::SimRequest;
 use vmbridge::trace::Tracer;
 use vmbridge::vmbus::{Held, VmbusDevice};
 use vmbridge_abi::{VMBRIDGE_CHANNEL_TYPE, guid_bytes};
 use vmbridge_client::Device;
 
-use crate::transport::{SimTransport, Target};
+use crate::transport::{HoldsDevice, SimTransport};
 
 /// The lock the host build uses.
 pub type SimLock = StdLock<State<Held, SimRequest>>;
@@ -67,31 +67,9 @@ pub struct GuestTarget {
     device: RwLock<Option<SimDevice>>,
 }
 
-impl GuestTarget {
-    fn with(&self, f: impl FnOnce(&SimDevice)) {
-        let d = self.device.read().unwrap_or_else(PoisonError::into_inner);
-        if let Some(d) = d.as_ref() {
-            f(d);
-        }
-    }
-}
-
-impl Target for GuestTarget {
-    fn read(&self, file: FileId, req: SimRequest) {
-        self.with(|d| d.read(file, req));
-    }
-    fn write(&self, file: FileId, req: SimRequest) {
-        self.with(|d| d.write(file, req));
-    }
-    fn device_control(&self, file: FileId, code: u32, req: SimRequest) {
-        self.with(|d| d.device_control(file, code, req));
-    }
-    fn cancel(&self, key: RequestKey) -> Option<SimRequest> {
-        let d = self.device.read().unwrap_or_else(PoisonError::into_inner);
-        d.as_ref().and_then(|d| d.cancel(key))
-    }
-    fn close_file(&self, file: FileId) {
-        self.with(|d| d.close_file(file));
+impl HoldsDevice for GuestTarget {
+    fn slot(&self) -> &RwLock<Option<SimDevice>> {
+        &self.device
     }
 }
 

@@ -18,7 +18,7 @@ use vmbridge_abi::IOCTL_VMBRIDGE_CREATE_OFFER;
 use vmbridge_client::Device;
 
 use crate::guest::{SimDevice, SimLock, install_sim_hooks, next_file, passive, sim_guid};
-use crate::transport::{SimTransport, Target};
+use crate::transport::{HoldsDevice, SimTransport, Target};
 
 /// The simulated process of the administrator's program (the tool), which holds the
 /// VM's VMBus handle.
@@ -93,31 +93,9 @@ impl Drop for HostTarget {
 #[derive(Debug)]
 pub struct BoundGuest(Arc<HostTarget>);
 
-impl BoundGuest {
-    fn with(&self, f: impl FnOnce(&SimDevice)) {
-        let g = self.0.guest.read().unwrap_or_else(PoisonError::into_inner);
-        if let Some(d) = g.as_ref() {
-            f(d);
-        }
-    }
-}
-
-impl Target for BoundGuest {
-    fn read(&self, file: FileId, req: SimRequest) {
-        self.with(|d| d.read(file, req));
-    }
-    fn write(&self, file: FileId, req: SimRequest) {
-        self.with(|d| d.write(file, req));
-    }
-    fn device_control(&self, file: FileId, code: u32, req: SimRequest) {
-        self.with(|d| d.device_control(file, code, req));
-    }
-    fn cancel(&self, key: RequestKey) -> Option<SimRequest> {
-        let g = self.0.guest.read().unwrap_or_else(PoisonError::into_inner);
-        g.as_ref().and_then(|d| d.cancel(key))
-    }
-    fn close_file(&self, file: FileId) {
-        self.with(|d| d.close_file(file));
+impl HoldsDevice for BoundGuest {
+    fn slot(&self) -> &RwLock<Option<SimDevice>> {
+        &self.0.guest
     }
 }
 

@@ -4,12 +4,14 @@
 //! C header: `wdfrequest.h` (cancellation, completion), `ioapiset.h` (what user mode sees).
 
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use vmbridge::bridge::{FileId, NtStatus, RequestKey, UserRequest};
 use vmbridge::host::{RequestHandle, SimRequest};
 use vmbridge_client::{Completion, Pending, Request, Transport};
+
+use crate::guest::SimDevice;
 
 /// What the transport needs from a simulated device (guest or host-mode control).
 pub trait Target: Send + Sync + 'static {
@@ -23,6 +25,37 @@ pub trait Target: Send + Sync + 'static {
     fn cancel(&self, key: RequestKey) -> Option<SimRequest>;
     /// `EvtFileCleanup`.
     fn close_file(&self, file: FileId);
+}
+
+/// A [`Target`] that is one guest-mode device, open until its slot is emptied.
+pub trait HoldsDevice: Send + Sync + 'static {
+    /// The device (`None` once closed: requests are then dropped unanswered, as after
+    /// `EvtDeviceReleaseHardware`).
+    fn slot(&self) -> &RwLock<Option<SimDevice>>;
+
+    /// Runs `f` on the open device.
+    fn with_device<T>(&self, f: impl FnOnce(&SimDevice) -> T) -> Option<T> {
+        let d = self.slot().read().unwrap_or_else(PoisonError::into_inner);
+        d.as_ref().map(f)
+    }
+}
+
+impl<H: HoldsDevice> Target for H {
+    fn read(&self, file: FileId, req: SimRequest) {
+        self.with_device(|d| d.read(file, req));
+    }
+    fn write(&self, file: FileId, req: SimRequest) {
+        self.with_device(|d| d.write(file, req));
+    }
+    fn device_control(&self, file: FileId, code: u32, req: SimRequest) {
+        self.with_device(|d| d.device_control(file, code, req));
+    }
+    fn cancel(&self, key: RequestKey) -> Option<SimRequest> {
+        self.with_device(|d| d.cancel(key)).flatten()
+    }
+    fn close_file(&self, file: FileId) {
+        self.with_device(|d| d.close_file(file));
+    }
 }
 
 /// One simulated handle on `T`.
