@@ -22,17 +22,17 @@ pub enum Host {
 /// An open device and whatever keeps the simulation alive.
 pub struct Backend {
     /// The handle (dropped first: `CloseHandle`).
-    pub device: Device,
+    pub device: Device<'static>,
     _keep: Option<Box<dyn Any>>,
 }
 
 /// Binds a simulated guest to an offer of the given type and exchanges a packet each way.
-pub type SimGuestOf = Box<dyn Fn(&Device, u128) -> Outcome>;
+pub type SimGuestOf = Box<dyn Fn(&Device<'static>, u128) -> Outcome>;
 
 /// The host control device (host mode).
 pub struct HostBackend {
     /// The control handle.
-    pub device: Device,
+    pub device: Device<'static>,
     /// The simulated VM's VMBus handle.
     pub sim_handle: Option<u64>,
     /// Binds a simulated guest to the offer and exchanges a packet each way.
@@ -66,7 +66,7 @@ pub fn list(sim: bool) -> Result<Vec<String>, Failure> {
 }
 
 #[cfg(windows)]
-fn open_real(cli: &Cli) -> Result<Device, Failure> {
+fn open_real(cli: &Cli) -> Result<Device<'static>, Failure> {
     let path = match &cli.device {
         Some(p) => std::ffi::OsString::from(p),
         None => vmbridge_client::windows::list()?
@@ -78,7 +78,7 @@ fn open_real(cli: &Cli) -> Result<Device, Failure> {
 }
 
 #[cfg(not(windows))]
-fn open_real(_cli: &Cli) -> Result<Device, Failure> {
+fn open_real(_cli: &Cli) -> Result<Device<'static>, Failure> {
     Err(Failure(NO_DEVICE.into(), 1))
 }
 
@@ -138,7 +138,7 @@ mod sim {
     pub fn open_host() -> Result<HostBackend, Failure> {
         let h = SimHostMode::new(Config::DEFAULT);
         let h2 = h.clone();
-        let guest = move |control: &Device, ty: u128| -> Outcome {
+        let guest = move |control: &Device<'static>, ty: u128| -> Outcome {
             let g = h2
                 .open_guest(ty)
                 .ok_or_else(|| Failure("the simulated VM saw no offer".into(), 1))?;

@@ -281,13 +281,13 @@ mod source {
 
     /// A device with its simulated host flooding (or echoing).
     pub struct Target {
-        device: Device,
+        device: Device<'static>,
         _traffic: Option<HostTraffic>,
         _guest: Option<SimGuest>,
     }
 
     impl Target {
-        pub fn device(&self) -> &Device {
+        pub fn device(&self) -> &Device<'static> {
             &self.device
         }
     }
@@ -338,11 +338,11 @@ mod source {
 
     /// A real device (the other side must send or answer).
     pub struct Target {
-        device: Device,
+        device: Device<'static>,
     }
 
     impl Target {
-        pub fn device(&self) -> &Device {
+        pub fn device(&self) -> &Device<'static> {
             &self.device
         }
     }

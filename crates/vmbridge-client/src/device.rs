@@ -95,13 +95,14 @@ pub struct OfferRequest {
     pub vmbus_handle: u64,
 }
 
-/// One open `vmbridge` handle.
-pub struct Device {
-    transport: Box<dyn Transport>,
+/// One open `vmbridge` handle. `'t` is how long the transport lives (`'static` for a
+/// Windows handle; a simulated driver the caller owns may lend it for less).
+pub struct Device<'t> {
+    transport: Box<dyn Transport + 't>,
     max_packet: OnceLock<u32>,
 }
 
-impl std::fmt::Debug for Device {
+impl std::fmt::Debug for Device<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Device")
             .field("max_packet", &self.max_packet.get())
@@ -150,17 +151,17 @@ fn parse_packet(op: &'static str, out: &[u8]) -> io::Result<Packet> {
 }
 
 /// An outstanding read ([`Device::start_read`]).
-pub struct PendingRead {
-    pending: Box<dyn Pending>,
+pub struct PendingRead<'d> {
+    pending: Box<dyn Pending + 'd>,
 }
 
-impl std::fmt::Debug for PendingRead {
+impl std::fmt::Debug for PendingRead<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PendingRead").finish_non_exhaustive()
     }
 }
 
-impl PendingRead {
+impl PendingRead<'_> {
     /// Waits up to `timeout` (`None`: forever); `Ok(None)` if the read is still pending.
     ///
     /// # Errors
@@ -183,11 +184,11 @@ impl PendingRead {
 }
 
 /// An outstanding waiting send ([`Device::start_send_wait`]).
-pub struct PendingSend {
-    pending: Box<dyn Pending>,
+pub struct PendingSend<'d> {
+    pending: Box<dyn Pending + 'd>,
 }
 
-impl std::fmt::Debug for PendingSend {
+impl std::fmt::Debug for PendingSend<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PendingSend").finish_non_exhaustive()
     }
@@ -208,7 +209,7 @@ fn parse_send_completion(c: &Completion) -> io::Result<SendCompletion> {
     })
 }
 
-impl PendingSend {
+impl PendingSend<'_> {
     /// Waits up to `timeout` for the other side's completion; `Ok(None)` if pending.
     ///
     /// # Errors
@@ -227,10 +228,10 @@ impl PendingSend {
     }
 }
 
-impl Device {
+impl<'t> Device<'t> {
     /// A device over `transport` (one open handle).
     #[must_use]
-    pub fn new(transport: Box<dyn Transport>) -> Self {
+    pub fn new(transport: Box<dyn Transport + 't>) -> Self {
         Self {
             transport,
             max_packet: OnceLock::new(),
@@ -350,7 +351,7 @@ impl Device {
     /// # Errors
     ///
     /// The transport could not submit it.
-    pub fn start_read(&self, hold: bool) -> io::Result<PendingRead> {
+    pub fn start_read(&self, hold: bool) -> io::Result<PendingRead<'_>> {
         let flags = if hold {
             VMBRIDGE_READ_FLAG_HOLD_FOR_RESPONSE
         } else {
@@ -463,7 +464,7 @@ impl Device {
     /// # Errors
     ///
     /// The transport could not submit it.
-    pub fn start_send_wait(&self, payload: &[u8]) -> io::Result<PendingSend> {
+    pub fn start_send_wait(&self, payload: &[u8]) -> io::Result<PendingSend<'_>> {
         let input = build_send(VMBRIDGE_SEND_FLAG_WAIT_FOR_COMPLETION, payload);
         let pending = self.transport.submit(Request::Ioctl {
             code: IOCTL_VMBRIDGE_SEND,

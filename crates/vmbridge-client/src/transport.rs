@@ -66,10 +66,11 @@ pub trait Pending: Send {
 
 /// A driver connection (one open handle).
 pub trait Transport: Send + Sync {
-    /// Submits `req`; the request runs until it completes or is cancelled.
+    /// Submits `req`; the request runs until it completes or is cancelled. The pending
+    /// request may borrow the transport.
     ///
     /// # Errors
     ///
     /// The request could not be submitted at all.
-    fn submit(&self, req: Request<'_>) -> io::Result<Box<dyn Pending>>;
+    fn submit(&self, req: Request<'_>) -> io::Result<Box<dyn Pending + '_>>;
 }

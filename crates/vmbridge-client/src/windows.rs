@@ -101,7 +101,7 @@ pub fn list() -> io::Result<Vec<OsString>> {
 /// # Errors
 ///
 /// `CreateFileW`'s error.
-pub fn open(path: &OsStr) -> io::Result<Device> {
+pub fn open(path: &OsStr) -> io::Result<Device<'static>> {
     let wide: Vec<u16> = path.encode_wide().chain(std::iter::once(0)).collect();
     // SAFETY: `wide` is NUL-terminated; no security attributes, no template.
     let h = unsafe {
@@ -243,7 +243,7 @@ fn len32(n: usize) -> io::Result<u32> {
 }
 
 impl Transport for WinTransport {
-    fn submit(&self, req: Request<'_>) -> io::Result<Box<dyn Pending>> {
+    fn submit(&self, req: Request<'_>) -> io::Result<Box<dyn Pending + '_>> {
         // SAFETY: a manual-reset, initially non-signalled, unnamed event.
         let ev = unsafe { CreateEventW(ptr::null(), 1, 0, ptr::null()) };
         if ev.is_null() {

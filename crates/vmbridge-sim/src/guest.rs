@@ -141,7 +141,7 @@ impl SimGuest {
 
     /// A new handle on the device (`CreateFile`); dropping the `Device` closes it.
     #[must_use]
-    pub fn open(&self) -> Device {
+    pub fn open(&self) -> Device<'static> {
         Device::new(Box::new(SimTransport::new(
             self.target.clone(),
             next_file(),

@@ -142,7 +142,7 @@ impl SimHostMode {
 
     /// A new handle on the control device.
     #[must_use]
-    pub fn open(&self) -> Device {
+    pub fn open(&self) -> Device<'static> {
         Device::new(Box::new(SimTransport::new(
             self.target.clone(),
             next_file(),
@@ -158,7 +158,7 @@ impl SimHostMode {
     /// Binds a guest `vmbridge` to the offer of `interface_type` (as PnP in the VM would)
     /// and returns a handle on it; `None` while no such offer exists.
     #[must_use]
-    pub fn open_guest(&self, interface_type: u128) -> Option<Device> {
+    pub fn open_guest(&self, interface_type: u128) -> Option<Device<'static>> {
         let t = &self.target;
         let offer = t.sim.find_offer(&sim_guid(interface_type), None)?;
         {

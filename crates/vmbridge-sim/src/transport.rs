@@ -131,7 +131,7 @@ impl<T: Target> Drop for SimPending<T> {
 }
 
 impl<T: Target> Transport for SimTransport<T> {
-    fn submit(&self, req: Request<'_>) -> io::Result<Box<dyn Pending>> {
+    fn submit(&self, req: Request<'_>) -> io::Result<Box<dyn Pending + '_>> {
         let handle = match req {
             Request::Read { out_len } => {
                 let (r, h) = SimRequest::new(&[], out_len);
