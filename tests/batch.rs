@@ -394,3 +394,54 @@ fn send_batch_with_one_bad_entry_sends_nothing() {
     rig.close();
     rig.sim.assert_clean();
 }
+
+#[test]
+fn send_batch_stops_at_max_posted_sends_and_reports_how_many_went() {
+    // A host that stops reading: KMCL keeps the sends, `MaxPostedSends` bounds them.
+    let config = Config {
+        max_posted_sends: 3,
+        ..Config::DEFAULT
+    };
+    let mut rig = Rig::deterministic(13, config);
+    rig.host.pause_reading(true);
+    let f = rig.open_file();
+    let big = vec![0x5Au8; 4096];
+    let (mut sent, mut short) = (0usize, 0u32);
+    let mut last = NtStatus::SUCCESS;
+    // Fill the ring, then the bound: a batch comes back short, then one is refused.
+    for _ in 0..64 {
+        let c = done(&rig.ioctl(
+            f,
+            IOCTL_VMBRIDGE_SEND_BATCH,
+            build_send_batch(&[big.clone(), big.clone()]).as_slice(),
+            0,
+        ));
+        last = c.status;
+        if c.status != NtStatus::SUCCESS {
+            assert_eq!(c.information, 0, "refused: nothing sent");
+            break;
+        }
+        assert!(c.information <= 2);
+        short += u32::from(c.information < 2);
+        sent += c.information;
+        rig.idle();
+    }
+    assert_eq!(last, NtStatus::DEVICE_BUSY);
+    assert_eq!(short, 1, "one batch came back short at the bound");
+    let st = rig.device().bridge().stats();
+    assert_eq!(st.posted_sends, 3);
+    assert_eq!(
+        st.packets_sent as usize, sent,
+        "Information counted every send"
+    );
+    rig.host.pause_reading(false);
+    rig.idle();
+    let mut received = 0;
+    while rig.host.recv().is_some() {
+        received += 1;
+    }
+    assert_eq!(received, sent, "every reported send reached the host");
+    rig.close_file(f);
+    rig.close();
+    rig.sim.assert_clean();
+}
