@@ -306,6 +306,9 @@ impl Progress {
 fn run_deterministic(rig: &Rig, a: &Args, t: &mut Tally) {
     let n = a.packets;
     let dev = rig.client();
+    // The host's packets may be larger than the driver's MaxPacketSize (which bounds
+    // what user mode sends): size the reads for them.
+    dev.set_read_capacity(a.size.next_multiple_of(8) as u32);
     let host = rig.host.clone();
     let host_seen = Arc::new(AtomicU64::new(0));
     let host_bad = Arc::new(AtomicU64::new(0));
@@ -514,6 +517,9 @@ fn read_driver_stats(dev: &Device<'_>, t: &mut Tally) {
 fn run_threaded(rig: &Rig, a: &Args, t: &mut Tally) {
     let n = a.packets;
     let dev = rig.client();
+    // The host's packets may be larger than the driver's MaxPacketSize (which bounds
+    // what user mode sends): size the reads for them.
+    dev.set_read_capacity(a.size.next_multiple_of(8) as u32);
     let host = rig.host.clone();
     let host_seen = Arc::new(AtomicU64::new(0));
     let host_bad = Arc::new(AtomicU64::new(0));

@@ -9,6 +9,7 @@
 
 use std::io;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use vmbridge_abi::{
@@ -100,6 +101,8 @@ pub struct OfferRequest {
 pub struct Device<'t> {
     transport: Box<dyn Transport + 't>,
     max_packet: OnceLock<u32>,
+    /// Payload bytes a read's buffer holds; 0: `MaxPacketSize`.
+    read_capacity: AtomicU32,
 }
 
 impl std::fmt::Debug for Device<'_> {
@@ -235,6 +238,23 @@ impl<'t> Device<'t> {
         Self {
             transport,
             max_packet: OnceLock::new(),
+            read_capacity: AtomicU32::new(0),
+        }
+    }
+
+    /// Sizes the buffers of single reads for payloads of up to `bytes` (default, 0: the
+    /// device's `MaxPacketSize`). `MaxPacketSize` bounds what user mode sends; the other
+    /// side may send larger packets (up to what the ring carries). A packet larger than
+    /// the buffer stays queued: [`Device::read`] retries with the size the driver
+    /// reports, a [`PendingRead`] ends with `STATUS_BUFFER_OVERFLOW`.
+    pub fn set_read_capacity(&self, bytes: u32) {
+        self.read_capacity.store(bytes, Ordering::Relaxed);
+    }
+
+    fn read_len(&self) -> usize {
+        match self.read_capacity.load(Ordering::Relaxed) {
+            0 => HDR + self.max_packet() as usize,
+            n => HDR + n as usize,
         }
     }
 
@@ -307,7 +327,7 @@ impl<'t> Device<'t> {
     fn read_flags(&self, flags: u32, timeout: Option<Duration>) -> io::Result<Packet> {
         let op = ioctl_name(IOCTL_VMBRIDGE_READ);
         let input = build_read(flags);
-        let mut out_len = HDR + self.max_packet() as usize;
+        let mut out_len = self.read_len();
         loop {
             let c = self.call(IOCTL_VMBRIDGE_READ, input.as_slice(), out_len, timeout)?;
             if c.status == NtStatus::BUFFER_OVERFLOW {
@@ -361,7 +381,7 @@ impl<'t> Device<'t> {
         let pending = self.transport.submit(Request::Ioctl {
             code: IOCTL_VMBRIDGE_READ,
             input: input.as_slice(),
-            out_len: HDR + self.max_packet() as usize,
+            out_len: self.read_len(),
         })?;
         Ok(PendingRead { pending })
     }

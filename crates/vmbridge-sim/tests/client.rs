@@ -343,3 +343,25 @@ fn send_batch_sends_each_payload_in_order() {
         "nothing of the bad batch sent"
     );
 }
+
+#[test]
+fn packets_larger_than_max_packet_size_stay_queued_until_a_read_fits_them() {
+    let g = SimGuest::new(Config {
+        max_packet_size: 256,
+        ..Config::DEFAULT
+    });
+    let d = g.open();
+    for i in 0..2u8 {
+        g.host().send_inband(&[i; 512], false).expect("host send");
+    }
+    wait_queued(&d, 2);
+    let mut r = d.start_read(false).expect("start read");
+    assert_eq!(status(r.wait(WAIT)), NtStatus::BUFFER_OVERFLOW);
+    assert_eq!(d.stats().expect("stats").QueueDepth, 2, "nothing lost");
+    let p = d.read(WAIT).expect("read retries with the size needed");
+    assert_eq!(p.payload, [0; 512]);
+    d.set_read_capacity(512);
+    let mut r = d.start_read(false).expect("start read");
+    let p = r.wait(WAIT).expect("read").expect("in time");
+    assert_eq!((p.header.Sequence, p.payload), (2, vec![1; 512]));
+}
