@@ -380,10 +380,8 @@ fn run_deterministic(rig: &Rig, a: &Args, t: &mut Tally) {
         rig.idle();
         // Harvest, in order.
         while let Some((h, seq)) = reads.front_mut() {
-            let r = match h.wait(NOW) {
-                Ok(None) => break,
-                Ok(Some(p)) => Ok(p),
-                Err(e) => Err(e),
+            let Some(r) = h.wait(NOW).transpose() else {
+                break;
             };
             let seq = *seq;
             reads.pop_front();
@@ -393,10 +391,8 @@ fn run_deterministic(rig: &Rig, a: &Args, t: &mut Tally) {
             finish_read(&dev, a, seq, r, t);
         }
         while let Some((h, seq, at)) = sends.front_mut() {
-            let c = match h.wait(NOW) {
-                Ok(None) => break,
-                Ok(Some(c)) => Ok(c),
-                Err(e) => Err(e),
+            let Some(c) = h.wait(NOW).transpose() else {
+                break;
             };
             t.send_latency_ns.push(at.elapsed().as_nanos() as u64);
             finish_send(*seq, a, c, t);
@@ -658,11 +654,7 @@ fn run_threaded(rig: &Rig, a: &Args, t: &mut Tally) {
             }
         }
         if let Some((h, seq)) = reads.front_mut() {
-            let r = match h.wait(NOW) {
-                Ok(None) => None,
-                Ok(Some(p)) => Some(Ok(p)),
-                Err(e) => Some(Err(e)),
-            };
+            let r = h.wait(NOW).transpose();
             if let Some(r) = r {
                 let seq = *seq;
                 reads.pop_front();
@@ -675,10 +667,8 @@ fn run_threaded(rig: &Rig, a: &Args, t: &mut Tally) {
             }
         }
         while let Some((h, seq, at)) = sends.front_mut() {
-            let c = match h.wait(NOW) {
-                Ok(None) => break,
-                Ok(Some(c)) => Ok(c),
-                Err(e) => Err(e),
+            let Some(c) = h.wait(NOW).transpose() else {
+                break;
             };
             t.send_latency_ns.push(at.elapsed().as_nanos() as u64);
             finish_send(*seq, a, c, t);
