@@ -1,7 +1,8 @@
-//! An external host, written here from vmbus-protocol.md alone (no `kmcl_sim::ring`), drives
+//! An external host, written here from the public ring format alone (no `kmcl_sim::ring`), drives
 //! the guest through the raw ring bytes and signal hooks.
 //!
-//! C header: none (wire format); reference: vmbus-protocol.md §1 (layout), §1.5 (signalling), §2.
+//! C header: none (wire format); reference: Linux `drivers/hv/ring_buffer.c`,
+//! `include/linux/hyperv.h` (layout, signalling, packets); `docs/simulator.md`.
 #![expect(
     clippy::multiple_unsafe_ops_per_block,
     reason = "raw-C-style driver code: a sequence of KMCL calls under one SAFETY argument"
@@ -43,15 +44,18 @@ impl RawRing {
     }
     fn set_ctl(&self, off: usize, v: u32) {
         let k = off % 8;
-        let _ = self.word(self.control + off / 8 * 8).fetch_update(
-            Ordering::SeqCst,
-            Ordering::SeqCst,
-            |w| {
-                let mut b = w.to_le_bytes();
-                b[k..k + 4].copy_from_slice(&v.to_le_bytes());
-                Some(u64::from_le_bytes(b))
-            },
-        );
+        // A compare-exchange loop, not `fetch_update` (deprecated from Rust 1.99).
+        let word = self.word(self.control + off / 8 * 8);
+        let mut w = word.load(Ordering::SeqCst);
+        loop {
+            let mut b = w.to_le_bytes();
+            b[k..k + 4].copy_from_slice(&v.to_le_bytes());
+            let new = u64::from_le_bytes(b);
+            match word.compare_exchange_weak(w, new, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => break,
+                Err(seen) => w = seen,
+            }
+        }
     }
     fn read(&self, off: u32, n: usize) -> Vec<u8> {
         (0..n)
