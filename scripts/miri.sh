@@ -2,7 +2,8 @@
 # Runs the kmcl and kmcl-sim tests that exercise the extern "system" shims under Miri,
 # deterministic mode only (see docs/security.md, "Miri").
 #
-# Usage: scripts/miri.sh        (nightly with the miri and rust-src components)
+# Usage: scripts/miri.sh   (the dated nightly named in .ci/nightly, with the miri and rust-src
+#                           components; override with VMBRIDGE_NIGHTLY=<toolchain>)
 #
 # * Tree Borrows: the simulator shares ring and packet memory through exposed addresses
 #   (as a real ring is shared with another VM) and kmcl reads tables through pointers to
@@ -19,13 +20,14 @@
 #   tests in src/ are filtered with --skip below for the same reasons.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-rustup +nightly component add miri rust-src >/dev/null 2>&1 || true
+nightly="${VMBRIDGE_NIGHTLY:-$(cat .ci/nightly)}"
+rustup toolchain install "$nightly" --profile minimal --component miri,rust-src >/dev/null
 export MIRIFLAGS="${MIRIFLAGS:--Zmiri-tree-borrows -Zmiri-ignore-leaks}"
 SKIP=(--skip threaded --skip garbage_never_panics --skip random_sizes --skip same_seed)
 start=$(date +%s)
 run() {
     echo "== miri: $*"
-    cargo +nightly miri test "$@" -- "${SKIP[@]}"
+    cargo +"$nightly" miri test "$@" -- "${SKIP[@]}"
 }
 run -p kmcl --lib
 for t in packets sends state adversarial irql; do run -p kmcl --test "$t"; done
