@@ -2,7 +2,7 @@
 //! malformed input from the host; fault injection.
 //!
 //! C header: `vmbuskernelmodeclientlibapi.h` (ProcessPacket, GetExternalData, VmbPacketSend*);
-//! vmbus-protocol.md §1.5, §2, §3.
+//! `docs/simulator.md` ("Rings and packets").
 #![expect(
     clippy::multiple_unsafe_ops_per_block,
     reason = "raw-C-style driver code: a sequence of KMCL calls under one SAFETY argument"

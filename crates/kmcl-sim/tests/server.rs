@@ -2,7 +2,8 @@
 //! the raw client driver on one ring pair, Start/Pause, the server init checks, and every
 //! server verifier rule fired once.
 //!
-//! C header: `vmbuskernelmodeclientlibapi.h` (`KMCL_SERVER_INTERFACE_V1/V5`, kmcl-api.md §4.7).
+//! C header: `vmbuskernelmodeclientlibapi.h` (`KMCL_SERVER_INTERFACE_V1/V5`; DDI page
+//! `KMCL_SERVER_ONLY_METHODS`).
 #![expect(
     clippy::multiple_unsafe_ops_per_block,
     reason = "raw-C-style driver code: a sequence of KMCL calls under one SAFETY argument"

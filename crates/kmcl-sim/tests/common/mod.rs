@@ -1,7 +1,7 @@
 //! A minimal raw-C-style KMCL client driver: plain `extern "system"` functions over
 //! kmcl-sys, no safe layer; behaviour chosen per test with flag bits.
 //!
-//! C header: `vmbuskernelmodeclientlibapi.h` (the driver side of the lifecycle, kmcl-api.md §7).
+//! C header: `vmbuskernelmodeclientlibapi.h` (the driver side of the lifecycle, `docs/architecture.md`).
 #![allow(dead_code, reason = "each test crate uses part of the shared driver")]
 #![allow(non_snake_case, reason = "driver callbacks keep their C names")]
 #![allow(
