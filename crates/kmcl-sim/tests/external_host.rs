@@ -174,7 +174,7 @@ impl ExtHost {
 type Setup = (
     Sim,
     kmcl_sim::HostEndpoint,
-    Box<Ctx>,
+    Arc<Ctx>,
     kmcl_sys::VMBCHANNEL,
     Arc<AtomicU32>,
     Arc<AtomicU32>,
@@ -279,13 +279,16 @@ fn external_host_exchanges_packets_through_raw_ring_bytes() {
 
 #[test]
 fn external_host_rescinds_mid_traffic() {
-    let (sim, host, c, ch, _s, _e, _r) = setup(COMPLETE_HELD_ON_SUSPEND);
+    let (sim, host, c, ch, _s, _e, ring_addr) = setup(COMPLETE_HELD_ON_SUSPEND);
     let ext = ExtHost::new(host.external_ring().expect("ring"));
     ext.write(6, 1, 1, b"held-one");
     ext.write(6, 1, 2, b"held-two");
     host.signal_guest();
     sim.run_until_idle();
     assert_eq!(c.held.lock().map(|h| h.len()).unwrap_or(0), 2);
+    // A host that rescinds stops reading the ring: the memory is live only while the channel
+    // is open (the ExternalRing contract), so the signal hook must not touch it afterwards.
+    ring_addr.store(0, Ordering::SeqCst);
     host.rescind();
     sim.run_until_idle();
     let ev: Vec<String> = c

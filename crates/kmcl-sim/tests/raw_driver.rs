@@ -117,6 +117,10 @@ fn raw_driver_full_lifecycle_threaded() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "16 full lifecycles: minutes under Miri; the deterministic lifecycle test runs the same path"
+)]
 fn raw_driver_is_clean_for_many_seeds() {
     for seed in 0..16 {
         full_lifecycle(SimConfig::deterministic(seed));

@@ -20,15 +20,11 @@ fn setup(flags: u32) -> (Sim, kmcl_sim::HostEndpoint, Arc<Ctx>, VMBCHANNEL) {
     setup_with(SimConfig::deterministic(1), flags)
 }
 
-/// Opens a channel with the raw driver. The context is returned as an `Arc`, not the `Box`
-/// `Ctx::new` makes: the channel holds a raw pointer to it (`VmbChannelSetPointer`) through
-/// which callbacks write, and moving a `Box` out of this function would assert a uniqueness
-/// those writes break (undefined behaviour that Miri reports); an `Arc` asserts none.
 fn setup_with(cfg: SimConfig, flags: u32) -> (Sim, kmcl_sim::HostEndpoint, Arc<Ctx>, VMBCHANNEL) {
     let sim = Sim::new(cfg);
     let offer = sim.offer(OfferConfig::default());
     let host = offer.host();
-    let c = Arc::<Ctx>::from(Ctx::new(&sim, flags));
+    let c = Ctx::new(&sim, flags);
     let ch = open(&sim, &offer, &c).expect("opens");
     sim.run_until_idle();
     (sim, host, c, ch)

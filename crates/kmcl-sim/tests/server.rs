@@ -272,9 +272,9 @@ fn with_gpadl(
     seed: u64,
 ) -> (
     Sim,
-    Box<Ctx>,
+    std::sync::Arc<Ctx>,
     VMBCHANNEL,
-    Box<Ctx>,
+    std::sync::Arc<Ctx>,
     VMBCHANNEL,
     u32,
     KMCL_SERVER_ONLY_METHODS,
@@ -314,7 +314,9 @@ fn map_gpadl_gives_the_guest_buffer_and_a_second_map_fires_gpadl_mapped_twice() 
         );
         let md = mdl.read();
         assert_eq!(md.ByteCount, 8192);
-        assert_eq!(md.MappedSystemVa.cast::<u8>().read(), 0x11);
+        // An address written into the MDL as a number: exposed provenance (Miri).
+        let va = std::ptr::with_exposed_provenance::<u8>(md.MappedSystemVa.addr());
+        assert_eq!(va.read(), 0x11);
         let mut again: PMDL = std::ptr::null_mut();
         assert_eq!(
             (m.VmbChannelMapGpadl.unwrap())(sch, 0, h, &raw mut again),

@@ -62,8 +62,11 @@ pub type PacketHook =
 pub type StateHook = std::sync::Arc<dyn Fn(&Ctx, VMBCHANNEL, &str) + Send + Sync>;
 
 impl Ctx {
-    pub fn new(sim: &Sim, flags: u32) -> Box<Ctx> {
-        Box::new(Ctx {
+    /// A shared `Arc`, not a `Box`: the channel keeps a raw pointer to the context
+    /// (`VmbChannelSetPointer`) and callbacks write through it, so the test's handle must not
+    /// claim uniqueness; moving a `Box` does (undefined behaviour that Miri reports).
+    pub fn new(sim: &Sim, flags: u32) -> std::sync::Arc<Ctx> {
+        std::sync::Arc::new(Ctx {
             table: *sim.client_interface(),
             channel: AtomicUsize::new(0),
             flags: AtomicU32::new(flags),
@@ -272,7 +275,9 @@ pub unsafe extern "system" fn EvtProcessPacket(
             if NT_SUCCESS(s) && !mdl.is_null() {
                 // SAFETY: rule MDL_VALID: KMCL returns a mapped MDL valid until completion.
                 let m = unsafe { &*mdl };
-                let va = m.MappedSystemVa.cast::<u8>();
+                // KMCL wrote the address into the MDL as a number: take it with exposed
+                // provenance, as `kmcl`'s `ExternalData` does (Miri: no provenance otherwise).
+                let va = std::ptr::with_exposed_provenance_mut::<u8>(m.MappedSystemVa.addr());
                 // SAFETY: rule MDL_VALID: ByteCount bytes at MappedSystemVa.
                 let bytes = unsafe { std::slice::from_raw_parts_mut(va, m.ByteCount as usize) };
                 c.external_seen
