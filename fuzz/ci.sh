@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 secs="${1:-20}"
 nightly="${VMBRIDGE_NIGHTLY:-$(cat ../.ci/nightly)}"
-rustup toolchain install "$nightly" --profile minimal >/dev/null
+rustc +"$nightly" --version >/dev/null 2>&1 || rustup toolchain install "$nightly" --profile minimal >/dev/null
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 cargo +"$nightly" fuzz build -O
 log="$(mktemp)"
