@@ -3,7 +3,7 @@
 //! Full lifecycle, traffic both ways through the user-mode ABI, then a summary with a
 //! verifier verdict.
 //!
-//! Reference: `kmcl-api.md` §7.2 (the lifecycle), `crates/vmbridge-abi` (the ABI the
+//! Reference: `docs/architecture.md` (the lifecycle), `crates/vmbridge-abi` (the ABI the
 //! simulated user-mode program speaks, through `vmbridge-client`).
 //!
 //! ```text

@@ -1,7 +1,7 @@
 //! The channel state machine: lifecycle, incoming packets, sends, completions.
 //!
 //! C header: `vmbuskernelmodeclientlibapi.h` (`\page state_model`; `VmbChannel*`,
-//! `VmbPacket*`); kmcl-api.md §4, §7.
+//! `VmbPacket*`); their DDI pages; `docs/architecture.md` (lifecycle).
 //!
 //! Lifecycle: Allocate (Disabled) -> `Init*` (only while Disabled) -> Enable (Opening;
 //! returns at once) -> on KMCL's thread `EvtChannelOpened` (a failure rolls back to
@@ -43,7 +43,7 @@ use crate::ring::{
 use crate::sched::{self, DISPATCH_LEVEL, Task};
 use crate::{Rule, SimInner, State, endpoint, table};
 
-/// Channel lifecycle states (kmcl-api.md §7; header `state_model`).
+/// Channel lifecycle states (header `state_model`; `docs/simulator.md`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ChState {
     /// Allocated or closed: `Init*` allowed, no traffic.
