@@ -1,7 +1,8 @@
 //! The safe Rust layer over the Hyper-V VMBus Kernel Mode Client Library (KMCL).
 //!
 //! C header: `vmbuskernelmodeclientlibapi.h`, through the raw bindings of `kmcl-sys`;
-//! reference `kmcl-api.md`. `#![no_std]`; uses `alloc` once per channel (its context box).
+//! Microsoft's DDI pages for it (`docs/architecture.md`, "Sources").
+//! `#![no_std]`; uses `alloc` once per channel (its context box).
 //!
 //! # Writing a driver with it
 //!
