@@ -48,7 +48,6 @@ static GLOBAL_ALLOCATOR: wdk_alloc::WdkAllocator = wdk_alloc::WdkAllocator;
 #[cfg(windows)]
 mod kmdf;
 
-#[path = "core/mod.rs"]
 pub mod bridge;
 #[cfg(not(windows))]
 pub mod host;
