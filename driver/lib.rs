@@ -49,9 +49,9 @@ static GLOBAL_ALLOCATOR: wdk_alloc::WdkAllocator = wdk_alloc::WdkAllocator;
 mod kmdf;
 
 pub mod bridge;
-#[cfg(not(windows))]
-pub mod host;
 pub mod host_mode;
 pub mod ic;
+#[cfg(not(windows))]
+pub mod sim_request;
 pub mod trace;
 pub mod vmbus;

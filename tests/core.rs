@@ -20,7 +20,7 @@ use vmbridge::bridge::{
     Bridge, ChannelSender, Config, FileId, HeldPacket, NtStatus, RequestKey, SendTag, State,
     StdLock, UserRequest,
 };
-use vmbridge::host::{Completion, RequestHandle, SimRequest};
+use vmbridge::sim_request::{Completion, RequestHandle, SimRequest};
 use vmbridge::trace::Tracer;
 
 /// Completion log: (packet payload, response) per completed packet.

@@ -15,7 +15,7 @@ use vmbridge::bridge::protocol::{
     build_respond, build_send,
 };
 use vmbridge::bridge::{Config, FileId, NtStatus};
-use vmbridge::host::{Completion, RequestHandle};
+use vmbridge::sim_request::{Completion, RequestHandle};
 
 const HDR: usize = size_of::<VMBRIDGE_PACKET_HEADER>();
 

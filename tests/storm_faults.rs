@@ -36,7 +36,7 @@ use vmbridge::bridge::protocol::{
 use vmbridge::bridge::{
     Config, FileId, NtStatus, ProcessingMode, State, Stats, StdLock, UserRequest,
 };
-use vmbridge::host::{RequestHandle, SimRequest};
+use vmbridge::sim_request::{RequestHandle, SimRequest};
 use vmbridge::trace::Tracer;
 use vmbridge::vmbus::{Held, VmbusDevice};
 

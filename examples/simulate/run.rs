@@ -45,7 +45,7 @@ use vmbridge::bridge::protocol::{
     build_read, build_respond, build_send,
 };
 use vmbridge::bridge::{Config, FileId, NtStatus, Stats};
-use vmbridge::host::RequestHandle;
+use vmbridge::sim_request::RequestHandle;
 use vmbridge::trace::{Event, KEYWORD_IO, KEYWORD_LIFECYCLE, KEYWORD_PACKET, Tracer};
 
 const HDR: usize = size_of::<VMBRIDGE_PACKET_HEADER>();
@@ -192,7 +192,7 @@ fn finish_read(
     file: FileId,
     a: &Args,
     expect: u32,
-    c: &vmbridge::host::Completion,
+    c: &vmbridge::sim_request::Completion,
     t: &mut Tally,
 ) {
     if c.status != NtStatus::SUCCESS {
@@ -242,7 +242,7 @@ fn finish_read(
 }
 
 /// A completed waiting send: the response must be the checksum of what was sent.
-fn finish_send(seq: u32, a: &Args, c: &vmbridge::host::Completion, t: &mut Tally) {
+fn finish_send(seq: u32, a: &Args, c: &vmbridge::sim_request::Completion, t: &mut Tally) {
     let ok = c.status == NtStatus::SUCCESS
         && VMBRIDGE_COMPLETION_HEADER::parse(&c.output)
             .is_ok_and(|h| h.Status == 0 && h.ResponseLength == 8)

@@ -34,7 +34,7 @@ use vmbridge::bridge::protocol::{
 use vmbridge::bridge::{
     Bridge, ChannelSender, FileId, HeldPacket, NtStatus, SendTag, State, Stats, StdLock,
 };
-use vmbridge::host::{RequestHandle, SimRequest};
+use vmbridge::sim_request::{RequestHandle, SimRequest};
 use vmbridge::trace::Tracer;
 use vmbridge_fuzz::{Bytes, config_from};
 
@@ -360,7 +360,7 @@ fn response(b: &mut Bytes<'_>) -> Vec<u8> {
 }
 
 fn check_send_result(
-    c: &vmbridge::host::Completion,
+    c: &vmbridge::sim_request::Completion,
     status: NtStatus,
     response: &[u8],
     out_len: usize,

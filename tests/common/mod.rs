@@ -17,7 +17,7 @@ use kmcl::irql::Passive;
 use kmcl_sim::{HostEndpoint, Offer, OfferConfig, Sim, SimConfig};
 use vmbridge::bridge::protocol::{AlignedBuf, VMBRIDGE_CHANNEL_TYPE};
 use vmbridge::bridge::{Config, FileId, NtStatus, State, StdLock, UserRequest};
-use vmbridge::host::{RequestHandle, SimRequest};
+use vmbridge::sim_request::{RequestHandle, SimRequest};
 use vmbridge::trace::Tracer;
 use vmbridge::vmbus::{Held, VmbusDevice};
 
