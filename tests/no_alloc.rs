@@ -15,7 +15,6 @@ use vmbridge::bridge::{
 };
 use vmbridge::trace::Tracer;
 
-#[path = "counting/mod.rs"]
 mod counting;
 
 use counting::{Counting, allocations};

@@ -8,7 +8,6 @@
 
 mod common;
 
-#[path = "counting/mod.rs"]
 mod counting;
 
 use common::Rig;

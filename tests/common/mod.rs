@@ -10,6 +10,8 @@
     reason = "each test binary and the example use a different subset"
 )]
 
+pub mod ic;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use kmcl::channel::{Kmcl, ParentDevice};
