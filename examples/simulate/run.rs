@@ -26,9 +26,6 @@
 //! Exit status 1 on a verifier violation, a lost or corrupted packet, a wrong response, a
 //! failed host send, or a stall (no progress for `STALL_ROUNDS` rounds of the deterministic
 //! simulation, or `--stall-seconds` of wall time in threaded mode).
-#[path = "../../tests/common/mod.rs"]
-mod common;
-
 use std::collections::{HashMap, VecDeque};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -36,7 +33,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::args::{STALL_ROUNDS, TrafficArgs as Args, max_traffic_size};
-pub use common::Rig;
+pub use crate::common::Rig;
 use kmcl_sim::{SendError, SimConfig};
 use vmbridge::bridge::protocol::{
     IOCTL_VMBRIDGE_GET_STATS, IOCTL_VMBRIDGE_READ, IOCTL_VMBRIDGE_RESPOND, IOCTL_VMBRIDGE_SEND,

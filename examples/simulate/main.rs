@@ -6,21 +6,27 @@
 //! The simulator is a host tool: on Windows targets (where the crate is the kernel
 //! driver) the example only says so.
 
+// The test rig is shared with the integration tests in tests/: the one `#[path]` left in
+// the driver package (an example cannot name a module of tests/ any other way; the rig
+// belongs in a simulation crate, not in the kernel driver's library).
 #[cfg(not(windows))]
-#[path = "simulate/run.rs"]
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+#[cfg(not(windows))]
 mod run;
 
 #[cfg(not(windows))]
-#[path = "simulate/ic.rs"]
 mod ic;
 
 #[cfg(not(windows))]
-#[path = "simulate/args.rs"]
 mod args;
 
 #[cfg(not(windows))]
-#[path = "simulate/verdict.rs"]
 mod verdict;
+
+#[cfg(all(test, not(windows)))]
+mod tests;
 
 #[cfg(not(windows))]
 fn main() -> std::process::ExitCode {
