@@ -3,7 +3,7 @@
 //! Full lifecycle, traffic both ways through the user-mode ABI, then a summary with a
 //! verifier verdict.
 //!
-//! Reference: `docs/architecture.md` (the lifecycle), `driver/core/protocol.rs` (the ABI the
+//! Reference: `docs/architecture.md` (the lifecycle), `driver/bridge/protocol.rs` (the ABI the
 //! simulated user-mode program speaks).
 //!
 //! ```text

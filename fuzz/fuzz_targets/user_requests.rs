@@ -1,7 +1,7 @@
 //! Fuzz target `user_requests`: arbitrary read, write and IOCTL buffers into the driver core.
 //!
-//! C header: `winioctl.h` (the `IOCTL_VMBRIDGE_*` codes); reference: `driver/core/protocol.rs`
-//! (the validation table), `driver/core/device.rs` (the rules the bridge keeps).
+//! C header: `winioctl.h` (the `IOCTL_VMBRIDGE_*` codes); reference: `driver/bridge/protocol.rs`
+//! (the validation table), `driver/bridge/device.rs` (the rules the bridge keeps).
 //!
 //! The bridge (`vmbridge::bridge::Bridge`) runs with a fake channel (packets that count
 //! their completions, a sender that records sends and can fail) and the host request

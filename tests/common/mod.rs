@@ -1,7 +1,7 @@
 //! The test rig: vmbridge bound to a `kmcl-sim` offer, with a simulated user-mode caller.
 //!
 //! The driver is the real one (core + kmcl + the shims). Shared by the end-to-end tests
-//! and `examples/simulate.rs`.
+//! and `examples/simulate/main.rs`.
 //!
 //! Reference: `docs/architecture.md` (the lifecycle the rig walks: query the table,
 //! allocate on the PDO, configure, enable; disable and clean up at the end).
