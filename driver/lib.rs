@@ -5,8 +5,8 @@
 //!
 //! # Code tour
 //!
-//! * [`bridge`]: the portable core — the user-mode ABI, the
-//!   configuration, the bounded packet queue and the request state machine. No unsafe.
+//! * [`bridge`]: the portable core — the user-mode ABI (re-exported from `vmbridge-abi`),
+//!   the configuration, the bounded packet queue and the request state machine. No unsafe.
 //! * [`trace`]: the `VmBridge` ETW TraceLogging provider, mirrored to a host sink.
 //! * [`vmbus`]: the KMCL side — the `kmcl` packet and state handlers that feed the bridge,
 //!   the send adapter, and [`vmbus::VmbusDevice`] (open = allocate, configure, enable;

@@ -10,6 +10,7 @@
     reason = "each test binary and the example use a different subset"
 )]
 
+pub mod client;
 pub mod ic;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -269,9 +269,10 @@ impl GuestRings {
     /// then; the guest's DPC may have consumed that packet since (every completion re-runs
     /// it). So the signal is legitimate if, since the previous host signal, some packet the
     /// host wrote started at a `read_index` the guest had published (the writer's
-    /// empty-to-non-empty rule, vmbus-protocol §1.5a), or the host released space of the
-    /// guest-outbound ring while the guest had `pending_send_sz` armed (§1.5c), or there is
-    /// something to do now.
+    /// empty-to-non-empty rule), or the host released space of the guest-outbound ring
+    /// while the guest had `pending_send_sz` armed (the reader's pending-send-size rule),
+    /// or there is something to do now (both rules: docs/simulator.md, "Rings and
+    /// packets").
     pub(crate) fn judge_host_signal(&mut self) -> bool {
         let ring = self.rx.ring();
         let write = ring.load(ControlField::WriteIndex);

@@ -949,7 +949,7 @@ impl OutgoingRing {
     }
 
     /// `true`: leave the 0–7 pad bytes after a payload as the ring memory holds them (stale
-    /// bytes of earlier packets), as OpenVMM's writer does (vmbus-protocol §1.4); `false`
+    /// bytes of earlier packets), as OpenVMM's writer (`vmbus_ring`) does; `false`
     /// (the default): zero them, as Linux and EMCL do. Descriptor, payload and trailer are
     /// written either way.
     pub const fn set_stale_padding(&mut self, stale: bool) {

@@ -382,7 +382,7 @@ fn random_ring_bytes_from_the_host_never_crash_the_guest() {
 
 impl ExtHost {
     /// Reads every packet in the guest-outbound ring and releases it, then applies the
-    /// reader's pending-send-size rule (§1.5c): returns the packets and "signal the guest?".
+    /// reader's pending-send-size rule: returns the packets and "signal the guest?".
     fn read_all_with_rule(&self) -> (Vec<Pkt>, bool) {
         let (w, old_r) = (self.rx.ctl(0), self.rx.ctl(4));
         let got = self.read_all();
