@@ -6,9 +6,10 @@
 //! The simulator is a host tool: on Windows targets (where the crate is the kernel
 //! driver) the example only says so.
 
-// The test rig is shared with the integration tests in tests/: the one `#[path]` left in
-// the driver package (an example cannot name a module of tests/ any other way; the rig
-// belongs in a simulation crate, not in the kernel driver's library).
+// The test rig (tests/common/, with its IC rig and client transport) is shared with the
+// integration tests: the one `#[path]` left in the driver package, since an example cannot
+// name a module of tests/ any other way. Its home is a simulation crate (crates/vmbridge-sim),
+// not the kernel driver's library; moving it there changes every test's imports.
 #[cfg(not(windows))]
 #[path = "../../tests/common/mod.rs"]
 mod common;
