@@ -9,6 +9,7 @@
 //! (cancel vs. completion) resolves the same way: exactly one completion per request.
 #![forbid(unsafe_code)]
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
@@ -23,6 +24,124 @@ const CANCELLING: u8 = 3;
 const DONE: u8 = 4;
 
 static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
+
+/// Alignment of the model's buffers (what `HEADER_ALIGNMENT` asks of user buffers).
+const ALIGN: usize = 8;
+/// Spare buffers a thread keeps for the next requests (bounds the memory the pool holds).
+const SPARES_MAX: usize = 32;
+
+thread_local! {
+    /// Storage of completed requests' buffers, reused by [`SimRequest::new`]: a request's
+    /// buffers are allocated (and zeroed) once, not per request. Per thread, so the
+    /// deterministic simulation stays deterministic.
+    static SPARES: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Frees this thread's spare request buffers (for leak checks that count live
+/// allocations: the spares are a cache, not a leak).
+pub fn free_spares() {
+    SPARES.with(|s| s.borrow_mut().clear());
+}
+
+/// A buffer of [`SimRequest::new`]: `len` bytes at an 8-byte-aligned `start` of storage
+/// that may come from an earlier request. Like a real user-mode buffer, its initial
+/// contents are unspecified (zeros when fresh, an earlier request's bytes when recycled):
+/// the driver must write every output byte it reports, and the model does not hide a
+/// driver that does not behind zeros.
+#[derive(Debug)]
+struct PooledBuf {
+    storage: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl PooledBuf {
+    /// `len` bytes, from a spare big enough if the thread has one.
+    fn take(len: usize) -> Self {
+        if len == 0 {
+            return Self {
+                storage: Vec::new(),
+                start: 0,
+                len: 0,
+            };
+        }
+        let need = len + ALIGN - 1;
+        let spare = SPARES.with(|s| {
+            let mut s = s.borrow_mut();
+            let i = s.iter().position(|v| v.len() >= need)?;
+            Some(s.swap_remove(i))
+        });
+        let storage = spare.unwrap_or_else(|| vec![0u8; need]);
+        let start = storage.as_ptr().align_offset(ALIGN).min(ALIGN - 1);
+        Self {
+            storage,
+            start,
+            len,
+        }
+    }
+
+    /// A copy of `bytes`.
+    fn copy_of(bytes: &[u8]) -> Self {
+        let mut b = Self::take(bytes.len());
+        b.as_mut_slice().copy_from_slice(bytes);
+        b
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.storage[self.start..self.start + self.len]
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.storage[self.start..self.start + self.len]
+    }
+
+    /// Gives the storage back to this thread's spares.
+    fn recycle(self) {
+        if self.storage.is_empty() {
+            return;
+        }
+        SPARES.with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() < SPARES_MAX {
+                if s.capacity() == 0 {
+                    // Allocated once per thread, here: not counted against a request.
+                    s.reserve_exact(SPARES_MAX);
+                }
+                s.push(self.storage);
+            }
+        });
+    }
+}
+
+/// A request's buffer: the model's own ([`SimRequest::new`]) or the caller's
+/// ([`SimRequest::from_buffers`], e.g. a misaligned one).
+#[derive(Debug)]
+enum Buf {
+    Pooled(PooledBuf),
+    Given(AlignedBuf),
+}
+
+impl Buf {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Buf::Pooled(b) => b.as_slice(),
+            Buf::Given(b) => b.as_slice(),
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        match self {
+            Buf::Pooled(b) => b.as_mut_slice(),
+            Buf::Given(b) => b.as_mut_slice(),
+        }
+    }
+
+    fn recycle(self) {
+        if let Buf::Pooled(b) = self {
+            b.recycle();
+        }
+    }
+}
 
 /// How a request ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,8 +177,8 @@ impl Shared {
 #[derive(Debug)]
 pub struct SimRequest {
     shared: Arc<Shared>,
-    input: AlignedBuf,
-    output: AlignedBuf,
+    input: Buf,
+    output: Buf,
 }
 
 /// The caller's side of a [`SimRequest`].
@@ -71,17 +190,25 @@ pub struct RequestHandle {
 impl SimRequest {
     /// A request with a copy of `input` (8-byte aligned) and an aligned output buffer of
     /// `output_len` bytes; returns it with the caller's handle.
+    ///
+    /// The buffers' storage is recycled from this thread's completed requests, so the
+    /// output's initial contents are unspecified, as a real caller's are (see
+    /// [`PooledBuf`]).
     #[must_use]
     pub fn new(input: &[u8], output_len: usize) -> (Self, RequestHandle) {
-        Self::from_buffers(
-            AlignedBuf::from_slice(input),
-            AlignedBuf::zeroed(output_len),
+        Self::with(
+            Buf::Pooled(PooledBuf::copy_of(input)),
+            Buf::Pooled(PooledBuf::take(output_len)),
         )
     }
 
     /// A request over prepared buffers (use this to pass misaligned or odd buffers).
     #[must_use]
     pub fn from_buffers(input: AlignedBuf, output: AlignedBuf) -> (Self, RequestHandle) {
+        Self::with(Buf::Given(input), Buf::Given(output))
+    }
+
+    fn with(input: Buf, output: Buf) -> (Self, RequestHandle) {
         let shared = Arc::new(Shared {
             key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
             state: AtomicU8::new(NEW),
@@ -134,6 +261,8 @@ impl UserRequest for SimRequest {
     fn complete(self, status: NtStatus, information: usize) {
         let n = information.min(self.output.as_slice().len());
         let output = self.output.as_slice()[..n].to_vec();
+        self.input.recycle();
+        self.output.recycle();
         self.shared.finish(Completion {
             status,
             information,
