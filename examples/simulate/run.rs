@@ -29,7 +29,9 @@
 //! Exit status 1 on a verifier violation, a lost or corrupted packet, a wrong response, a
 //! failed host send, or a stall (no progress for `STALL_ROUNDS` rounds of the deterministic
 //! simulation, or `--stall-seconds` of wall time in threaded mode).
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -84,15 +86,33 @@ included); 2 on bad arguments.",
 
 // ----- payloads -----------------------------------------------------------------------
 
-/// Host packet `seq`: `[seq: u64][wants_response: u8][pattern...]`, `size` bytes.
-fn payload(seq: u32, size: usize, wants_response: bool) -> Vec<u8> {
-    let mut p = vec![0u8; size];
+/// Byte 8 of a guest-to-host packet (the host's packets carry their `wants_response`).
+const GUEST_FLAG: u8 = 0xEE;
+
+/// Packet `seq` into `p`: `[seq: u64][flag: u8][pattern...]`, `size` bytes. `flag` is
+/// `wants_response` for the host's packets, [`GUEST_FLAG`] for the guest's.
+fn fill_payload(p: &mut Vec<u8>, seq: u32, size: usize, flag: u8) {
+    p.resize(size, 0);
     p[..8].copy_from_slice(&u64::from(seq).to_le_bytes());
-    p[8] = u8::from(wants_response);
+    p[8] = flag;
     for (i, b) in p.iter_mut().enumerate().skip(9) {
         *b = (seq as u8).wrapping_mul(31).wrapping_add(i as u8);
     }
-    p
+}
+
+thread_local! {
+    /// The payload [`with_payload`] builds: one buffer per thread, not one per packet.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Calls `f` with packet `seq`'s payload (see [`fill_payload`]), built in this thread's
+/// scratch buffer. `f` must not call `with_payload` itself.
+fn with_payload<T>(seq: u32, size: usize, flag: u8, f: impl FnOnce(&[u8]) -> T) -> T {
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        fill_payload(&mut s, seq, size, flag);
+        f(&s)
+    })
 }
 
 /// FNV-1a over `bytes`: the response a completion must carry.
@@ -105,12 +125,29 @@ fn checksum(bytes: &[u8]) -> [u8; 8] {
     h.to_le_bytes()
 }
 
-/// The guest-to-host packet `seq` (a different pattern from the host's).
-fn guest_payload(seq: u32, size: usize) -> Vec<u8> {
-    let mut p = payload(seq, size, false);
-    p[8] = 0xEE;
-    p
+/// Hashes the run's transaction ids (unique `u64`s from the simulator) with one multiply
+/// (Fibonacci hashing) instead of SipHash: the map is the run's, no hostile keys.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
+
+/// Transaction id of a host packet that asked for a completion -> its sequence number.
+type Transactions = HashMap<u64, u32, BuildHasherDefault<IdHasher>>;
 
 fn wants_response(seq: u32) -> bool {
     seq.is_multiple_of(4)
@@ -198,10 +235,11 @@ fn finish_read(
     };
     let hdr = p.header;
     let body = &p.payload[..];
-    let want = payload(expect, a.size, wants_response(expect));
     // VMBus pads in-band payloads to 8 bytes: the tail must be zeros.
     let intact = body.len() >= a.size
-        && body[..a.size] == want[..]
+        && with_payload(expect, a.size, u8::from(wants_response(expect)), |want| {
+            body[..a.size] == *want
+        })
         && body[a.size..].iter().all(|b| *b == 0);
     if !intact {
         let got = body
@@ -232,7 +270,7 @@ fn finish_send(seq: u32, a: &Args, c: std::io::Result<SendCompletion>, t: &mut T
     match c {
         Ok(c)
             if c.status == NtStatus::SUCCESS
-                && c.response[..] == checksum(&guest_payload(seq, a.size))[..] =>
+                && c.response[..] == with_payload(seq, a.size, GUEST_FLAG, checksum)[..] =>
         {
             t.g2h_responses_verified += 1;
         }
@@ -254,7 +292,8 @@ fn host_check(p: &kmcl_sim::HostPacket, size: usize, expect_seq: &AtomicU64, bad
     let seq = p.payload.get(..8).map_or(u64::MAX, |b| {
         u64::from_le_bytes(b.try_into().unwrap_or([0; 8]))
     });
-    let ok = u32::try_from(seq).is_ok_and(|s| p.payload == guest_payload(s, size));
+    let ok = u32::try_from(seq)
+        .is_ok_and(|s| with_payload(s, size, GUEST_FLAG, |want| p.payload[..] == *want));
     if !ok {
         bad.fetch_add(1, Ordering::Relaxed);
     }
@@ -316,8 +355,9 @@ fn run_deterministic(rig: &Rig, a: &Args, t: &mut Tally) {
             Some(checksum(&p.payload).to_vec())
         });
     }
-    let mut sent_at: HashMap<u32, Instant> = HashMap::new();
-    let mut trans: HashMap<u64, u32> = HashMap::new();
+    // Host send times by sequence number (reads complete in order: a queue).
+    let mut sent_at: VecDeque<(u32, Instant)> = VecDeque::new();
+    let mut trans = Transactions::default();
     let mut reads: VecDeque<(PendingRead<'_>, u32)> = VecDeque::new();
     let mut sends: VecDeque<(PendingSend<'_>, u32, Instant)> = VecDeque::new();
     let (mut next_host, mut next_read, mut next_guest) = (0u32, 0u32, 0u32);
@@ -342,13 +382,18 @@ fn run_deterministic(rig: &Rig, a: &Args, t: &mut Tally) {
             if next_host >= n {
                 break;
             }
-            let p = payload(next_host, a.size, wants_response(next_host));
-            match host.send_inband(&p, wants_response(next_host)) {
+            let wants = wants_response(next_host);
+            let sent = with_payload(next_host, a.size, u8::from(wants), |p| {
+                host.send_inband(p, wants)
+            });
+            match sent {
                 Ok(tid) => {
-                    trans.insert(tid, next_host);
-                    sent_at.insert(next_host, Instant::now());
+                    if wants {
+                        trans.insert(tid, next_host);
+                    }
+                    sent_at.push_back((next_host, Instant::now()));
                     t.h2g_sent += 1;
-                    t.h2g_bytes += p.len() as u64;
+                    t.h2g_bytes += a.size as u64;
                     next_host += 1;
                 }
                 Err(SendError::Full) => {
@@ -382,8 +427,14 @@ fn run_deterministic(rig: &Rig, a: &Args, t: &mut Tally) {
             };
             let seq = *seq;
             reads.pop_front();
-            if let Some(at) = sent_at.remove(&seq) {
-                t.read_latency_ns.push(at.elapsed().as_nanos() as u64);
+            while let Some(&(s, at)) = sent_at.front() {
+                if s > seq {
+                    break;
+                }
+                sent_at.pop_front();
+                if s == seq {
+                    t.read_latency_ns.push(at.elapsed().as_nanos() as u64);
+                }
             }
             finish_read(&dev, a, seq, r, t);
         }
@@ -457,11 +508,10 @@ fn start_requests<'d>(
         *next_read += 1;
     }
     while sends.len() < SENDS_OUTSTANDING && *next_guest < n {
-        let p = guest_payload(*next_guest, a.size);
         t.g2h_sent += 1;
-        t.g2h_bytes += p.len() as u64;
+        t.g2h_bytes += a.size as u64;
         if next_guest.is_multiple_of(2) {
-            match dev.start_send_wait(&p) {
+            match with_payload(*next_guest, a.size, GUEST_FLAG, |p| dev.start_send_wait(p)) {
                 Ok(s) => sends.push_back((s, *next_guest, Instant::now())),
                 Err(e) => {
                     t.fail(format!("send {next_guest}: {e}"));
@@ -469,7 +519,9 @@ fn start_requests<'d>(
                 }
             }
             t.g2h_waited += 1;
-        } else if let Err(e) = dev.write(&p) {
+        } else if let Err(e) = with_payload(*next_guest, a.size, GUEST_FLAG, |p| {
+            dev.write(p).map(|_| ())
+        }) {
             t.fail(format!("write {next_guest}: {e}"));
         }
         *next_guest += 1;
@@ -477,16 +529,10 @@ fn start_requests<'d>(
     true
 }
 
-fn verify_host_completion(
-    tid: u64,
-    resp: &[u8],
-    trans: &HashMap<u64, u32>,
-    a: &Args,
-    t: &mut Tally,
-) {
+fn verify_host_completion(tid: u64, resp: &[u8], trans: &Transactions, a: &Args, t: &mut Tally) {
     match trans.get(&tid) {
         Some(&seq) if wants_response(seq) => {
-            if resp.get(..8) == Some(&checksum(&payload(seq, a.size, true))[..]) {
+            if resp.get(..8) == Some(&with_payload(seq, a.size, 1, checksum)[..]) {
                 t.h2g_answers_verified += 1;
             } else {
                 t.fail(format!("host packet {seq}: wrong response from user mode"));
@@ -525,7 +571,7 @@ fn run_threaded(rig: &Rig, a: &Args, t: &mut Tally) {
     }
     let start = Instant::now();
     let sent_at: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
-    let trans: Arc<Mutex<HashMap<u64, u32>>> = Arc::default();
+    let trans: Arc<Mutex<Transactions>> = Arc::default();
     let ring_full = Arc::new(AtomicU64::new(0));
     let host_sent = Arc::new(AtomicU64::new(0));
     // Set on a failed send or a stall: every thread of the run stops.
@@ -559,8 +605,9 @@ fn run_threaded(rig: &Rig, a: &Args, t: &mut Tally) {
             a.size,
         );
         std::thread::spawn(move || -> Result<(), String> {
+            let mut p = Vec::new();
             for seq in 0..n {
-                let p = payload(seq, size, wants_response(seq));
+                fill_payload(&mut p, seq, size, u8::from(wants_response(seq)));
                 loop {
                     if stop.load(Ordering::Relaxed) {
                         return Ok(());
