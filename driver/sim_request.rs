@@ -27,8 +27,12 @@ static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
 
 /// Alignment of the model's buffers (what `HEADER_ALIGNMENT` asks of user buffers).
 const ALIGN: usize = 8;
-/// Spare buffers a thread keeps for the next requests (bounds the memory the pool holds).
-const SPARES_MAX: usize = 32;
+/// Spare buffers a thread keeps for the next requests (bounds the memory the pool holds:
+/// a few MiB at the fuzzers' largest buffers).
+const SPARES_MAX: usize = 256;
+/// Smallest storage the pool allocates; storage sizes are powers of two from here, so a
+/// spare fits the next request of about the same size.
+const MIN_STORAGE: usize = 64;
 
 thread_local! {
     /// Storage of completed requests' buffers, reused by [`SimRequest::new`]: a request's
@@ -66,12 +70,22 @@ impl PooledBuf {
             };
         }
         let need = len + ALIGN - 1;
+        let class = need.next_power_of_two().max(MIN_STORAGE);
         let spare = SPARES.with(|s| {
             let mut s = s.borrow_mut();
-            let i = s.iter().position(|v| v.len() >= need)?;
-            Some(s.swap_remove(i))
+            // The smallest spare that fits (an exact size class ends the search).
+            let mut best: Option<(usize, usize)> = None;
+            for (i, v) in s.iter().enumerate() {
+                if v.len() >= need && best.is_none_or(|(_, l)| v.len() < l) {
+                    best = Some((i, v.len()));
+                    if v.len() == class {
+                        break;
+                    }
+                }
+            }
+            best.map(|(i, _)| s.swap_remove(i))
         });
-        let storage = spare.unwrap_or_else(|| vec![0u8; need]);
+        let storage = spare.unwrap_or_else(|| vec![0u8; class]);
         let start = storage.as_ptr().align_offset(ALIGN).min(ALIGN - 1);
         Self {
             storage,
@@ -95,19 +109,23 @@ impl PooledBuf {
         &mut self.storage[self.start..self.start + self.len]
     }
 
-    /// Gives the storage back to this thread's spares.
-    fn recycle(self) {
-        if self.storage.is_empty() {
+    /// Gives the storage back to this thread's spares (leaves this buffer empty).
+    fn recycle(&mut self) {
+        let storage = std::mem::take(&mut self.storage);
+        self.len = 0;
+        self.start = 0;
+        if storage.is_empty() {
             return;
         }
-        SPARES.with(|s| {
+        // `try_with`: a request dropped while the thread's locals are torn down frees it.
+        let _ = SPARES.try_with(|s| {
             let mut s = s.borrow_mut();
             if s.len() < SPARES_MAX {
                 if s.capacity() == 0 {
                     // Allocated once per thread, here: not counted against a request.
                     s.reserve_exact(SPARES_MAX);
                 }
-                s.push(self.storage);
+                s.push(storage);
             }
         });
     }
@@ -136,7 +154,7 @@ impl Buf {
         }
     }
 
-    fn recycle(self) {
+    fn recycle(&mut self) {
         if let Buf::Pooled(b) = self {
             b.recycle();
         }
@@ -261,13 +279,20 @@ impl UserRequest for SimRequest {
     fn complete(self, status: NtStatus, information: usize) {
         let n = information.min(self.output.as_slice().len());
         let output = self.output.as_slice()[..n].to_vec();
-        self.input.recycle();
-        self.output.recycle();
+        // `drop(self)` recycles the buffers.
         self.shared.finish(Completion {
             status,
             information,
             output,
         });
+    }
+}
+
+impl Drop for SimRequest {
+    /// Completed or not (a request the driver drops), the buffers go back to the pool.
+    fn drop(&mut self) {
+        self.input.recycle();
+        self.output.recycle();
     }
 }
 
