@@ -48,6 +48,7 @@ pub mod ic_host;
 mod mem;
 mod registry;
 mod sched;
+pub mod script;
 mod server;
 mod table;
 mod verifier;
@@ -142,6 +143,34 @@ impl SimConfig {
         self.verifier = VerifierMode::Collect;
         self
     }
+
+    /// The same configuration with [`padded_lengths`](Self::padded_lengths) set.
+    #[must_use]
+    pub fn with_padded_lengths(mut self, padded: bool) -> Self {
+        self.padded_lengths = padded;
+        self
+    }
+
+    /// The same configuration with [`deadlock_timeout`](Self::deadlock_timeout) set.
+    #[must_use]
+    pub fn with_deadlock_timeout(mut self, timeout: Duration) -> Self {
+        self.deadlock_timeout = timeout;
+        self
+    }
+
+    /// The same configuration with [`max_batch`](Self::max_batch) set.
+    #[must_use]
+    pub fn with_max_batch(mut self, packets: u32) -> Self {
+        self.max_batch = packets;
+        self
+    }
+
+    /// The same configuration with [`default_ring_pages`](Self::default_ring_pages) set.
+    #[must_use]
+    pub fn with_default_ring_pages(mut self, pages: u32) -> Self {
+        self.default_ring_pages = pages;
+        self
+    }
 }
 
 /// Configuration of a channel offer (the guest PDO).
@@ -173,6 +202,29 @@ impl Default for OfferConfig {
             ),
             pipe: false,
         }
+    }
+}
+
+impl OfferConfig {
+    /// The same offer with interface type `guid` (the PDO's hardware ID `VMBUS\{guid}`).
+    #[must_use]
+    pub fn with_interface_type(mut self, guid: kmcl_sys::GUID) -> Self {
+        self.interface_type = guid;
+        self
+    }
+
+    /// The same offer with interface instance `guid`.
+    #[must_use]
+    pub fn with_interface_instance(mut self, guid: kmcl_sys::GUID) -> Self {
+        self.interface_instance = guid;
+        self
+    }
+
+    /// The same offer made as a pipe (`true`) or not.
+    #[must_use]
+    pub fn with_pipe(mut self, pipe: bool) -> Self {
+        self.pipe = pipe;
+        self
     }
 }
 
