@@ -1,4 +1,6 @@
-//! A host-side KMCL simulator: the KMCL function table over simulated VMBus channels.
+#![doc = include_str!("../README.md")]
+//!
+//! # The API in brief
 //!
 //! C header: `vmbuskernelmodeclientlibapi.h` (WDK 10.0.20348); `docs/simulator.md` says
 //! what is modelled and what is not.
@@ -21,7 +23,7 @@
 //!    with [`HostEndpoint::send_inband`] and reads with [`HostEndpoint::recv`].
 //! 5. [`Sim::assert_clean`] at the end.
 //!
-//! # Examples
+//! ## Examples
 //!
 //! ```
 //! use kmcl_sim::{OfferConfig, SendError, Sim, SimConfig};

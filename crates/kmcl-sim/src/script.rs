@@ -39,7 +39,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::time::{Duration, Instant};
@@ -166,8 +166,10 @@ impl Script {
         self
     }
 
-    /// Runs the script against `host` (an offer of `sim` that a driver opened). Ends
-    /// like [`settle`](Self::settle), then collects the verifier's report.
+    /// Runs the script against `host` (an offer of `sim` on which a driver enabled a
+    /// channel). First waits for the host's open to finish (KMCL opens asynchronously
+    /// after `VmbChannelEnable`); ends like [`settle`](Self::settle), then collects the
+    /// verifier's report.
     ///
     /// With the verifier in [`VerifierMode::Bugcheck`](crate::VerifierMode::Bugcheck) a
     /// violation panics at the next safe point, as a bugcheck would; use
@@ -183,8 +185,11 @@ impl Script {
             timeout: self.timeout,
             expected: Vec::new(),
             arrived: HashMap::new(),
+            late: HashSet::new(),
             completions: Vec::new(),
         };
+        // A channel that never opens fails the first send with `SendError::NotOpen`.
+        host.wait_open(self.timeout);
         for (step, s) in self.steps.iter().enumerate() {
             match s {
                 Step::Send { payload, expect } => run.send(step, payload, expect)?,
@@ -225,6 +230,9 @@ struct Run<'a> {
     expected: Vec<Pending>,
     /// Completions taken from the host that no expectation claimed yet.
     arrived: HashMap<u64, Vec<u8>>,
+    /// Optional completions (sent before a rescind) that had not arrived when their
+    /// settle ran: they may still arrive later and are then ignored.
+    late: HashSet<u64>,
     completions: Vec<Completion>,
 }
 
@@ -289,7 +297,9 @@ impl Run<'_> {
                         ErrorKind::UnexpectedCompletion { response },
                     ));
                 }
-                (_, None) if p.optional => {}
+                (_, None) if p.optional => {
+                    self.late.insert(p.trans_id);
+                }
                 (_, None) => return Err(ScriptError::new(p.step, ErrorKind::NoCompletion)),
                 (Expect::Response(want), Some(got)) if !response_matches(want, &got) => {
                     return Err(ScriptError::new(
@@ -307,6 +317,8 @@ impl Run<'_> {
                 }),
             }
         }
+        let late = &self.late;
+        self.arrived.retain(|t, _| !late.contains(t));
         if let Some((&trans_id, _)) = self.arrived.iter().next() {
             return Err(ScriptError::new(
                 step,
