@@ -227,7 +227,11 @@ extern "C" fn evt_prepare_hardware(
     };
     // SAFETY: rule WDF_TYPED_CONTEXT: our device.
     let ctx = unsafe { context(device as WDFOBJECT) };
-    let Some(table) = NonNull::new(ctx) else {
+    if ctx.is_null() {
+        return STATUS_INVALID_DEVICE_STATE;
+    }
+    // SAFETY: rule DEVICE_CONTEXT_INITIALISED: a place projection, no reference made.
+    let Some(table) = NonNull::new(unsafe { &raw mut (*ctx).interface }) else {
         return STATUS_INVALID_DEVICE_STATE;
     };
     // SAFETY: rule TABLE_OUTLIVES_CHANNEL: the table lives in the context, which outlives
