@@ -66,11 +66,12 @@ impl IcRig {
         kmcl::irql::set_host_irql_source(kmcl_sim::current_irql);
         let service = hv_service(ic.service.expect("an IC service"));
         let sim = Sim::new(sim_cfg);
-        let offer = sim.offer(OfferConfig {
-            interface_type: sim_guid(service.interface_id()),
-            interface_instance: sim_guid(service.instance_id()),
-            pipe: true,
-        });
+        let offer = sim.offer(
+            OfferConfig::default()
+                .with_interface_type(sim_guid(service.interface_id()))
+                .with_interface_instance(sim_guid(service.instance_id()))
+                .with_pipe(true),
+        );
         let host = IcHost::new(offer.host(), service);
         let table: &'static kmcl_sys::KMCL_CLIENT_INTERFACE_V5 =
             Box::leak(Box::new(*sim.client_interface()));

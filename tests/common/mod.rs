@@ -62,10 +62,7 @@ impl Rig {
     pub fn new(sim_cfg: SimConfig, config: Config, tracer: Tracer) -> Rig {
         kmcl::irql::set_host_irql_source(kmcl_sim::current_irql);
         let sim = Sim::new(sim_cfg);
-        let offer = sim.offer(OfferConfig {
-            interface_type: channel_type(),
-            ..OfferConfig::default()
-        });
+        let offer = sim.offer(OfferConfig::default().with_interface_type(channel_type()));
         let host = offer.host();
         let table: &'static kmcl_sys::KMCL_CLIENT_INTERFACE_V5 =
             Box::leak(Box::new(*sim.client_interface()));

@@ -74,6 +74,7 @@ use sched::{Ctx, Queues, SplitMix64, Task};
 
 /// How the simulation executes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Mode {
     /// Single-threaded, seeded: everything runs on the thread that calls
     /// [`Sim::run_until_idle`] (or inside a blocking KMCL call). The seed picks batch
@@ -89,6 +90,7 @@ pub enum Mode {
 
 /// What the verifier does on a violation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum VerifierMode {
     /// Panic with the rule name and the call at the next Rust-frame safe point.
     Bugcheck,
@@ -98,6 +100,7 @@ pub enum VerifierMode {
 
 /// Configuration of a [`Sim`].
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct SimConfig {
     /// Deterministic or threaded execution.
     pub mode: Mode,
@@ -177,6 +180,7 @@ impl SimConfig {
 
 /// Configuration of a channel offer (the guest PDO).
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct OfferConfig {
     /// The interface type GUID (basis of the PDO hardware ID `VMBUS\{type}`).
     pub interface_type: kmcl_sys::GUID,
@@ -232,6 +236,7 @@ impl OfferConfig {
 
 /// Counters of one simulation (signals, packets).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Stats {
     /// Signals (interrupts) from the guest (KMCL) to the host.
     pub guest_to_host_signals: u64,

@@ -111,6 +111,7 @@ impl ControlField {
 /// Why ring contents or indices were rejected. Each malformed input of vmbus-protocol.md §6
 /// has its own reason; none of them panics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum CorruptReason {
     /// `write_index` is not a multiple of 8.
     WriteIndexMisaligned,
@@ -184,6 +185,7 @@ impl std::error::Error for CorruptReason {}
 
 /// Error from [`IncomingRing::peek`] / [`IncomingRing::read_next`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ReadError {
     /// No packet at the read cursor (`cursor == write_index`).
     Empty,
@@ -204,6 +206,7 @@ impl std::error::Error for ReadError {}
 
 /// Error from [`OutgoingRing::write`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum WriteError {
     /// Not enough free space now: a write needs `raw_free > needed`. `needed` is the packet's
     /// ring footprint (descriptor + extension + padded payload + trailer), the value to put in
@@ -239,6 +242,7 @@ impl std::error::Error for WriteError {}
 
 /// Result of a successful write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct WriteOutcome {
     /// Signal the reader: the ring went empty -> non-empty and its `interrupt_mask` was 0.
     pub signal: bool,
@@ -279,6 +283,7 @@ impl GpaRange {
 
 /// The type-specific part of a packet to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum OutgoingKind<'a> {
     /// Type 6, no extension.
     InBand,
@@ -420,6 +425,7 @@ impl<'a> OutgoingPacket<'a> {
 
 /// The type-specific part of a packet that was read.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum IncomingKind {
     /// Type 6.
     InBand,
@@ -445,6 +451,7 @@ pub enum IncomingKind {
 
 /// A parsed packet, copied out of the ring.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct IncomingPacket {
     /// Data-area offset of the descriptor.
     pub offset: u32,
@@ -1412,6 +1419,7 @@ impl IncomingRing {
 
 /// Error from [`IncomingRing::try_release`] and [`ReleaseTracker`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ReleaseError {
     /// The offset is not inside the read-but-unreleased window.
     OutsideReadWindow,
@@ -1540,6 +1548,7 @@ impl PipeMessageType {
 
 /// Error from the pipe-header helpers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PipeError {
     /// The payload exceeds [`MAXIMUM_PIPE_PACKET_SIZE`].
     TooLarge {
