@@ -168,8 +168,10 @@ extern "C" fn evt_device_add(_driver: WDFDRIVER, mut device_init: PWDFDEVICE_INI
     // SAFETY: rule DEVICE_CONTEXT_INITIALISED: WDF's zeroed context memory, written once
     // before any other callback of the device can run.
     unsafe { ptr::write(ctx, value) };
-    // SAFETY: rule DEVICE_CONTEXT_INITIALISED: written above; the table never moves.
-    let st = unsafe { query_kmcl(device, &raw mut (*ctx).interface) };
+    // SAFETY: rule DEVICE_CONTEXT_INITIALISED: written above; a place projection.
+    let table = unsafe { &raw mut (*ctx).interface };
+    // SAFETY: rule KMCL_QUERY_INTERFACE: our FDO; the table in the context never moves.
+    let st = unsafe { query_kmcl(device, table) };
     if st >= 0 {
         // SAFETY: rule DEVICE_CONTEXT_INITIALISED: as above; nothing else runs yet.
         unsafe { (*ctx).referenced = true };

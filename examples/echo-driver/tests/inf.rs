@@ -52,6 +52,9 @@ fn binary_catalog_and_service_follow_the_package_name() {
         format!("ServiceBinary = %13%\\{stem}.sys"),
         format!("KmdfService = {stem}, EchoDriver_wdfsect"),
         "KmdfLibraryVersion = $KMDFVERSION$".to_owned(),
+        // KMDF 1.31 and ExAllocatePool2 (wdk-alloc): Windows 10 2004, build 19041.
+        "%StdMfg% = Standard,NT$ARCH$.10.0...19041".to_owned(),
+        "[Standard.NT$ARCH$.10.0...19041]".to_owned(),
     ] {
         assert!(l.contains(&want.as_str()), "missing `{want}`");
     }
