@@ -220,3 +220,58 @@ fn verifier_reports_a_packet_never_completed() {
     report.assert_rules(&[Rule::PacketOutstandingAtDisable]);
     drop(channel);
 }
+
+#[test]
+fn packets_with_external_data_are_echoed_payload_only() {
+    for mode in MODES {
+        let b = Bench::new(SimConfig::deterministic(9));
+        let channel = b.open(mode);
+        let host = b.offer.host();
+        let gpa = host
+            .send_gpa_direct(b"gpa", &[7u8; 5000], true, true)
+            .unwrap();
+        let xfer = host
+            .send_transfer_pages(b"xfer", &[9u8; 300], true)
+            .unwrap();
+        b.sim.run_until_idle();
+        let mut done: Vec<(u64, Vec<u8>)> = std::iter::from_fn(|| host.take_completion()).collect();
+        done.sort();
+        assert_eq!(done.len(), 2);
+        assert_eq!((done[0].0, &done[0].1[..3]), (gpa, &b"gpa"[..]));
+        assert_eq!((done[1].0, &done[1].1[..4]), (xfer, &b"xfer"[..]));
+        // The echo never writes into the host's buffer.
+        assert_eq!(host.external_data(gpa), Some(vec![7u8; 5000]));
+        channel.close(b.passive);
+        b.sim.assert_clean();
+    }
+}
+
+#[test]
+fn a_malformed_packet_fails_the_channel_not_the_driver() {
+    for mode in MODES {
+        let b = Bench::new(SimConfig::deterministic(10));
+        let channel = b.open(mode);
+        let host = b.offer.host();
+        // An in-band descriptor whose data offset points past its own length.
+        let mut raw = vec![0u8; 32];
+        raw[0..2].copy_from_slice(&6u16.to_le_bytes());
+        raw[2..4].copy_from_slice(&200u16.to_le_bytes());
+        raw[4..6].copy_from_slice(&4u16.to_le_bytes());
+        Script::new()
+            .send(b"good")
+            .expect_response(b"good")
+            .run(&b.sim, &host)
+            .unwrap();
+        host.send_raw(&raw).unwrap();
+        b.sim.run_until_idle();
+        assert!(host.error().is_some(), "KMCL failed the channel");
+        assert!(!host.is_open());
+        assert_eq!(
+            channel.handler().echoed(),
+            1,
+            "the bad packet never reached it"
+        );
+        channel.close(b.passive);
+        b.sim.assert_clean();
+    }
+}
