@@ -17,6 +17,9 @@ mod inf_parse;
 
 use inf_parse::entries;
 
+/// Windows 10 1809 / Server 2019: the first build with the server-only KMCL routines.
+const KMCL_SERVER_FIRST_BUILD: u32 = 17763;
+
 /// The host INF's sections.
 fn sections() -> BTreeMap<String, Vec<String>> {
     inf_parse::sections(INF)
@@ -39,8 +42,14 @@ fn host_models_install_a_root_enumerated_control_device() {
     assert!(!decorations.is_empty());
     for deco in decorations {
         assert!(deco.starts_with("NT$ARCH$"), "per-architecture models");
-        // Server-only KMCL routines need Windows 10 1809 / Server 2019 or later.
-        assert!(deco.ends_with("10.0...17763"), "{deco}");
+        // The KMDF runtime and EtwSetInformation decide the minimum build, which is
+        // above the server-only KMCL routines' Windows 10 1809 (10.0.17763).
+        let minimum = inf_parse::minimum_windows_build(KMCL_SERVER_FIRST_BUILD);
+        assert_eq!(
+            inf_parse::decoration_target_os(deco),
+            (10, 0, minimum),
+            "{deco}: host mode loads on Windows 10.0.{minimum} and later"
+        );
         let lines = entries(&s, &format!("{base}.{deco}"));
         let (_, install) = lines.iter().next().expect("a model line");
         let (section, id) = install.split_once(',').expect("section, hardware id");

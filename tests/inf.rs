@@ -69,6 +69,25 @@ fn models_bind_the_vmbridge_channel_type() {
     }
 }
 
+/// The models sections carry the minimum Windows build (`NT$ARCH$.10.0...<build>`): the
+/// KMDF runtime the driver targets and `EtwSetInformation` (Windows 10 1507) decide it.
+#[test]
+fn models_target_the_minimum_windows_build() {
+    let s = sections();
+    let m = entries(&s, "Manufacturer");
+    let (_, models) = m.iter().next().expect("one manufacturer");
+    let decorations: Vec<&str> = models.split(',').map(str::trim).skip(1).collect();
+    assert!(!decorations.is_empty(), "models must be decorated");
+    let minimum = inf_parse::minimum_windows_build(0);
+    for deco in decorations {
+        assert_eq!(
+            inf_parse::decoration_target_os(deco),
+            (10, 0, minimum),
+            "{deco}: the driver loads on Windows 10.0.{minimum} and later"
+        );
+    }
+}
+
 #[test]
 fn service_binary_is_the_package_binary() {
     let s = sections();

@@ -7,7 +7,7 @@
 //! for `WDF_STRUCTURE_SIZE` (#242), so they are written out as the echo sample does.
 
 use alloc::sync::Arc;
-use core::ffi::c_void;
+use core::ffi::{CStr, c_void};
 use core::ptr;
 use core::sync::atomic::AtomicPtr;
 
@@ -51,7 +51,8 @@ pub(super) const WDF_PNPPOWER_EVENT_CALLBACKS_SIZE: ULONG =
 /// `WDF_FILEOBJECT_CONFIG_SIZE`.
 pub(super) const WDF_FILEOBJECT_CONFIG_SIZE: ULONG = wdf_size::<WDF_FILEOBJECT_CONFIG>();
 /// `WDF_OBJECT_CONTEXT_TYPE_INFO_SIZE`.
-const WDF_OBJECT_CONTEXT_TYPE_INFO_SIZE: ULONG = wdf_size::<WDF_OBJECT_CONTEXT_TYPE_INFO>();
+pub(super) const WDF_OBJECT_CONTEXT_TYPE_INFO_SIZE: ULONG =
+    wdf_size::<WDF_OBJECT_CONTEXT_TYPE_INFO>();
 
 /// The bound device as the I/O callbacks share it.
 pub(super) type Device = VmbusDevice<Request, KSpinLock<State<Held, Request>>>;
@@ -83,7 +84,9 @@ pub(super) struct DeviceContext {
 }
 
 /// `WDF_OBJECT_CONTEXT_TYPE_INFO` made `Sync` so it can be a `static` (it holds raw
-/// pointers to itself and to a string literal, both immutable).
+/// pointers to itself and to a string literal, both immutable): what
+/// `WDF_DECLARE_CONTEXT_TYPE_WITH_NAME` emits, for the device context here and the
+/// host-mode control device's context in `host.rs`.
 #[repr(transparent)]
 pub(super) struct ContextTypeInfo(WDF_OBJECT_CONTEXT_TYPE_INFO);
 
@@ -91,22 +94,49 @@ pub(super) struct ContextTypeInfo(WDF_OBJECT_CONTEXT_TYPE_INFO);
 // initialisation; WDF only reads it (and compares `UniqueType` addresses).
 unsafe impl Sync for ContextTypeInfo {}
 
+impl ContextTypeInfo {
+    /// The type info of a context of type `T` named `name`; `this` is the address of the
+    /// `static` being initialised (the C macro points `UniqueType` at the info itself).
+    pub(super) const fn new<T>(name: &'static CStr, this: *const ContextTypeInfo) -> Self {
+        Self(WDF_OBJECT_CONTEXT_TYPE_INFO {
+            Size: WDF_OBJECT_CONTEXT_TYPE_INFO_SIZE,
+            // CAST: a NUL-terminated ASCII literal as the `PCHAR` the C macro stores.
+            ContextName: name.as_ptr().cast_mut().cast(),
+            ContextSize: size_of::<T>(),
+            // CAST: `ContextTypeInfo` is a transparent wrapper of the C struct.
+            UniqueType: this.cast(),
+            EvtDriverGetUniqueContextType: None,
+        })
+    }
+
+    /// `WDF_GET_CONTEXT_TYPE_INFO(T)`.
+    pub(super) fn get(&'static self) -> PCWDF_OBJECT_CONTEXT_TYPE_INFO {
+        self.0.UniqueType
+    }
+
+    /// The context of this type of `object` (`WdfObjectGetTypedContextWorker`), or null
+    /// when the object has no context of this type.
+    ///
+    /// # Safety
+    ///
+    /// `object` is a live WDF object of this driver; `T` is the type this info was made
+    /// for.
+    pub(super) unsafe fn context_of<T>(&'static self, object: WDFOBJECT) -> *mut T {
+        // SAFETY: rule WDF_TYPED_CONTEXT: a live object (caller's contract); the worker
+        // returns its context memory of exactly this type, or NULL.
+        let p = unsafe {
+            call_unsafe_wdf_function_binding!(WdfObjectGetTypedContextWorker, object, self.get())
+        };
+        p.cast()
+    }
+}
+
 /// `_WDF_DEVICE_CONTEXT_TYPE_INFO` (what `WDF_DECLARE_CONTEXT_TYPE_WITH_NAME` emits).
 pub(super) static WDF_DEVICE_CONTEXT_TYPE_INFO: ContextTypeInfo =
-    ContextTypeInfo(WDF_OBJECT_CONTEXT_TYPE_INFO {
-        Size: WDF_OBJECT_CONTEXT_TYPE_INFO_SIZE,
-        // CAST: a NUL-terminated ASCII literal as the `PCHAR` the C macro stores.
-        ContextName: c"DeviceContext".as_ptr().cast_mut().cast(),
-        ContextSize: size_of::<DeviceContext>(),
-        // CAST: the C macro points UniqueType at the info struct itself.
-        UniqueType: ptr::addr_of!(WDF_DEVICE_CONTEXT_TYPE_INFO).cast(),
-        EvtDriverGetUniqueContextType: None,
-    });
-
-/// `WDF_GET_CONTEXT_TYPE_INFO(DeviceContext)`.
-pub(super) fn device_context_type() -> PCWDF_OBJECT_CONTEXT_TYPE_INFO {
-    WDF_DEVICE_CONTEXT_TYPE_INFO.0.UniqueType
-}
+    ContextTypeInfo::new::<DeviceContext>(
+        c"DeviceContext",
+        ptr::addr_of!(WDF_DEVICE_CONTEXT_TYPE_INFO),
+    );
 
 /// `DeviceGetContext(device)` (the accessor the C macro generates).
 ///
@@ -115,14 +145,6 @@ pub(super) fn device_context_type() -> PCWDF_OBJECT_CONTEXT_TYPE_INFO {
 /// `object` is a `WDFDEVICE` created with `device_context_type()` in its attributes.
 pub(super) unsafe fn device_get_context(object: WDFOBJECT) -> *mut DeviceContext {
     // SAFETY: rule WDF_TYPED_CONTEXT: the caller passes a device created with this context
-    // type; WdfObjectGetTypedContextWorker returns its context memory (or NULL under
-    // the framework verifier for a wrong type).
-    let p = unsafe {
-        call_unsafe_wdf_function_binding!(
-            WdfObjectGetTypedContextWorker,
-            object,
-            device_context_type()
-        )
-    };
-    p.cast()
+    // type (or, under the framework verifier, gets NULL for a wrong type).
+    unsafe { WDF_DEVICE_CONTEXT_TYPE_INFO.context_of(object) }
 }

@@ -6,6 +6,9 @@
 //! (`WdfDriverOpenParametersRegistryKey`, `WdfRegistryQueryULong`);
 //! `kmcl-api.md` §6 (the interface route) and §7.2 (where each KMCL step goes).
 //!
+//! * [`create_device`] and [`publish`]: what creating a device takes for both the guest
+//!   device and the host-mode control device (`host.rs`), which differ only in their
+//!   callbacks and context ([`DeviceSetup`]) and in their queue's [`IoTarget`].
 //! * `EvtDriverDeviceAdd`: file-object and PnP callbacks, the device with its context, the
 //!   device interface user mode opens, the default queue, the registry configuration,
 //!   and the KMCL table through `WdfFdoQueryForInterface` (V5, falling back to V1).
@@ -27,27 +30,27 @@ use kmcl_sys::{
 };
 use wdk_sys::{
     _WDF_DEVICE_IO_TYPE, _WDF_EXECUTION_LEVEL, _WDF_FILEOBJECT_CLASS, _WDF_SYNCHRONIZATION_SCOPE,
-    _WDF_TRI_STATE, GUID, LARGE_INTEGER, NTSTATUS, PWDFDEVICE_INIT, STATUS_INVALID_DEVICE_STATE,
-    STATUS_SUCCESS, ULONG, UNICODE_STRING, WDF_FILEOBJECT_CONFIG, WDF_NO_HANDLE,
+    _WDF_TRI_STATE, GUID, LARGE_INTEGER, NTSTATUS, PFN_WDF_DEVICE_PREPARE_HARDWARE,
+    PFN_WDF_DEVICE_RELEASE_HARDWARE, PFN_WDF_FILE_CLEANUP, PFN_WDF_FILE_CLOSE,
+    PFN_WDF_IO_IN_CALLER_CONTEXT, PFN_WDF_OBJECT_CONTEXT_CLEANUP, PWDFDEVICE_INIT,
+    STATUS_INVALID_DEVICE_STATE, STATUS_SUCCESS, WDF_FILEOBJECT_CONFIG, WDF_NO_HANDLE,
     WDF_NO_OBJECT_ATTRIBUTES, WDF_OBJECT_ATTRIBUTES, WDF_PNPPOWER_EVENT_CALLBACKS, WDFCMRESLIST,
-    WDFDEVICE, WDFDRIVER, WDFFILEOBJECT, WDFKEY, WDFOBJECT, call_unsafe_wdf_function_binding,
+    WDFDEVICE, WDFDRIVER, WDFFILEOBJECT, WDFOBJECT, call_unsafe_wdf_function_binding,
 };
 
 use super::context::{
-    Device, DeviceContext, WDF_FILEOBJECT_CONFIG_SIZE, WDF_OBJECT_ATTRIBUTES_SIZE,
-    WDF_PNPPOWER_EVENT_CALLBACKS_SIZE, device_context_type, device_get_context,
+    ContextTypeInfo, Device, DeviceContext, WDF_DEVICE_CONTEXT_TYPE_INFO,
+    WDF_FILEOBJECT_CONFIG_SIZE, WDF_OBJECT_ATTRIBUTES_SIZE, WDF_PNPPOWER_EVENT_CALLBACKS_SIZE,
+    device_get_context,
 };
 use super::lock::KSpinLock;
-use super::queue::queue_initialize;
+use super::queue::{Guest, IoTarget, create_default_queue};
+use super::registry::{Key, wide};
 use super::{ic_config, ic_timer};
-use crate::bridge::config::{self, IcConfig, Value};
+use crate::bridge::config::{self, IcConfig, Issue as ConfigIssue, Value};
 use crate::bridge::protocol::GUID_DEVINTERFACE_VMBRIDGE;
 use crate::bridge::{Config, FileId, Lock};
 use crate::trace::{Event, Tracer};
-
-/// `KEY_READ` (winnt.h: `(STANDARD_RIGHTS_READ | KEY_QUERY_VALUE | KEY_ENUMERATE_SUB_KEYS
-/// | KEY_NOTIFY) & ~SYNCHRONIZE`). Spelled out: bindgen may not evaluate the macro.
-pub(super) const KEY_READ: ULONG = 0x0002_0019;
 
 /// A `u128` GUID (reading order) as the WDK's `GUID` struct.
 const fn guid(v: u128) -> GUID {
@@ -65,27 +68,6 @@ pub(super) static GUID_DEVINTERFACE: GUID = guid(GUID_DEVINTERFACE_VMBRIDGE);
 
 /// `KMCL_CLIENT_INTERFACE_TYPE` in static memory (WDF takes it by pointer).
 static KMCL_INTERFACE_TYPE: kmcl_sys::GUID = KMCL_CLIENT_INTERFACE_TYPE;
-
-/// ASCII to UTF-16 at compile time, for registry value names.
-const fn ascii_utf16<const N: usize>(s: &str) -> [u16; N] {
-    let b = s.as_bytes();
-    let mut out = [0u16; N];
-    let mut i = 0;
-    while i < N {
-        out[i] = b[i] as u16;
-        i += 1;
-    }
-    out
-}
-
-/// A `&'static [u16]` of an ASCII `&'static str` constant.
-macro_rules! wide {
-    ($s:expr) => {{
-        const S: &str = $s;
-        const W: [u16; S.len()] = ascii_utf16::<{ S.len() }>(S);
-        &W
-    }};
-}
 
 /// The registry value names of [`config::KEYS`] and [`config::IC_KEYS`], in UTF-16.
 static KEY_NAMES: [(&str, &[u16]); 8] = [
@@ -114,68 +96,32 @@ static KEY_NAMES: [(&str, &[u16]); 8] = [
     (config::KEY_IC_TIMEOUT_MS, wide!(config::KEY_IC_TIMEOUT_MS)),
 ];
 
-/// A counted string over a static UTF-16 name.
-pub(super) fn unicode(name: &'static [u16]) -> UNICODE_STRING {
-    let bytes = u16::try_from(name.len() * 2).unwrap_or(u16::MAX);
-    // CAST: WDF only reads the buffer of a PCUNICODE_STRING.
-    UNICODE_STRING {
-        Length: bytes,
-        MaximumLength: bytes,
-        Buffer: name.as_ptr().cast_mut(),
-    }
-}
-
 /// Reads `Services\vmbridge\Parameters` (written by the INF) into a [`Config`]; missing
 /// values keep their defaults, bad ones are reported as `ConfigIssue` events.
 /// PASSIVE_LEVEL.
 pub(super) fn read_config(driver: WDFDRIVER, tracer: Tracer) -> (Config, IcConfig) {
-    let mut key = WDF_NO_HANDLE as WDFKEY;
-    // SAFETY: rule WDF_CALL_AT_PASSIVE: EvtDriverDeviceAdd runs at PASSIVE_LEVEL; `driver`
-    // is the live driver object; `key` is a local out-param.
-    let st: NTSTATUS = unsafe {
-        call_unsafe_wdf_function_binding!(
-            WdfDriverOpenParametersRegistryKey,
-            driver,
-            KEY_READ,
-            WDF_NO_OBJECT_ATTRIBUTES,
-            &raw mut key
-        )
-    };
-    if st < 0 {
+    let Some(key) = Key::driver_parameters(driver) else {
         return (Config::DEFAULT, IcConfig::OFF);
-    }
-    let mut values: [(&str, u32, bool); 8] = [("", 0, false); 8];
-    for (slot, (name, wide)) in values.iter_mut().zip(KEY_NAMES.iter()) {
-        let us = unicode(wide);
-        let mut v: ULONG = 0;
-        // SAFETY: rule WDF_CALL_AT_PASSIVE: an open key; `us` describes a static buffer;
-        // `v` is a local out-param. A missing value returns STATUS_OBJECT_NAME_NOT_FOUND.
-        let st: NTSTATUS = unsafe {
-            call_unsafe_wdf_function_binding!(WdfRegistryQueryULong, key, &raw const us, &raw mut v)
-        };
-        *slot = (name, v, st >= 0);
-    }
-    // SAFETY: rule WDF_CALL_AT_PASSIVE: closes the key opened above, once.
-    unsafe { call_unsafe_wdf_function_binding!(WdfRegistryClose, key) };
-    let parsed = Config::parse(
-        values
-            .iter()
-            .filter(|v| v.2)
-            .map(|&(k, v, _)| (k, Value::Dword(v))),
-    );
-    let (ic, ic_issues) = IcConfig::parse(
-        values
-            .iter()
-            .filter(|v| v.2)
-            .map(|&(k, v, _)| (k, Value::Dword(v))),
-    );
-    for issue in parsed.issues.iter().chain(ic_issues.iter()) {
+    };
+    let mut values = [("", 0u32); KEY_NAMES.len()];
+    let found = key.query_ulongs(&KEY_NAMES, &mut values);
+    drop(key);
+    let values = &values[..found];
+    let dwords = || values.iter().map(|&(k, v)| (k, Value::Dword(v)));
+    let parsed = Config::parse(dwords());
+    let (ic, ic_issues) = IcConfig::parse(dwords());
+    report_issues(tracer, parsed.issues.iter().chain(ic_issues.iter()));
+    (parsed.config, ic)
+}
+
+/// Emits one `ConfigIssue` event per rejected registry value.
+pub(super) fn report_issues<'a>(tracer: Tracer, issues: impl Iterator<Item = &'a ConfigIssue>) {
+    for issue in issues {
         tracer.emit(Event::ConfigIssue {
             key: issue.key,
             kind: issue.kind,
         });
     }
-    (parsed.config, ic)
 }
 
 /// Fills `interface` through `WdfFdoQueryForInterface`, V5 first, then V1. PASSIVE_LEVEL.
@@ -223,25 +169,45 @@ unsafe fn query_kmcl(device: WDFDEVICE, interface: *mut KMCL_CLIENT_INTERFACE_V5
     st
 }
 
-/// `EvtDriverDeviceAdd` (`EVT_WDF_DRIVER_DEVICE_ADD`). PASSIVE_LEVEL.
-pub(super) extern "C" fn evt_device_add(
-    driver: WDFDRIVER,
+/// What distinguishes the guest device from the host-mode control device when they are
+/// created; everything else about creating them is the same ([`create_device`]).
+pub(super) struct DeviceSetup {
+    /// `EvtDevicePrepareHardware`.
+    pub(super) prepare_hardware: PFN_WDF_DEVICE_PREPARE_HARDWARE,
+    /// `EvtDeviceReleaseHardware`.
+    pub(super) release_hardware: PFN_WDF_DEVICE_RELEASE_HARDWARE,
+    /// `EvtFileCleanup`.
+    pub(super) file_cleanup: PFN_WDF_FILE_CLEANUP,
+    /// `EvtFileClose`.
+    pub(super) file_close: PFN_WDF_FILE_CLOSE,
+    /// `EvtIoInCallerContext`, if the device wants requests in the sender's thread.
+    pub(super) in_caller_context: PFN_WDF_IO_IN_CALLER_CONTEXT,
+    /// The device's context type.
+    pub(super) context: &'static ContextTypeInfo,
+    /// The context's `EvtCleanupCallback`.
+    pub(super) context_cleanup: PFN_WDF_OBJECT_CONTEXT_CLEANUP,
+}
+
+/// Sets up `device_init` (PnP callbacks, buffered I/O, file-object callbacks, the
+/// caller-context callback) and creates the device with its context. Returns the device
+/// and its context memory (zeroed by WDF, not yet a Rust value). PASSIVE_LEVEL.
+///
+/// # Safety
+///
+/// `device_init` is the framework's `WDFDEVICE_INIT` of the running `EvtDriverDeviceAdd`,
+/// not yet passed to `WdfDeviceCreate`; `setup.context` describes a context of type `T`.
+pub(super) unsafe fn create_device<T>(
     mut device_init: PWDFDEVICE_INIT,
-) -> NTSTATUS {
-    // SAFETY: rule DEVICE_INIT_BEFORE_CREATE: the framework's `device_init`, not yet used.
-    if unsafe { super::host::is_host_mode(driver, device_init) } {
-        // Root\VmBridgeHost: the control device of host mode (driver/kmdf/host.rs).
-        return super::host::evt_host_device_add(driver, device_init);
-    }
-    let tracer = Tracer::etw();
+    setup: &DeviceSetup,
+) -> Result<(WDFDEVICE, *mut T), NTSTATUS> {
     let mut pnp = WDF_PNPPOWER_EVENT_CALLBACKS {
         Size: WDF_PNPPOWER_EVENT_CALLBACKS_SIZE,
-        EvtDevicePrepareHardware: Some(evt_device_prepare_hardware),
-        EvtDeviceReleaseHardware: Some(evt_device_release_hardware),
+        EvtDevicePrepareHardware: setup.prepare_hardware,
+        EvtDeviceReleaseHardware: setup.release_hardware,
         ..WDF_PNPPOWER_EVENT_CALLBACKS::default()
     };
     // SAFETY: rule DEVICE_INIT_BEFORE_CREATE: `device_init` is the framework's, valid
-    // until WdfDeviceCreate; `pnp` is initialised (Size set).
+    // until WdfDeviceCreate (caller's contract); `pnp` is initialised (Size set).
     unsafe {
         call_unsafe_wdf_function_binding!(
             WdfDeviceInitSetPnpPowerEventCallbacks,
@@ -260,8 +226,8 @@ pub(super) extern "C" fn evt_device_add(
     let mut file_config = WDF_FILEOBJECT_CONFIG {
         Size: WDF_FILEOBJECT_CONFIG_SIZE,
         EvtDeviceFileCreate: None,
-        EvtFileClose: None,
-        EvtFileCleanup: Some(evt_file_cleanup),
+        EvtFileClose: setup.file_close,
+        EvtFileCleanup: setup.file_cleanup,
         AutoForwardCleanupClose: _WDF_TRI_STATE::WdfUseDefault,
         FileObjectClass: _WDF_FILEOBJECT_CLASS::WdfFileObjectWdfCanUseFsContext,
     };
@@ -274,17 +240,28 @@ pub(super) extern "C" fn evt_device_add(
             WDF_NO_OBJECT_ATTRIBUTES
         )
     };
+    if setup.in_caller_context.is_some() {
+        // SAFETY: rule DEVICE_INIT_BEFORE_CREATE: as above; the callback runs for every
+        // request of the device before it is queued.
+        unsafe {
+            call_unsafe_wdf_function_binding!(
+                WdfDeviceInitSetIoInCallerContextCallback,
+                device_init,
+                setup.in_caller_context
+            )
+        };
+    }
     let mut attributes = WDF_OBJECT_ATTRIBUTES {
         Size: WDF_OBJECT_ATTRIBUTES_SIZE,
         ExecutionLevel: _WDF_EXECUTION_LEVEL::WdfExecutionLevelInheritFromParent,
         SynchronizationScope: _WDF_SYNCHRONIZATION_SCOPE::WdfSynchronizationScopeInheritFromParent,
-        ContextTypeInfo: device_context_type(),
-        EvtCleanupCallback: Some(evt_device_context_cleanup),
+        ContextTypeInfo: setup.context.get(),
+        EvtCleanupCallback: setup.context_cleanup,
         ..WDF_OBJECT_ATTRIBUTES::default()
     };
     let mut device = WDF_NO_HANDLE as WDFDEVICE;
     // SAFETY: rule DEVICE_INIT_BEFORE_CREATE: WdfDeviceCreate takes `&mut device_init`
-    // and clears it on success; attributes carry our context type and cleanup.
+    // and clears it on success; attributes carry the context type and its cleanup.
     let st: NTSTATUS = unsafe {
         call_unsafe_wdf_function_binding!(
             WdfDeviceCreate,
@@ -294,13 +271,67 @@ pub(super) extern "C" fn evt_device_add(
         )
     };
     if st < 0 {
+        return Err(st);
+    }
+    // SAFETY: rule WDF_TYPED_CONTEXT: the device was just created with this context type,
+    // which describes a `T` (caller's contract).
+    let ctx = unsafe { setup.context.context_of::<T>(device as WDFOBJECT) };
+    if ctx.is_null() {
+        return Err(STATUS_INVALID_DEVICE_STATE);
+    }
+    Ok((device, ctx))
+}
+
+/// Publishes a created device: the device interface user mode opens
+/// (`GUID_DEVINTERFACE_VMBRIDGE`), then the default queue dispatching to `T`.
+/// PASSIVE_LEVEL.
+///
+/// # Safety
+///
+/// `device` was just created, with the context `T::of_queue` looks for, initialised.
+pub(super) unsafe fn publish<T: IoTarget>(device: WDFDEVICE) -> NTSTATUS {
+    // SAFETY: rule WDF_CALL_AT_PASSIVE: a live device; the GUID is a static.
+    let st: NTSTATUS = unsafe {
+        call_unsafe_wdf_function_binding!(
+            WdfDeviceCreateDeviceInterface,
+            device,
+            &raw const GUID_DEVINTERFACE,
+            ptr::null_mut()
+        )
+    };
+    if st < 0 {
         return st;
     }
-    // SAFETY: rule WDF_TYPED_CONTEXT: the device was created with the context type.
-    let ctx = unsafe { device_get_context(device as WDFOBJECT) };
-    if ctx.is_null() {
-        return STATUS_INVALID_DEVICE_STATE;
+    // SAFETY: rule WDF_CREATE_AT_PASSIVE: the device was just created (caller's contract).
+    unsafe { create_default_queue::<T>(device) }
+}
+
+/// `EvtDriverDeviceAdd` (`EVT_WDF_DRIVER_DEVICE_ADD`). PASSIVE_LEVEL.
+pub(super) extern "C" fn evt_device_add(
+    driver: WDFDRIVER,
+    device_init: PWDFDEVICE_INIT,
+) -> NTSTATUS {
+    // SAFETY: rule DEVICE_INIT_BEFORE_CREATE: the framework's `device_init`, not yet used.
+    if unsafe { super::host::is_host_mode(driver, device_init) } {
+        // Root\VmBridgeHost: the control device of host mode (driver/kmdf/host.rs).
+        return super::host::evt_host_device_add(driver, device_init);
     }
+    let tracer = Tracer::etw();
+    let setup = DeviceSetup {
+        prepare_hardware: Some(evt_device_prepare_hardware),
+        release_hardware: Some(evt_device_release_hardware),
+        file_cleanup: Some(evt_file_cleanup),
+        file_close: None,
+        in_caller_context: None,
+        context: &WDF_DEVICE_CONTEXT_TYPE_INFO,
+        context_cleanup: Some(evt_device_context_cleanup),
+    };
+    // SAFETY: rule DEVICE_INIT_BEFORE_CREATE: the framework's `device_init`, not yet
+    // passed to WdfDeviceCreate; the device context type describes a `DeviceContext`.
+    let (device, ctx) = match unsafe { create_device::<DeviceContext>(device_init, &setup) } {
+        Ok(created) => created,
+        Err(st) => return st,
+    };
     let (config, ic) = read_config(driver, tracer);
     // SAFETY: rule WDF_CALL_AT_PASSIVE: EvtDriverDeviceAdd; the device created above.
     let ic = unsafe { ic_config::apply_device_values(device, ic, tracer) };
@@ -330,20 +361,9 @@ pub(super) extern "C" fn evt_device_add(
     }
     // SAFETY: rule DEVICE_CONTEXT_INITIALISED: written above; PnP callbacks are serialized.
     unsafe { (*ctx).interface_referenced = true };
-    // SAFETY: rule WDF_CALL_AT_PASSIVE: a live device; the GUID is a static.
-    let st: NTSTATUS = unsafe {
-        call_unsafe_wdf_function_binding!(
-            WdfDeviceCreateDeviceInterface,
-            device,
-            &raw const GUID_DEVINTERFACE,
-            ptr::null_mut()
-        )
-    };
-    if st < 0 {
-        return st;
-    }
-    // SAFETY: rule WDF_CREATE_AT_PASSIVE: the device was just created with our context.
-    unsafe { queue_initialize(device) }
+    // SAFETY: rule WDF_CREATE_AT_PASSIVE: the device was just created with our context,
+    // initialised above.
+    unsafe { publish::<Guest>(device) }
 }
 
 /// `EvtDevicePrepareHardware`: allocate, configure and enable the channel. PASSIVE_LEVEL.
@@ -430,7 +450,7 @@ extern "C" fn evt_device_release_hardware(
                 let mut interval = LARGE_INTEGER { QuadPart: -10_000 }; // 1 ms, relative
                 // SAFETY: rule WDF_CALL_AT_PASSIVE: PASSIVE_LEVEL (token above); a
                 // non-alertable kernel-mode wait on a local interval.
-                // UNVERIFIED: `KernelMode` is 0 as a KPROCESSOR_MODE (CCHAR) in wdk_sys.
+                // `KernelMode` (wdm.h `MODE`) is 0; KPROCESSOR_MODE is a CCHAR.
                 let _ = unsafe { wdk_sys::ntddk::KeDelayExecutionThread(0, 0, &raw mut interval) };
             }
         }

@@ -1,7 +1,7 @@
 //! Host (root partition) mode: the `Root\VmBridgeHost` control device over the KMCL
 //! server table.
 //!
-//! C header: `wdfdevice.h` (`WdfDeviceInitOpenRegistryKey`,
+//! C header: `wdfdevice.h` (`WdfFdoInitOpenRegistryKey`,
 //! `WdfDeviceInitSetIoInCallerContextCallback`, `WdfDeviceEnqueueRequest`),
 //! `wdfrequest.h` (`WdfRequestGetParameters`, `WdfRequestWdmGetIrp`), `wdm.h`
 //! (`IoGetDeviceObjectPointer`, `IoBuildSynchronousFsdRequest`, `IRP_MN_QUERY_INTERFACE`,
@@ -40,28 +40,22 @@ use kmcl_sys::{
     KMCL_SERVER_INTERFACE_VERSION_V1, KMCL_SERVER_INTERFACE_VERSION_V5,
 };
 use wdk_sys::{
-    _EVENT_TYPE, _KWAIT_REASON, _MODE, _WDF_DEVICE_IO_TYPE, _WDF_EXECUTION_LEVEL,
-    _WDF_FILEOBJECT_CLASS, _WDF_IO_QUEUE_DISPATCH_TYPE, _WDF_REQUEST_STOP_ACTION_FLAGS,
-    _WDF_REQUEST_TYPE, _WDF_SYNCHRONIZATION_SCOPE, _WDF_TRI_STATE, ACCESS_MASK, GUID,
-    IO_STATUS_BLOCK, KEVENT, KPROCESSOR_MODE, NTSTATUS, PCWDF_OBJECT_CONTEXT_TYPE_INFO,
-    PDEVICE_OBJECT, PFILE_OBJECT, PLUGPLAY_REGKEY_DEVICE, PWDFDEVICE_INIT, STATUS_DEVICE_NOT_READY,
-    STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_DEVICE_REQUEST, STATUS_INVALID_DEVICE_STATE,
-    STATUS_NOT_SUPPORTED, STATUS_PENDING, STATUS_SUCCESS, UCHAR, ULONG, USHORT,
-    WDF_FILEOBJECT_CONFIG, WDF_IO_QUEUE_CONFIG, WDF_NO_HANDLE, WDF_NO_OBJECT_ATTRIBUTES,
-    WDF_OBJECT_ATTRIBUTES, WDF_OBJECT_CONTEXT_TYPE_INFO, WDF_PNPPOWER_EVENT_CALLBACKS,
-    WDF_REQUEST_PARAMETERS, WDFCMRESLIST, WDFDEVICE, WDFDRIVER, WDFFILEOBJECT, WDFKEY, WDFOBJECT,
-    WDFQUEUE, WDFREQUEST, call_unsafe_wdf_function_binding,
+    _EVENT_TYPE, _KWAIT_REASON, _MODE, _WDF_REQUEST_TYPE, ACCESS_MASK, GUID, IO_STATUS_BLOCK,
+    KEVENT, KPROCESSOR_MODE, NTSTATUS, PDEVICE_OBJECT, PFILE_OBJECT, PWDFDEVICE_INIT,
+    STATUS_DEVICE_NOT_READY, STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_DEVICE_REQUEST,
+    STATUS_INVALID_DEVICE_STATE, STATUS_NOT_SUPPORTED, STATUS_PENDING, STATUS_SUCCESS, UCHAR,
+    ULONG, USHORT, WDF_REQUEST_PARAMETERS, WDFCMRESLIST, WDFDEVICE, WDFDRIVER, WDFFILEOBJECT,
+    WDFOBJECT, WDFQUEUE, WDFREQUEST, call_unsafe_wdf_function_binding,
 };
 
-use super::context::{
-    WDF_FILEOBJECT_CONFIG_SIZE, WDF_IO_QUEUE_CONFIG_SIZE, WDF_OBJECT_ATTRIBUTES_SIZE,
-    WDF_PNPPOWER_EVENT_CALLBACKS_SIZE,
-};
-use super::device::{GUID_DEVINTERFACE, KEY_READ, read_config, unicode};
+use super::context::ContextTypeInfo;
+use super::device::{DeviceSetup, create_device, publish, read_config};
 use super::lock::KSpinLock;
+use super::queue::{IoTarget, file_of, forward_to_bridge};
+use super::registry::{Key, unicode, wide};
 use super::request::{Request, complete_raw};
 use crate::bridge::offer::IOCTL_VMBRIDGE_CREATE_OFFER;
-use crate::bridge::{FileId, NtStatus, RequestKey, State, UserRequest};
+use crate::bridge::{FileId, RequestKey, State};
 use crate::host_mode::{HostControl, OfferSetup, Offers};
 use crate::trace::Tracer;
 use crate::vmbus::Held;
@@ -79,27 +73,6 @@ const IRP_MN_QUERY_INTERFACE: UCHAR = 0x08;
 /// `FILE_ALL_ACCESS` (`STANDARD_RIGHTS_REQUIRED | SYNCHRONIZE | 0x1FF`), the access the
 /// in-box users of the route ask for (`kmcl-api.md` S9).
 const FILE_ALL_ACCESS: ACCESS_MASK = 0x001F_01FF;
-
-/// ASCII to UTF-16 at compile time (registry value and device names).
-const fn ascii_utf16<const N: usize>(s: &str) -> [u16; N] {
-    let b = s.as_bytes();
-    let mut out = [0u16; N];
-    let mut i = 0;
-    while i < N {
-        out[i] = b[i] as u16;
-        i += 1;
-    }
-    out
-}
-
-/// A `&'static [u16]` of an ASCII string literal.
-macro_rules! wide {
-    ($s:expr) => {{
-        const S: &str = $s;
-        const W: [u16; S.len()] = ascii_utf16::<{ S.len() }>(S);
-        &W
-    }};
-}
 
 /// The registry value that selects the host mode.
 pub(super) const KEY_HOST_MODE: &str = "HostMode";
@@ -129,42 +102,9 @@ pub(super) struct HostContext {
     control: Option<Control>,
 }
 
-/// `WDF_OBJECT_CONTEXT_TYPE_INFO` made `Sync` so it can be a `static`.
-#[repr(transparent)]
-struct HostContextTypeInfo(WDF_OBJECT_CONTEXT_TYPE_INFO);
-
-// SAFETY: rule WDF_CONTEXT_TYPE_INFO_IMMUTABLE: never written after initialisation; WDF
-// only reads it and compares its address.
-unsafe impl Sync for HostContextTypeInfo {}
-
-/// `sizeof(WDF_OBJECT_CONTEXT_TYPE_INFO)` as a `ULONG` (a few dozen bytes).
-const CONTEXT_TYPE_INFO_SIZE: ULONG = {
-    let s = size_of::<WDF_OBJECT_CONTEXT_TYPE_INFO>();
-    assert!(s <= ULONG::MAX as usize, "fits in ULONG");
-    #[expect(
-        clippy::cast_possible_truncation,
-        reason = "checked by the assert above"
-    )]
-    let s = s as ULONG;
-    s
-};
-
 /// `_WDF_HOST_CONTEXT_TYPE_INFO` (what `WDF_DECLARE_CONTEXT_TYPE_WITH_NAME` emits).
-static WDF_HOST_CONTEXT_TYPE_INFO: HostContextTypeInfo =
-    HostContextTypeInfo(WDF_OBJECT_CONTEXT_TYPE_INFO {
-        Size: CONTEXT_TYPE_INFO_SIZE,
-        // CAST: a NUL-terminated ASCII literal as the `PCHAR` the C macro stores.
-        ContextName: c"HostContext".as_ptr().cast_mut().cast(),
-        ContextSize: size_of::<HostContext>(),
-        // CAST: the C macro points UniqueType at the info struct itself.
-        UniqueType: ptr::addr_of!(WDF_HOST_CONTEXT_TYPE_INFO).cast(),
-        EvtDriverGetUniqueContextType: None,
-    });
-
-/// `WDF_GET_CONTEXT_TYPE_INFO(HostContext)`.
-fn host_context_type() -> PCWDF_OBJECT_CONTEXT_TYPE_INFO {
-    WDF_HOST_CONTEXT_TYPE_INFO.0.UniqueType
-}
+static WDF_HOST_CONTEXT_TYPE_INFO: ContextTypeInfo =
+    ContextTypeInfo::new::<HostContext>(c"HostContext", ptr::addr_of!(WDF_HOST_CONTEXT_TYPE_INFO));
 
 /// `HostGetContext(object)`: the control device's context, or `None` for a device of
 /// the guest mode (WdfObjectGetTypedContextWorker returns NULL for a type the object
@@ -172,45 +112,27 @@ fn host_context_type() -> PCWDF_OBJECT_CONTEXT_TYPE_INFO {
 fn host_context<'a>(object: WDFOBJECT) -> Option<&'a HostContext> {
     // SAFETY: rule WDF_TYPED_CONTEXT: a live WDF object of this driver (from a callback);
     // the worker returns the context of exactly this type, or NULL.
-    let p = unsafe {
-        call_unsafe_wdf_function_binding!(
-            WdfObjectGetTypedContextWorker,
-            object,
-            host_context_type()
-        )
-    };
-    let p = p.cast::<HostContext>();
+    let p = unsafe { WDF_HOST_CONTEXT_TYPE_INFO.context_of::<HostContext>(object) };
     // SAFETY: rule DEVICE_CONTEXT_INITIALISED: a HostContext is written in
     // evt_host_device_add before any callback that reaches here can run, and dropped
     // only by the cleanup callback, after every other callback of the device.
     unsafe { p.as_ref() }
 }
 
-/// The control device's context from one of its queues.
-fn queue_context<'a>(queue: WDFQUEUE) -> Option<&'a HostContext> {
-    // SAFETY: rule WDF_HANDLE_VALID_IN_CALLBACK: the queue whose callback runs.
-    let device = unsafe { call_unsafe_wdf_function_binding!(WdfIoQueueGetDevice, queue) };
-    host_context(device as WDFOBJECT)
-}
+/// The control device's bridge, as its queue's [`IoTarget`].
+pub(super) struct HostQueue<'a>(&'a Control);
 
-/// The file object of `request`, as the core's `FileId` (the same key as `queue.rs`).
-fn file_of(request: WDFREQUEST) -> FileId {
-    // SAFETY: rule WDF_HANDLE_VALID_IN_CALLBACK: a driver-owned request.
-    let file = unsafe { call_unsafe_wdf_function_binding!(WdfRequestGetFileObject, request) };
-    // CAST: the WDFFILEOBJECT handle value identifies the handle while it is open.
-    FileId(file as usize as u64)
-}
-
-/// Reads one REG_DWORD of an open key; `None` when it is missing.
-fn query_ulong(key: WDFKEY, name: &'static [u16]) -> Option<u32> {
-    let us = unicode(name);
-    let mut v: ULONG = 0;
-    // SAFETY: rule WDF_CALL_AT_PASSIVE: an open key; `us` describes a static buffer; `v`
-    // is a local out-param.
-    let st: NTSTATUS = unsafe {
-        call_unsafe_wdf_function_binding!(WdfRegistryQueryULong, key, &raw const us, &raw mut v)
-    };
-    (st >= 0).then_some(v)
+impl IoTarget for HostQueue<'_> {
+    fn of_queue(queue: WDFQUEUE) -> Option<Self> {
+        // SAFETY: rule WDF_HANDLE_VALID_IN_CALLBACK: the queue whose callback runs.
+        let device = unsafe { call_unsafe_wdf_function_binding!(WdfIoQueueGetDevice, queue) };
+        host_context(device as WDFOBJECT)
+            .and_then(|c| c.control.as_ref())
+            .map(HostQueue)
+    }
+    // `CREATE_OFFER` never arrives at `device_control`: the caller-context callback
+    // completes it (`HostControl` refuses it if it did).
+    forward_to_bridge!();
 }
 
 /// Whether the device being added is the host-mode control device: `HostMode` non-zero
@@ -222,49 +144,13 @@ fn query_ulong(key: WDFKEY, name: &'static [u16]) -> Option<u32> {
 /// `device_init` is the framework's `WDFDEVICE_INIT` of this `EvtDriverDeviceAdd`, not
 /// yet passed to `WdfDeviceCreate`.
 pub(super) unsafe fn is_host_mode(driver: WDFDRIVER, device_init: PWDFDEVICE_INIT) -> bool {
-    let mut key = WDF_NO_HANDLE as WDFKEY;
     // SAFETY: rule DEVICE_INIT_BEFORE_CREATE: `device_init` is valid until WdfDeviceCreate
-    // (caller's contract); PLUGPLAY_REGKEY_DEVICE opens the hardware key the INF's .HW
-    // AddReg wrote; `key` is a local out-param.
-    // UNVERIFIED: PLUGPLAY_REGKEY_DEVICE is generated as a `u32` constant (wdm.h `#define
-    // PLUGPLAY_REGKEY_DEVICE 1`) matching the ULONG parameter.
-    let st: NTSTATUS = unsafe {
-        call_unsafe_wdf_function_binding!(
-            WdfDeviceInitOpenRegistryKey,
-            device_init,
-            PLUGPLAY_REGKEY_DEVICE,
-            KEY_READ,
-            WDF_NO_OBJECT_ATTRIBUTES,
-            &raw mut key
-        )
-    };
-    if st >= 0 {
-        let v = query_ulong(key, HOST_MODE_NAME);
-        // SAFETY: rule WDF_CALL_AT_PASSIVE: closes the key opened above, once.
-        unsafe { call_unsafe_wdf_function_binding!(WdfRegistryClose, key) };
-        if let Some(v) = v {
-            return v != 0;
-        }
-    }
-    let mut key = WDF_NO_HANDLE as WDFKEY;
-    // SAFETY: rule WDF_CALL_AT_PASSIVE: EvtDriverDeviceAdd; the live driver object; `key`
-    // is a local out-param.
-    let st: NTSTATUS = unsafe {
-        call_unsafe_wdf_function_binding!(
-            WdfDriverOpenParametersRegistryKey,
-            driver,
-            KEY_READ,
-            WDF_NO_OBJECT_ATTRIBUTES,
-            &raw mut key
-        )
-    };
-    if st < 0 {
-        return false;
-    }
-    let v = query_ulong(key, HOST_MODE_NAME);
-    // SAFETY: rule WDF_CALL_AT_PASSIVE: closes the key opened above, once.
-    unsafe { call_unsafe_wdf_function_binding!(WdfRegistryClose, key) };
-    v.is_some_and(|v| v != 0)
+    // (caller's contract).
+    let hardware = unsafe { Key::device_init_hardware(device_init) };
+    hardware
+        .and_then(|key| key.query_ulong(HOST_MODE_NAME))
+        .or_else(|| Key::driver_parameters(driver).and_then(|key| key.query_ulong(HOST_MODE_NAME)))
+        .is_some_and(|v| v != 0)
 }
 
 /// Sends one `IRP_MN_QUERY_INTERFACE` for the server table to `device` and waits for it.
@@ -312,8 +198,8 @@ unsafe fn send_query_interface(
     // `Irp->Tail.Overlay.CurrentStackLocation - 1`.
     // SAFETY: rule PNP_IRP_BUILD: the IRP was built by the I/O manager, so the Overlay
     // view of `Tail` and its CurrentStackLocation are the live ones.
-    // UNVERIFIED: bindgen names the anonymous members `__bindgen_anon_2.__bindgen_anon_1`
-    // (as other wdk-sys users spell IoGetCurrentIrpStackLocation).
+    // bindgen names the anonymous members `__bindgen_anon_2.__bindgen_anon_1` (checked
+    // against the real bindings; tests/wdk-surface spells them the same).
     let overlay = unsafe { &irp_ref.Tail.Overlay };
     // SAFETY: rule PNP_IRP_BUILD: as above; the union holds the stack location pointer
     // (PacketType is only used for IRPs of the mini-packet kind, not for this one).
@@ -343,7 +229,6 @@ unsafe fn send_query_interface(
     if st == STATUS_PENDING {
         // SAFETY: rule KE_EVENT_NONPAGED_AT_WAIT: PASSIVE_LEVEL, kernel-mode,
         // non-alertable, no timeout, on the local event the IRP signals.
-        // UNVERIFIED: `_MODE::KernelMode` (0) converts to KPROCESSOR_MODE (CCHAR) as below.
         let _ = unsafe {
             wdk_sys::ntddk::KeWaitForSingleObject(
                 (&raw mut event).cast::<c_void>(),
@@ -439,101 +324,33 @@ fn zw_close(handle: kmcl_sys::HANDLE) {
 /// The thread identity for `kmcl::thread` where it has no kernel read of its own.
 #[cfg(not(target_arch = "x86_64"))]
 fn current_thread_id() -> usize {
-    // SAFETY: rule PS_GET_CURRENT_THREAD_ID: no preconditions, any IRQL.
-    // UNVERIFIED: generated in `wdk_sys::ntddk` (a real ntoskrnl export, unlike the inline
-    // KeGetCurrentThread/PsGetCurrentThread on ARM64).
+    // SAFETY: rule PS_GET_CURRENT_THREAD_ID: no preconditions, any IRQL. An ntoskrnl export
+    // (unlike the inline KeGetCurrentThread/PsGetCurrentThread on ARM64).
     let id = unsafe { wdk_sys::ntddk::PsGetCurrentThreadId() };
     id.addr()
 }
 
 /// `EvtDriverDeviceAdd` of the host-mode control device. PASSIVE_LEVEL.
-pub(super) fn evt_host_device_add(driver: WDFDRIVER, mut device_init: PWDFDEVICE_INIT) -> NTSTATUS {
+pub(super) fn evt_host_device_add(driver: WDFDRIVER, device_init: PWDFDEVICE_INIT) -> NTSTATUS {
     #[cfg(not(target_arch = "x86_64"))]
     kmcl::thread::set_thread_id_source(current_thread_id);
     let tracer = Tracer::etw();
-    let mut pnp = WDF_PNPPOWER_EVENT_CALLBACKS {
-        Size: WDF_PNPPOWER_EVENT_CALLBACKS_SIZE,
-        EvtDeviceReleaseHardware: Some(evt_host_release_hardware),
-        ..WDF_PNPPOWER_EVENT_CALLBACKS::default()
+    let setup = DeviceSetup {
+        prepare_hardware: None,
+        release_hardware: Some(evt_host_release_hardware),
+        file_cleanup: Some(evt_host_file_cleanup),
+        file_close: Some(evt_host_file_close),
+        in_caller_context: Some(evt_host_io_in_caller_context),
+        context: &WDF_HOST_CONTEXT_TYPE_INFO,
+        context_cleanup: Some(evt_host_context_cleanup),
     };
-    // SAFETY: rule DEVICE_INIT_BEFORE_CREATE: the framework's `device_init`, valid until
-    // WdfDeviceCreate; `pnp` is initialised (Size set).
-    unsafe {
-        call_unsafe_wdf_function_binding!(
-            WdfDeviceInitSetPnpPowerEventCallbacks,
-            device_init,
-            &raw mut pnp
-        )
+    // SAFETY: rule DEVICE_INIT_BEFORE_CREATE: the framework's `device_init`, not yet passed
+    // to WdfDeviceCreate (evt_device_add hands it over untouched); the host context type
+    // describes a `HostContext`.
+    let (device, ctx) = match unsafe { create_device::<HostContext>(device_init, &setup) } {
+        Ok(created) => created,
+        Err(st) => return st,
     };
-    // SAFETY: rule DEVICE_INIT_BEFORE_CREATE: as above.
-    unsafe {
-        call_unsafe_wdf_function_binding!(
-            WdfDeviceInitSetIoType,
-            device_init,
-            _WDF_DEVICE_IO_TYPE::WdfDeviceIoBuffered
-        )
-    };
-    let mut file_config = WDF_FILEOBJECT_CONFIG {
-        Size: WDF_FILEOBJECT_CONFIG_SIZE,
-        EvtDeviceFileCreate: None,
-        EvtFileClose: Some(evt_host_file_close),
-        EvtFileCleanup: Some(evt_host_file_cleanup),
-        AutoForwardCleanupClose: _WDF_TRI_STATE::WdfUseDefault,
-        FileObjectClass: _WDF_FILEOBJECT_CLASS::WdfFileObjectWdfCanUseFsContext,
-    };
-    // SAFETY: rule DEVICE_INIT_BEFORE_CREATE: as above (WDF_FILEOBJECT_CONFIG_INIT's values
-    // with both callbacks).
-    unsafe {
-        call_unsafe_wdf_function_binding!(
-            WdfDeviceInitSetFileObjectConfig,
-            device_init,
-            &raw mut file_config,
-            WDF_NO_OBJECT_ATTRIBUTES
-        )
-    };
-    // SAFETY: rule DEVICE_INIT_BEFORE_CREATE: as above; the callback runs for every
-    // request of the device before it is queued.
-    unsafe {
-        call_unsafe_wdf_function_binding!(
-            WdfDeviceInitSetIoInCallerContextCallback,
-            device_init,
-            Some(evt_host_io_in_caller_context)
-        )
-    };
-    let mut attributes = WDF_OBJECT_ATTRIBUTES {
-        Size: WDF_OBJECT_ATTRIBUTES_SIZE,
-        ExecutionLevel: _WDF_EXECUTION_LEVEL::WdfExecutionLevelInheritFromParent,
-        SynchronizationScope: _WDF_SYNCHRONIZATION_SCOPE::WdfSynchronizationScopeInheritFromParent,
-        ContextTypeInfo: host_context_type(),
-        EvtCleanupCallback: Some(evt_host_context_cleanup),
-        ..WDF_OBJECT_ATTRIBUTES::default()
-    };
-    let mut device = WDF_NO_HANDLE as WDFDEVICE;
-    // SAFETY: rule DEVICE_INIT_BEFORE_CREATE: WdfDeviceCreate takes `&mut device_init` and
-    // clears it on success; attributes carry the host context type and its cleanup.
-    let st: NTSTATUS = unsafe {
-        call_unsafe_wdf_function_binding!(
-            WdfDeviceCreate,
-            &raw mut device_init,
-            &raw mut attributes,
-            &raw mut device
-        )
-    };
-    if st < 0 {
-        return st;
-    }
-    // SAFETY: rule WDF_TYPED_CONTEXT: the device was created with the host context type.
-    let ctx = unsafe {
-        call_unsafe_wdf_function_binding!(
-            WdfObjectGetTypedContextWorker,
-            device as WDFOBJECT,
-            host_context_type()
-        )
-    };
-    let ctx = ctx.cast::<HostContext>();
-    if ctx.is_null() {
-        return STATUS_INVALID_DEVICE_STATE;
-    }
     // SAFETY: rule DEVICE_CONTEXT_INITIALISED: the context memory is ours, zeroed by WDF,
     // not yet a Rust value; no other callback of this device runs before this returns.
     // INVARIANT: initialised before any other use.
@@ -591,54 +408,10 @@ pub(super) fn evt_host_device_add(driver: WDFDRIVER, mut device_init: PWDFDEVICE
     // SAFETY: rule DEVICE_CONTEXT_INITIALISED: written above; no I/O callback can run
     // before the queue exists (created below), so nothing reads `control` yet.
     unsafe { (*ctx).control = Some(Control::new(setup)) };
-    // SAFETY: rule WDF_CALL_AT_PASSIVE: a live device; the GUID is a static.
-    // The same interface as the guest mode: a host has no guest-mode vmbridge devices.
-    let st: NTSTATUS = unsafe {
-        call_unsafe_wdf_function_binding!(
-            WdfDeviceCreateDeviceInterface,
-            device,
-            &raw const GUID_DEVINTERFACE,
-            ptr::null_mut()
-        )
-    };
-    if st < 0 {
-        return st;
-    }
-    // SAFETY: rule WDF_CREATE_AT_PASSIVE: the device was just created with the host context.
-    unsafe { host_queue_initialize(device) }
-}
-
-/// Creates the control device's default queue. PASSIVE_LEVEL (device add).
-///
-/// # Safety
-///
-/// `device` was just created with the host context type.
-unsafe fn host_queue_initialize(device: WDFDEVICE) -> NTSTATUS {
-    let mut config = WDF_IO_QUEUE_CONFIG {
-        Size: WDF_IO_QUEUE_CONFIG_SIZE,
-        // Not power-managed: a software device; the bridge parks requests itself.
-        PowerManaged: _WDF_TRI_STATE::WdfFalse,
-        DefaultQueue: 1,
-        DispatchType: _WDF_IO_QUEUE_DISPATCH_TYPE::WdfIoQueueDispatchParallel,
-        EvtIoRead: Some(evt_host_io_read),
-        EvtIoWrite: Some(evt_host_io_write),
-        EvtIoDeviceControl: Some(evt_host_io_device_control),
-        EvtIoStop: Some(evt_host_io_stop),
-        ..WDF_IO_QUEUE_CONFIG::default()
-    };
-    let mut queue = WDF_NO_HANDLE as WDFQUEUE;
-    // SAFETY: rule WDF_CREATE_AT_PASSIVE: a live device in EvtDriverDeviceAdd; the config
-    // is initialised (Size set, the rest WDF_IO_QUEUE_CONFIG_INIT_DEFAULT_QUEUE's values
-    // except the fields set above).
-    unsafe {
-        call_unsafe_wdf_function_binding!(
-            WdfIoQueueCreate,
-            device,
-            &raw mut config,
-            WDF_NO_OBJECT_ATTRIBUTES,
-            &raw mut queue
-        )
-    }
+    // SAFETY: rule WDF_CREATE_AT_PASSIVE: the device was just created with the host
+    // context, initialised above. The same interface as the guest mode: a host has no
+    // guest-mode vmbridge devices.
+    unsafe { publish::<HostQueue<'_>>(device) }
 }
 
 /// Whether `request` is `IOCTL_VMBRIDGE_CREATE_OFFER`.
@@ -719,74 +492,6 @@ extern "C" fn evt_host_io_in_caller_context(device: WDFDEVICE, request: WDFREQUE
     control.create_offer(file, req, &process, passive);
 }
 
-/// Takes a request the queue dispatched, or completes it when the device has no control.
-fn dispatch<'a>(queue: WDFQUEUE, request: WDFREQUEST) -> Option<(&'a Control, FileId, Request)> {
-    let Some(control) = queue_context(queue).and_then(|c| c.control.as_ref()) else {
-        // SAFETY: rule REQUEST_COMPLETED_ONCE: just dispatched to us, not completed.
-        unsafe { complete_raw(request, STATUS_DEVICE_NOT_READY, 0) };
-        return None;
-    };
-    let file = file_of(request);
-    // SAFETY: rule REQUEST_COMPLETED_ONCE: dispatched to us; only the wrapper completes it.
-    let req = unsafe { Request::from_dispatch(request) };
-    Some((control, file, req))
-}
-
-/// `EvtIoRead` of the control device. IRQL <= DISPATCH_LEVEL.
-extern "C" fn evt_host_io_read(queue: WDFQUEUE, request: WDFREQUEST, _length: usize) {
-    if let Some((control, file, req)) = dispatch(queue, request) {
-        control.read(file, req);
-    }
-}
-
-/// `EvtIoWrite` of the control device. IRQL <= DISPATCH_LEVEL.
-extern "C" fn evt_host_io_write(queue: WDFQUEUE, request: WDFREQUEST, _length: usize) {
-    if let Some((control, file, req)) = dispatch(queue, request) {
-        control.write(file, req);
-    }
-}
-
-/// `EvtIoDeviceControl` of the control device (`CREATE_OFFER` never arrives here: the
-/// caller-context callback completes it; `HostControl` refuses it if it did).
-extern "C" fn evt_host_io_device_control(
-    queue: WDFQUEUE,
-    request: WDFREQUEST,
-    _output_length: usize,
-    _input_length: usize,
-    io_control_code: ULONG,
-) {
-    if let Some((control, file, req)) = dispatch(queue, request) {
-        control.device_control(file, io_control_code, req);
-    }
-}
-
-/// `EvtIoStop` of the control device: purge takes a parked request back and cancels it;
-/// suspend acknowledges and keeps it (as the guest queue does).
-extern "C" fn evt_host_io_stop(queue: WDFQUEUE, request: WDFREQUEST, action_flags: ULONG) {
-    let purge =
-        action_flags & _WDF_REQUEST_STOP_ACTION_FLAGS::WdfRequestStopActionPurge as ULONG != 0;
-    if !purge {
-        // SAFETY: rule STOP_ACKNOWLEDGE: a driver-owned request in EvtIoStop; FALSE = keep it.
-        unsafe { call_unsafe_wdf_function_binding!(WdfRequestStopAcknowledge, request, 0) };
-        return;
-    }
-    // CAST: the handle value is the request's key (see `Request::key`).
-    let key = RequestKey(request as usize as u64);
-    if let Some(mut req) = cancel(queue, key)
-        && req.claim()
-    {
-        req.complete(NtStatus::CANCELLED, 0);
-    }
-}
-
-/// The control device's share of `EvtRequestCancel` (`queue.rs`): the offer that parked
-/// the request gives it back. `None` for a guest-mode queue or a request no offer holds.
-pub(super) fn cancel(queue: WDFQUEUE, key: RequestKey) -> Option<Request> {
-    queue_context(queue)
-        .and_then(|c| c.control.as_ref())
-        .and_then(|control| control.cancel(key))
-}
-
 /// Closes the offer of `file_object`'s handle. PASSIVE_LEVEL.
 fn close_file(file_object: WDFFILEOBJECT) {
     let Some(passive) = Passive::try_current() else {
@@ -830,14 +535,7 @@ extern "C" fn evt_host_release_hardware(device: WDFDEVICE, _translated: WDFCMRES
 /// callback of the device.
 extern "C" fn evt_host_context_cleanup(object: WDFOBJECT) {
     // SAFETY: rule WDF_TYPED_CONTEXT: called for our device object.
-    let ctx = unsafe {
-        call_unsafe_wdf_function_binding!(
-            WdfObjectGetTypedContextWorker,
-            object,
-            host_context_type()
-        )
-    };
-    let ctx = ctx.cast::<HostContext>();
+    let ctx = unsafe { WDF_HOST_CONTEXT_TYPE_INFO.context_of::<HostContext>(object) };
     if ctx.is_null() {
         return;
     }

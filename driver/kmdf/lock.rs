@@ -33,20 +33,24 @@ unsafe impl<T: Send> Send for KSpinLock<T> {}
 
 impl<T: Send> Lock<T> for KSpinLock<T> {
     fn new(value: T) -> Self {
-        // `KeInitializeSpinLock` is FORCEINLINE `*SpinLock = 0` on x64 and ARM64.
-        // UNVERIFIED: that bindgen did not emit it as a callable function (it cannot:
-        // it is inline), so zero-initialising here is the only option.
-        Self {
+        let this = Self {
             lock: UnsafeCell::new(0),
             value: UnsafeCell::new(value),
-        }
+        };
+        // SAFETY: rule SPINLOCK_INIT_BEFORE_USE: `KeInitializeSpinLock` (an ntoskrnl export
+        // since Windows 8, generated in `wdk_sys::ntddk` for x64 and ARM64) may be called
+        // at any IRQL on storage the caller owns; nobody can hold a lock that is being
+        // created. The lock is initialised here, before `with` can acquire it; moving the
+        // unheld lock afterwards moves a plain integer (see `Send` above).
+        unsafe { wdk_sys::ntddk::KeInitializeSpinLock(this.lock.get()) };
+        this
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
         // SAFETY: rule SPINLOCK_IRQL: callers run at <= DISPATCH_LEVEL (the core's entry
         // points are documented so); the lock lives in non-paged memory and is initialised.
-        // UNVERIFIED: `KeAcquireSpinLockRaiseToDpc` is generated in `wdk_sys::ntddk` (it is
-        // a real export on x64/ARM64; `KeAcquireSpinLock` is only a macro over it).
+        // `KeAcquireSpinLockRaiseToDpc` is an ntoskrnl export on x64 and ARM64
+        // (`KeAcquireSpinLock` is only a macro over it).
         let old: KIRQL = unsafe { wdk_sys::ntddk::KeAcquireSpinLockRaiseToDpc(self.lock.get()) };
         // SAFETY: rule SPINLOCK_EXCLUSIVE: the lock is held, so this is the only reference
         // to `value` until the release below (`f` cannot re-enter: the core never calls

@@ -45,3 +45,58 @@ pub fn entries(secs: &BTreeMap<String, Vec<String>>, name: &str) -> BTreeMap<Str
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect()
 }
+
+/// The first Windows build that runs each KMDF 1.x runtime this project may target
+/// (Microsoft's "KMDF version history": 1.31 ships with, and runs on, Windows 10 version
+/// 2004 and later; 1.33 on Windows 11 21H2 / Windows Server 2022 and later).
+const KMDF_MINOR_FIRST_BUILD: [(u32, u32); 2] = [(31, 19041), (33, 20348)];
+
+/// Windows 10 1507 (10.0.10240): `EtwSetInformation`, which the driver imports through
+/// `tracelogging`'s provider registration (wdm.h declares it from Windows 10 1507).
+pub const ETW_SET_INFORMATION_FIRST_BUILD: u32 = 10240;
+
+/// The KMDF minor version the driver targets (`target-kmdf-version-minor` in
+/// `[package.metadata.wdk.driver-model]` of the root `Cargo.toml`).
+pub fn target_kmdf_minor() -> u32 {
+    let manifest = include_str!("../../Cargo.toml");
+    let line = manifest
+        .lines()
+        .find(|l| l.trim_start().starts_with("target-kmdf-version-minor"))
+        .expect("target-kmdf-version-minor in Cargo.toml");
+    line.split_once('=')
+        .expect("key = value")
+        .1
+        .trim()
+        .parse()
+        .expect("a number")
+}
+
+/// The lowest Windows build the driver loads on: the KMDF runtime it targets, and
+/// `EtwSetInformation`, whichever is later (plus `extra`, another floor of one package).
+pub fn minimum_windows_build(extra: u32) -> u32 {
+    let minor = target_kmdf_minor();
+    let kmdf = KMDF_MINOR_FIRST_BUILD
+        .iter()
+        .find(|&&(m, _)| m == minor)
+        .unwrap_or_else(|| panic!("no known first Windows build for KMDF 1.{minor}"))
+        .1;
+    kmdf.max(ETW_SET_INFORMATION_FIRST_BUILD).max(extra)
+}
+
+/// The target OS build of a models-section decoration
+/// `NT[Architecture][.[OSMajorVersion][.[OSMinorVersion][.[ProductType][.[SuiteMask][.[BuildNumber]]]]]]`
+/// (Microsoft's INF Manufacturer section reference), as `(major, minor, build)`. Panics
+/// on a decoration without a target OS version.
+pub fn decoration_target_os(decoration: &str) -> (u32, u32, u32) {
+    let fields: Vec<&str> = decoration.split('.').collect();
+    assert!(
+        fields.len() == 6 && fields[0].starts_with("NT"),
+        "decoration {decoration} is not NT<arch>.<major>.<minor>.<product>.<suite>.<build>"
+    );
+    let num = |i: usize| -> u32 {
+        fields[i]
+            .parse()
+            .unwrap_or_else(|_| panic!("field {i} of {decoration} is not a number"))
+    };
+    (num(1), num(2), num(5))
+}
