@@ -15,12 +15,33 @@ mod run;
 mod ic;
 
 #[cfg(not(windows))]
+#[path = "simulate/args.rs"]
+mod args;
+
+#[cfg(not(windows))]
+#[path = "simulate/verdict.rs"]
+mod verdict;
+
+#[cfg(not(windows))]
 fn main() -> std::process::ExitCode {
-    // `--scenario ic`: the IC mode scenario (examples/simulate/ic.rs).
-    if ic::requested() {
-        return ic::main();
+    use args::{Command, ScenarioName};
+    match args::parse(std::env::args().skip(1)) {
+        Ok(Command::Help(ScenarioName::Traffic)) => {
+            println!("{}", run::usage());
+            std::process::ExitCode::SUCCESS
+        }
+        Ok(Command::Help(ScenarioName::Ic)) => {
+            println!("{}", ic::USAGE);
+            std::process::ExitCode::SUCCESS
+        }
+        Ok(Command::Traffic(a)) => run::main(&a),
+        // `--scenario ic`: the IC mode scenario (examples/simulate/ic.rs).
+        Ok(Command::Ic(a)) => ic::main(&a),
+        Err(e) => {
+            eprintln!("simulate: {e}\n(`simulate --help` lists the options)");
+            std::process::ExitCode::from(2)
+        }
     }
-    run::main()
 }
 
 #[cfg(windows)]

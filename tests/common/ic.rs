@@ -63,6 +63,18 @@ impl IcRig {
     /// pipe), opens vmbridge on it in IC mode with `config`, and runs until it is open.
     /// The host offers the full version lists.
     pub fn new(sim_cfg: SimConfig, config: Config, ic: IcConfig, tracer: Tracer) -> IcRig {
+        Self::with_offer(sim_cfg, config, ic, tracer, |_| {})
+    }
+
+    /// As [`new`](Self::new), with `before_open` called on the offer before the driver
+    /// opens the channel (e.g. to attach an external host).
+    pub fn with_offer(
+        sim_cfg: SimConfig,
+        config: Config,
+        ic: IcConfig,
+        tracer: Tracer,
+        before_open: impl FnOnce(&Offer),
+    ) -> IcRig {
         kmcl::irql::set_host_irql_source(kmcl_sim::current_irql);
         let service = hv_service(ic.service.expect("an IC service"));
         let sim = Sim::new(sim_cfg);
@@ -72,6 +84,7 @@ impl IcRig {
                 .with_interface_instance(sim_guid(service.instance_id()))
                 .with_pipe(true),
         );
+        before_open(&offer);
         let host = IcHost::new(offer.host(), service);
         let table: &'static kmcl_sys::KMCL_CLIENT_INTERFACE_V5 =
             Box::leak(Box::new(*sim.client_interface()));

@@ -36,8 +36,9 @@ use crate::fault::Faults;
 use crate::mem::{MdlBlock, POISON, SharedBuf};
 use crate::registry::{self, Obj};
 use crate::ring::{
-    GpaRange, IncomingKind, IncomingPacket, IncomingRing, OutgoingPacket, OutgoingRing, PacketType,
-    ReadError, ReleaseTracker, RingPair, WriteError, strip_pipe_header,
+    ControlField, GpaRange, IncomingKind, IncomingPacket, IncomingRing, OutgoingPacket,
+    OutgoingRing, PacketType, ReadError, ReleaseTracker, RingPair, TRAILER_SIZE, WriteError,
+    strip_pipe_header,
 };
 use crate::sched::{self, DISPATCH_LEVEL, Task};
 use crate::{Rule, SimInner, State, endpoint, table};
@@ -236,6 +237,125 @@ pub(crate) struct GuestRings {
     pub(crate) tx: OutgoingRing,
     pub(crate) rx: IncomingRing,
     pub(crate) rel: ReleaseTracker,
+    /// What the guest did since the host last signalled it (to judge that signal).
+    pub(crate) since_signal: SinceSignal,
+}
+
+impl GuestRings {
+    pub(crate) fn new(tx: OutgoingRing, rx: IncomingRing) -> Self {
+        let since_signal = SinceSignal::new(&tx, &rx);
+        Self {
+            tx,
+            rx,
+            rel: ReleaseTracker::new(),
+            since_signal,
+        }
+    }
+
+    /// The driver completed the incoming packet at ring offset `off`: releases the completed
+    /// prefix. Returns "signal the host?" (the reader's pending-send-size rule).
+    pub(crate) fn complete(&mut self, off: u32) -> bool {
+        let signal = self
+            .rel
+            .complete_and_release(&mut self.rx, off)
+            .unwrap_or(false);
+        self.since_signal.released(self.rx.read_index());
+        signal
+    }
+
+    /// Judges a host-to-guest signal that arrives now, then starts a new window.
+    ///
+    /// The host decided to signal when it wrote (or released), against the ring state it saw
+    /// then; the guest's DPC may have consumed that packet since (every completion re-runs
+    /// it). So the signal is legitimate if, since the previous host signal, some packet the
+    /// host wrote started at a `read_index` the guest had published (the writer's
+    /// empty-to-non-empty rule, vmbus-protocol §1.5a), or the host released space of the
+    /// guest-outbound ring while the guest had `pending_send_sz` armed (§1.5c), or there is
+    /// something to do now.
+    pub(crate) fn judge_host_signal(&mut self) -> bool {
+        let ring = self.rx.ring();
+        let write = ring.load(ControlField::WriteIndex);
+        let out_read = self.tx.ring().load(ControlField::ReadIndex);
+        let armed_now = self.tx.ring().load(ControlField::PendingSendSize) != 0;
+        let w = &self.since_signal;
+        let useful_now = self.rx.has_data() || armed_now;
+        let write_rule = w.write_rule_held(ring, write);
+        let release_rule = w.armed && out_read != w.out_read;
+        self.since_signal = SinceSignal::new(&self.tx, &self.rx);
+        useful_now || write_rule || release_rule
+    }
+
+    /// The guest's writer found the ring full and armed `pending_send_sz`.
+    pub(crate) fn armed(&mut self) {
+        self.since_signal.armed = true;
+    }
+}
+
+/// Reader and writer events of the guest since the host last signalled it.
+#[derive(Debug)]
+pub(crate) struct SinceSignal {
+    /// Guest-inbound `write_index` at the last host signal.
+    write: u32,
+    /// Every `read_index` the guest published since (the first: the one at the signal).
+    reads: Vec<u32>,
+    /// More releases than `reads` keeps: judge leniently.
+    overflow: bool,
+    /// Guest-outbound `read_index` at the last host signal.
+    out_read: u32,
+    /// The guest armed `pending_send_sz` on its outbound ring since.
+    armed: bool,
+}
+
+impl SinceSignal {
+    const KEEP: usize = 256;
+
+    fn new(tx: &OutgoingRing, rx: &IncomingRing) -> Self {
+        Self {
+            write: rx.ring().load(ControlField::WriteIndex),
+            reads: vec![rx.read_index()],
+            overflow: false,
+            out_read: tx.ring().load(ControlField::ReadIndex),
+            armed: tx.ring().load(ControlField::PendingSendSize) != 0,
+        }
+    }
+
+    fn released(&mut self, read_index: u32) {
+        if self.reads.last() == Some(&read_index) {
+            return;
+        }
+        if self.reads.len() < Self::KEEP {
+            self.reads.push(read_index);
+        } else {
+            self.overflow = true;
+        }
+    }
+
+    /// Whether a packet written between the last signal and `write` started at a published
+    /// `read_index` (walks the descriptors the host wrote; bytes that no longer parse are
+    /// the reader's problem, not the signal's).
+    fn write_rule_held(&self, ring: &crate::ring::Ring, write: u32) -> bool {
+        if self.overflow {
+            return write != self.write;
+        }
+        let mut at = self.write;
+        for _ in 0..=self.reads.len().max(4096) {
+            if at == write {
+                return false;
+            }
+            if self.reads.contains(&at) {
+                return true;
+            }
+            let mut d = [0u8; 8];
+            ring.read_data(at, &mut d);
+            let len8 = u32::from(u16::from_le_bytes([d[4], d[5]]));
+            let step = len8 * 8 + TRAILER_SIZE as u32;
+            if len8 == 0 || step >= ring.data_size() || !at.is_multiple_of(8) {
+                return true;
+            }
+            at = (at + step) % ring.data_size();
+        }
+        true
+    }
 }
 
 /// One channel.
@@ -524,11 +644,7 @@ pub(crate) fn run_open(sim: &Arc<SimInner>, ch: u64) {
                 );
                 let tx = OutgoingRing::new(pair.outbound());
                 let rx = IncomingRing::new(pair.inbound());
-                c.rings = Some(GuestRings {
-                    tx,
-                    rx,
-                    rel: ReleaseTracker::new(),
-                });
+                c.rings = Some(GuestRings::new(tx, rx));
                 c.paused = false;
                 Some(pair)
             };
@@ -539,7 +655,7 @@ pub(crate) fn run_open(sim: &Arc<SimInner>, ch: u64) {
             let pipe = c.pipe();
             if let Some(pair) = pair {
                 if let Some(o) = st.offers.get_mut(&offer) {
-                    o.host.on_open(&pair, pipe);
+                    o.host.on_open(&pair, pipe, sim.cfg.stale_pad_bytes);
                 }
                 crate::server::guest_opened(sim, st, offer, &pair);
             }
@@ -1146,6 +1262,62 @@ fn resolve_gpa(st: &State, ranges: &[GpaRange]) -> Result<External, String> {
     })
 }
 
+/// KMCL's poll of rings it holds packets in: queues a DPC for every channel whose next
+/// DPC run would make progress on data the host wrote while the channel held packets.
+/// Returns whether it queued one.
+///
+/// A guest that holds incoming packets leaves `read_index` behind its read cursor (space is
+/// released only when the driver completes them). The writer's empty-to-non-empty rule
+/// compares its old `write_index` with that lagging `read_index`, so a packet written after
+/// the DPC's last re-check is never signalled: the ring rules owe the guest no interrupt
+/// for it. Every completion re-runs the DPC, but when the packet the driver needs next is
+/// the one behind its held packets (a completion the user is waiting for, while the held
+/// packets wait for that user), no completion comes. KMCL therefore looks itself: the
+/// scheduler calls this whenever the DPC context would go idle (threaded mode: also on a
+/// short timer while a channel holds packets; deterministic mode: when no task is ready).
+pub(crate) fn poll_held(sim: &SimInner, st: &mut State) -> bool {
+    let ready: Vec<u64> = st
+        .channels
+        .iter()
+        .filter(|(_, c)| held_data_ready(c))
+        .map(|(id, _)| *id)
+        .collect();
+    for ch in &ready {
+        sim.push(st, Task::Dpc { ch: *ch });
+    }
+    !ready.is_empty()
+}
+
+/// Whether some channel holds incoming packets in its ring (see [`poll_held`]).
+pub(crate) fn any_held(st: &State) -> bool {
+    st.channels.values().any(|c| {
+        c.rings
+            .as_ref()
+            .is_some_and(|r| r.rx.unreleased_bytes() > 0)
+    })
+}
+
+/// `c` holds packets in its ring and a DPC run would consume what lies past them (the
+/// conditions mirror [`run_dpc`]'s loop, so a poll never spins on a blocked channel).
+fn held_data_ready(c: &Channel) -> bool {
+    let Some(r) = c.rings.as_ref() else {
+        return false;
+    };
+    if c.dpc_active || c.state != ChState::Running || r.rx.unreleased_bytes() == 0 {
+        return false;
+    }
+    let deliverable = !c.suspended && !c.stopped;
+    let quota = c.quota.map_or(usize::MAX, |q| q as usize);
+    if deliverable && c.incoming.len() >= quota {
+        return false;
+    }
+    match r.rx.peek() {
+        Ok(p) => deliverable || p.packet_type == PacketType::COMPLETION,
+        Err(ReadError::Empty) => false,
+        Err(ReadError::Corrupt(_)) => true,
+    }
+}
+
 /// Task::Dpc: one batch of incoming packets at DISPATCH_LEVEL, then ProcessingComplete.
 pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
     let mut calls = Vec::new();
@@ -1208,10 +1380,7 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
             if p.packet_type == PacketType::COMPLETION {
                 let _ = r.rx.read_next();
                 r.rel.consumed(&p);
-                let signal = r
-                    .rel
-                    .complete_and_release(&mut r.rx, p.offset)
-                    .unwrap_or(false);
+                let signal = r.complete(p.offset);
                 if signal {
                     endpoint::signal_host(sim, &mut st, ch, endpoint::SignalWhy::Release);
                 }
@@ -1268,10 +1437,7 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
                     let Some(r) = st.channels.get_mut(&ch).and_then(|c| c.rings.as_mut()) else {
                         break;
                     };
-                    if r.rel
-                        .complete_and_release(&mut r.rx, p.offset)
-                        .unwrap_or(false)
-                    {
+                    if r.complete(p.offset) {
                         endpoint::signal_host(sim, &mut st, ch, endpoint::SignalWhy::Release);
                     }
                 }
@@ -1452,7 +1618,7 @@ pub(crate) fn complete_incoming(
     if let (Some(off), true) = (inc.ring_offset, same_ring)
         && let Some(r) = c.rings.as_mut()
     {
-        signal = r.rel.complete_and_release(&mut r.rx, off).unwrap_or(false);
+        signal = r.complete(off);
     }
     let _ = pipe;
     inc.buf.fill(POISON);
@@ -1675,7 +1841,9 @@ fn write_send(sim: &SimInner, st: &mut State, ch: u64, q: QueuedSend) -> Result<
     let Some(c) = st.channels.get_mut(&ch) else {
         return Err(STATUS_INVALID_PARAMETER_1);
     };
-    if c.rings.is_none() || !c.send_queue.is_empty() {
+    // Behind queued sends or completions: they hold `pending_send_sz` for their own size,
+    // which a write of this packet would clear or re-arm (see endpoint.rs, `write`).
+    if c.rings.is_none() || !c.send_queue.is_empty() || !c.completion_queue.is_empty() {
         c.send_queue.push_back(q);
         return Ok(());
     }
@@ -1713,12 +1881,21 @@ fn try_write(sim: &SimInner, st: &mut State, ch: u64, q: &QueuedSend) -> Result<
     if full {
         let needed = packet.total_len();
         r.tx.set_pending_send_size(u32::try_from(needed).unwrap_or(u32::MAX));
+        r.armed();
         // The injected full ring drains as if the host read it: its pending-send
         // signal re-runs the DPC, which retries the queue.
         sim.push(st, Task::Dpc { ch });
         return Err(WriteError::Full { needed });
     }
-    let outcome = r.tx.write_or_arm(&packet)?;
+    let outcome = match r.tx.write_or_arm(&packet) {
+        Ok(o) => o,
+        Err(e) => {
+            if matches!(e, WriteError::Full { .. }) {
+                r.armed();
+            }
+            return Err(e);
+        }
+    };
     let offset = outcome.offset;
     if let Some(o) = st.channels.get(&ch).map(|c| c.offer)
         && let Some(o) = st.offers.get_mut(&o)
@@ -1781,6 +1958,7 @@ pub(crate) fn flush_sends(sim: &SimInner, st: &mut State, ch: u64) {
                     }
                 }
                 Err(WriteError::Full { .. }) => {
+                    r.armed();
                     c.completion_queue.push_front((trans, payload));
                     return;
                 }

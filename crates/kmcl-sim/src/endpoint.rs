@@ -186,7 +186,7 @@ impl fmt::Debug for HostSide {
 }
 
 impl HostSide {
-    pub(crate) fn on_open(&mut self, pair: &RingPair, pipe: bool) {
+    pub(crate) fn on_open(&mut self, pair: &RingPair, pipe: bool, stale_pad: bool) {
         self.pair = Some(pair.clone());
         self.pipe = pipe;
         self.error = None;
@@ -200,8 +200,10 @@ impl HostSide {
         } else if self.external.is_some() || self.peer_is_server {
             None
         } else {
+            let mut tx = OutgoingRing::new(pair.inbound());
+            tx.set_stale_padding(stale_pad);
             Some(HostRings {
-                tx: OutgoingRing::new(pair.inbound()),
+                tx,
                 rx: IncomingRing::new(pair.outbound()),
             })
         };
@@ -474,14 +476,6 @@ fn flush_pending(h: &mut HostSide, signal: &mut bool) {
     }
 }
 
-/// Whether the guest has read packets it has not released (the driver holds them).
-fn guest_holds_packets(st: &State, ch: u64) -> bool {
-    st.channels
-        .get(&ch)
-        .and_then(|c| c.rings.as_ref())
-        .is_some_and(|r| r.rx.unreleased_bytes() > 0)
-}
-
 /// Rescinds the offer's channel (lock held).
 pub(crate) fn rescind_locked(sim: &SimInner, st: &mut State, offer: u64) {
     if st.offers.get(&offer).is_some_and(|o| o.host.guest_mode) {
@@ -549,6 +543,26 @@ impl HostEndpoint {
         if h.external.is_some() || (h.peer_is_server && !h.guest_mode) {
             return Err(SendError::External);
         }
+        if h.rings.is_none() {
+            return Err(SendError::NotOpen);
+        }
+        // One writer, one queue: completions that did not fit go first, and while one is
+        // still waiting, a new packet must not take its space. Its `pending_send_sz` is armed
+        // for its size; a data write that succeeded would clear it and the guest would never
+        // signal the release the completion waits for (the lost wake-up of issue 11).
+        let mut flushed = false;
+        flush_pending(h, &mut flushed);
+        if flushed {
+            st.stats.host_to_guest_signals += 1;
+            self.sim.push(st, Task::Dpc { ch });
+        }
+        let Some(o) = st.offers.get_mut(&self.offer) else {
+            return Err(SendError::NotOpen);
+        };
+        let h = &mut o.host;
+        if !h.pending.is_empty() {
+            return Err(SendError::Full);
+        }
         let Some(r) = h.rings.as_mut() else {
             return Err(SendError::NotOpen);
         };
@@ -579,10 +593,10 @@ impl HostEndpoint {
         if outcome.signal {
             st.stats.host_to_guest_signals += 1;
             self.sim.push(st, Task::Dpc { ch });
-        } else if guest_holds_packets(st, ch) {
-            // The guest's read_index lags its read cursor while the driver holds packets,
-            // so the writer's empty->non-empty rule never fires: KMCL polls instead.
-            self.sim.push(st, Task::Dpc { ch });
+        } else {
+            // No signal is owed (the ring rules): a guest that holds packets finds this one
+            // by polling (channel::poll_held); wake the scheduler so it looks now.
+            self.sim.cv.notify_all();
         }
         Ok(trans)
     }
@@ -722,8 +736,8 @@ impl HostEndpoint {
         if outcome.signal {
             st.stats.host_to_guest_signals += 1;
             self.sim.push(&mut st, Task::Dpc { ch });
-        } else if guest_holds_packets(&st, ch) {
-            self.sim.push(&mut st, Task::Dpc { ch });
+        } else {
+            self.sim.cv.notify_all();
         }
         Ok(())
     }
@@ -934,25 +948,26 @@ impl HostEndpoint {
     }
 
     /// The external host signals the guest (it wrote into an empty ring, or released
-    /// space the guest waits for). A signal with nothing to do is `SPURIOUS_SIGNAL`.
+    /// space the guest waits for). The signal is judged against the ring rules as they
+    /// stood when the host wrote or released, not the guest's state when it arrives (the
+    /// guest may have consumed the packet meanwhile): a signal that no write or release
+    /// since the previous one called for, and that finds nothing to do, is `SPURIOUS_SIGNAL`.
     pub fn signal_guest(&self) {
         self.safe_point();
         let mut st = self.sim.lock();
         let Some(ch) = self.channel(&st) else { return };
         st.stats.host_to_guest_signals += 1;
-        let useful = st
+        let legit = st
             .channels
-            .get(&ch)
-            .and_then(|c| c.rings.as_ref())
-            .is_some_and(|r| {
-                r.rx.has_data() || r.tx.ring().load(ControlField::PendingSendSize) != 0
-            });
-        if !useful {
+            .get_mut(&ch)
+            .and_then(|c| c.rings.as_mut())
+            .is_some_and(channel::GuestRings::judge_host_signal);
+        if !legit {
             st.stats.spurious_host_to_guest += 1;
             st.violation(
                 Rule::SpuriousSignal,
                 format!(
-                    "host->guest signal on channel {ch} with nothing to read and no sender waiting"
+                    "host->guest signal on channel {ch} that no write or release since the last one called for"
                 ),
             );
         }

@@ -109,6 +109,11 @@ pub struct SimConfig {
     /// `BufferLength` of an incoming non-pipe packet is the padded `(len8 - offset8) * 8`
     /// (`true`, the default, what VMBus carries) or the exact length the host sent (`false`).
     pub padded_lengths: bool,
+    /// The built-in host leaves the 0–7 pad bytes after each payload it writes as the ring
+    /// memory holds them (stale bytes of earlier packets), as OpenVMM's writer does
+    /// (`true`), or zeroes them (`false`, the default). A driver must not depend on them:
+    /// a non-pipe packet's `BufferLength` includes them.
+    pub stale_pad_bytes: bool,
     /// How long a blocking call may wait in threaded mode before it is reported as `DEADLOCK`.
     pub deadlock_timeout: Duration,
     /// Largest batch of packets delivered by one DPC run before `EvtVmbChannelProcessingComplete`.
@@ -126,6 +131,7 @@ impl SimConfig {
             mode: Mode::Deterministic { seed },
             verifier: VerifierMode::Bugcheck,
             padded_lengths: true,
+            stale_pad_bytes: false,
             deadlock_timeout: Duration::from_secs(10),
             max_batch: 16,
             default_ring_pages: 16,
@@ -153,6 +159,13 @@ impl SimConfig {
     #[must_use]
     pub fn with_padded_lengths(mut self, padded: bool) -> Self {
         self.padded_lengths = padded;
+        self
+    }
+
+    /// The same configuration with [`stale_pad_bytes`](Self::stale_pad_bytes) set.
+    #[must_use]
+    pub fn with_stale_pad_bytes(mut self, stale: bool) -> Self {
+        self.stale_pad_bytes = stale;
         self
     }
 
@@ -317,6 +330,9 @@ impl State {
 /// `run_until_idle` gives up (and reports `DEADLOCK`) after this many steps.
 const LIVELOCK_STEPS: u64 = 50_000_000;
 
+/// Threaded mode: how often KMCL's DPC context re-checks a ring it holds packets in.
+const HELD_POLL: Duration = Duration::from_millis(1);
+
 /// Keep at most this many poisoned buffers for the write-after-completion check.
 const RETIRED_KEEP: usize = 256;
 
@@ -377,7 +393,12 @@ impl SimInner {
         let t = {
             let mut st = self.lock();
             let st = &mut *st;
-            st.queues.pick(&mut st.rng, exclude)
+            match st.queues.pick(&mut st.rng, exclude) {
+                Some(t) => Some(t),
+                // Nothing ready: KMCL polls the rings it holds packets in.
+                None if channel::poll_held(self, st) => st.queues.pick(&mut st.rng, exclude),
+                None => None,
+            }
         };
         match t {
             Some(t) => {
@@ -488,9 +509,21 @@ impl SimInner {
                         st.queues.busy[ctx.index()] = true;
                         break Some(t);
                     }
+                    // The DPC context is about to sleep: KMCL polls the rings it holds
+                    // packets in (channel::poll_held), and keeps polling on a short timer
+                    // while it holds any.
+                    let mut nap = Duration::from_millis(100);
+                    if ctx == Ctx::Dpc {
+                        if channel::poll_held(&sim, &mut st) {
+                            continue;
+                        }
+                        if channel::any_held(&st) {
+                            nap = HELD_POLL;
+                        }
+                    }
                     let (g, to) = sim
                         .cv
-                        .wait_timeout(st, Duration::from_millis(100))
+                        .wait_timeout(st, nap)
                         .unwrap_or_else(PoisonError::into_inner);
                     st = g;
                     if to.timed_out() {
@@ -854,7 +887,7 @@ impl Offer {
         let pair = ring::RingPair::new(pages, pages);
         o.channel = Some(server);
         o.host.guest_mode = true;
-        o.host.on_open(&pair, pipe);
+        o.host.on_open(&pair, pipe, self.sim.cfg.stale_pad_bytes);
         server::guest_opened(&self.sim, st, self.id, &pair);
         Ok(HostEndpoint::new(Arc::clone(&self.sim), self.id))
     }

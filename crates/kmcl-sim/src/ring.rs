@@ -852,6 +852,19 @@ impl<'r> WordWriter<'r> {
             self.store(u64::from_ne_bytes(b));
         }
     }
+
+    /// Like [`put_bytes`](Self::put_bytes), but the pad bytes of the last word keep what the
+    /// memory held (the writer owns the unpublished word, so load-then-store is not a race).
+    fn put_bytes_keep_padding(&mut self, bytes: &[u8]) {
+        let whole = bytes.len() / 8 * 8;
+        self.put_bytes(&bytes[..whole]);
+        let rest = &bytes[whole..];
+        if !rest.is_empty() {
+            let mut b = self.words[self.i].load(Ordering::Relaxed).to_ne_bytes();
+            b[..rest.len()].copy_from_slice(rest);
+            self.store(u64::from_ne_bytes(b));
+        }
+    }
 }
 
 /// Sequential word reader over the data area, wrapping at dsize.
@@ -910,6 +923,8 @@ pub struct OutgoingRing {
     ring: Ring,
     write_index: u32,
     armed: bool,
+    /// Leave the pad bytes after a payload unwritten (see [`OutgoingRing::set_stale_padding`]).
+    stale_padding: bool,
 }
 
 impl OutgoingRing {
@@ -927,7 +942,16 @@ impl OutgoingRing {
             ring,
             write_index,
             armed: false,
+            stale_padding: false,
         }
+    }
+
+    /// `true`: leave the 0–7 pad bytes after a payload as the ring memory holds them (stale
+    /// bytes of earlier packets), as OpenVMM's writer does (vmbus-protocol §1.4); `false`
+    /// (the default): zero them, as Linux and EMCL do. Descriptor, payload and trailer are
+    /// written either way.
+    pub const fn set_stale_padding(&mut self, stale: bool) {
+        self.stale_padding = stale;
     }
 
     /// The ring.
@@ -1039,7 +1063,11 @@ impl OutgoingRing {
                 }
             }
         }
-        w.put_bytes(packet.payload);
+        if self.stale_padding {
+            w.put_bytes_keep_padding(packet.payload);
+        } else {
+            w.put_bytes(packet.payload);
+        }
         w.put(u64::from(start) << 32);
         // `total` <= dsize - 8 < u32::MAX.
         Ok(self.commit(start, total as u32))

@@ -32,7 +32,7 @@ use crate::channel::{self, ChState, Channel, CloseReason, GuestRings};
 use crate::endpoint::HostSide;
 use crate::mem::MdlBlock;
 use crate::registry::{self, Obj};
-use crate::ring::{IncomingRing, OutgoingRing, ReleaseTracker, RingPair};
+use crate::ring::{IncomingRing, OutgoingRing, RingPair};
 use crate::sched::Task;
 use crate::{OfferConfig, OfferState, Rule, SimInner, State};
 
@@ -291,11 +291,10 @@ pub(crate) fn guest_opened(sim: &SimInner, st: &mut State, offer: u64, pair: &Ri
     if c.state != ChState::Opening || c.close.is_some() {
         return;
     }
-    c.rings = Some(GuestRings {
-        tx: OutgoingRing::new(pair.inbound()),
-        rx: IncomingRing::new(pair.outbound()),
-        rel: ReleaseTracker::new(),
-    });
+    c.rings = Some(GuestRings::new(
+        OutgoingRing::new(pair.inbound()),
+        IncomingRing::new(pair.outbound()),
+    ));
     if let Some(s) = c.server.as_mut() {
         s.closed = false;
         s.awaiting_start = false;
