@@ -57,6 +57,7 @@ pub const RING_PAGES: u32 = 4;
 pub struct Echo {
     echoed: AtomicU64,
     unanswered: AtomicU64,
+    at_passive: AtomicU64,
 }
 
 impl Echo {
@@ -69,12 +70,20 @@ impl Echo {
     pub fn unanswered(&self) -> u64 {
         self.unanswered.load(Ordering::Relaxed)
     }
+
+    /// Packets KMCL delivered at PASSIVE_LEVEL (all of them in `ProcessingMode::Passive`).
+    pub fn at_passive(&self) -> u64 {
+        self.at_passive.load(Ordering::Relaxed)
+    }
 }
 
 impl PacketHandler for Echo {
     /// Runs at DISPATCH_LEVEL or PASSIVE_LEVEL (the channel's [`ProcessingMode`]); does
     /// neither block nor touch pageable memory, so the level does not matter.
-    fn process(&self, packet: Packet<'_>, _level: Level) {
+    fn process(&self, packet: Packet<'_>, level: Level) {
+        if level.passive().is_some() {
+            self.at_passive.fetch_add(1, Ordering::Relaxed);
+        }
         // `complete_with` consumes the packet, which owns the payload: copy it first
         // (KMCL copies the response into the completion before the call returns).
         let mut response = Vec::new();

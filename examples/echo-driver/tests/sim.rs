@@ -85,6 +85,11 @@ fn every_packet_is_echoed_in_both_modes_over_many_seeds() {
             assert_eq!(channel.handler().echoed(), payloads().len() as u64 + 1);
             assert_eq!(channel.handler().unanswered(), 0);
             assert_eq!(channel.processing_mode(), mode);
+            let at_passive = match mode {
+                ProcessingMode::Passive => channel.handler().echoed(),
+                _ => 0,
+            };
+            assert_eq!(channel.handler().at_passive(), at_passive, "{mode:?}");
             channel.close(b.passive);
             b.sim.assert_clean();
         });
@@ -103,6 +108,12 @@ fn echoes_under_threaded_kmcl_in_both_modes() {
         }
         script.run(&b.sim, &b.offer.host()).unwrap().assert_clean();
         assert_eq!(channel.handler().echoed(), 300);
+        let at_passive = if mode == ProcessingMode::Passive {
+            300
+        } else {
+            0
+        };
+        assert_eq!(channel.handler().at_passive(), at_passive, "{mode:?}");
         channel.close(b.passive);
         b.sim.assert_clean();
     }
