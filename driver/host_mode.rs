@@ -127,7 +127,8 @@ where
         vmbus: &KernelVmbusHandle,
         passive: Passive,
     ) -> kmcl::Result<Self> {
-        let config = setup.config;
+        // As the bridge uses it: MaxPacketSize fitted to RingBufferPages.
+        let config = setup.config.fit_ring();
         let bridge = Arc::new(DeviceBridge::new(config, setup.tracer));
         let handler = ChannelHandler::new(Arc::clone(&bridge));
         let mode = match config.processing_mode {

@@ -537,6 +537,13 @@ impl IcChannel {
     /// mode's HRESULT when `response` holds at least 4 bytes, `E_FAIL` otherwise. Ignored
     /// (counted as late) when the slot was already answered, timed out or closed. Any
     /// IRQL <= DISPATCH_LEVEL; sent by the next [`IcChannel::flush`].
+    /// Whether slot `slot` still waits for user mode's answer to request `generation`.
+    fn is_waiting(&self, slot: usize, generation: u64) -> bool {
+        self.state.with(|s| {
+            matches!(s.slots.get(slot), Some(Slot::Waiting { generation: g, .. }) if *g == generation)
+        })
+    }
+
     fn answer(&self, slot: usize, generation: u64, response: &[u8]) {
         let (status, cause) = match response.get(..4).and_then(|b| b.try_into().ok()) {
             Some(b) => (u32::from_le_bytes(b), IcAnswerCause::UserMode),
@@ -710,6 +717,12 @@ impl HeldPacket for IcHeld {
 
     fn complete(self, response: &[u8]) {
         self.channel.answer(self.slot, self.generation, response);
+    }
+
+    /// Its slot was answered without user mode (timeout, channel closed): nothing waits
+    /// for this record any more.
+    fn is_stale(&self) -> bool {
+        !self.channel.is_waiting(self.slot, self.generation)
     }
 }
 

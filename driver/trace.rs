@@ -332,6 +332,7 @@ fn kind_name(kind: IssueKind) -> &'static str {
         IssueKind::UnknownKey => "UnknownKey",
         IssueKind::WrongType => "WrongType",
         IssueKind::OutOfRange => "OutOfRange",
+        IssueKind::DoesNotFitRing => "DoesNotFitRing",
     }
 }
 

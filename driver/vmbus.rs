@@ -77,6 +77,13 @@ impl HeldPacket for Held {
             HeldKind::Ic(r) => r.complete(response),
         }
     }
+
+    fn is_stale(&self) -> bool {
+        match &self.0 {
+            HeldKind::Packet(_) => false,
+            HeldKind::Ic(r) => r.is_stale(),
+        }
+    }
 }
 
 /// The bridge type of a device whose requests are `R` under lock `L`.
@@ -221,6 +228,29 @@ where
     }
 }
 
+/// `EvtVmbPacketCompletionRoutine` for sends without a completion wait (writes, no-wait
+/// `IOCTL_VMBRIDGE_SEND`): runs once KMCL wrote the packet into the ring (or dropped it at
+/// teardown), freeing its place in the bridge's bound on posted sends.
+pub struct PostedDone<R, L>(PhantomData<fn() -> (R, L)>);
+
+impl<R, L> core::fmt::Debug for PostedDone<R, L> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("PostedDone")
+    }
+}
+
+impl<R, L> Completion for PostedDone<R, L>
+where
+    R: UserRequest + 'static,
+    L: Lock<State<Held, R>> + 'static,
+{
+    type Context = Box<Arc<DeviceBridge<R, L>>>;
+
+    fn completed(context: Self::Context, _status: kmcl::NtStatus, _response: &[u8], _level: Level) {
+        context.posted_send_done();
+    }
+}
+
 /// The core's [`ChannelSender`] over a `kmcl` endpoint.
 pub struct Sender<'a, R, L> {
     endpoint: Endpoint<'a>,
@@ -234,10 +264,19 @@ where
 {
     fn send(&self, payload: &[u8], completion: Option<SendTag>) -> Result<(), NtStatus> {
         match completion {
-            None => self.endpoint.send(payload).map_err(from_kmcl),
+            // A completion routine (no completion asked of the other side) tells the
+            // bridge when KMCL wrote the packet: what bounds the sends queued in KMCL.
+            None => self
+                .endpoint
+                .send_with_completion::<PostedDone<R, L>>(
+                    payload,
+                    SendFlags::NONE,
+                    Box::new(Arc::clone(self.bridge)),
+                )
+                .map_err(|e| from_kmcl(e.status)),
             Some(tag) => {
-                // One allocation per waiting send (request path, PASSIVE_LEVEL for
-                // IOCTLs); the receive path allocates nothing.
+                // One allocation per send (request path); the receive path allocates
+                // nothing.
                 let ctx = Box::new(SendContext {
                     bridge: Arc::clone(self.bridge),
                     tag,
@@ -319,6 +358,8 @@ where
         tracer: Tracer,
         passive: Passive,
     ) -> kmcl::Result<Self> {
+        // The bridge and KMCL see the same MaxPacketSize: the one that fits the ring.
+        let config = config.fit_ring();
         let bridge = Arc::new(DeviceBridge::new(config, tracer));
         let ic = IcChannel::new(ic, config.queue_depth, tracer);
         let handler = ChannelHandler {
@@ -351,11 +392,16 @@ where
     }
 
     /// IC mode: advances the IC clock to `now_ms`, answers forwarded requests older than
-    /// the timeout with a failure and sends what is due. Returns how many timed out
+    /// the timeout with a failure (and drops them from the bridge queue, read or not) and
+    /// sends what is due. Returns how many timed out
     /// (0 outside IC mode). IRQL <= DISPATCH_LEVEL (the kernel glue calls it from a
     /// periodic timer).
     pub fn ic_tick(&self, now_ms: u64) -> u32 {
         let n = self.ic.as_ref().map_or(0, |ic| ic.tick(now_ms));
+        if n > 0 {
+            // The timed-out requests leave the bridge queue: fresh ones take their place.
+            let _ = self.bridge.discard_stale();
+        }
         self.flush_ic();
         n
     }

@@ -368,6 +368,166 @@ fn completion_before_send_returns_is_not_lost() {
     assert_eq!(b.stats().pending_sends, 0);
 }
 
+/// A sender that answers every waiting send with `response`: from inside `send`
+/// (`eager`, as a completion on another processor can) or later, when the test calls
+/// [`AnsweringSender::answer`].
+struct AnsweringSender<'a> {
+    bridge: &'a TestBridge,
+    response: Vec<u8>,
+    eager: bool,
+    tags: Mutex<Vec<SendTag>>,
+}
+
+impl ChannelSender for AnsweringSender<'_> {
+    fn send(&self, _payload: &[u8], completion: Option<SendTag>) -> Result<(), NtStatus> {
+        if let Some(tag) = completion {
+            if self.eager {
+                self.bridge
+                    .send_completed(tag, NtStatus::SUCCESS, &self.response);
+            } else {
+                self.tags.lock().expect("lock").push(tag);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl AnsweringSender<'_> {
+    fn answer(&self) {
+        for tag in self.tags.lock().expect("lock").drain(..) {
+            self.bridge
+                .send_completed(tag, NtStatus::SUCCESS, &self.response);
+        }
+    }
+}
+
+#[test]
+fn waiting_send_result_does_not_depend_on_when_its_completion_arrives() {
+    // Issue 15, bug 1: MaxPacketSize 64, a 1,000-byte response, a 2,016-byte output.
+    let config = Config {
+        max_packet_size: 64,
+        ..Config::DEFAULT
+    };
+    let response: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+    let input = build_send(VMBRIDGE_SEND_FLAG_WAIT_FOR_COMPLETION, b"ask");
+    let mut results = Vec::new();
+    for eager in [true, false] {
+        let b = TestBridge::new(config, Tracer::etw());
+        b.channel_opened();
+        b.channel_started();
+        let s = AnsweringSender {
+            bridge: &b,
+            response: response.clone(),
+            eager,
+            tags: Mutex::default(),
+        };
+        let (req, h) = SimRequest::new(input.as_slice(), 2016);
+        b.device_control(F1, IOCTL_VMBRIDGE_SEND, req, &s);
+        s.answer();
+        let c = done(&h);
+        assert_eq!(
+            (c.status, c.information),
+            (NtStatus::SUCCESS, 1016),
+            "eager {eager}"
+        );
+        assert_eq!(&c.output[16..1016], response.as_slice());
+        assert_eq!((b.stats().sends_completed, b.stats().pending_sends), (1, 0));
+        results.push((c.status, c.information, c.output));
+    }
+    assert_eq!(results[0], results[1], "the same response, the same result");
+}
+
+#[test]
+fn cancellation_completion_of_a_waiting_send_fails_it_as_not_connected() {
+    // Issue 15, bug 4: KMCL completes an unanswered send with STATUS_CANCELLED when the
+    // channel goes away; that is a failure, not a response.
+    let (b, _log, s) = setup(4);
+    let input = build_send(VMBRIDGE_SEND_FLAG_WAIT_FOR_COMPLETION, b"x");
+    let h = ioctl(&b, &s, F1, IOCTL_VMBRIDGE_SEND, input.as_slice(), 32);
+    let tag = s.sent.lock().expect("lock")[0].1.expect("tag");
+    b.send_completed(tag, NtStatus::CANCELLED, &[]);
+    let c = done(&h);
+    assert_eq!(
+        (c.status, c.information),
+        (NtStatus::DEVICE_NOT_CONNECTED, 0)
+    );
+    let st = b.stats();
+    assert_eq!(
+        (st.sends_completed, st.send_failures, st.pending_sends),
+        (0, 1, 0)
+    );
+    // The same when the cancellation comes from inside `send`.
+    let b = TestBridge::new(Config::DEFAULT, Tracer::etw());
+    b.channel_opened();
+    b.channel_started();
+    struct Cancelling<'a>(&'a TestBridge);
+    impl ChannelSender for Cancelling<'_> {
+        fn send(&self, _p: &[u8], completion: Option<SendTag>) -> Result<(), NtStatus> {
+            if let Some(tag) = completion {
+                self.0.send_completed(tag, NtStatus::CANCELLED, &[]);
+            }
+            Ok(())
+        }
+    }
+    let (req, h) = SimRequest::new(input.as_slice(), 32);
+    b.device_control(F1, IOCTL_VMBRIDGE_SEND, req, &Cancelling(&b));
+    assert_eq!(done(&h).status, NtStatus::DEVICE_NOT_CONNECTED);
+    assert_eq!((b.stats().sends_completed, b.stats().send_failures), (0, 1));
+}
+
+#[test]
+fn posted_sends_beyond_max_posted_sends_get_device_busy_until_kmcl_writes_them() {
+    // Issue 15, bug 2: writes and no-wait sends are bounded like waiting sends.
+    let config = Config {
+        max_posted_sends: 3,
+        ..Config::DEFAULT
+    };
+    let b = TestBridge::new(config, Tracer::etw());
+    b.channel_opened();
+    b.channel_started();
+    let s = FakeSender::default();
+    let write = |data: &[u8]| {
+        let (req, h) = SimRequest::new(data, 0);
+        b.write(F1, req, &s);
+        done(&h).status
+    };
+    let nowait = build_send(0, b"n");
+    let send = || {
+        done(&ioctl(
+            &b,
+            &s,
+            F1,
+            IOCTL_VMBRIDGE_SEND,
+            nowait.as_slice(),
+            0,
+        ))
+        .status
+    };
+    for _ in 0..2 {
+        assert_eq!(write(b"w"), NtStatus::SUCCESS);
+    }
+    assert_eq!(send(), NtStatus::SUCCESS);
+    assert_eq!(b.stats().posted_sends, 3);
+    assert_eq!(write(b"w"), NtStatus::DEVICE_BUSY);
+    assert_eq!(send(), NtStatus::DEVICE_BUSY);
+    assert_eq!(
+        s.sent.lock().expect("lock").len(),
+        3,
+        "refused sends were not sent"
+    );
+    // KMCL wrote one into the ring: one more fits.
+    b.posted_send_done();
+    assert_eq!(write(b"w"), NtStatus::SUCCESS);
+    assert_eq!(write(b"w"), NtStatus::DEVICE_BUSY);
+    // A send KMCL refuses gives its place back.
+    *s.fail_with.lock().expect("lock") = Some(NtStatus::INSUFFICIENT_RESOURCES);
+    b.posted_send_done();
+    assert_eq!(write(b"w"), NtStatus::INSUFFICIENT_RESOURCES);
+    *s.fail_with.lock().expect("lock") = None;
+    assert_eq!(write(b"w"), NtStatus::SUCCESS);
+    assert_eq!(b.stats().posted_sends, 3);
+}
+
 #[test]
 fn short_completion_buffer_gets_overflow_with_full_length() {
     let (b, _log, s) = setup(4);

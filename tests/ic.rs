@@ -259,7 +259,7 @@ fn shutdown_refused_by_user_mode_reaches_host_as_its_hresult() {
 }
 
 #[test]
-fn unanswered_shutdown_times_out_with_a_failure_and_late_answer_is_ignored() {
+fn unanswered_shutdown_times_out_with_a_failure_and_leaves_the_bridge_queue() {
     let mut rig = IcRig::new(
         SimConfig::deterministic(6),
         Config::DEFAULT,
@@ -281,17 +281,29 @@ fn unanswered_shutdown_times_out_with_a_failure_and_late_answer_is_ignored() {
         rig.host.await_status(MsgType::SHUTDOWN, txid),
         Ok(Status(STATUS_IC_TIMEOUT))
     );
-    // User mode still finds the request and answers it: the bridge completes it, the
-    // host gets nothing more.
+    // The request answered by its timeout left the bridge: a read finds nothing.
     let read = user.post_read(&rig);
     rig.idle();
-    let r = IcUser::decode(&read).expect("still readable");
-    assert_eq!(user.respond(&rig, r.packet_id, 0), NtStatus::SUCCESS);
+    assert!(!read.is_done(), "no dead request to read");
+    assert_eq!(rig.host.try_answer(), None, "one answer per request");
+    // A fresh request reaches the parked read; held when it times out, its RESPOND
+    // finds nothing (the host already has the timeout answer).
+    let fresh = rig.host.send_shutdown(&SHUTDOWN_PARAMS, &[]).expect("send");
+    rig.idle();
+    let r = IcUser::decode(&read).expect("the fresh request");
+    assert_eq!(r.request.transaction_id, u32::from(fresh));
+    assert_eq!(rig.device().ic_tick(2_000), 1);
+    assert_eq!(
+        rig.host.await_status(MsgType::SHUTDOWN, fresh),
+        Ok(Status(STATUS_IC_TIMEOUT))
+    );
+    assert_eq!(user.respond(&rig, r.packet_id, 0), NtStatus::NOT_FOUND);
     rig.idle();
     assert_eq!(rig.host.try_answer(), None, "one answer per request");
     let ic = rig.device().ic().expect("IC mode").stats();
-    assert_eq!((ic.timeouts, ic.late, ic.waiting), (1, 1, 0));
-    rig.close();
+    assert_eq!((ic.timeouts, ic.late, ic.waiting), (2, 0, 0));
+    let stats = rig.close();
+    assert_eq!(stats.packets_discarded, 2);
     rig.sim.assert_clean();
 }
 
@@ -692,7 +704,8 @@ fn heartbeats_and_a_shutdown_round_trip_with_real_threads() {
 }
 
 #[test]
-fn every_shutdown_gets_exactly_one_answer_when_user_mode_falls_behind() {
+fn requests_answered_by_timeout_leave_the_queue_so_fresh_ones_reach_user_mode() {
+    // Issue 15, bug 5: QueueDepth 2, nobody reads until two requests timed out.
     let mut rig = IcRig::new(
         SimConfig::deterministic(11),
         Config {
@@ -706,36 +719,49 @@ fn every_shutdown_gets_exactly_one_answer_when_user_mode_falls_behind() {
         Tracer::etw(),
     );
     negotiated(&mut rig);
+    let user = IcUser::new(FileId(1));
     let mut answers = Vec::new();
     let send = |rig: &mut IcRig| rig.host.send_shutdown(&SHUTDOWN_PARAMS, &[]).expect("send");
     // Two wait in slots; the third finds no slot and is refused at once.
     let (a, b, c) = (send(&mut rig), send(&mut rig), send(&mut rig));
     answers.push((c, rig.host.await_status(MsgType::SHUTDOWN, c)));
-    // Both time out; their records stay queued in the bridge (nobody reads).
+    // Both time out, and leave the bridge queue with their slots.
     assert_eq!(rig.device().ic_tick(100), 2);
     answers.push((a, rig.host.await_status(MsgType::SHUTDOWN, a)));
     answers.push((b, rig.host.await_status(MsgType::SHUTDOWN, b)));
-    // Two more get slots, but the bridge queue is full: each is completed unread and
-    // answered E_FAIL at once.
+    // Two fresh ones take their places and reach user mode, who answers them.
     let (d, e) = (send(&mut rig), send(&mut rig));
-    answers.push((d, rig.host.await_status(MsgType::SHUTDOWN, d)));
-    answers.push((e, rig.host.await_status(MsgType::SHUTDOWN, e)));
+    rig.idle();
+    assert_eq!(rig.host.try_answer(), None, "waiting for user mode");
+    for txid in [d, e] {
+        let read = user.post_read(&rig);
+        rig.idle();
+        let r = IcUser::decode(&read).expect("a fresh request");
+        assert_eq!(r.request.transaction_id, u32::from(txid), "in order");
+        assert_eq!(
+            user.respond(&rig, r.packet_id, Status::S_OK.0),
+            NtStatus::SUCCESS
+        );
+        rig.idle();
+        answers.push((txid, rig.host.await_status(MsgType::SHUTDOWN, txid)));
+    }
     rig.idle();
     assert_eq!(rig.host.try_answer(), None, "no second answer");
     let fail = Ok(Status::E_FAIL);
     let timeout = Ok(Status(STATUS_IC_TIMEOUT));
+    let ok = Ok(Status::S_OK);
     assert_eq!(
         answers,
         [
-            (c, fail.clone()),
+            (c, fail),
             (a, timeout.clone()),
             (b, timeout),
-            (d, fail.clone()),
-            (e, fail)
+            (d, ok.clone()),
+            (e, ok)
         ]
     );
     let stats = rig.close();
-    assert_eq!(stats.overflows, 2);
+    assert_eq!((stats.overflows, stats.packets_discarded), (0, 2));
     rig.sim.assert_clean();
 }
 

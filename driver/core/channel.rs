@@ -38,6 +38,14 @@ pub trait HeldPacket: Send {
     /// `VmbChannelPacketComplete(packet, response, len)`: retires the packet and sends
     /// `response` back if the sender asked for a completion. IRQL <= DISPATCH_LEVEL.
     fn complete(self, response: &[u8]);
+
+    /// True when the packet was already answered by other means (an IC request answered
+    /// by its timeout, `driver/ic.rs`): [`Bridge::discard_stale`](super::Bridge::discard_stale)
+    /// then drops it, uncompleted, so it neither fills the queue nor reaches a read.
+    /// A KMCL packet is never stale (the default).
+    fn is_stale(&self) -> bool {
+        false
+    }
 }
 
 /// The channel's send side.

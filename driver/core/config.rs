@@ -22,15 +22,18 @@ pub const KEY_MAX_PENDING_READS: &str = "MaxPendingReads";
 pub const KEY_MAX_PENDING_SENDS: &str = "MaxPendingSends";
 /// Registry value name of [`Config::ring_buffer_pages`] (`REG_DWORD`).
 pub const KEY_RING_BUFFER_PAGES: &str = "RingBufferPages";
+/// Registry value name of [`Config::max_posted_sends`] (`REG_DWORD`).
+pub const KEY_MAX_POSTED_SENDS: &str = "MaxPostedSends";
 
 /// Every value name the parser understands (the INF test checks the INF against it).
-pub const KEYS: [&str; 6] = [
+pub const KEYS: [&str; 7] = [
     KEY_PROCESSING_MODE,
     KEY_QUEUE_DEPTH,
     KEY_MAX_PACKET_SIZE,
     KEY_MAX_PENDING_READS,
     KEY_MAX_PENDING_SENDS,
     KEY_RING_BUFFER_PAGES,
+    KEY_MAX_POSTED_SENDS,
 ];
 
 /// Where incoming packets are processed.
@@ -103,6 +106,9 @@ pub enum IssueKind {
     WrongType,
     /// Outside the documented range; the default was kept.
     OutOfRange,
+    /// `MaxPacketSize` larger than one packet of the `RingBufferPages` ring can carry;
+    /// lowered to [`Config::ring_payload_limit`].
+    DoesNotFitRing,
 }
 
 /// One ignored value: its (known) key or `"?"`, what was wrong.
@@ -122,7 +128,9 @@ pub struct Config {
     /// Packets held for user mode (queued or awaiting a response), 1..=4096, default 64.
     /// Also the channel's transaction quota, so KMCL never delivers more.
     pub queue_depth: u32,
-    /// Largest payload sent or received, 64..=1 MiB, default 4096.
+    /// Largest payload sent or received, 64..=1 MiB, default 4096; never more than one
+    /// packet of the ring holds ([`Config::ring_payload_limit`]): a larger value is
+    /// lowered to that limit ([`Config::fit_ring`]).
     pub max_packet_size: u32,
     /// Reads that may pend at once, 1..=1024, default 64.
     pub max_pending_reads: u32,
@@ -130,6 +138,11 @@ pub struct Config {
     pub max_pending_sends: u32,
     /// Pages of each ring (incoming and outgoing), 2..=512, default 16.
     pub ring_buffer_pages: u32,
+    /// Sends without a completion wait (`WriteFile`, no-wait `IOCTL_VMBRIDGE_SEND`) that
+    /// KMCL may hold at once, accepted but not yet written into the ring (a host that
+    /// stops reading fills the ring, then this many): beyond it such a send fails with
+    /// `STATUS_DEVICE_BUSY`. 1..=4096, default 256.
+    pub max_posted_sends: u32,
 }
 
 /// Inclusive ranges of the numeric keys.
@@ -137,6 +150,7 @@ const QUEUE_DEPTH_RANGE: (u32, u32) = (1, 4096);
 const MAX_PACKET_SIZE_RANGE: (u32, u32) = (64, 1 << 20);
 const PENDING_RANGE: (u32, u32) = (1, 1024);
 const RING_PAGES_RANGE: (u32, u32) = (2, 512);
+const POSTED_RANGE: (u32, u32) = (1, 4096);
 
 impl Default for Config {
     fn default() -> Self {
@@ -153,6 +167,7 @@ impl Config {
         max_pending_reads: 64,
         max_pending_sends: 32,
         ring_buffer_pages: 16,
+        max_posted_sends: 256,
     };
 
     /// Parses key/value pairs (value names are case-insensitive, as in the registry).
@@ -175,7 +190,43 @@ impl Config {
                 issues.push(Issue { key, kind });
             }
         }
-        Parsed { config, issues }
+        let fitted = config.fit_ring();
+        if fitted.max_packet_size != config.max_packet_size {
+            issues.push(Issue {
+                key: KEY_MAX_PACKET_SIZE,
+                kind: IssueKind::DoesNotFitRing,
+            });
+        }
+        Parsed {
+            config: fitted,
+            issues,
+        }
+    }
+
+    /// The largest payload one packet of a `ring_pages`-page ring can carry (pages
+    /// counted with the ring's control page, as `RingBufferPages`): the data area is
+    /// `(ring_pages - 1) * 4096` bytes and one packet takes its 16-byte descriptor, the
+    /// payload padded to 8 bytes, the 8-byte trailer, and leaves 8 bytes free (a full
+    /// ring would read as empty; `crates/kmcl-sim/src/ring.rs`); 8 more for the pipe header of
+    /// IC mode. Sends and completions larger than this could never be written: KMCL
+    /// fails such a send and has no way to report a completion it cannot write.
+    #[must_use]
+    pub const fn ring_payload_limit(ring_pages: u32) -> u32 {
+        let data = ring_pages.saturating_sub(1).saturating_mul(4096);
+        (data.saturating_sub(16 + 8 + 8 + 8)) & !7
+    }
+
+    /// This configuration with `max_packet_size` lowered to what the ring can carry
+    /// ([`Config::ring_payload_limit`]), so that no send and no completion (the response
+    /// to a held packet) the bridge accepts can fail to fit. `Bridge::new` applies it;
+    /// [`Config::parse`] reports the change as [`IssueKind::DoesNotFitRing`].
+    #[must_use]
+    pub const fn fit_ring(mut self) -> Self {
+        let limit = Self::ring_payload_limit(self.ring_buffer_pages);
+        if self.max_packet_size > limit {
+            self.max_packet_size = limit;
+        }
+        self
     }
 
     fn apply(&mut self, key: &'static str, value: Value<'_>) -> Result<(), IssueKind> {
@@ -195,6 +246,7 @@ impl Config {
             KEY_MAX_PACKET_SIZE => (&mut self.max_packet_size, MAX_PACKET_SIZE_RANGE),
             KEY_MAX_PENDING_READS => (&mut self.max_pending_reads, PENDING_RANGE),
             KEY_MAX_PENDING_SENDS => (&mut self.max_pending_sends, PENDING_RANGE),
+            KEY_MAX_POSTED_SENDS => (&mut self.max_posted_sends, POSTED_RANGE),
             _ => (&mut self.ring_buffer_pages, RING_PAGES_RANGE),
         };
         if !(lo..=hi).contains(&v) {
@@ -387,6 +439,7 @@ mod tests {
             ("MaxPendingReads", Value::Dword(2)),
             ("MaxPendingSends", Value::Dword(3)),
             ("RingBufferPages", Value::Dword(64)),
+            ("maxpostedsends", Value::Dword(9)),
         ]);
         assert!(p.issues.is_empty(), "{:?}", p.issues);
         assert_eq!(
@@ -398,6 +451,7 @@ mod tests {
                 max_pending_reads: 2,
                 max_pending_sends: 3,
                 ring_buffer_pages: 64,
+                max_posted_sends: 9,
             }
         );
     }
@@ -534,10 +588,33 @@ mod tests {
         let p = Config::parse([
             ("QueueDepth", Value::Dword(4096)),
             ("RingBufferPages", Value::Dword(2)),
+            ("MaxPacketSize", Value::Dword(Config::ring_payload_limit(2))),
         ]);
         assert!(p.issues.is_empty());
         assert_eq!(p.config.queue_depth, 4096);
         let p = Config::parse([("QueueDepth", Value::Dword(4097))]);
         assert_eq!(p.config.queue_depth, 64);
+    }
+
+    #[test]
+    fn max_packet_size_that_does_not_fit_the_ring_is_lowered_and_reported() {
+        // 16 pages: 15 data pages; one packet carries at most 61,400 payload bytes.
+        assert_eq!(Config::ring_payload_limit(16), 15 * 4096 - 40);
+        let p = Config::parse([("MaxPacketSize", Value::Dword(1 << 20))]);
+        assert_eq!(p.config.max_packet_size, 15 * 4096 - 40);
+        assert_eq!(
+            p.issues,
+            [Issue {
+                key: KEY_MAX_PACKET_SIZE,
+                kind: IssueKind::DoesNotFitRing
+            }]
+        );
+        let p = Config::parse([("RingBufferPages", Value::Dword(2))]);
+        assert_eq!(p.config.max_packet_size, 4056, "the default is lowered too");
+        let p = Config::parse([
+            ("MaxPacketSize", Value::Dword(1 << 20)),
+            ("RingBufferPages", Value::Dword(512)),
+        ]);
+        assert_eq!((p.config.max_packet_size, p.issues.len()), (1 << 20, 0));
     }
 }

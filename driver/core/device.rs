@@ -104,7 +104,8 @@ pub struct Stats {
     pub packets_abandoned: u64,
     /// Requests rejected (bad buffers, wrong state, full tables).
     pub requests_rejected: u64,
-    /// Sends KMCL refused.
+    /// Sends KMCL refused, and waiting sends KMCL failed after accepting them (cancelled
+    /// by a channel teardown before the other side answered).
     pub send_failures: u64,
     /// Packets that arrived with every slot taken (quota not honoured).
     pub overflows: u64,
@@ -122,6 +123,9 @@ pub struct Stats {
     pub pending_reads: u32,
     /// Sends waiting for a completion now.
     pub pending_sends: u32,
+    /// Sends without a completion wait (writes, no-wait `IOCTL_VMBRIDGE_SEND`) that KMCL
+    /// accepted but has not written into the ring yet (bounded by `MaxPostedSends`).
+    pub posted_sends: u32,
 }
 
 impl Stats {
@@ -170,26 +174,29 @@ struct PendingRead<R> {
 
 enum SendState<R> {
     Free,
-    /// `send` is in progress on the issuing thread; `early` records a completion that
-    /// arrived before the request was parked (status, full response length; the bytes
-    /// are in the slot's stash).
-    Sending {
-        early: Option<(NtStatus, u32)>,
-    },
-    /// Parked, waiting for the completion.
+    /// Taken by a send that is copying its payload; the request is not parked yet and
+    /// nothing has gone to KMCL, so no completion can arrive.
+    Reserved,
+    /// Parked, waiting for the completion. The request is parked *before* the payload
+    /// goes to KMCL, so a completion finds it whenever it arrives (even from inside
+    /// [`ChannelSender::send`]) and is handled by one path only.
     Waiting {
         req: R,
         file: FileId,
     },
-    /// The request was cancelled; the completion is still owed by KMCL.
+    /// The request was taken back (cancel, handle close, channel close); the completion
+    /// is still owed by KMCL (or, if the send fails, never comes).
     Orphaned,
 }
 
 struct SendSlot<R> {
     generation: u64,
     state: SendState<R>,
-    /// Preallocated room for a completion that arrives before the request is parked.
-    stash: Vec<u8>,
+    /// Preallocated `MaxPacketSize` bytes the payload is copied into before the request
+    /// is parked (with `METHOD_BUFFERED` the payload and the output the completion writes
+    /// share one buffer). `None` while lent to the sending thread: the slot is then not
+    /// reused even if its completion already came back.
+    payload: Option<Vec<u8>>,
 }
 
 /// The bridge state behind the lock. Opaque outside this module.
@@ -259,6 +266,14 @@ enum ArriveStep<P, R> {
     Overflow(P),
 }
 
+/// Outcome of a send without a completion wait.
+enum Posted {
+    Sent,
+    /// `MaxPostedSends` posted sends are already in KMCL.
+    Busy,
+    Failed(NtStatus),
+}
+
 /// One item `close` or a channel teardown takes out of the state.
 enum Reclaimed<P, R> {
     Request(R),
@@ -297,12 +312,14 @@ where
     /// `DeviceCreated`.
     #[must_use]
     pub fn new(config: Config, tracer: Tracer) -> Self {
+        // A packet (or completion) that cannot fit the ring is never accepted.
+        let config = config.fit_ring();
         let depth = config.queue_depth as usize;
         let sends = (0..config.max_pending_sends)
             .map(|_| SendSlot {
                 generation: 0,
                 state: SendState::Free,
-                stash: Vec::with_capacity(config.max_packet_size as usize),
+                payload: Some(Vec::with_capacity(config.max_packet_size as usize)),
             })
             .collect();
         let state = State {
@@ -422,20 +439,39 @@ where
     /// Completes every held packet with an empty response; returns how many.
     fn drain_packets(&self) -> u32 {
         let mut n = 0u32;
-        loop {
-            let item = self.state.with(|s| {
-                let slot = s.packets.find(|_| true)?;
-                let entry = s.packets.remove(slot)?;
-                let _ = s.queued.remove_first(|q| *q == slot);
-                if entry.held.is_some() {
-                    s.stats.held_for_response = s.stats.held_for_response.saturating_sub(1);
-                }
-                s.stats.packets_discarded += 1;
-                s.note_depth();
-                Some(entry.packet)
-            });
-            let Some(packet) = item else { break };
+        while let Some(packet) = self.discard_first(|_| true) {
             packet.complete(&[]);
+            n += 1;
+        }
+        n
+    }
+
+    /// Takes the first packet (queued or held) matching `pred` out of the state,
+    /// counted in `packets_discarded`; the caller completes or drops it outside the lock.
+    fn discard_first(&self, mut pred: impl FnMut(&P) -> bool) -> Option<P> {
+        self.state.with(|s| {
+            let slot = s.packets.find(|e| pred(&e.packet))?;
+            let entry = s.packets.remove(slot)?;
+            let _ = s.queued.remove_first(|q| *q == slot);
+            if entry.held.is_some() {
+                s.stats.held_for_response = s.stats.held_for_response.saturating_sub(1);
+            }
+            s.stats.packets_discarded += 1;
+            s.note_depth();
+            Some(entry.packet)
+        })
+    }
+
+    /// Drops every packet, queued or held, that [`HeldPacket::is_stale`] says was answered
+    /// already (IC mode calls it after a timeout answered requests): fresh packets get
+    /// their place and reads never return a dead request (a RESPOND to a held one then
+    /// finds nothing: `STATUS_NOT_FOUND`). Counted in `packets_discarded`; returns how
+    /// many. IRQL <= DISPATCH_LEVEL.
+    pub fn discard_stale(&self) -> u32 {
+        let mut n = 0u32;
+        // Already answered: dropping it (outside the lock) is all that is left to do.
+        while let Some(packet) = self.discard_first(HeldPacket::is_stale) {
+            drop(packet);
             n += 1;
         }
         n
@@ -565,6 +601,12 @@ where
 
     /// A completion for a send made with `Some(tag)` (`EvtVmbPacketCompletionRoutine`,
     /// IRQL <= DISPATCH_LEVEL, possibly before [`ChannelSender::send`] returned).
+    ///
+    /// The request was parked before the send, so the result depends only on `status`
+    /// and `response`, never on when they arrive. A failed transaction (KMCL's
+    /// `STATUS_CANCELLED` when the channel is torn down before the other side answered)
+    /// completes the request with `STATUS_DEVICE_NOT_CONNECTED` and counts as a send
+    /// failure, not as a completed send.
     pub fn send_completed(&self, tag: SendTag, status: NtStatus, response: &[u8]) {
         let (index, generation) = split_tag(tag);
         let waiting = self.state.with(|s| {
@@ -577,17 +619,12 @@ where
                 return None;
             }
             match core::mem::replace(&mut slot.state, SendState::Free) {
-                SendState::Sending { .. } => {
-                    slot.stash.clear();
-                    let room = slot.stash.capacity().min(response.len());
-                    slot.stash.extend_from_slice(&response[..room]);
-                    slot.state = SendState::Sending {
-                        early: Some((status, len32(response.len()))),
-                    };
-                    None
-                }
                 SendState::Waiting { req, .. } => {
-                    s.stats.sends_completed += 1;
+                    if status.is_success() {
+                        s.stats.sends_completed += 1;
+                    } else {
+                        s.stats.send_failures += 1;
+                    }
                     s.stats.pending_sends = s.stats.pending_sends.saturating_sub(1);
                     Some(req)
                 }
@@ -595,23 +632,43 @@ where
                     s.stats.orphaned_completions += 1;
                     None
                 }
-                SendState::Free => {
+                // Nothing was sent for this tag yet (Reserved) or it is done (Free):
+                // a forged or repeated completion.
+                other => {
+                    slot.state = other;
                     s.stats.orphaned_completions += 1;
                     None
                 }
             }
         });
-        if let Some(mut req) = waiting {
+        let Some(mut req) = waiting else { return };
+        if status.is_success() {
             self.tracer.emit(Event::SendCompleted {
                 status: status.raw(),
                 len: len32(response.len()),
             });
-            if req.claim() {
+        } else {
+            self.tracer.emit(Event::SendFailed {
+                status: status.raw(),
+            });
+        }
+        if req.claim() {
+            if status.is_success() {
                 let (st, info) =
                     write_completion(req.output(), status, len32(response.len()), response);
                 req.complete(st, info);
+            } else {
+                req.complete(NtStatus::DEVICE_NOT_CONNECTED, 0);
             }
         }
+    }
+
+    /// The completion routine of a send made with `None` (a write or a no-wait
+    /// `IOCTL_VMBRIDGE_SEND`): KMCL wrote it into the ring (or dropped it at teardown).
+    /// Frees its place in the `MaxPostedSends` bound. IRQL <= DISPATCH_LEVEL.
+    pub fn posted_send_done(&self) {
+        self.state
+            .with(|s| s.stats.posted_sends = s.stats.posted_sends.saturating_sub(1));
     }
 
     // ----- user side ------------------------------------------------------------------
@@ -732,6 +789,9 @@ where
     }
 
     /// `EvtIoWrite` (`WriteFile`): sends the whole input in-band, no completion requested.
+    /// At most `MaxPostedSends` such sends may be in KMCL, not yet written into the ring
+    /// (a host that stops reading fills the ring, then this bound): beyond it the write
+    /// fails with `STATUS_DEVICE_BUSY` and nothing is sent.
     pub fn write(&self, _file: FileId, req: R, sender: &impl ChannelSender) {
         let len = req.input().len();
         if len > self.config.max_packet_size as usize {
@@ -740,12 +800,36 @@ where
         if let Err(st) = self.check_can_send() {
             return self.reject(req, CODE_WRITE, st);
         }
-        match sender.send(req.input(), None) {
-            Ok(()) => {
+        match self.send_posted(req.input(), sender) {
+            Posted::Sent => {
                 self.note_sent(len, false);
                 req.complete(NtStatus::SUCCESS, len);
             }
-            Err(st) => self.send_failed(req, st),
+            Posted::Busy => self.reject(req, CODE_WRITE, NtStatus::DEVICE_BUSY),
+            Posted::Failed(st) => self.send_failed(req, st),
+        }
+    }
+
+    /// Sends `payload` without a completion wait, within the `MaxPostedSends` bound of
+    /// posted sends (freed by [`Bridge::posted_send_done`]).
+    fn send_posted(&self, payload: &[u8], sender: &impl ChannelSender) -> Posted {
+        let limit = self.config.max_posted_sends;
+        let room = self.state.with(|s| {
+            if s.stats.posted_sends >= limit {
+                return false;
+            }
+            s.stats.posted_sends += 1;
+            true
+        });
+        if !room {
+            return Posted::Busy;
+        }
+        match sender.send(payload, None) {
+            Ok(()) => Posted::Sent,
+            Err(st) => {
+                self.posted_send_done();
+                Posted::Failed(st)
+            }
         }
     }
 
@@ -831,85 +915,93 @@ where
         if !wait {
             let sent = match VMBRIDGE_SEND_REQUEST::parse(req.input(), self.config.max_packet_size)
             {
-                Ok((_, payload)) => sender.send(payload, None).map(|()| payload.len()),
-                Err(st) => Err(st),
+                Ok((_, payload)) => (self.send_posted(payload, sender), payload.len()),
+                Err(st) => (Posted::Failed(st), 0),
             };
             return match sent {
-                Ok(len) => {
+                (Posted::Sent, len) => {
                     self.note_sent(len, false);
                     req.complete(NtStatus::SUCCESS, 0);
                 }
-                Err(st) => self.send_failed(req, st),
+                (Posted::Busy, _) => self.reject(req, code, NtStatus::DEVICE_BUSY),
+                (Posted::Failed(st), _) => self.send_failed(req, st),
             };
         }
-        // Reserve a slot before sending: the completion may come back before `send`
-        // returns, and must find the slot.
+        // Reserve a slot and borrow its payload buffer (a slot whose buffer is lent to
+        // another send is not free yet, even when its completion came back).
         let reserved = self.state.with(|s| {
             let index = s
                 .sends
                 .iter()
-                .position(|x| matches!(x.state, SendState::Free))?;
+                .position(|x| matches!(x.state, SendState::Free) && x.payload.is_some())?;
             let slot = &mut s.sends[index];
             slot.generation = slot.generation.wrapping_add(1) & GENERATION_MASK;
-            slot.state = SendState::Sending { early: None };
-            Some(make_tag(index, slot.generation))
+            slot.state = SendState::Reserved;
+            let buf = slot.payload.take()?;
+            Some((make_tag(index, slot.generation), buf))
         });
-        let Some(tag) = reserved else {
+        let Some((tag, mut buf)) = reserved else {
             return self.reject(req, code, NtStatus::DEVICE_BUSY);
         };
-        let sent = match VMBRIDGE_SEND_REQUEST::parse(req.input(), self.config.max_packet_size) {
-            Ok((_, payload)) => sender.send(payload, Some(tag)).map(|()| payload.len()),
-            Err(st) => Err(st),
-        };
         let (index, _) = split_tag(tag);
-        let len = match sent {
-            Ok(len) => len,
-            Err(st) => {
-                self.state.with(|s| s.sends[index].state = SendState::Free);
-                return self.send_failed(req, st);
-            }
-        };
-        self.note_sent(len, true);
-        enum Next<R> {
-            Parked(RequestKey),
-            Done(R, NtStatus, usize, NtStatus, u32),
-            Cancelled(R),
+        // Copy the payload out of the request: once parked, the request's output (the
+        // same METHOD_BUFFERED memory) belongs to whoever completes it. `buf` has
+        // `MaxPacketSize` capacity and the payload was checked against it: no allocation.
+        buf.clear();
+        if let Ok((_, payload)) =
+            VMBRIDGE_SEND_REQUEST::parse(req.input(), self.config.max_packet_size)
+        {
+            buf.extend_from_slice(payload);
         }
-        let next = self.state.with(|s| {
-            let slot = &mut s.sends[index];
-            match core::mem::replace(&mut slot.state, SendState::Free) {
-                SendState::Sending {
-                    early: Some((status, full_len)),
-                } => {
-                    let (st, info) = write_completion(req.output(), status, full_len, &slot.stash);
-                    s.stats.sends_completed += 1;
-                    Next::Done(req, st, info, status, full_len)
-                }
-                _ => match req.park() {
-                    Ok(()) => {
-                        let key = req.key();
-                        slot.state = SendState::Waiting { req, file };
-                        s.stats.pending_sends += 1;
-                        Next::Parked(key)
-                    }
-                    Err(_) => {
-                        slot.state = SendState::Orphaned;
-                        s.stats.requests_cancelled += 1;
-                        Next::Cancelled(req)
-                    }
-                },
+        // Park before sending, so the completion finds the request whenever it comes.
+        let parked = self.state.with(|s| match req.park() {
+            Ok(()) => {
+                let key = req.key();
+                s.sends[index].state = SendState::Waiting { req, file };
+                s.stats.pending_sends += 1;
+                Ok(key)
+            }
+            Err(_) => {
+                let slot = &mut s.sends[index];
+                slot.state = SendState::Free;
+                slot.payload = Some(core::mem::take(&mut buf));
+                s.stats.requests_cancelled += 1;
+                Err(req)
             }
         });
-        match next {
-            Next::Parked(key) => self.tracer.emit(Event::RequestPended { key: key.0 }),
-            Next::Done(req, st, info, status, full_len) => {
-                self.tracer.emit(Event::SendCompleted {
-                    status: status.raw(),
-                    len: full_len,
-                });
-                req.complete(st, info);
+        match parked {
+            Ok(key) => self.tracer.emit(Event::RequestPended { key: key.0 }),
+            Err(req) => return req.complete(NtStatus::CANCELLED, 0),
+        }
+        let sent = sender.send(&buf, Some(tag));
+        let len = buf.len();
+        // Give the buffer back; on failure no completion follows, so take the request
+        // back too (unless a cancel or close already did).
+        let failed = self.state.with(|s| {
+            let slot = &mut s.sends[index];
+            slot.payload = Some(buf);
+            let Err(st) = sent else { return None };
+            match core::mem::replace(&mut slot.state, SendState::Free) {
+                SendState::Waiting { req, .. } => {
+                    s.stats.pending_sends = s.stats.pending_sends.saturating_sub(1);
+                    Some((Some(req), st))
+                }
+                _ => Some((None, st)),
             }
-            Next::Cancelled(req) => req.complete(NtStatus::CANCELLED, 0),
+        });
+        match failed {
+            None => self.note_sent(len, true),
+            Some((Some(mut req), st)) => {
+                if req.claim() {
+                    self.send_failed(req, st);
+                } else {
+                    self.state.with(|s| s.stats.send_failures += 1);
+                }
+            }
+            Some((None, st)) => {
+                self.state.with(|s| s.stats.send_failures += 1);
+                self.tracer.emit(Event::SendFailed { status: st.raw() });
+            }
         }
     }
 

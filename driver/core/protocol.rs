@@ -33,6 +33,35 @@
 //! | unknown flag, non-zero reserved field, `PacketId` 0 in a response | `STATUS_INVALID_PARAMETER` |
 //! | a length that runs past the buffer, or above `MaxPacketSize` | `STATUS_INVALID_BUFFER_SIZE` |
 //! | unknown IOCTL | `STATUS_INVALID_DEVICE_REQUEST` |
+//!
+//! `MaxPacketSize` is the one `IOCTL_VMBRIDGE_GET_INFO` reports: the configured value,
+//! lowered to what one packet of the ring carries (`Config::fit_ring`), so every send
+//! and response that passes the length check can be written.
+//!
+//! # Outcomes of sends and responses
+//!
+//! A request completes with `STATUS_SUCCESS` only when its effect happened: a send was
+//! accepted by KMCL (and, waiting, answered), a response was handed to
+//! `VmbChannelPacketComplete`. Otherwise:
+//!
+//! | situation | status |
+//! |---|---|
+//! | `MaxPendingSends` waiting sends already wait | `STATUS_DEVICE_BUSY` (nothing sent) |
+//! | `MaxPostedSends` writes / no-wait sends are in KMCL, not yet in the ring (the host stopped reading) | `STATUS_DEVICE_BUSY` (nothing sent; retry later) |
+//! | channel not open yet, or suspended | `STATUS_DEVICE_NOT_READY` |
+//! | channel closed (rescind, removal) | `STATUS_DEVICE_NOT_CONNECTED` |
+//! | a waiting send the channel lost before the other side answered (KMCL's cancellation completion) | `STATUS_DEVICE_NOT_CONNECTED`, no output |
+//! | KMCL refused the send | KMCL's status |
+//! | `IOCTL_VMBRIDGE_RESPOND` for a packet this handle does not hold (never, answered, its handle closed, or an IC request answered by its timeout) | `STATUS_NOT_FOUND` |
+//! | the request cancelled (`CancelIoEx`) or its handle closed | `STATUS_CANCELLED` |
+//!
+//! A waiting send's result depends only on the other side's response and the output
+//! buffer, never on when the completion arrives.
+//!
+//! Held packets and waiting sends share the transaction quota: while `QueueDepth`
+//! packets are held (or queued unread), KMCL takes nothing from the ring, the
+//! completion of a waiting send included. `docs/bridge.md` states the rule and the
+//! ways out (respond first, or cancel the send).
 #![allow(non_camel_case_types, non_snake_case)]
 
 use super::status::NtStatus;

@@ -31,7 +31,8 @@ impl NtStatus {
     /// `STATUS_BUFFER_OVERFLOW` (warning): the packet did not fit; the header says how
     /// many bytes are needed and the packet stays queued.
     pub const BUFFER_OVERFLOW: Self = Self(s(0x8000_0005));
-    /// `STATUS_DEVICE_BUSY` (warning): too many sends are waiting for completions.
+    /// `STATUS_DEVICE_BUSY` (warning): too many sends are waiting for completions, or
+    /// too many sends without a wait are still queued in KMCL (`MaxPostedSends`).
     pub const DEVICE_BUSY: Self = Self(s(0x8000_0011));
     /// `STATUS_INVALID_PARAMETER`: a flag or reserved field is wrong.
     pub const INVALID_PARAMETER: Self = Self(s(0xC000_000D));

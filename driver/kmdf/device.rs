@@ -70,7 +70,7 @@ pub(super) static GUID_DEVINTERFACE: GUID = guid(GUID_DEVINTERFACE_VMBRIDGE);
 static KMCL_INTERFACE_TYPE: kmcl_sys::GUID = KMCL_CLIENT_INTERFACE_TYPE;
 
 /// The registry value names of [`config::KEYS`] and [`config::IC_KEYS`], in UTF-16.
-static KEY_NAMES: [(&str, &[u16]); 8] = [
+static KEY_NAMES: [(&str, &[u16]); 9] = [
     (
         config::KEY_PROCESSING_MODE,
         wide!(config::KEY_PROCESSING_MODE),
@@ -87,6 +87,10 @@ static KEY_NAMES: [(&str, &[u16]); 8] = [
     (
         config::KEY_MAX_PENDING_SENDS,
         wide!(config::KEY_MAX_PENDING_SENDS),
+    ),
+    (
+        config::KEY_MAX_POSTED_SENDS,
+        wide!(config::KEY_MAX_POSTED_SENDS),
     ),
     (
         config::KEY_RING_BUFFER_PAGES,

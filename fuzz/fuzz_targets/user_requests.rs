@@ -9,10 +9,19 @@
 //! not, any output length), packet arrivals, send completions (right or stale tags),
 //! cancellation, handle close and channel state changes.
 //!
+//! The channel may answer a waiting send from inside the send call (as a completion on
+//! another processor can) or any time later, and KMCL may report that it wrote a send
+//! without a completion wait (which frees a place in `MaxPostedSends`).
+//!
 //! Asserts: no panic; a rejected request changes nothing (every counter, the sends, the
 //! packets) but the rejection count; the status of a malformed header is the one the
-//! validation table names; no completion claims more bytes than its output buffer; at
-//! the end every request completed exactly once and every packet exactly once.
+//! validation table names; no completion claims more bytes than its output buffer; a
+//! waiting send completed by its completion has exactly the result written down from
+//! `protocol.rs` for that (status, response, output length), whenever it arrived; no
+//! request succeeds without its effect (a successful write or send was handed to the
+//! channel in that call, a successful RESPOND completed its packet, a waiting send
+//! succeeds only on a successful completion); at the end every request completed
+//! exactly once and every packet exactly once.
 #![no_main]
 
 use std::sync::{Arc, Mutex};
@@ -58,6 +67,98 @@ struct FakeSender {
     /// (payload length, tag) of every accepted send.
     sent: Mutex<Vec<(usize, Option<SendTag>)>>,
     fail: Mutex<bool>,
+    /// `Some((success, response))`: answer every waiting send from inside `send`.
+    eager: Mutex<Option<(bool, Vec<u8>)>>,
+    /// Tags whose completion was delivered (once each), with what was delivered.
+    completed: Mutex<Vec<(SendTag, NtStatus, Vec<u8>)>>,
+    /// Sends without a completion wait KMCL has reported written.
+    posted_done: Mutex<usize>,
+}
+
+impl FakeSender {
+    fn owed_tags(&self) -> Vec<SendTag> {
+        let done: Vec<SendTag> = self
+            .completed
+            .lock()
+            .map(|c| c.iter().map(|x| x.0).collect())
+            .unwrap_or_default();
+        self.sent
+            .lock()
+            .map(|s| {
+                s.iter()
+                    .filter_map(|x| x.1)
+                    .filter(|t| !done.contains(t))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn posted_owed(&self) -> usize {
+        let sent = self
+            .sent
+            .lock()
+            .map(|s| s.iter().filter(|x| x.1.is_none()).count())
+            .unwrap_or(0);
+        sent - self.posted_done.lock().map(|d| *d).unwrap_or(0)
+    }
+}
+
+/// The sender as the bridge sees it: the recording fake, plus the bridge to deliver
+/// eager completions to.
+struct Channel<'a> {
+    fake: &'a FakeSender,
+    bridge: &'a FuzzBridge,
+}
+
+impl ChannelSender for Channel<'_> {
+    fn send(&self, payload: &[u8], completion: Option<SendTag>) -> Result<(), NtStatus> {
+        self.fake.send(payload, completion)?;
+        let eager = self.fake.eager.lock().map(|e| e.clone()).unwrap_or(None);
+        if let (Some(tag), Some((ok, response))) = (completion, eager) {
+            let status = if ok {
+                NtStatus::SUCCESS
+            } else {
+                NtStatus::CANCELLED
+            };
+            if let Ok(mut c) = self.fake.completed.lock() {
+                c.push((tag, status, response.clone()));
+            }
+            self.bridge.send_completed(tag, status, &response);
+        }
+        Ok(())
+    }
+}
+
+/// The result a waiting send must end with when its completion (`status`, `response`)
+/// completes it, written from `protocol.rs`: on success the completion header and as much
+/// of the response as `out_len` holds (`STATUS_BUFFER_OVERFLOW` if not all), on failure
+/// `STATUS_DEVICE_NOT_CONNECTED` and nothing.
+fn expected_send_result(
+    status: NtStatus,
+    response: &[u8],
+    out_len: usize,
+) -> (NtStatus, usize, Vec<u8>) {
+    if !status.is_success() {
+        return (NtStatus::DEVICE_NOT_CONNECTED, 0, Vec::new());
+    }
+    let room = out_len.saturating_sub(16).min(response.len());
+    let mut out = Vec::new();
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(&VMBRIDGE_ABI_VERSION.to_le_bytes());
+    out.extend_from_slice(&status.raw().to_le_bytes());
+    out.extend_from_slice(
+        &u32::try_from(response.len())
+            .unwrap_or(u32::MAX)
+            .to_le_bytes(),
+    );
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&response[..room]);
+    let st = if room < response.len() {
+        NtStatus::BUFFER_OVERFLOW
+    } else {
+        NtStatus::SUCCESS
+    };
+    (st, 16 + room, out)
 }
 
 impl ChannelSender for FakeSender {
@@ -204,6 +305,8 @@ struct World {
     sender: FakeSender,
     packets: Completions,
     requests: Vec<(RequestHandle, usize)>,
+    /// Waiting sends handed to the channel: tag, request index, output length.
+    waiting: Vec<(SendTag, usize, usize)>,
 }
 
 impl World {
@@ -215,6 +318,29 @@ impl World {
         )
     }
 
+    fn channel(&self) -> Channel<'_> {
+        Channel {
+            fake: &self.sender,
+            bridge: &self.bridge,
+        }
+    }
+
+    /// Delivers the completion of `tag` and checks the property: if it completed the
+    /// request, the result is the one `expected_send_result` names.
+    fn complete_send(&self, tag: SendTag, status: NtStatus, response: &[u8]) {
+        if let Ok(mut c) = self.sender.completed.lock() {
+            c.push((tag, status, response.to_vec()));
+        }
+        let entry = self.waiting.iter().find(|w| w.0 == tag).copied();
+        let before = entry.map(|(_, i, _)| self.requests[i].0.is_done());
+        self.bridge.send_completed(tag, status, response);
+        if let (Some((_, i, out_len)), Some(false)) = (entry, before)
+            && let Some(c) = self.requests[i].0.result()
+        {
+            check_send_result(&c, status, response, out_len);
+        }
+    }
+
     fn cancel(&self, h: &RequestHandle) {
         h.cancel(|k| {
             self.bridge
@@ -223,6 +349,30 @@ impl World {
                 .is_some()
         });
     }
+}
+
+/// A response of any length up to 5000 bytes (a length and a pattern seed, so long
+/// responses cost the fuzzer three bytes).
+fn response(b: &mut Bytes<'_>) -> Vec<u8> {
+    let len = usize::from(b.u16()) % 5000;
+    let seed = b.u8();
+    (0..len).map(|i| seed.wrapping_add(i as u8)).collect()
+}
+
+fn check_send_result(
+    c: &vmbridge::host::Completion,
+    status: NtStatus,
+    response: &[u8],
+    out_len: usize,
+) {
+    let (st, info, out) = expected_send_result(status, response, out_len);
+    assert_eq!(
+        (c.status, c.information),
+        (st, info),
+        "waiting send completed by ({status:?}, {} bytes) into {out_len}",
+        response.len()
+    );
+    assert_eq!(c.output, out, "waiting send output");
 }
 
 fn user_request(w: &mut World, b: &mut Bytes<'_>, file: FileId) {
@@ -257,11 +407,67 @@ fn user_request(w: &mut World, b: &mut Bytes<'_>, file: FileId) {
     };
     let read_file = code == u32::MAX && kind & 0x80 == 0;
     if code != u32::MAX {
-        w.bridge.device_control(file, code, req, &w.sender);
+        w.bridge.device_control(file, code, req, &w.channel());
     } else if read_file {
         w.bridge.read(file, req);
     } else {
-        w.bridge.write(file, req, &w.sender);
+        w.bridge.write(file, req, &w.channel());
+    }
+    let after = w.snapshot();
+    let new_send = w
+        .sender
+        .sent
+        .lock()
+        .ok()
+        .and_then(|s| s.get(before.1).copied());
+    if let Some((_, Some(tag))) = new_send {
+        w.waiting.push((tag, w.requests.len(), out_len));
+        // Answered from inside the send: the same result as any later answer.
+        let eager = w
+            .sender
+            .completed
+            .lock()
+            .ok()
+            .and_then(|c| c.iter().find(|x| x.0 == tag).cloned());
+        if let Some((_, status, response)) = eager {
+            let c = h
+                .result()
+                .expect("a send answered during the call completes");
+            check_send_result(&c, status, &response, out_len);
+        }
+    }
+    if let Some(c) = h.result()
+        && c.status == NtStatus::SUCCESS
+    {
+        // No success without its effect.
+        match code {
+            IOCTL_VMBRIDGE_RESPOND => {
+                let done_before: u32 = before.2.iter().sum();
+                let done_after: u32 = after.2.iter().sum();
+                assert_eq!(
+                    done_after,
+                    done_before + 1,
+                    "RESPOND succeeded, no packet completed"
+                );
+            }
+            IOCTL_VMBRIDGE_SEND => {
+                let answered = new_send.is_some_and(|(_, t)| {
+                    t.is_none()
+                        || w.sender
+                            .completed
+                            .lock()
+                            .is_ok_and(|c| c.iter().any(|x| Some(x.0) == t && x.1.is_success()))
+                });
+                assert!(answered, "SEND succeeded without reaching the channel");
+            }
+            u32::MAX if !read_file => {
+                assert!(
+                    new_send.is_some(),
+                    "write succeeded without reaching the channel"
+                );
+            }
+            _ => {}
+        }
     }
     if let Some(c) = h.result() {
         assert!(
@@ -289,7 +495,9 @@ fn user_request(w: &mut World, b: &mut Bytes<'_>, file: FileId) {
                 c.status
             );
         }
-        if REJECTIONS.contains(&c.status) {
+        // A waiting send that reached the channel and was failed by its completion
+        // (answered during the call) is not a rejection: it was sent.
+        if REJECTIONS.contains(&c.status) && new_send.is_none() {
             assert_eq!(c.information, 0, "a rejected request reports bytes");
             let (mut stats, sent, packets) = before;
             stats.requests_rejected += 1;
@@ -318,11 +526,11 @@ fn run(data: &[u8]) {
         sender: FakeSender::default(),
         packets: Arc::new(Mutex::new(Vec::new())),
         requests: Vec::new(),
+        waiting: Vec::new(),
     };
     w.bridge.channel_opened();
     w.bridge.channel_started();
     let files = [FileId(1), FileId(2)];
-    let mut completed_tags: Vec<SendTag> = Vec::new();
     for _ in 0..MAX_OPS {
         if b.is_empty() {
             break;
@@ -350,29 +558,17 @@ fn run(data: &[u8]) {
             6 => {
                 // The completion of a waiting send (once per tag), or a stale/forged tag.
                 let pick = usize::from(b.u8());
-                let response = b.blob(5000).to_vec();
+                let response = response(&mut b);
                 let status = if b.bool() {
                     NtStatus::SUCCESS
                 } else {
                     NtStatus::CANCELLED
                 };
-                let tags: Vec<SendTag> = w
-                    .sender
-                    .sent
-                    .lock()
-                    .map(|s| {
-                        s.iter()
-                            .filter_map(|x| x.1)
-                            .filter(|t| !completed_tags.contains(t))
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let tags = w.sender.owed_tags();
                 if pick == 0xFF || tags.is_empty() {
                     w.bridge.send_completed(SendTag(b.u64()), status, &response);
                 } else {
-                    let t = tags[pick % tags.len()];
-                    completed_tags.push(t);
-                    w.bridge.send_completed(t, status, &response);
+                    w.complete_send(tags[pick % tags.len()], status, &response);
                 }
             }
             7 => {
@@ -394,30 +590,43 @@ fn run(data: &[u8]) {
                 2 => w.bridge.channel_closed(),
                 _ => w.bridge.channel_opened(),
             },
-            _ => {
-                let mut out = [0u8; 88];
-                let _ = w.bridge.stats().to_abi();
-                let _ = &mut out;
-            }
+            11 => match b.u8() % 4 {
+                // From now on waiting sends are answered inside the send call, or not.
+                0 => {
+                    let eager = if b.bool() {
+                        Some((!b.u8().is_multiple_of(4), response(&mut b)))
+                    } else {
+                        None
+                    };
+                    if let Ok(mut e) = w.sender.eager.lock() {
+                        *e = eager;
+                    }
+                }
+                // KMCL reports a send without a completion wait written.
+                1 => {
+                    if w.sender.posted_owed() > 0 {
+                        if let Ok(mut d) = w.sender.posted_done.lock() {
+                            *d += 1;
+                        }
+                        w.bridge.posted_send_done();
+                    }
+                }
+                _ => {
+                    let _ = w.bridge.stats().to_abi();
+                }
+            },
+            _ => unreachable!("op % 12"),
         }
     }
 
     // Teardown as KMCL does it: Suspend, every owed send completion (cancelled), Closed;
     // then every handle closes.
     w.bridge.channel_suspended();
-    let tags: Vec<SendTag> = w
-        .sender
-        .sent
-        .lock()
-        .map(|s| {
-            s.iter()
-                .filter_map(|x| x.1)
-                .filter(|t| !completed_tags.contains(t))
-                .collect()
-        })
-        .unwrap_or_default();
-    for t in tags {
-        w.bridge.send_completed(t, NtStatus::CANCELLED, &[]);
+    for t in w.sender.owed_tags() {
+        w.complete_send(t, NtStatus::CANCELLED, &[]);
+    }
+    for _ in 0..w.sender.posted_owed() {
+        w.bridge.posted_send_done();
     }
     w.bridge.channel_closed();
     for f in files {
@@ -441,9 +650,10 @@ fn run(data: &[u8]) {
             s.queue_depth,
             s.held_for_response,
             s.pending_reads,
-            s.pending_sends
+            s.pending_sends,
+            s.posted_sends
         ),
-        (0, 0, 0, 0),
+        (0, 0, 0, 0, 0),
         "{s:?}"
     );
 }

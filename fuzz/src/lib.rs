@@ -127,6 +127,8 @@ pub fn config_from(b: u8) -> Config {
         max_pending_reads: [1, 4, 8, 64][usize::from((b >> 5) & 3)],
         max_pending_sends: if b & 0x80 == 0 { 2 } else { 8 },
         ring_buffer_pages: if b & 0x40 == 0 { 2 } else { 16 },
+        // Small with the small ring, so the bound on sends queued in KMCL is reached.
+        max_posted_sends: if b & 0x40 == 0 { 4 } else { 256 },
     }
 }
 

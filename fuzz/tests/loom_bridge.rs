@@ -284,15 +284,23 @@ fn send_completion_vs_cancel_vs_issuer_completes_once() {
         let sender = Arc::new(Sender::default());
         let input = build_send(VMBRIDGE_SEND_FLAG_WAIT_FOR_COMPLETION, b"request!");
         let (req, h) = request(2, input, 64);
-        let (b1, s1) = (Arc::clone(&b), Arc::clone(&sender));
-        let t1 = thread::spawn(move || b1.device_control(F1, IOCTL_VMBRIDGE_SEND, req, &*s1));
-        // KMCL's completion routine: may run as soon as the packet is in the ring.
-        let (b2, s2) = (Arc::clone(&b), Arc::clone(&sender));
+        let issued = Arc::new(AtomicUsize::new(0));
+        let (b1, s1, i1) = (Arc::clone(&b), Arc::clone(&sender), Arc::clone(&issued));
+        let t1 = thread::spawn(move || {
+            b1.device_control(F1, IOCTL_VMBRIDGE_SEND, req, &*s1);
+            i1.store(1, Ordering::SeqCst);
+        });
+        // KMCL's completion routine: may run as soon as the packet is in the ring. A send
+        // cancelled before it was parked is never sent: no completion is owed then.
+        let (b2, s2, i2) = (Arc::clone(&b), Arc::clone(&sender), Arc::clone(&issued));
         let t2 = thread::spawn(move || {
             loop {
                 let tag = *s2.tag.lock().expect("tag");
                 if let Some(tag) = tag {
                     b2.send_completed(tag, NtStatus::SUCCESS, b"response");
+                    return;
+                }
+                if i2.load(Ordering::SeqCst) == 1 && s2.tag.lock().expect("tag").is_none() {
                     return;
                 }
                 thread::yield_now();
@@ -306,7 +314,12 @@ fn send_completion_vs_cancel_vs_issuer_completes_once() {
         teardown(&b);
         assert_eq!(h.completions.load(Ordering::SeqCst), 1, "send completions");
         let s = b.stats();
-        assert!(s.sends_completed + s.orphaned_completions >= 1, "{s:?}");
+        let sent = sender.tag.lock().expect("tag").is_some();
+        assert_eq!(
+            sent,
+            s.sends_completed + s.orphaned_completions == 1,
+            "a completion is owed exactly when the packet was sent: {s:?}"
+        );
     });
 }
 

@@ -1962,7 +1962,23 @@ pub(crate) fn flush_sends(sim: &SimInner, st: &mut State, ch: u64) {
                     c.completion_queue.push_front((trans, payload));
                     return;
                 }
-                Err(_) => {}
+                Err(WriteError::TooLarge { needed, max }) => {
+                    // VmbChannelPacketComplete returns VOID: the driver cannot learn that
+                    // its completion was never sent, so the verifier says it.
+                    st.violation(
+                        Rule::CompletionTooLarge,
+                        format!(
+                            "VmbChannelPacketComplete(transaction {trans:#x}, {} bytes): \
+                             {needed} ring bytes needed, at most {max}",
+                            payload.len()
+                        ),
+                    );
+                }
+                Err(WriteError::Corrupt(why)) => {
+                    let why = format!("guest outbound ring indices corrupt: {why}");
+                    begin_close(sim, st, ch, CloseReason::Fault(why));
+                    return;
+                }
             }
             continue;
         }

@@ -72,6 +72,9 @@ pub enum Rule {
     GpadlUseAfterClose,
     /// `VmbConvertVmbusHandleToKernelHandle` outside the user process that opened the handle.
     VmbusHandleWrongProcess,
+    /// `VmbChannelPacketComplete` with a completion buffer that can never fit the outgoing
+    /// ring: the completion cannot be sent (the routine returns nothing to report it).
+    CompletionTooLarge,
 }
 
 impl Rule {
@@ -103,6 +106,7 @@ impl Rule {
         Rule::GpadlUnmapUnmapped,
         Rule::GpadlUseAfterClose,
         Rule::VmbusHandleWrongProcess,
+        Rule::CompletionTooLarge,
     ];
 
     /// The stable rule name (`PACKET_COMPLETED_TWICE`, ...).
@@ -135,6 +139,7 @@ impl Rule {
             Rule::GpadlUnmapUnmapped => "GPADL_UNMAP_UNMAPPED",
             Rule::GpadlUseAfterClose => "GPADL_USE_AFTER_CLOSE",
             Rule::VmbusHandleWrongProcess => "VMBUS_HANDLE_WRONG_PROCESS",
+            Rule::CompletionTooLarge => "COMPLETION_TOO_LARGE",
         }
     }
 
@@ -179,6 +184,9 @@ impl Rule {
             }
             Rule::VmbusHandleWrongProcess => {
                 "a VMBus handle converted outside the process that opened it"
+            }
+            Rule::CompletionTooLarge => {
+                "a packet completed with a buffer that can never fit the outgoing ring"
             }
         }
     }

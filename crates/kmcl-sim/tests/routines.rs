@@ -73,6 +73,48 @@ fn transaction_quota_limits_outstanding_packets() {
     sim.assert_clean();
 }
 
+/// KMCL's page on `VmbChannelSetTransactionQuota` (learn.microsoft.com,
+/// `nc-vmbuskernelmodeclientlibapi-fn_vmb_channel_set_transaction_quota`): at the quota
+/// "no new packets are removed from the queue until sufficient packets have been
+/// completed" and "the queue only restarts once a packet is completed". The incoming
+/// ring is that queue, and a completion for one of the driver's sends is one of its
+/// packets: it stays in the ring too.
+#[test]
+fn completion_for_a_send_waits_in_the_ring_while_the_quota_is_reached() {
+    let (sim, host, c, ch) = setup(COMPLETE_HELD_ON_SUSPEND);
+    // SAFETY: rule INVALID_CHANNEL_HANDLE: live channel.
+    unsafe { (c.table.VmbChannelSetTransactionQuota.expect("slot"))(ch, 1) };
+    host.send_inband(&[1; 8], true).expect("send");
+    sim.run_until_idle();
+    assert_eq!(c.received().len(), 1, "held: the quota is reached");
+    assert_eq!(
+        send(
+            &c,
+            ch,
+            b"request!",
+            VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION
+        ),
+        STATUS_SUCCESS
+    );
+    sim.run_until_idle();
+    let req = host.recv().expect("the driver's request");
+    host.complete(req.trans_id, b"answer!!").expect("complete");
+    sim.run_until_idle();
+    assert_eq!(
+        c.sends_done.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the completion is not taken from the ring"
+    );
+    c.complete_held();
+    sim.run_until_idle();
+    assert_eq!(c.sends_done.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let results = c.send_results.lock().expect("results").clone();
+    assert_eq!(results[0].0, STATUS_SUCCESS);
+    assert_eq!(results[0].1, b"answer!!");
+    close(&c, ch);
+    sim.assert_clean();
+}
+
 #[test]
 fn client_and_inline_contexts_are_per_packet_areas() {
     let sim = Sim::new(SimConfig::deterministic(1));

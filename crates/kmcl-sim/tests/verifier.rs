@@ -532,9 +532,38 @@ fn blocking_call_in_callback_fires_for_disable_in_opened() {
 }
 
 #[test]
+fn completion_too_large_fires_for_a_completion_that_cannot_fit_the_ring() {
+    let (sim, host, c, ch) = setup(0);
+    let tid = host.send_inband(b"12345678", true).expect("send");
+    sim.run_until_idle();
+    let h = c.held.lock().map(|mut h| h.remove(0)).unwrap_or(0);
+    // 16 ring pages by default: 15 data pages can never carry 64 KiB.
+    let mut big = vec![0x5Au8; 64 * 1024];
+    let f = c.table.VmbChannelPacketComplete.expect("slot");
+    // SAFETY: rule COMPLETION_TOO_LARGE is what this test breaks; `big` outlives the call
+    // (KMCL copies the completion buffer) and the packet is completed once.
+    unsafe {
+        f(
+            std::ptr::with_exposed_provenance_mut(h),
+            big.as_mut_ptr().cast(),
+            u32::try_from(big.len()).expect("fits"),
+        );
+    }
+    sim.run_until_idle();
+    assert_eq!(rules(&sim), [Rule::CompletionTooLarge]);
+    assert!(
+        sim.violations()[0]
+            .site
+            .contains(&format!("transaction {tid:#x}"))
+    );
+    assert_eq!(host.take_completion(), None, "nothing reached the host");
+    close(&c, ch);
+}
+
+#[test]
 fn every_rule_has_a_name_and_a_description() {
     for r in Rule::ALL {
         assert!(!r.name().is_empty() && !r.description().is_empty());
     }
-    assert_eq!(Rule::ALL.len(), 26);
+    assert_eq!(Rule::ALL.len(), 27);
 }
