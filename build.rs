@@ -1,6 +1,6 @@
 //! Build script of the driver package.
 //!
-//! Reference: `windows-drivers-rs.md` §3 (`wdk_build::configure_wdk_binary_build`).
+//! Reference: windows-drivers-rs's sample drivers (`wdk_build::configure_wdk_binary_build`).
 //!
 //! On a Windows host with the WDK, `wdk-build` configures the KMDF binary
 //! (linker flags, KMDF version, WDK paths). Anywhere else there is no WDK, so

@@ -1,7 +1,7 @@
 //! IC mode: the device speaks one Hyper-V integration-component protocol.
 //!
-//! Reference: `shared/reference/hyperv-ic.md` §1.2–§1.10 (through `hv-ic`), `docs/ic.md`
-//! ("IC mode in the driver"); `kmcl-api.md` (`VmbPacketSend`, `VmbChannelPacketComplete`).
+//! Reference: `docs/ic.md`
+//! ("IC mode in the driver"); the DDI pages of `VmbPacketSend`, `VmbChannelPacketComplete`.
 //!
 //! Selected by [`IcConfig`] (registry `IcService`). The channel is opened in pipe mode
 //! (`VMBUS_CHANNEL_INIT_FLAG_IS_PIPE`, so KMCL strips and adds the pipe header:
@@ -10,7 +10,7 @@
 //!
 //! * runs `hv_ic::Endpoint::handle` into a response buffer preallocated at open;
 //! * **negotiation and heartbeat** are answered there and then: the answer is a new
-//!   in-band packet (IC hosts never ask for VMBus completions, §1.2/§1.9), sent with
+//!   in-band packet (IC hosts never ask for VMBus completions; `docs/ic.md`), sent with
 //!   `VmbPacketSend`;
 //! * **shutdown and time sync** are forwarded: the request's `ResponseTicket` goes into a
 //!   preallocated slot, and an [`IcHeld`] carrying a [`IcRequest`] record is handed to the

@@ -5,8 +5,8 @@
 //!
 //! # Code tour
 //!
-//! * [`bridge`] (`driver/core/`): the portable core — the user-mode ABI, the
-//!   configuration, the bounded packet queue and the request state machine. No unsafe.
+//! * [`bridge`] (`driver/core/`): the portable core — the user-mode ABI (re-exported
+//!   from `vmbridge-abi`), the configuration, the bounded packet queue and the request state machine. No unsafe.
 //! * [`trace`]: the `VmBridge` ETW TraceLogging provider, mirrored to a host sink.
 //! * [`vmbus`]: the KMCL side — the `kmcl` packet and state handlers that feed the bridge,
 //!   the send adapter, and [`vmbus::VmbusDevice`] (open = allocate, configure, enable;
@@ -26,7 +26,7 @@
 //!
 //! # File manifest
 //!
-//! `driver/core/{mod,protocol,config,device,channel,queue,lock,status,offer}.rs`,
+//! `driver/core/{mod,config,device,channel,queue,lock}.rs` (the ABI is `crates/vmbridge-abi`),
 //! `driver/{trace,vmbus,host,host_mode,ic}.rs`,
 //! `driver/kmdf/{mod,driver,device,queue,request,lock,context,host,ic_config,ic_timer}.rs`,
 //! `inf/vmbridge.inx` (guest), `inf/vmbridge_host.inx` (host partition), `build.rs`,

@@ -2,7 +2,7 @@
 //!
 //! C header: `vmbuskernelmodeclientlibapi.h` through `kmcl` (`EvtVmbChannelProcessPacket`,
 //! the state-change callbacks, `VmbPacketSend`, `VmbChannelSetTransactionQuota`);
-//! `kmcl-api.md` §7.2 (the lifecycle of a KMDF client).
+//! `docs/architecture.md` (the lifecycle of a KMDF client).
 //!
 //! Portable: the same code runs in the kernel (called by `driver/kmdf`) and on the host
 //! against `kmcl-sim` (called by the tests and `examples/simulate.rs`). It joins `kmcl`'s

@@ -1,6 +1,6 @@
 //! The bridge core on its own: packets, reads, sends, responses, cancellation, bad buffers.
 //!
-//! Reference: `driver/core/device.rs` (the rules), `driver/core/protocol.rs` (the ABI).
+//! Reference: `driver/core/device.rs` (the rules), `crates/vmbridge-abi` (the ABI).
 //!
 //! A fake channel (packets that record their completion, a sender that records sends)
 //! and the host request model (`vmbridge::host`) stand in for KMCL and WDF.

@@ -2,7 +2,7 @@
 //! through `kmcl-sim` with vmbridge in guest mode: both directions, both processing modes,
 //! request/response, backpressure, teardown from either side, bad control inputs.
 //!
-//! Reference: `docs/host.md`; `kmcl-api.md` §4.7, §7; the simulator's verifier (bugcheck
+//! Reference: `docs/host.md`; DDI page `KMCL_SERVER_ONLY_METHODS`; the simulator's verifier (bugcheck
 //! mode unless a test expects a finding) fails a test on any KMCL rule violation.
 #![cfg(not(windows))]
 

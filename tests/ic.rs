@@ -1,7 +1,7 @@
 //! IC mode end to end: vmbridge in IC mode, `kmcl`, `kmcl-sim` in pipe mode, the
 //! simulator's host IC endpoint and a simulated user-mode program.
 //!
-//! Reference: `shared/reference/hyperv-ic.md` §1.8–§1.10, `docs/ic.md` ("IC mode in the
+//! Reference: `docs/ic.md` ("IC mode in the
 //! driver"). The guest runs only when the host signals it (deterministic simulator).
 #![cfg(not(windows))]
 
@@ -30,7 +30,7 @@ const SERVICES: [IcService; 3] = [
     IcService::TimeSync,
 ];
 
-/// Guest preference lists from the reference (§1.8, Linux), most preferred first.
+/// Guest preference lists from Linux `drivers/hv/hv_util.c`, most preferred first.
 fn guest_preference(s: IcService) -> &'static [Version] {
     const HB: &[Version] = &[Version::new(3, 0), Version::new(1, 0)];
     const SD: &[Version] = &[

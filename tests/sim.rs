@@ -3,7 +3,7 @@
 //! Core + kmcl + the real `extern "system"` shims on a simulated VMBus channel, the
 //! built-in host endpoint, and simulated user requests.
 //!
-//! Reference: `kmcl-api.md` §7.2 (lifecycle), §4.4 (every packet completed once); the
+//! Reference: `docs/architecture.md` (lifecycle; every packet completed once); the
 //! simulator's verifier (bugcheck mode) fails a test on any KMCL rule violation.
 #![cfg(not(windows))]
 

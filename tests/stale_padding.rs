@@ -1,7 +1,7 @@
 //! vmbridge does not depend on the 0–7 pad bytes after a payload being zero: OpenVMM's
 //! writer leaves them stale (issue 11, item 5), and KMCL passes the padded length.
 //!
-//! Reference: vmbus-protocol.md §1.4; `tests/data/openvmm/README.md` (what OpenVMM writes).
+//! Reference: `docs/simulator.md` (padding); `tests/data/openvmm/README.md` (what OpenVMM writes).
 #![cfg(not(windows))]
 
 mod common;

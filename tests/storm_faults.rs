@@ -1,6 +1,6 @@
 //! Fault storms: vmbridge under rescinds, teardowns and injected failures, seeded.
 //!
-//! Reference: `kmcl-api.md` §4.4 (every incoming packet completed once), §7.2 (disable with
+//! Reference: `docs/architecture.md` (every incoming packet completed once; disable with
 //! packets outstanding), `docs/simulator.md` (fault injection); `driver/core/device.rs`
 //! (every request completed exactly once).
 //!

@@ -23,6 +23,10 @@
 //! # Request flow
 //!
 //! * read → oldest queued packet, or park until [`Bridge::packet_arrived`];
+//! * `IOCTL_VMBRIDGE_READ_BATCH` → as many queued packets as fit (held or completed per
+//!   the request), or park (with `VMBRIDGE_READ_BATCH_FLAG_WAIT`) until one arrives;
+//! * `IOCTL_VMBRIDGE_SEND_BATCH` → every entry validated first, then one
+//!   [`ChannelSender::send`] each, in order, stopping at the first failure;
 //! * write / `IOCTL_VMBRIDGE_SEND` → [`ChannelSender::send`]; a waiting send parks until
 //!   [`Bridge::send_completed`];
 //! * `IOCTL_VMBRIDGE_RESPOND` → completes the held packet with the response;
@@ -38,10 +42,13 @@ use super::config::Config;
 use super::lock::Lock;
 use super::protocol::{
     HEADER_ALIGNMENT, IOCTL_VMBRIDGE_GET_INFO, IOCTL_VMBRIDGE_GET_STATS, IOCTL_VMBRIDGE_READ,
-    IOCTL_VMBRIDGE_RESPOND, IOCTL_VMBRIDGE_SEND, VMBRIDGE_ABI_VERSION, VMBRIDGE_COMPLETION_HEADER,
-    VMBRIDGE_INFO, VMBRIDGE_PACKET_FLAG_RESPONSE_PENDING, VMBRIDGE_PACKET_HEADER,
+    IOCTL_VMBRIDGE_READ_BATCH, IOCTL_VMBRIDGE_RESPOND, IOCTL_VMBRIDGE_SEND,
+    IOCTL_VMBRIDGE_SEND_BATCH, VMBRIDGE_ABI_VERSION, VMBRIDGE_BATCH_HEADER,
+    VMBRIDGE_COMPLETION_HEADER, VMBRIDGE_INFO, VMBRIDGE_PACKET_FLAG_RESPONSE_PENDING,
+    VMBRIDGE_PACKET_HEADER, VMBRIDGE_READ_BATCH_FLAG_WAIT, VMBRIDGE_READ_BATCH_REQUEST,
     VMBRIDGE_READ_FLAG_HOLD_FOR_RESPONSE, VMBRIDGE_READ_REQUEST, VMBRIDGE_RESPOND_REQUEST,
-    VMBRIDGE_SEND_FLAG_WAIT_FOR_COMPLETION, VMBRIDGE_SEND_REQUEST, VMBRIDGE_STATS,
+    VMBRIDGE_SEND_BATCH_REQUEST, VMBRIDGE_SEND_FLAG_WAIT_FOR_COMPLETION, VMBRIDGE_SEND_REQUEST,
+    VMBRIDGE_STATS, align8,
 };
 use super::queue::{Fifo, Slab};
 use super::status::NtStatus;
@@ -54,6 +61,7 @@ pub const CODE_WRITE: u32 = 1;
 
 const PACKET_HEADER: usize = size_of::<VMBRIDGE_PACKET_HEADER>();
 const COMPLETION_HEADER: usize = size_of::<VMBRIDGE_COMPLETION_HEADER>();
+const BATCH_HEADER: usize = size_of::<VMBRIDGE_BATCH_HEADER>();
 
 /// Where the channel is in its KMCL lifecycle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -170,6 +178,9 @@ struct PendingRead<R> {
     req: R,
     file: FileId,
     hold: bool,
+    /// An `IOCTL_VMBRIDGE_READ_BATCH` waiting for its first packet: the packet goes
+    /// after a [`VMBRIDGE_BATCH_HEADER`].
+    batch: bool,
 }
 
 enum SendState<R> {
@@ -220,6 +231,74 @@ impl<P, R> core::fmt::Debug for State<P, R> {
     }
 }
 
+impl<P: HeldPacket, R: UserRequest> State<P, R> {
+    /// Takes the oldest queued packet (in `slot`, already checked to fit) into `out`:
+    /// its header and payload; held for `file` or taken out to be completed (returned).
+    /// `None` (nothing changed) if `slot` holds no packet.
+    fn take_queued(
+        &mut self,
+        slot: usize,
+        file: FileId,
+        hold: bool,
+        out: &mut [u8],
+    ) -> Option<(Option<P>, Event)> {
+        let next_id = self.next_packet_id + 1;
+        let entry = self.packets.get_mut(slot)?;
+        let _ = self.queued.pop_front();
+        let (sequence, len) = (entry.sequence, entry.len);
+        let (flags, id) = if hold {
+            entry.held = Some((file, next_id));
+            (VMBRIDGE_PACKET_FLAG_RESPONSE_PENDING, next_id)
+        } else {
+            (0, 0)
+        };
+        let header = VMBRIDGE_PACKET_HEADER::new(flags, id, len, sequence);
+        write_packet(out, &header, entry.packet.payload());
+        let complete = if hold {
+            self.next_packet_id = next_id;
+            self.stats.held_for_response += 1;
+            None
+        } else {
+            self.packets.remove(slot).map(|e| e.packet)
+        };
+        self.stats.packets_read += 1;
+        self.stats.bytes_read += u64::from(len);
+        self.note_depth();
+        let event = Event::PacketRead {
+            sequence,
+            len,
+            packet_id: id,
+        };
+        Some((complete, event))
+    }
+
+    /// Parks `req` as a read of `file` (the caller found the queue empty).
+    fn park_read(
+        &mut self,
+        mut req: R,
+        file: FileId,
+        hold: bool,
+        batch: bool,
+    ) -> Result<RequestKey, (R, NtStatus)> {
+        if self.reads.len() >= self.reads.capacity() {
+            return Err((req, NtStatus::INSUFFICIENT_RESOURCES));
+        }
+        if let Err(st) = req.park() {
+            return Err((req, st));
+        }
+        let key = req.key();
+        // Capacity checked above.
+        let _ = self.reads.push_back(PendingRead {
+            req,
+            file,
+            hold,
+            batch,
+        });
+        self.note_depth();
+        Ok(key)
+    }
+}
+
 impl<P, R> State<P, R> {
     fn note_depth(&mut self) {
         let depth = u32::try_from(self.queued.len()).unwrap_or(u32::MAX);
@@ -264,6 +343,26 @@ enum ArriveStep<P, R> {
     Queued,
     Deliver(PendingRead<R>, P),
     Overflow(P),
+}
+
+/// One step of a batched read, taken under the lock.
+enum BatchStep<P, R> {
+    /// A packet was copied to `end`; complete `complete` (a plain read) after unlocking.
+    Took {
+        req: R,
+        complete: Option<P>,
+        end: usize,
+        event: Event,
+    },
+    /// The oldest packet needs an output of `need` bytes.
+    TooSmall {
+        req: R,
+        need: usize,
+    },
+    /// Nothing more to take (queue empty, or `MaxPackets` reached).
+    Stop(R),
+    Parked(RequestKey),
+    Rejected(R, NtStatus),
 }
 
 /// Outcome of a send without a completion wait.
@@ -537,18 +636,24 @@ where
             mut req,
             file,
             hold,
+            batch,
         } = read;
         if !req.claim() {
             return Some(packet);
         }
-        let needed = PACKET_HEADER + len as usize;
+        let base = if batch { BATCH_HEADER } else { 0 };
+        let needed = base + PACKET_HEADER + len as usize;
         let out = req.output();
         if out.len() < needed {
-            VMBRIDGE_PACKET_HEADER::new(0, 0, len, sequence).write_to(out);
-            req.complete(NtStatus::BUFFER_OVERFLOW, PACKET_HEADER);
+            if batch {
+                req.complete(NtStatus::BUFFER_TOO_SMALL, needed);
+            } else {
+                VMBRIDGE_PACKET_HEADER::new(0, 0, len, sequence).write_to(out);
+                req.complete(NtStatus::BUFFER_OVERFLOW, PACKET_HEADER);
+            }
             return Some(packet);
         }
-        if let Some(dst) = out.get_mut(PACKET_HEADER..needed) {
+        if let Some(dst) = out.get_mut(base + PACKET_HEADER..needed) {
             dst.copy_from_slice(packet.payload());
         }
         let (flags, id, complete_now) = if hold {
@@ -582,7 +687,11 @@ where
         } else {
             (0, 0, Some(packet))
         };
-        VMBRIDGE_PACKET_HEADER::new(flags, id, len, sequence).write_to(req.output());
+        let out = req.output();
+        VMBRIDGE_PACKET_HEADER::new(flags, id, len, sequence).write_to(&mut out[base..]);
+        if batch {
+            VMBRIDGE_BATCH_HEADER::new(1, len32(needed)).write_to(out);
+        }
         self.state.with(|s| {
             s.stats.packets_read += 1;
             s.stats.bytes_read += u64::from(len);
@@ -714,54 +823,21 @@ where
                         event: None,
                     };
                 }
-                let _ = s.queued.pop_front();
-                let (sequence, len) = (entry.sequence, entry.len);
-                let id = if hold {
-                    s.next_packet_id += 1;
-                    entry.held = Some((file, s.next_packet_id));
-                    s.next_packet_id
-                } else {
-                    0
+                let Some((complete, event)) = s.take_queued(slot, file, hold, req.output()) else {
+                    return ReadStep::Rejected(req, NtStatus::INVALID_PARAMETER);
                 };
-                let flags = if hold {
-                    VMBRIDGE_PACKET_FLAG_RESPONSE_PENDING
-                } else {
-                    0
-                };
-                let header = VMBRIDGE_PACKET_HEADER::new(flags, id, len, sequence);
-                write_packet(req.output(), &header, entry.packet.payload());
-                let complete = if hold {
-                    s.stats.held_for_response += 1;
-                    None
-                } else {
-                    s.packets.remove(slot).map(|e| e.packet)
-                };
-                s.stats.packets_read += 1;
-                s.stats.bytes_read += u64::from(len);
-                s.note_depth();
                 return ReadStep::Done {
                     req,
                     status: NtStatus::SUCCESS,
                     info: needed,
                     complete,
-                    event: Some(Event::PacketRead {
-                        sequence,
-                        len,
-                        packet_id: id,
-                    }),
+                    event: Some(event),
                 };
             }
-            if s.reads.len() >= s.reads.capacity() {
-                return ReadStep::Rejected(req, NtStatus::INSUFFICIENT_RESOURCES);
+            match s.park_read(req, file, hold, false) {
+                Ok(key) => ReadStep::Parked(key),
+                Err((req, st)) => ReadStep::Rejected(req, st),
             }
-            if let Err(st) = req.park() {
-                return ReadStep::Rejected(req, st);
-            }
-            let key = req.key();
-            // Capacity checked above.
-            let _ = s.reads.push_back(PendingRead { req, file, hold });
-            s.note_depth();
-            ReadStep::Parked(key)
         });
         match step {
             ReadStep::Done {
@@ -870,7 +946,12 @@ where
                 }
                 Err(st) => self.reject(req, code, st),
             },
+            IOCTL_VMBRIDGE_READ_BATCH => match VMBRIDGE_READ_BATCH_REQUEST::parse(req.input()) {
+                Ok(h) => self.read_batch(file, req, h),
+                Err(st) => self.reject(req, code, st),
+            },
             IOCTL_VMBRIDGE_SEND => self.ioctl_send(file, req, sender),
+            IOCTL_VMBRIDGE_SEND_BATCH => self.send_batch(req, sender),
             IOCTL_VMBRIDGE_RESPOND => self.ioctl_respond(file, req),
             IOCTL_VMBRIDGE_GET_INFO => {
                 let info = self.info();
@@ -893,6 +974,161 @@ where
                 }
             }
             _ => self.reject(req, code, NtStatus::INVALID_DEVICE_REQUEST),
+        }
+    }
+
+    /// `IOCTL_VMBRIDGE_READ_BATCH`: copies queued packets one by one (each under the
+    /// lock, each completed or held as it is taken) until the next does not fit, the
+    /// queue is empty or `MaxPackets` is reached. The oldest packet not fitting an empty
+    /// batch is `STATUS_BUFFER_TOO_SMALL` with `Information` = the output it needs, and
+    /// stays queued.
+    fn read_batch(&self, file: FileId, req: R, h: VMBRIDGE_READ_BATCH_REQUEST) {
+        let code = IOCTL_VMBRIDGE_READ_BATCH;
+        let hold = h.Flags & VMBRIDGE_READ_FLAG_HOLD_FOR_RESPONSE != 0;
+        let wait = h.Flags & VMBRIDGE_READ_BATCH_FLAG_WAIT != 0;
+        let max = if h.MaxPackets == 0 {
+            u32::MAX
+        } else {
+            h.MaxPackets
+        };
+        let mut req = req;
+        let out_len = match out_len_checked(req.output(), BATCH_HEADER + PACKET_HEADER) {
+            Ok(n) => n,
+            Err(st) => return self.reject(req, code, st),
+        };
+        let (mut count, mut at, mut end) = (0u32, BATCH_HEADER, BATCH_HEADER);
+        loop {
+            let step = self.state.with(|s| {
+                if count >= max {
+                    return BatchStep::Stop(req);
+                }
+                if s.channel == ChannelState::Closed && count == 0 {
+                    return BatchStep::Rejected(req, NtStatus::DEVICE_NOT_CONNECTED);
+                }
+                let Some(&slot) = s.queued.front() else {
+                    if count > 0 || !wait {
+                        return BatchStep::Stop(req);
+                    }
+                    return match s.park_read(req, file, hold, true) {
+                        Ok(key) => BatchStep::Parked(key),
+                        Err((req, st)) => BatchStep::Rejected(req, st),
+                    };
+                };
+                let Some(entry) = s.packets.get_mut(slot) else {
+                    return BatchStep::Rejected(req, NtStatus::INVALID_PARAMETER);
+                };
+                let len = entry.len;
+                let entry_end = at + PACKET_HEADER + len as usize;
+                if entry_end > out_len {
+                    if count == 0 {
+                        return BatchStep::TooSmall {
+                            req,
+                            need: BATCH_HEADER + PACKET_HEADER + len as usize,
+                        };
+                    }
+                    return BatchStep::Stop(req);
+                }
+                let Some((complete, event)) =
+                    s.take_queued(slot, file, hold, &mut req.output()[at..])
+                else {
+                    return BatchStep::Rejected(req, NtStatus::INVALID_PARAMETER);
+                };
+                BatchStep::Took {
+                    req,
+                    complete,
+                    end: entry_end,
+                    event,
+                }
+            });
+            match step {
+                BatchStep::Took {
+                    req: r,
+                    complete,
+                    end: e,
+                    event,
+                } => {
+                    req = r;
+                    if let Some(p) = complete {
+                        p.complete(&[]);
+                    }
+                    self.tracer.emit(event);
+                    count += 1;
+                    end = e;
+                    at = align8(e);
+                }
+                BatchStep::TooSmall { req, need } => {
+                    self.state.with(|s| s.stats.requests_rejected += 1);
+                    self.tracer.emit(Event::RequestRejected {
+                        code,
+                        status: NtStatus::BUFFER_TOO_SMALL.raw(),
+                    });
+                    return req.complete(NtStatus::BUFFER_TOO_SMALL, need);
+                }
+                BatchStep::Stop(r) => {
+                    req = r;
+                    break;
+                }
+                BatchStep::Parked(key) => {
+                    return self.tracer.emit(Event::RequestPended { key: key.0 });
+                }
+                BatchStep::Rejected(req, st) if st == NtStatus::CANCELLED => {
+                    self.state.with(|s| s.stats.requests_cancelled += 1);
+                    return req.complete(st, 0);
+                }
+                BatchStep::Rejected(req, st) => return self.reject(req, code, st),
+            }
+        }
+        VMBRIDGE_BATCH_HEADER::new(count, len32(end)).write_to(req.output());
+        req.complete(NtStatus::SUCCESS, end);
+    }
+
+    /// `IOCTL_VMBRIDGE_SEND_BATCH`: validates every entry, then sends each in order (no
+    /// completion requested) within the `MaxPostedSends` bound. `Information` is the
+    /// number sent: all, or fewer when the bound is reached (`STATUS_SUCCESS`; the caller
+    /// retries the rest); none fitting the bound is `STATUS_DEVICE_BUSY` with nothing
+    /// sent; a send KMCL refuses ends the request with its status, the packets before it
+    /// sent.
+    fn send_batch(&self, req: R, sender: &impl ChannelSender) {
+        let code = IOCTL_VMBRIDGE_SEND_BATCH;
+        if let Err(st) =
+            VMBRIDGE_SEND_BATCH_REQUEST::parse(req.input(), self.config.max_packet_size)
+        {
+            return self.reject(req, code, st);
+        }
+        if let Err(st) = self.check_can_send() {
+            return self.reject(req, code, st);
+        }
+        let mut sent = 0usize;
+        // Why the loop stopped early: `Ok` the bound, `Err` KMCL's refusal.
+        let mut stopped: Option<Result<(), NtStatus>> = None;
+        if let Ok((_, payloads)) =
+            VMBRIDGE_SEND_BATCH_REQUEST::parse(req.input(), self.config.max_packet_size)
+        {
+            for p in payloads {
+                match self.send_posted(p, sender) {
+                    Posted::Sent => {
+                        self.note_sent(p.len(), false);
+                        sent += 1;
+                    }
+                    Posted::Busy => {
+                        stopped = Some(Ok(()));
+                        break;
+                    }
+                    Posted::Failed(st) => {
+                        stopped = Some(Err(st));
+                        break;
+                    }
+                }
+            }
+        }
+        match stopped {
+            Some(Ok(())) if sent == 0 => self.reject(req, code, NtStatus::DEVICE_BUSY),
+            None | Some(Ok(())) => req.complete(NtStatus::SUCCESS, sent),
+            Some(Err(st)) => {
+                self.state.with(|s| s.stats.send_failures += 1);
+                self.tracer.emit(Event::SendFailed { status: st.raw() });
+                req.complete(st, sent);
+            }
         }
     }
 

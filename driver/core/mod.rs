@@ -8,23 +8,27 @@
 //! `WDFSPINLOCK`, at DISPATCH_LEVEL or PASSIVE_LEVEL) and on the host (under a
 //! `std::sync::Mutex`, in the simulator and the tests).
 //!
-//! * [`protocol`]: the user-mode ABI (IOCTL codes, versioned `#[repr(C)]` headers) and
-//!   the validation of every user buffer; [`offer`]: the host-mode control IOCTL;
+//! * [`protocol`], [`offer`], [`status`]: the user-mode ABI — the `vmbridge-abi` crate
+//!   (IOCTL codes, versioned headers, validation of every user buffer, host-mode offers,
+//!   `NTSTATUS` codes), shared with the client library, the tool and `include/vmbridge.h`;
 //! * [`config`]: registry values (`ProcessingMode`, `QueueDepth`, ...) with defaults;
 //! * [`device`]: [`device::Bridge`], the per-device state machine;
 //! * [`channel`]: what the bridge needs from KMCL and WDF, as traits;
-//! * [`queue`]: bounded, preallocated containers; [`lock`]: the lock abstraction;
-//! * [`status`]: the `NTSTATUS` codes the bridge returns.
+//! * [`queue`]: bounded, preallocated containers; [`lock`]: the lock abstraction.
 #![forbid(unsafe_code)]
 
 pub mod channel;
 pub mod config;
 pub mod device;
 pub mod lock;
-pub mod offer;
-pub mod protocol;
 pub mod queue;
-pub mod status;
+
+/// The user-mode ABI (`vmbridge-abi`): codes, headers, validation.
+pub use vmbridge_abi as protocol;
+/// The host-mode offer ABI (in `vmbridge-abi`).
+pub use vmbridge_abi as offer;
+/// The `NTSTATUS` codes (in `vmbridge-abi`).
+pub use vmbridge_abi::status;
 
 pub use channel::{ChannelSender, FileId, HeldPacket, RequestKey, SendTag, UserRequest};
 pub use config::{Config, ProcessingMode};

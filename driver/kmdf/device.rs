@@ -4,7 +4,7 @@
 //! `WDF_PNPPOWER_EVENT_CALLBACKS`, `WDF_FILEOBJECT_CONFIG`), `wdffdo.h`
 //! (`WdfFdoQueryForInterface`), `wdfregistry.h`/`wdfdriver.h`
 //! (`WdfDriverOpenParametersRegistryKey`, `WdfRegistryQueryULong`);
-//! `kmcl-api.md` §6 (the interface route) and §7.2 (where each KMCL step goes).
+//! `docs/architecture.md` (the interface route; where each KMCL step goes).
 //!
 //! * [`create_device`] and [`publish`]: what creating a device takes for both the guest
 //!   device and the host-mode control device (`host.rs`), which differ only in their
@@ -397,7 +397,7 @@ extern "C" fn evt_device_prepare_hardware(
     };
     // SAFETY: rule WDF_HANDLE_VALID_IN_CALLBACK: our live device.
     // UNVERIFIED: the FDO (not the PDO from WdfDeviceWdmGetPhysicalDevice) is the right
-    // ParentDeviceObject for VmbChannelAllocate (`kmcl-api.md`, open questions).
+    // ParentDeviceObject for VmbChannelAllocate (not documented by Microsoft; `docs/windows.md` §10).
     let fdo = unsafe { call_unsafe_wdf_function_binding!(WdfDeviceWdmGetDeviceObject, device) };
     // CAST: kmcl_sys::PDEVICE_OBJECT is an opaque pointer to the same DEVICE_OBJECT.
     let parent_raw = fdo.cast::<kmcl_sys::DEVICE_OBJECT>();

@@ -7,7 +7,7 @@
 //! (`IoGetDeviceObjectPointer`, `IoBuildSynchronousFsdRequest`, `IRP_MN_QUERY_INTERFACE`,
 //! `KeWaitForSingleObject`, `ObDereferenceObject`, `ZwClose`);
 //! `vmbuskernelmodeclientlibapi.h` (`KMCL_SERVER_INTERFACE_TYPE`,
-//! `KMCL_SERVER_INTERFACE_V1/V5`); `kmcl-api.md` §6.3 (the named-device route), §7;
+//! `KMCL_SERVER_INTERFACE_V1/V5`); the named-device route (`docs/host.md`);
 //! `docs/host.md`; the portable side is [`crate::host_mode`].
 //!
 //! * [`is_host_mode`]: `HostMode` (REG_DWORD, non-zero) in the device's hardware key
@@ -71,7 +71,7 @@ const IRP_MJ_PNP: ULONG = 0x1b;
 /// `IRP_MN_QUERY_INTERFACE` (wdm.h `0x08`), as the `UCHAR` of `MinorFunction`.
 const IRP_MN_QUERY_INTERFACE: UCHAR = 0x08;
 /// `FILE_ALL_ACCESS` (`STANDARD_RIGHTS_REQUIRED | SYNCHRONIZE | 0x1FF`), the access the
-/// in-box users of the route ask for (`kmcl-api.md` S9).
+/// in-box users of the route ask for (seen in the in-box dxgkrnl.sys; `docs/host.md`).
 const FILE_ALL_ACCESS: ACCESS_MASK = 0x001F_01FF;
 
 /// The registry value that selects the host mode.
@@ -249,7 +249,7 @@ unsafe fn send_query_interface(
 /// `IoGetDeviceObjectPointer`, then `IRP_MN_QUERY_INTERFACE` (V5, then V1), then
 /// `ObDereferenceObject` of the file object. PASSIVE_LEVEL.
 ///
-/// UNVERIFIED: undocumented route (kmcl-api.md §6.3). The documented route,
+/// UNVERIFIED: undocumented route (docs/host.md). The documented route,
 /// `WdfFdoQueryForInterface`, asks the device's own stack, and a `Root\` device's stack
 /// (the PnP manager's root bus) does not provide KMCL. In-box drivers open this named
 /// device instead (dxgkrnl, seen decompiled, asks it for a private server type); that

@@ -78,8 +78,9 @@ pub const MIN_SIZE: usize = 16;
 /// Largest payload the driver's rings carry in one in-band packet: the data area of a ring
 /// (`ring_buffer_pages - 1` pages: the first is the control page) minus the slot the writer
 /// keeps free (8 bytes: a full ring would look empty), the descriptor (16) and the trailer
-/// (8), rounded down to the 8-byte padding (vmbus-protocol: §1.3 full rule, §2.6 size
-/// formula). With the driver's default 16 pages: 61,408 bytes.
+/// (8), rounded down to the 8-byte padding (the full rule and the size formula of
+/// docs/simulator.md, "Rings and packets"). With the driver's default 16 pages: 61,408
+/// bytes (the job itself stops at [`max_traffic_size`]).
 #[must_use]
 pub const fn max_size(ring_buffer_pages: u32) -> usize {
     let data = (ring_buffer_pages as usize).saturating_sub(1) * kmcl_sim::ring::PAGE_SIZE;
@@ -91,10 +92,15 @@ pub const fn max_size(ring_buffer_pages: u32) -> usize {
         * 8
 }
 
-/// The largest `--size` with the driver configuration the job uses.
+/// The largest `--size` with the driver configuration the job uses: the driver's own
+/// limit, [`Config::ring_payload_limit`] (the ring's [`max_size`] less 8 bytes kept for
+/// IC mode's pipe header), to which the driver lowers a larger `MaxPacketSize`. With 16
+/// pages: 61,400 bytes.
 #[must_use]
 pub const fn max_traffic_size() -> usize {
-    max_size(Config::DEFAULT.ring_buffer_pages)
+    let ring = max_size(Config::DEFAULT.ring_buffer_pages);
+    let driver = Config::ring_payload_limit(Config::DEFAULT.ring_buffer_pages) as usize;
+    if driver < ring { driver } else { ring }
 }
 
 fn number<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {

@@ -1,6 +1,6 @@
 //! `simulate --scenario ic`: vmbridge in IC mode against the simulator's host IC endpoint.
 //!
-//! Reference: `docs/ic.md` (IC mode), `shared/reference/hyperv-ic.md` §1.8–§1.10.
+//! Reference: `docs/ic.md` (IC mode; negotiation, heartbeat, shutdown, time sync).
 //!
 //! ```text
 //! cargo run --release --example simulate -- --scenario ic [--seed S] [--heartbeats N]

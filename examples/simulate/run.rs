@@ -3,8 +3,8 @@
 //! Full lifecycle, traffic both ways through the user-mode ABI, then a summary with a
 //! verifier verdict.
 //!
-//! Reference: `kmcl-api.md` §7.2 (the lifecycle), `driver/core/protocol.rs` (the ABI the
-//! simulated user-mode program speaks).
+//! Reference: `docs/architecture.md` (the lifecycle), `crates/vmbridge-abi` (the ABI the
+//! simulated user-mode program speaks, through `vmbridge-client`).
 //!
 //! ```text
 //! cargo run --release --example simulate -- [--mode dispatch|passive] [--packets N]
@@ -13,12 +13,15 @@
 //!
 //! The driver is the real one: `vmbridge::vmbus::VmbusDevice` (the bridge core, `kmcl`
 //! and its `extern "system"` shims) bound to a simulated VMBus offer; the simulator's
-//! built-in host endpoint is the other side. A simulated user-mode program
-//! * reads every host packet with held reads (`IOCTL_VMBRIDGE_READ` +
-//!   `HOLD_FOR_RESPONSE`) and answers each with `IOCTL_VMBRIDGE_RESPOND` — a checksum
-//!   when the host asked for a completion (every 4th packet), empty otherwise;
-//! * sends as many packets to the host, alternating `WriteFile` and
-//!   `IOCTL_VMBRIDGE_SEND` waiting for the host's response (a checksum it verifies).
+//! built-in host endpoint is the other side. A simulated user-mode program, written with
+//! the client library (`vmbridge_client::Device`, as a real program is; its requests reach
+//! the driver through `tests/common/client.rs`),
+//! * reads every host packet with held reads (`Device::start_read(true)`:
+//!   `IOCTL_VMBRIDGE_READ` + `HOLD_FOR_RESPONSE`) and answers each with `Device::respond`
+//!   — a checksum when the host asked for a completion (every 4th packet), empty otherwise;
+//! * sends as many packets to the host, alternating `Device::write` (`WriteFile`) and
+//!   `Device::start_send_wait` (`IOCTL_VMBRIDGE_SEND` waiting for the host's response, a
+//!   checksum it verifies).
 //!
 //! Few outstanding reads against a fast sender means the driver's queue fills, KMCL
 //! stops at the transaction quota, the host ring fills and the sender is throttled: the
@@ -38,18 +41,13 @@ use std::time::{Duration, Instant};
 use crate::args::{STALL_ROUNDS, TrafficArgs as Args, max_traffic_size};
 pub use common::Rig;
 use kmcl_sim::{SendError, SimConfig};
-use vmbridge::bridge::protocol::{
-    IOCTL_VMBRIDGE_GET_STATS, IOCTL_VMBRIDGE_READ, IOCTL_VMBRIDGE_RESPOND, IOCTL_VMBRIDGE_SEND,
-    VMBRIDGE_COMPLETION_HEADER, VMBRIDGE_PACKET_FLAG_RESPONSE_PENDING, VMBRIDGE_PACKET_HEADER,
-    VMBRIDGE_READ_FLAG_HOLD_FOR_RESPONSE, VMBRIDGE_SEND_FLAG_WAIT_FOR_COMPLETION, VMBRIDGE_STATS,
-    build_read, build_respond, build_send,
-};
-use vmbridge::bridge::{Config, FileId, NtStatus, Stats};
-use vmbridge::host::RequestHandle;
+use vmbridge::bridge::{Config, NtStatus, Stats};
 use vmbridge::trace::{Event, KEYWORD_IO, KEYWORD_LIFECYCLE, KEYWORD_PACKET, Tracer};
+use vmbridge_client::{Device, Packet, PendingRead, PendingSend, SendCompletion};
 
-const HDR: usize = size_of::<VMBRIDGE_PACKET_HEADER>();
-const CHDR: usize = size_of::<VMBRIDGE_COMPLETION_HEADER>();
+/// A harvest that looks without blocking (the deterministic simulation only moves when
+/// stepped).
+const NOW: Option<Duration> = Some(Duration::ZERO);
 /// Reads the simulated program keeps outstanding (few: the reader is the slow side).
 const READS_OUTSTANDING: usize = 4;
 /// Waiting sends the program keeps outstanding.
@@ -188,22 +186,21 @@ fn sink(e: &Event) {
 
 /// A completed held read: verify, answer, account.
 fn finish_read(
-    rig: &Rig,
-    file: FileId,
+    dev: &Device<'_>,
     a: &Args,
     expect: u32,
-    c: &vmbridge::host::Completion,
+    read: std::io::Result<Packet>,
     t: &mut Tally,
 ) {
-    if c.status != NtStatus::SUCCESS {
-        t.fail(format!("read {expect}: {}", c.status));
-        return;
-    }
-    let Ok(hdr) = VMBRIDGE_PACKET_HEADER::parse(&c.output) else {
-        t.fail(format!("read {expect}: bad header"));
-        return;
+    let p = match read {
+        Ok(p) => p,
+        Err(e) => {
+            t.fail(format!("read {expect}: {e}"));
+            return;
+        }
     };
-    let body = &c.output[HDR..];
+    let hdr = p.header;
+    let body = &p.payload[..];
     let want = payload(expect, a.size, wants_response(expect));
     // VMBus pads in-band payloads to 8 bytes: the tail must be zeros.
     let intact = body.len() >= a.size
@@ -218,7 +215,7 @@ fn finish_read(
         ));
     }
     t.h2g_read += 1;
-    if hdr.Flags & VMBRIDGE_PACKET_FLAG_RESPONSE_PENDING == 0 {
+    if !p.is_held() {
         t.fail(format!("host packet {expect}: not held for a response"));
         return;
     }
@@ -227,31 +224,32 @@ fn finish_read(
     } else {
         &[]
     };
-    let r = rig.ioctl(
-        file,
-        IOCTL_VMBRIDGE_RESPOND,
-        build_respond(hdr.PacketId, response).as_slice(),
-        0,
-    );
-    match r.result() {
-        Some(rc) if rc.status == NtStatus::SUCCESS => {
-            t.h2g_answered += u64::from(!response.is_empty())
-        }
-        other => t.fail(format!("respond {expect}: {:?}", other.map(|c| c.status))),
+    match dev.respond(hdr.PacketId, response) {
+        Ok(()) => t.h2g_answered += u64::from(!response.is_empty()),
+        Err(e) => t.fail(format!("respond {expect}: {e}")),
     }
 }
 
 /// A completed waiting send: the response must be the checksum of what was sent.
-fn finish_send(seq: u32, a: &Args, c: &vmbridge::host::Completion, t: &mut Tally) {
-    let ok = c.status == NtStatus::SUCCESS
-        && VMBRIDGE_COMPLETION_HEADER::parse(&c.output)
-            .is_ok_and(|h| h.Status == 0 && h.ResponseLength == 8)
-        && c.output.get(CHDR..CHDR + 8) == Some(&checksum(&guest_payload(seq, a.size))[..]);
-    if ok {
-        t.g2h_responses_verified += 1;
-    } else {
-        t.fail(format!("send {seq}: wrong completion {:?}", c.status));
+fn finish_send(seq: u32, a: &Args, c: std::io::Result<SendCompletion>, t: &mut Tally) {
+    match c {
+        Ok(c)
+            if c.status == NtStatus::SUCCESS
+                && c.response[..] == checksum(&guest_payload(seq, a.size))[..] =>
+        {
+            t.g2h_responses_verified += 1;
+        }
+        Ok(c) => t.fail(format!(
+            "send {seq}: wrong completion {} {:02x?}",
+            c.status, c.response
+        )),
+        Err(e) => t.fail(format!("send {seq}: {e}")),
     }
+}
+
+/// Whether a pending request has ended (completed or failed), waiting up to `timeout`.
+fn ended<T>(r: std::io::Result<Option<T>>) -> bool {
+    !matches!(r, Ok(None))
 }
 
 /// The host's answer to driver requests, and its check of fire-and-forget packets.
@@ -307,7 +305,10 @@ impl Progress {
 
 fn run_deterministic(rig: &Rig, a: &Args, t: &mut Tally) {
     let n = a.packets;
-    let file = rig.open_file();
+    let dev = rig.client();
+    // The host's packets may be larger than the driver's MaxPacketSize (which bounds
+    // what user mode sends): size the reads for them.
+    dev.set_read_capacity(a.size.next_multiple_of(8) as u32);
     let host = rig.host.clone();
     let host_seen = Arc::new(AtomicU64::new(0));
     let host_bad = Arc::new(AtomicU64::new(0));
@@ -320,16 +321,14 @@ fn run_deterministic(rig: &Rig, a: &Args, t: &mut Tally) {
     }
     let mut sent_at: HashMap<u32, Instant> = HashMap::new();
     let mut trans: HashMap<u64, u32> = HashMap::new();
-    let mut reads: VecDeque<(RequestHandle, u32)> = VecDeque::new();
-    let mut sends: VecDeque<(RequestHandle, u32, Instant)> = VecDeque::new();
+    let mut reads: VecDeque<(PendingRead<'_>, u32)> = VecDeque::new();
+    let mut sends: VecDeque<(PendingSend<'_>, u32, Instant)> = VecDeque::new();
     let (mut next_host, mut next_read, mut next_guest) = (0u32, 0u32, 0u32);
     let mut progress = Progress {
         total: 2 * u64::from(n),
         next: u64::from(n) / 5,
         start: Instant::now(),
     };
-    let read_input = build_read(VMBRIDGE_READ_FLAG_HOLD_FOR_RESPONSE);
-    let out_len = HDR + a.size.next_multiple_of(8);
     let mut idle_rounds = 0u32;
     while (t.h2g_read < u64::from(n) || next_guest < n || !sends.is_empty())
         && idle_rounds < STALL_ROUNDS
@@ -367,51 +366,36 @@ fn run_deterministic(rig: &Rig, a: &Args, t: &mut Tally) {
             }
         }
         // The program keeps a few reads and sends outstanding.
-        while reads.len() < READS_OUTSTANDING && next_read < n {
-            reads.push_back((
-                rig.ioctl(file, IOCTL_VMBRIDGE_READ, read_input.as_slice(), out_len),
-                next_read,
-            ));
-            next_read += 1;
-        }
-        while sends.len() < SENDS_OUTSTANDING && next_guest < n {
-            let p = guest_payload(next_guest, a.size);
-            t.g2h_sent += 1;
-            t.g2h_bytes += p.len() as u64;
-            if next_guest.is_multiple_of(2) {
-                let input = build_send(VMBRIDGE_SEND_FLAG_WAIT_FOR_COMPLETION, &p);
-                sends.push_back((
-                    rig.ioctl(file, IOCTL_VMBRIDGE_SEND, input.as_slice(), CHDR + 64),
-                    next_guest,
-                    Instant::now(),
-                ));
-                t.g2h_waited += 1;
-            } else {
-                let w = rig.write(file, &p);
-                if w.result().map(|c| c.status) != Some(NtStatus::SUCCESS) {
-                    t.fail(format!(
-                        "write {next_guest}: {:?}",
-                        w.result().map(|c| c.status)
-                    ));
-                }
-            }
-            next_guest += 1;
+        if !start_requests(
+            &dev,
+            a,
+            t,
+            &mut reads,
+            &mut sends,
+            &mut next_read,
+            &mut next_guest,
+        ) {
+            return;
         }
         rig.idle();
         // Harvest, in order.
-        while let Some((h, seq)) = reads.front() {
-            let Some(c) = h.result() else { break };
+        while let Some((h, seq)) = reads.front_mut() {
+            let Some(r) = h.wait(NOW).transpose() else {
+                break;
+            };
             let seq = *seq;
             reads.pop_front();
             if let Some(at) = sent_at.remove(&seq) {
                 t.read_latency_ns.push(at.elapsed().as_nanos() as u64);
             }
-            finish_read(rig, file, a, seq, &c, t);
+            finish_read(&dev, a, seq, r, t);
         }
-        while let Some((h, seq, at)) = sends.front() {
-            let Some(c) = h.result() else { break };
+        while let Some((h, seq, at)) = sends.front_mut() {
+            let Some(c) = h.wait(NOW).transpose() else {
+                break;
+            };
             t.send_latency_ns.push(at.elapsed().as_nanos() as u64);
-            finish_send(*seq, a, &c, t);
+            finish_send(*seq, a, c, t);
             sends.pop_front();
         }
         rig.idle();
@@ -450,8 +434,50 @@ fn run_deterministic(rig: &Rig, a: &Args, t: &mut Tally) {
     if bad > 0 {
         t.fail(format!("{bad} driver packets reached the host corrupted"));
     }
-    read_driver_stats(rig, file, t);
-    rig.close_file(file);
+    read_driver_stats(&dev, t);
+}
+
+/// Tops the outstanding reads and waiting sends up (writes go out at once); `false` when
+/// a request could not be submitted (the run stops).
+fn start_requests<'d>(
+    dev: &'d Device<'_>,
+    a: &Args,
+    t: &mut Tally,
+    reads: &mut VecDeque<(PendingRead<'d>, u32)>,
+    sends: &mut VecDeque<(PendingSend<'d>, u32, Instant)>,
+    next_read: &mut u32,
+    next_guest: &mut u32,
+) -> bool {
+    let n = a.packets;
+    while reads.len() < READS_OUTSTANDING && *next_read < n {
+        match dev.start_read(true) {
+            Ok(r) => reads.push_back((r, *next_read)),
+            Err(e) => {
+                t.fail(format!("read {next_read}: {e}"));
+                return false;
+            }
+        }
+        *next_read += 1;
+    }
+    while sends.len() < SENDS_OUTSTANDING && *next_guest < n {
+        let p = guest_payload(*next_guest, a.size);
+        t.g2h_sent += 1;
+        t.g2h_bytes += p.len() as u64;
+        if next_guest.is_multiple_of(2) {
+            match dev.start_send_wait(&p) {
+                Ok(s) => sends.push_back((s, *next_guest, Instant::now())),
+                Err(e) => {
+                    t.fail(format!("send {next_guest}: {e}"));
+                    return false;
+                }
+            }
+            t.g2h_waited += 1;
+        } else if let Err(e) = dev.write(&p) {
+            t.fail(format!("write {next_guest}: {e}"));
+        }
+        *next_guest += 1;
+    }
+    true
 }
 
 fn verify_host_completion(
@@ -473,15 +499,9 @@ fn verify_host_completion(
     }
 }
 
-fn read_driver_stats(rig: &Rig, file: FileId, t: &mut Tally) {
-    let h = rig.ioctl(
-        file,
-        IOCTL_VMBRIDGE_GET_STATS,
-        &[],
-        size_of::<VMBRIDGE_STATS>(),
-    );
-    match h.result().map(|c| VMBRIDGE_STATS::parse(&c.output)) {
-        Some(Ok(s)) if s.PacketsReceived == t.h2g_sent && s.PacketsSent == t.g2h_sent => {}
+fn read_driver_stats(dev: &Device<'_>, t: &mut Tally) {
+    match dev.stats() {
+        Ok(s) if s.PacketsReceived == t.h2g_sent && s.PacketsSent == t.g2h_sent => {}
         other => t.fail(format!(
             "IOCTL_VMBRIDGE_GET_STATS disagrees with the traffic: {other:?}"
         )),
@@ -492,7 +512,10 @@ fn read_driver_stats(rig: &Rig, file: FileId, t: &mut Tally) {
 
 fn run_threaded(rig: &Rig, a: &Args, t: &mut Tally) {
     let n = a.packets;
-    let file = rig.open_file();
+    let dev = rig.client();
+    // The host's packets may be larger than the driver's MaxPacketSize (which bounds
+    // what user mode sends): size the reads for them.
+    dev.set_read_capacity(a.size.next_multiple_of(8) as u32);
     let host = rig.host.clone();
     let host_seen = Arc::new(AtomicU64::new(0));
     let host_bad = Arc::new(AtomicU64::new(0));
@@ -572,10 +595,8 @@ fn run_threaded(rig: &Rig, a: &Args, t: &mut Tally) {
         })
     };
     // The program: reads on this thread, sends interleaved (a window of waiting sends).
-    let read_input = build_read(VMBRIDGE_READ_FLAG_HOLD_FOR_RESPONSE);
-    let out_len = HDR + a.size.next_multiple_of(8);
-    let mut reads: VecDeque<(RequestHandle, u32)> = VecDeque::new();
-    let mut sends: VecDeque<(RequestHandle, u32, Instant)> = VecDeque::new();
+    let mut reads: VecDeque<(PendingRead<'_>, u32)> = VecDeque::new();
+    let mut sends: VecDeque<(PendingSend<'_>, u32, Instant)> = VecDeque::new();
     let (mut next_read, mut next_guest) = (0u32, 0u32);
     let mut progress = Progress {
         total: 2 * u64::from(n),
@@ -592,29 +613,17 @@ fn run_threaded(rig: &Rig, a: &Args, t: &mut Tally) {
             + host_seen.load(Ordering::Relaxed)
     };
     'run: while t.h2g_read < u64::from(n) || next_guest < n || !sends.is_empty() {
-        while reads.len() < READS_OUTSTANDING && next_read < n {
-            reads.push_back((
-                rig.ioctl(file, IOCTL_VMBRIDGE_READ, read_input.as_slice(), out_len),
-                next_read,
-            ));
-            next_read += 1;
-        }
-        while sends.len() < SENDS_OUTSTANDING && next_guest < n {
-            let p = guest_payload(next_guest, a.size);
-            t.g2h_sent += 1;
-            t.g2h_bytes += p.len() as u64;
-            if next_guest.is_multiple_of(2) {
-                let input = build_send(VMBRIDGE_SEND_FLAG_WAIT_FOR_COMPLETION, &p);
-                sends.push_back((
-                    rig.ioctl(file, IOCTL_VMBRIDGE_SEND, input.as_slice(), CHDR + 64),
-                    next_guest,
-                    Instant::now(),
-                ));
-                t.g2h_waited += 1;
-            } else if rig.write(file, &p).result().map(|c| c.status) != Some(NtStatus::SUCCESS) {
-                t.fail(format!("write {next_guest} failed"));
-            }
-            next_guest += 1;
+        if !start_requests(
+            &dev,
+            a,
+            t,
+            &mut reads,
+            &mut sends,
+            &mut next_read,
+            &mut next_guest,
+        ) {
+            stop.store(true, Ordering::Relaxed);
+            break 'run;
         }
         // Wait for the oldest read (or, once everything is sent, the oldest send), in short
         // slices: a failed send or a stall ends the run.
@@ -633,32 +642,36 @@ fn run_threaded(rig: &Rig, a: &Args, t: &mut Tally) {
                 stop.store(true, Ordering::Relaxed);
                 break 'run;
             }
-            let ready = match reads.front() {
-                Some((h, _)) => h.wait(Duration::from_millis(20)).is_some(),
+            let slice = Some(Duration::from_millis(20));
+            let ready = match reads.front_mut() {
+                Some((h, _)) => ended(h.wait(slice)),
                 None => sends
-                    .front()
-                    .is_none_or(|(h, _, _)| h.wait(Duration::from_millis(20)).is_some()),
+                    .front_mut()
+                    .is_none_or(|(h, _, _)| ended(h.wait(slice))),
             };
             if ready {
                 break;
             }
         }
-        if let Some((h, seq)) = reads.front()
-            && let Some(c) = h.result()
-        {
-            let seq = *seq;
-            reads.pop_front();
-            let at = sent_at[seq as usize].load(Ordering::Relaxed);
-            if at > 0 {
-                t.read_latency_ns
-                    .push((start.elapsed().as_nanos() as u64).saturating_sub(at - 1));
+        if let Some((h, seq)) = reads.front_mut() {
+            let r = h.wait(NOW).transpose();
+            if let Some(r) = r {
+                let seq = *seq;
+                reads.pop_front();
+                let at = sent_at[seq as usize].load(Ordering::Relaxed);
+                if at > 0 {
+                    t.read_latency_ns
+                        .push((start.elapsed().as_nanos() as u64).saturating_sub(at - 1));
+                }
+                finish_read(&dev, a, seq, r, t);
             }
-            finish_read(rig, file, a, seq, &c, t);
         }
-        while let Some((h, seq, at)) = sends.front() {
-            let Some(c) = h.result() else { break };
+        while let Some((h, seq, at)) = sends.front_mut() {
+            let Some(c) = h.wait(NOW).transpose() else {
+                break;
+            };
             t.send_latency_ns.push(at.elapsed().as_nanos() as u64);
-            finish_send(*seq, a, &c, t);
+            finish_send(*seq, a, c, t);
             sends.pop_front();
         }
         progress.tick(t.h2g_read + u64::from(next_guest));
@@ -707,8 +720,7 @@ fn run_threaded(rig: &Rig, a: &Args, t: &mut Tally) {
     if bad > 0 {
         t.fail(format!("{bad} driver packets reached the host corrupted"));
     }
-    read_driver_stats(rig, file, t);
-    rig.close_file(file);
+    read_driver_stats(&dev, t);
 }
 
 /// Threaded mode: notices when a progress counter stops moving for `bound` of wall time.

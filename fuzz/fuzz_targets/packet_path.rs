@@ -1,7 +1,7 @@
 //! Fuzz target `packet_path`: arbitrary host packet sequences into the driver.
 //!
-//! C header: none; reference: `vmbus-protocol.md` §2 (in-band 6, transfer pages 7, GPA
-//! direct 9, completion 11), `kmcl-api.md` §4.4 (every incoming packet completed once).
+//! C header: none; reference: Linux `include/linux/hyperv.h` (in-band 6, transfer pages 7, GPA
+//! direct 9, completion 11), DDI page `EVT_VMB_CHANNEL_PROCESS_PACKET` (every incoming packet completed once).
 //!
 //! The simulated host sends in-band, GPA-direct and transfer-page packets (random
 //! payload and external lengths, completion requested or not), answers the driver's

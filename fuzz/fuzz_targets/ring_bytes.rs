@@ -1,7 +1,7 @@
 //! Fuzz target `ring_bytes`: malformed bytes in the guest-inbound ring, driver attached.
 //!
-//! C header: none (wire format); reference: `vmbus-protocol.md` §1.2-§1.4 (control page,
-//! indices, packet layout, trailer), §2 (descriptors), §6 (the malformation classes:
+//! C header: none (wire format); reference: `docs/simulator.md` (control page,
+//! indices, packet layout, trailer, descriptors, and the malformation classes:
 //! garbage reserved bytes, unknown flags and types, `offset8 < 2`, `len8 < offset8`,
 //! `len8 * 8 + 8 > available`, zero `range_cnt`, GPA `byte_offset > 0xfff`, missing or
 //! garbage trailer, corrupt indices).
@@ -31,7 +31,8 @@ use vmbridge_fuzz::{Bytes, Rig, config_from};
 const PAGE: usize = 4096;
 const MAX_OPS: usize = 64;
 
-/// A descriptor-shaped packet: the fields §2.1 names, then the body, as the fuzzer chose.
+/// A descriptor-shaped packet: the fields of Linux `struct vmpacket_descriptor`, then the
+/// body, as the fuzzer chose.
 fn shaped_packet(b: &mut Bytes<'_>) -> Vec<u8> {
     let ty = match b.u8() % 8 {
         0 => 6,

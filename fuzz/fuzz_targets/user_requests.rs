@@ -1,6 +1,7 @@
-//! Fuzz target `user_requests`: arbitrary read, write and IOCTL buffers into the driver core.
+//! Fuzz target `user_requests`: arbitrary read, write and IOCTL buffers (batched reads and
+//! sends included) into the driver core.
 //!
-//! C header: `winioctl.h` (the `IOCTL_VMBRIDGE_*` codes); reference: `driver/core/protocol.rs`
+//! C header: `winioctl.h` (the `IOCTL_VMBRIDGE_*` codes); reference: `crates/vmbridge-abi`
 //! (the validation table), `driver/core/device.rs` (the rules the bridge keeps).
 //!
 //! The bridge (`vmbridge::bridge::Bridge`) runs with a fake channel (packets that count
@@ -29,7 +30,8 @@ use std::sync::{Arc, Mutex};
 use libfuzzer_sys::fuzz_target;
 use vmbridge::bridge::protocol::{
     AlignedBuf, IOCTL_VMBRIDGE_GET_INFO, IOCTL_VMBRIDGE_GET_STATS, IOCTL_VMBRIDGE_READ,
-    IOCTL_VMBRIDGE_RESPOND, IOCTL_VMBRIDGE_SEND, VMBRIDGE_ABI_VERSION,
+    IOCTL_VMBRIDGE_READ_BATCH, IOCTL_VMBRIDGE_RESPOND, IOCTL_VMBRIDGE_SEND,
+    IOCTL_VMBRIDGE_SEND_BATCH, VMBRIDGE_ABI_VERSION,
 };
 use vmbridge::bridge::{
     Bridge, ChannelSender, FileId, HeldPacket, NtStatus, SendTag, State, Stats, StdLock,
@@ -200,13 +202,53 @@ fn le64(b: &[u8], at: usize) -> u64 {
     u64::from(le32(b, at)) | (u64::from(le32(b, at + 4)) << 32)
 }
 
-/// The validation table of `protocol.rs`, written again from its documentation: the status
+/// The batched-send rules of `vmbridge-abi` (`batch.rs`), written again from its
+/// documentation: every entry is checked before anything is sent.
+fn expected_send_batch_status(input: &[u8], aligned: bool, max: u32) -> Option<NtStatus> {
+    if input.len() < 16 {
+        return Some(NtStatus::BUFFER_TOO_SMALL);
+    }
+    if !aligned {
+        return Some(NtStatus::DATATYPE_MISALIGNMENT_ERROR);
+    }
+    if le16(input, 0) != 16 || le16(input, 2) != VMBRIDGE_ABI_VERSION {
+        return Some(NtStatus::REVISION_MISMATCH);
+    }
+    let count = le32(input, 8);
+    if le32(input, 4) != 0 || le32(input, 12) != 0 || count == 0 {
+        return Some(NtStatus::INVALID_PARAMETER);
+    }
+    let mut at = 16usize;
+    for _ in 0..count {
+        if at + 16 > input.len() {
+            return Some(NtStatus::INVALID_BUFFER_SIZE);
+        }
+        if le16(input, at) != 16 || le16(input, at + 2) != VMBRIDGE_ABI_VERSION {
+            return Some(NtStatus::REVISION_MISMATCH);
+        }
+        if le32(input, at + 4) != 0 || le32(input, at + 12) != 0 {
+            return Some(NtStatus::INVALID_PARAMETER);
+        }
+        let len = le32(input, at + 8);
+        if len > max || (at + 16) as u64 + u64::from(len) > input.len() as u64 {
+            return Some(NtStatus::INVALID_BUFFER_SIZE);
+        }
+        at = (at + 16 + len as usize).next_multiple_of(8);
+    }
+    None
+}
+
+/// The validation table of `vmbridge-abi`, written again from its documentation: the status
 /// a request input must be rejected with, or `None` if the header is well formed.
 fn expected_input_status(code: u32, input: &[u8], aligned: bool, max: u32) -> Option<NtStatus> {
+    if code == IOCTL_VMBRIDGE_SEND_BATCH {
+        return expected_send_batch_status(input, aligned, max);
+    }
     // (header size, flags allowed, reserved fields (offset, width), length field offset)
     let (size, flags_ok, reserved, len_at): (usize, u32, &[(usize, usize)], Option<usize>) =
         match code {
             IOCTL_VMBRIDGE_READ => (16, 1, &[(8, 8)], None),
+            IOCTL_VMBRIDGE_READ_BATCH => (16, 3, &[(12, 4)], None),
             IOCTL_VMBRIDGE_SEND => (16, 1, &[(12, 4)], Some(8)),
             IOCTL_VMBRIDGE_RESPOND => (24, 0, &[(20, 4)], Some(16)),
             _ => return None,
@@ -238,10 +280,67 @@ fn expected_input_status(code: u32, input: &[u8], aligned: bool, max: u32) -> Op
     None
 }
 
+/// A `IOCTL_VMBRIDGE_SEND_BATCH` input: a header and entries, each field mostly valid.
+fn make_send_batch(b: &mut Bytes<'_>) -> Vec<u8> {
+    let tweak = b.u8();
+    let entries = usize::from(b.u8() % 6);
+    let mut v = Vec::new();
+    let sz: u16 = if tweak & 1 != 0 { b.u16() } else { 16 };
+    let ver = if tweak & 2 != 0 {
+        b.u16()
+    } else {
+        VMBRIDGE_ABI_VERSION
+    };
+    let flags = if tweak & 4 != 0 { b.u32() } else { 0 };
+    let count = if tweak & 16 != 0 {
+        b.u32()
+    } else {
+        entries as u32
+    };
+    let reserved = if tweak & 8 != 0 { b.u32() } else { 0 };
+    for x in [
+        u32::from(sz) | (u32::from(ver) << 16),
+        flags,
+        count,
+        reserved,
+    ] {
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    for _ in 0..entries {
+        let et = b.u8();
+        let body = b.blob(300);
+        let esz: u16 = if et & 1 != 0 { b.u16() } else { 16 };
+        let ever = if et & 2 != 0 {
+            b.u16()
+        } else {
+            VMBRIDGE_ABI_VERSION
+        };
+        let eflags = if et & 4 != 0 { b.u32() } else { 0 };
+        let len = if et & 16 != 0 {
+            b.u32()
+        } else {
+            body.len() as u32
+        };
+        let eres = if et & 8 != 0 { b.u32() } else { 0 };
+        for x in [u32::from(esz) | (u32::from(ever) << 16), eflags, len, eres] {
+            v.extend_from_slice(&x.to_le_bytes());
+        }
+        v.extend_from_slice(body);
+        v.resize(v.len().next_multiple_of(8), 0);
+    }
+    if tweak & 32 != 0 {
+        v.truncate(usize::from(b.u16()) % (v.len() + 1));
+    }
+    v
+}
+
 /// A request input: either a header with fuzzed fields (mostly valid) or raw bytes.
 fn make_input(b: &mut Bytes<'_>, code: u32) -> Vec<u8> {
     if b.u8().is_multiple_of(4) {
         return b.blob(600).to_vec();
+    }
+    if code == IOCTL_VMBRIDGE_SEND_BATCH {
+        return make_send_batch(b);
     }
     let size: u16 = match code {
         IOCTL_VMBRIDGE_RESPOND => 24,
@@ -257,6 +356,8 @@ fn make_input(b: &mut Bytes<'_>, code: u32) -> Vec<u8> {
     };
     let flags = if tweak & 4 != 0 {
         b.u32()
+    } else if code == IOCTL_VMBRIDGE_READ_BATCH {
+        u32::from(b.u8() % 4)
     } else {
         u32::from(b.bool())
     };
@@ -267,6 +368,12 @@ fn make_input(b: &mut Bytes<'_>, code: u32) -> Vec<u8> {
     match code {
         IOCTL_VMBRIDGE_READ => {
             let reserved = if tweak & 8 != 0 { b.u64() } else { 0 };
+            v.extend_from_slice(&reserved.to_le_bytes());
+        }
+        IOCTL_VMBRIDGE_READ_BATCH => {
+            let max_packets = u32::from(b.u8() % 8);
+            let reserved = if tweak & 8 != 0 { b.u32() } else { 0 };
+            v.extend_from_slice(&max_packets.to_le_bytes());
             v.extend_from_slice(&reserved.to_le_bytes());
         }
         _ => {
@@ -377,13 +484,15 @@ fn check_send_result(
 
 fn user_request(w: &mut World, b: &mut Bytes<'_>, file: FileId) {
     let kind = b.u8();
-    let code = match kind % 8 {
+    let code = match kind % 10 {
         0 => IOCTL_VMBRIDGE_READ,
         1 | 2 => IOCTL_VMBRIDGE_SEND,
         3 => IOCTL_VMBRIDGE_RESPOND,
         4 => IOCTL_VMBRIDGE_GET_INFO,
         5 => IOCTL_VMBRIDGE_GET_STATS,
-        6 => b.u32(),
+        6 => IOCTL_VMBRIDGE_READ_BATCH,
+        7 => IOCTL_VMBRIDGE_SEND_BATCH,
+        8 => b.u32(),
         _ => u32::MAX, // ReadFile / WriteFile
     };
     let aligned = !b.u8().is_multiple_of(8);
@@ -466,15 +575,35 @@ fn user_request(w: &mut World, b: &mut Bytes<'_>, file: FileId) {
                     "write succeeded without reaching the channel"
                 );
             }
+            IOCTL_VMBRIDGE_SEND_BATCH => {
+                let sends = w.sender.sent.lock().map(|s| s.len()).unwrap_or(0) - before.1;
+                assert_eq!(
+                    c.information, sends,
+                    "SEND_BATCH reported {} sent, {sends} reached the channel",
+                    c.information
+                );
+            }
             _ => {}
         }
     }
     if let Some(c) = h.result() {
-        assert!(
-            c.information <= out_len.max(input.len()),
-            "information {} past the buffers",
-            c.information
-        );
+        // A batched read too small for the oldest packet reports the size it needs.
+        let size_needed = code == IOCTL_VMBRIDGE_READ_BATCH
+            && c.status == NtStatus::BUFFER_TOO_SMALL
+            && c.information > 0;
+        if size_needed {
+            assert!(
+                c.information > out_len && c.information >= 48,
+                "a size needed ({}) that fits the output ({out_len})",
+                c.information
+            );
+        } else {
+            assert!(
+                c.information <= out_len.max(input.len()),
+                "information {} past the buffers",
+                c.information
+            );
+        }
         if let Some(e) = expected {
             assert_eq!(
                 c.status, e,
@@ -482,7 +611,11 @@ fn user_request(w: &mut World, b: &mut Bytes<'_>, file: FileId) {
             );
         } else if matches!(
             code,
-            IOCTL_VMBRIDGE_READ | IOCTL_VMBRIDGE_SEND | IOCTL_VMBRIDGE_RESPOND
+            IOCTL_VMBRIDGE_READ
+                | IOCTL_VMBRIDGE_SEND
+                | IOCTL_VMBRIDGE_RESPOND
+                | IOCTL_VMBRIDGE_READ_BATCH
+                | IOCTL_VMBRIDGE_SEND_BATCH
         ) {
             assert!(
                 ![
@@ -498,7 +631,9 @@ fn user_request(w: &mut World, b: &mut Bytes<'_>, file: FileId) {
         // A waiting send that reached the channel and was failed by its completion
         // (answered during the call) is not a rejection: it was sent.
         if REJECTIONS.contains(&c.status) && new_send.is_none() {
-            assert_eq!(c.information, 0, "a rejected request reports bytes");
+            if !size_needed {
+                assert_eq!(c.information, 0, "a rejected request reports bytes");
+            }
             let (mut stats, sent, packets) = before;
             stats.requests_rejected += 1;
             let after = w.snapshot();

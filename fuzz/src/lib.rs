@@ -1,6 +1,6 @@
 //! Shared harness of the fuzz targets: an input cursor and the driver rig.
 //!
-//! C header: none; reference: `kmcl-api.md` §7.2 (the lifecycle the rig walks: query the
+//! C header: none; reference: `docs/architecture.md` (the lifecycle the rig walks: query the
 //! table, allocate on the PDO, configure, enable; disable and clean up at the end).
 //!
 //! The rig is `vmbridge` (driver core + `kmcl` + the real `extern "system"` shims) bound to

@@ -2,7 +2,7 @@
 //! endpoint, and a simulated user-mode IC program.
 //!
 //! Reference: `docs/ic.md` (IC mode), `driver/ic.rs` (the `IcRequest` record and the
-//! 4-byte HRESULT answer), `kmcl-api.md` §7.2 (the lifecycle the rig walks).
+//! 4-byte HRESULT answer), `docs/architecture.md` (the lifecycle the rig walks).
 #![allow(
     dead_code,
     reason = "each test binary and the example use a different subset"

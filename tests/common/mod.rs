@@ -3,12 +3,14 @@
 //! The driver is the real one (core + kmcl + the shims). Shared by the end-to-end tests
 //! and `examples/simulate.rs`.
 //!
-//! Reference: `kmcl-api.md` §7.2 (the lifecycle the rig walks: query the table,
+//! Reference: `docs/architecture.md` (the lifecycle the rig walks: query the table,
 //! allocate on the PDO, configure, enable; disable and clean up at the end).
 #![allow(
     dead_code,
     reason = "each test binary and the example use a different subset"
 )]
+
+pub mod client;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -1,6 +1,6 @@
 //! The guest IC endpoint: one state machine per service channel, for the driver.
 //!
-//! Reference: `shared/reference/hyperv-ic.md` §1.8–§1.10. The driver calls
+//! Reference: `docs/ic.md`. The driver calls
 //! [`Endpoint::handle`] from its packet callback (DISPATCH_LEVEL is fine: no
 //! allocation, no blocking, no panics, bounded work) with the received bytes and a
 //! response buffer; the [`Outcome`] says whether to send `out[..n]` now, hand a parsed

@@ -1,6 +1,6 @@
 //! Channel GUIDs of the Hyper-V integration components.
 //!
-//! Reference: `shared/reference/hyperv-ic.md` §1.1 (Linux `HV_*_GUID`, OpenVMM
+//! Reference: `docs/ic.md` (Linux `HV_*_GUID`, OpenVMM
 //! `hyperv_ic_protocol`, Mile.HyperV `IC_*_INSTANCE_ID`).
 
 use core::fmt;

@@ -1,6 +1,6 @@
 //! Heartbeat (`ICMSGTYPE_HEARTBEAT`): the guest increments the sequence number and echoes.
 //!
-//! Reference: `shared/reference/hyperv-ic.md` §1.9. The two body layouts in the wild
+//! Reference: `docs/ic.md` (heartbeat). The two body layouts in the wild
 //! (Linux/FreeBSD 40 bytes, OpenVMM/Mile 16 bytes) share only the leading `u64`, so the
 //! rule is: accept any body of 8 bytes or more, change only those 8 bytes (+1), and send
 //! back exactly the length received.

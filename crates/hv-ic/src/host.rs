@@ -1,7 +1,7 @@
 //! Host-side helpers: build the host's requests and check the guest's answers.
 //!
-//! Reference: `shared/reference/hyperv-ic.md` §1.8 ("What OpenVMM's host accepts"),
-//! §1.9, §1.10. Requests carry flags TRANSACTION | REQUEST (0x03); negotiate requests
+//! Reference: `docs/ic.md`; OpenVMM `vm/devices/hyperv_ic` (what its
+//! host accepts). Requests carry flags TRANSACTION | REQUEST (0x03); negotiate requests
 //! leave the header's version fields at 0.0 and list versions ascending, as OpenVMM
 //! does. The checks on answers are OpenVMM's (TRANSACTION and RESPONSE flags, counts
 //! exactly 1/1) plus the ones a conformance check wants (transaction id echoed,

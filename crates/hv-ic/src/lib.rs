@@ -1,7 +1,7 @@
 //! Hyper-V integration-component (IC) protocols: heartbeat, shutdown, time sync.
 //!
-//! Reference: `shared/reference/hyperv-ic.md` (pipe header, `icmsg_hdr`, negotiation,
-//! service bodies) and `vmbus-protocol.md` §3 (pipe framing).
+//! Reference: `docs/ic.md` (pipe header, `icmsg_hdr`, negotiation, service bodies),
+//! from Linux `drivers/hv/hv_util.c` and OpenVMM `vm/devices/hyperv_ic_protocol`.
 //!
 //! Each IC message is one in-band VMBus packet: an 8-byte pipe header (absent when KMCL
 //! opened the channel in pipe mode), the 20-byte `icmsg_hdr`, and a body. This crate

@@ -1,7 +1,7 @@
 //! Version negotiation (`ICMSGTYPE_NEGOTIATE`): parsing the host's offer, choosing,
 //! and the guest's answer.
 //!
-//! Reference: `shared/reference/hyperv-ic.md` §1.8 (Linux `vmbus_prep_negotiate_resp`,
+//! Reference: `docs/ic.md` (Linux `vmbus_prep_negotiate_resp`,
 //! OpenVMM `IcPipe::negotiate`). Guest rule (Linux): walk our preference list, most
 //! preferred first, and take the first version the host offered; framework first, and
 //! no message version is chosen without a framework version. The answer has counts

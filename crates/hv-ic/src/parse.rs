@@ -1,7 +1,7 @@
 //! Framing and the generic IC message parser: pipe header, `icmsg_hdr`, body.
 //!
-//! Reference: `shared/reference/hyperv-ic.md` §1.2–§1.4, `vmbus-protocol.md` §3
-//! (pipe header; EMCL's receive checks). Nothing here panics on any input.
+//! Reference: `docs/ic.md` (pipe header; the receive checks of
+//! mu_msvm's EMCL, `MsvmPkg/EmclDxe`). Nothing here panics on any input.
 
 use core::fmt;
 use zerocopy::FromBytes;

@@ -1,6 +1,6 @@
 //! Building IC messages and guest responses in a caller-supplied buffer.
 //!
-//! Reference: `shared/reference/hyperv-ic.md` §1.4, §1.6, §1.9 (guests answer with
+//! Reference: `docs/ic.md`; Linux `drivers/hv/hv_util.c` (guests answer with
 //! flags TRANSACTION | RESPONSE, echo the transaction id, and send back the length
 //! they received). No allocation: everything is written into `out`.
 

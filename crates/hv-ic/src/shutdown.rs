@@ -1,7 +1,7 @@
 //! Shutdown (`ICMSGTYPE_SHUTDOWN`): decoding the host's request; the answer's status is
 //! the caller's (user mode's) decision.
 //!
-//! Reference: `shared/reference/hyperv-ic.md` §1.10: body `u32 reason_code;
+//! Reference: Linux `struct shutdown_msg_data`: body `u32 reason_code;
 //! u32 timeout_secs; u32 flags; u8 message[2048]`; flags bit 0 force, bit 1 restart,
 //! bit 2 hibernate; Linux answers flags 0/1 (power off), 2/3 (restart), 4/5 (hibernate)
 //! and refuses anything else with `HV_E_FAIL`.

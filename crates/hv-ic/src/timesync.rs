@@ -1,6 +1,6 @@
 //! Time sync (`ICMSGTYPE_TIMESYNC`): the two body layouts and the guest's answer.
 //!
-//! Reference: `shared/reference/hyperv-ic.md` §1.6, §1.10. Below message version 4.0
+//! Reference: `docs/ic.md` (time sync). Below message version 4.0
 //! the body is `parent_time, child_time, round_trip_time, flags`; at 4.0 it is
 //! `parent_time, vm_reference_time, flags, leap, stratum`. The host sends each
 //! message as a transaction and waits for the answer (Linux answers every message

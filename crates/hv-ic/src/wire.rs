@@ -1,6 +1,6 @@
 //! Wire types of the IC protocol: pipe header, `icmsg_hdr`, negotiate and service bodies.
 //!
-//! Reference: `shared/reference/hyperv-ic.md` §1.3–§1.10 and `vmbus-protocol.md` §3
+//! Reference: `docs/ic.md`
 //! (Linux `vmbuspipe_hdr`, `icmsg_hdr`, `icmsg_negotiate`, `heartbeat_msg_data`,
 //! `shutdown_msg_data`, `ictimesync_data`, `ictimesync_ref_data`; OpenVMM
 //! `hyperv_ic_protocol`). Every integer is little-endian and every struct is

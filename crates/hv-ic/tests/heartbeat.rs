@@ -1,6 +1,6 @@
 //! Heartbeat: both body layouts, echo length, sequence handling.
 //!
-//! Reference: `shared/reference/hyperv-ic.md` §1.9.
+//! Reference: `docs/ic.md` (heartbeat).
 
 mod common;
 

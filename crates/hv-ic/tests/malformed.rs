@@ -1,6 +1,6 @@
 //! Every class of malformed or unexpected message, and what the endpoint does with it.
 //!
-//! Reference: `shared/reference/hyperv-ic.md` §1.3–§1.9, `vmbus-protocol.md` §3.
+//! Reference: `docs/ic.md`.
 
 mod common;
 

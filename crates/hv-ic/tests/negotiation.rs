@@ -1,6 +1,6 @@
 //! Version negotiation over every combination of offered versions in the reference.
 //!
-//! Reference: `shared/reference/hyperv-ic.md` §1.8.
+//! Reference: `docs/ic.md` (version negotiation).
 
 mod common;
 

@@ -1,7 +1,7 @@
 //! Nothing the host sends can make the parser or the endpoint panic, and every answer the
 //! endpoint writes is itself a well-formed guest response.
 //!
-//! Reference: `shared/reference/hyperv-ic.md`; brief rule "no panics reachable from peer input".
+//! Reference: `docs/ic.md`; the rule "no panics reachable from peer input".
 
 mod common;
 

@@ -1,6 +1,6 @@
 //! Shutdown: flags decoding, forwarding, and answers built later for a decision.
 //!
-//! Reference: `shared/reference/hyperv-ic.md` §1.10.
+//! Reference: `docs/ic.md` (shutdown).
 
 mod common;
 

@@ -1,6 +1,6 @@
 //! Time sync at both body versions, and its answer.
 //!
-//! Reference: `shared/reference/hyperv-ic.md` §1.6, §1.10.
+//! Reference: `docs/ic.md` (time sync).
 
 mod common;
 

@@ -1,9 +1,9 @@
 //! Byte-exact vectors built from the field tables of the reference.
 //!
-//! Reference: `shared/reference/hyperv-ic.md` §1.3 (pipe header), §1.4 (`icmsg_hdr`
-//! offsets), §1.8 (OpenVMM's shutdown offer: framework [1.0, 3.0], messages
+//! Reference: `docs/ic.md` (the pipe header, `icmsg_hdr`
+//! offsets; OpenVMM's shutdown offer: framework [1.0, 3.0], messages
 //! [1.0, 3.0, 3.1, 3.2], ascending, header versions 0.0, flags 0x03, transaction id 0;
-//! guest answer: flags 0x05, counts 1/1, `icmsgsize = 16`), §1.9 (heartbeat).
+//! guest answer: flags 0x05, counts 1/1, `icmsgsize = 16`; heartbeat).
 
 mod common;
 

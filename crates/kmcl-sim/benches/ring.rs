@@ -1,6 +1,6 @@
 //! Ring write+read throughput for in-band packets, beside a plain memcpy of the same bytes.
 //!
-//! Reference: `shared/reference/vmbus-protocol.md` §1.3–§1.4 (packet layout on the ring).
+//! Reference: `docs/simulator.md` ("Rings and packets"; Linux `drivers/hv/ring_buffer.c`).
 //!
 //! Run: `cargo bench -p kmcl-sim --bench ring`. Each row writes packets into a 64 KiB ring
 //! until it is full, reads them all back (parsed, payload copied out), releases the space, and

@@ -1,7 +1,7 @@
 //! The channel state machine: lifecycle, incoming packets, sends, completions.
 //!
 //! C header: `vmbuskernelmodeclientlibapi.h` (`\page state_model`; `VmbChannel*`,
-//! `VmbPacket*`); kmcl-api.md §4, §7.
+//! `VmbPacket*`); their DDI pages; `docs/architecture.md` (lifecycle).
 //!
 //! Lifecycle: Allocate (Disabled) -> `Init*` (only while Disabled) -> Enable (Opening;
 //! returns at once) -> on KMCL's thread `EvtChannelOpened` (a failure rolls back to
@@ -43,7 +43,7 @@ use crate::ring::{
 use crate::sched::{self, DISPATCH_LEVEL, Task};
 use crate::{Rule, SimInner, State, endpoint, table};
 
-/// Channel lifecycle states (kmcl-api.md §7; header `state_model`).
+/// Channel lifecycle states (header `state_model`; `docs/simulator.md`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ChState {
     /// Allocated or closed: `Init*` allowed, no traffic.
@@ -269,9 +269,10 @@ impl GuestRings {
     /// then; the guest's DPC may have consumed that packet since (every completion re-runs
     /// it). So the signal is legitimate if, since the previous host signal, some packet the
     /// host wrote started at a `read_index` the guest had published (the writer's
-    /// empty-to-non-empty rule, vmbus-protocol §1.5a), or the host released space of the
-    /// guest-outbound ring while the guest had `pending_send_sz` armed (§1.5c), or there is
-    /// something to do now.
+    /// empty-to-non-empty rule), or the host released space of the guest-outbound ring
+    /// while the guest had `pending_send_sz` armed (the reader's pending-send-size rule),
+    /// or there is something to do now (both rules: docs/simulator.md, "Rings and
+    /// packets").
     pub(crate) fn judge_host_signal(&mut self) -> bool {
         let ring = self.rx.ring();
         let write = ring.load(ControlField::WriteIndex);

@@ -1,7 +1,7 @@
 //! The other endpoint of a channel: the built-in host, or an external one on the same ring bytes.
 //!
-//! C header: none (the host side of VMBus); reference: vmbus-protocol.md §1.5 (signalling),
-//! §2 (packets), §3 (pipe header).
+//! C header: none (the host side of VMBus); reference: `docs/simulator.md` ("Rings and
+//! packets": signalling, packets, pipe header).
 //!
 //! The built-in host reads the guest-outbound ring when KMCL signals it and writes the
 //! guest-inbound ring; it answers driver requests through [`HostEndpoint::complete`] or a

@@ -1,6 +1,6 @@
 //! The host side of a Hyper-V integration-component channel, over a simulated offer.
 //!
-//! Reference: `shared/reference/hyperv-ic.md` §1.2–§1.10 (what a Hyper-V / OpenVMM host
+//! Reference: `docs/ic.md` (what a Hyper-V / OpenVMM host
 //! sends and what it checks), through `hv_ic::host`.
 //!
 //! [`IcHost`] drives a pipe-mode channel through the built-in [`HostEndpoint`]: the

@@ -1,7 +1,7 @@
 //! Memory the driver may touch: packet buffers, external-data pages and MDLs.
 //!
-//! C header: `wdm.h` (`MDL`, `MDL_MAPPED_TO_SYSTEM_VA`); kmcl-api.md §4
-//! (`VmbChannelPacketGetExternalData`).
+//! C header: `wdm.h` (`MDL`, `MDL_MAPPED_TO_SYSTEM_VA`); DDI page
+//! `FN_VMB_CHANNEL_PACKET_GET_EXTERNAL_DATA`.
 //!
 //! Everything the simulator hands to driver code as a raw pointer lives in a
 //! [`SharedBuf`]: a boxed slice of `AtomicU64` words, so the driver may read and write

@@ -1,7 +1,7 @@
 //! The VMBus ring pair of one simulated channel: real ring bytes, two-phase reads, signalling.
 //!
-//! C header: none (wire format); reference: `shared/reference/vmbus-protocol.md` §1 (ring layout,
-//! signalling), §2 (packet descriptor and types), §3 (pipe header), §6 (checklist).
+//! C header: none (wire format); reference: `docs/simulator.md` ("Rings and packets"), from Linux
+//! `drivers/hv/ring_buffer.c` and `include/linux/hyperv.h`, OpenVMM `vm/devices/vmbus/vmbus_ring`.
 //!
 //! # Memory
 //!
@@ -79,7 +79,7 @@ impl PacketType {
     pub const COMPLETION: Self = Self(11);
 }
 
-/// A control-page field of one ring (vmbus-protocol.md §1.2).
+/// A control-page field of one ring (Linux `struct hv_ring_buffer`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ControlField {
     /// `write_index` at byte 0, written by the ring's writer.
@@ -108,7 +108,7 @@ impl ControlField {
     }
 }
 
-/// Why ring contents or indices were rejected. Each malformed input of vmbus-protocol.md §6
+/// Why ring contents or indices were rejected. Each malformed input listed in docs/simulator.md
 /// has its own reason; none of them panics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -520,6 +520,19 @@ impl Memory {
         &self.words[self.base + index]
     }
 
+    /// Replaces word `index` with `f(current)` in a SeqCst compare-exchange loop (what
+    /// `fetch_update` does; spelled out because `fetch_update` is deprecated from Rust 1.99
+    /// and its replacement `update` needs 1.95, above this workspace's `rust-version`).
+    fn merge_word(&self, index: usize, f: impl Fn(u64) -> u64) {
+        let word = self.word(index);
+        let mut current = word.load(Ordering::SeqCst);
+        while let Err(seen) =
+            word.compare_exchange_weak(current, f(current), Ordering::SeqCst, Ordering::SeqCst)
+        {
+            current = seen;
+        }
+    }
+
     fn load_u32(&self, byte_offset: usize, order: Ordering) -> u32 {
         let w = self.word(byte_offset / 8).load(order).to_ne_bytes();
         let k = byte_offset % 8;
@@ -532,13 +545,11 @@ impl Memory {
     fn store_u32(&self, byte_offset: usize, value: u32) {
         let k = byte_offset % 8;
         let bytes = value.to_le_bytes();
-        let _ = self
-            .word(byte_offset / 8)
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| {
-                let mut b = w.to_ne_bytes();
-                b[k..k + 4].copy_from_slice(&bytes);
-                Some(u64::from_ne_bytes(b))
-            });
+        self.merge_word(byte_offset / 8, |w| {
+            let mut b = w.to_ne_bytes();
+            b[k..k + 4].copy_from_slice(&bytes);
+            u64::from_ne_bytes(b)
+        });
     }
 
     fn read_bytes(&self, offset: usize, out: &mut [u8]) {
@@ -555,13 +566,11 @@ impl Memory {
             let k = at % 8;
             let n = (8 - k).min(bytes.len() - i);
             let chunk = &bytes[i..i + n];
-            let _ = self
-                .word(at / 8)
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| {
-                    let mut b = w.to_ne_bytes();
-                    b[k..k + n].copy_from_slice(chunk);
-                    Some(u64::from_ne_bytes(b))
-                });
+            self.merge_word(at / 8, |w| {
+                let mut b = w.to_ne_bytes();
+                b[k..k + n].copy_from_slice(chunk);
+                u64::from_ne_bytes(b)
+            });
             i += n;
         }
     }
@@ -569,7 +578,7 @@ impl Memory {
 
 /// One channel's ring memory: the guest's outbound ring at page 0 and its inbound ring at
 /// [`ring_offset_pages`](Self::ring_offset_pages), as in the GPADL a real guest passes in
-/// `vmbus_channel_open_channel` (vmbus-protocol.md §1.1). Cheap to clone (shared).
+/// `vmbus_channel_open_channel` (Linux `include/linux/hyperv.h`). Cheap to clone (shared).
 #[derive(Debug, Clone)]
 pub struct RingPair {
     mem: Arc<Memory>,
@@ -947,7 +956,7 @@ impl OutgoingRing {
     }
 
     /// `true`: leave the 0–7 pad bytes after a payload as the ring memory holds them (stale
-    /// bytes of earlier packets), as OpenVMM's writer does (vmbus-protocol §1.4); `false`
+    /// bytes of earlier packets), as OpenVMM's writer (`vmbus_ring`) does; `false`
     /// (the default): zero them, as Linux and EMCL do. Descriptor, payload and trailer are
     /// written either way.
     pub const fn set_stale_padding(&mut self, stale: bool) {
@@ -994,14 +1003,15 @@ impl OutgoingRing {
             return Err(WriteError::TooLarge { needed: total, max });
         }
         let (w, r) = self.indices()?;
-        // vmbus-protocol.md §1.3: refuse when raw_free <= total (read == write means empty).
+        // As Linux `hv_ringbuffer_write`: refuse when raw_free <= total (read == write means empty).
         if self.ring.raw_free(w, r) as usize <= total {
             return Err(WriteError::Full { needed: total });
         }
         Ok(w)
     }
 
-    /// Publishes `write_index = start + total` and applies the writer's signal rule (§1.5a).
+    /// Publishes `write_index = start + total` and applies the writer's signal rule (signal on
+    /// empty -> non-empty, as Linux `hv_signal_on_write`; `docs/simulator.md`).
     fn commit(&mut self, start: u32, total: u32) -> WriteOutcome {
         let new = self.ring.add(start, total);
         // SeqCst read-modify-write: publishes the packet words (Relaxed stores before it) and
@@ -1195,7 +1205,8 @@ impl IncomingRing {
     }
 
     /// Clears `interrupt_mask`, takes a full barrier, and re-checks: returns whether a packet is
-    /// already waiting at the cursor (data that raced in will not be signalled, §1.5b).
+    /// already waiting at the cursor (data that raced in will not be signalled; Linux
+    /// `hv_end_read`).
     pub fn unmask_and_recheck(&mut self) -> bool {
         self.set_interrupt_mask(false);
         fence(Ordering::SeqCst);
@@ -1397,7 +1408,8 @@ impl IncomingRing {
     }
 
     /// Publishes `read_index = up_to` (normally a packet's [`end_offset`](IncomingPacket::end_offset)),
-    /// freeing everything before it, and applies the reader's signal rule (§1.5c): returns
+    /// freeing everything before it, and applies the reader's signal rule (on a
+    /// `pending_send_sz` crossing, as Linux `hv_pkt_iter_close`): returns
     /// `true` iff `pending_send_sz` (low 3 bits ignored) is non-zero and this release moved the
     /// usable free space (`raw_free - 8`) from below it to at or above it. The caller signals.
     ///
@@ -1550,7 +1562,7 @@ impl ReleaseTracker {
 // Pipe mode
 // ---------------------------------------------------------------------------------------------
 
-/// Size of the pipe header `VMPIPE_PROTOCOL_HEADER {u32 type, u32 size}` (vmbus-protocol.md §3).
+/// Size of the pipe header `VMPIPE_PROTOCOL_HEADER {u32 type, u32 size}` (Linux `struct vmpipe_proto_header`).
 pub const PIPE_HEADER_SIZE: usize = 8;
 /// Largest pipe payload (`VMPIPE_MAXIMUM_PIPE_PACKET_SIZE`, hv_sock `HVS_MTU_SIZE`).
 pub const MAXIMUM_PIPE_PACKET_SIZE: usize = 16384;
@@ -1808,7 +1820,7 @@ mod tests {
 
     #[test]
     fn writes_the_bytes_of_the_openvmm_capture() {
-        // vmbus-protocol.md §1.4, "Byte-level check".
+        // The packet layout of Linux `hv_ringbuffer_write`, byte by byte.
         let (pair, mut tx, _rx) = one_ring(1);
         let o1 = tx
             .write(&OutgoingPacket::in_band(

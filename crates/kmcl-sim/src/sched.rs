@@ -1,6 +1,6 @@
 //! Execution contexts: simulated IRQL, KMCL's threads, and their work queues.
 //!
-//! C header: `vmbuskernelmodeclientlibapi.h` (callback IRQL annotations); kmcl-api.md §5, §7.
+//! C header: `vmbuskernelmodeclientlibapi.h` (callback IRQL annotations); `docs/irql.md`, `docs/simulator.md`.
 //!
 //! KMCL runs driver code in three contexts: its own passive thread for state-change
 //! callbacks (`Kmcl`), a DPC at DISPATCH_LEVEL for incoming packets and send

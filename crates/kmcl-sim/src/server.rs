@@ -4,7 +4,7 @@
 //! C header: `vmbuskernelmodeclientlibapi.h` (`VmbChannelAllocate(IsServer = TRUE)`,
 //! `VmbServerChannelInitSet*`, `VmbChannelMapGpadl`/`UnmapGpadl`, `VmbChannelSave*`,
 //! `VmbChannelRestoreFromBuffer`, `VmbPacketRestore`, `VmbConvertVmbusHandleToKernelHandle`);
-//! kmcl-api.md §4.7, §7.
+//! DDI page `KMCL_SERVER_ONLY_METHODS`; `docs/host.md`.
 //!
 //! A server channel is a [`Channel`] with a [`ServerState`]. Allocating it creates an
 //! offer (rescinded until Enable); Enable offers it. The guest side of that offer is

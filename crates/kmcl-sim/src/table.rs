@@ -1,10 +1,10 @@
 //! The KMCL function table: every `KMCL_CLIENT_INTERFACE_V5` entry as an `extern "system"` fn.
 //!
 //! C header: `vmbuskernelmodeclientlibapi.h` (`KMCL_CLIENT_INTERFACE_V1..V5`, every `FN_VMB_*`);
-//! kmcl-api.md §3-§5.
+//! the DDI pages; `docs/simulator.md`.
 //!
 //! Each entry is thin: it turns raw arguments into Rust values (looking handles up in the
-//! registry, copying driver buffers), checks the IRQL rule of kmcl-api.md §5, and
+//! registry, copying driver buffers), checks the IRQL rule of `docs/irql.md`, and
 //! delegates to the safe internals in `channel.rs`. Nothing here panics: a broken rule
 //! is recorded and the call returns harmlessly; the panic comes at the next Rust-frame
 //! safe point. This file also makes the calls into driver callbacks.
@@ -1668,7 +1668,7 @@ fn check_send_flags(sim: &SimInner, flags: u32, site: &dyn Fn() -> String) -> Re
     if flags & !VMBUS_CHANNEL_FORMAT_FLAGS != 0 {
         return Err(STATUS_INVALID_PARAMETER);
     }
-    // kmcl-api.md §5: a paged inline buffer means PASSIVE_LEVEL.
+    // `VMBUS_CHANNEL_FORMAT_FLAG_PAGED_BUFFER` (header): a paged inline buffer means PASSIVE_LEVEL.
     if flags & VMBUS_CHANNEL_FORMAT_FLAG_PAGED_BUFFER != 0 && !passive(sim, site) {
         return Err(STATUS_INVALID_DEVICE_STATE);
     }

@@ -1,7 +1,7 @@
 //! The verifier: KMCL rules, their stable names, and the record of violations.
 //!
 //! C header: `vmbuskernelmodeclientlibapi.h` (the rules come from its comments and from
-//! `docs/reference/kmcl-api.md` §2, §4, §5, §7).
+//! the DDI pages; `docs/irql.md`; `docs/simulator.md`).
 //!
 //! A violation is recorded where it happens (often inside an `extern "system"` entry,
 //! where a panic would abort the process); the offending call then returns without
@@ -30,7 +30,7 @@ pub enum Rule {
     InvalidPacketHandle,
     /// The driver wrote into a packet's `Buffer` after completing it (the poison changed).
     PayloadWrittenAfterCompletion,
-    /// A routine was called above the IRQL that KMCL allows for it (kmcl-api.md §5).
+    /// A routine was called above the IRQL that KMCL allows for it (`docs/irql.md`).
     IrqlTooHigh,
     /// A `VmbChannelInit*` routine was called after `VmbChannelEnable` (channel not Disabled).
     InitAfterEnable,
@@ -50,7 +50,7 @@ pub enum Rule {
     OutgoingPacketReused,
     /// `VmbChannelPacketDeferToPassive` outside the in-line `EvtVmbChannelProcessPacket` call for that packet.
     DeferOutsideCallback,
-    /// A signal that the ring rules (vmbus-protocol.md §1.5 a/c) did not call for.
+    /// A signal that the ring rules (`docs/simulator.md`, signalling) did not call for.
     SpuriousSignal,
     /// A blocking KMCL call could never finish (nothing left that could make progress).
     Deadlock,

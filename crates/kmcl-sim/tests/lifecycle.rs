@@ -1,7 +1,7 @@
 //! Channel lifecycle paths: the interface query, Init checks, open failure, disable,
 //! rescind, `_EX` registrations, passive processing, deferral, pause/start, determinism.
 //!
-//! C header: `vmbuskernelmodeclientlibapi.h` (`\page state_model`); kmcl-api.md §3, §4, §7.
+//! C header: `vmbuskernelmodeclientlibapi.h` (`\page state_model`); `docs/architecture.md` (lifecycle).
 #![expect(
     clippy::multiple_unsafe_ops_per_block,
     reason = "raw-C-style driver code: a sequence of KMCL calls under one SAFETY argument"

@@ -2,7 +2,7 @@
 //! malformed input from the host; fault injection.
 //!
 //! C header: `vmbuskernelmodeclientlibapi.h` (ProcessPacket, GetExternalData, VmbPacketSend*);
-//! vmbus-protocol.md §1.5, §2, §3.
+//! `docs/simulator.md` ("Rings and packets").
 #![expect(
     clippy::multiple_unsafe_ops_per_block,
     reason = "raw-C-style driver code: a sequence of KMCL calls under one SAFETY argument"
@@ -26,7 +26,7 @@ fn setup_with(
     cfg: SimConfig,
     flags: u32,
     pages: u32,
-) -> (Sim, kmcl_sim::HostEndpoint, Box<Ctx>, VMBCHANNEL) {
+) -> (Sim, kmcl_sim::HostEndpoint, std::sync::Arc<Ctx>, VMBCHANNEL) {
     let sim = Sim::new(cfg);
     let offer = sim.offer(OfferConfig::default());
     let host = offer.host();
@@ -38,7 +38,7 @@ fn setup_with(
     (sim, host, c, ch)
 }
 
-fn setup(flags: u32) -> (Sim, kmcl_sim::HostEndpoint, Box<Ctx>, VMBCHANNEL) {
+fn setup(flags: u32) -> (Sim, kmcl_sim::HostEndpoint, std::sync::Arc<Ctx>, VMBCHANNEL) {
     setup_with(SimConfig::deterministic(1), flags, 4)
 }
 

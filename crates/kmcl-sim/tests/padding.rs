@@ -1,7 +1,7 @@
 //! Pad bytes after a payload: the simulator's host can leave them stale, as OpenVMM's
 //! writer does (issue 11, item 5), and KMCL hands them to the driver as they are.
 //!
-//! Reference: vmbus-protocol.md §1.4 (payload zero-padded by Linux and EMCL; OpenVMM does
+//! Reference: Linux `hv_ringbuffer_write`, mu_msvm `EmclDxe` (payload zero-padded; OpenVMM does
 //! not write the padding).
 #![expect(
     clippy::multiple_unsafe_ops_per_block,

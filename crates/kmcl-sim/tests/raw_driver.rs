@@ -1,7 +1,7 @@
 //! A raw-C-style driver (plain `extern "system"` fns over kmcl-sys) runs a full lifecycle
 //! with traffic in both directions, verifier clean, in deterministic and threaded mode.
 //!
-//! C header: `vmbuskernelmodeclientlibapi.h`; kmcl-api.md §7 (the call sequence).
+//! C header: `vmbuskernelmodeclientlibapi.h`; the call sequence in `docs/architecture.md`.
 #![expect(
     clippy::multiple_unsafe_ops_per_block,
     reason = "raw-C-style driver code: a sequence of KMCL calls under one SAFETY argument"
@@ -117,6 +117,10 @@ fn raw_driver_full_lifecycle_threaded() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "16 full lifecycles: minutes under Miri; the deterministic lifecycle test runs the same path"
+)]
 fn raw_driver_is_clean_for_many_seeds() {
     for seed in 0..16 {
         full_lifecycle(SimConfig::deterministic(seed));

@@ -1,7 +1,7 @@
 //! The smaller routines: PacketFail, transaction quota, per-packet contexts, GPADL
 //! bookkeeping, interrupt latency, accessors.
 //!
-//! C header: `vmbuskernelmodeclientlibapi.h`; kmcl-api.md §4; statuses in docs/simulator.md.
+//! C header: `vmbuskernelmodeclientlibapi.h`; their DDI pages; statuses in docs/simulator.md.
 #![expect(
     clippy::multiple_unsafe_ops_per_block,
     reason = "raw-C-style driver code: a sequence of KMCL calls under one SAFETY argument"
@@ -9,16 +9,18 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use common::*;
 use kmcl_sim::{OfferConfig, Sim, SimConfig};
 use kmcl_sys::status::*;
 use kmcl_sys::*;
 
-fn setup(flags: u32) -> (Sim, kmcl_sim::HostEndpoint, Box<Ctx>, VMBCHANNEL) {
+fn setup(flags: u32) -> (Sim, kmcl_sim::HostEndpoint, Arc<Ctx>, VMBCHANNEL) {
     setup_with(SimConfig::deterministic(1), flags)
 }
 
-fn setup_with(cfg: SimConfig, flags: u32) -> (Sim, kmcl_sim::HostEndpoint, Box<Ctx>, VMBCHANNEL) {
+fn setup_with(cfg: SimConfig, flags: u32) -> (Sim, kmcl_sim::HostEndpoint, Arc<Ctx>, VMBCHANNEL) {
     let sim = Sim::new(cfg);
     let offer = sim.offer(OfferConfig::default());
     let host = offer.host();

@@ -14,7 +14,7 @@ use kmcl_sim::script::{ErrorKind, Script};
 use kmcl_sim::{OfferConfig, Rule, Sim, SimConfig};
 
 /// A deterministic simulation and an enabled channel of the raw driver with `flags`.
-fn setup(seed: u64, flags: u32) -> (Sim, kmcl_sim::Offer, Box<Ctx>) {
+fn setup(seed: u64, flags: u32) -> (Sim, kmcl_sim::Offer, std::sync::Arc<Ctx>) {
     let sim = Sim::new(SimConfig::deterministic(seed).collect());
     let offer = sim.offer(OfferConfig::default());
     let c = Ctx::new(&sim, flags);

@@ -2,7 +2,8 @@
 //! the raw client driver on one ring pair, Start/Pause, the server init checks, and every
 //! server verifier rule fired once.
 //!
-//! C header: `vmbuskernelmodeclientlibapi.h` (`KMCL_SERVER_INTERFACE_V1/V5`, kmcl-api.md §4.7).
+//! C header: `vmbuskernelmodeclientlibapi.h` (`KMCL_SERVER_INTERFACE_V1/V5`; DDI page
+//! `KMCL_SERVER_ONLY_METHODS`).
 #![expect(
     clippy::multiple_unsafe_ops_per_block,
     reason = "raw-C-style driver code: a sequence of KMCL calls under one SAFETY argument"
@@ -271,9 +272,9 @@ fn with_gpadl(
     seed: u64,
 ) -> (
     Sim,
-    Box<Ctx>,
+    std::sync::Arc<Ctx>,
     VMBCHANNEL,
-    Box<Ctx>,
+    std::sync::Arc<Ctx>,
     VMBCHANNEL,
     u32,
     KMCL_SERVER_ONLY_METHODS,
@@ -313,7 +314,9 @@ fn map_gpadl_gives_the_guest_buffer_and_a_second_map_fires_gpadl_mapped_twice() 
         );
         let md = mdl.read();
         assert_eq!(md.ByteCount, 8192);
-        assert_eq!(md.MappedSystemVa.cast::<u8>().read(), 0x11);
+        // An address written into the MDL as a number: exposed provenance (Miri).
+        let va = std::ptr::with_exposed_provenance::<u8>(md.MappedSystemVa.addr());
+        assert_eq!(va.read(), 0x11);
         let mut again: PMDL = std::ptr::null_mut();
         assert_eq!(
             (m.VmbChannelMapGpadl.unwrap())(sch, 0, h, &raw mut again),

@@ -20,7 +20,7 @@ use kmcl_sys::status::*;
 use kmcl_sys::*;
 
 /// A collecting simulation with an open channel for a driver with `flags`.
-fn setup(flags: u32) -> (Sim, kmcl_sim::HostEndpoint, Box<Ctx>, VMBCHANNEL) {
+fn setup(flags: u32) -> (Sim, kmcl_sim::HostEndpoint, std::sync::Arc<Ctx>, VMBCHANNEL) {
     let sim = Sim::new(SimConfig::deterministic(1).collect());
     let offer = sim.offer(OfferConfig::default());
     let host = offer.host();

@@ -2,7 +2,8 @@
 //! `read_index` behind its read cursor, so the host's empty-to-non-empty rule never fires
 //! for what it writes behind them; KMCL must find it by itself (issue 11, item 3).
 //!
-//! C header: none (wire format); reference: vmbus-protocol.md §1.5 (signalling).
+//! C header: none (wire format); reference: `docs/simulator.md` (signalling; Linux
+//! `hv_signal_on_write`, `hv_pkt_iter_close`).
 #![expect(
     clippy::multiple_unsafe_ops_per_block,
     reason = "raw-C-style driver code: a sequence of KMCL calls under one SAFETY argument"

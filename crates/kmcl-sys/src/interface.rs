@@ -396,7 +396,7 @@ impl KMCL_SERVER_INTERFACE_V5 {
 /// `PKMCL_SERVER_INTERFACE_V5`.
 pub type PKMCL_SERVER_INTERFACE_V5 = *mut KMCL_SERVER_INTERFACE_V5;
 
-// x64 / ARM64 layout of every table, from `kmcl-api.md` §3 (computed from the header).
+// x64 / ARM64 layout of every table, (computed from the header's declarations).
 #[cfg(target_pointer_width = "64")]
 const _: () = {
     use core::mem::{offset_of, size_of};

@@ -1,6 +1,7 @@
 //! Named imports of the client routines from `vmbkmcl.sys` (feature `link`).
 //!
-//! C header: `vmbuskernelmodeclientlibapi.h` (`FN_VMB_X VmbX;` declarations); `kmcl-api.md` §6.
+//! C header: `vmbuskernelmodeclientlibapi.h` (`FN_VMB_X VmbX;` declarations); `Vmbkmcl.lib` as the
+//! 2018 DDI pages name it.
 //!
 //! `raw-dylib` with the `+verbatim` modifier makes the linker write import entries
 //! for `vmbkmcl.sys` directly, so no `vmbkmcl.lib` import library is needed. A driver

@@ -10,7 +10,7 @@
 //!
 //! IRQL: only `VmbChannelAllocate` (PASSIVE) and `VmbChannelSendSynchronousRequest`
 //! (PASSIVE, or `<= DISPATCH` with a zero timeout and no `WAIT_FOR_COMPLETION`) are
-//! documented; see `kmcl-api.md` §5 for the conservative bounds the safe layer uses.
+//! documented; see `docs/irql.md` for the conservative bounds the safe layer uses.
 
 use crate::callbacks::{
     PFN_VMB_CHANNEL_PNP_FAILURE, PFN_VMB_CHANNEL_PROCESS_PACKET, PFN_VMB_CHANNEL_PROCESS_PACKET_EX,

@@ -1,4 +1,4 @@
-//! The arity of every `FN_*` routine type, against `kmcl-api.md` §4.
+//! The arity of every `FN_*` routine type, against the header's `FN_*` typedefs.
 //!
 //! C header: `vmbuskernelmodeclientlibapi.h` (74 routines, WDK 10.0.20348).
 
@@ -413,7 +413,8 @@ fn callback_arities_match_header() {
     assert_eq!(n::<EVT_VMB_CHANNEL_RESTORE_PACKET_EX>(), 6);
 }
 
-/// Cross-check the hard-coded counts against `kmcl-api.md` §4 when it sits beside the repo.
+/// Cross-check the hard-coded counts against a development machine's private notes on the
+/// header, when they sit beside the repo (not part of the repo; skipped in a clone).
 #[test]
 fn arities_agree_with_reference_prototypes() {
     let path = concat!(

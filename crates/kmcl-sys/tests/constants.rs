@@ -1,6 +1,6 @@
 //! Every KMCL constant and mask, with its exact header value.
 //!
-//! C header: `vmbuskernelmodeclientlibapi.h` (values from `kmcl-api.md` §1).
+//! C header: `vmbuskernelmodeclientlibapi.h` (the header's `#define`s).
 
 use kmcl_sys::*;
 

@@ -1,6 +1,6 @@
-//! Layout of every KMCL table, checked at run time against `kmcl-api.md` §3.
+//! Layout of every KMCL table, checked at run time.
 //!
-//! C header: `vmbuskernelmodeclientlibapi.h`; offsets are the x64/ARM64 ones of `kmcl-api.md` §3.3.
+//! C header: `vmbuskernelmodeclientlibapi.h`; offsets are the x64/ARM64 ones computed from it.
 //! The same values are `const` asserts in `src/interface.rs`; these tests make them visible
 //! in the test output and cross-check the reference file itself when it is present.
 #![cfg(target_pointer_width = "64")]
@@ -509,7 +509,8 @@ fn kernel_types_have_wdm_layout() {
     );
 }
 
-/// Cross-check against `kmcl-api.md` §3.3 itself when the shared references sit beside the repo.
+/// Cross-check against a development machine's private notes on the header, when they sit
+/// beside the repo (not part of the repo; skipped in a clone).
 #[test]
 fn offsets_agree_with_reference_table() {
     let path = concat!(

@@ -1,7 +1,8 @@
 //! The `link` feature's import table: a `no_std` PE image linked with rust-lld must
 //! import every KMCL client routine by name from `vmbkmcl.sys`.
 //!
-//! C header: `vmbuskernelmodeclientlibapi.h` (`FN_VMB_X VmbX;`); `kmcl-api.md` §6.
+//! C header: `vmbuskernelmodeclientlibapi.h` (`FN_VMB_X VmbX;`); `Vmbkmcl.lib` as the 2018
+//! DDI pages name it.
 //!
 //! The test builds `tests/link-image` for the Windows targets (rust-lld, no WDK, no
 //! import library) and reads the result with the `object` crate. It needs the

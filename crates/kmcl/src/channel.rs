@@ -3,8 +3,8 @@
 //!
 //! C header: `vmbuskernelmodeclientlibapi.h` (`KMCL_CLIENT_INTERFACE_V1..V5`,
 //! `VmbChannelAllocate`, `VmbChannelInit*`, `VmbClientChannelInit*`,
-//! `VmbChannelEnable`/`Disable`/`Cleanup`, `VmbChannelSetPointer`); `kmcl-api.md` §3.4,
-//! §4.1-§4.3, §7.2.
+//! `VmbChannelEnable`/`Disable`/`Cleanup`, `VmbChannelSetPointer`); the DDI pages of those routines;
+//! the lifecycle in `docs/architecture.md`.
 //!
 //! # Why `&'static` (and an `unsafe` raw constructor)
 //!
@@ -378,7 +378,7 @@ pub(crate) struct Inner<H> {
 /// up (`VmbChannelCleanup`) and drops the handler.
 ///
 /// Each setter calls KMCL at once and returns its status, so a bad value fails where it
-/// is set. All setters are PASSIVE_LEVEL operations (`kmcl-api.md` §5: init happens
+/// is set. All setters are PASSIVE_LEVEL operations (the header's IRQL annotations, `docs/irql.md`: init happens
 /// before Enable, at PASSIVE in every known caller); the token was checked when the
 /// builder was made.
 ///
@@ -636,7 +636,8 @@ impl<H: PacketHandler + StateHandler> ChannelBuilder<H> {
             unsafe { StateShims::<H>::fill_v5(cbs, ctx) };
             let f = kfn!(kmcl.v1.VmbChannelInitSetStateChangeCallbacks);
             // CAST: rule STATE_CALLBACKS_V5_CAST: the V5 table is registered cast to the V1
-            // pointer type; KMCL tells them apart by Version/Size (`kmcl-api.md` §3.1).
+            // pointer type; KMCL tells them apart by Version/Size (the header's
+            // `VMB_CHANNEL_STATE_CHANGE_CALLBACKS`).
             let p = cbs.cast::<VMB_CHANNEL_STATE_CHANGE_CALLBACKS>();
             // SAFETY: rule INIT_AFTER_ENABLE: the table lives in our boxed `Core`.
             to_result(unsafe { f(ch, p) })?;
@@ -847,7 +848,7 @@ impl<'a> Endpoint<'a> {
         let set = kfn!(self.core.kmcl.v1.VmbChannelSetTransactionQuota);
         // SAFETY: rule QUOTA_ON_OPEN_CHANNEL: `self.core.channel` is this live channel
         // (an `Endpoint` cannot outlive it); the routine takes a plain count and is not
-        // init-only (`kmcl-api.md` §4.3).
+        // init-only (DDI page `FN_VMB_CHANNEL_SET_TRANSACTION_QUOTA`).
         unsafe { set(self.core.channel, quota) };
         Ok(())
     }

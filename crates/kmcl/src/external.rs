@@ -4,7 +4,7 @@
 //! C header: `vmbuskernelmodeclientlibapi.h` (`VmbChannelPacketGetExternalData`,
 //! `VMBUS_CHANNEL_PACKET_EXTERNAL_DATA_FLAG_READ_ONLY`); `wdm.h` (`MDL`,
 //! `MDL_MAPPED_TO_SYSTEM_VA`, `MDL_SOURCE_IS_NONPAGED_POOL`,
-//! `MmGetSystemAddressForMdlSafe`); `kmcl-api.md` §4.4.
+//! `MmGetSystemAddressForMdlSafe`); DDI page `FN_VMB_CHANNEL_PACKET_GET_EXTERNAL_DATA`.
 //!
 //! KMCL returns the external data as a locked but, in general, *unmapped* MDL (chain).
 //! When the MDL already has a system address (`MDL_MAPPED_TO_SYSTEM_VA` or

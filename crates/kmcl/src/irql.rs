@@ -2,7 +2,7 @@
 //!
 //! C header: `wdm.h` (`KeGetCurrentIrql`, `PASSIVE_LEVEL`, `DISPATCH_LEVEL`);
 //! `vmbuskernelmodeclientlibapi.h` SAL (`_IRQL_requires_(PASSIVE_LEVEL)`,
-//! `_IRQL_requires_max_(DISPATCH_LEVEL)`); `kmcl-api.md` §5.
+//! `_IRQL_requires_max_(DISPATCH_LEVEL)`); `docs/irql.md`.
 //!
 //! A token is a capability in the Tock sense (`kernel/src/capabilities.rs`): only code
 //! that knows the level mints one — the shims of this crate, which KMCL calls at a

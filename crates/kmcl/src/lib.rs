@@ -3,7 +3,8 @@
 //! # The API in brief
 //!
 //! C header: `vmbuskernelmodeclientlibapi.h`, through the raw bindings of `kmcl-sys`;
-//! reference `kmcl-api.md`. `#![no_std]`; uses `alloc` once per channel (its context box).
+//! Microsoft's DDI pages for it (`docs/architecture.md`, "Sources").
+//! `#![no_std]`; uses `alloc` once per channel (its context box).
 //!
 //! ## Writing a driver with it
 //!

@@ -5,7 +5,7 @@
 //! `EVT_VMB_CHANNEL_PROCESSING_COMPLETE(_EX)`, `VmbChannelPacketComplete`,
 //! `VmbChannelPacketFail`, `VmbChannelPacketDeferToPassive`,
 //! `VmbChannelPacketGetExternalData`, `VmbChannelPacketGetClientContext`);
-//! `kmcl-api.md` §2, §4.4.
+//! the DDI pages `EVT_VMB_CHANNEL_PROCESS_PACKET` and `FN_VMB_CHANNEL_PACKET_COMPLETE`.
 //!
 //! # The retirement rule
 //!

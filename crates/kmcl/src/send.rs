@@ -5,7 +5,7 @@
 //! `VmbPacketSend`, `VmbPacketSendWithExternalMdl`, `VmbPacketSetCompletionRoutine(Ex)`,
 //! `VmbPacketSetPointer`/`GetPointer`, `EVT_VMB_PACKET_COMPLETION_ROUTINE(_EX)`,
 //! `VmbChannelSendSynchronousRequest`, `VmbChannelCreateGpadlFromBuffer`,
-//! `VmbChannelDeleteGpadl`); `kmcl-api.md` §4.5, §4.6, §5.
+//! `VmbChannelDeleteGpadl`); their DDI pages; IRQL: `docs/irql.md`.
 //!
 //! # Who frees the packet object
 //!
@@ -323,7 +323,7 @@ impl Endpoint<'_> {
     fn allocate(&self) -> Result<VMBPACKET> {
         let alloc = kfn!(self.core.kmcl.v1.VmbPacketAllocate);
         // SAFETY: rule IRQL_TOO_HIGH: VmbPacketAllocate takes from a lookaside list
-        // (<= DISPATCH_LEVEL, `kmcl-api.md` §5) on our live channel.
+        // (<= DISPATCH_LEVEL per its SAL annotation) on our live channel.
         let pkt = unsafe { alloc(self.core.channel) };
         if pkt.is_null() {
             Err(NtStatus::INSUFFICIENT_RESOURCES)

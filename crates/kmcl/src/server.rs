@@ -7,7 +7,7 @@
 //! `VmbChannelAllocate(IsServer = TRUE)`, `VmbServerChannelInitSet*`,
 //! `VmbChannelStart`/`Pause`, `VmbChannelMapGpadl`/`UnmapGpadl`, `VmbChannelSave*`,
 //! `VmbChannelRestoreFromBuffer`, `VmbPacketRestore`, `VmbConvertVmbusHandleToKernelHandle`);
-//! `kmcl-api.md` §3.3, §4.7, §7.
+//! the DDI page `KMCL_SERVER_ONLY_METHODS`; `docs/host.md`.
 //!
 //! A server channel reuses the client layer: the same [`PacketHandler`] and
 //! [`StateHandler`] traits, the same [`Packet`](crate::packet::Packet) retirement rule

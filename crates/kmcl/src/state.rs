@@ -2,7 +2,8 @@
 //!
 //! C header: `vmbuskernelmodeclientlibapi.h` (`EVT_VMB_CHANNEL_OPENED/STARTED/
 //! POST_STARTED/SUSPEND/CLOSED(_EX)`, `VMB_CHANNEL_STATE_CHANGE_CALLBACKS(_V5)`,
-//! `EVT_VMB_CHANNEL_PNP_FAILURE`, the header's `state_model` text); `kmcl-api.md` §2, §3.1, §7.2.
+//! `EVT_VMB_CHANNEL_PNP_FAILURE`, the header's `state_model` text); the `EVT_VMB_CHANNEL_*` DDI pages;
+//! the lifecycle in `docs/architecture.md`.
 //!
 //! KMCL calls these at PASSIVE_LEVEL, in order: `opened` (may fail, rolling the open
 //! back), `started` (before any packet; do not wait on the other side here),

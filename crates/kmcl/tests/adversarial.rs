@@ -2,7 +2,8 @@
 //! packets, external data of any size, raw malformed ring bytes, rescind mid-delivery.
 //!
 //! C header: `vmbuskernelmodeclientlibapi.h` (`EvtVmbChannelProcessPacket`: `Buffer`,
-//! `BufferLength`, `Flags` are the peer's); reference `vmbus-protocol.md`, `kmcl-api.md` §4.4.
+//! `BufferLength`, `Flags` are the peer's); reference `docs/simulator.md` ("Rings and packets"),
+//! DDI page `EVT_VMB_CHANNEL_PROCESS_PACKET`.
 
 mod common;
 

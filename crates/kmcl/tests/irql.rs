@@ -1,7 +1,7 @@
 //! IRQL tokens against the simulator's levels: a wrong claim is recorded, never panicked on.
 //!
 //! C header: `wdm.h` (`KeGetCurrentIrql`); `vmbuskernelmodeclientlibapi.h` SAL
-//! (`_IRQL_requires_(PASSIVE_LEVEL)`); reference `kmcl-api.md` §5. In its own test binary
+//! (`_IRQL_requires_(PASSIVE_LEVEL)`); reference `docs/irql.md`. In its own test binary
 //! because the mismatch counter is process-wide.
 
 mod common;

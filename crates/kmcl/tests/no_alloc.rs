@@ -1,7 +1,7 @@
 //! Zero heap allocations per received packet on the DISPATCH_LEVEL path.
 //!
 //! C header: `vmbuskernelmodeclientlibapi.h` (`EvtVmbChannelProcessPacket`,
-//! `VmbChannelPacketComplete`); reference `kmcl-api.md` §4.4.
+//! `VmbChannelPacketComplete`); reference: its DDI page.
 //!
 //! What is measured, exactly: a counting global allocator counts allocations made on
 //! the delivering thread while a thread-local flag is set. The flag is set by the host

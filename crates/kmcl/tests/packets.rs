@@ -2,7 +2,7 @@
 //!
 //! C header: `vmbuskernelmodeclientlibapi.h` (`EvtVmbChannelProcessPacket(_EX)`,
 //! `VmbChannelPacketComplete`, `VmbChannelPacketFail`, `VmbChannelPacketDeferToPassive`,
-//! `VmbChannelPacketGetExternalData`); reference `kmcl-api.md` §2, §4.4.
+//! `VmbChannelPacketGetExternalData`); reference: their DDI pages.
 
 mod common;
 

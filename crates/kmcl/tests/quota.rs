@@ -1,7 +1,7 @@
 //! `VmbChannelSetTransactionQuota` through `Endpoint::set_transaction_quota`.
 //!
-//! C header: `vmbuskernelmodeclientlibapi.h` (`VmbChannelSetTransactionQuota`); `kmcl-api.md`
-//! §4.3: at the quota KMCL stops delivering until completions catch up.
+//! C header: `vmbuskernelmodeclientlibapi.h` (`VmbChannelSetTransactionQuota`); its DDI page:
+//! at the quota KMCL stops delivering until completions catch up.
 
 mod common;
 

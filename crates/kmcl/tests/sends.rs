@@ -3,7 +3,7 @@
 //!
 //! C header: `vmbuskernelmodeclientlibapi.h` (`VmbPacketAllocate`, `VmbPacketSend`,
 //! `VmbPacketSendWithExternalMdl`, `VmbPacketSetCompletionRoutine(Ex)`, `VmbPacketFree`,
-//! `VmbChannelSendSynchronousRequest`); reference `kmcl-api.md` §4.5, §5.
+//! `VmbChannelSendSynchronousRequest`); reference: their DDI pages, `docs/irql.md`.
 
 mod common;
 

@@ -3,7 +3,7 @@
 //! backpressure, teardown from either side, GPADL mapping, save/restore, and every bad
 //! server configuration rejected with a clear status.
 //!
-//! C header: `vmbuskernelmodeclientlibapi.h` (server routines, kmcl-api.md §4.7, §7).
+//! C header: `vmbuskernelmodeclientlibapi.h` (server routines; DDI page `KMCL_SERVER_ONLY_METHODS`).
 #![allow(clippy::unwrap_used, reason = "test assertions")]
 
 mod common;

@@ -2,7 +2,7 @@
 //!
 //! C header: `vmbuskernelmodeclientlibapi.h` (`EVT_VMB_CHANNEL_OPENED/STARTED/POST_STARTED/
 //! SUSPEND/CLOSED(_EX)`, `VMB_CHANNEL_STATE_CHANGE_CALLBACKS(_V5)`, `state_model`);
-//! reference `kmcl-api.md` §2, §7.2.
+//! reference `docs/architecture.md` (lifecycle).
 
 mod common;
 

@@ -3,7 +3,8 @@
 //!
 //! C header: `vmbuskernelmodeclientlibapi.h` (`VmbChannelSetIncomingProcessingAtPassive`,
 //! `VmbChannelPacketDeferToPassive`, `VmbChannelPacketGetExternalData`,
-//! `VmbChannelSendSynchronousRequest`, state-change callbacks); reference `kmcl-api.md` §5, §7.2.
+//! `VmbChannelSendSynchronousRequest`, state-change callbacks); reference `docs/irql.md`,
+//! `docs/architecture.md` (lifecycle).
 
 mod common;
 

@@ -1,6 +1,6 @@
 //! Shared helpers for the hv-ic integration tests.
 //!
-//! Reference: `shared/reference/hyperv-ic.md`.
+//! Reference: `docs/ic.md`.
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
 use hv_ic::endpoint::{Endpoint, Outcome, Service};

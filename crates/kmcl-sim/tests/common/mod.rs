@@ -1,7 +1,7 @@
 //! A minimal raw-C-style KMCL client driver: plain `extern "system"` functions over
 //! kmcl-sys, no safe layer; behaviour chosen per test with flag bits.
 //!
-//! C header: `vmbuskernelmodeclientlibapi.h` (the driver side of the lifecycle, kmcl-api.md §7).
+//! C header: `vmbuskernelmodeclientlibapi.h` (the driver side of the lifecycle, `docs/architecture.md`).
 #![allow(dead_code, reason = "each test crate uses part of the shared driver")]
 #![allow(non_snake_case, reason = "driver callbacks keep their C names")]
 #![allow(
@@ -62,8 +62,15 @@ pub type PacketHook =
 pub type StateHook = std::sync::Arc<dyn Fn(&Ctx, VMBCHANNEL, &str) + Send + Sync>;
 
 impl Ctx {
-    pub fn new(sim: &Sim, flags: u32) -> Box<Ctx> {
-        Box::new(Ctx {
+    /// A shared `Arc`, not a `Box`: the channel keeps a raw pointer to the context
+    /// (`VmbChannelSetPointer`) and callbacks write through it, so the test's handle must not
+    /// claim uniqueness; moving a `Box` does (undefined behaviour that Miri reports).
+    #[expect(
+        clippy::arc_with_non_send_sync,
+        reason = "the Arc is the test thread's handle; KMCL's threads reach Ctx by raw pointer"
+    )]
+    pub fn new(sim: &Sim, flags: u32) -> std::sync::Arc<Ctx> {
+        std::sync::Arc::new(Ctx {
             table: *sim.client_interface(),
             channel: AtomicUsize::new(0),
             flags: AtomicU32::new(flags),
@@ -272,7 +279,9 @@ pub unsafe extern "system" fn EvtProcessPacket(
             if NT_SUCCESS(s) && !mdl.is_null() {
                 // SAFETY: rule MDL_VALID: KMCL returns a mapped MDL valid until completion.
                 let m = unsafe { &*mdl };
-                let va = m.MappedSystemVa.cast::<u8>();
+                // KMCL wrote the address into the MDL as a number: take it with exposed
+                // provenance, as `kmcl`'s `ExternalData` does (Miri: no provenance otherwise).
+                let va = std::ptr::with_exposed_provenance_mut::<u8>(m.MappedSystemVa.addr());
                 // SAFETY: rule MDL_VALID: ByteCount bytes at MappedSystemVa.
                 let bytes = unsafe { std::slice::from_raw_parts_mut(va, m.ByteCount as usize) };
                 c.external_seen

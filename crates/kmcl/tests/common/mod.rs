@@ -1,7 +1,7 @@
 //! Shared setup of the end-to-end tests: a simulator, one offer, the validated table.
 //!
 //! C header: `vmbuskernelmodeclientlibapi.h` (the table a driver queries); reference
-//! `kmcl-api.md` §3.4, §7.2.
+//! `docs/architecture.md` (lifecycle).
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
 use std::sync::Mutex;

@@ -1,8 +1,8 @@
-//! NTSTATUS values the bridge core returns to user mode and to the glue.
+//! NTSTATUS values the driver returns to user mode (and the bridge core to the glue).
 //!
 //! C header: `ntstatus.h` (values), `kmcl_sys::status` (the KMCL subset).
 //!
-//! The core is portable and does not depend on `kmcl` or `wdk-sys`, so it carries its
+//! The ABI is portable and does not depend on `kmcl` or `wdk-sys`, so it carries its
 //! own `#[must_use]` newtype; the glue converts it with [`NtStatus::raw`] /
 //! [`NtStatus::from_raw`] (both are `i32`, the C `NTSTATUS`).
 
@@ -34,11 +34,16 @@ impl NtStatus {
     /// `STATUS_DEVICE_BUSY` (warning): too many sends are waiting for completions, or
     /// too many sends without a wait are still queued in KMCL (`MaxPostedSends`).
     pub const DEVICE_BUSY: Self = Self(s(0x8000_0011));
+    /// `STATUS_INVALID_HANDLE`: a VMBus handle in a host-mode offer is not valid in the
+    /// caller's process (from KMCL).
+    pub const INVALID_HANDLE: Self = Self(s(0xC000_0008));
     /// `STATUS_INVALID_PARAMETER`: a flag or reserved field is wrong.
     pub const INVALID_PARAMETER: Self = Self(s(0xC000_000D));
     /// `STATUS_INVALID_DEVICE_REQUEST`: unknown IOCTL code.
     pub const INVALID_DEVICE_REQUEST: Self = Self(s(0xC000_0010));
     /// `STATUS_BUFFER_TOO_SMALL`: a user buffer is shorter than its fixed header.
+    /// For a batched read: the output cannot hold the oldest queued packet;
+    /// `Information` is the output size it needs.
     pub const BUFFER_TOO_SMALL: Self = Self(s(0xC000_0023));
     /// `STATUS_REVISION_MISMATCH`: a header's `Size` or `Version` is not this ABI's.
     pub const REVISION_MISMATCH: Self = Self(s(0xC000_0059));
@@ -48,6 +53,8 @@ impl NtStatus {
     pub const DEVICE_NOT_CONNECTED: Self = Self(s(0xC000_009D));
     /// `STATUS_DEVICE_NOT_READY`: the channel is not open yet, or is suspended.
     pub const DEVICE_NOT_READY: Self = Self(s(0xC000_00A3));
+    /// `STATUS_INVALID_DEVICE_STATE`: a second host-mode offer on the same handle.
+    pub const INVALID_DEVICE_STATE: Self = Self(s(0xC000_0184));
     /// `STATUS_CANCELLED`: the request was cancelled, or its handle closed.
     pub const CANCELLED: Self = Self(s(0xC000_0120));
     /// `STATUS_INVALID_BUFFER_SIZE`: a length inside a header does not fit the buffer
@@ -92,6 +99,7 @@ impl NtStatus {
             Self::PENDING => "STATUS_PENDING",
             Self::BUFFER_OVERFLOW => "STATUS_BUFFER_OVERFLOW",
             Self::DEVICE_BUSY => "STATUS_DEVICE_BUSY",
+            Self::INVALID_HANDLE => "STATUS_INVALID_HANDLE",
             Self::INVALID_PARAMETER => "STATUS_INVALID_PARAMETER",
             Self::INVALID_DEVICE_REQUEST => "STATUS_INVALID_DEVICE_REQUEST",
             Self::BUFFER_TOO_SMALL => "STATUS_BUFFER_TOO_SMALL",
@@ -99,11 +107,60 @@ impl NtStatus {
             Self::INSUFFICIENT_RESOURCES => "STATUS_INSUFFICIENT_RESOURCES",
             Self::DEVICE_NOT_CONNECTED => "STATUS_DEVICE_NOT_CONNECTED",
             Self::DEVICE_NOT_READY => "STATUS_DEVICE_NOT_READY",
+            Self::INVALID_DEVICE_STATE => "STATUS_INVALID_DEVICE_STATE",
             Self::CANCELLED => "STATUS_CANCELLED",
             Self::INVALID_BUFFER_SIZE => "STATUS_INVALID_BUFFER_SIZE",
             Self::NOT_FOUND => "STATUS_NOT_FOUND",
             Self::DATATYPE_MISALIGNMENT_ERROR => "STATUS_DATATYPE_MISALIGNMENT_ERROR",
             _ => "NTSTATUS",
+        }
+    }
+}
+
+impl NtStatus {
+    /// Every code the ABI documents (for mapping a Win32 error back to its status).
+    pub const ALL: [Self; 17] = [
+        Self::SUCCESS,
+        Self::PENDING,
+        Self::BUFFER_OVERFLOW,
+        Self::DEVICE_BUSY,
+        Self::INVALID_HANDLE,
+        Self::INVALID_PARAMETER,
+        Self::INVALID_DEVICE_REQUEST,
+        Self::BUFFER_TOO_SMALL,
+        Self::REVISION_MISMATCH,
+        Self::INSUFFICIENT_RESOURCES,
+        Self::DEVICE_NOT_CONNECTED,
+        Self::DEVICE_NOT_READY,
+        Self::INVALID_DEVICE_STATE,
+        Self::CANCELLED,
+        Self::INVALID_BUFFER_SIZE,
+        Self::NOT_FOUND,
+        Self::DATATYPE_MISALIGNMENT_ERROR,
+    ];
+
+    /// What the code means for a `vmbridge` caller, in a few words (for messages).
+    #[must_use]
+    pub const fn description(self) -> &'static str {
+        match self {
+            Self::SUCCESS => "success",
+            Self::PENDING => "the request is pending",
+            Self::BUFFER_OVERFLOW => "the output buffer is too short for the packet or response",
+            Self::DEVICE_BUSY => "too many sends are waiting for completions",
+            Self::INVALID_HANDLE => "the VMBus handle is not valid in this process",
+            Self::INVALID_PARAMETER => "a flag, reserved field or packet id is wrong",
+            Self::INVALID_DEVICE_REQUEST => "the device does not know this request",
+            Self::BUFFER_TOO_SMALL => "a buffer is shorter than its header or the packet",
+            Self::REVISION_MISMATCH => "a header's Size or Version is not this ABI's",
+            Self::INSUFFICIENT_RESOURCES => "a bounded table of the driver is full",
+            Self::DEVICE_NOT_CONNECTED => "the channel is closed",
+            Self::DEVICE_NOT_READY => "the channel is not open",
+            Self::INVALID_DEVICE_STATE => "this handle already made an offer",
+            Self::CANCELLED => "the request was cancelled",
+            Self::INVALID_BUFFER_SIZE => "a length runs past the buffer or above MaxPacketSize",
+            Self::NOT_FOUND => "no held packet with this id on this handle",
+            Self::DATATYPE_MISALIGNMENT_ERROR => "a header is not 8-byte aligned",
+            _ => "unknown status",
         }
     }
 }
@@ -120,9 +177,11 @@ impl fmt::Display for NtStatus {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "alloc"))]
 mod tests {
+    extern crate alloc;
     use super::*;
+    use alloc::format;
 
     #[test]
     fn nt_success_follows_severity_bits() {
