@@ -5,7 +5,7 @@
 //! `docs/architecture.md` (the lifecycle of a KMDF client).
 //!
 //! Portable: the same code runs in the kernel (called by `driver/kmdf`) and on the host
-//! against `kmcl-sim` (called by the tests and `examples/simulate.rs`). It joins `kmcl`'s
+//! against `kmcl-sim` (called by the tests and `examples/simulate/main.rs`). It joins `kmcl`'s
 //! safe channel to the core's [`Bridge`]:
 //!
 //! * every incoming [`Packet`] becomes a `PendingPacket` ([`Held`]) the bridge keeps until

@@ -3,7 +3,7 @@
 //! for the first packet, held and plain packets mixed, `MaxPackets`, waiting, handle
 //! close and rescind with a batch outstanding) and `IOCTL_VMBRIDGE_SEND_BATCH`.
 //!
-//! Reference: `crates/vmbridge-abi/src/batch.rs` (layout), `driver/core/device.rs`
+//! Reference: `crates/vmbridge-abi/src/batch.rs` (layout), `driver/bridge/device.rs`
 //! (`read_batch`, `send_batch`); the simulator's verifier fails a test on any KMCL rule
 //! violation.
 #![cfg(not(windows))]
@@ -18,7 +18,7 @@ use vmbridge::bridge::protocol::{
     build_read_batch, build_respond, build_send_batch, parse_read_batch, read_batch_len_for,
 };
 use vmbridge::bridge::{Config, FileId, NtStatus};
-use vmbridge::host::{Completion, RequestHandle};
+use vmbridge::sim_request::{Completion, RequestHandle};
 
 const HOLD: u32 = VMBRIDGE_READ_FLAG_HOLD_FOR_RESPONSE;
 const WAIT: u32 = VMBRIDGE_READ_BATCH_FLAG_WAIT;

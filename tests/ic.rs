@@ -5,18 +5,17 @@
 //! driver"). The guest runs only when the host signals it (deterministic simulator).
 #![cfg(not(windows))]
 
-#[path = "common/ic.rs"]
-mod ic_rig;
+mod common;
 
 use std::sync::Mutex;
 
+use common::ic::{IcRig, IcUser, hv_service};
 use hv_ic::host::HeartbeatLayout;
 use hv_ic::host::HostError;
 use hv_ic::negotiate::{FRAMEWORK_VERSIONS, NegotiatedVersions};
 use hv_ic::shutdown::ShutdownParams;
 use hv_ic::timesync::TimeSample;
 use hv_ic::wire::{ApplicationState, MsgType, ShutdownFlags, Status, TimeSyncFlags, Version};
-use ic_rig::{IcRig, IcUser, hv_service};
 use kmcl_sim::SimConfig;
 use kmcl_sim::ic_host::{IcHost, IcHostError, host_versions};
 use vmbridge::bridge::config::{IcConfig, IcService};

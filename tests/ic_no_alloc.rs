@@ -21,7 +21,6 @@ use vmbridge::bridge::{Bridge, Config, FileId, NtStatus, RequestKey, State, StdL
 use vmbridge::ic::{IcChannel, IcHeld};
 use vmbridge::trace::Tracer;
 
-#[path = "counting/mod.rs"]
 mod counting;
 
 use counting::{Counting, allocations};

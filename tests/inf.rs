@@ -10,7 +10,6 @@ use vmbridge::bridge::Config;
 use vmbridge::bridge::config::KEYS;
 use vmbridge::bridge::protocol::{VMBRIDGE_CHANNEL_TYPE, format_guid};
 
-#[path = "inf_parse/mod.rs"]
 mod inf_parse;
 
 use inf_parse::entries;

@@ -3,7 +3,7 @@
 //! A packet arriving (queued, or handed to a parked read) and a queued packet taken by a
 //! read run with zero heap allocations.
 //!
-//! Reference: `driver/core/device.rs` ("No allocation after `Bridge::new`"); the kernel
+//! Reference: `driver/bridge/device.rs` ("No allocation after `Bridge::new`"); the kernel
 //! heap is non-paged pool and the receive path may run at DISPATCH_LEVEL.
 #![cfg(not(windows))]
 
@@ -15,7 +15,6 @@ use vmbridge::bridge::{
 };
 use vmbridge::trace::Tracer;
 
-#[path = "counting/mod.rs"]
 mod counting;
 
 use counting::{Counting, allocations};

@@ -17,12 +17,11 @@
 //!   to OpenVMM's recorded outcome.
 #![cfg(not(windows))]
 
-#[path = "common/ic.rs"]
-mod ic_rig;
+mod common;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ic_rig::{IcRig, IcUser};
+use common::ic::{IcRig, IcUser};
 use kmcl_sim::ring::{
     ControlField, IncomingRing, OutgoingPacket, OutgoingRing, PAGE_SIZE, ReadError, RingPair,
     WriteError,

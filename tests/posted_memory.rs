@@ -1,14 +1,13 @@
 //! Memory stays flat when the host stops reading: writes and no-wait sends are bounded
 //! by `MaxPostedSends` (issue 15, bug 2), not queued without limit inside KMCL.
 //!
-//! Reference: `driver/core/device.rs` (`Bridge::write`), `driver/core/config.rs`
+//! Reference: `driver/bridge/device.rs` (`Bridge::write`), `driver/bridge/config.rs`
 //! (`Config::max_posted_sends`). One test in its own binary: the live-byte count of the
 //! counting allocator is process-wide.
 #![cfg(not(windows))]
 
 mod common;
 
-#[path = "counting/mod.rs"]
 mod counting;
 
 use common::Rig;

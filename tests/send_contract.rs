@@ -1,7 +1,7 @@
 //! The send and response contract of the bridge, end to end in `kmcl-sim`: what a
 //! SEND or RESPOND reports is what happened on the channel.
 //!
-//! Reference: `driver/core/protocol.rs` (statuses), `driver/core/device.rs` (the rules),
+//! Reference: `driver/bridge/protocol.rs` (statuses), `driver/bridge/device.rs` (the rules),
 //! `docs/bridge.md` (the user-mode contract, held packets and the transaction quota).
 #![cfg(not(windows))]
 
@@ -15,7 +15,7 @@ use vmbridge::bridge::protocol::{
     build_respond, build_send,
 };
 use vmbridge::bridge::{Config, FileId, NtStatus};
-use vmbridge::host::{Completion, RequestHandle};
+use vmbridge::sim_request::{Completion, RequestHandle};
 
 const HDR: usize = size_of::<VMBRIDGE_PACKET_HEADER>();
 

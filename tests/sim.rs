@@ -21,7 +21,7 @@ use vmbridge::bridge::protocol::{
     VMBRIDGE_SEND_FLAG_WAIT_FOR_COMPLETION, VMBRIDGE_STATS, build_read, build_respond, build_send,
 };
 use vmbridge::bridge::{ChannelState, Config, NtStatus, ProcessingMode};
-use vmbridge::host::{Completion, RequestHandle};
+use vmbridge::sim_request::{Completion, RequestHandle};
 use vmbridge::trace::{Event, Tracer};
 
 const HDR: usize = size_of::<VMBRIDGE_PACKET_HEADER>();

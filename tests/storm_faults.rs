@@ -1,7 +1,7 @@
 //! Fault storms: vmbridge under rescinds, teardowns and injected failures, seeded.
 //!
 //! Reference: `docs/architecture.md` (every incoming packet completed once; disable with
-//! packets outstanding), `docs/simulator.md` (fault injection); `driver/core/device.rs`
+//! packets outstanding), `docs/simulator.md` (fault injection); `driver/bridge/device.rs`
 //! (every request completed exactly once).
 //!
 //! Each storm drives the driver (core + `kmcl` + the real shims) on a deterministic
@@ -36,7 +36,7 @@ use vmbridge::bridge::protocol::{
 use vmbridge::bridge::{
     Config, FileId, NtStatus, ProcessingMode, State, Stats, StdLock, UserRequest,
 };
-use vmbridge::host::{RequestHandle, SimRequest};
+use vmbridge::sim_request::{RequestHandle, SimRequest};
 use vmbridge::trace::Tracer;
 use vmbridge::vmbus::{Held, VmbusDevice};
 

@@ -316,9 +316,9 @@ pub(super) extern "C" fn evt_device_add(
     device_init: PWDFDEVICE_INIT,
 ) -> NTSTATUS {
     // SAFETY: rule DEVICE_INIT_BEFORE_CREATE: the framework's `device_init`, not yet used.
-    if unsafe { super::host::is_host_mode(driver, device_init) } {
-        // Root\VmBridgeHost: the control device of host mode (driver/kmdf/host.rs).
-        return super::host::evt_host_device_add(driver, device_init);
+    if unsafe { super::host_mode::is_host_mode(driver, device_init) } {
+        // Root\VmBridgeHost: the control device of host mode (driver/kmdf/host_mode.rs).
+        return super::host_mode::evt_host_device_add(driver, device_init);
     }
     let tracer = Tracer::etw();
     let setup = DeviceSetup {

@@ -15,7 +15,7 @@
 //! | `driver.rs` | `DriverEntry`, `EvtDriverUnload` (ETW provider registration) |
 //! | `device.rs` | `EvtDriverDeviceAdd` (device, interface, KMCL table, configuration), `EvtDevicePrepareHardware`/`EvtDeviceReleaseHardware` (channel enable/disable), `EvtFileCleanup`, context cleanup |
 //! | `queue.rs` | the default queue: `EvtIoRead`, `EvtIoWrite`, `EvtIoDeviceControl`, `EvtIoStop`, `EvtRequestCancel` |
-//! | `host.rs` | host mode (`Root\VmBridgeHost`): the KMCL server table, `EvtIoInCallerContext` for `IOCTL_VMBRIDGE_CREATE_OFFER`, the control queue, file cleanup/close, teardown |
+//! | `host_mode.rs` | host mode (`Root\VmBridgeHost`): the KMCL server table, `EvtIoInCallerContext` for `IOCTL_VMBRIDGE_CREATE_OFFER`, the control queue, file cleanup/close, teardown |
 //! | `ic_config.rs` | IC mode's per-device `IcService`/`IcTimeoutMs` (the device's hardware key) |
 //! | `ic_timer.rs` | IC mode's periodic `WDFTIMER` calling `VmbusDevice::ic_tick` (forwarded-request timeouts) |
 //! | `registry.rs` | registry reads: UTF-16 value names, `Key` (a `WDFKEY` closed on drop) over the service's `Parameters` and the device's hardware key |
@@ -29,7 +29,7 @@
 mod context;
 mod device;
 mod driver;
-mod host;
+mod host_mode;
 mod ic_config;
 mod ic_timer;
 pub(crate) mod lock;

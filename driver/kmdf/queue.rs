@@ -22,7 +22,7 @@ use wdk_sys::{
 };
 
 use super::context::{Device, WDF_IO_QUEUE_CONFIG_SIZE, device_get_context};
-use super::host::HostQueue;
+use super::host_mode::HostQueue;
 use super::request::{Request, complete_raw};
 use crate::bridge::{FileId, Lock, NtStatus, RequestKey, UserRequest};
 

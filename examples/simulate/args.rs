@@ -1,5 +1,5 @@
 //! The command line of `simulate`: both scenarios, parsed without touching the process, so
-//! `tests/simulate_job.rs` checks every message and limit.
+//! `examples/simulate/tests.rs` checks every message and limit.
 //!
 //! Exit status 2 for every error here; the messages name the flag and the bad value.
 

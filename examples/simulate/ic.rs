@@ -13,18 +13,15 @@
 //! requests. Prints the messages exchanged, the versions negotiated, the IC counters and
 //! the verifier verdict. Exit status 1 on a wrong answer or a verifier violation.
 
-#[path = "../../tests/common/ic.rs"]
-mod ic_rig;
-
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::common::ic::{IcRig, IcUser};
 use hv_ic::host::HeartbeatLayout;
 use hv_ic::negotiate::FRAMEWORK_VERSIONS;
 use hv_ic::shutdown::ShutdownParams;
 use hv_ic::timesync::TimeSample;
 use hv_ic::wire::{ApplicationState, MsgType, ShutdownFlags, Status, TimeSyncFlags, Version};
-use ic_rig::{IcRig, IcUser};
 use kmcl_sim::SimConfig;
 use kmcl_sim::ic_host::IcHost;
 use vmbridge::bridge::config::{IcConfig, IcService};

@@ -29,9 +29,6 @@
 //! Exit status 1 on a verifier violation, a lost or corrupted packet, a wrong response, a
 //! failed host send, or a stall (no progress for `STALL_ROUNDS` rounds of the deterministic
 //! simulation, or `--stall-seconds` of wall time in threaded mode).
-#[path = "../../tests/common/mod.rs"]
-mod common;
-
 use std::collections::{HashMap, VecDeque};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -39,7 +36,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::args::{STALL_ROUNDS, TrafficArgs as Args, max_traffic_size};
-pub use common::Rig;
+pub use crate::common::Rig;
 use kmcl_sim::{SendError, SimConfig};
 use vmbridge::bridge::{Config, NtStatus, Stats};
 use vmbridge::trace::{Event, KEYWORD_IO, KEYWORD_LIFECYCLE, KEYWORD_PACKET, Tracer};

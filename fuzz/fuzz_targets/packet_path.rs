@@ -23,7 +23,7 @@ use vmbridge::bridge::protocol::{
     build_respond, build_send,
 };
 use vmbridge::bridge::{FileId, NtStatus};
-use vmbridge::host::RequestHandle;
+use vmbridge::sim_request::RequestHandle;
 use vmbridge_fuzz::{Bytes, Rig, config_from};
 
 const HDR: usize = size_of::<VMBRIDGE_PACKET_HEADER>();

@@ -2,7 +2,7 @@
 //! sends included) into the driver core.
 //!
 //! C header: `winioctl.h` (the `IOCTL_VMBRIDGE_*` codes); reference: `crates/vmbridge-abi`
-//! (the validation table), `driver/core/device.rs` (the rules the bridge keeps).
+//! (the validation table), `driver/bridge/device.rs` (the rules the bridge keeps).
 //!
 //! The bridge (`vmbridge::bridge::Bridge`) runs with a fake channel (packets that count
 //! their completions, a sender that records sends and can fail) and the host request
@@ -36,7 +36,7 @@ use vmbridge::bridge::protocol::{
 use vmbridge::bridge::{
     Bridge, ChannelSender, FileId, HeldPacket, NtStatus, SendTag, State, Stats, StdLock,
 };
-use vmbridge::host::{RequestHandle, SimRequest};
+use vmbridge::sim_request::{RequestHandle, SimRequest};
 use vmbridge::trace::Tracer;
 use vmbridge_fuzz::{Bytes, config_from};
 
@@ -467,7 +467,7 @@ fn response(b: &mut Bytes<'_>) -> Vec<u8> {
 }
 
 fn check_send_result(
-    c: &vmbridge::host::Completion,
+    c: &vmbridge::sim_request::Completion,
     status: NtStatus,
     response: &[u8],
     out_len: usize,

@@ -15,7 +15,7 @@ use kmcl::irql::Passive;
 use kmcl_sim::{HostEndpoint, Offer, OfferConfig, Rule, Sim, SimConfig, Violation};
 use vmbridge::bridge::protocol::VMBRIDGE_CHANNEL_TYPE;
 use vmbridge::bridge::{Config, FileId, NtStatus, ProcessingMode, State, Stats, StdLock};
-use vmbridge::host::{RequestHandle, SimRequest};
+use vmbridge::sim_request::{RequestHandle, SimRequest};
 use vmbridge::trace::Tracer;
 use vmbridge::vmbus::{Held, VmbusDevice};
 

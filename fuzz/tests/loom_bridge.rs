@@ -52,7 +52,7 @@ const CLAIMED: u8 = 2;
 const CANCELLING: u8 = 3;
 const DONE: u8 = 4;
 
-/// The request state machine of WDF (the same one `vmbridge::host::SimRequest` models).
+/// The request state machine of WDF (the same one `vmbridge::sim_request::SimRequest` models).
 struct Shared {
     key: u64,
     /// Plants a bug: `claim` always wins, even against a cancel (to show the model finds it).

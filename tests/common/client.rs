@@ -3,13 +3,13 @@
 //! is written exactly as a real one (the main job's is).
 //!
 //! Reference: `crates/vmbridge-client/src/transport.rs` (the trait),
-//! `driver/host.rs` (the request model).
+//! `driver/sim_request.rs` (the request model).
 
 use std::io;
 use std::time::Duration;
 
 use vmbridge::bridge::FileId;
-use vmbridge::host::{RequestHandle, SimRequest};
+use vmbridge::sim_request::{RequestHandle, SimRequest};
 use vmbridge_client::{Completion, Device, Pending, Request, Transport};
 
 use super::Rig;

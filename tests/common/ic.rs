@@ -18,8 +18,8 @@ use vmbridge::bridge::protocol::{
     VMBRIDGE_READ_FLAG_HOLD_FOR_RESPONSE, build_read, build_respond,
 };
 use vmbridge::bridge::{Config, FileId, NtStatus, State, StdLock};
-use vmbridge::host::{RequestHandle, SimRequest};
 use vmbridge::ic::{IC_REQUEST_LEN, IcRequest};
+use vmbridge::sim_request::{RequestHandle, SimRequest};
 use vmbridge::trace::Tracer;
 use vmbridge::vmbus::{Held, VmbusDevice};
 

@@ -1,7 +1,7 @@
 //! The test rig: vmbridge bound to a `kmcl-sim` offer, with a simulated user-mode caller.
 //!
 //! The driver is the real one (core + kmcl + the shims). Shared by the end-to-end tests
-//! and `examples/simulate.rs`.
+//! and `examples/simulate/main.rs`.
 //!
 //! Reference: `docs/architecture.md` (the lifecycle the rig walks: query the table,
 //! allocate on the PDO, configure, enable; disable and clean up at the end).
@@ -11,6 +11,7 @@
 )]
 
 pub mod client;
+pub mod ic;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -19,7 +20,7 @@ use kmcl::irql::Passive;
 use kmcl_sim::{HostEndpoint, Offer, OfferConfig, Sim, SimConfig};
 use vmbridge::bridge::protocol::{AlignedBuf, VMBRIDGE_CHANNEL_TYPE};
 use vmbridge::bridge::{Config, FileId, NtStatus, State, StdLock, UserRequest};
-use vmbridge::host::{RequestHandle, SimRequest};
+use vmbridge::sim_request::{RequestHandle, SimRequest};
 use vmbridge::trace::Tracer;
 use vmbridge::vmbus::{Held, VmbusDevice};
 

@@ -12,6 +12,15 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use kmcl_sim::{OfferConfig, SendError, Sim, SimConfig};
+
+#[path = "common/callgrind.rs"]
+mod callgrind;
+#[path = "../../../tests/counting/mod.rs"]
+mod counting;
+
+/// Counts this thread's heap allocations (the no-allocation tests' allocator).
+#[global_allocator]
+static GLOBAL: counting::Counting = counting::Counting;
 use kmcl_sys::status::STATUS_SUCCESS;
 use kmcl_sys::*;
 
@@ -72,7 +81,12 @@ fn run(size: usize, total_bytes: usize) {
     DELIVERED.store(0, Ordering::SeqCst);
     let start = Instant::now();
     let mut sent = 0;
+    // Allocations are counted over the second half (the first warms the pools up).
+    let mut allocs_from = None;
     while sent < n {
+        if sent == n / 2 && allocs_from.is_none() {
+            allocs_from = Some(counting::allocations());
+        }
         match host.send_inband(&payload, false) {
             Ok(_) => sent += 1,
             Err(SendError::Full) => sim.run_until_idle(),
@@ -81,6 +95,7 @@ fn run(size: usize, total_bytes: usize) {
     }
     sim.run_until_idle();
     let e2e = start.elapsed();
+    let allocs = counting::allocations() - allocs_from.unwrap_or(0);
     assert_eq!(DELIVERED.load(Ordering::SeqCst), n as u64);
 
     // memcpy of the same bytes (packet by packet), same run.
@@ -95,12 +110,14 @@ fn run(size: usize, total_bytes: usize) {
     let bytes = (n * size) as f64;
     let pps = n as f64 / e2e.as_secs_f64();
     println!(
-        "e2e in-band {size:>5} B: {n:>7} packets in {:>8.2} ms = {:>10.0} packets/s, {:>8.1} MB/s | memcpy {:>9.1} MB/s | memcpy/e2e = {:>6.0}x",
+        "e2e in-band {size:>5} B: {n:>7} packets in {:>8.2} ms = {:>10.0} packets/s, {:>8.1} MB/s | memcpy {:>9.1} MB/s | memcpy/e2e = {:>6.0}x | {:>6} instr/packet | {:.3} allocations/packet",
         e2e.as_secs_f64() * 1e3,
         pps,
         bytes / e2e.as_secs_f64() / 1e6,
         bytes / copy.as_secs_f64() / 1e6,
         e2e.as_secs_f64() / copy.as_secs_f64(),
+        callgrind::cell(callgrind::per_packet(size, 5000, 15000)),
+        allocs as f64 / (n - n / 2) as f64,
     );
     // SAFETY: rule IRQL_TOO_HIGH: PASSIVE bench thread; the channel is not used afterwards.
     unsafe { (t.VmbChannelDisable.expect("slot"))(ch) };
@@ -109,7 +126,39 @@ fn run(size: usize, total_bytes: usize) {
     sim.assert_clean();
 }
 
+/// Exactly `n` host packets of `size` bytes delivered and completed, nothing printed
+/// (instruction-count mode for `scripts/bench-instructions.sh`, which takes the difference
+/// of two `n` under callgrind so set-up and tear-down cancel out).
+fn run_count(size: usize, n: u64) {
+    let sim = Sim::new(SimConfig::deterministic(1));
+    let (host, ch, t) = open(&sim);
+    let payload = vec![0x5Au8; size];
+    DELIVERED.store(0, Ordering::SeqCst);
+    let mut sent = 0;
+    while sent < n {
+        match host.send_inband(black_box(&payload), false) {
+            Ok(_) => sent += 1,
+            Err(SendError::Full) => sim.run_until_idle(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    sim.run_until_idle();
+    assert_eq!(DELIVERED.load(Ordering::SeqCst), n);
+    if std::env::var_os("E2E_ALLOCS").is_some() {
+        eprintln!("allocations: {}", counting::allocations());
+    }
+    // SAFETY: rule IRQL_TOO_HIGH: PASSIVE bench thread; the channel is not used afterwards.
+    unsafe { (t.VmbChannelDisable.expect("slot"))(ch) };
+    // SAFETY: as above.
+    unsafe { (t.VmbChannelCleanup.expect("slot"))(ch) };
+    sim.assert_clean();
+}
+
 fn main() {
+    if let Some((n, size)) = callgrind::count_args() {
+        run_count(size, n);
+        return;
+    }
     let total = std::env::var("E2E_BYTES")
         .ok()
         .and_then(|v| v.parse().ok())

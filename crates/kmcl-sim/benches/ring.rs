@@ -3,7 +3,8 @@
 //! Reference: `docs/simulator.md` ("Rings and packets"; Linux `drivers/hv/ring_buffer.c`).
 //!
 //! Run: `cargo bench -p kmcl-sim --bench ring`. Each row writes packets into a 64 KiB ring
-//! until it is full, reads them all back (parsed, payload copied out), releases the space, and
+//! until it is full, reads them all back (validated with `read_header`, payload copied into a
+//! reused buffer with `copy_payload`: no allocation), releases the space, and
 //! repeats for a fixed time. The memcpy column copies the same payload bytes with
 //! `copy_from_slice` into a 64 KiB buffer at the same rotating offsets, in the same run, so
 //! the ratio is what matters on a noisy machine.
@@ -12,6 +13,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use kmcl_sim::ring::{IncomingRing, OutgoingPacket, OutgoingRing, RingPair, WriteError};
+
+#[path = "common/callgrind.rs"]
+mod callgrind;
 
 /// Data pages per ring (64 KiB data area).
 const DATA_PAGES: usize = 16;
@@ -29,12 +33,15 @@ impl Rate {
     }
 }
 
-/// Write until full, read everything back, release; repeat until `MEASURE` has passed.
-fn ring_rate(size: usize) -> Rate {
+/// Write until full, read everything back, release; repeat until `MEASURE` has passed. The
+/// reader copies each payload out (`copy_out`) or only looks at it in place through
+/// [`IncomingRing::payload_view`] (its first and last word).
+fn ring_rate(size: usize, copy_out: bool) -> Rate {
     let pair = RingPair::new(DATA_PAGES, 1);
     let mut tx = OutgoingRing::new(pair.outbound());
     let mut rx = IncomingRing::new(pair.outbound());
     let payload: Vec<u8> = (0..size).map(|i| i as u8).collect();
+    let mut out = vec![0u8; size.next_multiple_of(8)];
     let mut packets = 0u64;
     let mut id = 0u64;
     let start = Instant::now();
@@ -51,8 +58,14 @@ fn ring_rate(size: usize) -> Rate {
                     Err(e) => panic!("bench ring failed: {e}"),
                 }
             }
-            while let Ok(p) = rx.read_next() {
-                black_box(&p.payload);
+            while let Ok(h) = rx.read_header() {
+                if copy_out {
+                    black_box(rx.copy_payload(&h, &mut out));
+                    black_box(&out);
+                } else {
+                    let view = rx.payload_view(&h);
+                    black_box((view.word(0), view.word(view.len() / 8 - 1)));
+                }
                 packets += 1;
             }
             black_box(rx.release_all());
@@ -90,28 +103,73 @@ fn memcpy_rate(size: usize) -> Rate {
     }
 }
 
+/// Exactly `n` packets of `size` bytes written, read and released (instruction-count mode:
+/// `scripts/bench-instructions.sh` runs this under callgrind at two `n` and takes the
+/// difference, so start-up and the ring's construction cancel out).
+fn ring_count(size: usize, n: u64) {
+    let pair = RingPair::new(DATA_PAGES, 1);
+    let mut tx = OutgoingRing::new(pair.outbound());
+    let mut rx = IncomingRing::new(pair.outbound());
+    let payload: Vec<u8> = (0..size).map(|i| i as u8).collect();
+    let mut out = vec![0u8; size.next_multiple_of(8)];
+    let mut done = 0u64;
+    let mut id = 0u64;
+    while done < n {
+        let mut written = 0;
+        while done + written < n {
+            let packet = OutgoingPacket::in_band(id, false, black_box(&payload));
+            match tx.write(&packet) {
+                Ok(outcome) => {
+                    black_box(outcome);
+                    id += 1;
+                    written += 1;
+                }
+                Err(WriteError::Full { .. }) => break,
+                Err(e) => panic!("bench ring failed: {e}"),
+            }
+        }
+        while let Ok(h) = rx.read_header() {
+            black_box(rx.copy_payload(&h, &mut out));
+            black_box(&out);
+            done += 1;
+        }
+        black_box(rx.release_all());
+    }
+}
+
 fn main() {
+    if let Some((n, size)) = callgrind::count_args() {
+        ring_count(size, n);
+        return;
+    }
     println!(
         "ring write+read vs memcpy, {} KiB ring data area",
         DATA_PAGES * 4
     );
     println!(
-        "{:>7} | {:>14} {:>12} | {:>14} {:>12} | {:>8}",
-        "payload", "ring pkts/s", "ring MB/s", "memcpy pkts/s", "memcpy MB/s", "ratio"
+        "{:>7} | {:>11} {:>11} {:>11} | {:>7} {:>7} | {:>12}",
+        "payload", "copy MB/s", "view MB/s", "memcpy MB/s", "copy/mc", "view/mc", "instr/packet"
     );
     for size in [64usize, 1024, 4096] {
-        let ring = ring_rate(size);
+        let copied = ring_rate(size, true);
+        let viewed = ring_rate(size, false);
         let copy = memcpy_rate(size);
         let mb = |r: &Rate| r.per_second() * size as f64 / 1e6;
         println!(
-            "{:>7} | {:>14.0} {:>12.1} | {:>14.0} {:>12.1} | {:>7.1}x",
+            "{:>7} | {:>11.1} {:>11.1} {:>11.1} | {:>6.2}x {:>6.2}x | {:>12}",
             size,
-            ring.per_second(),
-            mb(&ring),
-            copy.per_second(),
+            mb(&copied),
+            mb(&viewed),
             mb(&copy),
-            copy.per_second() / ring.per_second()
+            copied.per_second() / copy.per_second(),
+            viewed.per_second() / copy.per_second(),
+            callgrind::cell(callgrind::per_packet(size, 1000, 5000)),
         );
     }
-    println!("ratio = memcpy rate / ring rate (how many times slower the ring path is)");
+    println!(
+        "copy: the reader copies each payload out (copy_payload); view: it reads the payload in \
+         place (payload_view);\nx/mc = bandwidth relative to memcpy of the same bytes in the same \
+         run; instr/packet: callgrind, write+read\nwith copy-out, difference of --count 5000 and \
+         --count 1000 (scripts/bench-instructions.sh)"
+    );
 }

@@ -17,7 +17,9 @@
 #![forbid(unsafe_code)]
 
 use std::cell::Cell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use crate::fast_hash::HashMap;
 use std::sync::Arc;
 
 use kmcl_sys::status::*;
@@ -36,9 +38,8 @@ use crate::fault::Faults;
 use crate::mem::{MdlBlock, POISON, SharedBuf};
 use crate::registry::{self, Obj};
 use crate::ring::{
-    ControlField, GpaRange, IncomingKind, IncomingPacket, IncomingRing, OutgoingPacket,
-    OutgoingRing, PacketType, ReadError, ReleaseTracker, RingPair, TRAILER_SIZE, WriteError,
-    strip_pipe_header,
+    ControlField, GpaRange, IncomingKind, IncomingRing, OutgoingPacket, OutgoingRing, PacketHeader,
+    PacketType, ReadError, ReleaseTracker, RingPair, TRAILER_SIZE, WriteError, strip_pipe_header,
 };
 use crate::sched::{self, DISPATCH_LEVEL, Task};
 use crate::{Rule, SimInner, State, endpoint, table};
@@ -394,7 +395,7 @@ pub(crate) struct Channel {
     pub(crate) gpadls: HashMap<u32, usize>,
     pub(crate) next_gpadl: u32,
     /// Synchronous requests given up on (timeout, deadlock): a late completion is dropped.
-    pub(crate) abandoned: std::collections::HashSet<u64>,
+    pub(crate) abandoned: crate::fast_hash::HashSet<u64>,
     /// Client: what each GPADL describes (for a server's `VmbChannelMapGpadl`).
     pub(crate) gpadl_bufs: HashMap<u32, crate::server::GpadlBuf>,
     /// Server channels (`VmbChannelAllocate(IsServer = TRUE)`).
@@ -510,10 +511,10 @@ pub(crate) fn allocate(
             dpc_cpu: 100,
             rings: None,
             generation: 0,
-            incoming: HashMap::new(),
-            outgoing: HashMap::new(),
-            in_flight: HashMap::new(),
-            sync: HashMap::new(),
+            incoming: HashMap::default(),
+            outgoing: HashMap::default(),
+            in_flight: HashMap::default(),
+            sync: HashMap::default(),
             send_queue: VecDeque::new(),
             completion_queue: VecDeque::new(),
             passive_q: VecDeque::new(),
@@ -524,10 +525,10 @@ pub(crate) fn allocate(
             close: None,
             next_trans: 0,
             failure: None,
-            gpadls: HashMap::new(),
+            gpadls: HashMap::default(),
             next_gpadl: 0,
-            abandoned: std::collections::HashSet::new(),
-            gpadl_bufs: HashMap::new(),
+            abandoned: crate::fast_hash::HashSet::default(),
+            gpadl_bufs: HashMap::default(),
             server: server_parent.map(|_| Box::new(crate::server::ServerState::new())),
         },
     );
@@ -1128,7 +1129,8 @@ pub(crate) fn start(sim: &Arc<SimInner>, ch: u64, site: &str) {
 // ---------------------------------------------------------------------------------------------
 
 /// One thing the DPC does with driver code, in ring order.
-enum DpcCall {
+#[derive(Debug)]
+pub(crate) enum DpcCall {
     Deliver {
         pkt: u64,
         tok: usize,
@@ -1150,62 +1152,100 @@ enum Parsed {
 
 fn parse_incoming(
     st: &mut State,
+    ch: u64,
     offer: u64,
     pipe: bool,
     padded: bool,
-    p: &IncomingPacket,
+    h: &PacketHeader,
 ) -> Parsed {
-    let data: Vec<u8> = if pipe {
-        match strip_pipe_header(&p.payload) {
-            Ok(d) => d.to_vec(),
+    fn rx(st: &State, ch: u64) -> Option<&IncomingRing> {
+        st.channels
+            .get(&ch)
+            .and_then(|c| c.rings.as_ref())
+            .map(|r| &r.rx)
+    }
+    let Some(ring) = rx(st, ch) else {
+        return Parsed::Drop;
+    };
+    // The payload goes from the ring straight into the driver's buffer (a pooled one:
+    // no allocation per packet in steady state).
+    let buf;
+    if pipe {
+        // Pipe mode is rare: strip the header through an owned copy.
+        let mut payload = vec![0u8; h.payload_len()];
+        ring.copy_payload(h, &mut payload);
+        match strip_pipe_header(&payload) {
+            Ok(d) => buf = st.packet_buf(d.len()),
             Err(crate::ring::PipeError::NotData(_)) => return Parsed::Drop,
             Err(e) => return Parsed::Corrupt(format!("pipe header: {e}")),
         }
-    } else if padded {
-        p.payload.clone()
+        if let Ok(d) = strip_pipe_header(&payload) {
+            buf.write(0, d);
+        }
     } else {
-        let exact = st
-            .offers
-            .get(&offer)
-            .and_then(|o| o.host.exact_len(p.transaction_id, p.offset));
-        let n = exact.map_or(p.payload.len(), |n| n.min(p.payload.len()));
-        p.payload[..n].to_vec()
-    };
-    let external = match &p.kind {
-        IncomingKind::InBand => None,
-        IncomingKind::Completion => return Parsed::Drop,
-        IncomingKind::GpaDirect { ranges, .. } => match resolve_gpa(st, ranges) {
-            Ok(e) => Some(e),
-            Err(e) => return Parsed::Corrupt(e),
-        },
-        IncomingKind::TransferPages { set_id, ranges, .. } => {
-            let set = st
+        let n = if padded {
+            h.payload_len()
+        } else {
+            let exact = st
                 .offers
                 .get(&offer)
-                .and_then(|o| o.host.transfer_set(*set_id));
-            let Some(set) = set else {
-                return Parsed::Corrupt(format!("unknown transfer page set {set_id}"));
+                .and_then(|o| o.host.exact_len(h.transaction_id, h.offset));
+            exact.map_or(h.payload_len(), |n| n.min(h.payload_len()))
+        };
+        buf = st.packet_buf(n);
+        if let Some(ring) = rx(st, ch) {
+            buf.copy_from_ring(ring, h);
+        }
+    }
+    let external = match h.packet_type {
+        PacketType::IN_BAND => None,
+        PacketType::COMPLETION => return Parsed::Drop,
+        _ => {
+            // Transfer-page and GPA-direct packets: their ranges, through the owned read
+            // (same validation; allocates, off the in-band hot path).
+            let kind = match rx(st, ch).map(|r| r.packet_at(h)) {
+                Some(Ok(p)) => p.kind,
+                None => return Parsed::Drop,
+                Some(Err(e)) => {
+                    return Parsed::Corrupt(format!("packet changed under the reader: {e}"));
+                }
             };
-            let start = ranges
-                .iter()
-                .map(|r| r.byte_offset as usize)
-                .min()
-                .unwrap_or(0);
-            let end = ranges
-                .iter()
-                .map(|r| r.byte_offset as usize + r.byte_count as usize)
-                .max()
-                .unwrap_or(0);
-            if end > set.len() || start >= end {
-                return Parsed::Corrupt(format!(
-                    "transfer page range {start}..{end} outside set {set_id}"
-                ));
+            match kind {
+                IncomingKind::InBand | IncomingKind::Completion => None,
+                IncomingKind::GpaDirect { ranges, .. } => match resolve_gpa(st, &ranges) {
+                    Ok(e) => Some(e),
+                    Err(e) => return Parsed::Corrupt(e),
+                },
+                IncomingKind::TransferPages { set_id, ranges, .. } => {
+                    let set = st
+                        .offers
+                        .get(&offer)
+                        .and_then(|o| o.host.transfer_set(set_id));
+                    let Some(set) = set else {
+                        return Parsed::Corrupt(format!("unknown transfer page set {set_id}"));
+                    };
+                    let start = ranges
+                        .iter()
+                        .map(|r| r.byte_offset as usize)
+                        .min()
+                        .unwrap_or(0);
+                    let end = ranges
+                        .iter()
+                        .map(|r| r.byte_offset as usize + r.byte_count as usize)
+                        .max()
+                        .unwrap_or(0);
+                    if end > set.len() || start >= end {
+                        return Parsed::Corrupt(format!(
+                            "transfer page range {start}..{end} outside set {set_id}"
+                        ));
+                    }
+                    Some(External {
+                        buf: set,
+                        offset: start,
+                        len: u32::try_from(end - start).unwrap_or(0),
+                    })
+                }
             }
-            Some(External {
-                buf: set,
-                offset: start,
-                len: u32::try_from(end - start).unwrap_or(0),
-            })
         }
     };
     let flags = if external.is_some() {
@@ -1213,18 +1253,18 @@ fn parse_incoming(
     } else {
         0
     };
-    let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+    let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
     Parsed::Deliver(Incoming {
         tok: 0,
-        trans_id: p.transaction_id,
-        completion_requested: p.completion_requested() && !pipe,
-        buf: SharedBuf::from_bytes(&data),
+        trans_id: h.transaction_id,
+        completion_requested: h.completion_requested() && !pipe,
+        buf,
         len,
         flags,
         external,
         mdl: None,
-        client_ctx: SharedBuf::new(0),
-        ring_offset: Some(p.offset),
+        client_ctx: SharedBuf::empty(),
+        ring_offset: Some(h.offset),
         deferred: false,
         generation: 0,
     })
@@ -1312,7 +1352,7 @@ fn held_data_ready(c: &Channel) -> bool {
     if deliverable && c.incoming.len() >= quota {
         return false;
     }
-    match r.rx.peek() {
+    match r.rx.peek_header() {
         Ok(p) => deliverable || p.packet_type == PacketType::COMPLETION,
         Err(ReadError::Empty) => false,
         Err(ReadError::Corrupt(_)) => true,
@@ -1321,7 +1361,7 @@ fn held_data_ready(c: &Channel) -> bool {
 
 /// Task::Dpc: one batch of incoming packets at DISPATCH_LEVEL, then ProcessingComplete.
 pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
-    let mut calls = Vec::new();
+    let mut calls;
     let (tok, cbs, passive) = {
         let mut st = sim.lock();
         flush_sends(sim, &mut st, ch);
@@ -1332,12 +1372,19 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
         } else {
             sim.cfg.max_batch
         };
+        if st
+            .channels
+            .get(&ch)
+            .is_none_or(|c| c.dpc_active || c.rings.is_none())
+        {
+            return;
+        }
+        // The list kept from the last DPC (no allocation per batch; a nested DPC of another
+        // channel finds it taken and starts its own).
+        calls = std::mem::take(&mut st.dpc_calls);
         let Some(c) = st.channels.get_mut(&ch) else {
             return;
         };
-        if c.dpc_active || c.rings.is_none() {
-            return;
-        }
         let (tok, cbs, passive, offer, pipe, generation) = (
             c.tok,
             c.init.packet_cbs,
@@ -1366,8 +1413,8 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
                 break;
             }
             let Some(r) = c.rings.as_mut() else { break };
-            let p = match r.rx.peek() {
-                Ok(p) => p,
+            let h = match r.rx.peek_header() {
+                Ok(h) => h,
                 Err(ReadError::Empty) => break,
                 Err(ReadError::Corrupt(why)) => {
                     fault = Some(format!("corrupt packet in the guest inbound ring: {why}"));
@@ -1378,7 +1425,17 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
                 // Nothing is processed before EvtChannelStarted returns (header state_model).
                 break;
             }
-            if p.packet_type == PacketType::COMPLETION {
+            if h.packet_type == PacketType::COMPLETION {
+                // Completions of the driver's sends carry a payload for the driver: the owned
+                // read (same validation as the header just read).
+                let p = match r.rx.packet_at(&h) {
+                    Ok(p) => p,
+                    Err(ReadError::Empty) => break,
+                    Err(ReadError::Corrupt(why)) => {
+                        fault = Some(format!("corrupt packet in the guest inbound ring: {why}"));
+                        break;
+                    }
+                };
                 let _ = r.rx.read_next();
                 r.rel.consumed(&p);
                 let signal = r.complete(p.offset);
@@ -1427,9 +1484,9 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
             if !deliverable {
                 break;
             }
-            let _ = r.rx.read_next();
-            r.rel.consumed(&p);
-            match parse_incoming(&mut st, offer, pipe, padded, &p) {
+            r.rx.consume_header(&h);
+            r.rel.consumed_header(&h);
+            match parse_incoming(&mut st, ch, offer, pipe, padded, &h) {
                 Parsed::Corrupt(why) => {
                     fault = Some(why);
                     break;
@@ -1438,7 +1495,7 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
                     let Some(r) = st.channels.get_mut(&ch).and_then(|c| c.rings.as_mut()) else {
                         break;
                     };
-                    if r.complete(p.offset) {
+                    if r.complete(h.offset) {
                         endpoint::signal_host(sim, &mut st, ch, endpoint::SignalWhy::Release);
                     }
                 }
@@ -1449,7 +1506,9 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
                     let Some(c) = st.channels.get_mut(&ch) else {
                         break;
                     };
-                    inc.client_ctx = SharedBuf::new(c.init.client_context_size as usize);
+                    if c.init.client_context_size > 0 {
+                        inc.client_ctx = SharedBuf::new(c.init.client_context_size as usize);
+                    }
                     let (itok, buf, len, flags) = (inc.tok, inc.buf.addr(), inc.len, inc.flags);
                     c.incoming.insert(id, inc);
                     if passive {
@@ -1479,7 +1538,7 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
                 && (deliverable
                     || (running
                         && r.rx
-                            .peek()
+                            .peek_header()
                             .is_ok_and(|p| p.packet_type == PacketType::COMPLETION)));
         }
         if more && !quota_blocked {
@@ -1492,7 +1551,7 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
     };
     let _ = passive;
     let mut delivered = 0u32;
-    for call in calls {
+    for call in calls.drain(..) {
         match call {
             DpcCall::SendDone { pkt } => finish_send(sim, ch, pkt),
             DpcCall::Deliver {
@@ -1516,6 +1575,9 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
     }
     if let Some(c) = st.channels.get_mut(&ch) {
         c.dpc_active = false;
+    }
+    if st.dpc_calls.capacity() < calls.capacity() {
+        st.dpc_calls = calls;
     }
     sim.cv.notify_all();
 }
@@ -1595,7 +1657,8 @@ pub(crate) fn complete_incoming(
     pkt: u64,
     response: &[u8],
     fail: bool,
-    site: &str,
+    site: &dyn Fn() -> String,
+    buf_size: u32,
 ) {
     let mut st = sim.lock();
     let Some(c) = st.channels.get_mut(&ch) else {
@@ -1613,7 +1676,7 @@ pub(crate) fn complete_incoming(
     }
     if fail {
         c.stopped = true;
-        c.failure = Some(format!("{site}: driver failed a packet"));
+        c.failure = Some(format!("{}: driver failed a packet", site()));
     }
     let mut signal = false;
     if let (Some(off), true) = (inc.ring_offset, same_ring)
@@ -1624,7 +1687,12 @@ pub(crate) fn complete_incoming(
     let _ = pipe;
     inc.buf.fill(POISON);
     st.retired.push_back((
-        format!("{site} (packet {:#x}, {} bytes)", inc.tok, inc.len),
+        crate::RetiredAt {
+            fail,
+            buf_size,
+            tok: inc.tok,
+            len: inc.len,
+        },
         inc.buf,
     ));
     if signal {
@@ -1730,13 +1798,13 @@ pub(crate) fn packet_new(
 }
 
 /// `VmbPacketFree`.
-pub(crate) fn packet_free(sim: &Arc<SimInner>, ch: u64, pkt: u64, site: &str) {
+pub(crate) fn packet_free(sim: &Arc<SimInner>, ch: u64, pkt: u64, site: &dyn Fn() -> String) {
     let mut st = sim.lock();
     let Some(c) = st.channels.get_mut(&ch) else {
         return;
     };
     if c.outgoing.get(&pkt).is_some_and(|o| o.in_flight) {
-        st.violation(Rule::OutgoingPacketFreedInFlight, site.to_owned());
+        st.violation(Rule::OutgoingPacketFreedInFlight, site());
         return;
     }
     if let Some(o) = c.outgoing.remove(&pkt) {
@@ -1763,7 +1831,7 @@ pub(crate) fn send(
     payload: &[u8],
     ext: ExtSpec,
     flags: u32,
-    site: &str,
+    site: &dyn Fn() -> String,
 ) -> NTSTATUS {
     let mut st = sim.lock();
     if Faults::take(&mut st.faults.fail_send) {
@@ -1776,11 +1844,11 @@ pub(crate) fn send(
         return STATUS_INVALID_PARAMETER_1;
     };
     if o.in_flight {
-        st.violation(Rule::OutgoingPacketReused, site.to_owned());
+        st.violation(Rule::OutgoingPacketReused, site());
         return STATUS_INVALID_DEVICE_STATE;
     }
     if matches!(o.routine, Routine::NotSet) {
-        st.violation(Rule::CompletionRoutineNotSet, site.to_owned());
+        st.violation(Rule::CompletionRoutineNotSet, site());
         return STATUS_INVALID_DEVICE_REQUEST;
     }
     if let Some(max) = c.init.max_packet_size
@@ -1793,7 +1861,7 @@ pub(crate) fn send(
         ChState::Closing => {
             st.violation(
                 Rule::SendWhileClosed,
-                format!("{site}: after EvtChannelSuspend"),
+                format!("{}: after EvtChannelSuspend", site()),
             );
             return STATUS_INVALID_DEVICE_STATE;
         }

@@ -20,7 +20,9 @@
 //! a violation is pending).
 #![forbid(unsafe_code)]
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use crate::fast_hash::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -158,7 +160,7 @@ pub(crate) struct HostSide {
     /// Completions that did not fit yet.
     pending: VecDeque<(u64, Vec<u8>)>,
     /// Exact payload length of host writes, by ring offset (for `padded_lengths = false`).
-    exact: HashMap<u32, usize>,
+    exact: ExactLens,
     /// What the guest wrote at a ring offset.
     guest_writes: HashMap<u32, ExtInfo>,
     xfer_sets: HashMap<u16, Arc<SharedBuf>>,
@@ -182,6 +184,35 @@ impl fmt::Debug for HostSide {
             .field("inbox", &self.inbox.len())
             .field("external", &self.external.is_some())
             .finish_non_exhaustive()
+    }
+}
+
+/// Exact payload lengths by ring offset: a vector indexed by `offset / 8` (offsets are
+/// 8-aligned and below the data size), grown on demand; `u32::MAX` = none.
+#[derive(Debug, Default)]
+struct ExactLens(Vec<u32>);
+
+impl ExactLens {
+    fn insert(&mut self, offset: u32, len: usize) {
+        let i = (offset / 8) as usize;
+        if i >= self.0.len() {
+            self.0.resize(i + 1, u32::MAX);
+        }
+        self.0[i] = u32::try_from(len).unwrap_or(u32::MAX - 1);
+    }
+
+    fn get(&self, offset: u32) -> Option<usize> {
+        if !offset.is_multiple_of(8) {
+            return None;
+        }
+        match self.0.get((offset / 8) as usize) {
+            Some(&n) if n != u32::MAX => Some(n as usize),
+            _ => None,
+        }
+    }
+
+    fn clear(&mut self) {
+        self.0.fill(u32::MAX);
     }
 }
 
@@ -228,7 +259,7 @@ impl HostSide {
     }
 
     pub(crate) fn exact_len(&self, _trans: u64, offset: u32) -> Option<usize> {
-        self.exact.get(&offset).copied()
+        self.exact.get(offset)
     }
 
     pub(crate) fn transfer_set(&self, id: u16) -> Option<Arc<SharedBuf>> {
@@ -568,17 +599,19 @@ impl HostEndpoint {
         };
         h.next_trans += 1;
         let trans = h.next_trans;
-        let data = if h.pipe {
-            ring::add_pipe_header(payload).map_err(|_| SendError::TooLarge)?
+        let piped;
+        let data: &[u8] = if h.pipe {
+            piped = ring::add_pipe_header(payload).map_err(|_| SendError::TooLarge)?;
+            &piped
         } else {
-            payload.to_vec()
+            payload
         };
         let completion = completion && !h.pipe;
         let packet = match kind {
-            HostWrite::InBand => OutgoingPacket::in_band(trans, completion, &data),
-            HostWrite::Gpa(ranges) => OutgoingPacket::gpa_direct(trans, completion, ranges, &data),
+            HostWrite::InBand => OutgoingPacket::in_band(trans, completion, data),
+            HostWrite::Gpa(ranges) => OutgoingPacket::gpa_direct(trans, completion, ranges, data),
             HostWrite::Xfer(set, ranges) => {
-                OutgoingPacket::transfer_pages(trans, completion, set, ranges, &data)
+                OutgoingPacket::transfer_pages(trans, completion, set, ranges, data)
             }
         };
         let outcome = r.tx.write_or_arm(&packet).map_err(|e| match e {

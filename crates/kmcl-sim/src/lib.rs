@@ -45,6 +45,7 @@ pub mod ring;
 
 mod channel;
 mod endpoint;
+mod fast_hash;
 mod fault;
 pub mod ic_host;
 mod mem;
@@ -52,10 +53,13 @@ mod registry;
 mod sched;
 pub mod script;
 mod server;
+mod shared_mem;
 mod table;
 mod verifier;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use fast_hash::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
@@ -280,6 +284,35 @@ pub(crate) struct OfferState {
     pub(crate) server: Option<u64>,
 }
 
+/// Where a packet was completed (or failed): the site of a `PAYLOAD_WRITTEN_AFTER_COMPLETION`
+/// report, kept as numbers and formatted only if that violation is reported.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RetiredAt {
+    /// `VmbChannelPacketFail` (else `VmbChannelPacketComplete`).
+    pub(crate) fail: bool,
+    /// The `BufSize` argument of `VmbChannelPacketComplete`.
+    pub(crate) buf_size: u32,
+    /// The packet's handle.
+    pub(crate) tok: usize,
+    /// The packet's length.
+    pub(crate) len: u32,
+}
+
+impl std::fmt::Display for RetiredAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.fail {
+            write!(f, "VmbChannelPacketFail({:#x})", self.tok)?;
+        } else {
+            write!(
+                f,
+                "VmbChannelPacketComplete({:#x}, {})",
+                self.tok, self.buf_size
+            )?;
+        }
+        write!(f, " (packet {:#x}, {} bytes)", self.tok, self.len)
+    }
+}
+
 /// Everything behind the simulation lock.
 pub(crate) struct State {
     pub(crate) log: verifier::Log,
@@ -289,10 +322,14 @@ pub(crate) struct State {
     pub(crate) offers: HashMap<u64, OfferState>,
     pub(crate) channels: HashMap<u64, Channel>,
     /// Buffers of completed packets, poisoned; re-checked at safe points.
-    pub(crate) retired: VecDeque<(String, mem::SharedBuf)>,
+    pub(crate) retired: VecDeque<(RetiredAt, mem::SharedBuf)>,
     /// `retired[..retired_checked]` were checked at a safe point already (re-checked by
     /// `violations`, `assert_clean` and the final drop).
     pub(crate) retired_checked: usize,
+    /// The DPC's list of driver calls, kept between DPCs (no allocation per batch).
+    pub(crate) dpc_calls: Vec<channel::DpcCall>,
+    /// Retired packet buffers past the use-after-completion window, for reuse.
+    pub(crate) buf_pool: Vec<mem::SharedBuf>,
     /// Page map for the PFN fiction: pfn -> (buffer, page index in it).
     pub(crate) pages: HashMap<u64, (Arc<mem::SharedBuf>, usize)>,
     pub(crate) faults: Faults,
@@ -319,6 +356,12 @@ impl State {
         }
     }
 
+    /// A packet buffer of `len` bytes, from the pool of retired ones when it has one big
+    /// enough (no allocation per packet in steady state).
+    pub(crate) fn packet_buf(&mut self, len: usize) -> mem::SharedBuf {
+        mem::SharedBuf::reuse_or_new(self.buf_pool.pop(), len)
+    }
+
     /// Removes the pages of `buf` from the page map.
     pub(crate) fn unmap_pages(&mut self, buf: &mem::SharedBuf) {
         for pfn in buf.pfns(0, buf.len()) {
@@ -335,6 +378,11 @@ const HELD_POLL: Duration = Duration::from_millis(1);
 
 /// Keep at most this many poisoned buffers for the write-after-completion check.
 const RETIRED_KEEP: usize = 256;
+/// Retired packet buffers kept for reuse: enough for a full ring's worth of small packets
+/// between two safe points, bounded in bytes.
+const BUF_POOL_KEEP: usize = 4096;
+/// Bytes of retired packet buffers kept for reuse, at most.
+const BUF_POOL_BYTES: usize = 16 << 20;
 
 /// The shared core of a [`Sim`].
 pub(crate) struct SimInner {
@@ -466,11 +514,16 @@ impl SimInner {
             .collect();
         for i in bad.iter().rev() {
             if let Some((site, _)) = st.retired.remove(*i) {
-                st.violation(Rule::PayloadWrittenAfterCompletion, site);
+                st.violation(Rule::PayloadWrittenAfterCompletion, site.to_string());
             }
         }
         while st.retired.len() > RETIRED_KEEP {
-            st.retired.pop_front();
+            if let Some((_, buf)) = st.retired.pop_front()
+                && st.buf_pool.len() < BUF_POOL_KEEP
+                && (st.buf_pool.len() + 1) * buf.capacity() <= BUF_POOL_BYTES
+            {
+                st.buf_pool.push(buf);
+            }
         }
         st.retired_checked = st.retired.len();
     }
@@ -602,11 +655,13 @@ impl Sim {
                 queues: Queues::default(),
                 rng: SplitMix64::new(seed),
                 next_id: 0,
-                offers: HashMap::new(),
-                channels: HashMap::new(),
+                offers: HashMap::default(),
+                channels: HashMap::default(),
                 retired: VecDeque::new(),
                 retired_checked: 0,
-                pages: HashMap::new(),
+                buf_pool: Vec::new(),
+                dpc_calls: Vec::new(),
+                pages: HashMap::default(),
                 faults: Faults::default(),
                 stats: Stats::default(),
                 shutdown: false,

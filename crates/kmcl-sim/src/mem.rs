@@ -20,6 +20,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use kmcl_sys::{MDL, MDL_MAPPED_TO_SYSTEM_VA, MDL_PAGES_LOCKED, PAGE_SIZE};
 
+use crate::ring::{IncomingRing, PacketHeader};
+
 /// Byte used to poison a packet buffer once the packet is completed.
 pub(crate) const POISON: u8 = 0xDB;
 
@@ -55,6 +57,41 @@ impl SharedBuf {
         Self { words, start, len }
     }
 
+    /// A zero-length buffer that allocates nothing (its address is never given out: a
+    /// zero-sized client context is passed as NULL).
+    pub(crate) fn empty() -> Self {
+        Self {
+            words: Box::new([]),
+            start: 0,
+            len: 0,
+        }
+    }
+
+    /// A packet buffer of `len` bytes: `self` reused if its capacity suffices (its old
+    /// bytes beyond `len` are left as they are: the driver is given `len`), else a fresh
+    /// zeroed one with capacity rounded up to a power of two (so that it can be reused for
+    /// the sizes around it).
+    pub(crate) fn reuse_or_new(reused: Option<Self>, len: usize) -> Self {
+        match reused {
+            Some(mut b) if b.start == 0 && b.words.len() * 8 >= len && !b.words.is_empty() => {
+                b.len = len;
+                b
+            }
+            _ => {
+                let mut b = Self::new(len.max(64).next_power_of_two());
+                b.len = len;
+                b
+            }
+        }
+    }
+
+    /// Copies the payload of `header` (read from `ring`, not yet released) into the first
+    /// [`len`](Self::len) bytes, with bulk copies.
+    pub(crate) fn copy_from_ring(&self, ring: &IncomingRing, header: &PacketHeader) {
+        ring.payload_view(header)
+            .copy_to_words(&self.words, self.start, self.len);
+    }
+
     /// A buffer holding a copy of `data`.
     pub(crate) fn from_bytes(data: &[u8]) -> Self {
         let b = Self::new(data.len());
@@ -64,6 +101,11 @@ impl SharedBuf {
 
     pub(crate) const fn len(&self) -> usize {
         self.len
+    }
+
+    /// Bytes the buffer can hold (its words).
+    pub(crate) const fn capacity(&self) -> usize {
+        self.words.len() * 8 - self.start
     }
 
     /// The address of the first byte, for driver code (exposed provenance).
@@ -121,30 +163,52 @@ impl SharedBuf {
         out
     }
 
-    /// Fills the whole buffer with `v`.
-    pub(crate) fn fill(&self, v: u8) {
-        self.write(0, &vec![v; self.len]);
+    /// The whole words inside the buffer's bytes, as a word range, and the byte ranges
+    /// before and after them.
+    fn word_span(
+        &self,
+    ) -> (
+        std::ops::Range<usize>,
+        std::ops::Range<usize>,
+        std::ops::Range<usize>,
+    ) {
+        let (start, end) = (self.start, self.start + self.len);
+        let first = start.div_ceil(8).min(end / 8);
+        let last = (end / 8).max(first);
+        (
+            first..last,
+            0..(first * 8).saturating_sub(start).min(self.len),
+            (last * 8).max(start) - start..self.len,
+        )
     }
 
-    /// Whether every byte still equals `v`.
+    /// Fills the whole buffer with `v`: a bulk fill of the whole words (rule
+    /// PACKET_BUFFER_OWNERSHIP: the driver completed the packet, the buffer is the
+    /// simulator's again), the edge bytes one by one.
+    pub(crate) fn fill(&self, v: u8) {
+        let (words, head, tail) = self.word_span();
+        crate::shared_mem::fill_words(&self.words[words], v);
+        for i in head.chain(tail) {
+            self.write(i, &[v]);
+        }
+    }
+
+    /// Whether every byte still equals `v`. The whole words are copied out in chunks (rule
+    /// PACKET_BUFFER_OWNERSHIP: a driver writing them after completion is what this
+    /// detects, and a torn copy of such a write still differs from the poison) and compared
+    /// with a vectorisable fold; the edge bytes one by one.
     pub(crate) fn all_equal(&self, v: u8) -> bool {
-        let word = u64::from_le_bytes([v; 8]);
-        let mut i = 0;
-        while i < self.len {
-            let b = self.start + i;
-            if b.is_multiple_of(8) && self.len - i >= 8 {
-                if self.words[b / 8].load(Ordering::Relaxed) != word {
-                    return false;
-                }
-                i += 8;
-            } else {
-                if self.byte(i) != v {
-                    return false;
-                }
-                i += 1;
+        let (words, head, tail) = self.word_span();
+        let pattern = u64::from_ne_bytes([v; 8]);
+        let mut chunk = [0u64; 64];
+        for piece in self.words[words].chunks(chunk.len()) {
+            let copy = &mut chunk[..piece.len()];
+            crate::shared_mem::copy_out_words(piece, copy);
+            if copy.iter().fold(0, |acc, w| acc | (w ^ pattern)) != 0 {
+                return false;
             }
         }
-        true
+        head.chain(tail).all(|i| self.byte(i) == v)
     }
 
     /// PFNs (see the module's PFN fiction) of the pages spanning `offset..offset+len`.
@@ -222,6 +286,27 @@ pub(crate) struct MdlView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn poison_fill_and_check_cover_every_byte_and_only_the_buffer() {
+        for len in [0usize, 1, 7, 8, 9, 64, 511, 512, 513, 4096, 5000] {
+            let b = SharedBuf::new(len);
+            b.fill(POISON);
+            assert!(b.all_equal(POISON), "{len}");
+            for i in [0, len / 2, len.saturating_sub(1)] {
+                if len == 0 {
+                    break;
+                }
+                b.write(i, &[POISON ^ 1]);
+                assert!(!b.all_equal(POISON), "{len} byte {i}");
+                b.write(i, &[POISON]);
+                assert!(b.all_equal(POISON), "{len} byte {i}");
+            }
+        }
+        let b = SharedBuf::new_page_aligned(100);
+        b.fill(POISON);
+        assert!(b.all_equal(POISON));
+    }
 
     #[test]
     fn shared_buf_round_trips_unaligned_ranges() {

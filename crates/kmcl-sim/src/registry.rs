@@ -10,11 +10,11 @@
 //! entries receive nothing but the handle.
 #![forbid(unsafe_code)]
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use crate::SimInner;
+use crate::fast_hash::HashMap;
+use std::collections::VecDeque;
 
 /// What a token stands for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,9 +52,50 @@ pub(crate) enum Lookup {
     Unknown,
 }
 
-fn table() -> MutexGuard<'static, HashMap<usize, Entry>> {
-    static T: OnceLock<Mutex<HashMap<usize, Entry>>> = OnceLock::new();
-    T.get_or_init(|| Mutex::new(HashMap::new()))
+/// The tokens: minted ones in a deque indexed by their sequence number (no hashing, and
+/// growth is a copy, not a rehash), adopted caller addresses in a map. Sequence numbers only
+/// grow; the deque drops its oldest slots once they are forgotten, so it spans the tokens of
+/// the simulations still alive, not every token ever minted.
+#[derive(Debug, Default)]
+struct Table {
+    /// `minted[i]` is the token of sequence number `first + i`; `None` once forgotten.
+    minted: VecDeque<Option<Entry>>,
+    /// Sequence number of `minted[0]` (0-based: token `TOKEN_BASE + (seq + 1) * 16`).
+    first: usize,
+    adopted: HashMap<usize, Entry>,
+}
+
+impl Table {
+    /// The sequence number of a minted token.
+    fn seq(tok: usize) -> Option<usize> {
+        let off = tok.checked_sub(TOKEN_BASE + 16)?;
+        off.is_multiple_of(16).then_some(off / 16)
+    }
+
+    /// The entry of `tok` (an adopted address shadows a minted token of the same value,
+    /// as a later insert did in one map).
+    fn get_mut(&mut self, tok: usize) -> Option<&mut Entry> {
+        if !self.adopted.is_empty()
+            && let Some(e) = self.adopted.get_mut(&tok)
+        {
+            return Some(e);
+        }
+        let i = Self::seq(tok)?.checked_sub(self.first)?;
+        self.minted.get_mut(i)?.as_mut()
+    }
+
+    /// Drops forgotten slots from the front.
+    fn trim(&mut self) {
+        while matches!(self.minted.front(), Some(None)) {
+            self.minted.pop_front();
+            self.first += 1;
+        }
+    }
+}
+
+fn table() -> MutexGuard<'static, Table> {
+    static T: OnceLock<Mutex<Table>> = OnceLock::new();
+    T.get_or_init(|| Mutex::new(Table::default()))
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -64,22 +105,18 @@ const TOKEN_BASE: usize = 0x7e00_0000_0000;
 
 /// Mints a new token for `obj`.
 pub(crate) fn mint(sim: &Arc<SimInner>, obj: Obj) -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(1);
-    let tok = TOKEN_BASE + NEXT.fetch_add(1, Ordering::Relaxed) * 16;
-    table().insert(
-        tok,
-        Entry {
-            sim: Arc::downgrade(sim),
-            obj,
-            live: true,
-        },
-    );
-    tok
+    let mut t = table();
+    t.minted.push_back(Some(Entry {
+        sim: Arc::downgrade(sim),
+        obj,
+        live: true,
+    }));
+    TOKEN_BASE + (t.first + t.minted.len()) * 16
 }
 
 /// Registers caller memory (`VmbChannelInitialize`, `VmbPacketInitialize`) as a token.
 pub(crate) fn adopt(sim: &Arc<SimInner>, addr: usize, obj: Obj) {
-    table().insert(
+    table().adopted.insert(
         addr,
         Entry {
             sim: Arc::downgrade(sim),
@@ -91,20 +128,27 @@ pub(crate) fn adopt(sim: &Arc<SimInner>, addr: usize, obj: Obj) {
 
 /// Retires `tok`: later lookups report it as stale.
 pub(crate) fn retire(tok: usize) {
-    if let Some(e) = table().get_mut(&tok) {
+    if let Some(e) = table().get_mut(tok) {
         e.live = false;
     }
 }
 
 /// Forgets `tok` entirely (its caller memory may be reused for something else).
 pub(crate) fn forget(tok: usize) {
-    table().remove(&tok);
+    let mut t = table();
+    if t.adopted.remove(&tok).is_none()
+        && let Some(i) = Table::seq(tok).and_then(|s| s.checked_sub(t.first))
+        && let Some(slot) = t.minted.get_mut(i)
+    {
+        *slot = None;
+        t.trim();
+    }
 }
 
 /// Looks `tok` up.
 pub(crate) fn lookup(tok: usize) -> Lookup {
-    let t = table();
-    match t.get(&tok) {
+    let mut t = table();
+    match t.get_mut(tok) {
         None => Lookup::Unknown,
         Some(e) if e.live => match e.sim.upgrade() {
             Some(s) => Lookup::Live(s, e.obj),
@@ -116,7 +160,17 @@ pub(crate) fn lookup(tok: usize) -> Lookup {
 
 /// Drops every token of a finished simulation.
 pub(crate) fn forget_sim(sim: *const SimInner) {
-    table().retain(|_, e| !std::ptr::eq(e.sim.as_ptr(), sim));
+    let mut t = table();
+    t.adopted.retain(|_, e| !std::ptr::eq(e.sim.as_ptr(), sim));
+    for slot in &mut t.minted {
+        if slot
+            .as_ref()
+            .is_some_and(|e| std::ptr::eq(e.sim.as_ptr(), sim))
+        {
+            *slot = None;
+        }
+    }
+    t.trim();
 }
 
 thread_local! {

@@ -10,8 +10,17 @@
 //! ring is a 4 KiB control page (`write_index`@0, `read_index`@4, `interrupt_mask`@8,
 //! `pending_send_sz`@12, `feature_bits`@64) followed by a data area of whole pages. The bytes
 //! are `AtomicU64` words, so an external VMBus implementation attached through
-//! [`RingPair::as_ptr`] sees exactly the wire layout, and every access from this module is
-//! atomic (no `unsafe` here).
+//! [`RingPair::as_ptr`] sees exactly the wire layout. Words are accessed atomically, control
+//! fields as single 32-bit atomics, and payloads with bulk copies that follow the ring's
+//! ownership rule; the `unsafe` for the last two lives in `shared_mem.rs` (none here).
+//!
+//! # Reading without allocating
+//!
+//! [`IncomingRing::peek_header`] / [`IncomingRing::read_header`] validate a packet exactly as
+//! [`IncomingRing::peek`] does and return its [`PacketHeader`] (`Copy`); the payload stays in
+//! the ring and [`IncomingRing::copy_payload`] copies it into the caller's buffer.
+//! [`IncomingRing::peek`] / [`IncomingRing::read_next`] return an owned [`IncomingPacket`]
+//! (type-specific ranges and payload in `Vec`s) for tests and cold paths.
 //!
 //! # Reading ahead
 //!
@@ -47,6 +56,8 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering, fence};
+
+use crate::shared_mem;
 
 /// Size of a page of ring memory (`HV_HYP_PAGE_SIZE`).
 pub const PAGE_SIZE: usize = 4096;
@@ -492,6 +503,105 @@ impl IncomingPacket {
     }
 }
 
+/// The validated descriptor of a packet still in the ring ([`IncomingRing::peek_header`]):
+/// everything of an [`IncomingPacket`] except the type-specific header and the payload, so
+/// reading it allocates nothing. `Copy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PacketHeader {
+    /// Data-area offset of the descriptor.
+    pub offset: u32,
+    /// Ring footprint, trailer included (`len8 * 8 + 8`).
+    pub total_len: u32,
+    /// Descriptor type.
+    pub packet_type: PacketType,
+    /// Descriptor flags.
+    pub flags: u16,
+    /// `trans_id`.
+    pub transaction_id: u64,
+    /// Descriptor `offset8` (payload start in 8-byte units).
+    pub offset8: u16,
+    /// Descriptor `len8` (packet length in 8-byte units, trailer excluded).
+    pub len8: u16,
+    /// The trailer as found on the ring.
+    pub trailer: u64,
+    /// Offset just past the trailer, modulo the data size.
+    end: u32,
+}
+
+impl PacketHeader {
+    /// Whether the sender asked for a completion (flag 1).
+    #[must_use]
+    pub const fn completion_requested(&self) -> bool {
+        self.flags & FLAG_COMPLETION_REQUESTED != 0
+    }
+
+    /// Data-area offset just past this packet's trailer (see [`IncomingPacket::end_offset`]).
+    #[must_use]
+    pub const fn end_offset(&self) -> u32 {
+        self.end
+    }
+
+    /// Payload length on the wire, padding included: `(len8 - offset8) * 8`.
+    #[must_use]
+    pub const fn payload_len(&self) -> usize {
+        self.len8.saturating_sub(self.offset8) as usize * 8
+    }
+}
+
+/// A packet's payload in place in the ring ([`IncomingRing::payload_view`]): up to two runs
+/// of ring words (two when the payload wraps). The writer may scribble on them (a hostile
+/// one does), so every access is atomic or a bulk copy under the ring's ownership rule.
+#[derive(Debug, Clone, Copy)]
+pub struct PayloadView<'r> {
+    head: &'r [AtomicU64],
+    tail: &'r [AtomicU64],
+}
+
+impl PayloadView<'_> {
+    /// Payload length in bytes (padding included, a multiple of 8).
+    #[must_use]
+    pub const fn len(&self) -> usize {
+        (self.head.len() + self.tail.len()) * 8
+    }
+
+    /// Whether the payload is empty.
+    #[must_use]
+    pub const fn is_empty(&self) -> bool {
+        self.head.is_empty() && self.tail.is_empty()
+    }
+
+    /// The payload word `i` (bytes `8 * i ..`), as stored on the wire (little-endian).
+    #[must_use]
+    pub fn word(&self, i: usize) -> Option<u64> {
+        let w = if i < self.head.len() {
+            self.head.get(i)
+        } else {
+            self.tail.get(i - self.head.len())
+        };
+        w.map(|w| u64::from_le(w.load(Ordering::Relaxed)))
+    }
+
+    /// Copies the first `n` bytes (at most [`len`](Self::len)) into the words `dst` starting
+    /// at byte `at` (simulator memory handed to a driver), with bulk copies.
+    pub(crate) fn copy_to_words(&self, dst: &[AtomicU64], at: usize, n: usize) -> usize {
+        let n = n.min(self.len());
+        let first = n.min(self.head.len() * 8);
+        shared_mem::copy_words(self.head, dst, at, first);
+        shared_mem::copy_words(self.tail, dst, at + first, n - first);
+        n
+    }
+
+    /// Copies the first `out.len()` bytes (at most [`len`](Self::len)) into `out`; returns
+    /// the number copied.
+    pub fn copy_to(&self, out: &mut [u8]) -> usize {
+        let n = out.len().min(self.len());
+        let first = n.min(self.head.len() * 8);
+        shared_mem::copy_out(self.head, 0, &mut out[..first]);
+        shared_mem::copy_out(self.tail, 0, &mut out[first..n]);
+        n
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Shared memory
 // ---------------------------------------------------------------------------------------------
@@ -516,6 +626,7 @@ impl fmt::Debug for Memory {
 }
 
 impl Memory {
+    #[inline]
     fn word(&self, index: usize) -> &AtomicU64 {
         &self.words[self.base + index]
     }
@@ -531,25 +642,6 @@ impl Memory {
         {
             current = seen;
         }
-    }
-
-    fn load_u32(&self, byte_offset: usize, order: Ordering) -> u32 {
-        let w = self.word(byte_offset / 8).load(order).to_ne_bytes();
-        let k = byte_offset % 8;
-        u32::from_le_bytes([w[k], w[k + 1], w[k + 2], w[k + 3]])
-    }
-
-    /// Stores a u32 with a compare-exchange on the containing word, so the other half (often
-    /// owned by the other endpoint, e.g. `read_index` next to `write_index`) is preserved.
-    /// The successful exchange is SeqCst: a full barrier.
-    fn store_u32(&self, byte_offset: usize, value: u32) {
-        let k = byte_offset % 8;
-        let bytes = value.to_le_bytes();
-        self.merge_word(byte_offset / 8, |w| {
-            let mut b = w.to_ne_bytes();
-            b[k..k + 4].copy_from_slice(&bytes);
-            u64::from_ne_bytes(b)
-        });
     }
 
     fn read_bytes(&self, offset: usize, out: &mut [u8]) {
@@ -702,6 +794,10 @@ pub struct Ring {
     control: usize,
     /// Word index of the first data word.
     data_word: usize,
+    /// Index in `mem.words` of the control page's first word (hot-path precomputation).
+    control_first: usize,
+    /// Index in `mem.words` of the first data word (hot-path precomputation).
+    data_first: usize,
     /// Data area size in bytes.
     dsize: u32,
 }
@@ -713,6 +809,8 @@ impl Ring {
         // The RingPair constructor bounds the page count so this fits.
         let dsize = u32::try_from(data_pages * PAGE_SIZE).unwrap_or(!0xfff);
         Self {
+            control_first: mem.base + control / 8,
+            data_first: mem.base + data_word,
             mem,
             control,
             data_word,
@@ -740,15 +838,31 @@ impl Ring {
 
     /// Loads a control field (SeqCst).
     #[must_use]
+    #[inline]
     pub fn load(&self, field: ControlField) -> u32 {
-        self.mem
-            .load_u32(self.control + field.offset(), Ordering::SeqCst)
+        self.load_field(field, Ordering::SeqCst)
+    }
+
+    /// A control field as one 32-bit atomic.
+    #[inline(always)]
+    fn field(&self, field: ControlField) -> &std::sync::atomic::AtomicU32 {
+        let at = field.offset();
+        shared_mem::atomic_u32(&self.mem.words[self.control_first + at / 8], at % 8)
+    }
+
+    /// Loads a control field with `order`.
+    #[inline(always)]
+    fn load_field(&self, field: ControlField, order: Ordering) -> u32 {
+        u32::from_le(self.field(field).load(order))
     }
 
     /// Stores a control field (SeqCst; the neighbouring field is preserved). Raw: no protocol
     /// checks; use for fault injection or to stand in for an external endpoint.
+    #[inline]
     pub fn store(&self, field: ControlField, value: u32) {
-        self.mem.store_u32(self.control + field.offset(), value);
+        // A SeqCst read-modify-write of the 32-bit field only: a full barrier, and the other
+        // half of the word (often owned by the other endpoint) is never touched.
+        self.field(field).swap(value.to_le(), Ordering::SeqCst);
     }
 
     /// Copies `out.len()` data-area bytes starting at `offset`, wrapping at the data size.
@@ -788,11 +902,14 @@ impl Ring {
         }
     }
 
+    /// `(at + n) mod dsize` for `at, n < dsize` (the callers' invariant), without a division.
     const fn add(&self, at: u32, n: u32) -> u32 {
         let sum = at as u64 + n as u64;
-        (sum % self.dsize as u64) as u32
+        let dsize = self.dsize as u64;
+        (if sum >= dsize { sum - dsize } else { sum }) as u32
     }
 
+    #[inline]
     fn check_write_index(&self, value: u32) -> Result<u32, CorruptReason> {
         if !value.is_multiple_of(8) {
             Err(CorruptReason::WriteIndexMisaligned)
@@ -803,6 +920,7 @@ impl Ring {
         }
     }
 
+    #[inline]
     fn check_read_index(&self, value: u32) -> Result<u32, CorruptReason> {
         if !value.is_multiple_of(8) {
             Err(CorruptReason::ReadIndexMisaligned)
@@ -814,9 +932,23 @@ impl Ring {
     }
 
     /// The data area's words.
+    #[inline(always)]
     fn data_words(&self) -> &[AtomicU64] {
-        let first = self.mem.base + self.data_word;
-        &self.mem.words[first..first + self.dsize as usize / 8]
+        &self.mem.words[self.data_first..self.data_first + self.dsize as usize / 8]
+    }
+
+    /// Copies data-area bytes starting at `at` into `out` with bulk copies, wrapping at the
+    /// data size (at most one wrap: `out` is shorter than the data area).
+    #[inline(always)]
+    fn copy_out(&self, at: u32, out: &mut [u8]) {
+        let words = self.data_words();
+        let at = at as usize;
+        let first = out.len().min(self.dsize as usize - at);
+        let (head, tail) = out.split_at_mut(first);
+        shared_mem::copy_out(words, at, head);
+        if !tail.is_empty() {
+            shared_mem::copy_out(words, 0, tail);
+        }
     }
 }
 
@@ -828,6 +960,7 @@ struct WordWriter<'r> {
 }
 
 impl<'r> WordWriter<'r> {
+    #[inline(always)]
     fn new(ring: &'r Ring, at: u32) -> Self {
         Self {
             words: ring.data_words(),
@@ -835,6 +968,7 @@ impl<'r> WordWriter<'r> {
         }
     }
 
+    #[inline]
     fn store(&mut self, raw: u64) {
         self.words[self.i].store(raw, Ordering::Relaxed);
         self.i += 1;
@@ -843,18 +977,27 @@ impl<'r> WordWriter<'r> {
         }
     }
 
+    #[inline]
     fn put(&mut self, value: u64) {
         self.store(value.to_le());
     }
 
+    /// Writes `bytes` zero-padded to 8: whole words with one bulk copy (two at the wrap),
+    /// the last partial word as one store.
+    #[inline(always)]
     fn put_bytes(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(chunk);
-            self.store(u64::from_ne_bytes(b));
+        let n = self.words.len();
+        let whole = bytes.len() & !7;
+        let first = whole.min((n - self.i) * 8);
+        shared_mem::copy_in(self.words, self.i * 8, &bytes[..first]);
+        if first < whole {
+            shared_mem::copy_in(self.words, 0, &bytes[first..whole]);
         }
-        let rest = chunks.remainder();
+        self.i += whole / 8;
+        if self.i >= n {
+            self.i -= n;
+        }
+        let rest = &bytes[whole..];
         if !rest.is_empty() {
             let mut b = [0u8; 8];
             b[..rest.len()].copy_from_slice(rest);
@@ -883,6 +1026,7 @@ struct WordReader<'r> {
 }
 
 impl<'r> WordReader<'r> {
+    #[inline(always)]
     fn new(ring: &'r Ring, at: u32) -> Self {
         Self {
             words: ring.data_words(),
@@ -890,6 +1034,7 @@ impl<'r> WordReader<'r> {
         }
     }
 
+    #[inline]
     fn load(&mut self) -> u64 {
         let raw = self.words[self.i].load(Ordering::Relaxed);
         self.i += 1;
@@ -899,17 +1044,15 @@ impl<'r> WordReader<'r> {
         raw
     }
 
+    #[inline]
     fn get(&mut self) -> u64 {
         u64::from_le(self.load())
     }
 
-    fn get_bytes(&mut self, n_words: usize) -> Vec<u8> {
-        let mut out = vec![0u8; n_words * 8];
-        for chunk in out.chunks_exact_mut(8) {
-            let raw = self.load();
-            chunk.copy_from_slice(&raw.to_ne_bytes());
-        }
-        out
+    /// Skips `n` words.
+    #[inline]
+    fn skip(&mut self, n: usize) {
+        self.i = (self.i + n) % self.words.len();
     }
 }
 
@@ -986,6 +1129,7 @@ impl OutgoingRing {
         Ok(self.ring.raw_free(w, r) as usize - TRAILER_SIZE)
     }
 
+    #[inline(always)]
     fn indices(&self) -> Result<(u32, u32), WriteError> {
         let w = self
             .ring
@@ -997,6 +1141,7 @@ impl OutgoingRing {
     }
 
     /// Reserves `total` bytes (a multiple of 8): returns the start offset.
+    #[inline(always)]
     fn reserve(&self, total: usize) -> Result<u32, WriteError> {
         let max = self.maximum_packet_size();
         if total > max {
@@ -1012,6 +1157,7 @@ impl OutgoingRing {
 
     /// Publishes `write_index = start + total` and applies the writer's signal rule (signal on
     /// empty -> non-empty, as Linux `hv_signal_on_write`; `docs/simulator.md`).
+    #[inline(always)]
     fn commit(&mut self, start: u32, total: u32) -> WriteOutcome {
         let new = self.ring.add(start, total);
         // SeqCst read-modify-write: publishes the packet words (Relaxed stores before it) and
@@ -1249,7 +1395,7 @@ impl IncomingRing {
     /// [`ReadError::Empty`] when `cursor == write_index`; [`ReadError::Corrupt`] with the
     /// reason for any malformed index or packet.
     pub fn peek(&self) -> Result<IncomingPacket, ReadError> {
-        self.parse(self.cursor)
+        self.parse_owned(self.cursor)
     }
 
     /// Parses the packet at the cursor and moves the cursor past it. `read_index` is unchanged.
@@ -1258,7 +1404,7 @@ impl IncomingRing {
     ///
     /// As [`peek`](Self::peek); on error the cursor does not move.
     pub fn read_next(&mut self) -> Result<IncomingPacket, ReadError> {
-        let packet = self.parse(self.cursor)?;
+        let packet = self.parse_owned(self.cursor)?;
         self.cursor = packet.end;
         Ok(packet)
     }
@@ -1275,12 +1421,20 @@ impl IncomingRing {
         }
     }
 
-    fn parse(&self, at: u32) -> Result<IncomingPacket, ReadError> {
+    /// Parses and validates the packet at `at` (every check of vmbus-protocol.md §6);
+    /// writes the type-specific header into `kind_out` if given (else no allocation at all).
+    #[inline(always)]
+    fn parse(
+        &self,
+        at: u32,
+        mut kind_out: Option<&mut IncomingKind>,
+    ) -> Result<PacketHeader, ReadError> {
+        let want_kind = kind_out.is_some();
         let ring = &self.ring;
         let corrupt = ReadError::Corrupt;
         let at = ring.check_read_index(at).map_err(corrupt)?;
         // Acquire: the packet words published before write_index are visible below.
-        let write = ring.mem.load_u32(ring.control, Ordering::Acquire);
+        let write = ring.load_field(ControlField::WriteIndex, Ordering::Acquire);
         let write = ring.check_write_index(write).map_err(corrupt)?;
         if write == at {
             return Err(ReadError::Empty);
@@ -1310,9 +1464,17 @@ impl IncomingRing {
             return Err(corrupt(CorruptReason::UnknownFlags));
         }
         let header_words = usize::from(offset8) - 2;
-        let kind = match packet_type {
-            PacketType::IN_BAND => IncomingKind::InBand,
-            PacketType::COMPLETION => IncomingKind::Completion,
+        match packet_type {
+            PacketType::IN_BAND => {
+                if let Some(out) = kind_out.as_deref_mut() {
+                    *out = IncomingKind::InBand;
+                }
+            }
+            PacketType::COMPLETION => {
+                if let Some(out) = kind_out.as_deref_mut() {
+                    *out = IncomingKind::Completion;
+                }
+            }
             PacketType::TRANSFER_PAGES => {
                 if header_words == 0 {
                     return Err(corrupt(CorruptReason::ExtensionTooShort));
@@ -1327,19 +1489,20 @@ impl IncomingRing {
                 if count != header_words - 1 {
                     return Err(corrupt(CorruptReason::RangeCountMismatch));
                 }
-                let ranges = (0..count)
-                    .map(|_| {
-                        let v = r.get();
-                        TransferPageRange {
-                            byte_count: lo32(v),
-                            byte_offset: hi32(v),
-                        }
-                    })
-                    .collect();
-                IncomingKind::TransferPages {
-                    set_id,
-                    reserved,
-                    ranges,
+                if let Some(out) = kind_out.as_deref_mut() {
+                    *out = IncomingKind::TransferPages {
+                        set_id,
+                        reserved,
+                        ranges: (0..count)
+                            .map(|_| {
+                                let v = r.get();
+                                TransferPageRange {
+                                    byte_count: lo32(v),
+                                    byte_offset: hi32(v),
+                                }
+                            })
+                            .collect(),
+                    };
                 }
             }
             PacketType::GPA_DIRECT => {
@@ -1372,27 +1535,30 @@ impl IncomingRing {
                     if n > left {
                         return Err(corrupt(CorruptReason::GpaRangesExceedHeader));
                     }
-                    let pfns = (0..n).map(|_| r.get()).collect();
                     left -= n;
-                    ranges.push(GpaRange {
-                        byte_count,
-                        byte_offset,
-                        pfns,
-                    });
+                    if want_kind {
+                        ranges.push(GpaRange {
+                            byte_count,
+                            byte_offset,
+                            pfns: (0..n).map(|_| r.get()).collect(),
+                        });
+                    } else {
+                        r.skip(n);
+                    }
                 }
-                IncomingKind::GpaDirect { reserved, ranges }
+                if let Some(out) = kind_out {
+                    *out = IncomingKind::GpaDirect { reserved, ranges };
+                }
             }
             _ => return Err(corrupt(CorruptReason::UnknownType)),
-        };
-        let payload = WordReader::new(ring, ring.add(at, u32::from(offset8) * 8))
-            .get_bytes(usize::from(len8 - offset8));
+        }
         // `len` + 8 <= avail < dsize, so these fit in u32.
         let trailer = WordReader::new(ring, ring.add(at, len as u32)).get();
         if self.check_trailer && trailer != u64::from(at) << 32 {
             return Err(corrupt(CorruptReason::BadTrailer));
         }
         let total_len = (len + TRAILER_SIZE) as u32;
-        Ok(IncomingPacket {
+        let header = PacketHeader {
             offset: at,
             total_len,
             packet_type,
@@ -1400,11 +1566,109 @@ impl IncomingRing {
             transaction_id,
             offset8,
             len8,
-            kind,
-            payload,
             trailer,
             end: ring.add(at, total_len),
+        };
+        Ok(header)
+    }
+
+    /// Parses the packet at `at` into an owned [`IncomingPacket`] (allocates its payload).
+    fn parse_owned(&self, at: u32) -> Result<IncomingPacket, ReadError> {
+        let mut kind = IncomingKind::InBand;
+        let h = self.parse(at, Some(&mut kind))?;
+        let mut payload = vec![0u8; h.payload_len()];
+        self.copy_payload(&h, &mut payload);
+        Ok(IncomingPacket {
+            offset: h.offset,
+            total_len: h.total_len,
+            packet_type: h.packet_type,
+            flags: h.flags,
+            transaction_id: h.transaction_id,
+            offset8: h.offset8,
+            len8: h.len8,
+            kind,
+            payload,
+            trailer: h.trailer,
+            end: h.end,
         })
+    }
+
+    /// Validates the packet at the cursor exactly as [`peek`](Self::peek) does and returns
+    /// its descriptor, without moving the cursor and without allocating: the hot-path read.
+    /// The payload stays in the ring until released; copy it with
+    /// [`copy_payload`](Self::copy_payload).
+    ///
+    /// # Errors
+    ///
+    /// As [`peek`](Self::peek).
+    pub fn peek_header(&self) -> Result<PacketHeader, ReadError> {
+        self.parse(self.cursor, None)
+    }
+
+    /// [`peek_header`](Self::peek_header), then moves the cursor past the packet.
+    ///
+    /// # Errors
+    ///
+    /// As [`peek`](Self::peek); on error the cursor does not move.
+    pub fn read_header(&mut self) -> Result<PacketHeader, ReadError> {
+        let h = self.peek_header()?;
+        self.cursor = h.end;
+        Ok(h)
+    }
+
+    /// Moves the cursor past `peeked`, a header [`peek_header`](Self::peek_header) just
+    /// returned. Returns `false` (and does nothing) if it does not start at the cursor.
+    pub const fn consume_header(&mut self, peeked: &PacketHeader) -> bool {
+        if peeked.offset == self.cursor {
+            self.cursor = peeked.end;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The owned [`IncomingPacket`] (type-specific ranges and payload) of a packet whose
+    /// header was read from this ring and not yet released, parsed and validated again.
+    ///
+    /// # Errors
+    ///
+    /// As [`peek`](Self::peek) (the other endpoint may have changed the bytes meanwhile).
+    pub fn packet_at(&self, header: &PacketHeader) -> Result<IncomingPacket, ReadError> {
+        self.parse_owned(header.offset)
+    }
+
+    /// Copies the first `out.len()` bytes (at most [`PacketHeader::payload_len`]) of the
+    /// payload of `header` (read from this ring and not yet released) into `out`, with bulk
+    /// copies. Returns the number of bytes copied.
+    #[inline(always)]
+    pub fn copy_payload(&self, header: &PacketHeader, out: &mut [u8]) -> usize {
+        // A header built by hand (its fields are public) must not make this panic: bound the
+        // length by the data area and reduce the start with a division.
+        let n = out
+            .len()
+            .min(header.payload_len())
+            .min(self.ring.dsize as usize);
+        let start =
+            (u64::from(header.offset) + u64::from(header.offset8) * 8) % u64::from(self.ring.dsize);
+        // CAST: below `dsize`, a u32.
+        self.ring.copy_out(start as u32, &mut out[..n]);
+        n
+    }
+
+    /// A borrowed view of the payload of `header` (read from this ring and not yet released)
+    /// in place: the ring words themselves, no copy. The words stay shared with the writer,
+    /// so the view reads them atomically; a header built by hand gets a view bounded by the
+    /// data area.
+    #[must_use]
+    pub fn payload_view(&self, header: &PacketHeader) -> PayloadView<'_> {
+        let words = self.ring.data_words();
+        let n = (header.payload_len() / 8).min(words.len());
+        let start = ((header.offset / 8) as usize + usize::from(header.offset8)) % words.len();
+        let first = n.min(words.len() - start);
+        PayloadView {
+            head: &words[start..start + first],
+            tail: &words[..n - first],
+        }
     }
 
     /// Publishes `read_index = up_to` (normally a packet's [`end_offset`](IncomingPacket::end_offset)),
@@ -1502,6 +1766,13 @@ impl ReleaseTracker {
     /// Records a packet returned by [`IncomingRing::read_next`] (in read order).
     pub fn consumed(&mut self, packet: &IncomingPacket) {
         self.entries.push_back((packet.offset, packet.end, false));
+    }
+
+    /// [`consumed`](Self::consumed) for a packet read with [`IncomingRing::read_header`] /
+    /// [`IncomingRing::consume_header`].
+    pub fn consumed_header(&mut self, header: &PacketHeader) {
+        self.entries
+            .push_back((header.offset, header.end_offset(), false));
     }
 
     /// Number of consumed packets not yet released.
@@ -1938,6 +2209,89 @@ mod tests {
             assert_eq!(p.trailer, u64::from(o.offset) << 32);
             rx.release(p.end_offset());
         }
+    }
+
+    #[test]
+    fn header_read_sees_the_bytes_the_owned_read_sees_across_the_wrap() {
+        let (_pair, mut tx, mut rx) = one_ring(1);
+        for at in [0u32, 3960, 4000, 4064, 4072, 4080, 4088] {
+            advance_empty_ring(&mut tx, &mut rx, at);
+            let payload: Vec<u8> = (0..=255u8).rev().cycle().take(301).collect();
+            tx.write(&OutgoingPacket::in_band(u64::from(at), true, &payload))
+                .expect("fits");
+            let owned = rx.peek().expect("reads");
+            let h = rx.peek_header().expect("reads");
+            assert_eq!(
+                (
+                    h.offset,
+                    h.total_len,
+                    h.packet_type,
+                    h.flags,
+                    h.transaction_id
+                ),
+                (
+                    owned.offset,
+                    owned.total_len,
+                    owned.packet_type,
+                    owned.flags,
+                    owned.transaction_id
+                )
+            );
+            assert_eq!(
+                (h.offset8, h.len8, h.trailer),
+                (owned.offset8, owned.len8, owned.trailer)
+            );
+            assert_eq!(h.end_offset(), owned.end_offset());
+            assert_eq!(h.payload_len(), owned.payload.len());
+            let mut copied = vec![0u8; h.payload_len()];
+            assert_eq!(rx.copy_payload(&h, &mut copied), owned.payload.len());
+            assert_eq!(copied, owned.payload);
+            let view = rx.payload_view(&h);
+            let mut viewed = vec![0u8; view.len()];
+            assert_eq!(view.copy_to(&mut viewed), owned.payload.len());
+            assert_eq!(viewed, owned.payload);
+            let words: Vec<u8> = (0..view.len() / 8)
+                .flat_map(|i| view.word(i).expect("in range").to_le_bytes())
+                .collect();
+            assert_eq!(words, owned.payload);
+            assert!(rx.consume_header(&h));
+            assert_eq!(rx.peek_header(), Err(ReadError::Empty));
+            rx.release(h.end_offset());
+        }
+    }
+
+    #[test]
+    fn header_read_rejects_what_the_owned_read_rejects() {
+        // Every corrupt shape of the tests below, through both readers.
+        for words in [
+            vec![descriptor(6, 1, 2, 0), 0, 0],
+            vec![descriptor(6, 3, 2, 0), 0, 0],
+            vec![descriptor(6, 2, 2, 2), 0, 0],
+            vec![descriptor(5, 2, 2, 0), 0, 0],
+            vec![descriptor(7, 2, 2, 0), 0, 0],
+            vec![descriptor(7, 3, 3, 0), 0, 0, 0],
+            vec![descriptor(9, 4, 4, 0), 0, 1 << 32, 0, 0],
+        ] {
+            let (_pair, mut tx, rx) = one_ring(1);
+            write_words(&mut tx, &words);
+            let owned = rx.peek().map(|p| p.offset);
+            assert_eq!(rx.peek_header().map(|h| h.offset), owned, "{words:x?}");
+            assert!(owned.is_err(), "{words:x?}");
+        }
+    }
+
+    #[test]
+    fn copy_payload_of_a_forged_header_stays_in_the_ring() {
+        let (_pair, mut tx, rx) = one_ring(1);
+        tx.write(&OutgoingPacket::in_band(1, false, &[7; 8]))
+            .expect("fits");
+        let mut h = rx.peek_header().expect("reads");
+        h.offset = 4088;
+        h.offset8 = 2;
+        h.len8 = u16::MAX;
+        let mut out = vec![0u8; 1 << 20];
+        assert_eq!(rx.copy_payload(&h, &mut out), 4096);
+        assert_eq!(rx.payload_view(&h).len(), 4096);
     }
 
     #[test]

@@ -202,14 +202,19 @@ impl Queues {
 
     /// Deterministic pick: a non-empty queue other than `exclude`, chosen by `rng`.
     pub(crate) fn pick(&mut self, rng: &mut SplitMix64, exclude: Option<Ctx>) -> Option<Task> {
-        let ready: Vec<Ctx> = Ctx::ALL
-            .into_iter()
-            .filter(|c| Some(*c) != exclude && !self.q[c.index()].is_empty())
-            .collect();
-        if ready.is_empty() {
+        // On the stack (a step allocates nothing); same order and draw as ever.
+        let mut ready = Ctx::ALL;
+        let mut count = 0;
+        for c in Ctx::ALL {
+            if Some(c) != exclude && !self.q[c.index()].is_empty() {
+                ready[count] = c;
+                count += 1;
+            }
+        }
+        if count == 0 {
             return None;
         }
-        let n = u32::try_from(ready.len()).unwrap_or(1);
+        let n = u32::try_from(count).unwrap_or(1);
         let i = usize::try_from(rng.one_to(n) - 1).unwrap_or(0);
         self.pop(ready[i])
     }

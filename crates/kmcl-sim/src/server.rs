@@ -18,7 +18,6 @@
 #![forbid(unsafe_code)]
 
 use std::cell::Cell;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use kmcl_sys::status::*;
@@ -30,6 +29,7 @@ use kmcl_sys::{
 
 use crate::channel::{self, ChState, Channel, CloseReason, GuestRings};
 use crate::endpoint::HostSide;
+use crate::fast_hash::HashMap;
 use crate::mem::MdlBlock;
 use crate::registry::{self, Obj};
 use crate::ring::{IncomingRing, OutgoingRing, RingPair};
@@ -98,7 +98,7 @@ impl ServerState {
             vtl: None,
             vmbus_handle: None,
             save_restore: SaveRestoreCbs::None,
-            mapped: HashMap::new(),
+            mapped: HashMap::default(),
             closed: false,
             awaiting_start: false,
             save: None,

@@ -1426,7 +1426,7 @@ unsafe extern "system" fn VmbChannelPacketComplete(
     };
     // SAFETY: rule BUFFER_VALID: `_In_reads_bytes_opt_(BufSize)`.
     let resp = unsafe { driver_bytes(PacketCompletionBuffer, BufSize) }.unwrap_or_default();
-    channel::complete_incoming(&sim, ch, pkt, &resp, false, &site());
+    channel::complete_incoming(&sim, ch, pkt, &resp, false, &site, BufSize);
 }
 
 /// `VmbChannelPacketFail`: retires the packet without a completion and stops the queue.
@@ -1436,7 +1436,7 @@ unsafe extern "system" fn VmbChannelPacketFail(PacketCompletionContext: VMBPACKE
     else {
         return;
     };
-    channel::complete_incoming(&sim, ch, pkt, &[], true, &site());
+    channel::complete_incoming(&sim, ch, pkt, &[], true, &site, 0);
 }
 
 /// `VmbChannelPacketDeferToPassive`: only in-line from ProcessPacket; re-delivered at PASSIVE.
@@ -1555,7 +1555,7 @@ unsafe extern "system" fn VmbPacketFree(VmbPacket: VMBPACKET) {
     let Some((sim, ch, pkt)) = outgoing(VmbPacket, Rule::OutgoingPacketDoubleFree, &site) else {
         return;
     };
-    channel::packet_free(&sim, ch, pkt, &site());
+    channel::packet_free(&sim, ch, pkt, &site);
 }
 
 /// `VmbPacketSetCompletionRoutine`.
@@ -1710,7 +1710,7 @@ unsafe extern "system" fn VmbPacketSend(
         &payload,
         with_exact(ext, payload.len()),
         Flags,
-        &site(),
+        &site,
     )
 }
 
@@ -1755,7 +1755,7 @@ unsafe extern "system" fn VmbPacketSendWithExternalMdl(
         &payload,
         with_exact(ext_from_mdl(v, Flags), payload.len()),
         Flags,
-        &site(),
+        &site,
     )
 }
 
@@ -1819,7 +1819,7 @@ unsafe extern "system" fn VmbPacketSendWithExternalPfns(
             writable: false,
         },
     };
-    channel::send(&sim, ch, pkt, &payload, ext, Flags, &site())
+    channel::send(&sim, ch, pkt, &payload, ext, Flags, &site)
 }
 
 /// `VmbChannelSendSynchronousRequest`: PASSIVE_LEVEL unless `*Timeout == 0` without

@@ -11,7 +11,7 @@ use kmcl::channel::{Kmcl, ParentDevice};
 use kmcl::irql::Passive;
 use kmcl_sim::{HostEndpoint, Offer, OfferConfig, Sim, SimConfig};
 use vmbridge::bridge::{Config, FileId, State, StdLock};
-use vmbridge::host::SimRequest;
+use vmbridge::sim_request::SimRequest;
 use vmbridge::trace::Tracer;
 use vmbridge::vmbus::{Held, VmbusDevice};
 use vmbridge_abi::{VMBRIDGE_CHANNEL_TYPE, guid_bytes};

@@ -3,7 +3,7 @@
 //! `kmcl` and its `extern "system"` shims) bound to a `kmcl-sim` offer, on any host.
 //!
 //! C header: `vmbuskernelmodeclientlibapi.h` (through `kmcl`), `wdfrequest.h` (the
-//! request model of `vmbridge::host`).
+//! request model of `vmbridge::sim_request`).
 //!
 //! * [`guest::SimGuest`]: guest mode — one threaded simulator, one offer of
 //!   `VMBRIDGE_CHANNEL_TYPE`, one bound device, and the host endpoint; each
@@ -13,7 +13,7 @@
 //!   bind to the offer.
 //! * [`traffic`]: a simulated host that sends packets and answers the driver's, for the
 //!   tool's `--sim` and the benchmarks.
-//! * [`transport`]: requests as `vmbridge::host::SimRequest`s (the WDF request model:
+//! * [`transport`]: requests as `vmbridge::sim_request::SimRequest`s (the WDF request model:
 //!   park, cancel, exactly one completion).
 //!
 //! The only `unsafe`: `ParentDevice::from_raw` on the simulator's device objects, the

@@ -8,7 +8,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use vmbridge::bridge::{FileId, NtStatus, RequestKey, UserRequest};
-use vmbridge::host::{RequestHandle, SimRequest};
+use vmbridge::sim_request::{RequestHandle, SimRequest};
 use vmbridge_client::{Completion, Pending, Request, Transport};
 
 use crate::guest::SimDevice;
@@ -86,7 +86,7 @@ struct SimPending<T: Target> {
 
 /// The I/O manager's view of a completion: output is copied back only for a status
 /// that is not an error (`METHOD_BUFFERED`).
-fn to_completion(c: vmbridge::host::Completion) -> Completion {
+fn to_completion(c: vmbridge::sim_request::Completion) -> Completion {
     let error = c.status.raw() as u32 >= 0xC000_0000;
     Completion {
         status: vmbridge_abi::NtStatus::from_raw(c.status.raw()),

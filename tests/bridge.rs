@@ -1,9 +1,9 @@
 //! The bridge core on its own: packets, reads, sends, responses, cancellation, bad buffers.
 //!
-//! Reference: `driver/core/device.rs` (the rules), `crates/vmbridge-abi` (the ABI).
+//! Reference: `driver/bridge/device.rs` (the rules), `crates/vmbridge-abi` (the ABI).
 //!
 //! A fake channel (packets that record their completion, a sender that records sends)
-//! and the host request model (`vmbridge::host`) stand in for KMCL and WDF.
+//! and the host request model (`vmbridge::sim_request`) stand in for KMCL and WDF.
 #![cfg(not(windows))]
 
 use std::sync::{Arc, Mutex};
@@ -20,7 +20,7 @@ use vmbridge::bridge::{
     Bridge, ChannelSender, Config, FileId, HeldPacket, NtStatus, RequestKey, SendTag, State,
     StdLock, UserRequest,
 };
-use vmbridge::host::{Completion, RequestHandle, SimRequest};
+use vmbridge::sim_request::{Completion, RequestHandle, SimRequest};
 use vmbridge::trace::Tracer;
 
 /// Completion log: (packet payload, response) per completed packet.

@@ -12,7 +12,6 @@ use vmbridge::bridge::config::{KEYS, Value};
 
 const INF: &str = include_str!("../inf/vmbridge_host.inx");
 
-#[path = "inf_parse/mod.rs"]
 mod inf_parse;
 
 use inf_parse::entries;

@@ -1,21 +1,11 @@
 //! The main job (`examples/simulate`): its command line, and that its verdict tells the
-//! truth (issue 11, items 3 and 4). The example's own modules are compiled in here, so the
-//! tests call the same parser and the same run as `cargo run --example simulate`.
+//! truth (issue 11, items 3 and 4). A test module of the example itself (`test = true` in
+//! `Cargo.toml`, so `cargo test` runs it): the tests call the same parser and the same run
+//! as `cargo run --example simulate`.
 //!
 //! Runs are bounded by progress (the job's own stall detection), never timed.
 
-#[path = "../examples/simulate/args.rs"]
-mod args;
-#[path = "../examples/simulate/run.rs"]
-#[allow(
-    dead_code,
-    reason = "the example's entry point and usage text are not called here"
-)]
-mod run;
-#[path = "../examples/simulate/verdict.rs"]
-#[allow(dead_code, reason = "called by the example's entry point only")]
-mod verdict;
-
+use crate::{args, run};
 use std::sync::{Mutex, PoisonError};
 
 use args::{Command, IcArgs, MIN_SIZE, ScenarioName, TrafficArgs, max_size, parse};

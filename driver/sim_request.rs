@@ -1,4 +1,4 @@
-//! Host-side model of user-mode requests, for the simulator, the tests and the example.
+//! Simulated model of user-mode requests, for the simulator, the tests and the main job.
 //!
 //! C header: `wdfrequest.h` (the request lifecycle this models: pending, cancelable,
 //! `WdfRequestUnmarkCancelable`, `WdfRequestComplete`).

@@ -6,21 +6,28 @@
 //! The simulator is a host tool: on Windows targets (where the crate is the kernel
 //! driver) the example only says so.
 
+// The test rig (tests/common/, with its IC rig and client transport) is shared with the
+// integration tests: the one `#[path]` left in the driver package, since an example cannot
+// name a module of tests/ any other way. Its home is a simulation crate (crates/vmbridge-sim),
+// not the kernel driver's library; moving it there changes every test's imports.
 #[cfg(not(windows))]
-#[path = "simulate/run.rs"]
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+#[cfg(not(windows))]
 mod run;
 
 #[cfg(not(windows))]
-#[path = "simulate/ic.rs"]
 mod ic;
 
 #[cfg(not(windows))]
-#[path = "simulate/args.rs"]
 mod args;
 
 #[cfg(not(windows))]
-#[path = "simulate/verdict.rs"]
 mod verdict;
+
+#[cfg(all(test, not(windows)))]
+mod tests;
 
 #[cfg(not(windows))]
 fn main() -> std::process::ExitCode {

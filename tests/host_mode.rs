@@ -27,8 +27,8 @@ use vmbridge::bridge::protocol::{
 use vmbridge::bridge::{
     ChannelState, Config, FileId, NtStatus, ProcessingMode, StdLock, UserRequest,
 };
-use vmbridge::host::{Completion, RequestHandle, SimRequest};
 use vmbridge::host_mode::{HostControl, OfferSetup, Offers};
+use vmbridge::sim_request::{Completion, RequestHandle, SimRequest};
 use vmbridge::trace::Tracer;
 
 type Control = HostControl<SimRequest, SimLock, StdLock<Offers<SimRequest, SimLock>>>;
