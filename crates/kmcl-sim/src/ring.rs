@@ -1421,8 +1421,8 @@ impl IncomingRing {
         }
     }
 
-    /// Parses and validates the packet at `at` (every check of vmbus-protocol.md §6);
-    /// writes the type-specific header into `kind_out` if given (else no allocation at all).
+    /// Parses and validates the packet at `at` (every check listed in docs/simulator.md,
+    /// "Rings and packets"); writes the type-specific header into `kind_out` if given (else no allocation at all).
     #[inline(always)]
     fn parse(
         &self,
