@@ -1422,7 +1422,8 @@ impl IncomingRing {
     }
 
     /// Parses and validates the packet at `at` (every check listed in docs/simulator.md,
-    /// "Rings and packets"); writes the type-specific header into `kind_out` if given (else no allocation at all).
+    /// "Rings and packets"); writes the type-specific header into `kind_out` if given (else
+    /// no allocation at all).
     #[inline(always)]
     fn parse(
         &self,
