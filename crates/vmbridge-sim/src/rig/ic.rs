@@ -48,6 +48,7 @@ fn passive() -> Passive {
 }
 
 /// One simulated VMBus, one IC offer (pipe mode), vmbridge bound in IC mode.
+#[derive(Debug)]
 pub struct IcRig {
     /// The simulator.
     pub sim: Sim,
@@ -142,6 +143,7 @@ impl Drop for IcRig {
 }
 
 /// A simulated user-mode IC program: held reads, answers with an HRESULT.
+#[derive(Debug)]
 pub struct IcUser {
     /// The program's handle.
     pub file: FileId,
