@@ -632,7 +632,7 @@ pub(crate) fn run_open(sim: &Arc<SimInner>, ch: u64) {
             if let Some(o) = st.offers.get_mut(&offer) {
                 o.host.open_status = Some(status);
             }
-            sim.cv.notify_all();
+            sim.wake();
             rejected = Some((pnp, tok, status));
             None
         } else {
@@ -661,7 +661,7 @@ pub(crate) fn run_open(sim: &Arc<SimInner>, ch: u64) {
                 }
                 crate::server::guest_opened(sim, st, offer, &pair);
             }
-            sim.cv.notify_all();
+            sim.wake();
             Some((tok, cbs, is_server))
         }
     };
@@ -702,7 +702,7 @@ pub(crate) fn run_open(sim: &Arc<SimInner>, ch: u64) {
                 crate::server::guest_closed(sim, st, offer);
             }
         }
-        sim.cv.notify_all();
+        sim.wake();
         drop(guard);
         finish_cancelled(sim, ch, cancelled.unwrap_or_default());
         return;
@@ -723,7 +723,7 @@ pub(crate) fn run_open(sim: &Arc<SimInner>, ch: u64) {
             if let Some(s) = c.server.as_mut() {
                 s.awaiting_start = true;
             }
-            sim.cv.notify_all();
+            sim.wake();
             return;
         }
     }
@@ -744,7 +744,7 @@ fn run_started(sim: &Arc<SimInner>, ch: u64, tok: usize, cbs: StateCbs) {
         sim.push(&mut st, Task::Dpc { ch });
     }
     call_state(ch, tok, cbs, StateEvent::PostStarted);
-    sim.cv.notify_all();
+    sim.wake();
 }
 
 /// The server refused the guest's open: the guest side is closed.
@@ -858,7 +858,7 @@ pub(crate) fn run_close(sim: &Arc<SimInner>, ch: u64) {
             } else {
                 cancel_sends(c)
             };
-            sim.cv.notify_all();
+            sim.wake();
             drop(st);
             finish_cancelled(sim, ch, cancelled);
             return;
@@ -946,7 +946,7 @@ pub(crate) fn run_close(sim: &Arc<SimInner>, ch: u64) {
             crate::server::guest_closed(sim, st, offer);
         }
     }
-    sim.cv.notify_all();
+    sim.wake();
 }
 
 /// Takes every in-flight or queued send of `c` for cancellation.
@@ -981,7 +981,7 @@ fn finish_cancelled(sim: &Arc<SimInner>, ch: u64, pkts: Vec<u64>) {
     for p in pkts {
         finish_send(sim, ch, p);
     }
-    sim.cv.notify_all();
+    sim.wake();
 }
 
 /// `VmbChannelCleanup`.
@@ -1468,7 +1468,7 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
                     calls.push(DpcCall::SendDone { pkt });
                 } else if let Some(slot) = c.sync.get_mut(&p.transaction_id) {
                     *slot = Some(Ok(payload));
-                    sim.cv.notify_all();
+                    sim.wake();
                 } else if c.abandoned.remove(&p.transaction_id) {
                     // The requester gave up (timeout): nobody wants this completion.
                 } else {
@@ -1579,7 +1579,7 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
     if st.dpc_calls.capacity() < calls.capacity() {
         st.dpc_calls = calls;
     }
-    sim.cv.notify_all();
+    sim.wake();
 }
 
 /// Calls ProcessPacket for one packet on this thread, then handles a deferral.
@@ -1647,7 +1647,7 @@ pub(crate) fn run_passive(sim: &Arc<SimInner>, ch: u64) {
         table::call_processing_complete(cbs, tok, batch);
         sim.lock().stats.batches += 1;
     }
-    sim.cv.notify_all();
+    sim.wake();
 }
 
 /// `VmbChannelPacketComplete` / `VmbChannelPacketFail`: retires an incoming packet.
@@ -1707,7 +1707,7 @@ pub(crate) fn complete_incoming(
     {
         sim.push(&mut st, Task::Dpc { ch });
     }
-    sim.cv.notify_all();
+    sim.wake();
 }
 
 /// `VmbChannelPacketDeferToPassive`.
@@ -2111,7 +2111,7 @@ fn finish_send(sim: &Arc<SimInner>, ch: u64, pkt: u64) {
     let _g = sched::set_irql(DISPATCH_LEVEL);
     let ptr = if resp.is_empty() { 0 } else { buf.addr() };
     table::call_completion(routine, tok, status, ptr, len);
-    sim.cv.notify_all();
+    sim.wake();
 }
 
 /// `VmbChannelSendSynchronousRequest`.
