@@ -434,6 +434,9 @@ impl Channel {
 thread_local! {
     /// The incoming packet whose in-line `EvtVmbChannelProcessPacket` runs on this thread.
     static INLINE_PACKET: Cell<Option<usize>> = const { Cell::new(None) };
+    /// `VmbChannelPacketDeferToPassive` marked the in-line packet of this thread deferred
+    /// (spares the delivery a look-up of its packet when it was not).
+    static INLINE_DEFERRED: Cell<bool> = const { Cell::new(false) };
     /// The channel whose state-change callback runs on this thread.
     static IN_STATE_CB: Cell<Option<u64>> = const { Cell::new(None) };
 }
@@ -1599,15 +1602,18 @@ fn deliver(
     flags: u32,
 ) {
     let prev = INLINE_PACKET.with(|c| c.replace(Some(ptok)));
+    let prev_deferred = INLINE_DEFERRED.with(|c| c.replace(false));
     table::call_process_packet(cbs, tok, ptok, buf, len, flags);
     INLINE_PACKET.with(|c| c.set(prev));
+    let deferred = INLINE_DEFERRED.with(|c| c.replace(prev_deferred));
     let mut st = sim.lock();
     st.stats.packets_delivered += 1;
     let rescind = std::mem::take(&mut st.faults.rescind_during_delivery);
     let Some(c) = st.channels.get_mut(&ch) else {
         return;
     };
-    if let Some(inc) = c.incoming.get_mut(&pkt)
+    if deferred
+        && let Some(inc) = c.incoming.get_mut(&pkt)
         && std::mem::take(&mut inc.deferred)
     {
         c.passive_q.push_back((pkt, true));
@@ -1723,6 +1729,7 @@ pub(crate) fn defer(sim: &Arc<SimInner>, ch: u64, pkt: u64, tok: usize, site: &s
         .and_then(|c| c.incoming.get_mut(&pkt))
     {
         inc.deferred = true;
+        INLINE_DEFERRED.with(|c| c.set(true));
     }
 }
 
