@@ -17,10 +17,7 @@ const HDR: usize = size_of::<VMBRIDGE_PACKET_HEADER>();
 #[test]
 fn stale_pad_bytes_reach_user_mode_as_padding_and_nothing_fails() {
     let mut rig = Rig::new(
-        SimConfig {
-            stale_pad_bytes: true,
-            ..SimConfig::deterministic(4)
-        },
+        SimConfig::deterministic(4).with_stale_pad_bytes(true),
         Config::DEFAULT,
         Tracer::etw(),
     );

@@ -165,10 +165,7 @@ impl Rig {
     fn new(seed: u64, config: Config) -> Rig {
         kmcl::irql::set_host_irql_source(kmcl_sim::current_irql);
         let sim = Sim::new(SimConfig::deterministic(seed).collect());
-        let offer = sim.offer(OfferConfig {
-            interface_type: channel_type(),
-            ..OfferConfig::default()
-        });
+        let offer = sim.offer(OfferConfig::default().with_interface_type(channel_type()));
         let host = offer.host();
         let table = TABLE.with(|t| *t);
         let kmcl = Kmcl::new(table).expect("the simulator's table validates");

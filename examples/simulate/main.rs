@@ -6,13 +6,9 @@
 //! The simulator is a host tool: on Windows targets (where the crate is the kernel
 //! driver) the example only says so.
 
-// The test rig (tests/common/, with its IC rig and client transport) is shared with the
-// integration tests: the one `#[path]` left in the driver package, since an example cannot
-// name a module of tests/ any other way. Its home is a simulation crate (crates/vmbridge-sim),
-// not the kernel driver's library; moving it there changes every test's imports.
+// The test rig (with its IC rig and client transport), shared with the integration tests.
 #[cfg(not(windows))]
-#[path = "../../tests/common/mod.rs"]
-mod common;
+use vmbridge_sim::rig as common;
 
 #[cfg(not(windows))]
 mod run;

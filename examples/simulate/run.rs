@@ -15,7 +15,7 @@
 //! and its `extern "system"` shims) bound to a simulated VMBus offer; the simulator's
 //! built-in host endpoint is the other side. A simulated user-mode program, written with
 //! the client library (`vmbridge_client::Device`, as a real program is; its requests reach
-//! the driver through `tests/common/client.rs`),
+//! the driver through `crates/vmbridge-sim/src/rig/client.rs`),
 //! * reads every host packet with held reads (`Device::start_read(true)`:
 //!   `IOCTL_VMBRIDGE_READ` + `HOLD_FOR_RESPONSE`) and answers each with `Device::respond`
 //!   — a checksum when the host asked for a completion (every 4th packet), empty otherwise;

@@ -174,10 +174,7 @@ impl Rig {
     ) -> Option<Rig> {
         kmcl::irql::set_host_irql_source(kmcl_sim::current_irql);
         let sim = Sim::new(sim_cfg);
-        let offer = sim.offer(OfferConfig {
-            interface_type: channel_type(),
-            ..OfferConfig::default()
-        });
+        let offer = sim.offer(OfferConfig::default().with_interface_type(channel_type()));
         let host = offer.host();
         before_open(&host);
         let table = TABLE.with(|t| *t);

@@ -78,6 +78,7 @@ impl std::error::Error for SendError {}
 
 /// A packet the driver sent, as the host received it.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct HostPacket {
     /// VMBus packet type: 6 (in-band) or 9 (GPA direct).
     pub packet_type: u16,
@@ -107,6 +108,7 @@ impl HostPacket {
 /// (control page + data) at page 0, the guest-inbound ring at `ring_offset_pages`.
 /// Every 8-byte word must be accessed atomically (the simulator uses `AtomicU64`).
 #[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
 pub struct ExternalRing {
     /// Byte 0 of the ring memory.
     pub ptr: *mut u8,

@@ -35,6 +35,7 @@ use crate::{HostEndpoint, SendError};
 
 /// Why a host operation failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum IcHostError {
     /// The simulator refused the send.
     Send(SendError),

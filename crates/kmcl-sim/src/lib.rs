@@ -1,4 +1,6 @@
-//! A host-side KMCL simulator: the KMCL function table over simulated VMBus channels.
+#![doc = include_str!("../README.md")]
+//!
+//! # The API in brief
 //!
 //! C header: `vmbuskernelmodeclientlibapi.h` (WDK 10.0.20348); `docs/simulator.md` says
 //! what is modelled and what is not.
@@ -21,7 +23,7 @@
 //!    with [`HostEndpoint::send_inband`] and reads with [`HostEndpoint::recv`].
 //! 5. [`Sim::assert_clean`] at the end.
 //!
-//! # Examples
+//! ## Examples
 //!
 //! ```
 //! use kmcl_sim::{OfferConfig, SendError, Sim, SimConfig};
@@ -49,6 +51,7 @@ pub mod ic_host;
 mod mem;
 mod registry;
 mod sched;
+pub mod script;
 mod server;
 mod shared_mem;
 mod table;
@@ -75,6 +78,7 @@ use sched::{Ctx, Queues, SplitMix64, Task};
 
 /// How the simulation executes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Mode {
     /// Single-threaded, seeded: everything runs on the thread that calls
     /// [`Sim::run_until_idle`] (or inside a blocking KMCL call). The seed picks batch
@@ -90,6 +94,7 @@ pub enum Mode {
 
 /// What the verifier does on a violation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum VerifierMode {
     /// Panic with the rule name and the call at the next Rust-frame safe point.
     Bugcheck,
@@ -99,6 +104,7 @@ pub enum VerifierMode {
 
 /// Configuration of a [`Sim`].
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct SimConfig {
     /// Deterministic or threaded execution.
     pub mode: Mode,
@@ -152,10 +158,46 @@ impl SimConfig {
         self.verifier = VerifierMode::Collect;
         self
     }
+
+    /// The same configuration with [`padded_lengths`](Self::padded_lengths) set.
+    #[must_use]
+    pub fn with_padded_lengths(mut self, padded: bool) -> Self {
+        self.padded_lengths = padded;
+        self
+    }
+
+    /// The same configuration with [`stale_pad_bytes`](Self::stale_pad_bytes) set.
+    #[must_use]
+    pub fn with_stale_pad_bytes(mut self, stale: bool) -> Self {
+        self.stale_pad_bytes = stale;
+        self
+    }
+
+    /// The same configuration with [`deadlock_timeout`](Self::deadlock_timeout) set.
+    #[must_use]
+    pub fn with_deadlock_timeout(mut self, timeout: Duration) -> Self {
+        self.deadlock_timeout = timeout;
+        self
+    }
+
+    /// The same configuration with [`max_batch`](Self::max_batch) set.
+    #[must_use]
+    pub fn with_max_batch(mut self, packets: u32) -> Self {
+        self.max_batch = packets;
+        self
+    }
+
+    /// The same configuration with [`default_ring_pages`](Self::default_ring_pages) set.
+    #[must_use]
+    pub fn with_default_ring_pages(mut self, pages: u32) -> Self {
+        self.default_ring_pages = pages;
+        self
+    }
 }
 
 /// Configuration of a channel offer (the guest PDO).
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct OfferConfig {
     /// The interface type GUID (basis of the PDO hardware ID `VMBUS\{type}`).
     pub interface_type: kmcl_sys::GUID,
@@ -186,8 +228,32 @@ impl Default for OfferConfig {
     }
 }
 
+impl OfferConfig {
+    /// The same offer with interface type `guid` (the PDO's hardware ID `VMBUS\{guid}`).
+    #[must_use]
+    pub fn with_interface_type(mut self, guid: kmcl_sys::GUID) -> Self {
+        self.interface_type = guid;
+        self
+    }
+
+    /// The same offer with interface instance `guid`.
+    #[must_use]
+    pub fn with_interface_instance(mut self, guid: kmcl_sys::GUID) -> Self {
+        self.interface_instance = guid;
+        self
+    }
+
+    /// The same offer made as a pipe (`true`) or not.
+    #[must_use]
+    pub fn with_pipe(mut self, pipe: bool) -> Self {
+        self.pipe = pipe;
+        self
+    }
+}
+
 /// Counters of one simulation (signals, packets).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Stats {
     /// Signals (interrupts) from the guest (KMCL) to the host.
     pub guest_to_host_signals: u64,

@@ -122,6 +122,7 @@ impl ControlField {
 /// Why ring contents or indices were rejected. Each malformed input listed in docs/simulator.md
 /// has its own reason; none of them panics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum CorruptReason {
     /// `write_index` is not a multiple of 8.
     WriteIndexMisaligned,
@@ -195,6 +196,7 @@ impl std::error::Error for CorruptReason {}
 
 /// Error from [`IncomingRing::peek`] / [`IncomingRing::read_next`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ReadError {
     /// No packet at the read cursor (`cursor == write_index`).
     Empty,
@@ -215,6 +217,7 @@ impl std::error::Error for ReadError {}
 
 /// Error from [`OutgoingRing::write`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum WriteError {
     /// Not enough free space now: a write needs `raw_free > needed`. `needed` is the packet's
     /// ring footprint (descriptor + extension + padded payload + trailer), the value to put in
@@ -250,6 +253,7 @@ impl std::error::Error for WriteError {}
 
 /// Result of a successful write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct WriteOutcome {
     /// Signal the reader: the ring went empty -> non-empty and its `interrupt_mask` was 0.
     pub signal: bool,
@@ -290,6 +294,7 @@ impl GpaRange {
 
 /// The type-specific part of a packet to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum OutgoingKind<'a> {
     /// Type 6, no extension.
     InBand,
@@ -431,6 +436,7 @@ impl<'a> OutgoingPacket<'a> {
 
 /// The type-specific part of a packet that was read.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum IncomingKind {
     /// Type 6.
     InBand,
@@ -456,6 +462,7 @@ pub enum IncomingKind {
 
 /// A parsed packet, copied out of the ring.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct IncomingPacket {
     /// Data-area offset of the descriptor.
     pub offset: u32,
@@ -1414,8 +1421,9 @@ impl IncomingRing {
         }
     }
 
-    /// Parses and validates the packet at `at` (every check of vmbus-protocol.md §6);
-    /// writes the type-specific header into `kind_out` if given (else no allocation at all).
+    /// Parses and validates the packet at `at` (every check listed in docs/simulator.md,
+    /// "Rings and packets"); writes the type-specific header into `kind_out` if given (else
+    /// no allocation at all).
     #[inline(always)]
     fn parse(
         &self,
@@ -1716,6 +1724,7 @@ impl IncomingRing {
 
 /// Error from [`IncomingRing::try_release`] and [`ReleaseTracker`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ReleaseError {
     /// The offset is not inside the read-but-unreleased window.
     OutsideReadWindow,
@@ -1851,6 +1860,7 @@ impl PipeMessageType {
 
 /// Error from the pipe-header helpers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PipeError {
     /// The payload exceeds [`MAXIMUM_PIPE_PACKET_SIZE`].
     TooLarge {

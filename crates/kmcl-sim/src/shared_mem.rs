@@ -1,6 +1,6 @@
 //! 32-bit atomics and bulk copies over ring memory shared with the other endpoint.
 //!
-//! C header: none; reference: `docs/simulator.md` ("Performance"), vmbus-protocol.md §1.3-§1.5
+//! C header: none; reference: `docs/simulator.md` ("Performance")
 //! (which endpoint owns which bytes of a ring when).
 //!
 //! Ring memory is a slice of `AtomicU64` words ([`crate::ring::RingPair`]), so every word may

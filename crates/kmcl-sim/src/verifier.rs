@@ -200,6 +200,7 @@ impl fmt::Display for Rule {
 
 /// One recorded violation: the rule and the call (routine and arguments) that broke it.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Violation {
     /// The rule that was broken.
     pub rule: Rule,

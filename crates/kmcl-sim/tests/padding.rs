@@ -45,10 +45,7 @@ fn stale_padding_leaves_ring_memory_and_zero_padding_clears_it() {
 /// packets left in the ring; KMCL delivers them as they are and nothing fails.
 #[test]
 fn driver_gets_stale_pad_bytes_and_the_channel_holds() {
-    let sim = Sim::new(SimConfig {
-        stale_pad_bytes: true,
-        ..SimConfig::deterministic(11)
-    });
+    let sim = Sim::new(SimConfig::deterministic(11).with_stale_pad_bytes(true));
     let offer = sim.offer(OfferConfig::default());
     let host = offer.host();
     let c = Ctx::new(&sim, ECHO);

@@ -1,4 +1,6 @@
-//! Exact raw bindings of the Hyper-V VMBus Kernel Mode Client Library (KMCL).
+#![doc = include_str!("../README.md")]
+//!
+//! # Layout
 //!
 //! C header: `vmbuskernelmodeclientlibapi.h` (WDK 10.0.20348, unchanged through 10.0.22621).
 //!
@@ -16,7 +18,7 @@
 //! All routines and callbacks are `extern "system"`: on x64 and ARM64 the header's
 //! `FASTCALL` and default conventions are the single platform convention.
 //!
-//! With the `link` feature (Windows targets), [`link`] declares the routines as
+//! With the `link` feature (Windows targets), the `link` module declares the routines as
 //! named imports of `vmbkmcl.sys`, for drivers that cannot use the function table.
 #![no_std]
 #![allow(non_camel_case_types, non_snake_case, non_upper_case_globals)]

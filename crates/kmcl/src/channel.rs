@@ -834,7 +834,7 @@ impl<'a> Endpoint<'a> {
     /// stops delivering until completions catch up, so the other endpoint's ring fills
     /// and throttles it; lowering the quota does not restart a stalled queue by itself.
     /// Not an init routine: callable while the channel runs (for example from
-    /// [`StateHandler::opened`](crate::state::StateHandler::opened)), at up to
+    /// [`StateHandler::opened`]), at up to
     /// DISPATCH_LEVEL.
     ///
     /// # Errors

@@ -1,10 +1,12 @@
-//! The safe Rust layer over the Hyper-V VMBus Kernel Mode Client Library (KMCL).
+#![doc = include_str!("../README.md")]
+//!
+//! # The API in brief
 //!
 //! C header: `vmbuskernelmodeclientlibapi.h`, through the raw bindings of `kmcl-sys`;
 //! Microsoft's DDI pages for it (`docs/architecture.md`, "Sources").
 //! `#![no_std]`; uses `alloc` once per channel (its context box).
 //!
-//! # Writing a driver with it
+//! ## Writing a driver with it
 //!
 //! 1. Query `KMCL_CLIENT_INTERFACE_V5` (glue: `WdfFdoQueryForInterface`) and build a
 //!    [`Kmcl`](channel::Kmcl) from it ([`Kmcl::new`](channel::Kmcl::new) /
@@ -29,7 +31,7 @@
 //! Start/Pause, GPADL mappings and save/restore (the [`server`] module and
 //! `docs/host.md`).
 //!
-//! # Modules
+//! ## Modules
 //!
 //! * [`status`]: `NTSTATUS` as [`NtStatus`], [`Result`].
 //! * [`irql`]: the [`Passive`](irql::Passive)/[`Dispatch`](irql::Dispatch) tokens.
@@ -43,7 +45,7 @@
 //! * [`server`]: the server (VSP) side: [`KmclServer`](server::KmclServer), server
 //!   channels, GPADL mappings, save/restore, VMBus handles.
 //!
-//! # Rule names in `// SAFETY:` comments
+//! ## Rule names in `// SAFETY:` comments
 //!
 //! Where the simulator's verifier checks a rule, the comment uses its name
 //! (`kmcl_sim::Rule::name`): `PACKET_COMPLETED_TWICE`, `INIT_AFTER_ENABLE`,

@@ -65,10 +65,7 @@ impl Rng {
 )]
 fn random_peer_payloads_never_panic_the_handler() {
     for padded in [true, false] {
-        let b = Bench::with(SimConfig {
-            padded_lengths: padded,
-            ..SimConfig::deterministic(51)
-        });
+        let b = Bench::with(SimConfig::deterministic(51).with_padded_lengths(padded));
         let p = passive();
         let ch = b
             .kmcl

@@ -408,10 +408,7 @@ fn writable_external_data_reaches_the_other_endpoint() {
 
 #[test]
 fn empty_payload_is_an_empty_slice() {
-    let b = Bench::with(SimConfig {
-        padded_lengths: false,
-        ..SimConfig::deterministic(17)
-    });
+    let b = Bench::with(SimConfig::deterministic(17).with_padded_lengths(false));
     let p = passive();
     let ch = b
         .kmcl

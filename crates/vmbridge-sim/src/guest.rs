@@ -114,10 +114,8 @@ impl SimGuest {
     pub fn with_sim(sim_cfg: SimConfig, config: Config, tracer: Tracer) -> Self {
         install_sim_hooks();
         let sim = Sim::new(sim_cfg);
-        let offer = sim.offer(OfferConfig {
-            interface_type: sim_guid(VMBRIDGE_CHANNEL_TYPE),
-            ..OfferConfig::default()
-        });
+        let offer =
+            sim.offer(OfferConfig::default().with_interface_type(sim_guid(VMBRIDGE_CHANNEL_TYPE)));
         let host = offer.host();
         let table: &'static kmcl_sys::KMCL_CLIENT_INTERFACE_V5 =
             Box::leak(Box::new(*sim.client_interface()));

@@ -13,6 +13,9 @@
 //!   bind to the offer.
 //! * [`traffic`]: a simulated host that sends packets and answers the driver's, for the
 //!   tool's `--sim` and the benchmarks.
+//! * [`rig`]: the end-to-end test rig of vmbridge's own `tests/` and `examples/simulate`:
+//!   the device bound to an offer in a deterministic or threaded simulator, a simulated
+//!   user-mode caller issuing `SimRequest`s, the IC rig, and a client `Transport` over it.
 //! * [`transport`]: requests as `vmbridge::sim_request::SimRequest`s (the WDF request model:
 //!   park, cancel, exactly one completion).
 //!
@@ -22,6 +25,7 @@
 
 pub mod guest;
 pub mod host_mode;
+pub mod rig;
 pub mod traffic;
 pub mod transport;
 

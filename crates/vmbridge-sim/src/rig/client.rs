@@ -15,6 +15,7 @@ use vmbridge_client::{Completion, Device, Pending, Request, Transport};
 use super::Rig;
 
 /// One handle (`CreateFile`) on the rig's device; dropping it is `CloseHandle`.
+#[derive(Debug)]
 pub struct RigTransport<'r> {
     rig: &'r Rig,
     file: FileId,

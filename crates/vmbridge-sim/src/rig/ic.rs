@@ -48,6 +48,7 @@ fn passive() -> Passive {
 }
 
 /// One simulated VMBus, one IC offer (pipe mode), vmbridge bound in IC mode.
+#[derive(Debug)]
 pub struct IcRig {
     /// The simulator.
     pub sim: Sim,
@@ -78,11 +79,12 @@ impl IcRig {
         kmcl::irql::set_host_irql_source(kmcl_sim::current_irql);
         let service = hv_service(ic.service.expect("an IC service"));
         let sim = Sim::new(sim_cfg);
-        let offer = sim.offer(OfferConfig {
-            interface_type: sim_guid(service.interface_id()),
-            interface_instance: sim_guid(service.instance_id()),
-            pipe: true,
-        });
+        let offer = sim.offer(
+            OfferConfig::default()
+                .with_interface_type(sim_guid(service.interface_id()))
+                .with_interface_instance(sim_guid(service.instance_id()))
+                .with_pipe(true),
+        );
         before_open(&offer);
         let host = IcHost::new(offer.host(), service);
         let table: &'static kmcl_sys::KMCL_CLIENT_INTERFACE_V5 =
@@ -141,6 +143,7 @@ impl Drop for IcRig {
 }
 
 /// A simulated user-mode IC program: held reads, answers with an HRESULT.
+#[derive(Debug)]
 pub struct IcUser {
     /// The program's handle.
     pub file: FileId,
