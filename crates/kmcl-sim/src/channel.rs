@@ -434,6 +434,9 @@ impl Channel {
 thread_local! {
     /// The incoming packet whose in-line `EvtVmbChannelProcessPacket` runs on this thread.
     static INLINE_PACKET: Cell<Option<usize>> = const { Cell::new(None) };
+    /// `VmbChannelPacketDeferToPassive` marked the in-line packet of this thread deferred
+    /// (spares the delivery a look-up of its packet when it was not).
+    static INLINE_DEFERRED: Cell<bool> = const { Cell::new(false) };
     /// The channel whose state-change callback runs on this thread.
     static IN_STATE_CB: Cell<Option<u64>> = const { Cell::new(None) };
 }
@@ -632,7 +635,7 @@ pub(crate) fn run_open(sim: &Arc<SimInner>, ch: u64) {
             if let Some(o) = st.offers.get_mut(&offer) {
                 o.host.open_status = Some(status);
             }
-            sim.cv.notify_all();
+            sim.wake();
             rejected = Some((pnp, tok, status));
             None
         } else {
@@ -661,7 +664,7 @@ pub(crate) fn run_open(sim: &Arc<SimInner>, ch: u64) {
                 }
                 crate::server::guest_opened(sim, st, offer, &pair);
             }
-            sim.cv.notify_all();
+            sim.wake();
             Some((tok, cbs, is_server))
         }
     };
@@ -702,7 +705,7 @@ pub(crate) fn run_open(sim: &Arc<SimInner>, ch: u64) {
                 crate::server::guest_closed(sim, st, offer);
             }
         }
-        sim.cv.notify_all();
+        sim.wake();
         drop(guard);
         finish_cancelled(sim, ch, cancelled.unwrap_or_default());
         return;
@@ -723,7 +726,7 @@ pub(crate) fn run_open(sim: &Arc<SimInner>, ch: u64) {
             if let Some(s) = c.server.as_mut() {
                 s.awaiting_start = true;
             }
-            sim.cv.notify_all();
+            sim.wake();
             return;
         }
     }
@@ -744,7 +747,7 @@ fn run_started(sim: &Arc<SimInner>, ch: u64, tok: usize, cbs: StateCbs) {
         sim.push(&mut st, Task::Dpc { ch });
     }
     call_state(ch, tok, cbs, StateEvent::PostStarted);
-    sim.cv.notify_all();
+    sim.wake();
 }
 
 /// The server refused the guest's open: the guest side is closed.
@@ -858,7 +861,7 @@ pub(crate) fn run_close(sim: &Arc<SimInner>, ch: u64) {
             } else {
                 cancel_sends(c)
             };
-            sim.cv.notify_all();
+            sim.wake();
             drop(st);
             finish_cancelled(sim, ch, cancelled);
             return;
@@ -946,7 +949,7 @@ pub(crate) fn run_close(sim: &Arc<SimInner>, ch: u64) {
             crate::server::guest_closed(sim, st, offer);
         }
     }
-    sim.cv.notify_all();
+    sim.wake();
 }
 
 /// Takes every in-flight or queued send of `c` for cancellation.
@@ -981,7 +984,7 @@ fn finish_cancelled(sim: &Arc<SimInner>, ch: u64, pkts: Vec<u64>) {
     for p in pkts {
         finish_send(sim, ch, p);
     }
-    sim.cv.notify_all();
+    sim.wake();
 }
 
 /// `VmbChannelCleanup`.
@@ -1468,7 +1471,7 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
                     calls.push(DpcCall::SendDone { pkt });
                 } else if let Some(slot) = c.sync.get_mut(&p.transaction_id) {
                     *slot = Some(Ok(payload));
-                    sim.cv.notify_all();
+                    sim.wake();
                 } else if c.abandoned.remove(&p.transaction_id) {
                     // The requester gave up (timeout): nobody wants this completion.
                 } else {
@@ -1579,7 +1582,7 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
     if st.dpc_calls.capacity() < calls.capacity() {
         st.dpc_calls = calls;
     }
-    sim.cv.notify_all();
+    sim.wake();
 }
 
 /// Calls ProcessPacket for one packet on this thread, then handles a deferral.
@@ -1599,15 +1602,18 @@ fn deliver(
     flags: u32,
 ) {
     let prev = INLINE_PACKET.with(|c| c.replace(Some(ptok)));
+    let prev_deferred = INLINE_DEFERRED.with(|c| c.replace(false));
     table::call_process_packet(cbs, tok, ptok, buf, len, flags);
     INLINE_PACKET.with(|c| c.set(prev));
+    let deferred = INLINE_DEFERRED.with(|c| c.replace(prev_deferred));
     let mut st = sim.lock();
     st.stats.packets_delivered += 1;
     let rescind = std::mem::take(&mut st.faults.rescind_during_delivery);
     let Some(c) = st.channels.get_mut(&ch) else {
         return;
     };
-    if let Some(inc) = c.incoming.get_mut(&pkt)
+    if deferred
+        && let Some(inc) = c.incoming.get_mut(&pkt)
         && std::mem::take(&mut inc.deferred)
     {
         c.passive_q.push_back((pkt, true));
@@ -1647,7 +1653,7 @@ pub(crate) fn run_passive(sim: &Arc<SimInner>, ch: u64) {
         table::call_processing_complete(cbs, tok, batch);
         sim.lock().stats.batches += 1;
     }
-    sim.cv.notify_all();
+    sim.wake();
 }
 
 /// `VmbChannelPacketComplete` / `VmbChannelPacketFail`: retires an incoming packet.
@@ -1707,7 +1713,7 @@ pub(crate) fn complete_incoming(
     {
         sim.push(&mut st, Task::Dpc { ch });
     }
-    sim.cv.notify_all();
+    sim.wake();
 }
 
 /// `VmbChannelPacketDeferToPassive`.
@@ -1723,6 +1729,7 @@ pub(crate) fn defer(sim: &Arc<SimInner>, ch: u64, pkt: u64, tok: usize, site: &s
         .and_then(|c| c.incoming.get_mut(&pkt))
     {
         inc.deferred = true;
+        INLINE_DEFERRED.with(|c| c.set(true));
     }
 }
 
@@ -2111,7 +2118,7 @@ fn finish_send(sim: &Arc<SimInner>, ch: u64, pkt: u64) {
     let _g = sched::set_irql(DISPATCH_LEVEL);
     let ptr = if resp.is_empty() { 0 } else { buf.addr() };
     table::call_completion(routine, tok, status, ptr, len);
-    sim.cv.notify_all();
+    sim.wake();
 }
 
 /// `VmbChannelSendSynchronousRequest`.

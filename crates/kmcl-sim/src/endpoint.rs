@@ -371,7 +371,7 @@ pub(crate) fn run_host(sim: &Arc<SimInner>, ch: u64) {
             st.stats.host_to_guest_signals += 1;
             sim.push(st, Task::Dpc { ch });
         }
-        sim.cv.notify_all();
+        sim.wake();
         (to_answer, responder)
     };
     let Some(mut responder) = responder else {
@@ -405,7 +405,7 @@ pub(crate) fn run_host(sim: &Arc<SimInner>, ch: u64) {
         st.stats.host_to_guest_signals += 1;
         sim.push(st, Task::Dpc { ch });
     }
-    sim.cv.notify_all();
+    sim.wake();
 }
 
 /// Reads every packet the guest wrote: completions for host requests, data packets for
@@ -629,7 +629,7 @@ impl HostEndpoint {
         } else {
             // No signal is owed (the ring rules): a guest that holds packets finds this one
             // by polling (channel::poll_held); wake the scheduler so it looks now.
-            self.sim.cv.notify_all();
+            self.sim.wake();
         }
         Ok(trans)
     }
@@ -770,7 +770,7 @@ impl HostEndpoint {
             st.stats.host_to_guest_signals += 1;
             self.sim.push(&mut st, Task::Dpc { ch });
         } else {
-            self.sim.cv.notify_all();
+            self.sim.wake();
         }
         Ok(())
     }

@@ -414,7 +414,17 @@ impl SimInner {
     /// Queues `t` and wakes the threads.
     pub(crate) fn push(&self, st: &mut State, t: Task) {
         st.queues.push(t);
-        self.cv.notify_all();
+        self.wake();
+    }
+
+    /// Wakes the threads waiting for a change of the state. Threaded mode only: in
+    /// deterministic mode nothing waits on the condition variable (`wait_until` steps the
+    /// simulation instead, and there are no worker threads), and a notification is a
+    /// system call per packet.
+    pub(crate) fn wake(&self) {
+        if !self.deterministic() {
+            self.cv.notify_all();
+        }
     }
 
     /// Records a violation (never panics; safe inside `extern "system"` frames).
@@ -588,7 +598,7 @@ impl SimInner {
                 sim.run_task(t);
                 let mut st = sim.lock();
                 st.queues.busy[ctx.index()] = false;
-                sim.cv.notify_all();
+                sim.wake();
             }
         }
     }
@@ -620,7 +630,7 @@ impl Drop for Sim {
         {
             let mut st = self.inner.lock();
             st.shutdown = true;
-            self.inner.cv.notify_all();
+            self.inner.wake();
         }
         let threads = std::mem::take(
             &mut *self

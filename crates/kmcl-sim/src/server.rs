@@ -233,7 +233,7 @@ pub(crate) fn enable(sim: &SimInner, st: &mut State, ch: u64) -> NTSTATUS {
         o.cfg.pipe = pipe;
         o.rescinded = false;
     }
-    sim.cv.notify_all();
+    sim.wake();
     STATUS_SUCCESS
 }
 
