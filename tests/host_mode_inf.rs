@@ -14,7 +14,7 @@ const INF: &str = include_str!("../inf/vmbridge_host.inx");
 
 mod inf_parse;
 
-use inf_parse::entries;
+use inf_parse::{assert_strings_defined, entries};
 
 /// Windows 10 1809 / Server 2019: the first build with the server-only KMCL routines.
 const KMCL_SERVER_FIRST_BUILD: u32 = 17763;
@@ -121,23 +121,5 @@ fn host_registry_defaults_match_the_config_parser() {
 
 #[test]
 fn every_referenced_host_string_is_defined() {
-    let strings = entries(&sections(), "Strings");
-    let mut rest = INF;
-    while let Some(i) = rest.find('%') {
-        let tail = &rest[i + 1..];
-        let Some(j) = tail.find('%') else { break };
-        let name = &tail[..j];
-        if !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_')
-            && name.parse::<u32>().is_err()
-        {
-            assert!(
-                strings.contains_key(&name.to_ascii_lowercase()),
-                "%{name}% not in [Strings]"
-            );
-        }
-        rest = &tail[j + 1..];
-    }
+    assert_strings_defined(INF, &entries(&sections(), "Strings"));
 }

@@ -12,7 +12,7 @@ use vmbridge::bridge::protocol::{VMBRIDGE_CHANNEL_TYPE, format_guid};
 
 mod inf_parse;
 
-use inf_parse::entries;
+use inf_parse::{assert_strings_defined, entries};
 
 /// The guest INF's sections.
 fn sections() -> BTreeMap<String, Vec<String>> {
@@ -171,25 +171,7 @@ fn registry_defaults_match_the_config_parser() {
 #[test]
 fn every_referenced_string_is_defined() {
     let text = include_str!("../inf/vmbridge.inx");
-    let strings = entries(&sections(), "Strings");
-    let mut rest = text;
-    while let Some(i) = rest.find('%') {
-        let tail = &rest[i + 1..];
-        let Some(j) = tail.find('%') else { break };
-        let name = &tail[..j];
-        if !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_')
-            && name.parse::<u32>().is_err()
-        {
-            assert!(
-                strings.contains_key(&name.to_ascii_lowercase()),
-                "%{name}% not in [Strings]"
-            );
-        }
-        rest = &tail[j + 1..];
-    }
+    assert_strings_defined(text, &entries(&sections(), "Strings"));
 }
 
 #[test]

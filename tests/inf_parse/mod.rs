@@ -1,4 +1,4 @@
-//! A small INF reader for the INF structure tests (`inf.rs`, `host_inf.rs`).
+//! A small INF reader for the INF structure tests (`inf.rs`, `host_mode_inf.rs`).
 //!
 //! Reference: INF syntax as the KMDF echo sample and windows-drivers-rs's templates use
 //! it: `[Section]` headers, `key = value` lines, `;` comments outside quotes.
@@ -99,4 +99,27 @@ pub fn decoration_target_os(decoration: &str) -> (u32, u32, u32) {
             .unwrap_or_else(|_| panic!("field {i} of {decoration} is not a number"))
     };
     (num(1), num(2), num(5))
+}
+
+/// Asserts that every `%name%` string reference in `text` (not `%%`, not a numeric
+/// DIRID such as `%12%`) has an entry in `strings` (the `[Strings]` section's entries).
+pub fn assert_strings_defined(text: &str, strings: &BTreeMap<String, String>) {
+    let mut rest = text;
+    while let Some(i) = rest.find('%') {
+        let tail = &rest[i + 1..];
+        let Some(j) = tail.find('%') else { break };
+        let name = &tail[..j];
+        if !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_')
+            && name.parse::<u32>().is_err()
+        {
+            assert!(
+                strings.contains_key(&name.to_ascii_lowercase()),
+                "%{name}% not in [Strings]"
+            );
+        }
+        rest = &tail[j + 1..];
+    }
 }
