@@ -14,7 +14,7 @@ const INF: &str = include_str!("../inf/vmbridge_host.inx");
 
 mod inf_parse;
 
-use inf_parse::{assert_strings_defined, entries};
+use inf_parse::{assert_kmdf_section_left_to_stampinf, assert_strings_defined, entries};
 
 /// Windows 10 1809 / Server 2019: the first build with the server-only KMCL routines.
 const KMCL_SERVER_FIRST_BUILD: u32 = 17763;
@@ -69,15 +69,7 @@ fn host_service_is_the_package_binary_with_kmdf() {
     assert_eq!(inst["servicebinary"], format!("%13%\\{bin}"));
     assert_eq!(inst["servicetype"], "1");
     assert_eq!(s["drivers_dir"], std::slice::from_ref(&bin));
-    let wdf = entries(&s, "VmBridgeHost_Device.NT.Wdf");
-    let (svc, sect) = wdf["kmdfservice"]
-        .split_once(',')
-        .expect("service, section");
-    assert_eq!(svc.trim(), env!("CARGO_PKG_NAME"));
-    assert_eq!(
-        entries(&s, sect.trim())["kmdflibraryversion"],
-        "$KMDFVERSION$"
-    );
+    assert_kmdf_section_left_to_stampinf(&s, "VmBridgeHost_Device.NT.Wdf", env!("CARGO_PKG_NAME"));
 }
 
 #[test]

@@ -12,7 +12,7 @@ use vmbridge::bridge::protocol::{VMBRIDGE_CHANNEL_TYPE, format_guid};
 
 mod inf_parse;
 
-use inf_parse::{assert_strings_defined, entries};
+use inf_parse::{assert_kmdf_section_left_to_stampinf, assert_strings_defined, entries};
 
 /// The guest INF's sections.
 fn sections() -> BTreeMap<String, Vec<String>> {
@@ -114,15 +114,7 @@ fn service_binary_is_the_package_binary() {
 #[test]
 fn kmdf_section_is_left_to_stampinf() {
     let s = sections();
-    let wdf = entries(&s, "VmBridge_Device.NT.Wdf");
-    let (svc, sect) = wdf["kmdfservice"]
-        .split_once(',')
-        .expect("service, section");
-    assert_eq!(svc.trim(), env!("CARGO_PKG_NAME"));
-    assert_eq!(
-        entries(&s, sect.trim())["kmdflibraryversion"],
-        "$KMDFVERSION$"
-    );
+    assert_kmdf_section_left_to_stampinf(&s, "VmBridge_Device.NT.Wdf", env!("CARGO_PKG_NAME"));
 }
 
 #[test]

@@ -123,3 +123,21 @@ pub fn assert_strings_defined(text: &str, strings: &BTreeMap<String, String>) {
         rest = &tail[j + 1..];
     }
 }
+
+/// Asserts that the `.Wdf` section `wdf_section` names `service` as its KMDF service and
+/// leaves the KMDF library version to stampinf (`$KMDFVERSION$`).
+pub fn assert_kmdf_section_left_to_stampinf(
+    secs: &BTreeMap<String, Vec<String>>,
+    wdf_section: &str,
+    service: &str,
+) {
+    let wdf = entries(secs, wdf_section);
+    let (svc, sect) = wdf["kmdfservice"]
+        .split_once(',')
+        .expect("service, section");
+    assert_eq!(svc.trim(), service);
+    assert_eq!(
+        entries(secs, sect.trim())["kmdflibraryversion"],
+        "$KMDFVERSION$"
+    );
+}
