@@ -18,23 +18,23 @@
 //!
 //! Every `HostEndpoint` call is a verifier safe point (it panics in bugcheck mode when
 //! a violation is pending).
+//!
+//! Layer: above the channel state machine. This file is the public [`HostEndpoint`] API; the
+//! host engine it drives (per-offer host state, the signal checks, the host task) is
+//! `host.rs`, below the channel. It uses `channel` (close, rescind, poll), `host`, the ring,
+//! `mem`, `registry` and `upcall::write_driver_memory`; nothing in the simulator core calls it.
 #![forbid(unsafe_code)]
 
-use std::collections::VecDeque;
-
-use crate::fast_hash::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use kmcl_sys::NTSTATUS;
 
-use crate::channel::{self, CloseReason};
+use crate::channel::{self};
+use crate::host::{self, HostPacket};
 use crate::mem::SharedBuf;
-use crate::ring::{
-    self, ControlField, GpaRange, IncomingKind, IncomingRing, OutgoingPacket, OutgoingRing,
-    PacketType, ReadError, RingPair, TransferPageRange, WriteError,
-};
+use crate::ring::{self, GpaRange, OutgoingPacket, TransferPageRange, WriteError};
 use crate::sched::Task;
 use crate::{Rule, SimInner, State};
 
@@ -76,32 +76,6 @@ impl fmt::Display for SendError {
 
 impl std::error::Error for SendError {}
 
-/// A packet the driver sent, as the host received it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct HostPacket {
-    /// VMBus packet type: 6 (in-band) or 9 (GPA direct).
-    pub packet_type: u16,
-    /// Descriptor flags (1 = completion requested).
-    pub flags: u16,
-    /// Transaction id (answer with [`HostEndpoint::complete`]).
-    pub trans_id: u64,
-    /// The payload as the driver passed it (pipe header stripped; exact length).
-    pub payload: Vec<u8>,
-    /// The bytes of the external buffer (MDL or PFNs), copied when the driver sent it.
-    pub external: Vec<u8>,
-    /// The GPA ranges as written on the wire (empty for in-band).
-    pub ranges: Vec<GpaRange>,
-}
-
-impl HostPacket {
-    /// Whether the driver asked for a completion (`VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION`).
-    #[must_use]
-    pub const fn completion_requested(&self) -> bool {
-        self.flags & ring::FLAG_COMPLETION_REQUESTED != 0
-    }
-}
-
 /// The ring memory of an open channel, for an external host implementation.
 ///
 /// One page-aligned buffer laid out as the channel GPADL: the guest-outbound ring
@@ -116,416 +90,6 @@ pub struct ExternalRing {
     pub len: usize,
     /// Page offset of the guest-inbound ring (`downstream_ringbuffer_pageoffset`).
     pub ring_offset_pages: usize,
-}
-
-/// What the host learns about the external data of one driver send.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct ExtInfo {
-    pub(crate) data: Vec<u8>,
-    pub(crate) exact_len: Option<usize>,
-    /// Driver address of the mapped external buffer (for host writes while in flight).
-    pub(crate) addr: Option<usize>,
-    /// Not `VMBUS_CHANNEL_FORMAT_FLAG_DATA_OUT_ONLY`.
-    pub(crate) writable: bool,
-}
-
-type Responder = Box<dyn FnMut(&HostPacket) -> Option<Vec<u8>> + Send>;
-type Hook = Arc<dyn Fn() + Send + Sync>;
-
-/// The built-in host's ring ends.
-#[derive(Debug)]
-struct HostRings {
-    tx: OutgoingRing,
-    rx: IncomingRing,
-}
-
-/// Host-side state of one offer.
-#[derive(Default)]
-pub(crate) struct HostSide {
-    pub(crate) open_status: Option<NTSTATUS>,
-    pub(crate) error: Option<String>,
-    pair: Option<RingPair>,
-    rings: Option<HostRings>,
-    pipe: bool,
-    inbox: VecDeque<HostPacket>,
-    completions: VecDeque<(u64, Vec<u8>)>,
-    responder: Option<Responder>,
-    external: Option<Hook>,
-    signalled_since_drain: bool,
-    next_trans: u64,
-    /// Host requests that asked for a completion.
-    outstanding: HashSet<u64>,
-    /// Driver requests that asked for a completion.
-    driver_requests: HashSet<u64>,
-    /// Completions that did not fit yet.
-    pending: VecDeque<(u64, Vec<u8>)>,
-    /// Exact payload length of host writes, by ring offset (for `padded_lengths = false`).
-    exact: ExactLens,
-    /// What the guest wrote at a ring offset.
-    guest_writes: HashMap<u32, ExtInfo>,
-    xfer_sets: HashMap<u16, Arc<SharedBuf>>,
-    /// Driver request -> (address, length) of its writable external buffer.
-    ext_targets: HashMap<u64, (usize, usize)>,
-    gpa_bufs: HashMap<u64, Arc<SharedBuf>>,
-    next_set: u16,
-    paused: bool,
-    /// The offer belongs to a server channel: the built-in host steps aside (the server
-    /// channel is the host side).
-    pub(crate) peer_is_server: bool,
-    /// On a server's offer: the built-in endpoint plays the guest (ring directions swapped).
-    pub(crate) guest_mode: bool,
-}
-
-impl fmt::Debug for HostSide {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HostSide")
-            .field("open_status", &self.open_status)
-            .field("error", &self.error)
-            .field("inbox", &self.inbox.len())
-            .field("external", &self.external.is_some())
-            .finish_non_exhaustive()
-    }
-}
-
-/// Exact payload lengths by ring offset: a vector indexed by `offset / 8` (offsets are
-/// 8-aligned and below the data size), grown on demand; `u32::MAX` = none.
-#[derive(Debug, Default)]
-struct ExactLens(Vec<u32>);
-
-impl ExactLens {
-    fn insert(&mut self, offset: u32, len: usize) {
-        let i = (offset / 8) as usize;
-        if i >= self.0.len() {
-            self.0.resize(i + 1, u32::MAX);
-        }
-        self.0[i] = u32::try_from(len).unwrap_or(u32::MAX - 1);
-    }
-
-    fn get(&self, offset: u32) -> Option<usize> {
-        if !offset.is_multiple_of(8) {
-            return None;
-        }
-        match self.0.get((offset / 8) as usize) {
-            Some(&n) if n != u32::MAX => Some(n as usize),
-            _ => None,
-        }
-    }
-
-    fn clear(&mut self) {
-        self.0.fill(u32::MAX);
-    }
-}
-
-impl HostSide {
-    pub(crate) fn on_open(&mut self, pair: &RingPair, pipe: bool, stale_pad: bool) {
-        self.pair = Some(pair.clone());
-        self.pipe = pipe;
-        self.error = None;
-        self.signalled_since_drain = false;
-        self.rings = if self.guest_mode {
-            // The built-in guest of a server offer: writes the guest-outbound ring.
-            Some(HostRings {
-                tx: OutgoingRing::new(pair.outbound()),
-                rx: IncomingRing::new(pair.inbound()),
-            })
-        } else if self.external.is_some() || self.peer_is_server {
-            None
-        } else {
-            let mut tx = OutgoingRing::new(pair.inbound());
-            tx.set_stale_padding(stale_pad);
-            Some(HostRings {
-                tx,
-                rx: IncomingRing::new(pair.outbound()),
-            })
-        };
-    }
-
-    pub(crate) fn on_close(&mut self) {
-        // What KMCL wrote before closing is still read by the host.
-        let mut answers = Vec::new();
-        let mut signal = false;
-        if let Some(e) = drain_ring(self, &mut answers, &mut signal) {
-            self.error = Some(e);
-        }
-        self.inbox.extend(answers);
-        self.pair = None;
-        self.rings = None;
-        self.pending.clear();
-        self.exact.clear();
-        self.guest_writes.clear();
-        self.driver_requests.clear();
-        self.outstanding.clear();
-        self.ext_targets.clear();
-    }
-
-    pub(crate) fn exact_len(&self, _trans: u64, offset: u32) -> Option<usize> {
-        self.exact.get(offset)
-    }
-
-    pub(crate) fn transfer_set(&self, id: u16) -> Option<Arc<SharedBuf>> {
-        self.xfer_sets.get(&id).cloned()
-    }
-
-    pub(crate) fn note_guest_write(&mut self, _trans: u64, offset: u32, info: ExtInfo) {
-        if self.rings.is_some() {
-            self.guest_writes.insert(offset, info);
-        }
-    }
-}
-
-/// Why KMCL signals the host.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum SignalWhy {
-    /// A write into the guest-outbound ring.
-    Write,
-    /// A read from the guest-inbound ring released space.
-    Release,
-}
-
-/// KMCL signals the host of channel `ch`; the built-in host checks the signal.
-pub(crate) fn signal_host(sim: &SimInner, st: &mut State, ch: u64, why: SignalWhy) {
-    if let Some(peer) = crate::server::signal_peer(st, ch) {
-        // A server channel and a client channel on one ring pair: the other end's DPC.
-        let is_server = st.channels.get(&ch).is_some_and(crate::server::is_server);
-        if is_server {
-            st.stats.host_to_guest_signals += 1;
-        } else {
-            st.stats.guest_to_host_signals += 1;
-        }
-        if let Some(peer) = peer {
-            sim.push(st, Task::Dpc { ch: peer });
-        }
-        return;
-    }
-    st.stats.guest_to_host_signals += 1;
-    let Some(offer) = st.channels.get(&ch).map(|c| c.offer) else {
-        return;
-    };
-    let Some(o) = st.offers.get_mut(&offer) else {
-        return;
-    };
-    if o.host.external.is_none() {
-        let legit = match why {
-            SignalWhy::Write => !std::mem::replace(&mut o.host.signalled_since_drain, true),
-            SignalWhy::Release => o.host.pair.as_ref().is_some_and(|p| {
-                // The ring the built-in endpoint writes: guest-inbound, or guest-outbound
-                // when it plays the guest of a server offer.
-                let ring = if o.host.guest_mode {
-                    p.outbound()
-                } else {
-                    p.inbound()
-                };
-                ring.load(ControlField::PendingSendSize) != 0
-            }),
-        };
-        if !legit {
-            st.stats.spurious_guest_to_host += 1;
-            let site = format!(
-                "guest->host signal ({why:?}) on channel {ch} that the ring rules did not call for"
-            );
-            st.violation(Rule::SpuriousSignal, site);
-        }
-    }
-    sim.push(st, Task::Host { ch });
-}
-
-/// Task::Host: the built-in host reads its ring and answers; an external host's hook is called.
-pub(crate) fn run_host(sim: &Arc<SimInner>, ch: u64) {
-    let (offer, hook) = {
-        let st = sim.lock();
-        let Some(offer) = st.channels.get(&ch).map(|c| c.offer) else {
-            return;
-        };
-        (
-            offer,
-            st.offers.get(&offer).and_then(|o| o.host.external.clone()),
-        )
-    };
-    if let Some(hook) = hook {
-        hook();
-        return;
-    }
-    let (to_answer, responder) = {
-        let mut st = sim.lock();
-        let st = &mut *st;
-        let mut signal_guest = false;
-        let mut to_answer = Vec::new();
-        let Some(o) = st.offers.get_mut(&offer) else {
-            return;
-        };
-        let h = &mut o.host;
-        if h.paused {
-            return;
-        }
-        let error = drain_ring(h, &mut to_answer, &mut signal_guest);
-        if let Some(e) = error {
-            h.error = Some(e);
-        }
-        flush_pending(h, &mut signal_guest);
-        let responder = if to_answer.is_empty() {
-            None
-        } else {
-            h.responder.take()
-        };
-        if signal_guest {
-            st.stats.host_to_guest_signals += 1;
-            sim.push(st, Task::Dpc { ch });
-        }
-        sim.wake();
-        (to_answer, responder)
-    };
-    let Some(mut responder) = responder else {
-        return;
-    };
-    let answers: Vec<(u64, Option<Vec<u8>>)> = to_answer
-        .iter()
-        .map(|p| (p.trans_id, responder(p)))
-        .collect();
-    let mut st = sim.lock();
-    let st = &mut *st;
-    let Some(o) = st.offers.get_mut(&offer) else {
-        return;
-    };
-    let h = &mut o.host;
-    if h.responder.is_none() {
-        h.responder = Some(responder);
-    }
-    for (p, (trans, answer)) in to_answer.into_iter().zip(answers) {
-        match answer {
-            Some(resp) => {
-                h.driver_requests.remove(&trans);
-                h.pending.push_back((trans, resp));
-            }
-            None => h.inbox.push_back(p),
-        }
-    }
-    let mut signal = false;
-    flush_pending(h, &mut signal);
-    if signal {
-        st.stats.host_to_guest_signals += 1;
-        sim.push(st, Task::Dpc { ch });
-    }
-    sim.wake();
-}
-
-/// Reads every packet the guest wrote: completions for host requests, data packets for
-/// the responder (`to_answer`) or the inbox. Returns an error description if KMCL wrote
-/// something malformed.
-fn drain_ring(
-    h: &mut HostSide,
-    to_answer: &mut Vec<HostPacket>,
-    signal_guest: &mut bool,
-) -> Option<String> {
-    let pipe = h.pipe;
-    let mut error = None;
-    if let Some(r) = h.rings.as_mut() {
-        loop {
-            let p = match r.rx.read_next() {
-                Ok(p) => p,
-                Err(ReadError::Empty) => break,
-                Err(ReadError::Corrupt(why)) => {
-                    error = Some(format!("host read a corrupt packet from KMCL: {why}"));
-                    break;
-                }
-            };
-            *signal_guest |= r.rx.release(p.end_offset());
-            let info = h.guest_writes.remove(&p.offset).unwrap_or_default();
-            if p.packet_type == PacketType::COMPLETION {
-                if h.outstanding.remove(&p.transaction_id) {
-                    let mut payload = p.payload.clone();
-                    if let Some(n) = info.exact_len {
-                        payload.truncate(n);
-                    }
-                    h.completions.push_back((p.transaction_id, payload));
-                } else {
-                    error = Some(format!(
-                        "driver completed unknown host transaction {:#x}",
-                        p.transaction_id
-                    ));
-                }
-                continue;
-            }
-            let mut payload = if pipe {
-                ring::strip_pipe_header(&p.payload)
-                    .map(<[u8]>::to_vec)
-                    .unwrap_or_default()
-            } else {
-                p.payload.clone()
-            };
-            if let Some(n) = info.exact_len {
-                payload.truncate(n);
-            }
-            let ranges = match &p.kind {
-                IncomingKind::GpaDirect { ranges, .. } => ranges.clone(),
-                _ => Vec::new(),
-            };
-            let hp = HostPacket {
-                packet_type: p.packet_type.0,
-                flags: p.flags,
-                trans_id: p.transaction_id,
-                payload,
-                external: info.data,
-                ranges,
-            };
-            if hp.completion_requested() {
-                h.driver_requests.insert(hp.trans_id);
-                if let (Some(addr), true) = (info.addr, info.writable) {
-                    h.ext_targets.insert(hp.trans_id, (addr, hp.external.len()));
-                }
-            }
-            if h.responder.is_some() && hp.completion_requested() {
-                to_answer.push(hp);
-            } else {
-                h.inbox.push_back(hp);
-            }
-        }
-        // Drained: the next write into an empty ring is signalled again.
-        h.signalled_since_drain = false;
-    }
-    error
-}
-
-fn flush_pending(h: &mut HostSide, signal: &mut bool) {
-    let Some(r) = h.rings.as_mut() else { return };
-    while let Some((trans, resp)) = h.pending.pop_front() {
-        let data = if h.pipe {
-            ring::add_pipe_header(&resp).unwrap_or_default()
-        } else {
-            resp.clone()
-        };
-        match r.tx.write_or_arm(&OutgoingPacket::completion(trans, &data)) {
-            Ok(o) => {
-                *signal |= o.signal;
-                h.exact.insert(o.offset, resp.len());
-            }
-            Err(WriteError::Full { .. }) => {
-                h.pending.push_front((trans, resp));
-                return;
-            }
-            Err(_) => {}
-        }
-    }
-}
-
-/// Rescinds the offer's channel (lock held).
-pub(crate) fn rescind_locked(sim: &SimInner, st: &mut State, offer: u64) {
-    if st.offers.get(&offer).is_some_and(|o| o.host.guest_mode) {
-        // The built-in guest of a server offer closes its end.
-        if let Some(o) = st.offers.get_mut(&offer) {
-            o.host.on_close();
-            o.host.guest_mode = false;
-            o.channel = None;
-        }
-        crate::server::guest_closed(sim, st, offer);
-        return;
-    }
-    let ch = st.offers.get(&offer).and_then(|o| o.channel);
-    if let Some(o) = st.offers.get_mut(&offer) {
-        o.rescinded = true;
-    }
-    if let Some(ch) = ch {
-        channel::begin_close(sim, st, ch, CloseReason::Rescind);
-    }
 }
 
 /// The host side of the channel opened on one offer.
@@ -582,7 +146,7 @@ impl HostEndpoint {
         // for its size; a data write that succeeded would clear it and the guest would never
         // signal the release the completion waits for (the lost wake-up of issue 11).
         let mut flushed = false;
-        flush_pending(h, &mut flushed);
+        host::flush_pending(h, &mut flushed);
         if flushed {
             st.stats.host_to_guest_signals += 1;
             self.sim.push(st, Task::Dpc { ch });
@@ -817,7 +381,7 @@ impl HostEndpoint {
         h.ext_targets.remove(&trans_id);
         h.pending.push_back((trans_id, response.to_vec()));
         let mut signal = false;
-        flush_pending(h, &mut signal);
+        host::flush_pending(h, &mut signal);
         if signal {
             st.stats.host_to_guest_signals += 1;
             self.sim.push(&mut st, Task::Dpc { ch });
@@ -850,7 +414,7 @@ impl HostEndpoint {
         if offset.checked_add(data.len()).is_none_or(|end| end > len) {
             return Err(SendError::ReadOnly);
         }
-        crate::table::write_driver_memory(addr + offset, data);
+        crate::upcall::write_driver_memory(addr + offset, data);
         Ok(())
     }
 
@@ -889,7 +453,7 @@ impl HostEndpoint {
     pub fn rescind(&self) {
         self.safe_point();
         let mut st = self.sim.lock();
-        rescind_locked(&self.sim, &mut st, self.offer);
+        channel::rescind_locked(&self.sim, &mut st, self.offer);
     }
 
     /// Offers the channel again after a rescind.

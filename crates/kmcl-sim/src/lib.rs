@@ -47,6 +47,7 @@ mod channel;
 mod endpoint;
 mod fast_hash;
 mod fault;
+mod host;
 pub mod ic_host;
 mod mem;
 mod registry;
@@ -55,6 +56,7 @@ pub mod script;
 mod server;
 mod shared_mem;
 mod table;
+mod upcall;
 mod verifier;
 
 use std::collections::VecDeque;
@@ -65,15 +67,16 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-pub use endpoint::{ExternalRing, HostEndpoint, HostPacket, SendError};
+pub use endpoint::{ExternalRing, HostEndpoint, SendError};
 pub use fault::Fault;
+pub use host::HostPacket;
 pub use sched::{DISPATCH_LEVEL, PASSIVE_LEVEL, current_irql};
 pub use server::{ProcessGuard, current_process, current_thread_id, enter_process};
 pub use verifier::{Rule, Violation};
 
 use channel::Channel;
-use endpoint::HostSide;
 use fault::Faults;
+use host::HostSide;
 use sched::{Ctx, Queues, SplitMix64, Task};
 
 /// How the simulation executes.
@@ -442,7 +445,7 @@ impl SimInner {
             Task::Dpc { ch } => channel::run_dpc(self, ch),
             Task::Passive { ch, .. } => channel::run_passive(self, ch),
             Task::SendDone { ch, pkt } => channel::run_send_done(self, ch, pkt),
-            Task::Host { ch } => endpoint::run_host(self, ch),
+            Task::Host { ch } => host::run_host(self, ch),
         }
     }
 
@@ -808,7 +811,7 @@ impl Sim {
     /// `out` must be valid for writes of `size` bytes and aligned for a pointer.
     #[expect(
         unsafe_code,
-        reason = "the shared contract's raw interface query; the copy is in table.rs"
+        reason = "the shared contract's raw interface query; the copy is in table/mod.rs"
     )]
     pub unsafe fn query_interface(
         &self,
@@ -953,7 +956,7 @@ impl Offer {
         o.channel = Some(server);
         o.host.guest_mode = true;
         o.host.on_open(&pair, pipe, self.sim.cfg.stale_pad_bytes);
-        server::guest_opened(&self.sim, st, self.id, &pair);
+        channel::guest_opened(&self.sim, st, self.id, &pair);
         Ok(HostEndpoint::new(Arc::clone(&self.sim), self.id))
     }
 }

@@ -14,6 +14,14 @@
 //! order, through [`ReleaseTracker`]), so a driver that holds packets throttles the
 //! host. The driver's `Buffer` is a per-packet copy owned by the simulator; it is
 //! poisoned on completion and re-checked later (`PAYLOAD_WRITTEN_AFTER_COMPLETION`).
+//!
+//! Layer: the channel state machine sits on the ring (`ring`), the host engine (`host`:
+//! the guest-to-host signal), `upcall` (every call into the driver), `mem`, `registry`,
+//! `sched` and `fault`. It never names the ABI entry points (`table/`), the server-only
+//! operations (`server`) or the public host API (`endpoint`): those sit above it and call
+//! down. The server channel's pairing with the guest side of its offer is part of the
+//! state machine (`server_side.rs`). `docs/simulator.md` ("Layers") has the diagram;
+//! `tests/layering.rs` enforces it.
 #![forbid(unsafe_code)]
 
 use std::cell::Cell;
@@ -24,17 +32,13 @@ use std::sync::Arc;
 
 use kmcl_sys::status::*;
 use kmcl_sys::{
-    NT_SUCCESS, NTSTATUS, PFN_VMB_CHANNEL_CLOSED, PFN_VMB_CHANNEL_CLOSED_EX,
-    PFN_VMB_CHANNEL_OPENED, PFN_VMB_CHANNEL_OPENED_EX, PFN_VMB_CHANNEL_PNP_FAILURE,
-    PFN_VMB_CHANNEL_POST_STARTED, PFN_VMB_CHANNEL_POST_STARTED_EX, PFN_VMB_CHANNEL_PROCESS_PACKET,
-    PFN_VMB_CHANNEL_PROCESS_PACKET_EX, PFN_VMB_CHANNEL_PROCESSING_COMPLETE,
-    PFN_VMB_CHANNEL_PROCESSING_COMPLETE_EX, PFN_VMB_CHANNEL_STARTED, PFN_VMB_CHANNEL_STARTED_EX,
-    PFN_VMB_CHANNEL_SUSPEND, PFN_VMB_CHANNEL_SUSPEND_EX, PFN_VMB_PACKET_COMPLETION_ROUTINE,
-    PFN_VMB_PACKET_COMPLETION_ROUTINE_EX, VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION,
-    VMBUS_CHANNEL_INIT_FLAG_IS_PIPE, VMBUS_CHANNEL_PROCESS_PACKET_FLAG_EXTERNAL_DATA,
+    NT_SUCCESS, NTSTATUS, PFN_VMB_CHANNEL_PNP_FAILURE,
+    VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION, VMBUS_CHANNEL_INIT_FLAG_IS_PIPE,
+    VMBUS_CHANNEL_PROCESS_PACKET_FLAG_EXTERNAL_DATA,
 };
 
 use crate::fault::Faults;
+use crate::host::{self, ExtInfo, SignalWhy};
 use crate::mem::{MdlBlock, POISON, SharedBuf};
 use crate::registry::{self, Obj};
 use crate::ring::{
@@ -42,7 +46,11 @@ use crate::ring::{
     PacketType, ReadError, ReleaseTracker, RingPair, TRAILER_SIZE, WriteError, strip_pipe_header,
 };
 use crate::sched::{self, DISPATCH_LEVEL, Task};
-use crate::{Rule, SimInner, State, endpoint, table};
+use crate::upcall::{self, PacketCbs, Routine, StateCbs, StateEvent};
+use crate::{Rule, SimInner, State};
+
+mod server_side;
+pub(crate) use server_side::{GpadlBuf, ServerState, guest_opened, rescind_locked};
 
 /// Channel lifecycle states (header `state_model`; `docs/simulator.md`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,73 +65,6 @@ pub(crate) enum ChState {
     Running,
     /// Disable or rescind in progress.
     Closing,
-}
-
-/// The registered state-change callbacks.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum StateCbs {
-    None,
-    V1 {
-        opened: PFN_VMB_CHANNEL_OPENED,
-        closed: PFN_VMB_CHANNEL_CLOSED,
-        suspend: PFN_VMB_CHANNEL_SUSPEND,
-        started: PFN_VMB_CHANNEL_STARTED,
-        post_started: PFN_VMB_CHANNEL_POST_STARTED,
-    },
-    V5 {
-        ctx: usize,
-        opened: PFN_VMB_CHANNEL_OPENED_EX,
-        closed: PFN_VMB_CHANNEL_CLOSED_EX,
-        suspend: PFN_VMB_CHANNEL_SUSPEND_EX,
-        started: PFN_VMB_CHANNEL_STARTED_EX,
-        post_started: PFN_VMB_CHANNEL_POST_STARTED_EX,
-    },
-}
-
-/// A state-change event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum StateEvent {
-    Opened,
-    Closed,
-    Suspend,
-    Started,
-    PostStarted,
-}
-
-/// The registered packet callbacks.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum PacketCbs {
-    None,
-    V1 {
-        process: PFN_VMB_CHANNEL_PROCESS_PACKET,
-        complete: PFN_VMB_CHANNEL_PROCESSING_COMPLETE,
-    },
-    Ex {
-        ctx: usize,
-        process: PFN_VMB_CHANNEL_PROCESS_PACKET_EX,
-        complete: PFN_VMB_CHANNEL_PROCESSING_COMPLETE_EX,
-    },
-}
-
-impl PacketCbs {
-    const fn has_process(&self) -> bool {
-        match self {
-            PacketCbs::None => false,
-            PacketCbs::V1 { process, .. } => process.is_some(),
-            PacketCbs::Ex { process, .. } => process.is_some(),
-        }
-    }
-}
-
-/// An outgoing packet's completion routine.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Routine {
-    /// KMCL's default: frees the packet.
-    Default,
-    /// `VmbPacketInitialize` packets start with no valid routine.
-    NotSet,
-    V1(PFN_VMB_PACKET_COMPLETION_ROUTINE),
-    Ex(usize, PFN_VMB_PACKET_COMPLETION_ROUTINE_EX),
 }
 
 /// Settings made by the `Init*` routines (and their defaults).
@@ -219,7 +160,7 @@ pub(crate) struct QueuedSend {
     pub(crate) wait: bool,
     pub(crate) payload: Vec<u8>,
     pub(crate) ranges: Vec<GpaRange>,
-    pub(crate) host_info: endpoint::ExtInfo,
+    pub(crate) host_info: ExtInfo,
 }
 
 /// Why a close was started.
@@ -397,14 +338,14 @@ pub(crate) struct Channel {
     /// Synchronous requests given up on (timeout, deadlock): a late completion is dropped.
     pub(crate) abandoned: crate::fast_hash::HashSet<u64>,
     /// Client: what each GPADL describes (for a server's `VmbChannelMapGpadl`).
-    pub(crate) gpadl_bufs: HashMap<u32, crate::server::GpadlBuf>,
+    pub(crate) gpadl_bufs: HashMap<u32, server_side::GpadlBuf>,
     /// Server channels (`VmbChannelAllocate(IsServer = TRUE)`).
-    pub(crate) server: Option<Box<crate::server::ServerState>>,
+    pub(crate) server: Option<Box<server_side::ServerState>>,
 }
 
 impl Channel {
     /// Records a GPADL of `bytes` bytes; only once the channel is open (after Opened began).
-    pub(crate) fn add_gpadl(&mut self, bytes: usize, buf: crate::server::GpadlBuf) -> Option<u32> {
+    pub(crate) fn add_gpadl(&mut self, bytes: usize, buf: server_side::GpadlBuf) -> Option<u32> {
         if !self.is_open() {
             return None;
         }
@@ -461,7 +402,7 @@ impl Drop for CbGuard {
 fn call_state(ch_id: u64, tok: usize, cbs: StateCbs, ev: StateEvent) -> NTSTATUS {
     let _g = CbGuard(IN_STATE_CB.with(|c| c.replace(Some(ch_id))));
     let _irql = sched::set_irql(sched::PASSIVE_LEVEL);
-    table::call_state(cbs, tok, ev)
+    upcall::call_state(cbs, tok, ev)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -532,7 +473,7 @@ pub(crate) fn allocate(
             next_gpadl: 0,
             abandoned: crate::fast_hash::HashSet::default(),
             gpadl_bufs: HashMap::default(),
-            server: server_parent.map(|_| Box::new(crate::server::ServerState::new())),
+            server: server_parent.map(|_| Box::new(server_side::ServerState::new())),
         },
     );
     Ok(tok)
@@ -582,9 +523,9 @@ pub(crate) fn enable(sim: &Arc<SimInner>, ch: u64) -> NTSTATUS {
         return STATUS_INVALID_DEVICE_STATE;
     }
     if c.server.is_some() {
-        return crate::server::enable(sim, &mut st, ch);
+        return server_side::enable(sim, &mut st, ch);
     }
-    crate::server::retarget(&mut st, ch);
+    server_side::retarget(&mut st, ch);
     let Some(offer) = st.channels.get(&ch).map(|c| c.offer) else {
         return STATUS_INVALID_PARAMETER_1;
     };
@@ -662,7 +603,7 @@ pub(crate) fn run_open(sim: &Arc<SimInner>, ch: u64) {
                 if let Some(o) = st.offers.get_mut(&offer) {
                     o.host.on_open(&pair, pipe, sim.cfg.stale_pad_bytes);
                 }
-                crate::server::guest_opened(sim, st, offer, &pair);
+                server_side::guest_opened(sim, st, offer, &pair);
             }
             sim.wake();
             Some((tok, cbs, is_server))
@@ -672,7 +613,7 @@ pub(crate) fn run_open(sim: &Arc<SimInner>, ch: u64) {
         && pnp.is_some()
     {
         let _g = sched::set_irql(sched::PASSIVE_LEVEL);
-        table::call_pnp_failure(pnp, tok, status);
+        upcall::call_pnp_failure(pnp, tok, status);
     }
     let Some((tok, cbs, is_server)) = opened else {
         return;
@@ -702,7 +643,7 @@ pub(crate) fn run_open(sim: &Arc<SimInner>, ch: u64) {
             if is_server {
                 refuse_guest(sim, st, offer, status);
             } else {
-                crate::server::guest_closed(sim, st, offer);
+                server_side::guest_closed(sim, st, offer);
             }
         }
         sim.wake();
@@ -780,7 +721,7 @@ pub(crate) fn begin_close(sim: &SimInner, st: &mut State, ch: u64, reason: Close
     if server && reason == CloseReason::Driver && c.close == Some(CloseReason::GuestClosed) {
         // Disable during a guest close: that close now ends Disabled, and the offer goes.
         c.close = Some(CloseReason::Driver);
-        crate::server::rescind_offer(sim, st, ch);
+        server_side::rescind_offer(sim, st, ch);
         return;
     }
     if c.state == ChState::Disabled || c.close.is_some() {
@@ -799,7 +740,7 @@ pub(crate) fn begin_close(sim: &SimInner, st: &mut State, ch: u64, reason: Close
     c.suspended = true;
     sim.push(st, Task::HostClose { ch });
     if server && driver {
-        crate::server::rescind_offer(sim, st, ch);
+        server_side::rescind_offer(sim, st, ch);
     }
 }
 
@@ -910,7 +851,7 @@ pub(crate) fn run_close(sim: &Arc<SimInner>, ch: u64) {
     }
     let mut st = sim.lock();
     let st = &mut *st;
-    crate::server::after_closed(st, ch, &format!("close of server channel {tok:#x}"));
+    server_side::after_closed(st, ch, &format!("close of server channel {tok:#x}"));
     let offer = st.channels.get(&ch).map(|c| c.offer);
     let mut is_server = false;
     if let Some(c) = st.channels.get_mut(&ch) {
@@ -946,7 +887,7 @@ pub(crate) fn run_close(sim: &Arc<SimInner>, ch: u64) {
             }
         }
         if !is_server {
-            crate::server::guest_closed(sim, st, offer);
+            server_side::guest_closed(sim, st, offer);
         }
     }
     sim.wake();
@@ -1443,7 +1384,7 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
                 r.rel.consumed(&p);
                 let signal = r.complete(p.offset);
                 if signal {
-                    endpoint::signal_host(sim, &mut st, ch, endpoint::SignalWhy::Release);
+                    host::signal_host(sim, &mut st, ch, SignalWhy::Release);
                 }
                 let mut payload = if pipe {
                     strip_pipe_header(&p.payload)
@@ -1499,7 +1440,7 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
                         break;
                     };
                     if r.complete(h.offset) {
-                        endpoint::signal_host(sim, &mut st, ch, endpoint::SignalWhy::Release);
+                        host::signal_host(sim, &mut st, ch, SignalWhy::Release);
                     }
                 }
                 Parsed::Deliver(mut inc) => {
@@ -1570,7 +1511,7 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
         }
     }
     if delivered > 0 {
-        table::call_processing_complete(cbs, tok, delivered);
+        upcall::call_processing_complete(cbs, tok, delivered);
     }
     let mut st = sim.lock();
     if delivered > 0 {
@@ -1603,7 +1544,7 @@ fn deliver(
 ) {
     let prev = INLINE_PACKET.with(|c| c.replace(Some(ptok)));
     let prev_deferred = INLINE_DEFERRED.with(|c| c.replace(false));
-    table::call_process_packet(cbs, tok, ptok, buf, len, flags);
+    upcall::call_process_packet(cbs, tok, ptok, buf, len, flags);
     INLINE_PACKET.with(|c| c.set(prev));
     let deferred = INLINE_DEFERRED.with(|c| c.replace(prev_deferred));
     let mut st = sim.lock();
@@ -1620,7 +1561,7 @@ fn deliver(
         sim.push(&mut st, Task::Passive { ch, pkt });
     }
     if rescind && let Some(offer) = st.channels.get(&ch).map(|c| c.offer) {
-        endpoint::rescind_locked(sim, &mut st, offer);
+        server_side::rescind_locked(sim, &mut st, offer);
     }
 }
 
@@ -1650,7 +1591,7 @@ pub(crate) fn run_passive(sim: &Arc<SimInner>, ch: u64) {
         }
     }
     if batch > 0 {
-        table::call_processing_complete(cbs, tok, batch);
+        upcall::call_processing_complete(cbs, tok, batch);
         sim.lock().stats.batches += 1;
     }
     sim.wake();
@@ -1702,7 +1643,7 @@ pub(crate) fn complete_incoming(
         inc.buf,
     ));
     if signal {
-        endpoint::signal_host(sim, &mut st, ch, endpoint::SignalWhy::Release);
+        host::signal_host(sim, &mut st, ch, SignalWhy::Release);
     }
     flush_sends(sim, &mut st, ch);
     // Space was freed: the host may have more for us.
@@ -1827,7 +1768,7 @@ pub(crate) fn packet_free(sim: &Arc<SimInner>, ch: u64, pkt: u64, site: &dyn Fn(
 #[derive(Debug, Default)]
 pub(crate) struct ExtSpec {
     pub(crate) ranges: Vec<GpaRange>,
-    pub(crate) info: endpoint::ExtInfo,
+    pub(crate) info: ExtInfo,
 }
 
 /// `VmbPacketSend*`: writes the packet or queues it (ring full / not open yet).
@@ -1981,7 +1922,7 @@ fn try_write(sim: &SimInner, st: &mut State, ch: u64, q: &QueuedSend) -> Result<
     }
     st.stats.packets_sent += 1;
     if outcome.signal || spurious {
-        endpoint::signal_host(sim, st, ch, endpoint::SignalWhy::Write);
+        host::signal_host(sim, st, ch, SignalWhy::Write);
     }
     Ok(())
 }
@@ -2021,16 +1962,16 @@ pub(crate) fn flush_sends(sim: &SimInner, st: &mut State, ch: u64) {
             {
                 Ok(o) => {
                     let offer = c.offer;
-                    let info = endpoint::ExtInfo {
+                    let info = ExtInfo {
                         exact_len: Some(payload.len()),
-                        ..endpoint::ExtInfo::default()
+                        ..ExtInfo::default()
                     };
                     if let Some(off) = st.offers.get_mut(&offer) {
                         off.host.note_guest_write(trans, o.offset, info);
                     }
                     st.stats.packets_sent += 1;
                     if o.signal {
-                        endpoint::signal_host(sim, st, ch, endpoint::SignalWhy::Write);
+                        host::signal_host(sim, st, ch, SignalWhy::Write);
                     }
                 }
                 Err(WriteError::Full { .. }) => {
@@ -2117,7 +2058,7 @@ fn finish_send(sim: &Arc<SimInner>, ch: u64, pkt: u64) {
     let len = u32::try_from(resp.len()).unwrap_or(u32::MAX);
     let _g = sched::set_irql(DISPATCH_LEVEL);
     let ptr = if resp.is_empty() { 0 } else { buf.addr() };
-    table::call_completion(routine, tok, status, ptr, len);
+    upcall::call_completion(routine, tok, status, ptr, len);
     sim.wake();
 }
 

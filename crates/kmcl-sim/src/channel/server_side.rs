@@ -1,0 +1,230 @@
+//! The server-channel side of the state machine: a server channel's state, the offer it
+//! makes, and the transitions that pair it with the guest side of that offer (enable,
+//! retarget, guest open/close, rescind).
+//!
+//! C header: `vmbuskernelmodeclientlibapi.h` (`VmbChannelAllocate(IsServer = TRUE)`,
+//! `VmbChannelEnable`, `VmbChannelDisable`); DDI page `KMCL_SERVER_ONLY_METHODS`;
+//! `docs/host.md`.
+//!
+//! Layer: part of the channel state machine (`channel/`): the channel's open and close
+//! paths call these, and they call back into `begin_close`. The server-only ABI operations
+//! (GPADL mapping, save/restore, processes) are in `server.rs`, above the channel.
+#![forbid(unsafe_code)]
+
+use kmcl_sys::status::*;
+use kmcl_sys::{GUID, NTSTATUS, VMBUS_SERVER_CHANNEL_INIT_FLAG_OFFER_AS_PIPE};
+
+use super::{ChState, CloseReason, GuestRings, begin_close};
+use crate::fast_hash::HashMap;
+use crate::mem::MdlBlock;
+use crate::ring::{IncomingRing, OutgoingRing, RingPair};
+use crate::sched::Task;
+use crate::upcall::SaveRestoreCbs;
+use crate::{Rule, SimInner, State};
+
+/// A GPADL a client channel created: what a server can map.
+#[derive(Clone, Debug)]
+pub(crate) struct GpadlBuf {
+    /// Address of the first byte, when the pages are memory the simulator can reach.
+    pub(crate) addr: Option<usize>,
+    pub(crate) len: u32,
+    pub(crate) pfns: Vec<u64>,
+    pub(crate) read_only: bool,
+    /// `VmbChannelDeleteGpadl` was called while a server had it mapped: it goes at unmap.
+    pub(crate) deleted: bool,
+}
+
+/// Server-only settings and state of a channel.
+#[derive(Debug)]
+pub(crate) struct ServerState {
+    pub(crate) flags: u32,
+    pub(crate) mmio: Option<(u16, u16)>,
+    pub(crate) target: Option<(GUID, GUID)>,
+    pub(crate) vtl: Option<u8>,
+    pub(crate) vmbus_handle: Option<usize>,
+    pub(crate) save_restore: SaveRestoreCbs,
+    /// GPADL handle -> the MDL handed to the driver.
+    pub(crate) mapped: HashMap<u32, MdlBlock>,
+    /// `EvtChannelClosed` returned and no guest has opened since.
+    pub(crate) closed: bool,
+    /// The open stopped after `EvtChannelOpened` because the channel is paused:
+    /// `VmbChannelStart` runs Started/PostStarted.
+    pub(crate) awaiting_start: bool,
+    /// A save in progress: the bytes and how many were handed out.
+    pub(crate) save: Option<(Vec<u8>, usize)>,
+    /// Restore chunks received so far.
+    pub(crate) restore: Vec<u8>,
+}
+
+impl ServerState {
+    pub(crate) fn new() -> Self {
+        Self {
+            flags: 0,
+            mmio: None,
+            target: None,
+            vtl: None,
+            vmbus_handle: None,
+            save_restore: SaveRestoreCbs::None,
+            mapped: HashMap::default(),
+            closed: false,
+            awaiting_start: false,
+            save: None,
+            restore: Vec::new(),
+        }
+    }
+}
+
+/// `VmbChannelEnable` of a server channel: offers it; it waits for a guest to open it.
+pub(crate) fn enable(sim: &SimInner, st: &mut State, ch: u64) -> NTSTATUS {
+    let Some(c) = st.channels.get_mut(&ch) else {
+        return STATUS_INVALID_PARAMETER_1;
+    };
+    let Some(s) = c.server.as_ref() else {
+        return STATUS_INVALID_PARAMETER_1;
+    };
+    let Some((ty, inst)) = s.target else {
+        // Inferred: an offer needs its interface type and instance.
+        return STATUS_INVALID_DEVICE_STATE;
+    };
+    let pipe = s.flags & VMBUS_SERVER_CHANNEL_INIT_FLAG_OFFER_AS_PIPE != 0;
+    c.state = ChState::Opening;
+    c.failure = None;
+    // A server channel is paused after Enable until VmbChannelStart (header: "the host
+    // side must call it after Enable").
+    c.paused = true;
+    let offer = c.offer;
+    if let Some(o) = st.offers.get_mut(&offer) {
+        o.cfg.interface_type = ty;
+        o.cfg.interface_instance = inst;
+        o.cfg.pipe = pipe;
+        o.rescinded = false;
+    }
+    sim.wake();
+    STATUS_SUCCESS
+}
+
+/// `VmbClientChannelInitSetTargetPnp` at Enable: a client channel whose target names an
+/// offered server channel (type, and instance if given) other than the offer it was
+/// allocated on, and whose guest side is free, is bound to that offer instead (as KMCL
+/// finds the VMBus device by interface for a driver not loaded on its PDO).
+pub(crate) fn retarget(st: &mut State, ch: u64) {
+    let Some(c) = st.channels.get(&ch) else {
+        return;
+    };
+    let Some((ty, inst)) = c.init.target else {
+        return;
+    };
+    let current = c.offer;
+    let mut ids: Vec<u64> = st
+        .offers
+        .iter()
+        .filter(|(id, o)| {
+            **id != current
+                && o.server.is_some()
+                && !o.rescinded
+                && o.channel.is_none()
+                && o.cfg.interface_type == ty
+                && inst.is_none_or(|i| o.cfg.interface_instance == i)
+        })
+        .map(|(id, _)| *id)
+        .collect();
+    ids.sort_unstable();
+    let Some(target) = ids.first().copied() else {
+        return;
+    };
+    if let Some(o) = st.offers.get_mut(&current)
+        && o.channel == Some(ch)
+    {
+        o.channel = None;
+    }
+    if let Some(o) = st.offers.get_mut(&target) {
+        o.channel = Some(ch);
+    }
+    if let Some(c) = st.channels.get_mut(&ch) {
+        c.offer = target;
+    }
+}
+
+/// The guest opened `offer` with ring pair `pair`: the server channel gets the mirrored
+/// ring ends and KMCL's thread runs its Opened (and, when started, Started/PostStarted).
+pub(crate) fn guest_opened(sim: &SimInner, st: &mut State, offer: u64, pair: &RingPair) {
+    let Some(server) = st.offers.get(&offer).and_then(|o| o.server) else {
+        return;
+    };
+    let Some(c) = st.channels.get_mut(&server) else {
+        return;
+    };
+    if c.state != ChState::Opening || c.close.is_some() {
+        return;
+    }
+    c.rings = Some(GuestRings::new(
+        OutgoingRing::new(pair.inbound()),
+        IncomingRing::new(pair.outbound()),
+    ));
+    if let Some(s) = c.server.as_mut() {
+        s.closed = false;
+        s.awaiting_start = false;
+    }
+    sim.push(st, Task::Open { ch: server });
+}
+
+/// The guest of `offer` closed (a client Disable or a rescind of the built-in guest): the
+/// server channel runs Suspend/Closed and stays offered.
+pub(crate) fn guest_closed(sim: &SimInner, st: &mut State, offer: u64) {
+    let Some(server) = st.offers.get(&offer).and_then(|o| o.server) else {
+        return;
+    };
+    begin_close(sim, st, server, CloseReason::GuestClosed);
+}
+
+/// The server channel `ch` is being disabled: rescind its offer, closing the guest side.
+pub(crate) fn rescind_offer(sim: &SimInner, st: &mut State, ch: u64) {
+    let Some(offer) = st.channels.get(&ch).map(|c| c.offer) else {
+        return;
+    };
+    let peer = st.offers.get_mut(&offer).and_then(|o| {
+        o.rescinded = true;
+        o.channel
+    });
+    if let Some(peer) = peer.filter(|p| *p != ch) {
+        begin_close(sim, st, peer, CloseReason::Rescind);
+    }
+}
+
+/// Called after the server's `EvtChannelClosed`: a mapping still held is a bug.
+pub(crate) fn after_closed(st: &mut State, ch: u64, site: &str) {
+    let Some(s) = st.channels.get_mut(&ch).and_then(|c| c.server.as_mut()) else {
+        return;
+    };
+    s.closed = true;
+    s.awaiting_start = false;
+    let held: Vec<u32> = s.mapped.keys().copied().collect();
+    s.mapped.clear();
+    if !held.is_empty() {
+        st.violation(
+            Rule::GpadlUseAfterClose,
+            format!("{site}: GPADL(s) {held:?} still mapped after EvtChannelClosed"),
+        );
+    }
+}
+
+/// Rescinds the offer's channel (lock held).
+pub(crate) fn rescind_locked(sim: &SimInner, st: &mut State, offer: u64) {
+    if st.offers.get(&offer).is_some_and(|o| o.host.guest_mode) {
+        // The built-in guest of a server offer closes its end.
+        if let Some(o) = st.offers.get_mut(&offer) {
+            o.host.on_close();
+            o.host.guest_mode = false;
+            o.channel = None;
+        }
+        guest_closed(sim, st, offer);
+        return;
+    }
+    let ch = st.offers.get(&offer).and_then(|o| o.channel);
+    if let Some(o) = st.offers.get_mut(&offer) {
+        o.rescinded = true;
+    }
+    if let Some(ch) = ch {
+        begin_close(sim, st, ch, CloseReason::Rescind);
+    }
+}
