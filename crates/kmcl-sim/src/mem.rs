@@ -193,24 +193,24 @@ impl SharedBuf {
         }
     }
 
-    /// Whether every byte still equals `v`. The whole words are copied out in chunks (rule
-    /// PACKET_BUFFER_OWNERSHIP: a driver writing them after completion is what this
-    /// detects, and a torn copy of such a write still differs from the poison) and compared
-    /// with a vectorisable fold; the edge bytes one by one.
+    /// Whether every byte still equals `v`. A buffer of up to [`FOLD_WORDS`] words is
+    /// compared word by word (atomic loads folded with xor/or: no call, no copy); a larger
+    /// one is copied out in 1 KiB chunks into a per-thread scratch (rule
+    /// PACKET_BUFFER_OWNERSHIP: a driver writing them after completion is what this detects,
+    /// and a torn copy of such a write still differs from the poison) and each chunk is
+    /// compared with the library's `memcmp` against a constant chunk of the pattern. The
+    /// edge bytes are compared one by one.
     pub(crate) fn all_equal(&self, v: u8) -> bool {
         let (words, head, tail) = self.word_span();
         let pattern = u64::from_ne_bytes([v; 8]);
         let words = &self.words[words];
-        // The chunk fits the buffer: it is zeroed on every call, and a 512-byte zeroing cost
-        // more than the check of a 64-byte packet; large buffers take 1 KiB chunks.
-        let clean = if words.len() <= 8 {
-            words_equal::<8>(words, pattern)
-        } else if words.len() <= 64 {
-            words_equal::<64>(words, pattern)
+        let clean = if words.len() <= FOLD_WORDS || v != POISON {
+            words
+                .iter()
+                .fold(0, |acc, w| acc | (w.load(Ordering::Relaxed) ^ pattern))
+                == 0
         } else {
-            // 1 KiB chunks: under glibc's threshold for `rep movsb` (which callgrind counts
-            // per byte), as few calls as that allows.
-            words_equal::<128>(words, pattern)
+            poison_chunks_equal(words)
         };
         clean && head.chain(tail).all(|i| self.byte(i) == v)
     }
@@ -223,17 +223,34 @@ impl SharedBuf {
     }
 }
 
-/// Whether every word of `words` equals `pattern`: copied out `N` words at a time (see
-/// [`SharedBuf::all_equal`]) and compared with a chunk of the pattern (slice equality of
-/// integers is the library's `memcmp`: a few instructions per 32 bytes, where a fold over
-/// the words cost about three per word).
-fn words_equal<const N: usize>(words: &[AtomicU64], pattern: u64) -> bool {
-    let expected = [pattern; N];
-    let mut chunk = [0u64; N];
-    words.chunks(N).all(|piece| {
-        let copy = &mut chunk[..piece.len()];
-        crate::shared_mem::copy_out_words(piece, copy);
-        *copy == expected[..piece.len()]
+/// Buffers of at most this many words are checked with a fold over the words: about three
+/// instructions a word, cheaper than the copy and the two library calls up to here.
+const FOLD_WORDS: usize = 16;
+
+/// Words per chunk of the copied check: 1 KiB, under glibc's threshold for `rep movsb`
+/// (which callgrind counts per byte).
+const CHUNK_WORDS: usize = 128;
+
+/// A chunk of the poison pattern, built once (no per-call fill).
+static POISON_CHUNK: [u64; CHUNK_WORDS] = [u64::from_ne_bytes([POISON; 8]); CHUNK_WORDS];
+
+thread_local! {
+    /// The copy-out chunk of [`poison_chunks_equal`]: reused, never zeroed again.
+    static SCRATCH: std::cell::RefCell<[u64; CHUNK_WORDS]> =
+        const { std::cell::RefCell::new([0; CHUNK_WORDS]) };
+}
+
+/// Whether every word of `words` is the poison: copied out a chunk at a time (see
+/// [`SharedBuf::all_equal`]) and compared with [`POISON_CHUNK`] (slice equality of integers
+/// is the library's `memcmp`: a few instructions per 32 bytes).
+fn poison_chunks_equal(words: &[AtomicU64]) -> bool {
+    SCRATCH.with(|s| {
+        let mut chunk = s.borrow_mut();
+        words.chunks(CHUNK_WORDS).all(|piece| {
+            let copy = &mut chunk[..piece.len()];
+            crate::shared_mem::copy_out_words(piece, copy);
+            *copy == POISON_CHUNK[..piece.len()]
+        })
     })
 }
 

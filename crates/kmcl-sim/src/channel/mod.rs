@@ -50,7 +50,9 @@ use crate::upcall::{self, PacketCbs, Routine, StateCbs, StateEvent};
 use crate::{Rule, SimInner, State};
 
 mod server_side;
+mod slots;
 pub(crate) use server_side::{GpadlBuf, ServerState, guest_opened, rescind_locked};
+use slots::Slots;
 
 /// Channel lifecycle states (header `state_model`; `docs/simulator.md`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -317,7 +319,7 @@ pub(crate) struct Channel {
     pub(crate) dpc_cpu: u8,
     pub(crate) rings: Option<GuestRings>,
     pub(crate) generation: u32,
-    pub(crate) incoming: HashMap<u64, Incoming>,
+    pub(crate) incoming: Slots<Incoming>,
     pub(crate) outgoing: HashMap<u64, Outgoing>,
     /// trans id -> driver packet waiting for its completion.
     pub(crate) in_flight: HashMap<u64, u64>,
@@ -327,6 +329,9 @@ pub(crate) struct Channel {
     pub(crate) completion_queue: VecDeque<(u64, Vec<u8>)>,
     pub(crate) passive_q: VecDeque<(u64, bool)>,
     pub(crate) dpc_active: bool,
+    /// A completion freed ring space while the DPC was delivering: the DPC re-queues itself
+    /// when it ends (once per batch, instead of a queue push per completion).
+    pub(crate) dpc_rerun: bool,
     pub(crate) suspended: bool,
     pub(crate) paused: bool,
     pub(crate) stopped: bool,
@@ -455,7 +460,7 @@ pub(crate) fn allocate(
             dpc_cpu: 100,
             rings: None,
             generation: 0,
-            incoming: HashMap::default(),
+            incoming: Slots::default(),
             outgoing: HashMap::default(),
             in_flight: HashMap::default(),
             sync: HashMap::default(),
@@ -463,6 +468,7 @@ pub(crate) fn allocate(
             completion_queue: VecDeque::new(),
             passive_q: VecDeque::new(),
             dpc_active: false,
+            dpc_rerun: false,
             suspended: false,
             paused: false,
             stopped: false,
@@ -1444,12 +1450,13 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
                     }
                 }
                 Parsed::Deliver(mut inc) => {
-                    let id = st.new_id();
-                    inc.tok = registry::mint(sim, Obj::Incoming { ch, pkt: id });
-                    inc.generation = generation;
                     let Some(c) = st.channels.get_mut(&ch) else {
                         break;
                     };
+                    // The packet's slot key (no hash map, no simulation-wide id).
+                    let id = c.incoming.next_key();
+                    inc.tok = registry::mint(sim, Obj::Incoming { ch, pkt: id });
+                    inc.generation = generation;
                     if c.init.client_context_size > 0 {
                         inc.client_ctx = SharedBuf::new(c.init.client_context_size as usize);
                     }
@@ -1519,6 +1526,10 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
     }
     if let Some(c) = st.channels.get_mut(&ch) {
         c.dpc_active = false;
+        // Completions during the batch freed space: the host may have more for us.
+        if std::mem::take(&mut c.dpc_rerun) && c.state == ChState::Running {
+            sim.push(&mut st, Task::Dpc { ch });
+        }
     }
     if st.dpc_calls.capacity() < calls.capacity() {
         st.dpc_calls = calls;
@@ -1554,7 +1565,7 @@ fn deliver(
         return;
     };
     if deferred
-        && let Some(inc) = c.incoming.get_mut(&pkt)
+        && let Some(inc) = c.incoming.get_mut(pkt)
         && std::mem::take(&mut inc.deferred)
     {
         c.passive_q.push_back((pkt, true));
@@ -1577,7 +1588,7 @@ pub(crate) fn run_passive(sim: &Arc<SimInner>, ch: u64) {
             .drain(..)
             .filter_map(|(p, deferred)| {
                 c.incoming
-                    .get(&p)
+                    .get(p)
                     .map(|i| (p, deferred, i.tok, i.buf.addr(), i.len, i.flags))
             })
             .collect();
@@ -1611,7 +1622,7 @@ pub(crate) fn complete_incoming(
     let Some(c) = st.channels.get_mut(&ch) else {
         return;
     };
-    let Some(inc) = c.incoming.remove(&pkt) else {
+    let Some(inc) = c.incoming.remove(pkt) else {
         return;
     };
     registry::retire(inc.tok);
@@ -1632,6 +1643,16 @@ pub(crate) fn complete_incoming(
         signal = r.complete(off);
     }
     let _ = pipe;
+    // Only a queued send or completion gives `flush_sends` work.
+    let flush = !c.send_queue.is_empty() || !c.completion_queue.is_empty();
+    // Space was freed: the host may have more for us. Inside the channel's DPC batch the DPC
+    // re-queues itself once when it ends (`dpc_rerun`); otherwise the DPC is queued here.
+    let requeue = if c.dpc_active {
+        c.dpc_rerun = true;
+        false
+    } else {
+        true
+    };
     inc.buf.fill(POISON);
     st.retired.push_back((
         crate::RetiredAt {
@@ -1645,12 +1666,14 @@ pub(crate) fn complete_incoming(
     if signal {
         host::signal_host(sim, &mut st, ch, SignalWhy::Release);
     }
-    flush_sends(sim, &mut st, ch);
-    // Space was freed: the host may have more for us.
-    if st
-        .channels
-        .get(&ch)
-        .is_some_and(|c| c.state == ChState::Running)
+    if flush {
+        flush_sends(sim, &mut st, ch);
+    }
+    if requeue
+        && st
+            .channels
+            .get(&ch)
+            .is_some_and(|c| c.state == ChState::Running)
     {
         sim.push(&mut st, Task::Dpc { ch });
     }
@@ -1667,7 +1690,7 @@ pub(crate) fn defer(sim: &Arc<SimInner>, ch: u64, pkt: u64, tok: usize, site: &s
     if let Some(inc) = st
         .channels
         .get_mut(&ch)
-        .and_then(|c| c.incoming.get_mut(&pkt))
+        .and_then(|c| c.incoming.get_mut(pkt))
     {
         inc.deferred = true;
         INLINE_DEFERRED.with(|c| c.set(true));
@@ -1684,7 +1707,7 @@ pub(crate) fn external_mdl(
     let Some(inc) = st
         .channels
         .get_mut(&ch)
-        .and_then(|c| c.incoming.get_mut(&pkt))
+        .and_then(|c| c.incoming.get_mut(pkt))
     else {
         return Err(STATUS_INVALID_PARAMETER_1);
     };

@@ -111,7 +111,7 @@ pub(super) unsafe extern "system" fn VmbChannelPacketGetClientContext(
     let addr = st
         .channels
         .get(&ch)
-        .and_then(|c| c.incoming.get(&pkt))
+        .and_then(|c| c.incoming.get(pkt))
         .filter(|i| i.client_ctx.len() > 0)
         .map_or(0, |i| i.client_ctx.addr());
     handle(addr)
