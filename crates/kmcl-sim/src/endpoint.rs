@@ -116,6 +116,12 @@ impl HostEndpoint {
         self.sim.safe_point();
     }
 
+    /// [`safe_point`](Self::safe_point), then the state, locked once for both.
+    fn lock_at_safe_point(&self) -> std::sync::MutexGuard<'_, State> {
+        crate::registry::set_current_sim(&self.sim);
+        self.sim.lock_at_safe_point()
+    }
+
     fn channel(&self, st: &State) -> Option<u64> {
         st.offers.get(&self.offer).and_then(|o| o.channel)
     }
@@ -208,8 +214,7 @@ impl HostEndpoint {
         payload: &[u8],
         completion_requested: bool,
     ) -> Result<u64, SendError> {
-        self.safe_point();
-        let mut st = self.sim.lock();
+        let mut st = self.lock_at_safe_point();
         self.write(&mut st, HostWrite::InBand, payload, completion_requested)
     }
 

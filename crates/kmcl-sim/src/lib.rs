@@ -543,21 +543,26 @@ impl SimInner {
 
     /// A Rust-frame safe point: in bugcheck mode, panics with the first new violation.
     pub(crate) fn safe_point(&self) {
-        let v = {
-            let mut st = self.lock();
-            let all = st.shutdown;
-            self.check_retired(&mut st, all);
-            if self.cfg.verifier == VerifierMode::Bugcheck {
-                st.log.take_unraised()
-            } else {
-                None
-            }
-        };
-        if let Some(v) = v
-            && !std::thread::panicking()
+        drop(self.lock_at_safe_point());
+    }
+
+    /// A safe point (as [`safe_point`](Self::safe_point)) that keeps the state locked for
+    /// the caller's next step: one lock instead of two. The panic, if any, comes with the
+    /// lock released (a panic under the guard would poison it).
+    pub(crate) fn lock_at_safe_point(&self) -> MutexGuard<'_, State> {
+        let mut st = self.lock();
+        let all = st.shutdown;
+        self.check_retired(&mut st, all);
+        if self.cfg.verifier == VerifierMode::Bugcheck
+            && let Some(v) = st.log.take_unraised()
         {
-            panic!("{}", verifier::bugcheck_message(&v));
+            drop(st);
+            if !std::thread::panicking() {
+                panic!("{}", verifier::bugcheck_message(&v));
+            }
+            return self.lock();
         }
+        st
     }
 
     fn worker(weak: &std::sync::Weak<Self>, ctx: Ctx) {

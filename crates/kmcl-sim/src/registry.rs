@@ -10,7 +10,7 @@
 //! entries receive nothing but the handle.
 #![forbid(unsafe_code)]
 
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use crate::SimInner;
 use crate::fast_hash::HashMap;
@@ -56,7 +56,7 @@ pub(crate) enum Lookup {
 /// growth is a copy, not a rehash), adopted caller addresses in a map. Sequence numbers only
 /// grow; the deque drops its oldest slots once they are forgotten, so it spans the tokens of
 /// the simulations still alive, not every token ever minted.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Table {
     /// `minted[i]` is the token of sequence number `first + i`; `None` once forgotten.
     minted: VecDeque<Option<Entry>>,
@@ -94,10 +94,13 @@ impl Table {
 }
 
 fn table() -> MutexGuard<'static, Table> {
-    static T: OnceLock<Mutex<Table>> = OnceLock::new();
-    T.get_or_init(|| Mutex::new(Table::default()))
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    // Built at compile time: no lazy-initialisation check on every call.
+    static T: Mutex<Table> = Mutex::new(Table {
+        minted: VecDeque::new(),
+        first: 0,
+        adopted: HashMap::with_hasher(std::hash::BuildHasherDefault::new()),
+    });
+    T.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Base of minted tokens: far from null and from small integers, 16-aligned.
@@ -147,11 +150,23 @@ pub(crate) fn forget(tok: usize) {
 
 /// Looks `tok` up.
 pub(crate) fn lookup(tok: usize) -> Lookup {
+    lookup_then_retire(tok, |_| false)
+}
+
+/// Looks `tok` up as [`lookup`] does and, when it is live and `retire` accepts its object,
+/// retires it under the same lock (`VmbChannelPacketComplete`: one registry round per
+/// completion instead of two).
+pub(crate) fn lookup_then_retire(tok: usize, retire: fn(&Obj) -> bool) -> Lookup {
     let mut t = table();
     match t.get_mut(tok) {
         None => Lookup::Unknown,
         Some(e) if e.live => match e.sim.upgrade() {
-            Some(s) => Lookup::Live(s, e.obj),
+            Some(s) => {
+                if retire(&e.obj) {
+                    e.live = false;
+                }
+                Lookup::Live(s, e.obj)
+            }
             None => Lookup::Stale(None, e.obj),
         },
         Some(e) => Lookup::Stale(e.sim.upgrade(), e.obj),
@@ -175,17 +190,19 @@ pub(crate) fn forget_sim(sim: *const SimInner) {
 
 thread_local! {
     static CURRENT: std::cell::RefCell<Weak<SimInner>> = const { std::cell::RefCell::new(Weak::new()) };
+    /// The address `CURRENT` points to (0 = none), for the comparison on every call. The
+    /// `Weak` in `CURRENT` keeps that allocation, so no other simulation can take the address.
+    static CURRENT_ADDR: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// Remembers `sim` as the simulation this thread last worked with: violations about
 /// handles that belong to no simulation (forged ones) are reported to it.
 pub(crate) fn set_current_sim(sim: &Arc<SimInner>) {
-    CURRENT.with(|c| {
-        let same = std::ptr::eq(c.borrow().as_ptr(), Arc::as_ptr(sim));
-        if !same {
-            *c.borrow_mut() = Arc::downgrade(sim);
-        }
-    });
+    let addr = Arc::as_ptr(sim).addr();
+    if CURRENT_ADDR.with(std::cell::Cell::get) != addr {
+        CURRENT.with(|c| *c.borrow_mut() = Arc::downgrade(sim));
+        CURRENT_ADDR.with(|a| a.set(addr));
+    }
 }
 
 /// The simulation this thread last worked with.

@@ -1561,6 +1561,9 @@ fn deliver(
     let mut st = sim.lock();
     st.stats.packets_delivered += 1;
     let rescind = std::mem::take(&mut st.faults.rescind_during_delivery);
+    if !deferred && !rescind {
+        return;
+    }
     let Some(c) = st.channels.get_mut(&ch) else {
         return;
     };
@@ -1608,6 +1611,17 @@ pub(crate) fn run_passive(sim: &Arc<SimInner>, ch: u64) {
     sim.wake();
 }
 
+/// What completing an incoming packet needs of it.
+struct Done {
+    tok: usize,
+    trans_id: u64,
+    completion_requested: bool,
+    generation: u32,
+    ring_offset: Option<u32>,
+    len: u32,
+    buf: SharedBuf,
+}
+
 /// `VmbChannelPacketComplete` / `VmbChannelPacketFail`: retires an incoming packet.
 pub(crate) fn complete_incoming(
     sim: &Arc<SimInner>,
@@ -1622,10 +1636,19 @@ pub(crate) fn complete_incoming(
     let Some(c) = st.channels.get_mut(&ch) else {
         return;
     };
-    let Some(inc) = c.incoming.remove(pkt) else {
+    // Taken in place (the packet is not moved out of its slot; its buffer is).
+    let Some(inc) = c.incoming.remove_with(pkt, |i| Done {
+        tok: i.tok,
+        trans_id: i.trans_id,
+        completion_requested: i.completion_requested,
+        generation: i.generation,
+        ring_offset: i.ring_offset,
+        len: i.len,
+        buf: std::mem::replace(&mut i.buf, SharedBuf::empty()),
+    }) else {
         return;
     };
-    registry::retire(inc.tok);
+    // The handle was retired by the table's look-up (`table::check::incoming_retiring`).
     let pipe = c.pipe();
     let same_ring = inc.generation == c.generation && c.rings.is_some();
     if inc.completion_requested && !fail && same_ring {

@@ -76,18 +76,20 @@ impl<T> Slots<T> {
         }
     }
 
-    /// Takes the value of `k` out; its slot gets a new generation and is free again.
-    pub(crate) fn remove(&mut self, k: u64) -> Option<T> {
+    /// Runs `f` on the value of `k` in place, then removes it: the value is dropped where it
+    /// is (never moved out), its slot gets a new generation and is free again.
+    pub(crate) fn remove_with<R>(&mut self, k: u64, f: impl FnOnce(&mut T) -> R) -> Option<R> {
         let (i, generation) = split(k);
         let (g, v) = self.slots.get_mut(i)?;
         if *g != generation {
             return None;
         }
-        let value = v.take()?;
+        let r = f(v.as_mut()?);
+        *v = None;
         *g = g.wrapping_add(1);
         self.free.push(i as u32);
         self.len -= 1;
-        Some(value)
+        Some(r)
     }
 
     pub(crate) const fn len(&self) -> usize {
@@ -118,8 +120,8 @@ mod tests {
         s.insert(a, "a");
         let b = s.next_key();
         s.insert(b, "b");
-        assert_eq!(s.remove(a), Some("a"));
-        assert_eq!(s.remove(a), None);
+        assert_eq!(s.remove_with(a, |v| *v), Some("a"));
+        assert_eq!(s.remove_with(a, |v| *v), None);
         let c = s.next_key();
         s.insert(c, "c");
         assert_ne!(a, c);
@@ -129,5 +131,8 @@ mod tests {
         assert_eq!(s.len(), 2);
         assert_eq!(s.values().count(), 2);
         assert_eq!(s.get(u64::MAX), None);
+        assert_eq!(s.remove_with(b, |v| v.len()), Some(1));
+        assert_eq!(s.remove_with(b, |v| v.len()), None);
+        assert_eq!(s.len(), 1);
     }
 }

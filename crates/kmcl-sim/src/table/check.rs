@@ -36,7 +36,25 @@ pub(super) fn lookup<T>(
     invalid_rule: Rule,
     site: &dyn Fn() -> String,
 ) -> Option<(Arc<SimInner>, T)> {
-    match registry::lookup(token) {
+    lookup_retiring(token, pick, false, stale_rule, invalid_rule, site)
+}
+
+/// [`lookup`]; with `retire`, a live object of the kind `pick` accepts is also retired (in
+/// the same registry round).
+pub(super) fn lookup_retiring<T>(
+    token: usize,
+    pick: fn(&Obj) -> Option<T>,
+    retire: bool,
+    stale_rule: Rule,
+    invalid_rule: Rule,
+    site: &dyn Fn() -> String,
+) -> Option<(Arc<SimInner>, T)> {
+    let found = if retire {
+        registry::lookup_then_retire(token, |o| matches!(o, Obj::Incoming { .. }))
+    } else {
+        registry::lookup(token)
+    };
+    match found {
         Lookup::Live(s, obj) => match pick(&obj) {
             Some(v) => {
                 registry::set_current_sim(&s);
@@ -83,12 +101,41 @@ pub(super) fn incoming(
     stale_rule: Rule,
     site: &dyn Fn() -> String,
 ) -> Option<(Arc<SimInner>, u64, u64)> {
-    let pick = |o: &Obj| match *o {
+    lookup(
+        tok(h),
+        pick_incoming,
+        stale_rule,
+        Rule::InvalidPacketHandle,
+        site,
+    )
+    .map(|(s, (ch, pkt))| (s, ch, pkt))
+}
+
+fn pick_incoming(o: &Obj) -> Option<(u64, u64)> {
+    match *o {
         Obj::Incoming { ch, pkt } => Some((ch, pkt)),
         _ => None,
-    };
-    lookup(tok(h), pick, stale_rule, Rule::InvalidPacketHandle, site)
-        .map(|(s, (ch, pkt))| (s, ch, pkt))
+    }
+}
+
+/// [`incoming`] for `VmbChannelPacketComplete` / `VmbChannelPacketFail`: a live packet
+/// handle is retired by the look-up itself (the completion retires it; a second one is
+/// `stale_rule`). Every live packet handle names a packet its channel holds, so the
+/// completion that follows always finds it.
+pub(super) fn incoming_retiring(
+    h: VMBPACKETCOMPLETION,
+    stale_rule: Rule,
+    site: &dyn Fn() -> String,
+) -> Option<(Arc<SimInner>, u64, u64)> {
+    lookup_retiring(
+        tok(h),
+        pick_incoming,
+        true,
+        stale_rule,
+        Rule::InvalidPacketHandle,
+        site,
+    )
+    .map(|(s, (ch, pkt))| (s, ch, pkt))
 }
 
 /// Looks a `VMBPACKET` up; a stale one is `stale_rule`, a forged one `INVALID_PACKET_HANDLE`.

@@ -23,7 +23,8 @@ pub(super) unsafe extern "system" fn VmbChannelPacketComplete(
             tok(PacketCompletionContext)
         )
     };
-    let Some((sim, ch, pkt)) = incoming(PacketCompletionContext, Rule::PacketCompletedTwice, &site)
+    let Some((sim, ch, pkt)) =
+        incoming_retiring(PacketCompletionContext, Rule::PacketCompletedTwice, &site)
     else {
         return;
     };
@@ -37,7 +38,8 @@ pub(super) unsafe extern "system" fn VmbChannelPacketFail(
     PacketCompletionContext: VMBPACKETCOMPLETION,
 ) {
     let site = || format!("VmbChannelPacketFail({:#x})", tok(PacketCompletionContext));
-    let Some((sim, ch, pkt)) = incoming(PacketCompletionContext, Rule::PacketCompletedTwice, &site)
+    let Some((sim, ch, pkt)) =
+        incoming_retiring(PacketCompletionContext, Rule::PacketCompletedTwice, &site)
     else {
         return;
     };
