@@ -153,14 +153,16 @@ impl HostEndpoint {
         // signal the release the completion waits for (the lost wake-up of issue 11).
         let mut flushed = false;
         host::flush_pending(h, &mut flushed);
-        if flushed {
+        let h = if flushed {
             st.stats.host_to_guest_signals += 1;
             self.sim.push(st, Task::Dpc { ch });
-        }
-        let Some(o) = st.offers.get_mut(&self.offer) else {
-            return Err(SendError::NotOpen);
+            let Some(o) = st.offers.get_mut(&self.offer) else {
+                return Err(SendError::NotOpen);
+            };
+            &mut o.host
+        } else {
+            h
         };
-        let h = &mut o.host;
         if !h.pending.is_empty() {
             return Err(SendError::Full);
         }

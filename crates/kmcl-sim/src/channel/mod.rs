@@ -1114,13 +1114,13 @@ fn parse_incoming(
             .and_then(|c| c.rings.as_ref())
             .map(|r| &r.rx)
     }
-    let Some(ring) = rx(st, ch) else {
-        return Parsed::Drop;
-    };
     // The payload goes from the ring straight into the driver's buffer (a pooled one:
     // no allocation per packet in steady state).
     let buf;
     if pipe {
+        let Some(ring) = rx(st, ch) else {
+            return Parsed::Drop;
+        };
         // Pipe mode is rare: strip the header through an owned copy.
         let mut payload = vec![0u8; h.payload_len()];
         ring.copy_payload(h, &mut payload);
@@ -1142,10 +1142,18 @@ fn parse_incoming(
                 .and_then(|o| o.host.exact_len(h.transaction_id, h.offset));
             exact.map_or(h.payload_len(), |n| n.min(h.payload_len()))
         };
-        buf = st.packet_buf(n);
-        if let Some(ring) = rx(st, ch) {
-            buf.copy_from_ring(ring, h);
-        }
+        let Some(ring) = st
+            .channels
+            .get(&ch)
+            .and_then(|c| c.rings.as_ref())
+            .map(|r| &r.rx)
+        else {
+            return Parsed::Drop;
+        };
+        // The pool is beside the channels in the state: take the buffer under the ring's
+        // borrow (one channel look-up).
+        buf = SharedBuf::reuse_or_new(st.buf_pool.pop(), n);
+        buf.copy_from_ring(ring, h);
     }
     let external = match h.packet_type {
         PacketType::IN_BAND => None,
