@@ -186,6 +186,14 @@ impl SharedBuf {
     /// PACKET_BUFFER_OWNERSHIP: the driver completed the packet, the buffer is the
     /// simulator's again), the edge bytes one by one.
     pub(crate) fn fill(&self, v: u8) {
+        // A pooled packet buffer starts on a word and usually holds whole words: no edges.
+        if self.start == 0
+            && self.len.is_multiple_of(8)
+            && let Some(words) = self.words.get(..self.len / 8)
+        {
+            crate::shared_mem::fill_words(words, v);
+            return;
+        }
         let (words, head, tail) = self.word_span();
         crate::shared_mem::fill_words(&self.words[words], v);
         for i in head.chain(tail) {
@@ -201,14 +209,18 @@ impl SharedBuf {
     /// compared with the library's `memcmp` against a constant chunk of the pattern. The
     /// edge bytes are compared one by one.
     pub(crate) fn all_equal(&self, v: u8) -> bool {
-        let (words, head, tail) = self.word_span();
         let pattern = u64::from_ne_bytes([v; 8]);
+        // A pooled packet buffer starts on a word and usually holds whole words: no edges.
+        if self.start == 0 && self.len.is_multiple_of(8) && self.len / 8 <= FOLD_WORDS {
+            return self
+                .words
+                .get(..self.len / 8)
+                .is_some_and(|w| words_fold_equal(w, pattern));
+        }
+        let (words, head, tail) = self.word_span();
         let words = &self.words[words];
         let clean = if words.len() <= FOLD_WORDS || v != POISON {
-            words
-                .iter()
-                .fold(0, |acc, w| acc | (w.load(Ordering::Relaxed) ^ pattern))
-                == 0
+            words_fold_equal(words, pattern)
         } else {
             poison_chunks_equal(words)
         };
@@ -230,6 +242,21 @@ const FOLD_WORDS: usize = 16;
 /// Words per chunk of the copied check: 1 KiB, under glibc's threshold for `rep movsb`
 /// (which callgrind counts per byte).
 const CHUNK_WORDS: usize = 128;
+
+/// Whether every word of `words` equals `pattern`: four atomic loads folded with xor/or per
+/// step (one branch per four words).
+fn words_fold_equal(words: &[AtomicU64], pattern: u64) -> bool {
+    let load = |w: &AtomicU64| w.load(Ordering::Relaxed) ^ pattern;
+    let mut quads = words.chunks_exact(4);
+    let mut acc = 0;
+    for q in &mut quads {
+        acc |= load(&q[0]) | load(&q[1]) | load(&q[2]) | load(&q[3]);
+    }
+    for w in quads.remainder() {
+        acc |= load(w);
+    }
+    acc == 0
+}
 
 /// A chunk of the poison pattern, built once (no per-call fill).
 static POISON_CHUNK: [u64; CHUNK_WORDS] = [u64::from_ne_bytes([POISON; 8]); CHUNK_WORDS];
