@@ -37,7 +37,9 @@ pub(crate) enum Obj {
 
 #[derive(Debug)]
 struct Entry {
-    sim: Weak<SimInner>,
+    /// Index of the token's simulation in [`Table::sims`] (a token holds no reference
+    /// count: minting and forgetting one touches no atomic).
+    sim: u32,
     obj: Obj,
     live: bool,
 }
@@ -63,6 +65,13 @@ struct Table {
     /// Sequence number of `minted[0]` (0-based: token `TOKEN_BASE + (seq + 1) * 16`).
     first: usize,
     adopted: HashMap<usize, Entry>,
+    /// Every simulation that minted or adopted a token, by index. A forgotten simulation's
+    /// slot (all its tokens gone) is dangling until another simulation takes it.
+    sims: Vec<Weak<SimInner>>,
+    /// Indices of forgotten simulations' slots.
+    free_sims: Vec<u32>,
+    /// (address, index) of the simulation that registered a token last.
+    last: Option<(usize, u32)>,
 }
 
 impl Table {
@@ -75,13 +84,37 @@ impl Table {
     /// The entry of `tok` (an adopted address shadows a minted token of the same value,
     /// as a later insert did in one map).
     fn get_mut(&mut self, tok: usize) -> Option<&mut Entry> {
-        if !self.adopted.is_empty()
-            && let Some(e) = self.adopted.get_mut(&tok)
+        entry_mut(&mut self.minted, self.first, &mut self.adopted, tok)
+    }
+
+    /// The index of `sim` in `sims`, registered on first use.
+    #[inline]
+    fn sim_index(&mut self, sim: &Arc<SimInner>) -> u32 {
+        let addr = Arc::as_ptr(sim).addr();
+        if let Some((a, i)) = self.last
+            && a == addr
         {
-            return Some(e);
+            return i;
         }
-        let i = Self::seq(tok)?.checked_sub(self.first)?;
-        self.minted.get_mut(i)?.as_mut()
+        // Newest first; a live `Weak` here keeps its allocation, so an address names one
+        // simulation (forgotten slots are dangling and match nothing).
+        let found = self
+            .sims
+            .iter()
+            .rposition(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(sim)));
+        let i = found.unwrap_or_else(|| match self.free_sims.pop() {
+            Some(i) => {
+                self.sims[i as usize] = Arc::downgrade(sim);
+                i as usize
+            }
+            None => {
+                self.sims.push(Arc::downgrade(sim));
+                self.sims.len() - 1
+            }
+        });
+        let i = u32::try_from(i).unwrap_or(u32::MAX);
+        self.last = Some((addr, i));
+        i
     }
 
     /// Drops forgotten slots from the front.
@@ -93,12 +126,32 @@ impl Table {
     }
 }
 
+/// [`Table::get_mut`] over the fields it needs (so a caller can hold the entry and read
+/// `sims` at once).
+fn entry_mut<'t>(
+    minted: &'t mut VecDeque<Option<Entry>>,
+    first: usize,
+    adopted: &'t mut HashMap<usize, Entry>,
+    tok: usize,
+) -> Option<&'t mut Entry> {
+    if !adopted.is_empty()
+        && let Some(e) = adopted.get_mut(&tok)
+    {
+        return Some(e);
+    }
+    let i = Table::seq(tok)?.checked_sub(first)?;
+    minted.get_mut(i)?.as_mut()
+}
+
 fn table() -> MutexGuard<'static, Table> {
     // Built at compile time: no lazy-initialisation check on every call.
     static T: Mutex<Table> = Mutex::new(Table {
         minted: VecDeque::new(),
         first: 0,
         adopted: HashMap::with_hasher(std::hash::BuildHasherDefault::new()),
+        sims: Vec::new(),
+        free_sims: Vec::new(),
+        last: None,
     });
     T.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -109,8 +162,9 @@ const TOKEN_BASE: usize = 0x7e00_0000_0000;
 /// Mints a new token for `obj`.
 pub(crate) fn mint(sim: &Arc<SimInner>, obj: Obj) -> usize {
     let mut t = table();
+    let sim = t.sim_index(sim);
     t.minted.push_back(Some(Entry {
-        sim: Arc::downgrade(sim),
+        sim,
         obj,
         live: true,
     }));
@@ -119,10 +173,12 @@ pub(crate) fn mint(sim: &Arc<SimInner>, obj: Obj) -> usize {
 
 /// Registers caller memory (`VmbChannelInitialize`, `VmbPacketInitialize`) as a token.
 pub(crate) fn adopt(sim: &Arc<SimInner>, addr: usize, obj: Obj) {
-    table().adopted.insert(
+    let mut t = table();
+    let sim = t.sim_index(sim);
+    t.adopted.insert(
         addr,
         Entry {
-            sim: Arc::downgrade(sim),
+            sim,
             obj,
             live: true,
         },
@@ -158,34 +214,47 @@ pub(crate) fn lookup(tok: usize) -> Lookup {
 /// completion instead of two).
 pub(crate) fn lookup_then_retire(tok: usize, retire: fn(&Obj) -> bool) -> Lookup {
     let mut t = table();
-    match t.get_mut(tok) {
-        None => Lookup::Unknown,
-        Some(e) if e.live => match e.sim.upgrade() {
-            Some(s) => {
-                if retire(&e.obj) {
-                    e.live = false;
-                }
-                Lookup::Live(s, e.obj)
+    let t = &mut *t;
+    let Some(e) = entry_mut(&mut t.minted, t.first, &mut t.adopted, tok) else {
+        return Lookup::Unknown;
+    };
+    let s = t.sims.get(e.sim as usize).and_then(Weak::upgrade);
+    match s {
+        Some(s) if e.live => {
+            if retire(&e.obj) {
+                e.live = false;
             }
-            None => Lookup::Stale(None, e.obj),
-        },
-        Some(e) => Lookup::Stale(e.sim.upgrade(), e.obj),
+            Lookup::Live(s, e.obj)
+        }
+        s => Lookup::Stale(s, e.obj),
     }
 }
 
 /// Drops every token of a finished simulation.
 pub(crate) fn forget_sim(sim: *const SimInner) {
     let mut t = table();
-    t.adopted.retain(|_, e| !std::ptr::eq(e.sim.as_ptr(), sim));
-    for slot in &mut t.minted {
-        if slot
-            .as_ref()
-            .is_some_and(|e| std::ptr::eq(e.sim.as_ptr(), sim))
-        {
-            *slot = None;
+    let Some(i) = t.sims.iter().rposition(|w| std::ptr::eq(w.as_ptr(), sim)) else {
+        return;
+    };
+    let i = u32::try_from(i).unwrap_or(u32::MAX);
+    t.adopted.retain(|_, e| e.sim != i);
+    if t.minted.iter().flatten().all(|e| e.sim == i) {
+        // The usual case (one simulation at a time): no per-token work. Sequence numbers
+        // only grow (a token value is never handed out twice).
+        t.first += t.minted.len();
+        t.minted.clear();
+    } else {
+        for slot in &mut t.minted {
+            if slot.as_ref().is_some_and(|e| e.sim == i) {
+                *slot = None;
+            }
         }
+        t.trim();
     }
-    t.trim();
+    // No token names slot `i` any more: another simulation may take it.
+    t.sims[i as usize] = Weak::new();
+    t.free_sims.push(i);
+    t.last = None;
 }
 
 thread_local! {
