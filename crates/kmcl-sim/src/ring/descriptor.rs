@@ -7,12 +7,12 @@
 use std::sync::atomic::Ordering;
 
 use super::corrupt::CorruptReason;
-use super::incoming::ReadError;
+use super::incoming::{IncomingRing, ReadError};
 use super::layout::{
     ControlField, DESCRIPTOR_SIZE, FLAG_COMPLETION_REQUESTED, GPA_MAX_BYTE_OFFSET, PAGE_SIZE,
     TRAILER_SIZE,
 };
-use super::memory::{Ring, WordReader, WordWriter, hi32, lo32};
+use super::memory::{WordReader, WordWriter, hi32, lo32};
 
 /// A packet type as found in a descriptor (`VMBUS_PACKET_TYPE`); an open newtype, since the
 /// value is chosen by the other endpoint.
@@ -315,156 +315,159 @@ impl PacketHeader {
     }
 }
 
-/// Parses and validates the packet at `at` of `ring` (every check listed in docs/simulator.md,
-/// "Rings and packets"; the trailer only if `check_trailer`); writes the type-specific header
-/// into `kind_out` if given (else no allocation at all).
-#[inline(always)]
-pub(super) fn parse(
-    ring: &Ring,
-    check_trailer: bool,
-    at: u32,
-    mut kind_out: Option<&mut IncomingKind>,
-) -> Result<PacketHeader, ReadError> {
-    let want_kind = kind_out.is_some();
-    let corrupt = ReadError::Corrupt;
-    let at = ring.check_read_index(at).map_err(corrupt)?;
-    // Acquire: the packet words published before write_index are visible below.
-    let write = ring.load_field(ControlField::WriteIndex, Ordering::Acquire);
-    let write = ring.check_write_index(write).map_err(corrupt)?;
-    if write == at {
-        return Err(ReadError::Empty);
-    }
-    let avail = ring.distance(at, write) as usize;
-    if avail < DESCRIPTOR_SIZE {
-        return Err(corrupt(CorruptReason::DescriptorTruncated));
-    }
-    let mut r = WordReader::new(ring, at);
-    let d0 = r.get();
-    let transaction_id = r.get();
-    let packet_type = PacketType((d0 & 0xffff) as u16);
-    let offset8 = ((d0 >> 16) & 0xffff) as u16;
-    let len8 = ((d0 >> 32) & 0xffff) as u16;
-    let flags = (d0 >> 48) as u16;
-    if offset8 < 2 {
-        return Err(corrupt(CorruptReason::DataOffsetTooSmall));
-    }
-    if len8 < offset8 {
-        return Err(corrupt(CorruptReason::LengthBelowDataOffset));
-    }
-    let len = usize::from(len8) * 8;
-    if len + TRAILER_SIZE > avail {
-        return Err(corrupt(CorruptReason::LengthBeyondAvailable));
-    }
-    if flags & !FLAG_COMPLETION_REQUESTED != 0 {
-        return Err(corrupt(CorruptReason::UnknownFlags));
-    }
-    let header_words = usize::from(offset8) - 2;
-    match packet_type {
-        PacketType::IN_BAND => {
-            if let Some(out) = kind_out.as_deref_mut() {
-                *out = IncomingKind::InBand;
-            }
+/// The reader's validating parse, here with the descriptor formats it checks.
+impl IncomingRing {
+    /// Parses and validates the packet at `at` (every check listed in docs/simulator.md,
+    /// "Rings and packets"); writes the type-specific header into `kind_out` if given (else
+    /// no allocation at all).
+    #[inline(always)]
+    pub(super) fn parse(
+        &self,
+        at: u32,
+        mut kind_out: Option<&mut IncomingKind>,
+    ) -> Result<PacketHeader, ReadError> {
+        let want_kind = kind_out.is_some();
+        let ring = &self.ring;
+        let corrupt = ReadError::Corrupt;
+        let at = ring.check_read_index(at).map_err(corrupt)?;
+        // Acquire: the packet words published before write_index are visible below.
+        let write = ring.load_field(ControlField::WriteIndex, Ordering::Acquire);
+        let write = ring.check_write_index(write).map_err(corrupt)?;
+        if write == at {
+            return Err(ReadError::Empty);
         }
-        PacketType::COMPLETION => {
-            if let Some(out) = kind_out.as_deref_mut() {
-                *out = IncomingKind::Completion;
-            }
+        let avail = ring.distance(at, write) as usize;
+        if avail < DESCRIPTOR_SIZE {
+            return Err(corrupt(CorruptReason::DescriptorTruncated));
         }
-        PacketType::TRANSFER_PAGES => {
-            if header_words == 0 {
-                return Err(corrupt(CorruptReason::ExtensionTooShort));
-            }
-            let h = r.get();
-            let set_id = (h & 0xffff) as u16;
-            let reserved = ((h >> 16) & 0xffff) as u16;
-            let count = hi32(h) as usize;
-            if count == 0 {
-                return Err(corrupt(CorruptReason::ZeroRangeCount));
-            }
-            if count != header_words - 1 {
-                return Err(corrupt(CorruptReason::RangeCountMismatch));
-            }
-            if let Some(out) = kind_out.as_deref_mut() {
-                *out = IncomingKind::TransferPages {
-                    set_id,
-                    reserved,
-                    ranges: (0..count)
-                        .map(|_| {
-                            let v = r.get();
-                            TransferPageRange {
-                                byte_count: lo32(v),
-                                byte_offset: hi32(v),
-                            }
-                        })
-                        .collect(),
-                };
-            }
+        let mut r = WordReader::new(ring, at);
+        let d0 = r.get();
+        let transaction_id = r.get();
+        let packet_type = PacketType((d0 & 0xffff) as u16);
+        let offset8 = ((d0 >> 16) & 0xffff) as u16;
+        let len8 = ((d0 >> 32) & 0xffff) as u16;
+        let flags = (d0 >> 48) as u16;
+        if offset8 < 2 {
+            return Err(corrupt(CorruptReason::DataOffsetTooSmall));
         }
-        PacketType::GPA_DIRECT => {
-            if header_words == 0 {
-                return Err(corrupt(CorruptReason::ExtensionTooShort));
-            }
-            let h = r.get();
-            let reserved = lo32(h);
-            let count = hi32(h);
-            if count == 0 {
-                return Err(corrupt(CorruptReason::ZeroRangeCount));
-            }
-            // Words of header left after `{reserved, range_cnt}`.
-            let mut left = header_words - 1;
-            let mut ranges = Vec::new();
-            for _ in 0..count {
-                if left == 0 {
-                    return Err(corrupt(CorruptReason::GpaRangesExceedHeader));
-                }
-                let v = r.get();
-                left -= 1;
-                let (byte_count, byte_offset) = (lo32(v), hi32(v));
-                if byte_count == 0 {
-                    return Err(corrupt(CorruptReason::GpaZeroByteCount));
-                }
-                if byte_offset > GPA_MAX_BYTE_OFFSET {
-                    return Err(corrupt(CorruptReason::GpaByteOffsetTooLarge));
-                }
-                let n = GpaRange::pfn_count(byte_offset, byte_count);
-                if n > left {
-                    return Err(corrupt(CorruptReason::GpaRangesExceedHeader));
-                }
-                left -= n;
-                if want_kind {
-                    ranges.push(GpaRange {
-                        byte_count,
-                        byte_offset,
-                        pfns: (0..n).map(|_| r.get()).collect(),
-                    });
-                } else {
-                    r.skip(n);
-                }
-            }
-            if let Some(out) = kind_out {
-                *out = IncomingKind::GpaDirect { reserved, ranges };
-            }
+        if len8 < offset8 {
+            return Err(corrupt(CorruptReason::LengthBelowDataOffset));
         }
-        _ => return Err(corrupt(CorruptReason::UnknownType)),
+        let len = usize::from(len8) * 8;
+        if len + TRAILER_SIZE > avail {
+            return Err(corrupt(CorruptReason::LengthBeyondAvailable));
+        }
+        if flags & !FLAG_COMPLETION_REQUESTED != 0 {
+            return Err(corrupt(CorruptReason::UnknownFlags));
+        }
+        let header_words = usize::from(offset8) - 2;
+        match packet_type {
+            PacketType::IN_BAND => {
+                if let Some(out) = kind_out.as_deref_mut() {
+                    *out = IncomingKind::InBand;
+                }
+            }
+            PacketType::COMPLETION => {
+                if let Some(out) = kind_out.as_deref_mut() {
+                    *out = IncomingKind::Completion;
+                }
+            }
+            PacketType::TRANSFER_PAGES => {
+                if header_words == 0 {
+                    return Err(corrupt(CorruptReason::ExtensionTooShort));
+                }
+                let h = r.get();
+                let set_id = (h & 0xffff) as u16;
+                let reserved = ((h >> 16) & 0xffff) as u16;
+                let count = hi32(h) as usize;
+                if count == 0 {
+                    return Err(corrupt(CorruptReason::ZeroRangeCount));
+                }
+                if count != header_words - 1 {
+                    return Err(corrupt(CorruptReason::RangeCountMismatch));
+                }
+                if let Some(out) = kind_out.as_deref_mut() {
+                    *out = IncomingKind::TransferPages {
+                        set_id,
+                        reserved,
+                        ranges: (0..count)
+                            .map(|_| {
+                                let v = r.get();
+                                TransferPageRange {
+                                    byte_count: lo32(v),
+                                    byte_offset: hi32(v),
+                                }
+                            })
+                            .collect(),
+                    };
+                }
+            }
+            PacketType::GPA_DIRECT => {
+                if header_words == 0 {
+                    return Err(corrupt(CorruptReason::ExtensionTooShort));
+                }
+                let h = r.get();
+                let reserved = lo32(h);
+                let count = hi32(h);
+                if count == 0 {
+                    return Err(corrupt(CorruptReason::ZeroRangeCount));
+                }
+                // Words of header left after `{reserved, range_cnt}`.
+                let mut left = header_words - 1;
+                let mut ranges = Vec::new();
+                for _ in 0..count {
+                    if left == 0 {
+                        return Err(corrupt(CorruptReason::GpaRangesExceedHeader));
+                    }
+                    let v = r.get();
+                    left -= 1;
+                    let (byte_count, byte_offset) = (lo32(v), hi32(v));
+                    if byte_count == 0 {
+                        return Err(corrupt(CorruptReason::GpaZeroByteCount));
+                    }
+                    if byte_offset > GPA_MAX_BYTE_OFFSET {
+                        return Err(corrupt(CorruptReason::GpaByteOffsetTooLarge));
+                    }
+                    let n = GpaRange::pfn_count(byte_offset, byte_count);
+                    if n > left {
+                        return Err(corrupt(CorruptReason::GpaRangesExceedHeader));
+                    }
+                    left -= n;
+                    if want_kind {
+                        ranges.push(GpaRange {
+                            byte_count,
+                            byte_offset,
+                            pfns: (0..n).map(|_| r.get()).collect(),
+                        });
+                    } else {
+                        r.skip(n);
+                    }
+                }
+                if let Some(out) = kind_out {
+                    *out = IncomingKind::GpaDirect { reserved, ranges };
+                }
+            }
+            _ => return Err(corrupt(CorruptReason::UnknownType)),
+        }
+        // `len` + 8 <= avail < dsize, so these fit in u32.
+        let trailer = WordReader::new(ring, ring.add(at, len as u32)).get();
+        if self.check_trailer && trailer != u64::from(at) << 32 {
+            return Err(corrupt(CorruptReason::BadTrailer));
+        }
+        let total_len = (len + TRAILER_SIZE) as u32;
+        let header = PacketHeader {
+            offset: at,
+            total_len,
+            packet_type,
+            flags,
+            transaction_id,
+            offset8,
+            len8,
+            trailer,
+            end: ring.add(at, total_len),
+        };
+        Ok(header)
     }
-    // `len` + 8 <= avail < dsize, so these fit in u32.
-    let trailer = WordReader::new(ring, ring.add(at, len as u32)).get();
-    if check_trailer && trailer != u64::from(at) << 32 {
-        return Err(corrupt(CorruptReason::BadTrailer));
-    }
-    let total_len = (len + TRAILER_SIZE) as u32;
-    let header = PacketHeader {
-        offset: at,
-        total_len,
-        packet_type,
-        flags,
-        transaction_id,
-        offset8,
-        len8,
-        trailer,
-        end: ring.add(at, total_len),
-    };
-    Ok(header)
 }
 
 /// Writes the descriptor of `packet` (`{type, offset8, len8, flags}`, `trans_id`) and its

@@ -7,7 +7,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering, fence};
 
 use super::corrupt::CorruptReason;
-use super::descriptor::{self, IncomingKind, IncomingPacket, PacketHeader};
+use super::descriptor::{IncomingKind, IncomingPacket, PacketHeader};
 use super::layout::ControlField;
 use super::memory::Ring;
 use super::release::ReleaseError;
@@ -92,12 +92,12 @@ impl PayloadView<'_> {
 /// `read_index` with a private cursor; space is freed only by [`release`](Self::release).
 #[derive(Debug)]
 pub struct IncomingRing {
-    ring: Ring,
+    pub(super) ring: Ring,
     /// Next packet to parse.
     cursor: u32,
     /// Published `read_index` (private copy).
     read_index: u32,
-    check_trailer: bool,
+    pub(super) check_trailer: bool,
 }
 
 impl IncomingRing {
@@ -201,16 +201,6 @@ impl IncomingRing {
         } else {
             false
         }
-    }
-
-    /// [`descriptor::parse`] with this reader's trailer setting.
-    #[inline(always)]
-    fn parse(
-        &self,
-        at: u32,
-        kind_out: Option<&mut IncomingKind>,
-    ) -> Result<PacketHeader, ReadError> {
-        descriptor::parse(&self.ring, self.check_trailer, at, kind_out)
     }
 
     /// Parses the packet at `at` into an owned [`IncomingPacket`] (allocates its payload).

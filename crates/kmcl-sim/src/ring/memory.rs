@@ -413,6 +413,7 @@ impl<'r> WordWriter<'r> {
 
     /// Like [`put_bytes`](Self::put_bytes), but the pad bytes of the last word keep what the
     /// memory held (the writer owns the unpublished word, so load-then-store is not a race).
+    #[inline]
     pub(super) fn put_bytes_keep_padding(&mut self, bytes: &[u8]) {
         let whole = bytes.len() / 8 * 8;
         self.put_bytes(&bytes[..whole]);
