@@ -388,40 +388,42 @@ impl<'r> WordWriter<'r> {
         self.store(value.to_le());
     }
 
-    /// Writes `bytes` zero-padded to 8: whole words with one bulk copy (two at the wrap),
-    /// the last partial word as one store.
+    /// Writes `bytes` zero-padded to 8: the pad bytes as one store of a zero word where the
+    /// payload ends, then the payload with one bulk copy over the whole run (two at the
+    /// wrap), which overwrites the front of that word.
     #[inline(always)]
     pub(super) fn put_bytes(&mut self, bytes: &[u8]) {
-        let n = self.words.len();
-        let whole = bytes.len() & !7;
-        let first = whole.min((n - self.i) * 8);
-        shared_mem::copy_in(self.words, self.i * 8, &bytes[..first]);
-        if first < whole {
-            shared_mem::copy_in(self.words, 0, &bytes[first..whole]);
+        if !bytes.len().is_multiple_of(8) {
+            let mut last = self.i + bytes.len() / 8;
+            if last >= self.words.len() {
+                last -= self.words.len();
+            }
+            self.words[last].store(0, Ordering::Relaxed);
         }
-        self.i += whole / 8;
-        if self.i >= n {
-            self.i -= n;
-        }
-        let rest = &bytes[whole..];
-        if !rest.is_empty() {
-            let mut b = [0u8; 8];
-            b[..rest.len()].copy_from_slice(rest);
-            self.store(u64::from_ne_bytes(b));
-        }
+        self.copy_run(bytes);
     }
 
     /// Like [`put_bytes`](Self::put_bytes), but the pad bytes of the last word keep what the
-    /// memory held (the writer owns the unpublished word, so load-then-store is not a race).
+    /// memory held: the bulk copy alone.
     #[inline]
     pub(super) fn put_bytes_keep_padding(&mut self, bytes: &[u8]) {
-        let whole = bytes.len() / 8 * 8;
-        self.put_bytes(&bytes[..whole]);
-        let rest = &bytes[whole..];
-        if !rest.is_empty() {
-            let mut b = self.words[self.i].load(Ordering::Relaxed).to_ne_bytes();
-            b[..rest.len()].copy_from_slice(rest);
-            self.store(u64::from_ne_bytes(b));
+        self.copy_run(bytes);
+    }
+
+    /// Copies `bytes` at the cursor with one bulk copy (two at the wrap; the data area
+    /// ends on a word boundary, so the second starts on one) and moves the cursor past the
+    /// words it touched; the bytes after a partial last word are left as they are.
+    #[inline(always)]
+    fn copy_run(&mut self, bytes: &[u8]) {
+        let n = self.words.len();
+        let first = bytes.len().min((n - self.i) * 8);
+        shared_mem::copy_in(self.words, self.i * 8, &bytes[..first]);
+        if first < bytes.len() {
+            shared_mem::copy_in(self.words, 0, &bytes[first..]);
+        }
+        self.i += bytes.len().div_ceil(8);
+        if self.i >= n {
+            self.i -= n;
         }
     }
 }
