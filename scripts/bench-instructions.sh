@@ -6,6 +6,8 @@
 #        scripts/bench-instructions.sh --check    also compare with scripts/bench-baseline.txt;
 #                                                 exit 1 if a count is > 10% above its baseline
 #        scripts/bench-instructions.sh --write    print and overwrite the baseline file
+#        ... --only ring|e2e|main                 measure (and with --check, gate) one binary;
+#                                                 not with --write
 #
 # Method: each binary runs at two run lengths under `valgrind --tool=callgrind`; the count
 # per packet is (instructions(long) - instructions(short)) / (long - short), so start-up,
@@ -25,7 +27,34 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-mode="${1:-print}"
+mode=print
+only=all
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --check | --write) mode=$1 ;;
+        --only)
+            only="${2:-}"
+            shift
+            ;;
+        *)
+            echo "usage: scripts/bench-instructions.sh [--check|--write] [--only ring|e2e|main]" >&2
+            exit 2
+            ;;
+    esac
+    shift
+done
+case "$only" in
+    all | ring | e2e | main) ;;
+    *)
+        echo "bench-instructions: --only takes ring, e2e or main" >&2
+        exit 2
+        ;;
+esac
+if [[ "$mode" == --write && "$only" != all ]]; then
+    echo "bench-instructions: --write needs every count (no --only)" >&2
+    exit 2
+fi
+wants() { [[ "$only" == all || "$only" == "$1" ]]; }
 baseline="${BENCH_BASELINE:-scripts/bench-baseline.txt}"
 tolerance="${BENCH_TOLERANCE:-10}"
 command -v valgrind >/dev/null || { echo "bench-instructions: valgrind not found" >&2; exit 2; }
@@ -35,10 +64,12 @@ exe_of() {
     cargo bench --locked -p kmcl-sim --bench "$1" --no-run --message-format=json 2>/dev/null |
         grep -o '"executable":"[^"]*"' | tail -n 1 | sed 's/"executable":"\(.*\)"/\1/'
 }
-ring_exe=$(exe_of ring)
-e2e_exe=$(exe_of e2e)
-cargo build --locked --release --example simulate >/dev/null 2>&1
-main_exe=target/release/examples/simulate
+if wants ring; then ring_exe=$(exe_of ring); fi
+if wants e2e; then e2e_exe=$(exe_of e2e); fi
+if wants main; then
+    cargo build --locked --release --example simulate >/dev/null 2>&1
+    main_exe=target/release/examples/simulate
+fi
 
 # Instructions collected by callgrind for one run of "$@" (stdout of the run discarded).
 instructions() {
@@ -62,13 +93,19 @@ per_packet() {
 }
 
 results=()
-for size in 64 1024 4096; do
-    results+=("ring_${size} $(per_packet 1000 5000 1 "$ring_exe" --count COUNT --size "$size")")
-done
-for size in 64 1024 4096; do
-    results+=("e2e_${size} $(per_packet 5000 15000 1 "$e2e_exe" --count COUNT --size "$size")")
-done
-results+=("main_job $(per_packet 2000 10000 2 "$main_exe" --packets COUNT)")
+if wants ring; then
+    for size in 64 1024 4096; do
+        results+=("ring_${size} $(per_packet 1000 5000 1 "$ring_exe" --count COUNT --size "$size")")
+    done
+fi
+if wants e2e; then
+    for size in 64 1024 4096; do
+        results+=("e2e_${size} $(per_packet 5000 15000 1 "$e2e_exe" --count COUNT --size "$size")")
+    done
+fi
+if wants main; then
+    results+=("main_job $(per_packet 2000 10000 2 "$main_exe" --packets COUNT)")
+fi
 
 echo "instructions per packet (callgrind, difference of two run lengths)"
 printf '%s\n' "${results[@]}"
@@ -99,9 +136,5 @@ case "$mode" in
             fi
         done
         exit "$fail"
-        ;;
-    *)
-        echo "usage: scripts/bench-instructions.sh [--check|--write]" >&2
-        exit 2
         ;;
 esac

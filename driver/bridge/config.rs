@@ -207,7 +207,7 @@ impl Config {
     /// counted with the ring's control page, as `RingBufferPages`): the data area is
     /// `(ring_pages - 1) * 4096` bytes and one packet takes its 16-byte descriptor, the
     /// payload padded to 8 bytes, the 8-byte trailer, and leaves 8 bytes free (a full
-    /// ring would read as empty; `crates/kmcl-sim/src/ring.rs`); 8 more for the pipe header of
+    /// ring would read as empty; `crates/kmcl-sim/src/ring/`); 8 more for the pipe header of
     /// IC mode. Sends and completions larger than this could never be written: KMCL
     /// fails such a send and has no way to report a completion it cannot write.
     #[must_use]

@@ -54,7 +54,7 @@ pub(crate) fn atomic_u32(word: &AtomicU64, half: usize) -> &AtomicU32 {
     // SAFETY: rule CONTROL_FIELD_ATOMIC_U32: `p` is the first or second 4-byte half of
     // `word` (`half & 4` is 0 or 4), so 4-aligned and in bounds; the bytes are an `AtomicU64`,
     // i.e. inside an `UnsafeCell`, live for the returned borrow of `word`, and only ever
-    // accessed atomically (here, by the word accessors of ring.rs, and by external
+    // accessed atomically (here, by the word accessors of ring/memory.rs, and by external
     // endpoints, which must use atomics). An `AtomicU32` over half a word that another
     // thread accesses as an `AtomicU64` is a mixed-size access, which the hardware makes
     // atomic for aligned fields, as on a real host's ring.
