@@ -34,17 +34,73 @@ const SPARES_MAX: usize = 256;
 /// spare fits the next request of about the same size.
 const MIN_STORAGE: usize = 64;
 
+/// Size classes of the pool: storage of `MIN_STORAGE << i` bytes is kept in list `i`.
+const CLASSES: usize = usize::BITS as usize - MIN_STORAGE.trailing_zeros() as usize;
+
+/// Spare storage by size class (see [`CLASSES`]), at most [`SPARES_MAX`] in all.
+#[derive(Debug)]
+struct Spares {
+    by_class: [Vec<Vec<u8>>; CLASSES],
+    count: usize,
+}
+
+impl Spares {
+    const fn new() -> Self {
+        Self {
+            by_class: [const { Vec::new() }; CLASSES],
+            count: 0,
+        }
+    }
+
+    /// The class index of storage of `len` bytes (a power of two >= `MIN_STORAGE`).
+    fn class_of(len: usize) -> usize {
+        (len.trailing_zeros() - MIN_STORAGE.trailing_zeros()) as usize
+    }
+
+    /// The smallest spare of at least `class` bytes.
+    fn take(&mut self, class: usize) -> Option<Vec<u8>> {
+        let first = Self::class_of(class);
+        let v = self
+            .by_class
+            .get_mut(first..)?
+            .iter_mut()
+            .find_map(Vec::pop)?;
+        self.count -= 1;
+        Some(v)
+    }
+
+    fn put(&mut self, storage: Vec<u8>) {
+        if self.count >= SPARES_MAX || !storage.len().is_power_of_two() {
+            return;
+        }
+        let Some(list) = self.by_class.get_mut(Self::class_of(storage.len())) else {
+            return;
+        };
+        if list.capacity() == 0 {
+            // Allocated once per thread and class, here: not counted against a request.
+            list.reserve_exact(SPARES_MAX);
+        }
+        list.push(storage);
+        self.count += 1;
+    }
+
+    fn clear(&mut self) {
+        *self = Self::new();
+    }
+}
+
 thread_local! {
     /// Storage of completed requests' buffers, reused by [`SimRequest::new`]: a request's
     /// buffers are allocated (and zeroed) once, not per request. Per thread, so the
     /// deterministic simulation stays deterministic.
-    static SPARES: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    static SPARES: RefCell<Spares> = const { RefCell::new(Spares::new()) };
 }
 
 /// Frees this thread's spare request buffers (for leak checks that count live
 /// allocations: the spares are a cache, not a leak).
 pub fn free_spares() {
     SPARES.with(|s| s.borrow_mut().clear());
+    free_shared_spares();
 }
 
 /// A buffer of [`SimRequest::new`]: `len` bytes at an 8-byte-aligned `start` of storage
@@ -71,20 +127,11 @@ impl PooledBuf {
         }
         let need = len + ALIGN - 1;
         let class = need.next_power_of_two().max(MIN_STORAGE);
-        let spare = SPARES.with(|s| {
-            let mut s = s.borrow_mut();
-            // The smallest spare that fits (an exact size class ends the search).
-            let mut best: Option<(usize, usize)> = None;
-            for (i, v) in s.iter().enumerate() {
-                if v.len() >= need && best.is_none_or(|(_, l)| v.len() < l) {
-                    best = Some((i, v.len()));
-                    if v.len() == class {
-                        break;
-                    }
-                }
-            }
-            best.map(|(i, _)| s.swap_remove(i))
-        });
+        // The smallest spare that fits: its own size class or the next larger one held.
+        let spare = SPARES
+            .try_with(|s| s.borrow_mut().take(class))
+            .ok()
+            .flatten();
         let storage = spare.unwrap_or_else(|| vec![0u8; class]);
         let start = storage.as_ptr().align_offset(ALIGN).min(ALIGN - 1);
         Self {
@@ -118,16 +165,7 @@ impl PooledBuf {
             return;
         }
         // `try_with`: a request dropped while the thread's locals are torn down frees it.
-        let _ = SPARES.try_with(|s| {
-            let mut s = s.borrow_mut();
-            if s.len() < SPARES_MAX {
-                if s.capacity() == 0 {
-                    // Allocated once per thread, here: not counted against a request.
-                    s.reserve_exact(SPARES_MAX);
-                }
-                s.push(storage);
-            }
-        });
+        let _ = SPARES.try_with(|s| s.borrow_mut().put(storage));
     }
 }
 
@@ -172,37 +210,142 @@ pub struct Completion {
     pub output: Vec<u8>,
 }
 
+/// The completion slot of a [`Shared`]: `done` once the request completed; `completion`'s
+/// output keeps its allocation when the `Shared` is recycled.
+#[derive(Debug)]
+struct Slot {
+    done: bool,
+    completion: Completion,
+}
+
 #[derive(Debug)]
 struct Shared {
     key: u64,
     state: AtomicU8,
     completions: AtomicU64,
-    result: Mutex<Option<Completion>>,
+    result: Mutex<Slot>,
     done: Condvar,
 }
 
+/// Recycled [`Shared`]s kept per thread (bounds the memory the pool holds).
+const SHARED_SPARES_MAX: usize = 64;
+
+thread_local! {
+    /// The request states of dropped requests, reused by [`SimRequest::new`] (one
+    /// allocation per request otherwise, plus one for its completion's output).
+    static SHARED_SPARES: RefCell<Vec<Arc<Shared>>> = const { RefCell::new(Vec::new()) };
+}
+
 impl Shared {
-    fn finish(&self, c: Completion) {
+    /// A fresh request state: from this thread's spares if it has one.
+    fn fresh() -> Arc<Shared> {
+        let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
+        let spare = SHARED_SPARES
+            .try_with(|s| s.borrow_mut().pop())
+            .ok()
+            .flatten();
+        match spare {
+            Some(mut arc) => {
+                if let Some(s) = Arc::get_mut(&mut arc) {
+                    s.key = key;
+                }
+                arc
+            }
+            None => Arc::new(Shared {
+                key,
+                state: AtomicU8::new(NEW),
+                completions: AtomicU64::new(0),
+                result: Mutex::new(Slot {
+                    done: false,
+                    completion: Completion {
+                        status: NtStatus::SUCCESS,
+                        information: 0,
+                        output: Vec::new(),
+                    },
+                }),
+                done: Condvar::new(),
+            }),
+        }
+    }
+
+    /// Gives `arc` back to this thread's spares if it is the last reference (the request
+    /// and every handle are gone), reset to a new request's state.
+    fn recycle(mut arc: Arc<Shared>) {
+        let Some(s) = Arc::get_mut(&mut arc) else {
+            return;
+        };
+        *s.state.get_mut() = NEW;
+        *s.completions.get_mut() = 0;
+        let slot = s.result.get_mut().unwrap_or_else(PoisonError::into_inner);
+        slot.done = false;
+        slot.completion.output.clear();
+        let _ = SHARED_SPARES.try_with(|sp| {
+            let mut sp = sp.borrow_mut();
+            if sp.len() < SHARED_SPARES_MAX {
+                if sp.capacity() == 0 {
+                    // Allocated once per thread, here: not counted against a request.
+                    sp.reserve_exact(SHARED_SPARES_MAX);
+                }
+                sp.push(arc);
+            }
+        });
+    }
+
+    /// Completes with `status`, `information` and a copy of `output` (into the slot's
+    /// own buffer: no allocation once it has grown).
+    fn finish(&self, status: NtStatus, information: usize, output: &[u8]) {
         self.completions.fetch_add(1, Ordering::SeqCst);
         self.state.store(DONE, Ordering::SeqCst);
         let mut slot = self.result.lock().unwrap_or_else(PoisonError::into_inner);
-        *slot = Some(c);
+        slot.completion.status = status;
+        slot.completion.information = information;
+        slot.completion.output.clear();
+        slot.completion.output.extend_from_slice(output);
+        slot.done = true;
         self.done.notify_all();
     }
+}
+
+/// Frees this thread's spare request states (for leak checks that count live allocations).
+fn free_shared_spares() {
+    let _ = SHARED_SPARES.try_with(|s| s.borrow_mut().clear());
 }
 
 /// A simulated user-mode request as the driver sees it.
 #[derive(Debug)]
 pub struct SimRequest {
-    shared: Arc<Shared>,
+    /// `Some` until dropped (the drop recycles it).
+    shared: Option<Arc<Shared>>,
     input: Buf,
     output: Buf,
 }
 
 /// The caller's side of a [`SimRequest`].
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct RequestHandle {
-    shared: Arc<Shared>,
+    /// `Some` until dropped (the drop recycles it).
+    shared: Option<Arc<Shared>>,
+}
+
+impl Clone for RequestHandle {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Drop for RequestHandle {
+    fn drop(&mut self) {
+        if let Some(arc) = self.shared.take() {
+            Shared::recycle(arc);
+        }
+    }
+}
+
+/// The state behind a request or handle that is not being dropped.
+fn shared_of(s: &Option<Arc<Shared>>) -> &Shared {
+    s.as_deref().expect("the request state lives until drop")
 }
 
 impl SimRequest {
@@ -227,27 +370,27 @@ impl SimRequest {
     }
 
     fn with(input: Buf, output: Buf) -> (Self, RequestHandle) {
-        let shared = Arc::new(Shared {
-            key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
-            state: AtomicU8::new(NEW),
-            completions: AtomicU64::new(0),
-            result: Mutex::new(None),
-            done: Condvar::new(),
-        });
+        let shared = Shared::fresh();
         (
             Self {
-                shared: shared.clone(),
+                shared: Some(shared.clone()),
                 input,
                 output,
             },
-            RequestHandle { shared },
+            RequestHandle {
+                shared: Some(shared),
+            },
         )
+    }
+
+    fn shared(&self) -> &Shared {
+        shared_of(&self.shared)
     }
 }
 
 impl UserRequest for SimRequest {
     fn key(&self) -> RequestKey {
-        RequestKey(self.shared.key)
+        RequestKey(self.shared().key)
     }
 
     fn input(&self) -> &[u8] {
@@ -260,7 +403,7 @@ impl UserRequest for SimRequest {
 
     fn park(&mut self) -> Result<(), NtStatus> {
         match self
-            .shared
+            .shared()
             .state
             .compare_exchange(NEW, PARKED, Ordering::SeqCst, Ordering::SeqCst)
         {
@@ -270,21 +413,17 @@ impl UserRequest for SimRequest {
     }
 
     fn claim(&mut self) -> bool {
-        self.shared
+        self.shared()
             .state
             .compare_exchange(PARKED, CLAIMED, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok()
     }
 
     fn complete(self, status: NtStatus, information: usize) {
-        let n = information.min(self.output.as_slice().len());
-        let output = self.output.as_slice()[..n].to_vec();
-        // `drop(self)` recycles the buffers.
-        self.shared.finish(Completion {
-            status,
-            information,
-            output,
-        });
+        let out = self.output.as_slice();
+        let n = information.min(out.len());
+        self.shared().finish(status, information, &out[..n]);
+        // `drop(self)` recycles the buffers and the state.
     }
 }
 
@@ -293,52 +432,69 @@ impl Drop for SimRequest {
     fn drop(&mut self) {
         self.input.recycle();
         self.output.recycle();
+        if let Some(arc) = self.shared.take() {
+            Shared::recycle(arc);
+        }
     }
 }
 
 impl RequestHandle {
+    fn shared(&self) -> &Shared {
+        shared_of(&self.shared)
+    }
+
     /// The request's key.
     #[must_use]
     pub fn key(&self) -> RequestKey {
-        RequestKey(self.shared.key)
+        RequestKey(self.shared().key)
     }
 
-    /// The completion, if the request has completed.
+    /// The completion, if the request has completed (a copy: see
+    /// [`RequestHandle::with_result`] to borrow it).
     #[must_use]
     pub fn result(&self) -> Option<Completion> {
-        self.shared
+        self.with_result(|c| c.cloned())
+    }
+
+    /// Calls `f` with the completion (`None` while the request has not completed),
+    /// borrowed: no copy of the output.
+    pub fn with_result<T>(&self, f: impl FnOnce(Option<&Completion>) -> T) -> T {
+        let slot = self
+            .shared()
             .result
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+            .unwrap_or_else(PoisonError::into_inner);
+        f(slot.done.then_some(&slot.completion))
     }
 
     /// True once completed.
     #[must_use]
     pub fn is_done(&self) -> bool {
-        self.shared.state.load(Ordering::SeqCst) == DONE
+        self.shared().state.load(Ordering::SeqCst) == DONE
     }
 
     /// How many times the request was completed (a correct driver: 0 or 1).
     #[must_use]
     pub fn completion_count(&self) -> u64 {
-        self.shared.completions.load(Ordering::SeqCst)
+        self.shared().completions.load(Ordering::SeqCst)
     }
 
     /// Waits up to `timeout` for the completion.
     #[must_use]
     pub fn wait(&self, timeout: Duration) -> Option<Completion> {
-        let guard = self
-            .shared
-            .result
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let (guard, _) = self
-            .shared
+        self.wait_with(timeout, |c| c.cloned())
+    }
+
+    /// Waits up to `timeout` for the completion and calls `f` with it (`None` if the time
+    /// ran out), borrowed: no copy of the output.
+    pub fn wait_with<T>(&self, timeout: Duration, f: impl FnOnce(Option<&Completion>) -> T) -> T {
+        let s = self.shared();
+        let guard = s.result.lock().unwrap_or_else(PoisonError::into_inner);
+        let (guard, _) = s
             .done
-            .wait_timeout_while(guard, timeout, |r| r.is_none())
+            .wait_timeout_while(guard, timeout, |r| !r.done)
             .unwrap_or_else(PoisonError::into_inner);
-        guard.clone()
+        f(guard.done.then_some(&guard.completion))
     }
 
     /// Cancels the request the way the I/O manager and WDF do: a request not parked yet
@@ -348,7 +504,7 @@ impl RequestHandle {
     /// and when the driver no longer holds it (it lost the race to `claim`), this side
     /// completes it with `STATUS_CANCELLED`.
     pub fn cancel(&self, driver_cancel: impl FnOnce(RequestKey) -> bool) {
-        let s = &self.shared;
+        let s = self.shared();
         if s.state
             .compare_exchange(NEW, CANCELLING, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok()
@@ -360,11 +516,7 @@ impl RequestHandle {
             .is_ok()
             && !driver_cancel(self.key())
         {
-            s.finish(Completion {
-                status: NtStatus::CANCELLED,
-                information: 0,
-                output: Vec::new(),
-            });
+            s.finish(NtStatus::CANCELLED, 0, &[]);
         }
     }
 }

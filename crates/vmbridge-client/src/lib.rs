@@ -38,5 +38,5 @@ pub use device::{
     BatchOptions, Device, OfferRequest, Packet, PendingRead, PendingSend, SendCompletion,
 };
 pub use error::{DriverError, ntstatus};
-pub use transport::{Completion, Pending, Request, Transport};
+pub use transport::{Completion, CompletionStatus, Pending, Request, Transport};
 pub use vmbridge_abi as abi;
