@@ -43,6 +43,7 @@ use kmcl_sim::{SendError, SimConfig};
 use vmbridge::bridge::{Config, NtStatus, Stats};
 use vmbridge::trace::{Event, KEYWORD_IO, KEYWORD_LIFECYCLE, KEYWORD_PACKET, Tracer};
 use vmbridge_client::abi::{VMBRIDGE_PACKET_FLAG_RESPONSE_PENDING, VMBRIDGE_PACKET_HEADER};
+use vmbridge_client::report::{Progress, percentiles_us};
 use vmbridge_client::{Device, PendingRead, PendingSend};
 
 /// A harvest that looks without blocking (the deterministic simulation only moves when
@@ -96,12 +97,24 @@ fn fill_payload(p: &mut Vec<u8>, seq: u32, size: usize, flag: u8) {
     p.resize(size, 0);
     p[..8].copy_from_slice(&u64::from(seq).to_le_bytes());
     p[8] = flag;
-    // Byte i is seq * 31 + i (mod 256): a counter from byte 9 on (vectorised).
-    let first = (seq as u8).wrapping_mul(31).wrapping_add(9);
-    for (i, b) in p[9..].iter_mut().enumerate() {
-        *b = first.wrapping_add(i as u8);
+    // Byte i is seq * 31 + i (mod 256): from byte 9 on, runs of the ramp 0, 1, .. 255
+    // starting at `first` (copied, 256 bytes at a time: the pattern repeats).
+    let first = usize::from((seq as u8).wrapping_mul(31).wrapping_add(9));
+    for chunk in p[9..].chunks_mut(256) {
+        chunk.copy_from_slice(&RAMP[first..first + chunk.len()]);
     }
 }
+
+/// 0, 1, .. 255 twice: any 256 consecutive bytes of it are a ramp modulo 256.
+static RAMP: [u8; 512] = {
+    let mut r = [0u8; 512];
+    let mut i = 0;
+    while i < 512 {
+        r[i] = i as u8;
+        i += 1;
+    }
+    r
+};
 
 thread_local! {
     /// The payload [`with_payload`] builds: one buffer per thread, not one per packet.
@@ -311,43 +324,6 @@ fn host_check(p: &kmcl_sim::HostPacket, size: usize, expect_seq: &AtomicU64, bad
     expect_seq.fetch_add(1, Ordering::Relaxed);
 }
 
-fn percentiles(v: &mut [u64]) -> String {
-    if v.is_empty() {
-        return "n/a".into();
-    }
-    v.sort_unstable();
-    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0;
-    format!(
-        "p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}",
-        at(0.5),
-        at(0.9),
-        at(0.99),
-        at(1.0)
-    )
-}
-
-struct Progress {
-    total: u64,
-    next: u64,
-    start: Instant,
-}
-
-impl Progress {
-    fn tick(&mut self, done: u64) {
-        if done >= self.next && self.total >= 10_000 {
-            let s = self.start.elapsed().as_secs_f64();
-            eprintln!(
-                "  {:>3}%  {done}/{} packets  {:.1}s  {:.0} packets/s",
-                done * 100 / self.total,
-                self.total,
-                s,
-                done as f64 / s.max(1e-9)
-            );
-            self.next += self.total / 10;
-        }
-    }
-}
-
 // ----- deterministic run ----------------------------------------------------------------
 
 fn run_deterministic(rig: &Rig, a: &Args, t: &mut Tally) {
@@ -374,11 +350,7 @@ fn run_deterministic(rig: &Rig, a: &Args, t: &mut Tally) {
     let mut reads: VecDeque<(PendingRead<'_>, u32)> = VecDeque::new();
     let mut sends: VecDeque<(PendingSend<'_>, u32, Instant)> = VecDeque::new();
     let (mut next_host, mut next_read, mut next_guest) = (0u32, 0u32, 0u32);
-    let mut progress = Progress {
-        total: 2 * u64::from(n),
-        next: u64::from(n) / 5,
-        start: Instant::now(),
-    };
+    let mut progress = Progress::new(2 * u64::from(n), 10_000, false);
     let mut idle_rounds = 0u32;
     while (t.h2g_read < u64::from(n) || next_guest < n || !sends.is_empty())
         && idle_rounds < STALL_ROUNDS
@@ -657,11 +629,7 @@ fn run_threaded(rig: &Rig, a: &Args, t: &mut Tally) {
     let mut reads: VecDeque<(PendingRead<'_>, u32)> = VecDeque::new();
     let mut sends: VecDeque<(PendingSend<'_>, u32, Instant)> = VecDeque::new();
     let (mut next_read, mut next_guest) = (0u32, 0u32);
-    let mut progress = Progress {
-        total: 2 * u64::from(n),
-        next: u64::from(n) / 5,
-        start: Instant::now(),
-    };
+    let mut progress = Progress::new(2 * u64::from(n), 10_000, false);
     // Everything that moves when the run makes progress.
     let moved = |t: &Tally, next_guest: u32, sends: usize| {
         t.h2g_read
@@ -921,11 +889,11 @@ fn report(rig: &Rig, a: &Args, t: &mut Tally, s: &Stats, elapsed: Duration) -> V
     );
     println!(
         "latency (us)   : host send -> user read   {}",
-        percentiles(&mut t.read_latency_ns)
+        percentiles_us(&mut t.read_latency_ns)
     );
     println!(
         "                 user send -> response    {}",
-        percentiles(&mut t.send_latency_ns)
+        percentiles_us(&mut t.send_latency_ns)
     );
     println!(
         "backpressure   : queue high-water {}/{}; host found the ring full {} times; overflows {}",

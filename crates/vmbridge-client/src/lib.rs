@@ -12,6 +12,7 @@
 //!   backend ([`windows`], `cfg(windows)`) opens the device with `FILE_FLAG_OVERLAPPED`
 //!   and issues `DeviceIoControl`; the `vmbridge-sim` crate implements the same trait
 //!   over the real driver core in `kmcl-sim`, so the same code runs on any host.
+//! * [`report`]: latency percentiles and the progress line the benchmark tools print.
 //! * [`error`]: every failure is a `std::io::Error` whose inner [`error::DriverError`]
 //!   carries the `NTSTATUS` (and on Windows the Win32 code) and a clear message;
 //!   [`error::ntstatus`] gets the status back.
@@ -30,6 +31,7 @@
 
 pub mod device;
 pub mod error;
+pub mod report;
 pub mod transport;
 #[cfg(windows)]
 pub mod windows;
