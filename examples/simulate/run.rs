@@ -791,6 +791,9 @@ pub fn run(a: &Args, setup: impl FnOnce(&Rig)) -> Vec<String> {
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .clear();
+    for c in &EVENTS_BY_KEYWORD {
+        c.store(0, Ordering::Relaxed);
+    }
     let config = Config {
         processing_mode: a.mode,
         queue_depth: a.queue_depth,
