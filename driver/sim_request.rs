@@ -116,14 +116,19 @@ struct PooledBuf {
 }
 
 impl PooledBuf {
+    /// No bytes, no storage.
+    const fn empty() -> Self {
+        Self {
+            storage: Vec::new(),
+            start: 0,
+            len: 0,
+        }
+    }
+
     /// `len` bytes, from a spare big enough if the thread has one.
     fn take(len: usize) -> Self {
         if len == 0 {
-            return Self {
-                storage: Vec::new(),
-                start: 0,
-                len: 0,
-            };
+            return Self::empty();
         }
         let need = len + ALIGN - 1;
         let class = need.next_power_of_two().max(MIN_STORAGE);
@@ -178,6 +183,10 @@ enum Buf {
 }
 
 impl Buf {
+    const fn empty() -> Self {
+        Buf::Pooled(PooledBuf::empty())
+    }
+
     fn as_slice(&self) -> &[u8] {
         match self {
             Buf::Pooled(b) => b.as_slice(),
@@ -210,12 +219,61 @@ pub struct Completion {
     pub output: Vec<u8>,
 }
 
-/// The completion slot of a [`Shared`]: `done` once the request completed; `completion`'s
-/// output keeps its allocation when the `Shared` is recycled.
+/// A completion as [`RequestHandle::with_result`] lends it: the output borrowed from the
+/// request's own buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CompletionRef<'a> {
+    /// `IoStatus.Status`.
+    pub status: NtStatus,
+    /// `IoStatus.Information`: bytes written to the output buffer.
+    pub information: usize,
+    /// The first `information` bytes of the output buffer.
+    pub output: &'a [u8],
+}
+
+impl CompletionRef<'_> {
+    /// An owned copy.
+    #[must_use]
+    pub fn to_owned(&self) -> Completion {
+        Completion {
+            status: self.status,
+            information: self.information,
+            output: self.output.to_vec(),
+        }
+    }
+}
+
+/// Outputs up to this many bytes are copied into the completion slot's own buffer (the
+/// request's buffer goes back to the pool at once); larger ones move the request's
+/// buffer into the slot instead of copying it (a batched read's output, 64 KiB and more).
+const COPY_MAX: usize = 1024;
+
+/// The completion slot of a [`Shared`]: `done` once the request completed. Its output is
+/// `copy` (a small output, copied; the allocation kept when the `Shared` is recycled)
+/// or, with `moved_len`, the first bytes of `moved` (the request's own buffer, moved in
+/// at completion; back to the pool when the `Shared` is recycled).
 #[derive(Debug)]
 struct Slot {
     done: bool,
-    completion: Completion,
+    status: NtStatus,
+    information: usize,
+    copy: Vec<u8>,
+    moved: Buf,
+    moved_len: Option<usize>,
+}
+
+impl Slot {
+    #[inline]
+    fn completion(&self) -> Option<CompletionRef<'_>> {
+        self.done.then(|| CompletionRef {
+            status: self.status,
+            information: self.information,
+            output: match self.moved_len {
+                Some(n) => &self.moved.as_slice()[..n],
+                None => &self.copy,
+            },
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -257,11 +315,11 @@ impl Shared {
                 completions: AtomicU64::new(0),
                 result: Mutex::new(Slot {
                     done: false,
-                    completion: Completion {
-                        status: NtStatus::SUCCESS,
-                        information: 0,
-                        output: Vec::new(),
-                    },
+                    status: NtStatus::SUCCESS,
+                    information: 0,
+                    copy: Vec::new(),
+                    moved: Buf::empty(),
+                    moved_len: None,
                 }),
                 done: Condvar::new(),
             }),
@@ -278,7 +336,11 @@ impl Shared {
         *s.completions.get_mut() = 0;
         let slot = s.result.get_mut().unwrap_or_else(PoisonError::into_inner);
         slot.done = false;
-        slot.completion.output.clear();
+        slot.copy.clear();
+        if slot.moved_len.take().is_some() {
+            let mut moved = core::mem::replace(&mut slot.moved, Buf::empty());
+            moved.recycle();
+        }
         let _ = SHARED_SPARES.try_with(|sp| {
             let mut sp = sp.borrow_mut();
             if sp.len() < SHARED_SPARES_MAX {
@@ -297,12 +359,37 @@ impl Shared {
         self.completions.fetch_add(1, Ordering::SeqCst);
         self.state.store(DONE, Ordering::SeqCst);
         let mut slot = self.result.lock().unwrap_or_else(PoisonError::into_inner);
-        slot.completion.status = status;
-        slot.completion.information = information;
-        slot.completion.output.clear();
-        slot.completion.output.extend_from_slice(output);
+        slot.status = status;
+        slot.information = information;
+        slot.copy.clear();
+        slot.copy.extend_from_slice(output);
+        // A second completion (a driver bug the model counts) replaces the first.
+        let old = slot
+            .moved_len
+            .take()
+            .map(|_| core::mem::replace(&mut slot.moved, Buf::empty()));
         slot.done = true;
         self.done.notify_all();
+        drop(slot);
+        if let Some(mut old) = old {
+            old.recycle();
+        }
+    }
+
+    /// Completes with `status`, `information` and the first `n` bytes of `output` (the
+    /// request's buffer, moved in: no copy).
+    fn finish_moved(&self, status: NtStatus, information: usize, output: Buf, n: usize) {
+        self.completions.fetch_add(1, Ordering::SeqCst);
+        self.state.store(DONE, Ordering::SeqCst);
+        let mut slot = self.result.lock().unwrap_or_else(PoisonError::into_inner);
+        slot.status = status;
+        slot.information = information;
+        slot.moved_len = Some(n.min(output.as_slice().len()));
+        let mut old = core::mem::replace(&mut slot.moved, output);
+        slot.done = true;
+        self.done.notify_all();
+        drop(slot);
+        old.recycle();
     }
 }
 
@@ -386,6 +473,13 @@ impl SimRequest {
     fn shared(&self) -> &Shared {
         shared_of(&self.shared)
     }
+
+    /// [`UserRequest::complete`] of a large output: the buffer moves to the caller's side.
+    #[inline(never)]
+    fn complete_moved(mut self, status: NtStatus, information: usize, n: usize) {
+        let output = core::mem::replace(&mut self.output, Buf::empty());
+        self.shared().finish_moved(status, information, output, n);
+    }
 }
 
 impl UserRequest for SimRequest {
@@ -420,10 +514,14 @@ impl UserRequest for SimRequest {
     }
 
     fn complete(self, status: NtStatus, information: usize) {
-        let out = self.output.as_slice();
-        let n = information.min(out.len());
-        self.shared().finish(status, information, &out[..n]);
-        // `drop(self)` recycles the buffers and the state.
+        let n = information.min(self.output.as_slice().len());
+        if n <= COPY_MAX {
+            self.shared()
+                .finish(status, information, &self.output.as_slice()[..n]);
+        } else {
+            self.complete_moved(status, information, n);
+        }
+        // `drop(self)` recycles the buffers (the output unless it moved) and the state.
     }
 }
 
@@ -453,18 +551,18 @@ impl RequestHandle {
     /// [`RequestHandle::with_result`] to borrow it).
     #[must_use]
     pub fn result(&self) -> Option<Completion> {
-        self.with_result(|c| c.cloned())
+        self.with_result(|c| c.map(|c| c.to_owned()))
     }
 
     /// Calls `f` with the completion (`None` while the request has not completed),
-    /// borrowed: no copy of the output.
-    pub fn with_result<T>(&self, f: impl FnOnce(Option<&Completion>) -> T) -> T {
+    /// borrowed: the output is the request's own buffer, not a copy.
+    pub fn with_result<T>(&self, f: impl FnOnce(Option<CompletionRef<'_>>) -> T) -> T {
         let slot = self
             .shared()
             .result
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        f(slot.done.then_some(&slot.completion))
+        f(slot.completion())
     }
 
     /// True once completed.
@@ -482,19 +580,23 @@ impl RequestHandle {
     /// Waits up to `timeout` for the completion.
     #[must_use]
     pub fn wait(&self, timeout: Duration) -> Option<Completion> {
-        self.wait_with(timeout, |c| c.cloned())
+        self.wait_with(timeout, |c| c.map(|c| c.to_owned()))
     }
 
     /// Waits up to `timeout` for the completion and calls `f` with it (`None` if the time
     /// ran out), borrowed: no copy of the output.
-    pub fn wait_with<T>(&self, timeout: Duration, f: impl FnOnce(Option<&Completion>) -> T) -> T {
+    pub fn wait_with<T>(
+        &self,
+        timeout: Duration,
+        f: impl FnOnce(Option<CompletionRef<'_>>) -> T,
+    ) -> T {
         let s = self.shared();
         let guard = s.result.lock().unwrap_or_else(PoisonError::into_inner);
         let (guard, _) = s
             .done
             .wait_timeout_while(guard, timeout, |r| !r.done)
             .unwrap_or_else(PoisonError::into_inner);
-        f(guard.done.then_some(&guard.completion))
+        f(guard.completion())
     }
 
     /// Cancels the request the way the I/O manager and WDF do: a request not parked yet

@@ -235,6 +235,27 @@ fn packet_in_place(op: &'static str, out: &mut Vec<u8>) -> io::Result<VMBRIDGE_P
     Ok(header)
 }
 
+/// Checks a batched read's completion and lends its packets to `each` in order; the
+/// whole batch is validated first, so `each` sees a well-formed batch or nothing.
+fn lend_batch(
+    op: &'static str,
+    c: &CompletionStatus,
+    out: &[u8],
+    each: &mut impl FnMut(VMBRIDGE_PACKET_HEADER, &[u8]),
+) -> io::Result<usize> {
+    check_status(op, c)?;
+    let packets = parse_read_batch(out).map_err(|s| bad_output(op, s))?;
+    let mut n = 0;
+    for r in packets.clone() {
+        r.map_err(|s| bad_output(op, s))?;
+        n += 1;
+    }
+    for (header, payload) in packets.flatten() {
+        each(header, payload);
+    }
+    Ok(n)
+}
+
 /// An outstanding read ([`Device::start_read`]).
 pub struct PendingRead<'d> {
     pending: Box<dyn Pending + 'd>,
@@ -597,8 +618,9 @@ impl<'t> Device<'t> {
     }
 
     /// As [`Device::read_batch`], each packet lent to `each` (header and payload, in
-    /// order) instead of copied out: the request's output buffer is this thread's, reused,
-    /// so a batch allocates nothing. Returns how many packets the batch held.
+    /// order) instead of copied out: the payloads are read in place in the transport's
+    /// output buffer ([`Transport::call_with`]), so a batch copies and allocates nothing
+    /// on the client's side. Returns how many packets the batch held.
     ///
     /// # Errors
     ///
@@ -620,28 +642,36 @@ impl<'t> Device<'t> {
         let mut input = [0u8; size_of::<VMBRIDGE_READ_BATCH_REQUEST>()];
         VMBRIDGE_READ_BATCH_REQUEST::new(flags, opts.max_packets).write_to(&mut input);
         let mut out_len = opts.buffer_len.max(read_batch_len_for(0));
-        with_output(|out| {
-            for _ in 0..2 {
-                let c = self.call_into(IOCTL_VMBRIDGE_READ_BATCH, &input, out_len, timeout, out)?;
-                if c.status == NtStatus::BUFFER_TOO_SMALL && c.information > out_len {
-                    out_len = c.information;
-                    continue;
-                }
-                check_status(op, &c)?;
-                // Validate the whole batch first: `each` sees a well-formed batch or nothing.
-                let packets = parse_read_batch(out).map_err(|s| bad_output(op, s))?;
-                let mut n = 0;
-                for r in packets.clone() {
-                    r.map_err(|s| bad_output(op, s))?;
-                    n += 1;
-                }
-                for (header, payload) in packets.flatten() {
-                    each(header, payload);
-                }
-                return Ok(n);
+        for _ in 0..2 {
+            let mut status = NtStatus::SUCCESS;
+            let mut retry = None;
+            let mut outcome: io::Result<usize> = Ok(0);
+            // The transport lends its output buffer: the packets are parsed in place.
+            let cancelled = self.transport.call_with(
+                Request::Ioctl {
+                    code: IOCTL_VMBRIDGE_READ_BATCH,
+                    input: &input,
+                    out_len,
+                },
+                timeout,
+                &mut |c, out| {
+                    status = c.status;
+                    if c.status == NtStatus::BUFFER_TOO_SMALL && c.information > out_len {
+                        retry = Some(c.information);
+                        return;
+                    }
+                    outcome = lend_batch(op, &c, out, &mut each);
+                },
+            )?;
+            if cancelled && status == NtStatus::CANCELLED {
+                return Err(timed_out(op, timeout));
             }
-            Err(driver_error(op, NtStatus::BUFFER_TOO_SMALL, None))
-        })
+            match retry {
+                Some(need) => out_len = need,
+                None => return outcome,
+            }
+        }
+        Err(driver_error(op, NtStatus::BUFFER_TOO_SMALL, None))
     }
 
     /// `IOCTL_VMBRIDGE_RESPOND`: completes held packet `packet_id` with `response`.

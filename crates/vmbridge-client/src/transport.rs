@@ -93,6 +93,28 @@ pub fn finish_into(
     Ok((c, true))
 }
 
+/// As [`finish_into`], the completion lent to `f` ([`Pending::wait_with`]) instead of
+/// copied; returns whether the request was cancelled.
+///
+/// # Errors
+///
+/// The transport failed to wait.
+pub fn finish_with(
+    p: &mut (impl Pending + ?Sized),
+    timeout: Option<Duration>,
+    f: &mut dyn FnMut(CompletionStatus, &[u8]),
+) -> io::Result<bool> {
+    if p.wait_with(timeout, f)? {
+        return Ok(false);
+    }
+    p.cancel();
+    if p.wait_with(None, f)? {
+        Ok(true)
+    } else {
+        Err(io::Error::other("a cancelled request never completed"))
+    }
+}
+
 /// A submitted request. Dropping one that has not completed cancels it and waits for
 /// its completion (the driver may still be writing its buffers).
 pub trait Pending: Send {
@@ -122,6 +144,25 @@ pub trait Pending: Send {
             *output = c.output;
             st
         }))
+    }
+
+    /// As [`Pending::wait`], the completion lent to `f` (status and output bytes, valid
+    /// for the call) instead of returned; `Ok(false)` when the time ran out (`f` not
+    /// called). A transport that can lends its own output buffer (no copy); the default
+    /// lends [`Completion::output`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Pending::wait`].
+    fn wait_with(
+        &mut self,
+        timeout: Option<Duration>,
+        f: &mut dyn FnMut(CompletionStatus, &[u8]),
+    ) -> io::Result<bool> {
+        Ok(self
+            .wait(timeout)?
+            .map(|c| f(c.status(), &c.output))
+            .is_some())
     }
 
     /// `CancelIoEx` on this request; its completion still follows (with
@@ -155,5 +196,21 @@ pub trait Transport: Send + Sync {
     ) -> io::Result<(CompletionStatus, bool)> {
         let mut p = self.submit(req)?;
         finish_into(p.as_mut(), timeout, output)
+    }
+
+    /// As [`Transport::call_into`], the completion lent to `f` ([`Pending::wait_with`]:
+    /// no copy of the output where the transport can); returns whether it was cancelled.
+    ///
+    /// # Errors
+    ///
+    /// As [`Transport::call_into`].
+    fn call_with(
+        &self,
+        req: Request<'_>,
+        timeout: Option<Duration>,
+        f: &mut dyn FnMut(CompletionStatus, &[u8]),
+    ) -> io::Result<bool> {
+        let mut p = self.submit(req)?;
+        finish_with(p.as_mut(), timeout, f)
     }
 }

@@ -9,8 +9,8 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use vmbridge::bridge::{FileId, NtStatus, RequestKey, UserRequest};
-use vmbridge::sim_request::{RequestHandle, SimRequest};
-use vmbridge_client::transport::finish_into;
+use vmbridge::sim_request::{CompletionRef, RequestHandle, SimRequest};
+use vmbridge_client::transport::{finish_into, finish_with};
 use vmbridge_client::{Completion, CompletionStatus, Pending, Request, Transport};
 
 use crate::guest::SimDevice;
@@ -99,20 +99,24 @@ fn to_completion(c: vmbridge::sim_request::Completion) -> Completion {
     }
 }
 
-/// As [`to_completion`], the output copied into `output` (its allocation reused).
-pub(crate) fn copy_completion(
-    c: &vmbridge::sim_request::Completion,
-    output: &mut Vec<u8>,
-) -> CompletionStatus {
-    output.clear();
-    if (c.status.raw() as u32) < 0xC000_0000 {
-        output.extend_from_slice(&c.output);
-    }
-    CompletionStatus {
+/// The I/O manager's view of a borrowed completion: its status, and the output bytes
+/// copied back (none for an error status: `METHOD_BUFFERED`).
+pub(crate) fn lend_completion(c: CompletionRef<'_>) -> (CompletionStatus, &[u8]) {
+    let error = c.status.raw() as u32 >= 0xC000_0000;
+    let status = CompletionStatus {
         status: vmbridge_abi::NtStatus::from_raw(c.status.raw()),
         information: c.information,
         win32: None,
-    }
+    };
+    (status, if error { &[] } else { c.output })
+}
+
+/// As [`lend_completion`], the output copied into `output` (its allocation reused).
+pub(crate) fn copy_completion(c: CompletionRef<'_>, output: &mut Vec<u8>) -> CompletionStatus {
+    let (status, bytes) = lend_completion(c);
+    output.clear();
+    output.extend_from_slice(bytes);
+    status
 }
 
 /// How long `wait(None)` blocks per round.
@@ -135,13 +139,34 @@ impl<P: Deref<Target: Target> + Send> Pending for SimPending<P> {
         timeout: Option<Duration>,
         output: &mut Vec<u8>,
     ) -> io::Result<Option<CompletionStatus>> {
-        let mut copy =
-            |c: Option<&vmbridge::sim_request::Completion>| c.map(|c| copy_completion(c, output));
+        let mut copy = |c: Option<CompletionRef<'_>>| c.map(|c| copy_completion(c, output));
         match timeout {
             Some(t) => Ok(self.handle.wait_with(t, copy)),
             None => loop {
                 if let Some(c) = self.handle.wait_with(FOREVER_STEP, &mut copy) {
                     return Ok(Some(c));
+                }
+            },
+        }
+    }
+
+    fn wait_with(
+        &mut self,
+        timeout: Option<Duration>,
+        f: &mut dyn FnMut(CompletionStatus, &[u8]),
+    ) -> io::Result<bool> {
+        let mut lend = |c: Option<CompletionRef<'_>>| {
+            c.map(|c| {
+                let (st, out) = lend_completion(c);
+                f(st, out);
+            })
+            .is_some()
+        };
+        match timeout {
+            Some(t) => Ok(self.handle.wait_with(t, lend)),
+            None => loop {
+                if self.handle.wait_with(FOREVER_STEP, &mut lend) {
+                    return Ok(true);
                 }
             },
         }
@@ -220,5 +245,20 @@ impl<T: Target> Transport for SimTransport<T> {
             handle,
         };
         finish_into(&mut p, timeout, output)
+    }
+
+    /// Without the box of `submit`; the output lent from the request's own buffer.
+    fn call_with(
+        &self,
+        req: Request<'_>,
+        timeout: Option<Duration>,
+        f: &mut dyn FnMut(CompletionStatus, &[u8]),
+    ) -> io::Result<bool> {
+        let handle = self.dispatch(req);
+        let mut p = SimPending {
+            target: &*self.target,
+            handle,
+        };
+        finish_with(&mut p, timeout, f)
     }
 }

@@ -9,8 +9,9 @@ use std::io;
 use std::time::Duration;
 
 use vmbridge::bridge::FileId;
+use vmbridge::sim_request::CompletionRef;
 use vmbridge::sim_request::{RequestHandle, SimRequest};
-use vmbridge_client::transport::finish_into;
+use vmbridge_client::transport::{finish_into, finish_with};
 use vmbridge_client::{Completion, CompletionStatus, Device, Pending, Request, Transport};
 
 use super::Rig;
@@ -88,6 +89,20 @@ impl Transport for RigTransport<'_> {
         };
         finish_into(&mut p, timeout, output)
     }
+
+    /// Without the box of `submit`; the output lent from the request's own buffer.
+    fn call_with(
+        &self,
+        req: Request<'_>,
+        timeout: Option<Duration>,
+        f: &mut dyn FnMut(CompletionStatus, &[u8]),
+    ) -> io::Result<bool> {
+        let mut p = RigPending {
+            rig: self.rig,
+            handle: self.dispatch(req),
+        };
+        finish_with(&mut p, timeout, f)
+    }
 }
 
 impl RigPending<'_> {
@@ -96,10 +111,10 @@ impl RigPending<'_> {
     /// Deterministic: nothing moves unless the caller steps the simulation, so a wait
     /// only looks; a request that must complete (`None`) and has not is an error, not a
     /// hang.
-    fn wait_with<T>(
+    fn wait_then<T>(
         &self,
         timeout: Option<Duration>,
-        f: impl FnOnce(&vmbridge::sim_request::Completion) -> T,
+        f: impl FnOnce(CompletionRef<'_>) -> T,
     ) -> io::Result<Option<T>> {
         if self.rig.is_deterministic() {
             let r = self.handle.with_result(|c| c.map(f));
@@ -135,7 +150,20 @@ impl Pending for RigPending<'_> {
         output: &mut Vec<u8>,
     ) -> io::Result<Option<CompletionStatus>> {
         // METHOD_BUFFERED: no output for an error status (NT_ERROR).
-        self.wait_with(timeout, |c| crate::transport::copy_completion(c, output))
+        self.wait_then(timeout, |c| crate::transport::copy_completion(c, output))
+    }
+
+    fn wait_with(
+        &mut self,
+        timeout: Option<Duration>,
+        f: &mut dyn FnMut(CompletionStatus, &[u8]),
+    ) -> io::Result<bool> {
+        Ok(self
+            .wait_then(timeout, |c| {
+                let (st, out) = crate::transport::lend_completion(c);
+                f(st, out);
+            })?
+            .is_some())
     }
 
     fn cancel(&mut self) {
