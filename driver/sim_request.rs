@@ -260,9 +260,18 @@ struct Slot {
     copy: Vec<u8>,
     moved: Buf,
     moved_len: Option<usize>,
+    /// Threads in [`RequestHandle::wait_with`] waiting on the condition variable.
+    waiters: u32,
 }
 
 impl Slot {
+    /// Wakes the waiters, if any (with none, no system call).
+    fn notify(&self, done: &Condvar) {
+        if self.waiters > 0 {
+            done.notify_all();
+        }
+    }
+
     #[inline]
     fn completion(&self) -> Option<CompletionRef<'_>> {
         self.done.then(|| CompletionRef {
@@ -320,6 +329,7 @@ impl Shared {
                     copy: Vec::new(),
                     moved: Buf::empty(),
                     moved_len: None,
+                    waiters: 0,
                 }),
                 done: Condvar::new(),
             }),
@@ -369,7 +379,7 @@ impl Shared {
             .take()
             .map(|_| core::mem::replace(&mut slot.moved, Buf::empty()));
         slot.done = true;
-        self.done.notify_all();
+        slot.notify(&self.done);
         drop(slot);
         if let Some(mut old) = old {
             old.recycle();
@@ -387,7 +397,7 @@ impl Shared {
         slot.moved_len = Some(n.min(output.as_slice().len()));
         let mut old = core::mem::replace(&mut slot.moved, output);
         slot.done = true;
-        self.done.notify_all();
+        slot.notify(&self.done);
         drop(slot);
         old.recycle();
     }
@@ -591,11 +601,18 @@ impl RequestHandle {
         f: impl FnOnce(Option<CompletionRef<'_>>) -> T,
     ) -> T {
         let s = self.shared();
-        let guard = s.result.lock().unwrap_or_else(PoisonError::into_inner);
-        let (guard, _) = s
-            .done
-            .wait_timeout_while(guard, timeout, |r| !r.done)
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut guard = s.result.lock().unwrap_or_else(PoisonError::into_inner);
+        if !guard.done && !timeout.is_zero() {
+            // Counted under the lock: `finish` notifies only when someone waits (a
+            // notification is a futex system call).
+            guard.waiters += 1;
+            guard = s
+                .done
+                .wait_timeout_while(guard, timeout, |r| !r.done)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+            guard.waiters -= 1;
+        }
         f(guard.completion())
     }
 
