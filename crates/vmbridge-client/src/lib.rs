@@ -7,7 +7,9 @@
 //! * [`Device`] ([`device`]): `info`, `stats`, `read` (blocking, with a timeout),
 //!   `read_held` + `respond`, `read_batch`, `send`, `send_wait`, `send_batch`,
 //!   `create_offer` (host mode), and the overlapped forms `start_read` / `start_send_wait`
-//!   so reads and sends can be outstanding together.
+//!   so reads and sends can be outstanding together. `read_into`, `read_batch_with` and
+//!   the pending requests' `wait_into` reuse the caller's buffer (or lend the packets in
+//!   place): no allocation per packet.
 //! * [`transport`]: what a device runs over — [`transport::Transport`]. The Windows
 //!   backend ([`windows`], `cfg(windows)`) opens the device with `FILE_FLAG_OVERLAPPED`
 //!   and issues `DeviceIoControl`; the `vmbridge-sim` crate implements the same trait
