@@ -34,17 +34,73 @@ const SPARES_MAX: usize = 256;
 /// spare fits the next request of about the same size.
 const MIN_STORAGE: usize = 64;
 
+/// Size classes of the pool: storage of `MIN_STORAGE << i` bytes is kept in list `i`.
+const CLASSES: usize = usize::BITS as usize - MIN_STORAGE.trailing_zeros() as usize;
+
+/// Spare storage by size class (see [`CLASSES`]), at most [`SPARES_MAX`] in all.
+#[derive(Debug)]
+struct Spares {
+    by_class: [Vec<Vec<u8>>; CLASSES],
+    count: usize,
+}
+
+impl Spares {
+    const fn new() -> Self {
+        Self {
+            by_class: [const { Vec::new() }; CLASSES],
+            count: 0,
+        }
+    }
+
+    /// The class index of storage of `len` bytes (a power of two >= `MIN_STORAGE`).
+    fn class_of(len: usize) -> usize {
+        (len.trailing_zeros() - MIN_STORAGE.trailing_zeros()) as usize
+    }
+
+    /// The smallest spare of at least `class` bytes.
+    fn take(&mut self, class: usize) -> Option<Vec<u8>> {
+        let first = Self::class_of(class);
+        let v = self
+            .by_class
+            .get_mut(first..)?
+            .iter_mut()
+            .find_map(Vec::pop)?;
+        self.count -= 1;
+        Some(v)
+    }
+
+    fn put(&mut self, storage: Vec<u8>) {
+        if self.count >= SPARES_MAX || !storage.len().is_power_of_two() {
+            return;
+        }
+        let Some(list) = self.by_class.get_mut(Self::class_of(storage.len())) else {
+            return;
+        };
+        if list.capacity() == 0 {
+            // Allocated once per thread and class, here: not counted against a request.
+            list.reserve_exact(SPARES_MAX);
+        }
+        list.push(storage);
+        self.count += 1;
+    }
+
+    fn clear(&mut self) {
+        *self = Self::new();
+    }
+}
+
 thread_local! {
     /// Storage of completed requests' buffers, reused by [`SimRequest::new`]: a request's
     /// buffers are allocated (and zeroed) once, not per request. Per thread, so the
     /// deterministic simulation stays deterministic.
-    static SPARES: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    static SPARES: RefCell<Spares> = const { RefCell::new(Spares::new()) };
 }
 
 /// Frees this thread's spare request buffers (for leak checks that count live
 /// allocations: the spares are a cache, not a leak).
 pub fn free_spares() {
     SPARES.with(|s| s.borrow_mut().clear());
+    free_shared_spares();
 }
 
 /// A buffer of [`SimRequest::new`]: `len` bytes at an 8-byte-aligned `start` of storage
@@ -60,31 +116,27 @@ struct PooledBuf {
 }
 
 impl PooledBuf {
+    /// No bytes, no storage.
+    const fn empty() -> Self {
+        Self {
+            storage: Vec::new(),
+            start: 0,
+            len: 0,
+        }
+    }
+
     /// `len` bytes, from a spare big enough if the thread has one.
     fn take(len: usize) -> Self {
         if len == 0 {
-            return Self {
-                storage: Vec::new(),
-                start: 0,
-                len: 0,
-            };
+            return Self::empty();
         }
         let need = len + ALIGN - 1;
         let class = need.next_power_of_two().max(MIN_STORAGE);
-        let spare = SPARES.with(|s| {
-            let mut s = s.borrow_mut();
-            // The smallest spare that fits (an exact size class ends the search).
-            let mut best: Option<(usize, usize)> = None;
-            for (i, v) in s.iter().enumerate() {
-                if v.len() >= need && best.is_none_or(|(_, l)| v.len() < l) {
-                    best = Some((i, v.len()));
-                    if v.len() == class {
-                        break;
-                    }
-                }
-            }
-            best.map(|(i, _)| s.swap_remove(i))
-        });
+        // The smallest spare that fits: its own size class or the next larger one held.
+        let spare = SPARES
+            .try_with(|s| s.borrow_mut().take(class))
+            .ok()
+            .flatten();
         let storage = spare.unwrap_or_else(|| vec![0u8; class]);
         let start = storage.as_ptr().align_offset(ALIGN).min(ALIGN - 1);
         Self {
@@ -118,16 +170,7 @@ impl PooledBuf {
             return;
         }
         // `try_with`: a request dropped while the thread's locals are torn down frees it.
-        let _ = SPARES.try_with(|s| {
-            let mut s = s.borrow_mut();
-            if s.len() < SPARES_MAX {
-                if s.capacity() == 0 {
-                    // Allocated once per thread, here: not counted against a request.
-                    s.reserve_exact(SPARES_MAX);
-                }
-                s.push(storage);
-            }
-        });
+        let _ = SPARES.try_with(|s| s.borrow_mut().put(storage));
     }
 }
 
@@ -140,6 +183,10 @@ enum Buf {
 }
 
 impl Buf {
+    const fn empty() -> Self {
+        Buf::Pooled(PooledBuf::empty())
+    }
+
     fn as_slice(&self) -> &[u8] {
         match self {
             Buf::Pooled(b) => b.as_slice(),
@@ -172,37 +219,230 @@ pub struct Completion {
     pub output: Vec<u8>,
 }
 
+/// A completion as [`RequestHandle::with_result`] lends it: the output borrowed from the
+/// request's own buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CompletionRef<'a> {
+    /// `IoStatus.Status`.
+    pub status: NtStatus,
+    /// `IoStatus.Information`: bytes written to the output buffer.
+    pub information: usize,
+    /// The first `information` bytes of the output buffer.
+    pub output: &'a [u8],
+}
+
+impl CompletionRef<'_> {
+    /// An owned copy.
+    #[must_use]
+    pub fn to_owned(&self) -> Completion {
+        Completion {
+            status: self.status,
+            information: self.information,
+            output: self.output.to_vec(),
+        }
+    }
+}
+
+/// Outputs up to this many bytes are copied into the completion slot's own buffer (the
+/// request's buffer goes back to the pool at once); larger ones move the request's
+/// buffer into the slot instead of copying it (a batched read's output, 64 KiB and more).
+const COPY_MAX: usize = 1024;
+
+/// The completion slot of a [`Shared`]: `done` once the request completed. Its output is
+/// `copy` (a small output, copied; the allocation kept when the `Shared` is recycled)
+/// or, with `moved_len`, the first bytes of `moved` (the request's own buffer, moved in
+/// at completion; back to the pool when the `Shared` is recycled).
+#[derive(Debug)]
+struct Slot {
+    done: bool,
+    status: NtStatus,
+    information: usize,
+    copy: Vec<u8>,
+    moved: Buf,
+    moved_len: Option<usize>,
+    /// Threads in [`RequestHandle::wait_with`] waiting on the condition variable.
+    waiters: u32,
+}
+
+impl Slot {
+    /// Wakes the waiters, if any (with none, no system call).
+    fn notify(&self, done: &Condvar) {
+        if self.waiters > 0 {
+            done.notify_all();
+        }
+    }
+
+    #[inline]
+    fn completion(&self) -> Option<CompletionRef<'_>> {
+        self.done.then(|| CompletionRef {
+            status: self.status,
+            information: self.information,
+            output: match self.moved_len {
+                Some(n) => &self.moved.as_slice()[..n],
+                None => &self.copy,
+            },
+        })
+    }
+}
+
 #[derive(Debug)]
 struct Shared {
     key: u64,
     state: AtomicU8,
     completions: AtomicU64,
-    result: Mutex<Option<Completion>>,
+    result: Mutex<Slot>,
     done: Condvar,
 }
 
+/// Recycled [`Shared`]s kept per thread (bounds the memory the pool holds).
+const SHARED_SPARES_MAX: usize = 64;
+
+thread_local! {
+    /// The request states of dropped requests, reused by [`SimRequest::new`] (one
+    /// allocation per request otherwise, plus one for its completion's output).
+    static SHARED_SPARES: RefCell<Vec<Arc<Shared>>> = const { RefCell::new(Vec::new()) };
+}
+
 impl Shared {
-    fn finish(&self, c: Completion) {
+    /// A fresh request state: from this thread's spares if it has one.
+    fn fresh() -> Arc<Shared> {
+        let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
+        let spare = SHARED_SPARES
+            .try_with(|s| s.borrow_mut().pop())
+            .ok()
+            .flatten();
+        match spare {
+            Some(mut arc) => {
+                if let Some(s) = Arc::get_mut(&mut arc) {
+                    s.key = key;
+                }
+                arc
+            }
+            None => Arc::new(Shared {
+                key,
+                state: AtomicU8::new(NEW),
+                completions: AtomicU64::new(0),
+                result: Mutex::new(Slot {
+                    done: false,
+                    status: NtStatus::SUCCESS,
+                    information: 0,
+                    copy: Vec::new(),
+                    moved: Buf::empty(),
+                    moved_len: None,
+                    waiters: 0,
+                }),
+                done: Condvar::new(),
+            }),
+        }
+    }
+
+    /// Gives `arc` back to this thread's spares if it is the last reference (the request
+    /// and every handle are gone), reset to a new request's state.
+    fn recycle(mut arc: Arc<Shared>) {
+        let Some(s) = Arc::get_mut(&mut arc) else {
+            return;
+        };
+        *s.state.get_mut() = NEW;
+        *s.completions.get_mut() = 0;
+        let slot = s.result.get_mut().unwrap_or_else(PoisonError::into_inner);
+        slot.done = false;
+        slot.copy.clear();
+        if slot.moved_len.take().is_some() {
+            let mut moved = core::mem::replace(&mut slot.moved, Buf::empty());
+            moved.recycle();
+        }
+        let _ = SHARED_SPARES.try_with(|sp| {
+            let mut sp = sp.borrow_mut();
+            if sp.len() < SHARED_SPARES_MAX {
+                if sp.capacity() == 0 {
+                    // Allocated once per thread, here: not counted against a request.
+                    sp.reserve_exact(SHARED_SPARES_MAX);
+                }
+                sp.push(arc);
+            }
+        });
+    }
+
+    /// Completes with `status`, `information` and a copy of `output` (into the slot's
+    /// own buffer: no allocation once it has grown).
+    fn finish(&self, status: NtStatus, information: usize, output: &[u8]) {
         self.completions.fetch_add(1, Ordering::SeqCst);
         self.state.store(DONE, Ordering::SeqCst);
         let mut slot = self.result.lock().unwrap_or_else(PoisonError::into_inner);
-        *slot = Some(c);
-        self.done.notify_all();
+        slot.status = status;
+        slot.information = information;
+        slot.copy.clear();
+        slot.copy.extend_from_slice(output);
+        // A second completion (a driver bug the model counts) replaces the first.
+        let old = slot
+            .moved_len
+            .take()
+            .map(|_| core::mem::replace(&mut slot.moved, Buf::empty()));
+        slot.done = true;
+        slot.notify(&self.done);
+        drop(slot);
+        if let Some(mut old) = old {
+            old.recycle();
+        }
     }
+
+    /// Completes with `status`, `information` and the first `n` bytes of `output` (the
+    /// request's buffer, moved in: no copy).
+    fn finish_moved(&self, status: NtStatus, information: usize, output: Buf, n: usize) {
+        self.completions.fetch_add(1, Ordering::SeqCst);
+        self.state.store(DONE, Ordering::SeqCst);
+        let mut slot = self.result.lock().unwrap_or_else(PoisonError::into_inner);
+        slot.status = status;
+        slot.information = information;
+        slot.moved_len = Some(n.min(output.as_slice().len()));
+        let mut old = core::mem::replace(&mut slot.moved, output);
+        slot.done = true;
+        slot.notify(&self.done);
+        drop(slot);
+        old.recycle();
+    }
+}
+
+/// Frees this thread's spare request states (for leak checks that count live allocations).
+fn free_shared_spares() {
+    let _ = SHARED_SPARES.try_with(|s| s.borrow_mut().clear());
 }
 
 /// A simulated user-mode request as the driver sees it.
 #[derive(Debug)]
 pub struct SimRequest {
-    shared: Arc<Shared>,
+    /// `Some` until dropped (the drop recycles it).
+    shared: Option<Arc<Shared>>,
     input: Buf,
     output: Buf,
 }
 
 /// The caller's side of a [`SimRequest`].
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct RequestHandle {
-    shared: Arc<Shared>,
+    /// `Some` until dropped (the drop recycles it).
+    shared: Option<Arc<Shared>>,
+}
+
+impl Clone for RequestHandle {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Drop for RequestHandle {
+    fn drop(&mut self) {
+        if let Some(arc) = self.shared.take() {
+            Shared::recycle(arc);
+        }
+    }
+}
+
+/// The state behind a request or handle that is not being dropped.
+fn shared_of(s: &Option<Arc<Shared>>) -> &Shared {
+    s.as_deref().expect("the request state lives until drop")
 }
 
 impl SimRequest {
@@ -227,27 +467,34 @@ impl SimRequest {
     }
 
     fn with(input: Buf, output: Buf) -> (Self, RequestHandle) {
-        let shared = Arc::new(Shared {
-            key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
-            state: AtomicU8::new(NEW),
-            completions: AtomicU64::new(0),
-            result: Mutex::new(None),
-            done: Condvar::new(),
-        });
+        let shared = Shared::fresh();
         (
             Self {
-                shared: shared.clone(),
+                shared: Some(shared.clone()),
                 input,
                 output,
             },
-            RequestHandle { shared },
+            RequestHandle {
+                shared: Some(shared),
+            },
         )
+    }
+
+    fn shared(&self) -> &Shared {
+        shared_of(&self.shared)
+    }
+
+    /// [`UserRequest::complete`] of a large output: the buffer moves to the caller's side.
+    #[inline(never)]
+    fn complete_moved(mut self, status: NtStatus, information: usize, n: usize) {
+        let output = core::mem::replace(&mut self.output, Buf::empty());
+        self.shared().finish_moved(status, information, output, n);
     }
 }
 
 impl UserRequest for SimRequest {
     fn key(&self) -> RequestKey {
-        RequestKey(self.shared.key)
+        RequestKey(self.shared().key)
     }
 
     fn input(&self) -> &[u8] {
@@ -260,7 +507,7 @@ impl UserRequest for SimRequest {
 
     fn park(&mut self) -> Result<(), NtStatus> {
         match self
-            .shared
+            .shared()
             .state
             .compare_exchange(NEW, PARKED, Ordering::SeqCst, Ordering::SeqCst)
         {
@@ -270,7 +517,7 @@ impl UserRequest for SimRequest {
     }
 
     fn claim(&mut self) -> bool {
-        self.shared
+        self.shared()
             .state
             .compare_exchange(PARKED, CLAIMED, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok()
@@ -278,13 +525,13 @@ impl UserRequest for SimRequest {
 
     fn complete(self, status: NtStatus, information: usize) {
         let n = information.min(self.output.as_slice().len());
-        let output = self.output.as_slice()[..n].to_vec();
-        // `drop(self)` recycles the buffers.
-        self.shared.finish(Completion {
-            status,
-            information,
-            output,
-        });
+        if n <= COPY_MAX {
+            self.shared()
+                .finish(status, information, &self.output.as_slice()[..n]);
+        } else {
+            self.complete_moved(status, information, n);
+        }
+        // `drop(self)` recycles the buffers (the output unless it moved) and the state.
     }
 }
 
@@ -293,52 +540,80 @@ impl Drop for SimRequest {
     fn drop(&mut self) {
         self.input.recycle();
         self.output.recycle();
+        if let Some(arc) = self.shared.take() {
+            Shared::recycle(arc);
+        }
     }
 }
 
 impl RequestHandle {
+    fn shared(&self) -> &Shared {
+        shared_of(&self.shared)
+    }
+
     /// The request's key.
     #[must_use]
     pub fn key(&self) -> RequestKey {
-        RequestKey(self.shared.key)
+        RequestKey(self.shared().key)
     }
 
-    /// The completion, if the request has completed.
+    /// The completion, if the request has completed (a copy: see
+    /// [`RequestHandle::with_result`] to borrow it).
     #[must_use]
     pub fn result(&self) -> Option<Completion> {
-        self.shared
+        self.with_result(|c| c.map(|c| c.to_owned()))
+    }
+
+    /// Calls `f` with the completion (`None` while the request has not completed),
+    /// borrowed: the output is the request's own buffer, not a copy.
+    pub fn with_result<T>(&self, f: impl FnOnce(Option<CompletionRef<'_>>) -> T) -> T {
+        let slot = self
+            .shared()
             .result
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+            .unwrap_or_else(PoisonError::into_inner);
+        f(slot.completion())
     }
 
     /// True once completed.
     #[must_use]
     pub fn is_done(&self) -> bool {
-        self.shared.state.load(Ordering::SeqCst) == DONE
+        self.shared().state.load(Ordering::SeqCst) == DONE
     }
 
     /// How many times the request was completed (a correct driver: 0 or 1).
     #[must_use]
     pub fn completion_count(&self) -> u64 {
-        self.shared.completions.load(Ordering::SeqCst)
+        self.shared().completions.load(Ordering::SeqCst)
     }
 
     /// Waits up to `timeout` for the completion.
     #[must_use]
     pub fn wait(&self, timeout: Duration) -> Option<Completion> {
-        let guard = self
-            .shared
-            .result
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let (guard, _) = self
-            .shared
-            .done
-            .wait_timeout_while(guard, timeout, |r| r.is_none())
-            .unwrap_or_else(PoisonError::into_inner);
-        guard.clone()
+        self.wait_with(timeout, |c| c.map(|c| c.to_owned()))
+    }
+
+    /// Waits up to `timeout` for the completion and calls `f` with it (`None` if the time
+    /// ran out), borrowed: no copy of the output.
+    pub fn wait_with<T>(
+        &self,
+        timeout: Duration,
+        f: impl FnOnce(Option<CompletionRef<'_>>) -> T,
+    ) -> T {
+        let s = self.shared();
+        let mut guard = s.result.lock().unwrap_or_else(PoisonError::into_inner);
+        if !guard.done && !timeout.is_zero() {
+            // Counted under the lock: `finish` notifies only when someone waits (a
+            // notification is a futex system call).
+            guard.waiters += 1;
+            guard = s
+                .done
+                .wait_timeout_while(guard, timeout, |r| !r.done)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+            guard.waiters -= 1;
+        }
+        f(guard.completion())
     }
 
     /// Cancels the request the way the I/O manager and WDF do: a request not parked yet
@@ -348,7 +623,7 @@ impl RequestHandle {
     /// and when the driver no longer holds it (it lost the race to `claim`), this side
     /// completes it with `STATUS_CANCELLED`.
     pub fn cancel(&self, driver_cancel: impl FnOnce(RequestKey) -> bool) {
-        let s = &self.shared;
+        let s = self.shared();
         if s.state
             .compare_exchange(NEW, CANCELLING, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok()
@@ -360,11 +635,7 @@ impl RequestHandle {
             .is_ok()
             && !driver_cancel(self.key())
         {
-            s.finish(Completion {
-                status: NtStatus::CANCELLED,
-                information: 0,
-                output: Vec::new(),
-            });
+            s.finish(NtStatus::CANCELLED, 0, &[]);
         }
     }
 }

@@ -346,24 +346,26 @@ enum ArriveStep<P, R> {
 }
 
 /// One step of a batched read, taken under the lock.
-enum BatchStep<P, R> {
-    /// A packet was copied to `end`; complete `complete` (a plain read) after unlocking.
-    Took {
-        req: R,
-        complete: Option<P>,
-        end: usize,
-        event: Event,
-    },
+enum BatchStep {
+    /// [`TAKE_CHUNK`] packets were taken: take more.
+    More,
     /// The oldest packet needs an output of `need` bytes.
     TooSmall {
-        req: R,
         need: usize,
     },
     /// Nothing more to take (queue empty, or `MaxPackets` reached).
-    Stop(R),
+    Stop,
+    /// The request was parked (it is the state's now).
     Parked(RequestKey),
-    Rejected(R, NtStatus),
+    /// Parking failed: the request is given back with the status.
+    ParkFailed(NtStatus),
+    Rejected(NtStatus),
 }
+
+/// Packets a batched read takes per lock acquisition (their completions and trace
+/// events wait on the stack until the lock is released: about 140 bytes each with an IC
+/// request, so 8 keep the frame near 1 KiB of the kernel stack).
+const TAKE_CHUNK: usize = 8;
 
 /// Outcome of a send without a completion wait.
 enum Posted {
@@ -977,8 +979,9 @@ where
         }
     }
 
-    /// `IOCTL_VMBRIDGE_READ_BATCH`: copies queued packets one by one (each under the
-    /// lock, each completed or held as it is taken) until the next does not fit, the
+    /// `IOCTL_VMBRIDGE_READ_BATCH`: copies queued packets in order (up to [`TAKE_CHUNK`]
+    /// per lock acquisition; each held as it is taken, or completed, in order, once its
+    /// chunk is taken and the lock released) until the next does not fit, the
     /// queue is empty or `MaxPackets` is reached. The oldest packet not fitting an empty
     /// batch is `STATUS_BUFFER_TOO_SMALL` with `Information` = the output it needs, and
     /// stays queued.
@@ -997,87 +1000,105 @@ where
             Err(st) => return self.reject(req, code, st),
         };
         let (mut count, mut at, mut end) = (0u32, BATCH_HEADER, BATCH_HEADER);
+        // `None` once parked (the state owns it then).
+        let mut req = Some(req);
         loop {
+            // Up to TAKE_CHUNK packets per lock acquisition; each taken packet's
+            // completion (a plain read) and trace event wait here until the lock is
+            // released.
+            let mut taken: [Option<(Option<P>, Event)>; TAKE_CHUNK] =
+                core::array::from_fn(|_| None);
             let step = self.state.with(|s| {
-                if count >= max {
-                    return BatchStep::Stop(req);
-                }
-                if s.channel == ChannelState::Closed && count == 0 {
-                    return BatchStep::Rejected(req, NtStatus::DEVICE_NOT_CONNECTED);
-                }
-                let Some(&slot) = s.queued.front() else {
-                    if count > 0 || !wait {
-                        return BatchStep::Stop(req);
+                for t in &mut taken {
+                    if count >= max {
+                        return BatchStep::Stop;
                     }
-                    return match s.park_read(req, file, hold, true) {
-                        Ok(key) => BatchStep::Parked(key),
-                        Err((req, st)) => BatchStep::Rejected(req, st),
-                    };
-                };
-                let Some(entry) = s.packets.get_mut(slot) else {
-                    return BatchStep::Rejected(req, NtStatus::INVALID_PARAMETER);
-                };
-                let len = entry.len;
-                let entry_end = at + PACKET_HEADER + len as usize;
-                if entry_end > out_len {
-                    if count == 0 {
-                        return BatchStep::TooSmall {
-                            req,
-                            need: BATCH_HEADER + PACKET_HEADER + len as usize,
+                    if s.channel == ChannelState::Closed && count == 0 {
+                        return BatchStep::Rejected(NtStatus::DEVICE_NOT_CONNECTED);
+                    }
+                    let Some(&slot) = s.queued.front() else {
+                        if count > 0 || !wait {
+                            return BatchStep::Stop;
+                        }
+                        let Some(r) = req.take() else {
+                            return BatchStep::Stop;
                         };
+                        return match s.park_read(r, file, hold, true) {
+                            Ok(key) => BatchStep::Parked(key),
+                            Err((r, st)) => {
+                                req = Some(r);
+                                BatchStep::ParkFailed(st)
+                            }
+                        };
+                    };
+                    let Some(entry) = s.packets.get_mut(slot) else {
+                        return BatchStep::Rejected(NtStatus::INVALID_PARAMETER);
+                    };
+                    let len = entry.len;
+                    let entry_end = at + PACKET_HEADER + len as usize;
+                    if entry_end > out_len {
+                        if count == 0 {
+                            return BatchStep::TooSmall {
+                                need: BATCH_HEADER + PACKET_HEADER + len as usize,
+                            };
+                        }
+                        return BatchStep::Stop;
                     }
-                    return BatchStep::Stop(req);
-                }
-                let Some((complete, event)) =
-                    s.take_queued(slot, file, hold, &mut req.output()[at..])
-                else {
-                    return BatchStep::Rejected(req, NtStatus::INVALID_PARAMETER);
-                };
-                BatchStep::Took {
-                    req,
-                    complete,
-                    end: entry_end,
-                    event,
-                }
-            });
-            match step {
-                BatchStep::Took {
-                    req: r,
-                    complete,
-                    end: e,
-                    event,
-                } => {
-                    req = r;
-                    if let Some(p) = complete {
-                        p.complete(&[]);
-                    }
-                    self.tracer.emit(event);
+                    let Some(r) = req.as_mut() else {
+                        return BatchStep::Stop;
+                    };
+                    let Some(took) = s.take_queued(slot, file, hold, &mut r.output()[at..]) else {
+                        return BatchStep::Rejected(NtStatus::INVALID_PARAMETER);
+                    };
+                    *t = Some(took);
                     count += 1;
-                    end = e;
-                    at = align8(e);
+                    end = entry_end;
+                    at = align8(entry_end);
                 }
-                BatchStep::TooSmall { req, need } => {
+                BatchStep::More
+            });
+            // In the order taken: complete the plain reads' packets, emit the events.
+            for (complete, event) in taken.into_iter().flatten() {
+                if let Some(p) = complete {
+                    p.complete(&[]);
+                }
+                self.tracer.emit(event);
+            }
+            let Some(r) = req.take() else {
+                // Parked: the state owns the request.
+                if let BatchStep::Parked(key) = step {
+                    self.tracer.emit(Event::RequestPended { key: key.0 });
+                }
+                return;
+            };
+            match step {
+                BatchStep::More => req = Some(r),
+                BatchStep::Stop | BatchStep::Parked(_) => {
+                    req = Some(r);
+                    break;
+                }
+                BatchStep::TooSmall { need } => {
                     self.state.with(|s| s.stats.requests_rejected += 1);
                     self.tracer.emit(Event::RequestRejected {
                         code,
                         status: NtStatus::BUFFER_TOO_SMALL.raw(),
                     });
-                    return req.complete(NtStatus::BUFFER_TOO_SMALL, need);
+                    return r.complete(NtStatus::BUFFER_TOO_SMALL, need);
                 }
-                BatchStep::Stop(r) => {
-                    req = r;
-                    break;
-                }
-                BatchStep::Parked(key) => {
-                    return self.tracer.emit(Event::RequestPended { key: key.0 });
-                }
-                BatchStep::Rejected(req, st) if st == NtStatus::CANCELLED => {
+                BatchStep::ParkFailed(st) | BatchStep::Rejected(st)
+                    if st == NtStatus::CANCELLED =>
+                {
                     self.state.with(|s| s.stats.requests_cancelled += 1);
-                    return req.complete(st, 0);
+                    return r.complete(st, 0);
                 }
-                BatchStep::Rejected(req, st) => return self.reject(req, code, st),
+                BatchStep::ParkFailed(st) | BatchStep::Rejected(st) => {
+                    return self.reject(r, code, st);
+                }
             }
         }
+        let Some(mut req) = req else {
+            return;
+        };
         VMBRIDGE_BATCH_HEADER::new(count, len32(end)).write_to(req.output());
         req.complete(NtStatus::SUCCESS, end);
     }

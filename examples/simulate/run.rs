@@ -42,7 +42,9 @@ pub use crate::common::Rig;
 use kmcl_sim::{SendError, SimConfig};
 use vmbridge::bridge::{Config, NtStatus, Stats};
 use vmbridge::trace::{Event, KEYWORD_IO, KEYWORD_LIFECYCLE, KEYWORD_PACKET, Tracer};
-use vmbridge_client::{Device, Packet, PendingRead, PendingSend, SendCompletion};
+use vmbridge_client::abi::{VMBRIDGE_PACKET_FLAG_RESPONSE_PENDING, VMBRIDGE_PACKET_HEADER};
+use vmbridge_client::report::{Progress, percentiles_us};
+use vmbridge_client::{Device, PendingRead, PendingSend};
 
 /// A harvest that looks without blocking (the deterministic simulation only moves when
 /// stepped).
@@ -95,10 +97,24 @@ fn fill_payload(p: &mut Vec<u8>, seq: u32, size: usize, flag: u8) {
     p.resize(size, 0);
     p[..8].copy_from_slice(&u64::from(seq).to_le_bytes());
     p[8] = flag;
-    for (i, b) in p.iter_mut().enumerate().skip(9) {
-        *b = (seq as u8).wrapping_mul(31).wrapping_add(i as u8);
+    // Byte i is seq * 31 + i (mod 256): from byte 9 on, runs of the ramp 0, 1, .. 255
+    // starting at `first` (copied, 256 bytes at a time: the pattern repeats).
+    let first = usize::from((seq as u8).wrapping_mul(31).wrapping_add(9));
+    for chunk in p[9..].chunks_mut(256) {
+        chunk.copy_from_slice(&RAMP[first..first + chunk.len()]);
     }
 }
+
+/// 0, 1, .. 255 twice: any 256 consecutive bytes of it are a ramp modulo 256.
+static RAMP: [u8; 512] = {
+    let mut r = [0u8; 512];
+    let mut i = 0;
+    while i < 512 {
+        r[i] = i as u8;
+        i += 1;
+    }
+    r
+};
 
 thread_local! {
     /// The payload [`with_payload`] builds: one buffer per thread, not one per packet.
@@ -115,11 +131,21 @@ fn with_payload<T>(seq: u32, size: usize, flag: u8, f: impl FnOnce(&[u8]) -> T) 
     })
 }
 
-/// FNV-1a over `bytes`: the response a completion must carry.
+/// FNV-1a over `bytes` taken as little-endian 64-bit words (the last one zero-padded):
+/// the response a completion must carry. Word-wise, a 256-byte packet costs 32 steps
+/// instead of 256.
 fn checksum(bytes: &[u8]) -> [u8; 8] {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
+    let mut words = bytes.chunks_exact(8);
+    for w in &mut words {
+        h ^= u64::from_le_bytes(w.try_into().unwrap_or([0; 8]));
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let rest = words.remainder();
+    if !rest.is_empty() {
+        let mut w = [0u8; 8];
+        w[..rest.len()].copy_from_slice(rest);
+        h ^= u64::from_le_bytes(w);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     h.to_le_bytes()
@@ -218,23 +244,23 @@ fn sink(e: &Event) {
 
 // ----- the simulated user-mode program's steps ------------------------------------------
 
-/// A completed held read: verify, answer, account.
+/// A completed held read (`read`: its header; `body`: its payload): verify, answer,
+/// account.
 fn finish_read(
     dev: &Device<'_>,
     a: &Args,
     expect: u32,
-    read: std::io::Result<Packet>,
+    read: std::io::Result<VMBRIDGE_PACKET_HEADER>,
+    body: &[u8],
     t: &mut Tally,
 ) {
-    let p = match read {
-        Ok(p) => p,
+    let hdr = match read {
+        Ok(h) => h,
         Err(e) => {
             t.fail(format!("read {expect}: {e}"));
             return;
         }
     };
-    let hdr = p.header;
-    let body = &p.payload[..];
     // VMBus pads in-band payloads to 8 bytes: the tail must be zeros.
     let intact = body.len() >= a.size
         && with_payload(expect, a.size, u8::from(wants_response(expect)), |want| {
@@ -250,7 +276,7 @@ fn finish_read(
         ));
     }
     t.h2g_read += 1;
-    if !p.is_held() {
+    if hdr.Flags & VMBRIDGE_PACKET_FLAG_RESPONSE_PENDING == 0 {
         t.fail(format!("host packet {expect}: not held for a response"));
         return;
     }
@@ -265,19 +291,17 @@ fn finish_read(
     }
 }
 
-/// A completed waiting send: the response must be the checksum of what was sent.
-fn finish_send(seq: u32, a: &Args, c: std::io::Result<SendCompletion>, t: &mut Tally) {
+/// A completed waiting send (`c`: the host's status; `response`: its response): the
+/// response must be the checksum of what was sent.
+fn finish_send(seq: u32, a: &Args, c: std::io::Result<NtStatus>, response: &[u8], t: &mut Tally) {
     match c {
-        Ok(c)
-            if c.status == NtStatus::SUCCESS
-                && c.response[..] == with_payload(seq, a.size, GUEST_FLAG, checksum)[..] =>
+        Ok(st)
+            if st == NtStatus::SUCCESS
+                && *response == with_payload(seq, a.size, GUEST_FLAG, checksum)[..] =>
         {
             t.g2h_responses_verified += 1;
         }
-        Ok(c) => t.fail(format!(
-            "send {seq}: wrong completion {} {:02x?}",
-            c.status, c.response
-        )),
+        Ok(st) => t.fail(format!("send {seq}: wrong completion {st} {response:02x?}")),
         Err(e) => t.fail(format!("send {seq}: {e}")),
     }
 }
@@ -298,43 +322,6 @@ fn host_check(p: &kmcl_sim::HostPacket, size: usize, expect_seq: &AtomicU64, bad
         bad.fetch_add(1, Ordering::Relaxed);
     }
     expect_seq.fetch_add(1, Ordering::Relaxed);
-}
-
-fn percentiles(v: &mut [u64]) -> String {
-    if v.is_empty() {
-        return "n/a".into();
-    }
-    v.sort_unstable();
-    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0;
-    format!(
-        "p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}",
-        at(0.5),
-        at(0.9),
-        at(0.99),
-        at(1.0)
-    )
-}
-
-struct Progress {
-    total: u64,
-    next: u64,
-    start: Instant,
-}
-
-impl Progress {
-    fn tick(&mut self, done: u64) {
-        if done >= self.next && self.total >= 10_000 {
-            let s = self.start.elapsed().as_secs_f64();
-            eprintln!(
-                "  {:>3}%  {done}/{} packets  {:.1}s  {:.0} packets/s",
-                done * 100 / self.total,
-                self.total,
-                s,
-                done as f64 / s.max(1e-9)
-            );
-            self.next += self.total / 10;
-        }
-    }
 }
 
 // ----- deterministic run ----------------------------------------------------------------
@@ -358,14 +345,12 @@ fn run_deterministic(rig: &Rig, a: &Args, t: &mut Tally) {
     // Host send times by sequence number (reads complete in order: a queue).
     let mut sent_at: VecDeque<(u32, Instant)> = VecDeque::new();
     let mut trans = Transactions::default();
+    // The payload or response of the request harvested last: one buffer for the run.
+    let mut body = Vec::new();
     let mut reads: VecDeque<(PendingRead<'_>, u32)> = VecDeque::new();
     let mut sends: VecDeque<(PendingSend<'_>, u32, Instant)> = VecDeque::new();
     let (mut next_host, mut next_read, mut next_guest) = (0u32, 0u32, 0u32);
-    let mut progress = Progress {
-        total: 2 * u64::from(n),
-        next: u64::from(n) / 5,
-        start: Instant::now(),
-    };
+    let mut progress = Progress::new(2 * u64::from(n), 10_000, false);
     let mut idle_rounds = 0u32;
     while (t.h2g_read < u64::from(n) || next_guest < n || !sends.is_empty())
         && idle_rounds < STALL_ROUNDS
@@ -422,7 +407,7 @@ fn run_deterministic(rig: &Rig, a: &Args, t: &mut Tally) {
         rig.idle();
         // Harvest, in order.
         while let Some((h, seq)) = reads.front_mut() {
-            let Some(r) = h.wait(NOW).transpose() else {
+            let Some(r) = h.wait_into(NOW, &mut body).transpose() else {
                 break;
             };
             let seq = *seq;
@@ -436,14 +421,14 @@ fn run_deterministic(rig: &Rig, a: &Args, t: &mut Tally) {
                     t.read_latency_ns.push(at.elapsed().as_nanos() as u64);
                 }
             }
-            finish_read(&dev, a, seq, r, t);
+            finish_read(&dev, a, seq, r, &body, t);
         }
         while let Some((h, seq, at)) = sends.front_mut() {
-            let Some(c) = h.wait(NOW).transpose() else {
+            let Some(c) = h.wait_into(NOW, &mut body).transpose() else {
                 break;
             };
             t.send_latency_ns.push(at.elapsed().as_nanos() as u64);
-            finish_send(*seq, a, c, t);
+            finish_send(*seq, a, c, &body, t);
             sends.pop_front();
         }
         rig.idle();
@@ -639,14 +624,12 @@ fn run_threaded(rig: &Rig, a: &Args, t: &mut Tally) {
         })
     };
     // The program: reads on this thread, sends interleaved (a window of waiting sends).
+    // The payload or response of the request harvested last: one buffer for the run.
+    let mut body = Vec::new();
     let mut reads: VecDeque<(PendingRead<'_>, u32)> = VecDeque::new();
     let mut sends: VecDeque<(PendingSend<'_>, u32, Instant)> = VecDeque::new();
     let (mut next_read, mut next_guest) = (0u32, 0u32);
-    let mut progress = Progress {
-        total: 2 * u64::from(n),
-        next: u64::from(n) / 5,
-        start: Instant::now(),
-    };
+    let mut progress = Progress::new(2 * u64::from(n), 10_000, false);
     // Everything that moves when the run makes progress.
     let moved = |t: &Tally, next_guest: u32, sends: usize| {
         t.h2g_read
@@ -698,7 +681,7 @@ fn run_threaded(rig: &Rig, a: &Args, t: &mut Tally) {
             }
         }
         if let Some((h, seq)) = reads.front_mut() {
-            let r = h.wait(NOW).transpose();
+            let r = h.wait_into(NOW, &mut body).transpose();
             if let Some(r) = r {
                 let seq = *seq;
                 reads.pop_front();
@@ -707,15 +690,15 @@ fn run_threaded(rig: &Rig, a: &Args, t: &mut Tally) {
                     t.read_latency_ns
                         .push((start.elapsed().as_nanos() as u64).saturating_sub(at - 1));
                 }
-                finish_read(&dev, a, seq, r, t);
+                finish_read(&dev, a, seq, r, &body, t);
             }
         }
         while let Some((h, seq, at)) = sends.front_mut() {
-            let Some(c) = h.wait(NOW).transpose() else {
+            let Some(c) = h.wait_into(NOW, &mut body).transpose() else {
                 break;
             };
             t.send_latency_ns.push(at.elapsed().as_nanos() as u64);
-            finish_send(*seq, a, c, t);
+            finish_send(*seq, a, c, &body, t);
             sends.pop_front();
         }
         progress.tick(t.h2g_read + u64::from(next_guest));
@@ -808,6 +791,9 @@ pub fn run(a: &Args, setup: impl FnOnce(&Rig)) -> Vec<String> {
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .clear();
+    for c in &EVENTS_BY_KEYWORD {
+        c.store(0, Ordering::Relaxed);
+    }
     let config = Config {
         processing_mode: a.mode,
         queue_depth: a.queue_depth,
@@ -906,11 +892,11 @@ fn report(rig: &Rig, a: &Args, t: &mut Tally, s: &Stats, elapsed: Duration) -> V
     );
     println!(
         "latency (us)   : host send -> user read   {}",
-        percentiles(&mut t.read_latency_ns)
+        percentiles_us(&mut t.read_latency_ns)
     );
     println!(
         "                 user send -> response    {}",
-        percentiles(&mut t.send_latency_ns)
+        percentiles_us(&mut t.send_latency_ns)
     );
     println!(
         "backpressure   : queue high-water {}/{}; host found the ring full {} times; overflows {}",

@@ -9,11 +9,11 @@
 //! the ratio: the batched-read figure of issue 13 (a ratio, not a timed assertion).
 
 use std::collections::VecDeque;
-use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use vmbridge_abi::{VMBRIDGE_BATCH_HEADER, read_batch_entry_len};
+use vmbridge_client::report::{Progress, percentiles_us};
 use vmbridge_client::{BatchOptions, Device};
 
 use crate::{Failure, Outcome};
@@ -72,59 +72,8 @@ impl Run {
         );
         println!(
             "{what}: request latency (us) {}",
-            percentiles(&self.latency_ns)
+            percentiles_us(&mut self.latency_ns.clone())
         );
-    }
-}
-
-fn percentiles(v: &[u64]) -> String {
-    if v.is_empty() {
-        return "n/a".into();
-    }
-    let mut v = v.to_vec();
-    v.sort_unstable();
-    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0;
-    format!(
-        "p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}",
-        at(0.5),
-        at(0.9),
-        at(0.99),
-        at(1.0)
-    )
-}
-
-struct Progress {
-    total: u64,
-    next: u64,
-    start: Instant,
-}
-
-impl Progress {
-    fn new(total: u64) -> Self {
-        Self {
-            total,
-            next: total / 10,
-            start: Instant::now(),
-        }
-    }
-
-    fn tick(&mut self, done: u64) {
-        if done < self.next || self.total < 1000 {
-            return;
-        }
-        let s = self.start.elapsed().as_secs_f64();
-        let mut e = std::io::stderr().lock();
-        let _ = write!(
-            e,
-            "\r  {:>3}%  {done}/{} packets  {s:.1} s  {:.0} packets/s   ",
-            done * 100 / self.total,
-            self.total,
-            done as f64 / s.max(1e-9)
-        );
-        if done >= self.total {
-            let _ = writeln!(e);
-        }
-        self.next += self.total / 10;
     }
 }
 
@@ -132,7 +81,7 @@ const WAIT: Option<Duration> = Some(Duration::from_secs(30));
 
 fn single_reads(d: &Device, n: u64, outstanding: u32) -> Result<Run, Failure> {
     let mut r = Run::default();
-    let mut p = Progress::new(n);
+    let mut p = Progress::new(n, 1000, true);
     let start = Instant::now();
     let mut q = VecDeque::new();
     let mut issued = 0u64;
@@ -159,7 +108,7 @@ fn single_reads(d: &Device, n: u64, outstanding: u32) -> Result<Run, Failure> {
 
 fn batched_reads(d: &Device, n: u64, size: u32, depth: u32) -> Result<Run, Failure> {
     let mut r = Run::default();
-    let mut p = Progress::new(n);
+    let mut p = Progress::new(n, 1000, true);
     let opts = BatchOptions {
         hold: false,
         wait: true,
@@ -186,7 +135,7 @@ fn batched_reads(d: &Device, n: u64, size: u32, depth: u32) -> Result<Run, Failu
 
 fn round_trips(d: &Device, n: u64, size: u32, outstanding: u32) -> Result<Run, Failure> {
     let mut r = Run::default();
-    let mut p = Progress::new(n);
+    let mut p = Progress::new(n, 1000, true);
     let payload = vec![0x5a_u8; size as usize];
     let start = Instant::now();
     let mut q = VecDeque::new();

@@ -7,6 +7,7 @@
 //! awaited, so a packet that arrived in the race is returned, not lost), checks the
 //! status and parses the output.
 
+use std::cell::RefCell;
 use std::io;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -17,20 +18,93 @@ use vmbridge_abi::{
     IOCTL_VMBRIDGE_READ, IOCTL_VMBRIDGE_READ_BATCH, IOCTL_VMBRIDGE_RESPOND, IOCTL_VMBRIDGE_SEND,
     IOCTL_VMBRIDGE_SEND_BATCH, NtStatus, VMBRIDGE_COMPLETION_HEADER, VMBRIDGE_CREATE_OFFER_REQUEST,
     VMBRIDGE_INFO, VMBRIDGE_OFFER_FLAG_PIPE, VMBRIDGE_PACKET_FLAG_RESPONSE_PENDING,
-    VMBRIDGE_PACKET_HEADER, VMBRIDGE_READ_BATCH_FLAG_WAIT, VMBRIDGE_READ_FLAG_HOLD_FOR_RESPONSE,
-    VMBRIDGE_SEND_FLAG_WAIT_FOR_COMPLETION, VMBRIDGE_STATS, build_create_offer, build_read,
-    build_read_batch, build_respond, build_send, build_send_batch, ioctl_name, parse_read_batch,
-    read_batch_len_for,
+    VMBRIDGE_PACKET_HEADER, VMBRIDGE_READ_BATCH_FLAG_WAIT, VMBRIDGE_READ_BATCH_REQUEST,
+    VMBRIDGE_READ_FLAG_HOLD_FOR_RESPONSE, VMBRIDGE_READ_REQUEST, VMBRIDGE_RESPOND_REQUEST,
+    VMBRIDGE_SEND_FLAG_WAIT_FOR_COMPLETION, VMBRIDGE_SEND_REQUEST, VMBRIDGE_STATS,
+    build_create_offer, build_send_batch, ioctl_name, parse_read_batch, read_batch_len_for,
 };
 
 use crate::error::{bad_output, driver_error};
-use crate::transport::{Completion, Pending, Request, Transport};
+use crate::transport::{Completion, CompletionStatus, Pending, Request, Transport};
 
 const HDR: usize = size_of::<VMBRIDGE_PACKET_HEADER>();
 const CHDR: usize = size_of::<VMBRIDGE_COMPLETION_HEADER>();
 /// Output size used before `IOCTL_VMBRIDGE_GET_INFO` told the real `MaxPacketSize`
 /// (the driver's largest allowed value).
 const FALLBACK_MAX_PACKET: u32 = 65536;
+
+thread_local! {
+    /// The input [`with_input`] builds: one buffer per thread, not one per request (the
+    /// transport copies the input when it submits, as `DeviceIoControl` does).
+    static INPUT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// The output buffer of synchronous requests ([`Device::call`]), reused.
+    static OUTPUT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Calls `f` with a request input: a `head_len`-byte header written by `head` (over
+/// zeros) followed by `tail`, built in this thread's scratch buffer (a fresh one if `f`
+/// itself builds an input).
+fn with_input<T>(
+    head_len: usize,
+    head: impl FnOnce(&mut [u8]),
+    tail: &[u8],
+    f: impl FnOnce(&[u8]) -> T,
+) -> T {
+    let build = |b: &mut Vec<u8>| {
+        b.clear();
+        b.resize(head_len, 0);
+        head(b);
+        b.extend_from_slice(tail);
+    };
+    let mut head_and_f = Some((build, f));
+    let r = INPUT.try_with(|cell| {
+        let mut b = cell.try_borrow_mut().ok()?;
+        let (build, f) = head_and_f.take()?;
+        build(&mut b);
+        Some(f(&b))
+    });
+    if let Ok(Some(r)) = r {
+        return r;
+    }
+    let (build, f) = head_and_f.take().expect("not consumed without a result");
+    let mut b = Vec::new();
+    build(&mut b);
+    f(&b)
+}
+
+/// Calls `f` with this thread's output scratch buffer (a fresh one if it is in use).
+fn with_output<T>(f: impl FnOnce(&mut Vec<u8>) -> T) -> T {
+    let mut f = Some(f);
+    let r = OUTPUT.try_with(|cell| {
+        let mut b = cell.try_borrow_mut().ok()?;
+        Some((f.take()?)(&mut b))
+    });
+    if let Ok(Some(r)) = r {
+        return r;
+    }
+    (f.take().expect("not consumed without a result"))(&mut Vec::new())
+}
+
+/// The input of `IOCTL_VMBRIDGE_READ` (on the stack).
+fn read_input(flags: u32) -> [u8; size_of::<VMBRIDGE_READ_REQUEST>()] {
+    let mut b = [0u8; size_of::<VMBRIDGE_READ_REQUEST>()];
+    VMBRIDGE_READ_REQUEST::new(flags).write_to(&mut b);
+    b
+}
+
+/// `IOCTL_VMBRIDGE_SEND`'s input (header + `payload`) for `f`.
+fn with_send_input<T>(flags: u32, payload: &[u8], f: impl FnOnce(&[u8]) -> T) -> T {
+    with_input(
+        size_of::<VMBRIDGE_SEND_REQUEST>(),
+        |h| VMBRIDGE_SEND_REQUEST::new(flags, len32(payload.len())).write_to(h),
+        payload,
+        f,
+    )
+}
+
+fn len32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
 
 /// A packet a read returned.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -137,6 +211,10 @@ fn finish(p: &mut dyn Pending, timeout: Option<Duration>) -> io::Result<(Complet
 }
 
 fn check(op: &'static str, c: &Completion) -> io::Result<()> {
+    check_status(op, &c.status())
+}
+
+fn check_status(op: &'static str, c: &CompletionStatus) -> io::Result<()> {
     if c.status.is_success() {
         Ok(())
     } else {
@@ -144,13 +222,38 @@ fn check(op: &'static str, c: &Completion) -> io::Result<()> {
     }
 }
 
-fn parse_packet(op: &'static str, out: &[u8]) -> io::Result<Packet> {
+/// Parses the read output in `out` and turns `out` into the payload (moved to the front,
+/// no allocation); returns the header.
+fn packet_in_place(op: &'static str, out: &mut Vec<u8>) -> io::Result<VMBRIDGE_PACKET_HEADER> {
     let header = VMBRIDGE_PACKET_HEADER::parse(out).map_err(|s| bad_output(op, s))?;
-    let payload = out
-        .get(HDR..HDR + header.PayloadLength as usize)
-        .ok_or_else(|| bad_output(op, NtStatus::INVALID_BUFFER_SIZE))?
-        .to_vec();
-    Ok(Packet { header, payload })
+    let end = HDR + header.PayloadLength as usize;
+    if out.len() < end {
+        return Err(bad_output(op, NtStatus::INVALID_BUFFER_SIZE));
+    }
+    out.copy_within(HDR..end, 0);
+    out.truncate(end - HDR);
+    Ok(header)
+}
+
+/// Checks a batched read's completion and lends its packets to `each` in order; the
+/// whole batch is validated first, so `each` sees a well-formed batch or nothing.
+fn lend_batch(
+    op: &'static str,
+    c: &CompletionStatus,
+    out: &[u8],
+    each: &mut impl FnMut(VMBRIDGE_PACKET_HEADER, &[u8]),
+) -> io::Result<usize> {
+    check_status(op, c)?;
+    let packets = parse_read_batch(out).map_err(|s| bad_output(op, s))?;
+    let mut n = 0;
+    for r in packets.clone() {
+        r.map_err(|s| bad_output(op, s))?;
+        n += 1;
+    }
+    for (header, payload) in packets.flatten() {
+        each(header, payload);
+    }
+    Ok(n)
 }
 
 /// An outstanding read ([`Device::start_read`]).
@@ -172,12 +275,30 @@ impl PendingRead<'_> {
     /// The read's failure status (`STATUS_BUFFER_OVERFLOW` if the packet was larger
     /// than `MaxPacketSize` said, `STATUS_CANCELLED`, `STATUS_DEVICE_NOT_CONNECTED`, ...).
     pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<Option<Packet>> {
+        let mut payload = Vec::new();
+        Ok(self
+            .wait_into(timeout, &mut payload)?
+            .map(|header| Packet { header, payload }))
+    }
+
+    /// As [`PendingRead::wait`], the payload going into `payload` (its contents replaced,
+    /// its allocation reused: a reader that keeps one buffer allocates nothing per
+    /// packet); returns the packet's header.
+    ///
+    /// # Errors
+    ///
+    /// As [`PendingRead::wait`].
+    pub fn wait_into(
+        &mut self,
+        timeout: Option<Duration>,
+        payload: &mut Vec<u8>,
+    ) -> io::Result<Option<VMBRIDGE_PACKET_HEADER>> {
         let op = ioctl_name(IOCTL_VMBRIDGE_READ);
-        let Some(c) = self.pending.wait(timeout)? else {
+        let Some(c) = self.pending.wait_into(timeout, payload)? else {
             return Ok(None);
         };
-        check(op, &c)?;
-        parse_packet(op, &c.output).map(Some)
+        check_status(op, &c)?;
+        packet_in_place(op, payload).map(Some)
     }
 
     /// Cancels the read (`CancelIoEx`); [`PendingRead::wait`] then returns its end.
@@ -197,19 +318,19 @@ impl std::fmt::Debug for PendingSend<'_> {
     }
 }
 
-fn parse_send_completion(c: &Completion) -> io::Result<SendCompletion> {
+/// Parses a waiting send's output in `out` and turns `out` into the response (moved to
+/// the front, no allocation); returns the other side's status.
+fn send_completion_in_place(c: &CompletionStatus, out: &mut Vec<u8>) -> io::Result<NtStatus> {
     let op = ioctl_name(IOCTL_VMBRIDGE_SEND);
-    check(op, c)?;
-    let h = VMBRIDGE_COMPLETION_HEADER::parse(&c.output).map_err(|s| bad_output(op, s))?;
-    let response = c
-        .output
-        .get(CHDR..CHDR + h.ResponseLength as usize)
-        .ok_or_else(|| bad_output(op, NtStatus::INVALID_BUFFER_SIZE))?
-        .to_vec();
-    Ok(SendCompletion {
-        status: NtStatus::from_raw(h.Status),
-        response,
-    })
+    check_status(op, c)?;
+    let h = VMBRIDGE_COMPLETION_HEADER::parse(out).map_err(|s| bad_output(op, s))?;
+    let end = CHDR + h.ResponseLength as usize;
+    if out.len() < end {
+        return Err(bad_output(op, NtStatus::INVALID_BUFFER_SIZE));
+    }
+    out.copy_within(CHDR..end, 0);
+    out.truncate(end - CHDR);
+    Ok(NtStatus::from_raw(h.Status))
 }
 
 impl PendingSend<'_> {
@@ -219,9 +340,26 @@ impl PendingSend<'_> {
     ///
     /// The request's failure status.
     pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<Option<SendCompletion>> {
-        match self.pending.wait(timeout)? {
+        let mut response = Vec::new();
+        Ok(self
+            .wait_into(timeout, &mut response)?
+            .map(|status| SendCompletion { status, response }))
+    }
+
+    /// As [`PendingSend::wait`], the response going into `response` (its contents
+    /// replaced, its allocation reused); returns the other side's status.
+    ///
+    /// # Errors
+    ///
+    /// As [`PendingSend::wait`].
+    pub fn wait_into(
+        &mut self,
+        timeout: Option<Duration>,
+        response: &mut Vec<u8>,
+    ) -> io::Result<Option<NtStatus>> {
+        match self.pending.wait_into(timeout, response)? {
             None => Ok(None),
-            Some(c) => parse_send_completion(&c).map(Some),
+            Some(c) => send_completion_in_place(&c, response).map(Some),
         }
     }
 
@@ -258,6 +396,46 @@ impl<'t> Device<'t> {
         }
     }
 
+    /// `DeviceIoControl(code, input, out_len)`, waiting up to `timeout`; the output
+    /// goes into `output` (see [`Transport::call_into`]).
+    fn call_into(
+        &self,
+        code: u32,
+        input: &[u8],
+        out_len: usize,
+        timeout: Option<Duration>,
+        output: &mut Vec<u8>,
+    ) -> io::Result<CompletionStatus> {
+        let (c, cancelled) = self.transport.call_into(
+            Request::Ioctl {
+                code,
+                input,
+                out_len,
+            },
+            timeout,
+            output,
+        )?;
+        if cancelled && c.status == NtStatus::CANCELLED {
+            return Err(timed_out(ioctl_name(code), timeout));
+        }
+        Ok(c)
+    }
+
+    /// As [`Device::call_into`], for requests without output to keep: checks the status.
+    fn call_checked(
+        &self,
+        code: u32,
+        input: &[u8],
+        out_len: usize,
+        op: &'static str,
+    ) -> io::Result<CompletionStatus> {
+        with_output(|out| {
+            let c = self.call_into(code, input, out_len, None, out)?;
+            check_status(op, &c)?;
+            Ok(c)
+        })
+    }
+
     fn call(
         &self,
         code: u32,
@@ -265,16 +443,14 @@ impl<'t> Device<'t> {
         out_len: usize,
         timeout: Option<Duration>,
     ) -> io::Result<Completion> {
-        let mut p = self.transport.submit(Request::Ioctl {
-            code,
-            input,
-            out_len,
-        })?;
-        let (c, cancelled) = finish(p.as_mut(), timeout)?;
-        if cancelled && c.status == NtStatus::CANCELLED {
-            return Err(timed_out(ioctl_name(code), timeout));
-        }
-        Ok(c)
+        let mut output = Vec::new();
+        let c = self.call_into(code, input, out_len, timeout, &mut output)?;
+        Ok(Completion {
+            status: c.status,
+            information: c.information,
+            output,
+            win32: c.win32,
+        })
     }
 
     /// The driver's `MaxPacketSize` (asked once).
@@ -325,14 +501,25 @@ impl<'t> Device<'t> {
     }
 
     fn read_flags(&self, flags: u32, timeout: Option<Duration>) -> io::Result<Packet> {
+        let mut payload = Vec::new();
+        let header = self.read_flags_into(flags, timeout, &mut payload)?;
+        Ok(Packet { header, payload })
+    }
+
+    fn read_flags_into(
+        &self,
+        flags: u32,
+        timeout: Option<Duration>,
+        payload: &mut Vec<u8>,
+    ) -> io::Result<VMBRIDGE_PACKET_HEADER> {
         let op = ioctl_name(IOCTL_VMBRIDGE_READ);
-        let input = build_read(flags);
+        let input = read_input(flags);
         let mut out_len = self.read_len();
         loop {
-            let c = self.call(IOCTL_VMBRIDGE_READ, input.as_slice(), out_len, timeout)?;
+            let c = self.call_into(IOCTL_VMBRIDGE_READ, &input, out_len, timeout, payload)?;
             if c.status == NtStatus::BUFFER_OVERFLOW {
                 // The packet stays queued; the header says how much room it needs.
-                let h = VMBRIDGE_PACKET_HEADER::parse(&c.output).map_err(|s| bad_output(op, s))?;
+                let h = VMBRIDGE_PACKET_HEADER::parse(payload).map_err(|s| bad_output(op, s))?;
                 let need = HDR + h.PayloadLength as usize;
                 if need <= out_len {
                     return Err(bad_output(op, NtStatus::BUFFER_OVERFLOW));
@@ -340,8 +527,8 @@ impl<'t> Device<'t> {
                 out_len = need;
                 continue;
             }
-            check(op, &c)?;
-            return parse_packet(op, &c.output);
+            check_status(op, &c)?;
+            return packet_in_place(op, payload);
         }
     }
 
@@ -365,6 +552,27 @@ impl<'t> Device<'t> {
         self.read_flags(VMBRIDGE_READ_FLAG_HOLD_FOR_RESPONSE, timeout)
     }
 
+    /// As [`Device::read`] (`hold`: [`Device::read_held`]), the payload going into
+    /// `payload` (its contents replaced, its allocation reused: a reader that keeps one
+    /// buffer allocates nothing per packet); returns the packet's header.
+    ///
+    /// # Errors
+    ///
+    /// As [`Device::read`].
+    pub fn read_into(
+        &self,
+        hold: bool,
+        timeout: Option<Duration>,
+        payload: &mut Vec<u8>,
+    ) -> io::Result<VMBRIDGE_PACKET_HEADER> {
+        let flags = if hold {
+            VMBRIDGE_READ_FLAG_HOLD_FOR_RESPONSE
+        } else {
+            0
+        };
+        self.read_flags_into(flags, timeout, payload)
+    }
+
     /// Starts a read and returns at once (overlapped): several reads and sends can be
     /// outstanding together.
     ///
@@ -377,10 +585,10 @@ impl<'t> Device<'t> {
         } else {
             0
         };
-        let input = build_read(flags);
+        let input = read_input(flags);
         let pending = self.transport.submit(Request::Ioctl {
             code: IOCTL_VMBRIDGE_READ,
-            input: input.as_slice(),
+            input: &input,
             out_len: self.read_len(),
         })?;
         Ok(PendingRead { pending })
@@ -399,6 +607,30 @@ impl<'t> Device<'t> {
         opts: BatchOptions,
         timeout: Option<Duration>,
     ) -> io::Result<Vec<Packet>> {
+        let mut packets = Vec::new();
+        self.read_batch_with(opts, timeout, |header, payload| {
+            packets.push(Packet {
+                header,
+                payload: payload.to_vec(),
+            });
+        })?;
+        Ok(packets)
+    }
+
+    /// As [`Device::read_batch`], each packet lent to `each` (header and payload, in
+    /// order) instead of copied out: the payloads are read in place in the transport's
+    /// output buffer ([`Transport::call_with`]), so a batch copies and allocates nothing
+    /// on the client's side. Returns how many packets the batch held.
+    ///
+    /// # Errors
+    ///
+    /// As [`Device::read_batch`] (a malformed batch is reported before `each` runs).
+    pub fn read_batch_with(
+        &self,
+        opts: BatchOptions,
+        timeout: Option<Duration>,
+        mut each: impl FnMut(VMBRIDGE_PACKET_HEADER, &[u8]),
+    ) -> io::Result<usize> {
         let op = ioctl_name(IOCTL_VMBRIDGE_READ_BATCH);
         let mut flags = 0;
         if opts.hold {
@@ -407,30 +639,37 @@ impl<'t> Device<'t> {
         if opts.wait {
             flags |= VMBRIDGE_READ_BATCH_FLAG_WAIT;
         }
-        let input = build_read_batch(flags, opts.max_packets);
+        let mut input = [0u8; size_of::<VMBRIDGE_READ_BATCH_REQUEST>()];
+        VMBRIDGE_READ_BATCH_REQUEST::new(flags, opts.max_packets).write_to(&mut input);
         let mut out_len = opts.buffer_len.max(read_batch_len_for(0));
         for _ in 0..2 {
-            let c = self.call(
-                IOCTL_VMBRIDGE_READ_BATCH,
-                input.as_slice(),
-                out_len,
+            let mut status = NtStatus::SUCCESS;
+            let mut retry = None;
+            let mut outcome: io::Result<usize> = Ok(0);
+            // The transport lends its output buffer: the packets are parsed in place.
+            let cancelled = self.transport.call_with(
+                Request::Ioctl {
+                    code: IOCTL_VMBRIDGE_READ_BATCH,
+                    input: &input,
+                    out_len,
+                },
                 timeout,
+                &mut |c, out| {
+                    status = c.status;
+                    if c.status == NtStatus::BUFFER_TOO_SMALL && c.information > out_len {
+                        retry = Some(c.information);
+                        return;
+                    }
+                    outcome = lend_batch(op, &c, out, &mut each);
+                },
             )?;
-            if c.status == NtStatus::BUFFER_TOO_SMALL && c.information > out_len {
-                out_len = c.information;
-                continue;
+            if cancelled && status == NtStatus::CANCELLED {
+                return Err(timed_out(op, timeout));
             }
-            check(op, &c)?;
-            let packets = parse_read_batch(&c.output).map_err(|s| bad_output(op, s))?;
-            return packets
-                .map(|r| {
-                    r.map(|(header, payload)| Packet {
-                        header,
-                        payload: payload.to_vec(),
-                    })
-                    .map_err(|s| bad_output(op, s))
-                })
-                .collect();
+            match retry {
+                Some(need) => out_len = need,
+                None => return outcome,
+            }
         }
         Err(driver_error(op, NtStatus::BUFFER_TOO_SMALL, None))
     }
@@ -442,13 +681,16 @@ impl<'t> Device<'t> {
     /// `STATUS_NOT_FOUND` (no such held packet on this handle), `STATUS_INVALID_PARAMETER`
     /// (id 0), `STATUS_INVALID_BUFFER_SIZE` (response above `MaxPacketSize`).
     pub fn respond(&self, packet_id: u64, response: &[u8]) -> io::Result<()> {
-        let c = self.call(
-            IOCTL_VMBRIDGE_RESPOND,
-            build_respond(packet_id, response).as_slice(),
-            0,
-            None,
-        )?;
-        check(ioctl_name(IOCTL_VMBRIDGE_RESPOND), &c)
+        with_input(
+            size_of::<VMBRIDGE_RESPOND_REQUEST>(),
+            |h| VMBRIDGE_RESPOND_REQUEST::new(packet_id, len32(response.len())).write_to(h),
+            response,
+            |input| {
+                let op = ioctl_name(IOCTL_VMBRIDGE_RESPOND);
+                self.call_checked(IOCTL_VMBRIDGE_RESPOND, input, 0, op)
+                    .map(|_| ())
+            },
+        )
     }
 
     /// `IOCTL_VMBRIDGE_SEND`: sends `payload` in-band, no completion requested.
@@ -458,13 +700,11 @@ impl<'t> Device<'t> {
     /// `STATUS_INVALID_BUFFER_SIZE` (above `MaxPacketSize`), `STATUS_DEVICE_NOT_READY`,
     /// `STATUS_DEVICE_NOT_CONNECTED`, KMCL's send status.
     pub fn send(&self, payload: &[u8]) -> io::Result<()> {
-        let c = self.call(
-            IOCTL_VMBRIDGE_SEND,
-            build_send(0, payload).as_slice(),
-            0,
-            None,
-        )?;
-        check(ioctl_name(IOCTL_VMBRIDGE_SEND), &c)
+        with_send_input(0, payload, |input| {
+            let op = ioctl_name(IOCTL_VMBRIDGE_SEND);
+            self.call_checked(IOCTL_VMBRIDGE_SEND, input, 0, op)
+                .map(|_| ())
+        })
     }
 
     /// `WriteFile`: sends `payload` in-band; returns the bytes written.
@@ -473,9 +713,11 @@ impl<'t> Device<'t> {
     ///
     /// As [`Device::send`].
     pub fn write(&self, payload: &[u8]) -> io::Result<usize> {
-        let mut p = self.transport.submit(Request::Write { data: payload })?;
-        let (c, _) = finish(p.as_mut(), None)?;
-        check("WriteFile", &c)?;
+        let (c, _) = with_output(|out| {
+            self.transport
+                .call_into(Request::Write { data: payload }, None, out)
+        })?;
+        check_status("WriteFile", &c)?;
         Ok(c.information)
     }
 
@@ -485,11 +727,13 @@ impl<'t> Device<'t> {
     ///
     /// The transport could not submit it.
     pub fn start_send_wait(&self, payload: &[u8]) -> io::Result<PendingSend<'_>> {
-        let input = build_send(VMBRIDGE_SEND_FLAG_WAIT_FOR_COMPLETION, payload);
-        let pending = self.transport.submit(Request::Ioctl {
-            code: IOCTL_VMBRIDGE_SEND,
-            input: input.as_slice(),
-            out_len: CHDR + self.max_packet() as usize,
+        let out_len = CHDR + self.max_packet() as usize;
+        let pending = with_send_input(VMBRIDGE_SEND_FLAG_WAIT_FOR_COMPLETION, payload, |input| {
+            self.transport.submit(Request::Ioctl {
+                code: IOCTL_VMBRIDGE_SEND,
+                input,
+                out_len,
+            })
         })?;
         Ok(PendingSend { pending })
     }
@@ -506,14 +750,13 @@ impl<'t> Device<'t> {
         payload: &[u8],
         timeout: Option<Duration>,
     ) -> io::Result<SendCompletion> {
-        let input = build_send(VMBRIDGE_SEND_FLAG_WAIT_FOR_COMPLETION, payload);
-        let c = self.call(
-            IOCTL_VMBRIDGE_SEND,
-            input.as_slice(),
-            CHDR + self.max_packet() as usize,
-            timeout,
-        )?;
-        parse_send_completion(&c)
+        let out_len = CHDR + self.max_packet() as usize;
+        let mut response = Vec::new();
+        let c = with_send_input(VMBRIDGE_SEND_FLAG_WAIT_FOR_COMPLETION, payload, |input| {
+            self.call_into(IOCTL_VMBRIDGE_SEND, input, out_len, timeout, &mut response)
+        })?;
+        let status = send_completion_in_place(&c, &mut response)?;
+        Ok(SendCompletion { status, response })
     }
 
     /// `IOCTL_VMBRIDGE_SEND_BATCH`: sends every payload in order, no completions

@@ -7,11 +7,14 @@
 //! * [`Device`] ([`device`]): `info`, `stats`, `read` (blocking, with a timeout),
 //!   `read_held` + `respond`, `read_batch`, `send`, `send_wait`, `send_batch`,
 //!   `create_offer` (host mode), and the overlapped forms `start_read` / `start_send_wait`
-//!   so reads and sends can be outstanding together.
+//!   so reads and sends can be outstanding together. `read_into`, `read_batch_with` and
+//!   the pending requests' `wait_into` reuse the caller's buffer (or lend the packets in
+//!   place): no allocation per packet.
 //! * [`transport`]: what a device runs over — [`transport::Transport`]. The Windows
 //!   backend ([`windows`], `cfg(windows)`) opens the device with `FILE_FLAG_OVERLAPPED`
 //!   and issues `DeviceIoControl`; the `vmbridge-sim` crate implements the same trait
 //!   over the real driver core in `kmcl-sim`, so the same code runs on any host.
+//! * [`report`]: latency percentiles and the progress line the benchmark tools print.
 //! * [`error`]: every failure is a `std::io::Error` whose inner [`error::DriverError`]
 //!   carries the `NTSTATUS` (and on Windows the Win32 code) and a clear message;
 //!   [`error::ntstatus`] gets the status back.
@@ -30,6 +33,7 @@
 
 pub mod device;
 pub mod error;
+pub mod report;
 pub mod transport;
 #[cfg(windows)]
 pub mod windows;
@@ -38,5 +42,5 @@ pub use device::{
     BatchOptions, Device, OfferRequest, Packet, PendingRead, PendingSend, SendCompletion,
 };
 pub use error::{DriverError, ntstatus};
-pub use transport::{Completion, Pending, Request, Transport};
+pub use transport::{Completion, CompletionStatus, Pending, Request, Transport};
 pub use vmbridge_abi as abi;

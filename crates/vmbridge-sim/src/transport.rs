@@ -4,12 +4,14 @@
 //! C header: `wdfrequest.h` (cancellation, completion), `ioapiset.h` (what user mode sees).
 
 use std::io;
+use std::ops::Deref;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use vmbridge::bridge::{FileId, NtStatus, RequestKey, UserRequest};
-use vmbridge::sim_request::{RequestHandle, SimRequest};
-use vmbridge_client::{Completion, Pending, Request, Transport};
+use vmbridge::sim_request::{CompletionRef, RequestHandle, SimRequest};
+use vmbridge_client::transport::{finish_into, finish_with};
+use vmbridge_client::{Completion, CompletionStatus, Pending, Request, Transport};
 
 use crate::guest::SimDevice;
 
@@ -78,9 +80,10 @@ impl<T: Target> Drop for SimTransport<T> {
     }
 }
 
-/// A request in flight.
-struct SimPending<T: Target> {
-    target: Arc<T>,
+/// A request in flight; `P` reaches the target (an `Arc` for [`Transport::submit`], a
+/// reference for the synchronous [`Transport::call_into`]).
+struct SimPending<P: Deref<Target: Target>> {
+    target: P,
     handle: RequestHandle,
 }
 
@@ -96,10 +99,30 @@ fn to_completion(c: vmbridge::sim_request::Completion) -> Completion {
     }
 }
 
+/// The I/O manager's view of a borrowed completion: its status, and the output bytes
+/// copied back (none for an error status: `METHOD_BUFFERED`).
+pub(crate) fn lend_completion(c: CompletionRef<'_>) -> (CompletionStatus, &[u8]) {
+    let error = c.status.raw() as u32 >= 0xC000_0000;
+    let status = CompletionStatus {
+        status: vmbridge_abi::NtStatus::from_raw(c.status.raw()),
+        information: c.information,
+        win32: None,
+    };
+    (status, if error { &[] } else { c.output })
+}
+
+/// As [`lend_completion`], the output copied into `output` (its allocation reused).
+pub(crate) fn copy_completion(c: CompletionRef<'_>, output: &mut Vec<u8>) -> CompletionStatus {
+    let (status, bytes) = lend_completion(c);
+    output.clear();
+    output.extend_from_slice(bytes);
+    status
+}
+
 /// How long `wait(None)` blocks per round.
 const FOREVER_STEP: Duration = Duration::from_secs(3600);
 
-impl<T: Target> Pending for SimPending<T> {
+impl<P: Deref<Target: Target> + Send> Pending for SimPending<P> {
     fn wait(&mut self, timeout: Option<Duration>) -> io::Result<Option<Completion>> {
         match timeout {
             Some(t) => Ok(self.handle.wait(t).map(to_completion)),
@@ -111,28 +134,71 @@ impl<T: Target> Pending for SimPending<T> {
         }
     }
 
+    fn wait_into(
+        &mut self,
+        timeout: Option<Duration>,
+        output: &mut Vec<u8>,
+    ) -> io::Result<Option<CompletionStatus>> {
+        let mut copy = |c: Option<CompletionRef<'_>>| c.map(|c| copy_completion(c, output));
+        match timeout {
+            Some(t) => Ok(self.handle.wait_with(t, copy)),
+            None => loop {
+                if let Some(c) = self.handle.wait_with(FOREVER_STEP, &mut copy) {
+                    return Ok(Some(c));
+                }
+            },
+        }
+    }
+
+    fn wait_with(
+        &mut self,
+        timeout: Option<Duration>,
+        f: &mut dyn FnMut(CompletionStatus, &[u8]),
+    ) -> io::Result<bool> {
+        let mut lend = |c: Option<CompletionRef<'_>>| {
+            c.map(|c| {
+                let (st, out) = lend_completion(c);
+                f(st, out);
+            })
+            .is_some()
+        };
+        match timeout {
+            Some(t) => Ok(self.handle.wait_with(t, lend)),
+            None => loop {
+                if self.handle.wait_with(FOREVER_STEP, &mut lend) {
+                    return Ok(true);
+                }
+            },
+        }
+    }
+
     fn cancel(&mut self) {
-        let target = &self.target;
-        self.handle.cancel(|k| {
-            target
-                .cancel(k)
-                .map(|r| r.complete(NtStatus::CANCELLED, 0))
-                .is_some()
-        });
+        cancel_on(&*self.target, &self.handle);
     }
 }
 
-impl<T: Target> Drop for SimPending<T> {
+/// `CancelIoEx` on `handle`: the driver's cancel routine takes it back and completes it.
+fn cancel_on(target: &(impl Target + ?Sized), handle: &RequestHandle) {
+    handle.cancel(|k| {
+        target
+            .cancel(k)
+            .map(|r| r.complete(NtStatus::CANCELLED, 0))
+            .is_some()
+    });
+}
+
+impl<P: Deref<Target: Target>> Drop for SimPending<P> {
     fn drop(&mut self) {
         if !self.handle.is_done() {
-            self.cancel();
+            cancel_on(&*self.target, &self.handle);
         }
     }
 }
 
-impl<T: Target> Transport for SimTransport<T> {
-    fn submit(&self, req: Request<'_>) -> io::Result<Box<dyn Pending + '_>> {
-        let handle = match req {
+impl<T: Target> SimTransport<T> {
+    /// Hands `req` to the driver as a new `SimRequest`; returns the caller's handle.
+    fn dispatch(&self, req: Request<'_>) -> RequestHandle {
+        match req {
             Request::Read { out_len } => {
                 let (r, h) = SimRequest::new(&[], out_len);
                 self.target.read(self.file, r);
@@ -152,10 +218,47 @@ impl<T: Target> Transport for SimTransport<T> {
                 self.target.device_control(self.file, code, r);
                 h
             }
-        };
+        }
+    }
+}
+
+impl<T: Target> Transport for SimTransport<T> {
+    fn submit(&self, req: Request<'_>) -> io::Result<Box<dyn Pending + '_>> {
+        let handle = self.dispatch(req);
         Ok(Box::new(SimPending {
             target: self.target.clone(),
             handle,
         }))
+    }
+
+    /// Without the box (and the `Arc` clone) of `submit`: the pending request lives on
+    /// this frame.
+    fn call_into(
+        &self,
+        req: Request<'_>,
+        timeout: Option<Duration>,
+        output: &mut Vec<u8>,
+    ) -> io::Result<(CompletionStatus, bool)> {
+        let handle = self.dispatch(req);
+        let mut p = SimPending {
+            target: &*self.target,
+            handle,
+        };
+        finish_into(&mut p, timeout, output)
+    }
+
+    /// Without the box of `submit`; the output lent from the request's own buffer.
+    fn call_with(
+        &self,
+        req: Request<'_>,
+        timeout: Option<Duration>,
+        f: &mut dyn FnMut(CompletionStatus, &[u8]),
+    ) -> io::Result<bool> {
+        let handle = self.dispatch(req);
+        let mut p = SimPending {
+            target: &*self.target,
+            handle,
+        };
+        finish_with(&mut p, timeout, f)
     }
 }

@@ -9,8 +9,10 @@ use std::io;
 use std::time::Duration;
 
 use vmbridge::bridge::FileId;
+use vmbridge::sim_request::CompletionRef;
 use vmbridge::sim_request::{RequestHandle, SimRequest};
-use vmbridge_client::{Completion, Device, Pending, Request, Transport};
+use vmbridge_client::transport::{finish_into, finish_with};
+use vmbridge_client::{Completion, CompletionStatus, Device, Pending, Request, Transport};
 
 use super::Rig;
 
@@ -47,8 +49,9 @@ impl Drop for RigTransport<'_> {
     }
 }
 
-impl Transport for RigTransport<'_> {
-    fn submit(&self, req: Request<'_>) -> io::Result<Box<dyn Pending + '_>> {
+impl RigTransport<'_> {
+    /// Hands `req` to the rig's device as a new `SimRequest`; returns the caller's handle.
+    fn dispatch(&self, req: Request<'_>) -> RequestHandle {
         let (input, out_len): (&[u8], usize) = match req {
             Request::Read { out_len } => (&[], out_len),
             Request::Write { data } => (data, 0),
@@ -61,43 +64,106 @@ impl Transport for RigTransport<'_> {
             Request::Write { .. } => d.write(self.file, r),
             Request::Ioctl { code, .. } => d.device_control(self.file, code, r),
         }
+        handle
+    }
+}
+
+impl Transport for RigTransport<'_> {
+    fn submit(&self, req: Request<'_>) -> io::Result<Box<dyn Pending + '_>> {
         Ok(Box::new(RigPending {
             rig: self.rig,
-            handle,
+            handle: self.dispatch(req),
         }))
+    }
+
+    /// Without the box of `submit`: the pending request lives on this frame.
+    fn call_into(
+        &self,
+        req: Request<'_>,
+        timeout: Option<Duration>,
+        output: &mut Vec<u8>,
+    ) -> io::Result<(CompletionStatus, bool)> {
+        let mut p = RigPending {
+            rig: self.rig,
+            handle: self.dispatch(req),
+        };
+        finish_into(&mut p, timeout, output)
+    }
+
+    /// Without the box of `submit`; the output lent from the request's own buffer.
+    fn call_with(
+        &self,
+        req: Request<'_>,
+        timeout: Option<Duration>,
+        f: &mut dyn FnMut(CompletionStatus, &[u8]),
+    ) -> io::Result<bool> {
+        let mut p = RigPending {
+            rig: self.rig,
+            handle: self.dispatch(req),
+        };
+        finish_with(&mut p, timeout, f)
+    }
+}
+
+impl RigPending<'_> {
+    /// Waits up to `timeout` and calls `f` with the completion (borrowed).
+    ///
+    /// Deterministic: nothing moves unless the caller steps the simulation, so a wait
+    /// only looks; a request that must complete (`None`) and has not is an error, not a
+    /// hang.
+    fn wait_then<T>(
+        &self,
+        timeout: Option<Duration>,
+        f: impl FnOnce(CompletionRef<'_>) -> T,
+    ) -> io::Result<Option<T>> {
+        if self.rig.is_deterministic() {
+            let r = self.handle.with_result(|c| c.map(f));
+            if r.is_none() && timeout.is_none() {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "the request is pending in the deterministic simulation",
+                ));
+            }
+            Ok(r)
+        } else {
+            Ok(self
+                .handle
+                .wait_with(timeout.unwrap_or(Duration::from_secs(3600)), |c| c.map(f)))
+        }
     }
 }
 
 impl Pending for RigPending<'_> {
     fn wait(&mut self, timeout: Option<Duration>) -> io::Result<Option<Completion>> {
-        // Deterministic: nothing moves unless the caller steps the simulation, so a wait
-        // only looks; a request that must complete (`None`) and has not is an error, not
-        // a hang.
-        let c = if self.rig.is_deterministic() {
-            match (self.handle.result(), timeout) {
-                (None, None) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::WouldBlock,
-                        "the request is pending in the deterministic simulation",
-                    ));
-                }
-                (c, _) => c,
-            }
-        } else {
-            self.handle
-                .wait(timeout.unwrap_or(Duration::from_secs(3600)))
-        };
-        Ok(c.map(|c| Completion {
-            status: vmbridge::bridge::protocol::NtStatus::from_raw(c.status.raw()),
+        let mut output = Vec::new();
+        Ok(self.wait_into(timeout, &mut output)?.map(|c| Completion {
+            status: c.status,
             information: c.information,
-            // METHOD_BUFFERED: no output for an error status (NT_ERROR).
-            output: if c.status.raw() as u32 >= 0xC000_0000 {
-                Vec::new()
-            } else {
-                c.output
-            },
-            win32: None,
+            output,
+            win32: c.win32,
         }))
+    }
+
+    fn wait_into(
+        &mut self,
+        timeout: Option<Duration>,
+        output: &mut Vec<u8>,
+    ) -> io::Result<Option<CompletionStatus>> {
+        // METHOD_BUFFERED: no output for an error status (NT_ERROR).
+        self.wait_then(timeout, |c| crate::transport::copy_completion(c, output))
+    }
+
+    fn wait_with(
+        &mut self,
+        timeout: Option<Duration>,
+        f: &mut dyn FnMut(CompletionStatus, &[u8]),
+    ) -> io::Result<bool> {
+        Ok(self
+            .wait_then(timeout, |c| {
+                let (st, out) = crate::transport::lend_completion(c);
+                f(st, out);
+            })?
+            .is_some())
     }
 
     fn cancel(&mut self) {
