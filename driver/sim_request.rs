@@ -33,18 +33,71 @@ const SPARES_MAX: usize = 256;
 /// Smallest storage the pool allocates; storage sizes are powers of two from here, so a
 /// spare fits the next request of about the same size.
 const MIN_STORAGE: usize = 64;
+/// Storage size classes the pool keeps: `MIN_STORAGE << 0` up to `MIN_STORAGE << (CLASSES - 1)`
+/// (2 GiB); larger storage is freed, not kept.
+const CLASSES: usize = 26;
+
+/// This thread's spare storage, one list per size class, so that finding a spare costs a
+/// look at a few lists rather than a scan of every spare.
+struct Spares {
+    bins: [Vec<Vec<u8>>; CLASSES],
+    count: usize,
+}
+
+impl Spares {
+    /// The smallest spare of at least `class` bytes (a power of two, at least `MIN_STORAGE`).
+    fn take(&mut self, class: usize) -> Option<Vec<u8>> {
+        let first = class_index(class)?;
+        let v = self.bins[first..].iter_mut().find_map(Vec::pop)?;
+        self.count -= 1;
+        Some(v)
+    }
+
+    /// Keeps `storage` (its length one of the size classes) unless the pool is full.
+    fn keep(&mut self, storage: Vec<u8>) {
+        let Some(i) = class_index(storage.len()) else {
+            return;
+        };
+        if self.count < SPARES_MAX {
+            let bin = &mut self.bins[i];
+            if bin.capacity() == 0 {
+                // Allocated once per size class and thread, here: not counted against a
+                // request.
+                bin.reserve_exact(SPARES_MAX);
+            }
+            bin.push(storage);
+            self.count += 1;
+        }
+    }
+}
+
+/// The size class of a storage length `len` (a power of two, at least `MIN_STORAGE`).
+fn class_index(len: usize) -> Option<usize> {
+    let i = (len / MIN_STORAGE).checked_ilog2()? as usize;
+    (i < CLASSES).then_some(i)
+}
 
 thread_local! {
     /// Storage of completed requests' buffers, reused by [`SimRequest::new`]: a request's
     /// buffers are allocated (and zeroed) once, not per request. Per thread, so the
     /// deterministic simulation stays deterministic.
-    static SPARES: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    static SPARES: RefCell<Spares> = const {
+        RefCell::new(Spares {
+            bins: [const { Vec::new() }; CLASSES],
+            count: 0,
+        })
+    };
 }
 
 /// Frees this thread's spare request buffers (for leak checks that count live
-/// allocations: the spares are a cache, not a leak).
+/// allocations: the spares are a cache, not a leak; and for a fuzz target, so that every
+/// input starts with the same, empty pool).
 pub fn free_spares() {
-    SPARES.with(|s| s.borrow_mut().clear());
+    SPARES.with(|s| {
+        let mut s = s.borrow_mut();
+        s.bins.iter_mut().for_each(Vec::clear);
+        s.count = 0;
+    });
 }
 
 /// A buffer of [`SimRequest::new`]: `len` bytes at an 8-byte-aligned `start` of storage
@@ -71,20 +124,7 @@ impl PooledBuf {
         }
         let need = len + ALIGN - 1;
         let class = need.next_power_of_two().max(MIN_STORAGE);
-        let spare = SPARES.with(|s| {
-            let mut s = s.borrow_mut();
-            // The smallest spare that fits (an exact size class ends the search).
-            let mut best: Option<(usize, usize)> = None;
-            for (i, v) in s.iter().enumerate() {
-                if v.len() >= need && best.is_none_or(|(_, l)| v.len() < l) {
-                    best = Some((i, v.len()));
-                    if v.len() == class {
-                        break;
-                    }
-                }
-            }
-            best.map(|(i, _)| s.swap_remove(i))
-        });
+        let spare = SPARES.with(|s| s.borrow_mut().take(class));
         let storage = spare.unwrap_or_else(|| vec![0u8; class]);
         let start = storage.as_ptr().align_offset(ALIGN).min(ALIGN - 1);
         Self {
@@ -118,16 +158,7 @@ impl PooledBuf {
             return;
         }
         // `try_with`: a request dropped while the thread's locals are torn down frees it.
-        let _ = SPARES.try_with(|s| {
-            let mut s = s.borrow_mut();
-            if s.len() < SPARES_MAX {
-                if s.capacity() == 0 {
-                    // Allocated once per thread, here: not counted against a request.
-                    s.reserve_exact(SPARES_MAX);
-                }
-                s.push(storage);
-            }
-        });
+        let _ = SPARES.try_with(|s| s.borrow_mut().keep(storage));
     }
 }
 

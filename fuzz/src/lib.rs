@@ -173,6 +173,10 @@ impl Rig {
         before_open: impl FnOnce(&HostEndpoint),
     ) -> Option<Rig> {
         kmcl::irql::set_host_irql_source(kmcl_sim::current_irql);
+        // Every input starts from the same state: the request model's spare buffers hold
+        // bytes of the previous inputs' requests (a read's output buffer starts with them),
+        // so a finding would otherwise depend on what ran before its input.
+        vmbridge::sim_request::free_spares();
         let sim = Sim::new(sim_cfg);
         let offer = sim.offer(OfferConfig::default().with_interface_type(channel_type()));
         let host = offer.host();
