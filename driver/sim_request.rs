@@ -10,7 +10,7 @@
 #![forbid(unsafe_code)]
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -210,6 +210,9 @@ struct Shared {
     completions: AtomicU64,
     result: Mutex<Option<Completion>>,
     done: Condvar,
+    /// Set (under `result`'s lock) by a [`RequestHandle::wait`] before it sleeps, so that
+    /// a completion nobody waits for skips the wake-up (a futex system call).
+    waited: AtomicBool,
 }
 
 impl Shared {
@@ -218,7 +221,10 @@ impl Shared {
         self.state.store(DONE, Ordering::SeqCst);
         let mut slot = self.result.lock().unwrap_or_else(PoisonError::into_inner);
         *slot = Some(c);
-        self.done.notify_all();
+        // Read under the lock a waiter sets it under: no waiter can be missed.
+        if self.waited.load(Ordering::Relaxed) {
+            self.done.notify_all();
+        }
     }
 }
 
@@ -264,6 +270,7 @@ impl SimRequest {
             completions: AtomicU64::new(0),
             result: Mutex::new(None),
             done: Condvar::new(),
+            waited: AtomicBool::new(false),
         });
         (
             Self {
@@ -364,6 +371,7 @@ impl RequestHandle {
             .result
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        self.shared.waited.store(true, Ordering::Relaxed);
         let (guard, _) = self
             .shared
             .done
