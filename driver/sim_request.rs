@@ -96,8 +96,9 @@ thread_local! {
     static SPARES: RefCell<Spares> = const { RefCell::new(Spares::new()) };
 }
 
-/// Frees this thread's spare request buffers (for leak checks that count live
-/// allocations: the spares are a cache, not a leak).
+/// Frees this thread's spare request buffers and request states (for leak checks that
+/// count live allocations: the spares are a cache, not a leak; and for a fuzz target, so
+/// that every input starts with the same, empty pool).
 pub fn free_spares() {
     SPARES.with(|s| s.borrow_mut().clear());
     free_shared_spares();
@@ -637,5 +638,53 @@ impl RequestHandle {
         {
             s.finish(NtStatus::CANCELLED, 0, &[]);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The output buffer's address and a copy of its bytes.
+    fn output_of(req: &mut SimRequest) -> (*const u8, Vec<u8>) {
+        let out = req.output();
+        (out.as_ptr(), out.to_vec())
+    }
+
+    #[test]
+    fn a_dropped_requests_buffer_is_reused_by_the_next_request_that_fits() {
+        free_spares();
+        let (mut a, _ha) = SimRequest::new(&[], 100);
+        let (ptr_a, _) = output_of(&mut a);
+        drop(a);
+        // A smaller request of a smaller class: the smallest spare that fits is a's.
+        let (mut b, _hb) = SimRequest::new(&[], 40);
+        assert_eq!(output_of(&mut b).0, ptr_a);
+        free_spares();
+    }
+
+    #[test]
+    fn after_free_spares_a_new_output_buffer_is_fresh_and_zeroed() {
+        free_spares();
+        let (mut a, _ha) = SimRequest::new(&[], 3000);
+        a.output().fill(0xAB);
+        a.complete(NtStatus::SUCCESS, 0);
+        free_spares();
+        let (mut b, _hb) = SimRequest::new(&[], 3000);
+        assert!(output_of(&mut b).1.iter().all(|&x| x == 0));
+        free_spares();
+    }
+
+    #[test]
+    fn a_spare_too_small_is_not_used() {
+        free_spares();
+        let (mut a, _ha) = SimRequest::new(&[], 100);
+        let (ptr_a, _) = output_of(&mut a);
+        drop(a);
+        let (mut b, _hb) = SimRequest::new(&[], 1000);
+        let (ptr_b, bytes) = output_of(&mut b);
+        assert_ne!(ptr_b, ptr_a);
+        assert_eq!(bytes.len(), 1000);
+        free_spares();
     }
 }

@@ -30,6 +30,25 @@ const HDR: usize = size_of::<VMBRIDGE_PACKET_HEADER>();
 /// Operations per input (keeps one run short).
 const MAX_OPS: usize = 96;
 
+/// Output buffer of a drain read: a packet of the largest `max_packet_size` the
+/// configurations pick. A larger packet completes the read with `STATUS_BUFFER_OVERFLOW` and
+/// its length in the header; the next read asks for that much (as a user-mode caller does),
+/// up to [`DRAIN_READ_MAX`]. (A fresh 64 KiB buffer per input cost more than the rest of
+/// the drain: the request model's buffers are zeroed when first allocated.)
+const DRAIN_READ: usize = HDR + 4096;
+/// The most a drain read asks for.
+const DRAIN_READ_MAX: usize = 64 * 1024;
+
+/// The output length of the drain read after `h` (completed).
+fn drain_read_after(h: &RequestHandle) -> usize {
+    h.result()
+        .filter(|c| c.status == NtStatus::BUFFER_OVERFLOW)
+        .and_then(|c| VMBRIDGE_PACKET_HEADER::parse(&c.output).ok())
+        .map_or(DRAIN_READ, |hdr| {
+            (HDR + hdr.PayloadLength as usize).clamp(DRAIN_READ, DRAIN_READ_MAX)
+        })
+}
+
 /// A read the target checks when it completes: its handle and output length.
 struct Read {
     h: RequestHandle,
@@ -220,13 +239,15 @@ fn run(data: &[u8]) {
             rig.close_file(f);
         }
         let drain = rig.open_file();
+        let mut out_len = DRAIN_READ;
         for _ in 0..10_000 {
-            let h = rig.read(drain, 64 * 1024);
+            let h = rig.read(drain, out_len);
             rig.sim.run_until_idle();
             if !h.is_done() {
                 rig.cancel(&h);
                 break;
             }
+            out_len = drain_read_after(&h);
         }
     }
     let stats = rig.close().expect("the device was open");

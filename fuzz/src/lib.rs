@@ -173,6 +173,10 @@ impl Rig {
         before_open: impl FnOnce(&HostEndpoint),
     ) -> Option<Rig> {
         kmcl::irql::set_host_irql_source(kmcl_sim::current_irql);
+        // Every input starts from the same state: the request model's spare buffers hold
+        // bytes of the previous inputs' requests (a read's output buffer starts with them),
+        // so a finding would otherwise depend on what ran before its input.
+        vmbridge::sim_request::free_spares();
         let sim = Sim::new(sim_cfg);
         let offer = sim.offer(OfferConfig::default().with_interface_type(channel_type()));
         let host = offer.host();
@@ -295,5 +299,9 @@ impl Drop for Rig {
         if let Some(device) = self.device.take() {
             device.close(passive());
         }
+        // The closed device dropped every request, so their buffers are spares now: free
+        // them, so that an input frees what it allocated (libFuzzer re-runs an input that
+        // ends with more allocations than frees, and then looks for leaks).
+        vmbridge::sim_request::free_spares();
     }
 }
