@@ -63,7 +63,9 @@ pub(crate) struct ExtInfo {
     pub(crate) writable: bool,
 }
 
-type Responder = Box<dyn FnMut(&HostPacket) -> Option<Vec<u8>> + Send>;
+/// Writes the response to a driver request into the (cleared) buffer and returns `true`,
+/// or returns `false` to leave the packet for `recv`.
+pub(crate) type Responder = Box<dyn FnMut(&HostPacket, &mut Vec<u8>) -> bool + Send>;
 type Hook = Arc<dyn Fn() + Send + Sync>;
 
 /// The built-in host's ring ends.
@@ -108,6 +110,65 @@ pub(crate) struct HostSide {
     pub(crate) peer_is_server: bool,
     /// On a server's offer: the built-in endpoint plays the guest (ring directions swapped).
     pub(crate) guest_mode: bool,
+    /// The host task's reused lists (packets for the responder, their answers), kept
+    /// between runs so that answering allocates nothing.
+    pub(crate) scratch: AnswerScratch,
+    /// A reused buffer for a pipe-mode completion's framing (`flush_pending`).
+    pub(crate) frame: Vec<u8>,
+}
+
+/// The host task's reused lists: the packets handed to the responder and its answers.
+#[derive(Default)]
+pub(crate) struct AnswerScratch {
+    to_answer: Vec<HostPacket>,
+    answers: Vec<(Vec<u8>, bool)>,
+}
+
+/// Spare byte buffers of the host's packets, completions and answers, per thread: a
+/// packet's payload is taken from here when the host reads it and comes back when the
+/// lending API (`HostEndpoint::recv_with`, `take_completion_with`) or the responder path is
+/// done with it, so the built-in host's steady state allocates nothing. Bounded in count
+/// and size; which buffer is reused never shows (every byte is written before it is read).
+mod spare {
+    use std::cell::RefCell;
+
+    const MAX_BUFFERS: usize = 64;
+    const MAX_CAPACITY: usize = 64 * 1024;
+
+    thread_local! {
+        static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// An empty buffer, with capacity if a spare one is there.
+    pub(crate) fn take() -> Vec<u8> {
+        SPARE
+            .try_with(|s| s.borrow_mut().pop())
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    /// Gives `buf` back (dropped if the pool is full or it is empty or large).
+    pub(crate) fn give(mut buf: Vec<u8>) {
+        if buf.capacity() == 0 || buf.capacity() > MAX_CAPACITY {
+            return;
+        }
+        buf.clear();
+        let _ = SPARE.try_with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() < MAX_BUFFERS {
+                s.push(buf);
+            }
+        });
+    }
+}
+
+pub(crate) use spare::{give as give_buf, take as take_buf};
+
+/// Gives the buffers of `p` back to the spare pool.
+pub(crate) fn recycle_packet(p: HostPacket) {
+    give_buf(p.payload);
+    give_buf(p.external);
 }
 
 impl fmt::Debug for HostSide {
@@ -279,11 +340,10 @@ pub(crate) fn run_host(sim: &Arc<SimInner>, ch: u64) {
         hook();
         return;
     }
-    let (to_answer, responder) = {
+    let (mut scratch, responder) = {
         let mut st = sim.lock();
         let st = &mut *st;
         let mut signal_guest = false;
-        let mut to_answer = Vec::new();
         let Some(o) = st.offers.get_mut(&offer) else {
             return;
         };
@@ -291,12 +351,15 @@ pub(crate) fn run_host(sim: &Arc<SimInner>, ch: u64) {
         if h.paused {
             return;
         }
-        let error = drain_ring(h, &mut to_answer, &mut signal_guest);
+        let mut scratch = std::mem::take(&mut h.scratch);
+        let error = drain_ring(h, &mut scratch.to_answer, &mut signal_guest);
         if let Some(e) = error {
             h.error = Some(e);
         }
         flush_pending(h, &mut signal_guest);
-        let responder = if to_answer.is_empty() {
+        let responder = if scratch.to_answer.is_empty() {
+            h.scratch = scratch;
+            scratch = AnswerScratch::default();
             None
         } else {
             h.responder.take()
@@ -306,15 +369,18 @@ pub(crate) fn run_host(sim: &Arc<SimInner>, ch: u64) {
             sim.push(st, Task::Dpc { ch });
         }
         sim.wake();
-        (to_answer, responder)
+        (scratch, responder)
     };
     let Some(mut responder) = responder else {
         return;
     };
-    let answers: Vec<(u64, Option<Vec<u8>>)> = to_answer
-        .iter()
-        .map(|p| (p.trans_id, responder(p)))
-        .collect();
+    let AnswerScratch { to_answer, answers } = &mut scratch;
+    answers.clear();
+    for p in to_answer.iter() {
+        let mut out = take_buf();
+        let answered = responder(p, &mut out);
+        answers.push((out, answered));
+    }
     let mut st = sim.lock();
     let st = &mut *st;
     let Some(o) = st.offers.get_mut(&offer) else {
@@ -324,15 +390,17 @@ pub(crate) fn run_host(sim: &Arc<SimInner>, ch: u64) {
     if h.responder.is_none() {
         h.responder = Some(responder);
     }
-    for (p, (trans, answer)) in to_answer.into_iter().zip(answers) {
-        match answer {
-            Some(resp) => {
-                h.driver_requests.remove(&trans);
-                h.pending.push_back((trans, resp));
-            }
-            None => h.inbox.push_back(p),
+    for (p, (resp, answered)) in to_answer.drain(..).zip(answers.drain(..)) {
+        if answered {
+            h.driver_requests.remove(&p.trans_id);
+            h.pending.push_back((p.trans_id, resp));
+            recycle_packet(p);
+        } else {
+            give_buf(resp);
+            h.inbox.push_back(p);
         }
     }
+    h.scratch = scratch;
     let mut signal = false;
     flush_pending(h, &mut signal);
     if signal {
@@ -354,49 +422,72 @@ fn drain_ring(
     let mut error = None;
     if let Some(r) = h.rings.as_mut() {
         loop {
-            let p = match r.rx.read_next() {
-                Ok(p) => p,
+            // The header is validated exactly as `read_next` does; only a GPA-direct packet
+            // (its ranges) is parsed into an owned packet. The payload goes into a spare
+            // buffer before the release.
+            let hdr = match r.rx.peek_header() {
+                Ok(h) => h,
                 Err(ReadError::Empty) => break,
                 Err(ReadError::Corrupt(why)) => {
                     error = Some(format!("host read a corrupt packet from KMCL: {why}"));
                     break;
                 }
             };
-            *signal_guest |= r.rx.release(p.end_offset());
-            let info = h.guest_writes.remove(&p.offset).unwrap_or_default();
-            if p.packet_type == PacketType::COMPLETION {
-                if h.outstanding.remove(&p.transaction_id) {
-                    let mut payload = p.payload.clone();
+            let mut ranges = Vec::new();
+            let mut payload;
+            if hdr.packet_type == PacketType::GPA_DIRECT {
+                let p = match r.rx.read_next() {
+                    Ok(p) => p,
+                    Err(ReadError::Empty) => break,
+                    Err(ReadError::Corrupt(why)) => {
+                        error = Some(format!("host read a corrupt packet from KMCL: {why}"));
+                        break;
+                    }
+                };
+                if let IncomingKind::GpaDirect { ranges: r, .. } = p.kind {
+                    ranges = r;
+                }
+                payload = p.payload;
+            } else {
+                r.rx.consume_header(&hdr);
+                payload = take_buf();
+                payload.resize(hdr.payload_len(), 0);
+                r.rx.copy_payload(&hdr, &mut payload);
+            }
+            *signal_guest |= r.rx.release(hdr.end_offset());
+            let info = h.guest_writes.remove(&hdr.offset).unwrap_or_default();
+            if hdr.packet_type == PacketType::COMPLETION {
+                if h.outstanding.remove(&hdr.transaction_id) {
                     if let Some(n) = info.exact_len {
                         payload.truncate(n);
                     }
-                    h.completions.push_back((p.transaction_id, payload));
+                    h.completions.push_back((hdr.transaction_id, payload));
                 } else {
+                    give_buf(payload);
                     error = Some(format!(
                         "driver completed unknown host transaction {:#x}",
-                        p.transaction_id
+                        hdr.transaction_id
                     ));
                 }
                 continue;
             }
-            let mut payload = if pipe {
-                ring::strip_pipe_header(&p.payload)
-                    .map(<[u8]>::to_vec)
-                    .unwrap_or_default()
-            } else {
-                p.payload.clone()
-            };
+            if pipe {
+                // The pipe header stripped in place (the payload, or nothing if malformed).
+                match ring::strip_pipe_header(&payload).map(<[u8]>::len) {
+                    Ok(n) => {
+                        payload.copy_within(ring::PIPE_HEADER_SIZE..ring::PIPE_HEADER_SIZE + n, 0);
+                        payload.truncate(n);
+                    }
+                    Err(_) => payload.clear(),
+                }
+            }
             if let Some(n) = info.exact_len {
                 payload.truncate(n);
             }
-            let ranges = match &p.kind {
-                IncomingKind::GpaDirect { ranges, .. } => ranges.clone(),
-                _ => Vec::new(),
-            };
             let hp = HostPacket {
-                packet_type: p.packet_type.0,
-                flags: p.flags,
-                trans_id: p.transaction_id,
+                packet_type: hdr.packet_type.0,
+                flags: hdr.flags,
+                trans_id: hdr.transaction_id,
                 payload,
                 external: info.data,
                 ranges,
@@ -422,21 +513,28 @@ fn drain_ring(
 pub(crate) fn flush_pending(h: &mut HostSide, signal: &mut bool) {
     let Some(r) = h.rings.as_mut() else { return };
     while let Some((trans, resp)) = h.pending.pop_front() {
-        let data = if h.pipe {
-            ring::add_pipe_header(&resp).unwrap_or_default()
+        let data: &[u8] = if h.pipe {
+            // The framing goes into a reused buffer (nothing if too large for a pipe).
+            h.frame.clear();
+            if let Ok(header) = ring::pipe_header(resp.len()) {
+                h.frame.extend_from_slice(&header);
+                h.frame.extend_from_slice(&resp);
+            }
+            &h.frame
         } else {
-            resp.clone()
+            &resp
         };
-        match r.tx.write_or_arm(&OutgoingPacket::completion(trans, &data)) {
+        match r.tx.write_or_arm(&OutgoingPacket::completion(trans, data)) {
             Ok(o) => {
                 *signal |= o.signal;
                 h.exact.insert(o.offset, resp.len());
+                give_buf(resp);
             }
             Err(WriteError::Full { .. }) => {
                 h.pending.push_front((trans, resp));
                 return;
             }
-            Err(_) => {}
+            Err(_) => give_buf(resp),
         }
     }
 }

@@ -1772,7 +1772,11 @@ pub(crate) fn packet_new(
     }
     let id = st.new_id();
     let c = st.channels.get_mut(&ch)?;
-    let inline = SharedBuf::new(c.init.inline_context_size as usize);
+    // No inline context: nothing allocated (its pointer is NULL).
+    let inline = match c.init.inline_context_size {
+        0 => SharedBuf::empty(),
+        n => SharedBuf::new(n as usize),
+    };
     let tok = match caller_memory {
         Some(a) => {
             registry::adopt(sim, a, Obj::Packet { ch, pkt: id });
@@ -1871,14 +1875,16 @@ pub(crate) fn send(
     }
     let pipe = c.pipe();
     let wait = flags & VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION != 0 && !pipe;
-    let payload = if pipe {
-        match crate::ring::add_pipe_header(payload) {
-            Ok(p) => p,
+    // The wire payload in a spare buffer (given back once written: `after_write`).
+    let mut wire = host::take_buf();
+    if pipe {
+        match crate::ring::pipe_header(payload.len()) {
+            Ok(h) => wire.extend_from_slice(&h),
             Err(_) => return STATUS_INVALID_PARAMETER_3,
         }
-    } else {
-        payload.to_vec()
-    };
+    }
+    wire.extend_from_slice(payload);
+    let payload = wire;
     let trans_id = c.new_trans();
     if let Some(o) = c.outgoing.get_mut(&pkt) {
         o.in_flight = true;
@@ -1981,7 +1987,8 @@ fn try_write(sim: &SimInner, st: &mut State, ch: u64, q: &QueuedSend) -> Result<
     Ok(())
 }
 
-fn after_write(sim: &SimInner, st: &mut State, ch: u64, q: QueuedSend) {
+fn after_write(sim: &SimInner, st: &mut State, ch: u64, mut q: QueuedSend) {
+    host::give_buf(std::mem::take(&mut q.payload));
     let Some(c) = st.channels.get_mut(&ch) else {
         return;
     };
@@ -2108,10 +2115,11 @@ fn finish_send(sim: &Arc<SimInner>, ch: u64, pkt: u64) {
         }
         r
     };
-    let buf = SharedBuf::from_bytes(&resp);
+    // An empty response is passed as NULL: no buffer.
+    let buf = (!resp.is_empty()).then(|| SharedBuf::from_bytes(&resp));
     let len = u32::try_from(resp.len()).unwrap_or(u32::MAX);
     let _g = sched::set_irql(DISPATCH_LEVEL);
-    let ptr = if resp.is_empty() { 0 } else { buf.addr() };
+    let ptr = buf.as_ref().map_or(0, SharedBuf::addr);
     upcall::call_completion(routine, tok, status, ptr, len);
     sim.wake();
 }
