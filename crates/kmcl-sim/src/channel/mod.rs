@@ -42,8 +42,9 @@ use crate::host::{self, ExtInfo, SignalWhy};
 use crate::mem::{MdlBlock, POISON, SharedBuf};
 use crate::registry::{self, Obj};
 use crate::ring::{
-    ControlField, GpaRange, IncomingKind, IncomingRing, OutgoingPacket, OutgoingRing, PacketHeader,
-    PacketType, ReadError, ReleaseTracker, RingPair, TRAILER_SIZE, WriteError, strip_pipe_header,
+    ControlField, GpaRange, IncomingKind, IncomingRing, OutgoingPacket, OutgoingRing,
+    PIPE_HEADER_SIZE, PacketHeader, PacketType, ReadError, ReleaseTracker, RingPair, TRAILER_SIZE,
+    WriteError, strip_pipe_header,
 };
 use crate::sched::{self, DISPATCH_LEVEL, Task};
 use crate::upcall::{self, PacketCbs, Routine, StateCbs, StateEvent};
@@ -1384,55 +1385,54 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
                 break;
             }
             if h.packet_type == PacketType::COMPLETION {
-                // Completions of the driver's sends carry a payload for the driver: the owned
-                // read (same validation as the header just read).
-                let p = match r.rx.packet_at(&h) {
-                    Ok(p) => p,
-                    Err(ReadError::Empty) => break,
-                    Err(ReadError::Corrupt(why)) => {
-                        fault = Some(format!("corrupt packet in the guest inbound ring: {why}"));
-                        break;
-                    }
-                };
-                let _ = r.rx.read_next();
-                r.rel.consumed(&p);
-                let signal = r.complete(p.offset);
+                // Completions of the driver's sends carry a payload for the driver: copied
+                // into a spare buffer (validated by the header read; given back by
+                // `finish_send`).
+                r.rx.consume_header(&h);
+                r.rel.consumed_header(&h);
+                let mut payload = host::take_buf();
+                payload.resize(h.payload_len(), 0);
+                r.rx.copy_payload(&h, &mut payload);
+                let signal = r.complete(h.offset);
                 if signal {
                     host::signal_host(sim, &mut st, ch, SignalWhy::Release);
                 }
-                let mut payload = if pipe {
-                    strip_pipe_header(&p.payload)
-                        .map(<[u8]>::to_vec)
-                        .unwrap_or_default()
-                } else {
-                    p.payload.clone()
-                };
+                if pipe {
+                    // The pipe header stripped in place (nothing if malformed).
+                    match strip_pipe_header(&payload).map(<[u8]>::len) {
+                        Ok(n) => {
+                            payload.copy_within(PIPE_HEADER_SIZE..PIPE_HEADER_SIZE + n, 0);
+                            payload.truncate(n);
+                        }
+                        Err(_) => payload.clear(),
+                    }
+                }
                 if !padded
                     && !pipe
                     && let Some(n) = st
                         .offers
                         .get(&offer)
-                        .and_then(|o| o.host.exact_len(p.transaction_id, p.offset))
+                        .and_then(|o| o.host.exact_len(h.transaction_id, h.offset))
                 {
                     payload.truncate(n);
                 }
                 let Some(c) = st.channels.get_mut(&ch) else {
                     break;
                 };
-                if let Some(pkt) = c.in_flight.remove(&p.transaction_id) {
+                if let Some(pkt) = c.in_flight.remove(&h.transaction_id) {
                     if let Some(o) = c.outgoing.get_mut(&pkt) {
                         o.done = Some((STATUS_SUCCESS, payload));
                     }
                     calls.push(DpcCall::SendDone { pkt });
-                } else if let Some(slot) = c.sync.get_mut(&p.transaction_id) {
+                } else if let Some(slot) = c.sync.get_mut(&h.transaction_id) {
                     *slot = Some(Ok(payload));
                     sim.wake();
-                } else if c.abandoned.remove(&p.transaction_id) {
+                } else if c.abandoned.remove(&h.transaction_id) {
                     // The requester gave up (timeout): nobody wants this completion.
                 } else {
                     fault = Some(format!(
                         "completion for unknown transaction {:#x}",
-                        p.transaction_id
+                        h.transaction_id
                     ));
                     break;
                 }
@@ -2115,13 +2115,30 @@ fn finish_send(sim: &Arc<SimInner>, ch: u64, pkt: u64) {
         }
         r
     };
-    // An empty response is passed as NULL: no buffer.
-    let buf = (!resp.is_empty()).then(|| SharedBuf::from_bytes(&resp));
+    // An empty response is passed as NULL: no buffer. A response goes into this thread's
+    // spare buffer (taken, so that a nested completion gets its own), valid for the call.
+    let buf = (!resp.is_empty()).then(|| match SPARE_RESPONSE.take() {
+        Some(b) if b.capacity() >= resp.len() => {
+            let b = SharedBuf::reuse_or_new(Some(b), resp.len());
+            b.write(0, &resp);
+            b
+        }
+        _ => SharedBuf::from_bytes(&resp),
+    });
     let len = u32::try_from(resp.len()).unwrap_or(u32::MAX);
     let _g = sched::set_irql(DISPATCH_LEVEL);
     let ptr = buf.as_ref().map_or(0, SharedBuf::addr);
     upcall::call_completion(routine, tok, status, ptr, len);
+    if let Some(b) = buf {
+        SPARE_RESPONSE.set(Some(b));
+    }
+    host::give_buf(resp);
     sim.wake();
+}
+
+thread_local! {
+    /// The buffer `finish_send` lends a send's response in, reused.
+    static SPARE_RESPONSE: std::cell::Cell<Option<SharedBuf>> = const { std::cell::Cell::new(None) };
 }
 
 /// `VmbChannelSendSynchronousRequest`.
