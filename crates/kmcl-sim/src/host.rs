@@ -97,8 +97,11 @@ pub(crate) struct HostSide {
     pub(crate) pending: VecDeque<(u64, Vec<u8>)>,
     /// Exact payload length of host writes, by ring offset (for `padded_lengths = false`).
     pub(crate) exact: ExactLens,
-    /// What the guest wrote at a ring offset.
+    /// What the guest wrote at a ring offset, for writes with external data.
     pub(crate) guest_writes: HashMap<u32, ExtInfo>,
+    /// The exact payload length of the guest's other writes (in-band: nothing else to
+    /// know), by ring offset: no hashing, no `ExtInfo` per packet.
+    pub(crate) guest_exact: ExactLens,
     pub(crate) xfer_sets: HashMap<u16, Arc<SharedBuf>>,
     /// Driver request -> (address, length) of its writable external buffer.
     pub(crate) ext_targets: HashMap<u64, (usize, usize)>,
@@ -209,6 +212,19 @@ impl ExactLens {
     pub(crate) fn clear(&mut self) {
         self.0.fill(u32::MAX);
     }
+
+    /// [`get`](Self::get), and the entry is removed.
+    pub(crate) fn take(&mut self, offset: u32) -> Option<usize> {
+        let n = self.get(offset)?;
+        self.remove(offset);
+        Some(n)
+    }
+
+    pub(crate) fn remove(&mut self, offset: u32) {
+        if let Some(n) = self.0.get_mut((offset / 8) as usize) {
+            *n = u32::MAX;
+        }
+    }
 }
 
 impl HostSide {
@@ -248,6 +264,7 @@ impl HostSide {
         self.pending.clear();
         self.exact.clear();
         self.guest_writes.clear();
+        self.guest_exact.clear();
         self.driver_requests.clear();
         self.outstanding.clear();
         self.ext_targets.clear();
@@ -261,9 +278,40 @@ impl HostSide {
         self.xfer_sets.get(&id).cloned()
     }
 
-    pub(crate) fn note_guest_write(&mut self, _trans: u64, offset: u32, info: ExtInfo) {
-        if self.rings.is_some() {
-            self.guest_writes.insert(offset, info);
+    pub(crate) fn note_guest_write(&mut self, _trans: u64, offset: u32, info: &ExtInfo) {
+        if self.rings.is_none() {
+            return;
+        }
+        if info.data.is_empty() && info.addr.is_none() && !info.writable {
+            // The usual write (no external data): only its exact length.
+            if !self.guest_writes.is_empty() {
+                self.guest_writes.remove(&offset);
+            }
+            match info.exact_len {
+                Some(n) => self.guest_exact.insert(offset, n),
+                None => self.guest_exact.remove(offset),
+            }
+        } else {
+            self.guest_exact.remove(offset);
+            self.guest_writes.insert(offset, info.clone());
+        }
+    }
+
+    /// What the guest wrote at `offset` (noted by [`note_guest_write`](Self::note_guest_write)),
+    /// forgotten; the default if nothing was noted.
+    fn take_guest_write(
+        writes: &mut HashMap<u32, ExtInfo>,
+        exact: &mut ExactLens,
+        offset: u32,
+    ) -> ExtInfo {
+        if !writes.is_empty()
+            && let Some(info) = writes.remove(&offset)
+        {
+            return info;
+        }
+        ExtInfo {
+            exact_len: exact.take(offset),
+            ..ExtInfo::default()
         }
     }
 }
@@ -455,7 +503,8 @@ fn drain_ring(
                 r.rx.copy_payload(&hdr, &mut payload);
             }
             *signal_guest |= r.rx.release(hdr.end_offset());
-            let info = h.guest_writes.remove(&hdr.offset).unwrap_or_default();
+            let info =
+                HostSide::take_guest_write(&mut h.guest_writes, &mut h.guest_exact, hdr.offset);
             if hdr.packet_type == PacketType::COMPLETION {
                 if h.outstanding.remove(&hdr.transaction_id) {
                     if let Some(n) = info.exact_len {

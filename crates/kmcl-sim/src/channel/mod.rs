@@ -1977,8 +1977,7 @@ fn try_write(sim: &SimInner, st: &mut State, ch: u64, q: &QueuedSend) -> Result<
     if let Some(o) = st.channels.get(&ch).map(|c| c.offer)
         && let Some(o) = st.offers.get_mut(&o)
     {
-        o.host
-            .note_guest_write(q.trans_id, offset, q.host_info.clone());
+        o.host.note_guest_write(q.trans_id, offset, &q.host_info);
     }
     st.stats.packets_sent += 1;
     if outcome.signal || spurious {
@@ -2028,7 +2027,7 @@ pub(crate) fn flush_sends(sim: &SimInner, st: &mut State, ch: u64) {
                         ..ExtInfo::default()
                     };
                     if let Some(off) = st.offers.get_mut(&offer) {
-                        off.host.note_guest_write(trans, o.offset, info);
+                        off.host.note_guest_write(trans, o.offset, &info);
                     }
                     st.stats.packets_sent += 1;
                     if o.signal {
