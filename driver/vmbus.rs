@@ -244,7 +244,7 @@ where
     R: UserRequest + 'static,
     L: Lock<State<Held, R>> + 'static,
 {
-    type Context = Box<Arc<DeviceBridge<R, L>>>;
+    type Context = Arc<DeviceBridge<R, L>>;
 
     fn completed(context: Self::Context, _status: kmcl::NtStatus, _response: &[u8], _level: Level) {
         context.posted_send_done();
@@ -271,12 +271,13 @@ where
                 .send_with_completion::<PostedDone<R, L>>(
                     payload,
                     SendFlags::NONE,
-                    Box::new(Arc::clone(self.bridge)),
+                    // The bridge's count, not a box: nothing allocated per posted send.
+                    Arc::clone(self.bridge),
                 )
                 .map_err(|e| from_kmcl(e.status)),
             Some(tag) => {
-                // One allocation per send (request path); the receive path allocates
-                // nothing.
+                // One allocation per waiting send (its tag travels with the bridge); posted
+                // sends and the receive path allocate nothing.
                 let ctx = Box::new(SendContext {
                     bridge: Arc::clone(self.bridge),
                     tag,

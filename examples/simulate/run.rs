@@ -337,9 +337,11 @@ fn run_deterministic(rig: &Rig, a: &Args, t: &mut Tally) {
     let host_bad = Arc::new(AtomicU64::new(0));
     {
         let (seen, bad, size) = (host_seen.clone(), host_bad.clone(), a.size);
-        host.set_responder(move |p| {
+        // The responder writes into the buffer it is lent (reused: no allocation).
+        host.set_responder_into(move |p, out| {
             host_check(p, size, &seen, &bad);
-            Some(checksum(&p.payload).to_vec())
+            out.extend_from_slice(&checksum(&p.payload));
+            true
         });
     }
     // Host send times by sequence number (reads complete in order: a queue).
@@ -432,12 +434,15 @@ fn run_deterministic(rig: &Rig, a: &Args, t: &mut Tally) {
             sends.pop_front();
         }
         rig.idle();
-        while let Some(p) = host.recv() {
-            host_check(&p, a.size, &host_seen, &host_bad);
-        }
-        while let Some((tid, resp)) = host.take_completion() {
-            verify_host_completion(tid, &resp, &trans, a, t);
-        }
+        // Packets and completions are lent (their buffers are reused).
+        while host
+            .recv_with(|p| host_check(p, a.size, &host_seen, &host_bad))
+            .is_some()
+        {}
+        while host
+            .take_completion_with(|tid, resp| verify_host_completion(tid, resp, &trans, a, t))
+            .is_some()
+        {}
         progress.tick(t.h2g_read + u64::from(next_guest));
         let after = (
             t.h2g_read,
@@ -456,12 +461,14 @@ fn run_deterministic(rig: &Rig, a: &Args, t: &mut Tally) {
         ));
     }
     rig.idle();
-    while let Some(p) = host.recv() {
-        host_check(&p, a.size, &host_seen, &host_bad);
-    }
-    while let Some((tid, resp)) = host.take_completion() {
-        verify_host_completion(tid, &resp, &trans, a, t);
-    }
+    while host
+        .recv_with(|p| host_check(p, a.size, &host_seen, &host_bad))
+        .is_some()
+    {}
+    while host
+        .take_completion_with(|tid, resp| verify_host_completion(tid, resp, &trans, a, t))
+        .is_some()
+    {}
     t.g2h_received = host_seen.load(Ordering::Relaxed);
     let bad = host_bad.load(Ordering::Relaxed);
     if bad > 0 {

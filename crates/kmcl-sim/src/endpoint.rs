@@ -353,6 +353,20 @@ impl HostEndpoint {
         st.offers.get_mut(&self.offer)?.host.inbox.pop_front()
     }
 
+    /// The next packet the driver sent (not answered by the responder), lent to `f`: its
+    /// buffers are reused for later packets, so the steady state allocates nothing. `None`
+    /// (and `f` not called) when there is none. `f` runs without the simulation's lock (it
+    /// may call this endpoint).
+    pub fn recv_with<R>(&self, f: impl FnOnce(&HostPacket) -> R) -> Option<R> {
+        let p = {
+            let mut st = self.lock_at_safe_point();
+            st.offers.get_mut(&self.offer)?.host.inbox.pop_front()?
+        };
+        let r = f(&p);
+        host::recycle_packet(p);
+        Some(r)
+    }
+
     /// Like [`recv`](Self::recv), but waits (threaded mode) or steps the simulation
     /// (deterministic mode) up to `timeout` for a packet.
     pub fn recv_timeout(&self, timeout: Duration) -> Option<HostPacket> {
@@ -386,7 +400,9 @@ impl HostEndpoint {
             return Err(SendError::UnknownTransaction(trans_id));
         }
         h.ext_targets.remove(&trans_id);
-        h.pending.push_back((trans_id, response.to_vec()));
+        let mut resp = host::take_buf();
+        resp.extend_from_slice(response);
+        h.pending.push_back((trans_id, resp));
         let mut signal = false;
         host::flush_pending(h, &mut signal);
         if signal {
@@ -432,6 +448,24 @@ impl HostEndpoint {
         st.offers.get_mut(&self.offer)?.host.completions.pop_front()
     }
 
+    /// The next completion the driver sent for a host request, lent to `f` as
+    /// `(trans_id, payload)` (its buffer is reused: nothing allocated in steady state).
+    /// `None` (and `f` not called) when there is none. `f` runs without the simulation's
+    /// lock.
+    pub fn take_completion_with<R>(&self, f: impl FnOnce(u64, &[u8]) -> R) -> Option<R> {
+        let (trans, payload) = {
+            let mut st = self.lock_at_safe_point();
+            st.offers
+                .get_mut(&self.offer)?
+                .host
+                .completions
+                .pop_front()?
+        };
+        let r = f(trans, &payload);
+        host::give_buf(payload);
+        Some(r)
+    }
+
     /// Waits (threaded) or steps (deterministic) up to `timeout` for a driver completion.
     pub fn take_completion_timeout(&self, timeout: Duration) -> Option<(u64, Vec<u8>)> {
         self.safe_point();
@@ -446,7 +480,27 @@ impl HostEndpoint {
 
     /// Answers every driver request that asks for a completion: `f` returns the response
     /// (`None` leaves the packet for [`recv`](Self::recv)). Runs on the host context.
-    pub fn set_responder(&self, f: impl FnMut(&HostPacket) -> Option<Vec<u8>> + Send + 'static) {
+    pub fn set_responder(
+        &self,
+        mut f: impl FnMut(&HostPacket) -> Option<Vec<u8>> + Send + 'static,
+    ) {
+        self.set_responder_into(move |p, out| match f(p) {
+            Some(resp) => {
+                *out = resp;
+                true
+            }
+            None => false,
+        });
+    }
+
+    /// [`set_responder`](Self::set_responder) that writes the response into a buffer it is
+    /// lent (empty when `f` is called) and returns `true`, or returns `false` to leave the
+    /// packet for [`recv`](Self::recv). The buffers are reused: answering allocates
+    /// nothing in steady state. Runs on the host context.
+    pub fn set_responder_into(
+        &self,
+        f: impl FnMut(&HostPacket, &mut Vec<u8>) -> bool + Send + 'static,
+    ) {
         self.safe_point();
         let mut st = self.sim.lock();
         if let Some(o) = st.offers.get_mut(&self.offer) {

@@ -63,7 +63,9 @@ pub(crate) struct ExtInfo {
     pub(crate) writable: bool,
 }
 
-type Responder = Box<dyn FnMut(&HostPacket) -> Option<Vec<u8>> + Send>;
+/// Writes the response to a driver request into the (cleared) buffer and returns `true`,
+/// or returns `false` to leave the packet for `recv`.
+pub(crate) type Responder = Box<dyn FnMut(&HostPacket, &mut Vec<u8>) -> bool + Send>;
 type Hook = Arc<dyn Fn() + Send + Sync>;
 
 /// The built-in host's ring ends.
@@ -95,8 +97,11 @@ pub(crate) struct HostSide {
     pub(crate) pending: VecDeque<(u64, Vec<u8>)>,
     /// Exact payload length of host writes, by ring offset (for `padded_lengths = false`).
     pub(crate) exact: ExactLens,
-    /// What the guest wrote at a ring offset.
+    /// What the guest wrote at a ring offset, for writes with external data.
     pub(crate) guest_writes: HashMap<u32, ExtInfo>,
+    /// The exact payload length of the guest's other writes (in-band: nothing else to
+    /// know), by ring offset: no hashing, no `ExtInfo` per packet.
+    pub(crate) guest_exact: ExactLens,
     pub(crate) xfer_sets: HashMap<u16, Arc<SharedBuf>>,
     /// Driver request -> (address, length) of its writable external buffer.
     pub(crate) ext_targets: HashMap<u64, (usize, usize)>,
@@ -108,6 +113,65 @@ pub(crate) struct HostSide {
     pub(crate) peer_is_server: bool,
     /// On a server's offer: the built-in endpoint plays the guest (ring directions swapped).
     pub(crate) guest_mode: bool,
+    /// The host task's reused lists (packets for the responder, their answers), kept
+    /// between runs so that answering allocates nothing.
+    pub(crate) scratch: AnswerScratch,
+    /// A reused buffer for a pipe-mode completion's framing (`flush_pending`).
+    pub(crate) frame: Vec<u8>,
+}
+
+/// The host task's reused lists: the packets handed to the responder and its answers.
+#[derive(Default)]
+pub(crate) struct AnswerScratch {
+    to_answer: Vec<HostPacket>,
+    answers: Vec<(Vec<u8>, bool)>,
+}
+
+/// Spare byte buffers of the host's packets, completions and answers, per thread: a
+/// packet's payload is taken from here when the host reads it and comes back when the
+/// lending API (`HostEndpoint::recv_with`, `take_completion_with`) or the responder path is
+/// done with it, so the built-in host's steady state allocates nothing. Bounded in count
+/// and size; which buffer is reused never shows (every byte is written before it is read).
+mod spare {
+    use std::cell::RefCell;
+
+    const MAX_BUFFERS: usize = 64;
+    const MAX_CAPACITY: usize = 64 * 1024;
+
+    thread_local! {
+        static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// An empty buffer, with capacity if a spare one is there.
+    pub(crate) fn take() -> Vec<u8> {
+        SPARE
+            .try_with(|s| s.borrow_mut().pop())
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    /// Gives `buf` back (dropped if the pool is full or it is empty or large).
+    pub(crate) fn give(mut buf: Vec<u8>) {
+        if buf.capacity() == 0 || buf.capacity() > MAX_CAPACITY {
+            return;
+        }
+        buf.clear();
+        let _ = SPARE.try_with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() < MAX_BUFFERS {
+                s.push(buf);
+            }
+        });
+    }
+}
+
+pub(crate) use spare::{give as give_buf, take as take_buf};
+
+/// Gives the buffers of `p` back to the spare pool.
+pub(crate) fn recycle_packet(p: HostPacket) {
+    give_buf(p.payload);
+    give_buf(p.external);
 }
 
 impl fmt::Debug for HostSide {
@@ -148,6 +212,19 @@ impl ExactLens {
     pub(crate) fn clear(&mut self) {
         self.0.fill(u32::MAX);
     }
+
+    /// [`get`](Self::get), and the entry is removed.
+    pub(crate) fn take(&mut self, offset: u32) -> Option<usize> {
+        let n = self.get(offset)?;
+        self.remove(offset);
+        Some(n)
+    }
+
+    pub(crate) fn remove(&mut self, offset: u32) {
+        if let Some(n) = self.0.get_mut((offset / 8) as usize) {
+            *n = u32::MAX;
+        }
+    }
 }
 
 impl HostSide {
@@ -187,6 +264,7 @@ impl HostSide {
         self.pending.clear();
         self.exact.clear();
         self.guest_writes.clear();
+        self.guest_exact.clear();
         self.driver_requests.clear();
         self.outstanding.clear();
         self.ext_targets.clear();
@@ -200,9 +278,40 @@ impl HostSide {
         self.xfer_sets.get(&id).cloned()
     }
 
-    pub(crate) fn note_guest_write(&mut self, _trans: u64, offset: u32, info: ExtInfo) {
-        if self.rings.is_some() {
-            self.guest_writes.insert(offset, info);
+    pub(crate) fn note_guest_write(&mut self, _trans: u64, offset: u32, info: &ExtInfo) {
+        if self.rings.is_none() {
+            return;
+        }
+        if info.data.is_empty() && info.addr.is_none() && !info.writable {
+            // The usual write (no external data): only its exact length.
+            if !self.guest_writes.is_empty() {
+                self.guest_writes.remove(&offset);
+            }
+            match info.exact_len {
+                Some(n) => self.guest_exact.insert(offset, n),
+                None => self.guest_exact.remove(offset),
+            }
+        } else {
+            self.guest_exact.remove(offset);
+            self.guest_writes.insert(offset, info.clone());
+        }
+    }
+
+    /// What the guest wrote at `offset` (noted by [`note_guest_write`](Self::note_guest_write)),
+    /// forgotten; the default if nothing was noted.
+    fn take_guest_write(
+        writes: &mut HashMap<u32, ExtInfo>,
+        exact: &mut ExactLens,
+        offset: u32,
+    ) -> ExtInfo {
+        if !writes.is_empty()
+            && let Some(info) = writes.remove(&offset)
+        {
+            return info;
+        }
+        ExtInfo {
+            exact_len: exact.take(offset),
+            ..ExtInfo::default()
         }
     }
 }
@@ -279,11 +388,10 @@ pub(crate) fn run_host(sim: &Arc<SimInner>, ch: u64) {
         hook();
         return;
     }
-    let (to_answer, responder) = {
+    let (mut scratch, responder) = {
         let mut st = sim.lock();
         let st = &mut *st;
         let mut signal_guest = false;
-        let mut to_answer = Vec::new();
         let Some(o) = st.offers.get_mut(&offer) else {
             return;
         };
@@ -291,12 +399,15 @@ pub(crate) fn run_host(sim: &Arc<SimInner>, ch: u64) {
         if h.paused {
             return;
         }
-        let error = drain_ring(h, &mut to_answer, &mut signal_guest);
+        let mut scratch = std::mem::take(&mut h.scratch);
+        let error = drain_ring(h, &mut scratch.to_answer, &mut signal_guest);
         if let Some(e) = error {
             h.error = Some(e);
         }
         flush_pending(h, &mut signal_guest);
-        let responder = if to_answer.is_empty() {
+        let responder = if scratch.to_answer.is_empty() {
+            h.scratch = scratch;
+            scratch = AnswerScratch::default();
             None
         } else {
             h.responder.take()
@@ -306,15 +417,18 @@ pub(crate) fn run_host(sim: &Arc<SimInner>, ch: u64) {
             sim.push(st, Task::Dpc { ch });
         }
         sim.wake();
-        (to_answer, responder)
+        (scratch, responder)
     };
     let Some(mut responder) = responder else {
         return;
     };
-    let answers: Vec<(u64, Option<Vec<u8>>)> = to_answer
-        .iter()
-        .map(|p| (p.trans_id, responder(p)))
-        .collect();
+    let AnswerScratch { to_answer, answers } = &mut scratch;
+    answers.clear();
+    for p in to_answer.iter() {
+        let mut out = take_buf();
+        let answered = responder(p, &mut out);
+        answers.push((out, answered));
+    }
     let mut st = sim.lock();
     let st = &mut *st;
     let Some(o) = st.offers.get_mut(&offer) else {
@@ -324,15 +438,17 @@ pub(crate) fn run_host(sim: &Arc<SimInner>, ch: u64) {
     if h.responder.is_none() {
         h.responder = Some(responder);
     }
-    for (p, (trans, answer)) in to_answer.into_iter().zip(answers) {
-        match answer {
-            Some(resp) => {
-                h.driver_requests.remove(&trans);
-                h.pending.push_back((trans, resp));
-            }
-            None => h.inbox.push_back(p),
+    for (p, (resp, answered)) in to_answer.drain(..).zip(answers.drain(..)) {
+        if answered {
+            h.driver_requests.remove(&p.trans_id);
+            h.pending.push_back((p.trans_id, resp));
+            recycle_packet(p);
+        } else {
+            give_buf(resp);
+            h.inbox.push_back(p);
         }
     }
+    h.scratch = scratch;
     let mut signal = false;
     flush_pending(h, &mut signal);
     if signal {
@@ -354,49 +470,73 @@ fn drain_ring(
     let mut error = None;
     if let Some(r) = h.rings.as_mut() {
         loop {
-            let p = match r.rx.read_next() {
-                Ok(p) => p,
+            // The header is validated exactly as `read_next` does; only a GPA-direct packet
+            // (its ranges) is parsed into an owned packet. The payload goes into a spare
+            // buffer before the release.
+            let hdr = match r.rx.peek_header() {
+                Ok(h) => h,
                 Err(ReadError::Empty) => break,
                 Err(ReadError::Corrupt(why)) => {
                     error = Some(format!("host read a corrupt packet from KMCL: {why}"));
                     break;
                 }
             };
-            *signal_guest |= r.rx.release(p.end_offset());
-            let info = h.guest_writes.remove(&p.offset).unwrap_or_default();
-            if p.packet_type == PacketType::COMPLETION {
-                if h.outstanding.remove(&p.transaction_id) {
-                    let mut payload = p.payload.clone();
+            let mut ranges = Vec::new();
+            let mut payload;
+            if hdr.packet_type == PacketType::GPA_DIRECT {
+                let p = match r.rx.read_next() {
+                    Ok(p) => p,
+                    Err(ReadError::Empty) => break,
+                    Err(ReadError::Corrupt(why)) => {
+                        error = Some(format!("host read a corrupt packet from KMCL: {why}"));
+                        break;
+                    }
+                };
+                if let IncomingKind::GpaDirect { ranges: r, .. } = p.kind {
+                    ranges = r;
+                }
+                payload = p.payload;
+            } else {
+                r.rx.consume_header(&hdr);
+                payload = take_buf();
+                payload.resize(hdr.payload_len(), 0);
+                r.rx.copy_payload(&hdr, &mut payload);
+            }
+            *signal_guest |= r.rx.release(hdr.end_offset());
+            let info =
+                HostSide::take_guest_write(&mut h.guest_writes, &mut h.guest_exact, hdr.offset);
+            if hdr.packet_type == PacketType::COMPLETION {
+                if h.outstanding.remove(&hdr.transaction_id) {
                     if let Some(n) = info.exact_len {
                         payload.truncate(n);
                     }
-                    h.completions.push_back((p.transaction_id, payload));
+                    h.completions.push_back((hdr.transaction_id, payload));
                 } else {
+                    give_buf(payload);
                     error = Some(format!(
                         "driver completed unknown host transaction {:#x}",
-                        p.transaction_id
+                        hdr.transaction_id
                     ));
                 }
                 continue;
             }
-            let mut payload = if pipe {
-                ring::strip_pipe_header(&p.payload)
-                    .map(<[u8]>::to_vec)
-                    .unwrap_or_default()
-            } else {
-                p.payload.clone()
-            };
+            if pipe {
+                // The pipe header stripped in place (the payload, or nothing if malformed).
+                match ring::strip_pipe_header(&payload).map(<[u8]>::len) {
+                    Ok(n) => {
+                        payload.copy_within(ring::PIPE_HEADER_SIZE..ring::PIPE_HEADER_SIZE + n, 0);
+                        payload.truncate(n);
+                    }
+                    Err(_) => payload.clear(),
+                }
+            }
             if let Some(n) = info.exact_len {
                 payload.truncate(n);
             }
-            let ranges = match &p.kind {
-                IncomingKind::GpaDirect { ranges, .. } => ranges.clone(),
-                _ => Vec::new(),
-            };
             let hp = HostPacket {
-                packet_type: p.packet_type.0,
-                flags: p.flags,
-                trans_id: p.transaction_id,
+                packet_type: hdr.packet_type.0,
+                flags: hdr.flags,
+                trans_id: hdr.transaction_id,
                 payload,
                 external: info.data,
                 ranges,
@@ -422,21 +562,28 @@ fn drain_ring(
 pub(crate) fn flush_pending(h: &mut HostSide, signal: &mut bool) {
     let Some(r) = h.rings.as_mut() else { return };
     while let Some((trans, resp)) = h.pending.pop_front() {
-        let data = if h.pipe {
-            ring::add_pipe_header(&resp).unwrap_or_default()
+        let data: &[u8] = if h.pipe {
+            // The framing goes into a reused buffer (nothing if too large for a pipe).
+            h.frame.clear();
+            if let Ok(header) = ring::pipe_header(resp.len()) {
+                h.frame.extend_from_slice(&header);
+                h.frame.extend_from_slice(&resp);
+            }
+            &h.frame
         } else {
-            resp.clone()
+            &resp
         };
-        match r.tx.write_or_arm(&OutgoingPacket::completion(trans, &data)) {
+        match r.tx.write_or_arm(&OutgoingPacket::completion(trans, data)) {
             Ok(o) => {
                 *signal |= o.signal;
                 h.exact.insert(o.offset, resp.len());
+                give_buf(resp);
             }
             Err(WriteError::Full { .. }) => {
                 h.pending.push_front((trans, resp));
                 return;
             }
-            Err(_) => {}
+            Err(_) => give_buf(resp),
         }
     }
 }

@@ -25,6 +25,7 @@
 extern crate alloc;
 
 use alloc::boxed::Box;
+use alloc::sync::Arc;
 use core::ffi::c_void;
 use core::marker::PhantomData;
 use core::ptr::{self, NonNull};
@@ -112,6 +113,18 @@ unsafe impl<T: Sync + 'static> PacketContext for &'static T {
     unsafe fn from_raw(p: *mut c_void) -> Self {
         // SAFETY: rule PACKET_CONTEXT_POINTER: `p` came from `into_raw` of a `&'static T`.
         unsafe { &*p.cast::<T>() }
+    }
+}
+
+// SAFETY: rule PACKET_CONTEXT_POINTER: `Arc::into_raw`/`Arc::from_raw` transfer one strong
+// reference exactly once (no allocation: a shared value's count goes up by one per send).
+unsafe impl<T: Send + Sync + 'static> PacketContext for Arc<T> {
+    fn into_raw(self) -> *mut c_void {
+        Arc::into_raw(self).cast_mut().cast()
+    }
+    unsafe fn from_raw(p: *mut c_void) -> Self {
+        // SAFETY: rule PACKET_CONTEXT_POINTER: `p` came from `Arc::into_raw` and is reclaimed once.
+        unsafe { Arc::from_raw(p.cast::<T>()) }
     }
 }
 

@@ -42,8 +42,9 @@ use crate::host::{self, ExtInfo, SignalWhy};
 use crate::mem::{MdlBlock, POISON, SharedBuf};
 use crate::registry::{self, Obj};
 use crate::ring::{
-    ControlField, GpaRange, IncomingKind, IncomingRing, OutgoingPacket, OutgoingRing, PacketHeader,
-    PacketType, ReadError, ReleaseTracker, RingPair, TRAILER_SIZE, WriteError, strip_pipe_header,
+    ControlField, GpaRange, IncomingKind, IncomingRing, OutgoingPacket, OutgoingRing,
+    PIPE_HEADER_SIZE, PacketHeader, PacketType, ReadError, ReleaseTracker, RingPair, TRAILER_SIZE,
+    WriteError, strip_pipe_header,
 };
 use crate::sched::{self, DISPATCH_LEVEL, Task};
 use crate::upcall::{self, PacketCbs, Routine, StateCbs, StateEvent};
@@ -1384,55 +1385,54 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
                 break;
             }
             if h.packet_type == PacketType::COMPLETION {
-                // Completions of the driver's sends carry a payload for the driver: the owned
-                // read (same validation as the header just read).
-                let p = match r.rx.packet_at(&h) {
-                    Ok(p) => p,
-                    Err(ReadError::Empty) => break,
-                    Err(ReadError::Corrupt(why)) => {
-                        fault = Some(format!("corrupt packet in the guest inbound ring: {why}"));
-                        break;
-                    }
-                };
-                let _ = r.rx.read_next();
-                r.rel.consumed(&p);
-                let signal = r.complete(p.offset);
+                // Completions of the driver's sends carry a payload for the driver: copied
+                // into a spare buffer (validated by the header read; given back by
+                // `finish_send`).
+                r.rx.consume_header(&h);
+                r.rel.consumed_header(&h);
+                let mut payload = host::take_buf();
+                payload.resize(h.payload_len(), 0);
+                r.rx.copy_payload(&h, &mut payload);
+                let signal = r.complete(h.offset);
                 if signal {
                     host::signal_host(sim, &mut st, ch, SignalWhy::Release);
                 }
-                let mut payload = if pipe {
-                    strip_pipe_header(&p.payload)
-                        .map(<[u8]>::to_vec)
-                        .unwrap_or_default()
-                } else {
-                    p.payload.clone()
-                };
+                if pipe {
+                    // The pipe header stripped in place (nothing if malformed).
+                    match strip_pipe_header(&payload).map(<[u8]>::len) {
+                        Ok(n) => {
+                            payload.copy_within(PIPE_HEADER_SIZE..PIPE_HEADER_SIZE + n, 0);
+                            payload.truncate(n);
+                        }
+                        Err(_) => payload.clear(),
+                    }
+                }
                 if !padded
                     && !pipe
                     && let Some(n) = st
                         .offers
                         .get(&offer)
-                        .and_then(|o| o.host.exact_len(p.transaction_id, p.offset))
+                        .and_then(|o| o.host.exact_len(h.transaction_id, h.offset))
                 {
                     payload.truncate(n);
                 }
                 let Some(c) = st.channels.get_mut(&ch) else {
                     break;
                 };
-                if let Some(pkt) = c.in_flight.remove(&p.transaction_id) {
+                if let Some(pkt) = c.in_flight.remove(&h.transaction_id) {
                     if let Some(o) = c.outgoing.get_mut(&pkt) {
                         o.done = Some((STATUS_SUCCESS, payload));
                     }
                     calls.push(DpcCall::SendDone { pkt });
-                } else if let Some(slot) = c.sync.get_mut(&p.transaction_id) {
+                } else if let Some(slot) = c.sync.get_mut(&h.transaction_id) {
                     *slot = Some(Ok(payload));
                     sim.wake();
-                } else if c.abandoned.remove(&p.transaction_id) {
+                } else if c.abandoned.remove(&h.transaction_id) {
                     // The requester gave up (timeout): nobody wants this completion.
                 } else {
                     fault = Some(format!(
                         "completion for unknown transaction {:#x}",
-                        p.transaction_id
+                        h.transaction_id
                     ));
                     break;
                 }
@@ -1772,7 +1772,11 @@ pub(crate) fn packet_new(
     }
     let id = st.new_id();
     let c = st.channels.get_mut(&ch)?;
-    let inline = SharedBuf::new(c.init.inline_context_size as usize);
+    // No inline context: nothing allocated (its pointer is NULL).
+    let inline = match c.init.inline_context_size {
+        0 => SharedBuf::empty(),
+        n => SharedBuf::new(n as usize),
+    };
     let tok = match caller_memory {
         Some(a) => {
             registry::adopt(sim, a, Obj::Packet { ch, pkt: id });
@@ -1871,14 +1875,16 @@ pub(crate) fn send(
     }
     let pipe = c.pipe();
     let wait = flags & VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION != 0 && !pipe;
-    let payload = if pipe {
-        match crate::ring::add_pipe_header(payload) {
-            Ok(p) => p,
+    // The wire payload in a spare buffer (given back once written: `after_write`).
+    let mut wire = host::take_buf();
+    if pipe {
+        match crate::ring::pipe_header(payload.len()) {
+            Ok(h) => wire.extend_from_slice(&h),
             Err(_) => return STATUS_INVALID_PARAMETER_3,
         }
-    } else {
-        payload.to_vec()
-    };
+    }
+    wire.extend_from_slice(payload);
+    let payload = wire;
     let trans_id = c.new_trans();
     if let Some(o) = c.outgoing.get_mut(&pkt) {
         o.in_flight = true;
@@ -1971,8 +1977,7 @@ fn try_write(sim: &SimInner, st: &mut State, ch: u64, q: &QueuedSend) -> Result<
     if let Some(o) = st.channels.get(&ch).map(|c| c.offer)
         && let Some(o) = st.offers.get_mut(&o)
     {
-        o.host
-            .note_guest_write(q.trans_id, offset, q.host_info.clone());
+        o.host.note_guest_write(q.trans_id, offset, &q.host_info);
     }
     st.stats.packets_sent += 1;
     if outcome.signal || spurious {
@@ -1981,7 +1986,8 @@ fn try_write(sim: &SimInner, st: &mut State, ch: u64, q: &QueuedSend) -> Result<
     Ok(())
 }
 
-fn after_write(sim: &SimInner, st: &mut State, ch: u64, q: QueuedSend) {
+fn after_write(sim: &SimInner, st: &mut State, ch: u64, mut q: QueuedSend) {
+    host::give_buf(std::mem::take(&mut q.payload));
     let Some(c) = st.channels.get_mut(&ch) else {
         return;
     };
@@ -2021,7 +2027,7 @@ pub(crate) fn flush_sends(sim: &SimInner, st: &mut State, ch: u64) {
                         ..ExtInfo::default()
                     };
                     if let Some(off) = st.offers.get_mut(&offer) {
-                        off.host.note_guest_write(trans, o.offset, info);
+                        off.host.note_guest_write(trans, o.offset, &info);
                     }
                     st.stats.packets_sent += 1;
                     if o.signal {
@@ -2108,12 +2114,30 @@ fn finish_send(sim: &Arc<SimInner>, ch: u64, pkt: u64) {
         }
         r
     };
-    let buf = SharedBuf::from_bytes(&resp);
+    // An empty response is passed as NULL: no buffer. A response goes into this thread's
+    // spare buffer (taken, so that a nested completion gets its own), valid for the call.
+    let buf = (!resp.is_empty()).then(|| match SPARE_RESPONSE.take() {
+        Some(b) if b.capacity() >= resp.len() => {
+            let b = SharedBuf::reuse_or_new(Some(b), resp.len());
+            b.write(0, &resp);
+            b
+        }
+        _ => SharedBuf::from_bytes(&resp),
+    });
     let len = u32::try_from(resp.len()).unwrap_or(u32::MAX);
     let _g = sched::set_irql(DISPATCH_LEVEL);
-    let ptr = if resp.is_empty() { 0 } else { buf.addr() };
+    let ptr = buf.as_ref().map_or(0, SharedBuf::addr);
     upcall::call_completion(routine, tok, status, ptr, len);
+    if let Some(b) = buf {
+        SPARE_RESPONSE.set(Some(b));
+    }
+    host::give_buf(resp);
     sim.wake();
+}
+
+thread_local! {
+    /// The buffer `finish_send` lends a send's response in, reused.
+    static SPARE_RESPONSE: std::cell::Cell<Option<SharedBuf>> = const { std::cell::Cell::new(None) };
 }
 
 /// `VmbChannelSendSynchronousRequest`.

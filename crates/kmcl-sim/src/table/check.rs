@@ -181,6 +181,24 @@ pub(super) unsafe fn driver_bytes(buf: *const c_void, len: u32) -> Option<Vec<u8
     Some(s.to_vec())
 }
 
+/// The driver's buffer of `len` bytes at `buf`, borrowed for the duration of the call
+/// that received it (no copy): `None` if NULL with a non-zero length.
+///
+/// # Safety
+/// `buf` is readable for `len` bytes (as for [`driver_bytes`]) and stays so, unchanged,
+/// while the returned slice lives: the caller uses it only inside the KMCL call.
+pub(super) unsafe fn driver_slice<'a>(buf: *const c_void, len: u32) -> Option<&'a [u8]> {
+    if len == 0 {
+        return Some(&[]);
+    }
+    if buf.is_null() {
+        return None;
+    }
+    // SAFETY: rule BUFFER_VALID (KMCL `_In_reads_bytes_(BufferLength)`): the caller passes a
+    // buffer readable for `len` bytes for the duration of the call; non-null checked above.
+    Some(unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), len as usize) })
+}
+
 /// Reads a driver MDL (first MDL of the chain): header, PFN array and, when it is mapped
 /// (`MDL_MAPPED_TO_SYSTEM_VA` or `MDL_SOURCE_IS_NONPAGED_POOL`), the bytes `offset..offset+len`.
 ///

@@ -195,8 +195,9 @@ pub(super) unsafe extern "system" fn VmbPacketSend(
     if let Err(s) = check_send_flags(&sim, Flags, &site) {
         return s;
     }
-    // SAFETY: rule BUFFER_VALID: `_In_reads_bytes_opt_(BufferLength)`.
-    let Some(payload) = (unsafe { driver_bytes(Buffer, BufferLength) }) else {
+    // SAFETY: rule BUFFER_VALID: `_In_reads_bytes_opt_(BufferLength)`, borrowed only for
+    // this call (`channel::send` copies it into the ring or its queue).
+    let Some(payload) = (unsafe { driver_slice(Buffer, BufferLength) }) else {
         return STATUS_INVALID_PARAMETER_2;
     };
     // SAFETY: rule MDL_VALID: `_In_opt_ PMDL`, a valid locked MDL when non-null.
@@ -207,7 +208,7 @@ pub(super) unsafe extern "system" fn VmbPacketSend(
         &sim,
         ch,
         pkt,
-        &payload,
+        payload,
         with_exact(ext, payload.len()),
         Flags,
         &site,
