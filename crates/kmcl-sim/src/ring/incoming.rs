@@ -279,8 +279,17 @@ impl IncomingRing {
             .len()
             .min(header.payload_len())
             .min(self.ring.dsize as usize);
-        let start =
-            (u64::from(header.offset) + u64::from(header.offset8) * 8) % u64::from(self.ring.dsize);
+        let dsize = u64::from(self.ring.dsize);
+        let start = u64::from(header.offset) + u64::from(header.offset8) * 8;
+        // One subtraction for a header this ring produced (`offset` and the payload offset
+        // below `dsize`); the division only for a hand-built one.
+        let start = if start < dsize {
+            start
+        } else if start - dsize < dsize {
+            start - dsize
+        } else {
+            start % dsize
+        };
         // CAST: below `dsize`, a u32.
         self.ring.copy_out(start as u32, &mut out[..n]);
         n

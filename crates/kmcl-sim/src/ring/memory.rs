@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::corrupt::CorruptReason;
 use super::layout::{ControlField, PAGE_SIZE, WORDS_PER_PAGE};
@@ -251,7 +251,7 @@ impl Ring {
 
     /// A control field as one 32-bit atomic.
     #[inline(always)]
-    fn field(&self, field: ControlField) -> &std::sync::atomic::AtomicU32 {
+    fn field(&self, field: ControlField) -> &AtomicU32 {
         let at = field.offset();
         shared_mem::atomic_u32(&self.mem.words[self.control_first + at / 8], at % 8)
     }
@@ -337,6 +337,19 @@ impl Ring {
         }
     }
 
+    /// The control page's hot fields (`write_index`, `read_index`, `interrupt_mask`,
+    /// `pending_send_sz`: its first two words), bounds-checked once, for a packet's several
+    /// accesses.
+    #[inline(always)]
+    pub(super) fn hot(&self) -> HotControl<'_> {
+        let words = &self.mem.words[self.control_first..];
+        HotControl(
+            words
+                .first_chunk::<2>()
+                .unwrap_or_else(|| control_outside_memory()),
+        )
+    }
+
     /// The data area's words.
     #[inline(always)]
     pub(super) fn data_words(&self) -> &[AtomicU64] {
@@ -355,6 +368,38 @@ impl Ring {
         if !tail.is_empty() {
             shared_mem::copy_out(words, 0, tail);
         }
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn control_outside_memory() -> ! {
+    unreachable!("a ring's control page lies inside its memory (RingPair::new)")
+}
+
+/// The first two words of a control page ([`Ring::hot`]): the fields a packet's write or
+/// read touches, each a 32-bit atomic, with no bounds check left per access.
+#[derive(Clone, Copy)]
+pub(super) struct HotControl<'r>(&'r [AtomicU64; 2]);
+
+impl<'r> HotControl<'r> {
+    /// `field` as one 32-bit atomic (one of the four fields in the first two words).
+    #[inline(always)]
+    fn field(self, field: ControlField) -> &'r AtomicU32 {
+        let at = field.offset();
+        shared_mem::atomic_u32(&self.0[at / 8], at % 8)
+    }
+
+    /// Loads `field` with `order` (as [`Ring::load_field`]).
+    #[inline(always)]
+    pub(super) fn load(self, field: ControlField, order: Ordering) -> u32 {
+        u32::from_le(self.field(field).load(order))
+    }
+
+    /// Stores `field` with a SeqCst read-modify-write of the field only (as [`Ring::store`]).
+    #[inline(always)]
+    pub(super) fn store(self, field: ControlField, value: u32) {
+        self.field(field).swap(value.to_le(), Ordering::SeqCst);
     }
 }
 
@@ -435,16 +480,19 @@ pub(super) struct WordReader<'r> {
 }
 
 impl<'r> WordReader<'r> {
+    /// A reader at word `i` of `words` (a data area, [`Ring::data_words`]); `i` may be
+    /// `words.len()` or `words.len() + 1` (just past the end: wraps to the start).
     #[inline(always)]
-    pub(super) fn new(ring: &'r Ring, at: u32) -> Self {
+    pub(super) fn over(words: &'r [AtomicU64], i: usize) -> Self {
         Self {
-            words: ring.data_words(),
-            i: at as usize / 8,
+            words,
+            i: if i >= words.len() { i - words.len() } else { i },
         }
     }
 
+    /// The next word as stored (little-endian).
     #[inline]
-    fn load(&mut self) -> u64 {
+    pub(super) fn load(&mut self) -> u64 {
         let raw = self.words[self.i].load(Ordering::Relaxed);
         self.i += 1;
         if self.i == self.words.len() {
