@@ -334,7 +334,8 @@ impl IncomingRing {
         let corrupt = ReadError::Corrupt;
         let at = ring.check_read_index(at).map_err(corrupt)?;
         // Acquire: the packet words published before write_index are visible below.
-        let write = ring.load_field(ControlField::WriteIndex, Ordering::Acquire);
+        let (ctl, words) = ring.parts();
+        let write = ctl.load(ControlField::WriteIndex, Ordering::Acquire);
         let write = ring.check_write_index(write).map_err(corrupt)?;
         if write == at {
             return Err(ReadError::Empty);
@@ -343,9 +344,7 @@ impl IncomingRing {
         if avail < DESCRIPTOR_SIZE {
             return Err(corrupt(CorruptReason::DescriptorTruncated));
         }
-        // The data words once for the whole packet; the descriptor's two words with one
-        // bounds check unless they wrap.
-        let words = ring.data_words();
+        // The descriptor's two words with one bounds check unless they wrap.
         let i = at as usize / 8;
         let (d0, transaction_id) = match words.get(i..i + 2) {
             Some([a, b]) => (a.load(Ordering::Relaxed), b.load(Ordering::Relaxed)),

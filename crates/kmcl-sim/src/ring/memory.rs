@@ -204,6 +204,8 @@ pub struct Ring {
     control_first: usize,
     /// Index in `mem.words` of the first data word (hot-path precomputation).
     data_first: usize,
+    /// Index in `mem.words` just past the last data word (hot-path precomputation).
+    data_end: usize,
     /// Data area size in bytes.
     pub(super) dsize: u32,
 }
@@ -217,6 +219,7 @@ impl Ring {
         Self {
             control_first: mem.base + control / 8,
             data_first: mem.base + data_word,
+            data_end: mem.base + data_word + data_pages * WORDS_PER_PAGE,
             mem,
             control,
             data_word,
@@ -353,7 +356,14 @@ impl Ring {
     /// The data area's words.
     #[inline(always)]
     pub(super) fn data_words(&self) -> &[AtomicU64] {
-        &self.mem.words[self.data_first..self.data_first + self.dsize as usize / 8]
+        &self.mem.words[self.data_first..self.data_end]
+    }
+
+    /// [`hot`](Self::hot) and [`data_words`](Self::data_words): what a packet's write or
+    /// read needs, each bounds-checked once.
+    #[inline(always)]
+    pub(super) fn parts(&self) -> (HotControl<'_>, &[AtomicU64]) {
+        (self.hot(), self.data_words())
     }
 
     /// Copies data-area bytes starting at `at` into `out` with bulk copies, wrapping at the

@@ -134,7 +134,9 @@ impl OutgoingRing {
             .ring
             .check_write_index(self.write_index)
             .map_err(WriteError::Corrupt)?;
-        let r = ctl.load(ControlField::ReadIndex, Ordering::SeqCst);
+        // Acquire: the reader's last copies out of the window it freed happen before this
+        // writer's copies into it (RING_WINDOW_OWNERSHIP, `shared_mem.rs`).
+        let r = ctl.load(ControlField::ReadIndex, Ordering::Acquire);
         let r = self.ring.check_read_index(r).map_err(WriteError::Corrupt)?;
         Ok((w, r))
     }
@@ -187,12 +189,11 @@ impl OutgoingRing {
         let (Ok(offset8), Ok(len8)) = (u16::try_from(header / 8), u16::try_from(len / 8)) else {
             return Err(self.too_large(total));
         };
-        // The control words once for the whole packet (reserve and commit).
-        let ctl = self.ring.hot();
+        // The control and data words once for the whole packet (reserve, copy, commit).
+        let (ctl, words) = self.ring.parts();
         let start = self.reserve(ctl, total)?;
         let d0 = descriptor::first_word(packet, offset8, len8);
         let trailer = u64::from(start) << 32;
-        let words = self.ring.data_words();
         let at = start as usize / 8;
         // Fast path: an in-band or completion packet whose footprint does not wrap is one
         // run of words, bounds-checked once; the bytes are those the general path writes.
