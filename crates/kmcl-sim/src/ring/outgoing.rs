@@ -11,8 +11,7 @@ use super::descriptor::{self, OutgoingPacket};
 use super::layout::{
     ControlField, DESCRIPTOR_SIZE, FEATURE_SUPPORTS_PENDING_SEND_SIZE, TRAILER_SIZE,
 };
-use super::memory::{HotControl, Ring, WordWriter};
-use crate::shared_mem;
+use super::memory::{self, HotControl, Ring, WordWriter};
 
 /// Error from [`OutgoingRing::write`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -328,5 +327,5 @@ fn put_payload(body: &[AtomicU64], payload: &[u8], stale_padding: bool) {
     {
         last.store(0, Ordering::Relaxed);
     }
-    shared_mem::copy_in(body, 0, payload);
+    memory::copy_in(body, 0, payload);
 }
