@@ -445,7 +445,7 @@ impl<'r> WordWriter<'r> {
 
     /// Writes `bytes` zero-padded to 8: the pad bytes as one store of a zero word where the
     /// payload ends, then the payload with one bulk copy over the whole run (two at the
-    /// wrap), which overwrites the front of that word.
+    /// wrap; per [`COPY_PIECE`] bytes), which overwrites the front of that word.
     #[inline(always)]
     pub(super) fn put_bytes(&mut self, bytes: &[u8]) {
         if !bytes.len().is_multiple_of(8) {
@@ -465,7 +465,8 @@ impl<'r> WordWriter<'r> {
         self.copy_run(bytes);
     }
 
-    /// Copies `bytes` at the cursor with one bulk copy (two at the wrap; the data area
+    /// Copies `bytes` at the cursor with one bulk copy per [`COPY_PIECE`] bytes (split at
+    /// the wrap too; the data area
     /// ends on a word boundary, so the second starts on one) and moves the cursor past the
     /// words it touched; the bytes after a partial last word are left as they are.
     #[inline(always)]
