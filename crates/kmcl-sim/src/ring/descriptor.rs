@@ -4,7 +4,7 @@
 //! Reference: `docs/simulator.md` ("Rings and packets"), Linux `include/linux/hyperv.h`
 //! (`vmpacket_descriptor`, `vmtransfer_page_packet_header`, `vmbus_packet_mpb_array`).
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::corrupt::CorruptReason;
 use super::incoming::{IncomingRing, ReadError};
@@ -99,11 +99,15 @@ impl OutgoingKind<'_> {
         match self {
             Self::InBand | Self::Completion => 0,
             Self::TransferPages { ranges, .. } => 8 + 8 * ranges.len(),
-            Self::GpaDirect { ranges } => {
-                8 + ranges.iter().map(|r| 8 + 8 * r.pfns.len()).sum::<usize>()
-            }
+            Self::GpaDirect { ranges } => gpa_extension_len(ranges),
         }
     }
+}
+
+/// Extension bytes of a GPA-direct packet (out of line: the write path's hot part stays small).
+#[inline(never)]
+fn gpa_extension_len(ranges: &[GpaRange]) -> usize {
+    8 + ranges.iter().map(|r| 8 + 8 * r.pfns.len()).sum::<usize>()
 }
 
 /// A packet to write: descriptor fields, extension, payload (padded to 8 with zeroes on the wire).
@@ -324,14 +328,14 @@ impl IncomingRing {
     pub(super) fn parse(
         &self,
         at: u32,
-        mut kind_out: Option<&mut IncomingKind>,
+        kind_out: Option<&mut IncomingKind>,
     ) -> Result<PacketHeader, ReadError> {
-        let want_kind = kind_out.is_some();
         let ring = &self.ring;
         let corrupt = ReadError::Corrupt;
         let at = ring.check_read_index(at).map_err(corrupt)?;
         // Acquire: the packet words published before write_index are visible below.
-        let write = ring.load_field(ControlField::WriteIndex, Ordering::Acquire);
+        let (ctl, words) = ring.parts();
+        let write = ctl.load(ControlField::WriteIndex, Ordering::Acquire);
         let write = ring.check_write_index(write).map_err(corrupt)?;
         if write == at {
             return Err(ReadError::Empty);
@@ -340,9 +344,16 @@ impl IncomingRing {
         if avail < DESCRIPTOR_SIZE {
             return Err(corrupt(CorruptReason::DescriptorTruncated));
         }
-        let mut r = WordReader::new(ring, at);
-        let d0 = r.get();
-        let transaction_id = r.get();
+        // The descriptor's two words with one bounds check unless they wrap.
+        let i = at as usize / 8;
+        let (d0, transaction_id) = match words.get(i..i + 2) {
+            Some([a, b]) => (a.load(Ordering::Relaxed), b.load(Ordering::Relaxed)),
+            _ => {
+                let mut r = WordReader::over(words, i);
+                (r.load(), r.load())
+            }
+        };
+        let (d0, transaction_id) = (u64::from_le(d0), u64::from_le(transaction_id));
         let packet_type = PacketType((d0 & 0xffff) as u16);
         let offset8 = ((d0 >> 16) & 0xffff) as u16;
         let len8 = ((d0 >> 32) & 0xffff) as u16;
@@ -361,96 +372,20 @@ impl IncomingRing {
             return Err(corrupt(CorruptReason::UnknownFlags));
         }
         let header_words = usize::from(offset8) - 2;
-        match packet_type {
-            PacketType::IN_BAND => {
-                if let Some(out) = kind_out.as_deref_mut() {
-                    *out = IncomingKind::InBand;
-                }
+        if packet_type == PacketType::IN_BAND || packet_type == PacketType::COMPLETION {
+            if let Some(out) = kind_out {
+                *out = if packet_type == PacketType::IN_BAND {
+                    IncomingKind::InBand
+                } else {
+                    IncomingKind::Completion
+                };
             }
-            PacketType::COMPLETION => {
-                if let Some(out) = kind_out.as_deref_mut() {
-                    *out = IncomingKind::Completion;
-                }
-            }
-            PacketType::TRANSFER_PAGES => {
-                if header_words == 0 {
-                    return Err(corrupt(CorruptReason::ExtensionTooShort));
-                }
-                let h = r.get();
-                let set_id = (h & 0xffff) as u16;
-                let reserved = ((h >> 16) & 0xffff) as u16;
-                let count = hi32(h) as usize;
-                if count == 0 {
-                    return Err(corrupt(CorruptReason::ZeroRangeCount));
-                }
-                if count != header_words - 1 {
-                    return Err(corrupt(CorruptReason::RangeCountMismatch));
-                }
-                if let Some(out) = kind_out.as_deref_mut() {
-                    *out = IncomingKind::TransferPages {
-                        set_id,
-                        reserved,
-                        ranges: (0..count)
-                            .map(|_| {
-                                let v = r.get();
-                                TransferPageRange {
-                                    byte_count: lo32(v),
-                                    byte_offset: hi32(v),
-                                }
-                            })
-                            .collect(),
-                    };
-                }
-            }
-            PacketType::GPA_DIRECT => {
-                if header_words == 0 {
-                    return Err(corrupt(CorruptReason::ExtensionTooShort));
-                }
-                let h = r.get();
-                let reserved = lo32(h);
-                let count = hi32(h);
-                if count == 0 {
-                    return Err(corrupt(CorruptReason::ZeroRangeCount));
-                }
-                // Words of header left after `{reserved, range_cnt}`.
-                let mut left = header_words - 1;
-                let mut ranges = Vec::new();
-                for _ in 0..count {
-                    if left == 0 {
-                        return Err(corrupt(CorruptReason::GpaRangesExceedHeader));
-                    }
-                    let v = r.get();
-                    left -= 1;
-                    let (byte_count, byte_offset) = (lo32(v), hi32(v));
-                    if byte_count == 0 {
-                        return Err(corrupt(CorruptReason::GpaZeroByteCount));
-                    }
-                    if byte_offset > GPA_MAX_BYTE_OFFSET {
-                        return Err(corrupt(CorruptReason::GpaByteOffsetTooLarge));
-                    }
-                    let n = GpaRange::pfn_count(byte_offset, byte_count);
-                    if n > left {
-                        return Err(corrupt(CorruptReason::GpaRangesExceedHeader));
-                    }
-                    left -= n;
-                    if want_kind {
-                        ranges.push(GpaRange {
-                            byte_count,
-                            byte_offset,
-                            pfns: (0..n).map(|_| r.get()).collect(),
-                        });
-                    } else {
-                        r.skip(n);
-                    }
-                }
-                if let Some(out) = kind_out {
-                    *out = IncomingKind::GpaDirect { reserved, ranges };
-                }
-            }
-            _ => return Err(corrupt(CorruptReason::UnknownType)),
+        } else {
+            // The extension follows the descriptor.
+            parse_extension(words, i + 2, packet_type, header_words, kind_out)?;
         }
         // `len` + 8 <= avail < dsize, so these fit in u32.
-        let trailer = WordReader::new(ring, ring.add(at, len as u32)).get();
+        let trailer = WordReader::over(words, ring.add(at, len as u32) as usize / 8).get();
         if self.check_trailer && trailer != u64::from(at) << 32 {
             return Err(corrupt(CorruptReason::BadTrailer));
         }
@@ -470,22 +405,115 @@ impl IncomingRing {
     }
 }
 
-/// Writes the descriptor of `packet` (`{type, offset8, len8, flags}`, `trans_id`) and its
+/// The type-specific header of a transfer-page or GPA-direct packet at word `i` (the word
+/// after the descriptor), validated; written into `kind_out` if given. Any other type is
+/// [`CorruptReason::UnknownType`]. Out of line, so the in-band read stays small.
+#[inline(never)]
+fn parse_extension(
+    words: &[AtomicU64],
+    i: usize,
+    packet_type: PacketType,
+    header_words: usize,
+    mut kind_out: Option<&mut IncomingKind>,
+) -> Result<(), ReadError> {
+    let corrupt = ReadError::Corrupt;
+    let want_kind = kind_out.is_some();
+    let mut r = WordReader::over(words, i);
+    match packet_type {
+        PacketType::TRANSFER_PAGES => {
+            if header_words == 0 {
+                return Err(corrupt(CorruptReason::ExtensionTooShort));
+            }
+            let h = r.get();
+            let set_id = (h & 0xffff) as u16;
+            let reserved = ((h >> 16) & 0xffff) as u16;
+            let count = hi32(h) as usize;
+            if count == 0 {
+                return Err(corrupt(CorruptReason::ZeroRangeCount));
+            }
+            if count != header_words - 1 {
+                return Err(corrupt(CorruptReason::RangeCountMismatch));
+            }
+            if let Some(out) = kind_out.as_deref_mut() {
+                *out = IncomingKind::TransferPages {
+                    set_id,
+                    reserved,
+                    ranges: (0..count)
+                        .map(|_| {
+                            let v = r.get();
+                            TransferPageRange {
+                                byte_count: lo32(v),
+                                byte_offset: hi32(v),
+                            }
+                        })
+                        .collect(),
+                };
+            }
+        }
+        PacketType::GPA_DIRECT => {
+            if header_words == 0 {
+                return Err(corrupt(CorruptReason::ExtensionTooShort));
+            }
+            let h = r.get();
+            let reserved = lo32(h);
+            let count = hi32(h);
+            if count == 0 {
+                return Err(corrupt(CorruptReason::ZeroRangeCount));
+            }
+            // Words of header left after `{reserved, range_cnt}`.
+            let mut left = header_words - 1;
+            let mut ranges = Vec::new();
+            for _ in 0..count {
+                if left == 0 {
+                    return Err(corrupt(CorruptReason::GpaRangesExceedHeader));
+                }
+                let v = r.get();
+                left -= 1;
+                let (byte_count, byte_offset) = (lo32(v), hi32(v));
+                if byte_count == 0 {
+                    return Err(corrupt(CorruptReason::GpaZeroByteCount));
+                }
+                if byte_offset > GPA_MAX_BYTE_OFFSET {
+                    return Err(corrupt(CorruptReason::GpaByteOffsetTooLarge));
+                }
+                let n = GpaRange::pfn_count(byte_offset, byte_count);
+                if n > left {
+                    return Err(corrupt(CorruptReason::GpaRangesExceedHeader));
+                }
+                left -= n;
+                if want_kind {
+                    ranges.push(GpaRange {
+                        byte_count,
+                        byte_offset,
+                        pfns: (0..n).map(|_| r.get()).collect(),
+                    });
+                } else {
+                    r.skip(n);
+                }
+            }
+            if let Some(out) = kind_out {
+                *out = IncomingKind::GpaDirect { reserved, ranges };
+            }
+        }
+        _ => return Err(corrupt(CorruptReason::UnknownType)),
+    }
+    Ok(())
+}
+
+/// The first descriptor word of `packet`: `{type, offset8, len8, flags}`.
+#[inline(always)]
+pub(super) fn first_word(packet: &OutgoingPacket<'_>, offset8: u16, len8: u16) -> u64 {
+    u64::from(packet.kind.packet_type().0)
+        | u64::from(offset8) << 16
+        | u64::from(len8) << 32
+        | u64::from(packet.flags) << 48
+}
+
+/// Writes the descriptor of `packet` (`d0` from [`first_word`], then `trans_id`) and its
 /// type-specific extension at `w`; the payload and trailer follow (the writer's part).
 #[inline(always)]
-pub(super) fn put_header(
-    w: &mut WordWriter<'_>,
-    packet: &OutgoingPacket<'_>,
-    offset8: u16,
-    len8: u16,
-) {
-    let packet_type = packet.kind.packet_type().0;
-    w.put(
-        u64::from(packet_type)
-            | u64::from(offset8) << 16
-            | u64::from(len8) << 32
-            | u64::from(packet.flags) << 48,
-    );
+pub(super) fn put_header(w: &mut WordWriter<'_>, packet: &OutgoingPacket<'_>, d0: u64) {
+    w.put(d0);
     w.put(packet.transaction_id);
     match packet.kind {
         OutgoingKind::InBand | OutgoingKind::Completion => {}

@@ -9,9 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering, fence};
 use super::corrupt::CorruptReason;
 use super::descriptor::{IncomingKind, IncomingPacket, PacketHeader};
 use super::layout::ControlField;
-use super::memory::Ring;
+use super::memory::{self, Ring};
 use super::release::ReleaseError;
-use crate::shared_mem;
 
 /// Error from [`IncomingRing::peek`] / [`IncomingRing::read_next`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,8 +71,8 @@ impl PayloadView<'_> {
     pub(crate) fn copy_to_words(&self, dst: &[AtomicU64], at: usize, n: usize) -> usize {
         let n = n.min(self.len());
         let first = n.min(self.head.len() * 8);
-        shared_mem::copy_words(self.head, dst, at, first);
-        shared_mem::copy_words(self.tail, dst, at + first, n - first);
+        memory::copy_words(self.head, dst, at, first);
+        memory::copy_words(self.tail, dst, at + first, n - first);
         n
     }
 
@@ -82,8 +81,8 @@ impl PayloadView<'_> {
     pub fn copy_to(&self, out: &mut [u8]) -> usize {
         let n = out.len().min(self.len());
         let first = n.min(self.head.len() * 8);
-        shared_mem::copy_out(self.head, 0, &mut out[..first]);
-        shared_mem::copy_out(self.tail, 0, &mut out[first..n]);
+        memory::copy_out(self.head, 0, &mut out[..first]);
+        memory::copy_out(self.tail, 0, &mut out[first..n]);
         n
     }
 }
@@ -279,8 +278,17 @@ impl IncomingRing {
             .len()
             .min(header.payload_len())
             .min(self.ring.dsize as usize);
-        let start =
-            (u64::from(header.offset) + u64::from(header.offset8) * 8) % u64::from(self.ring.dsize);
+        let dsize = u64::from(self.ring.dsize);
+        let start = u64::from(header.offset) + u64::from(header.offset8) * 8;
+        // One subtraction for a header this ring produced (`offset` and the payload offset
+        // below `dsize`); the division only for a hand-built one.
+        let start = if start < dsize {
+            start
+        } else if start - dsize < dsize {
+            start - dsize
+        } else {
+            start % dsize
+        };
         // CAST: below `dsize`, a u32.
         self.ring.copy_out(start as u32, &mut out[..n]);
         n

@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::corrupt::CorruptReason;
 use super::layout::{ControlField, PAGE_SIZE, WORDS_PER_PAGE};
@@ -204,6 +204,8 @@ pub struct Ring {
     control_first: usize,
     /// Index in `mem.words` of the first data word (hot-path precomputation).
     data_first: usize,
+    /// Index in `mem.words` just past the last data word (hot-path precomputation).
+    data_end: usize,
     /// Data area size in bytes.
     pub(super) dsize: u32,
 }
@@ -217,6 +219,7 @@ impl Ring {
         Self {
             control_first: mem.base + control / 8,
             data_first: mem.base + data_word,
+            data_end: mem.base + data_word + data_pages * WORDS_PER_PAGE,
             mem,
             control,
             data_word,
@@ -251,7 +254,7 @@ impl Ring {
 
     /// A control field as one 32-bit atomic.
     #[inline(always)]
-    fn field(&self, field: ControlField) -> &std::sync::atomic::AtomicU32 {
+    fn field(&self, field: ControlField) -> &AtomicU32 {
         let at = field.offset();
         shared_mem::atomic_u32(&self.mem.words[self.control_first + at / 8], at % 8)
     }
@@ -337,10 +340,30 @@ impl Ring {
         }
     }
 
+    /// The control page's hot fields (`write_index`, `read_index`, `interrupt_mask`,
+    /// `pending_send_sz`: its first two words), bounds-checked once, for a packet's several
+    /// accesses.
+    #[inline(always)]
+    pub(super) fn hot(&self) -> HotControl<'_> {
+        let words = &self.mem.words[self.control_first..];
+        HotControl(
+            words
+                .first_chunk::<2>()
+                .unwrap_or_else(|| control_outside_memory()),
+        )
+    }
+
     /// The data area's words.
     #[inline(always)]
     pub(super) fn data_words(&self) -> &[AtomicU64] {
-        &self.mem.words[self.data_first..self.data_first + self.dsize as usize / 8]
+        &self.mem.words[self.data_first..self.data_end]
+    }
+
+    /// [`hot`](Self::hot) and [`data_words`](Self::data_words): what a packet's write or
+    /// read needs, each bounds-checked once.
+    #[inline(always)]
+    pub(super) fn parts(&self) -> (HotControl<'_>, &[AtomicU64]) {
+        (self.hot(), self.data_words())
     }
 
     /// Copies data-area bytes starting at `at` into `out` with bulk copies, wrapping at the
@@ -351,10 +374,42 @@ impl Ring {
         let at = at as usize;
         let first = out.len().min(self.dsize as usize - at);
         let (head, tail) = out.split_at_mut(first);
-        shared_mem::copy_out(words, at, head);
+        copy_out(words, at, head);
         if !tail.is_empty() {
-            shared_mem::copy_out(words, 0, tail);
+            copy_out(words, 0, tail);
         }
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn control_outside_memory() -> ! {
+    unreachable!("a ring's control page lies inside its memory (RingPair::new)")
+}
+
+/// The first two words of a control page ([`Ring::hot`]): the fields a packet's write or
+/// read touches, each a 32-bit atomic, with no bounds check left per access.
+#[derive(Clone, Copy)]
+pub(super) struct HotControl<'r>(&'r [AtomicU64; 2]);
+
+impl<'r> HotControl<'r> {
+    /// `field` as one 32-bit atomic (one of the four fields in the first two words).
+    #[inline(always)]
+    fn field(self, field: ControlField) -> &'r AtomicU32 {
+        let at = field.offset();
+        shared_mem::atomic_u32(&self.0[at / 8], at % 8)
+    }
+
+    /// Loads `field` with `order` (as [`Ring::load_field`]).
+    #[inline(always)]
+    pub(super) fn load(self, field: ControlField, order: Ordering) -> u32 {
+        u32::from_le(self.field(field).load(order))
+    }
+
+    /// Stores `field` with a SeqCst read-modify-write of the field only (as [`Ring::store`]).
+    #[inline(always)]
+    pub(super) fn store(self, field: ControlField, value: u32) {
+        self.field(field).swap(value.to_le(), Ordering::SeqCst);
     }
 }
 
@@ -390,7 +445,7 @@ impl<'r> WordWriter<'r> {
 
     /// Writes `bytes` zero-padded to 8: the pad bytes as one store of a zero word where the
     /// payload ends, then the payload with one bulk copy over the whole run (two at the
-    /// wrap), which overwrites the front of that word.
+    /// wrap; per [`COPY_PIECE`] bytes), which overwrites the front of that word.
     #[inline(always)]
     pub(super) fn put_bytes(&mut self, bytes: &[u8]) {
         if !bytes.len().is_multiple_of(8) {
@@ -410,16 +465,17 @@ impl<'r> WordWriter<'r> {
         self.copy_run(bytes);
     }
 
-    /// Copies `bytes` at the cursor with one bulk copy (two at the wrap; the data area
+    /// Copies `bytes` at the cursor with one bulk copy per [`COPY_PIECE`] bytes (split at
+    /// the wrap too; the data area
     /// ends on a word boundary, so the second starts on one) and moves the cursor past the
     /// words it touched; the bytes after a partial last word are left as they are.
     #[inline(always)]
     fn copy_run(&mut self, bytes: &[u8]) {
         let n = self.words.len();
         let first = bytes.len().min((n - self.i) * 8);
-        shared_mem::copy_in(self.words, self.i * 8, &bytes[..first]);
+        copy_in(self.words, self.i * 8, &bytes[..first]);
         if first < bytes.len() {
-            shared_mem::copy_in(self.words, 0, &bytes[first..]);
+            copy_in(self.words, 0, &bytes[first..]);
         }
         self.i += bytes.len().div_ceil(8);
         if self.i >= n {
@@ -435,16 +491,19 @@ pub(super) struct WordReader<'r> {
 }
 
 impl<'r> WordReader<'r> {
+    /// A reader at word `i` of `words` (a data area, [`Ring::data_words`]); `i` may be
+    /// `words.len()` or `words.len() + 1` (just past the end: wraps to the start).
     #[inline(always)]
-    pub(super) fn new(ring: &'r Ring, at: u32) -> Self {
+    pub(super) fn over(words: &'r [AtomicU64], i: usize) -> Self {
         Self {
-            words: ring.data_words(),
-            i: at as usize / 8,
+            words,
+            i: if i >= words.len() { i - words.len() } else { i },
         }
     }
 
+    /// The next word as stored (little-endian).
     #[inline]
-    fn load(&mut self) -> u64 {
+    pub(super) fn load(&mut self) -> u64 {
         let raw = self.words[self.i].load(Ordering::Relaxed);
         self.i += 1;
         if self.i == self.words.len() {
@@ -462,6 +521,73 @@ impl<'r> WordReader<'r> {
     #[inline]
     pub(super) fn skip(&mut self, n: usize) {
         self.i = (self.i + n) % self.words.len();
+    }
+}
+
+/// Largest piece of one library memcpy on the ring path. glibc's x86-64 memcpy moves
+/// copies from about 2 KiB up (`__x86_rep_movsb_threshold`: 2,048 bytes, 2,112 with FSRM)
+/// with `rep movsb`, whose speed depends on the relative alignment of source and
+/// destination (on the CPU of this work 13 to 40 GB/s for 4 KiB, slow at `(dst - src) mod
+/// 64` from 8 to 24: docs/simulator.md, "Performance"). A ring's payloads start at every
+/// offset modulo 64, so a larger payload moves as pieces of at most this many bytes, which
+/// take glibc's vector loop, at one speed whatever the alignment.
+pub(super) const COPY_PIECE: usize = 2048;
+
+/// [`shared_mem::copy_in`] in pieces of at most [`COPY_PIECE`] bytes (same bytes, same
+/// ownership rule).
+#[inline(always)]
+pub(super) fn copy_in(words: &[AtomicU64], byte_offset: usize, bytes: &[u8]) {
+    if bytes.len() <= COPY_PIECE {
+        shared_mem::copy_in(words, byte_offset, bytes);
+    } else {
+        copy_in_pieces(words, byte_offset, bytes);
+    }
+}
+
+#[inline(never)]
+fn copy_in_pieces(words: &[AtomicU64], mut byte_offset: usize, bytes: &[u8]) {
+    for piece in bytes.chunks(COPY_PIECE) {
+        shared_mem::copy_in(words, byte_offset, piece);
+        byte_offset += piece.len();
+    }
+}
+
+/// [`shared_mem::copy_out`] in pieces of at most [`COPY_PIECE`] bytes.
+#[inline(always)]
+pub(super) fn copy_out(words: &[AtomicU64], byte_offset: usize, out: &mut [u8]) {
+    if out.len() <= COPY_PIECE {
+        shared_mem::copy_out(words, byte_offset, out);
+    } else {
+        copy_out_pieces(words, byte_offset, out);
+    }
+}
+
+#[inline(never)]
+fn copy_out_pieces(words: &[AtomicU64], mut byte_offset: usize, out: &mut [u8]) {
+    for piece in out.chunks_mut(COPY_PIECE) {
+        shared_mem::copy_out(words, byte_offset, piece);
+        byte_offset += piece.len();
+    }
+}
+
+/// [`shared_mem::copy_words`] (ring payload words into a packet buffer) in pieces of at
+/// most [`COPY_PIECE`] bytes.
+#[inline(always)]
+pub(super) fn copy_words(src: &[AtomicU64], dst: &[AtomicU64], dst_byte: usize, len: usize) {
+    if len <= COPY_PIECE {
+        shared_mem::copy_words(src, dst, dst_byte, len);
+    } else {
+        copy_words_pieces(src, dst, dst_byte, len);
+    }
+}
+
+#[inline(never)]
+fn copy_words_pieces(src: &[AtomicU64], dst: &[AtomicU64], dst_byte: usize, len: usize) {
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(COPY_PIECE);
+        shared_mem::copy_words(&src[done / 8..], dst, dst_byte + done, n);
+        done += n;
     }
 }
 

@@ -4,13 +4,14 @@
 //! (`hv_ringbuffer_write`, `hv_signal_on_write`).
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::corrupt::CorruptReason;
 use super::descriptor::{self, OutgoingPacket};
 use super::layout::{
     ControlField, DESCRIPTOR_SIZE, FEATURE_SUPPORTS_PENDING_SEND_SIZE, TRAILER_SIZE,
 };
-use super::memory::{Ring, WordWriter};
+use super::memory::{self, HotControl, Ring, WordWriter};
 
 /// Error from [`OutgoingRing::write`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,23 +124,30 @@ impl OutgoingRing {
 
     #[inline(always)]
     fn indices(&self) -> Result<(u32, u32), WriteError> {
+        self.indices_with(self.ring.hot())
+    }
+
+    #[inline(always)]
+    fn indices_with(&self, ctl: HotControl<'_>) -> Result<(u32, u32), WriteError> {
         let w = self
             .ring
             .check_write_index(self.write_index)
             .map_err(WriteError::Corrupt)?;
-        let r = self.ring.load(ControlField::ReadIndex);
+        // Acquire: the reader's last copies out of the window it freed happen before this
+        // writer's copies into it (RING_WINDOW_OWNERSHIP, `shared_mem.rs`).
+        let r = ctl.load(ControlField::ReadIndex, Ordering::Acquire);
         let r = self.ring.check_read_index(r).map_err(WriteError::Corrupt)?;
         Ok((w, r))
     }
 
     /// Reserves `total` bytes (a multiple of 8): returns the start offset.
     #[inline(always)]
-    fn reserve(&self, total: usize) -> Result<u32, WriteError> {
+    fn reserve(&self, ctl: HotControl<'_>, total: usize) -> Result<u32, WriteError> {
         let max = self.maximum_packet_size();
         if total > max {
             return Err(WriteError::TooLarge { needed: total, max });
         }
-        let (w, r) = self.indices()?;
+        let (w, r) = self.indices_with(ctl)?;
         // As Linux `hv_ringbuffer_write`: refuse when raw_free <= total (read == write means empty).
         if self.ring.raw_free(w, r) as usize <= total {
             return Err(WriteError::Full { needed: total });
@@ -149,20 +157,21 @@ impl OutgoingRing {
 
     /// Publishes `write_index = start + total` and applies the writer's signal rule (signal on
     /// empty -> non-empty, as Linux `hv_signal_on_write`; `docs/simulator.md`).
+    /// Returns the outcome and the new `write_index`, for the caller's private copy.
     #[inline(always)]
-    fn commit(&mut self, start: u32, total: u32) -> WriteOutcome {
+    fn commit(&self, ctl: HotControl<'_>, start: u32, total: u32) -> (WriteOutcome, u32) {
         let new = self.ring.add(start, total);
         // SeqCst read-modify-write: publishes the packet words (Relaxed stores before it) and
         // acts as the full barrier before reading the reader's fields.
-        self.ring.store(ControlField::WriteIndex, new);
-        self.write_index = new;
-        let mask = self.ring.load(ControlField::InterruptMask);
-        let read = self.ring.load(ControlField::ReadIndex);
-        WriteOutcome {
+        ctl.store(ControlField::WriteIndex, new);
+        let mask = ctl.load(ControlField::InterruptMask, Ordering::SeqCst);
+        let read = ctl.load(ControlField::ReadIndex, Ordering::SeqCst);
+        let outcome = WriteOutcome {
             signal: mask == 0 && read == start,
             offset: start,
             total_len: total,
-        }
+        };
+        (outcome, new)
     }
 
     /// Writes one packet: descriptor, extension, payload zero-padded to 8, trailer
@@ -176,21 +185,59 @@ impl OutgoingRing {
         let header = DESCRIPTOR_SIZE + packet.kind.extension_len();
         let len = header + packet.payload.len().next_multiple_of(8);
         let total = len + TRAILER_SIZE;
-        let max = self.maximum_packet_size();
         let (Ok(offset8), Ok(len8)) = (u16::try_from(header / 8), u16::try_from(len / 8)) else {
-            return Err(WriteError::TooLarge { needed: total, max });
+            return Err(self.too_large(total));
         };
-        let start = self.reserve(total)?;
+        // The control and data words once for the whole packet (reserve, copy, commit).
+        let (ctl, words) = self.ring.parts();
+        let start = self.reserve(ctl, total)?;
+        let d0 = descriptor::first_word(packet, offset8, len8);
+        let trailer = u64::from(start) << 32;
+        let at = start as usize / 8;
+        // Fast path: an in-band or completion packet whose footprint does not wrap is one
+        // run of words, bounds-checked once; the bytes are those the general path writes.
+        let run = if header == DESCRIPTOR_SIZE {
+            words.get(at..at + total / 8)
+        } else {
+            None
+        };
+        if let Some(([d0_word, id_word], rest)) = run.and_then(|r| r.split_first_chunk::<2>())
+            && let Some((trailer_word, body)) = rest.split_last()
+        {
+            d0_word.store(d0.to_le(), Ordering::Relaxed);
+            id_word.store(packet.transaction_id.to_le(), Ordering::Relaxed);
+            put_payload(body, packet.payload, self.stale_padding);
+            trailer_word.store(trailer.to_le(), Ordering::Relaxed);
+        } else {
+            self.put_packet(start, packet, d0, trailer);
+        }
+        // `total` <= dsize - 8 < u32::MAX.
+        let (outcome, new) = self.commit(ctl, start, total as u32);
+        self.write_index = new;
+        Ok(outcome)
+    }
+
+    /// The general path of [`write`](Self::write): a packet with an extension, or one that
+    /// wraps, word by word from `start` (out of line, so the hot path stays small).
+    #[inline(never)]
+    fn put_packet(&self, start: u32, packet: &OutgoingPacket<'_>, d0: u64, trailer: u64) {
         let mut w = WordWriter::new(&self.ring, start);
-        descriptor::put_header(&mut w, packet, offset8, len8);
+        descriptor::put_header(&mut w, packet, d0);
         if self.stale_padding {
             w.put_bytes_keep_padding(packet.payload);
         } else {
             w.put_bytes(packet.payload);
         }
-        w.put(u64::from(start) << 32);
-        // `total` <= dsize - 8 < u32::MAX.
-        Ok(self.commit(start, total as u32))
+        w.put(trailer);
+    }
+
+    #[cold]
+    #[inline(never)]
+    const fn too_large(&self, needed: usize) -> WriteError {
+        WriteError::TooLarge {
+            needed,
+            max: self.maximum_packet_size(),
+        }
     }
 
     /// Like [`write`](Self::write), but on [`WriteError::Full`] sets `pending_send_sz` to the
@@ -240,9 +287,12 @@ impl OutgoingRing {
                 max: self.maximum_packet_size(),
             });
         }
-        let start = self.reserve(total)?;
+        let ctl = self.ring.hot();
+        let start = self.reserve(ctl, total)?;
         WordWriter::new(&self.ring, start).put_bytes(bytes);
-        Ok(self.commit(start, total as u32))
+        let (outcome, new) = self.commit(ctl, start, total as u32);
+        self.write_index = new;
+        Ok(outcome)
     }
 
     /// Sets `pending_send_sz` (rounded up to 8): the reader signals when a read makes at least
@@ -264,4 +314,18 @@ impl OutgoingRing {
     pub const fn write_index(&self) -> u32 {
         self.write_index
     }
+}
+
+/// The payload of a packet that does not wrap, into `body` (the words between descriptor and
+/// trailer): as [`WordWriter::put_bytes`] (pad bytes zeroed by a zero word stored first) or,
+/// with `stale_padding`, as [`WordWriter::put_bytes_keep_padding`].
+#[inline(always)]
+fn put_payload(body: &[AtomicU64], payload: &[u8], stale_padding: bool) {
+    if !stale_padding
+        && !payload.len().is_multiple_of(8)
+        && let Some(last) = body.get(payload.len() / 8)
+    {
+        last.store(0, Ordering::Relaxed);
+    }
+    memory::copy_in(body, 0, payload);
 }

@@ -254,6 +254,31 @@ fn wraps_payload_and_trailer_at_the_end_of_the_ring() {
 }
 
 #[test]
+fn payloads_larger_than_a_copy_piece_move_byte_exact_across_the_wrap() {
+    // Payloads above `COPY_PIECE` (2 KiB) are copied in pieces; the bytes must be those of
+    // one copy, at any start, whether the payload wraps or not.
+    let (_pair, mut tx, mut rx) = one_ring(2);
+    let payload: Vec<u8> = (0..5001u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    for at in [0u32, 8, 3000, 3080, 8168, 8176] {
+        advance_empty_ring(&mut tx, &mut rx, at);
+        tx.write(&OutgoingPacket::in_band(1, false, &payload))
+            .expect("fits");
+        let h = rx.read_header().expect("reads");
+        let mut out = vec![0u8; 5008];
+        assert_eq!(rx.copy_payload(&h, &mut out), 5008);
+        assert_eq!(&out[..5001], &payload[..]);
+        assert_eq!(&out[5001..], &[0u8; 7]);
+        let mut viewed = vec![0u8; 5008];
+        assert_eq!(rx.payload_view(&h).copy_to(&mut viewed), 5008);
+        assert_eq!(viewed, out);
+        rx.rewind();
+        let p = rx.read_next().expect("reads again");
+        assert_eq!(p.payload, out);
+        rx.release(p.end_offset());
+    }
+}
+
+#[test]
 fn header_read_sees_the_bytes_the_owned_read_sees_across_the_wrap() {
     let (_pair, mut tx, mut rx) = one_ring(1);
     for at in [0u32, 3960, 4000, 4064, 4072, 4080, 4088] {
