@@ -203,11 +203,11 @@ impl SharedBuf {
 
     /// Whether every byte still equals `v`. A buffer of up to [`FOLD_WORDS`] words is
     /// compared word by word (atomic loads folded with xor/or: no call, no copy); a larger
-    /// one is copied out in 1 KiB chunks into a per-thread scratch (rule
-    /// PACKET_BUFFER_OWNERSHIP: a driver writing them after completion is what this detects,
-    /// and a torn copy of such a write still differs from the poison) and each chunk is
-    /// compared with the library's `memcmp` against a constant chunk of the pattern. The
-    /// edge bytes are compared one by one.
+    /// one is compared in place, 1 KiB at a time, with the library's `memcmp` against a
+    /// constant chunk of the pattern (`shared_mem::words_equal`, rule
+    /// PACKET_BUFFER_OWNERSHIP: a driver writing the buffer after completion is what this
+    /// detects, and a torn read of such a write still differs from the poison). The edge
+    /// bytes are compared one by one.
     pub(crate) fn all_equal(&self, v: u8) -> bool {
         let pattern = u64::from_ne_bytes([v; 8]);
         // A pooled packet buffer starts on a word and usually holds whole words: no edges.
@@ -239,8 +239,7 @@ impl SharedBuf {
 /// instructions a word, cheaper than the copy and the two library calls up to here.
 const FOLD_WORDS: usize = 16;
 
-/// Words per chunk of the copied check: 1 KiB, under glibc's threshold for `rep movsb`
-/// (which callgrind counts per byte).
+/// Words per chunk of the in-place check: the poison pattern it compares with is one chunk.
 const CHUNK_WORDS: usize = 128;
 
 /// Whether every word of `words` equals `pattern`: four atomic loads folded with xor/or per
@@ -261,24 +260,13 @@ fn words_fold_equal(words: &[AtomicU64], pattern: u64) -> bool {
 /// A chunk of the poison pattern, built once (no per-call fill).
 static POISON_CHUNK: [u64; CHUNK_WORDS] = [u64::from_ne_bytes([POISON; 8]); CHUNK_WORDS];
 
-thread_local! {
-    /// The copy-out chunk of [`poison_chunks_equal`]: reused, never zeroed again.
-    static SCRATCH: std::cell::RefCell<[u64; CHUNK_WORDS]> =
-        const { std::cell::RefCell::new([0; CHUNK_WORDS]) };
-}
-
-/// Whether every word of `words` is the poison: copied out a chunk at a time (see
-/// [`SharedBuf::all_equal`]) and compared with [`POISON_CHUNK`] (slice equality of integers
-/// is the library's `memcmp`: a few instructions per 32 bytes).
+/// Whether every word of `words` is the poison: compared in place a chunk at a time with
+/// [`POISON_CHUNK`] (see [`SharedBuf::all_equal`]; the library's `memcmp`, a few
+/// instructions per 32 bytes).
 fn poison_chunks_equal(words: &[AtomicU64]) -> bool {
-    SCRATCH.with(|s| {
-        let mut chunk = s.borrow_mut();
-        words.chunks(CHUNK_WORDS).all(|piece| {
-            let copy = &mut chunk[..piece.len()];
-            crate::shared_mem::copy_out_words(piece, copy);
-            *copy == POISON_CHUNK[..piece.len()]
-        })
-    })
+    words
+        .chunks(CHUNK_WORDS)
+        .all(|piece| crate::shared_mem::words_equal(piece, &POISON_CHUNK[..piece.len()]))
 }
 
 /// A real `MDL` header followed by its PFN array, in simulator-owned memory.
