@@ -201,21 +201,23 @@ impl SharedBuf {
         }
     }
 
-    /// Whether every byte still equals `v`. A buffer of up to [`FOLD_WORDS`] words is
-    /// compared word by word (atomic loads folded with xor/or: no call, no copy); a larger
-    /// one is compared in place, 1 KiB at a time, with the library's `memcmp` against a
-    /// constant chunk of the pattern (`shared_mem::words_equal`, rule
-    /// PACKET_BUFFER_OWNERSHIP: a driver writing the buffer after completion is what this
-    /// detects, and a torn read of such a write still differs from the poison). The edge
-    /// bytes are compared one by one.
+    /// Whether every byte still equals `v`. The poison check of a pooled packet buffer
+    /// (word-aligned, whole words: the usual case) compares it in place, 1 KiB at a time,
+    /// with the library's `memcmp` against a constant chunk of the pattern
+    /// (`shared_mem::words_equal`, rule PACKET_BUFFER_OWNERSHIP: a driver writing the buffer
+    /// after completion is what this detects, and a torn read of such a write still differs
+    /// from the poison); at 64 bytes that is cheaper than a fold over the words. Otherwise
+    /// up to [`FOLD_WORDS`] whole words are compared word by word (atomic loads folded with
+    /// xor/or), more with `memcmp` as above, and the edge bytes one by one.
     pub(crate) fn all_equal(&self, v: u8) -> bool {
         let pattern = u64::from_ne_bytes([v; 8]);
         // A pooled packet buffer starts on a word and usually holds whole words: no edges.
-        if self.start == 0 && self.len.is_multiple_of(8) && self.len / 8 <= FOLD_WORDS {
-            return self
-                .words
-                .get(..self.len / 8)
-                .is_some_and(|w| words_fold_equal(w, pattern));
+        if self.start == 0
+            && self.len.is_multiple_of(8)
+            && v == POISON
+            && let Some(w) = self.words.get(..self.len / 8)
+        {
+            return poison_chunks_equal(w);
         }
         let (words, head, tail) = self.word_span();
         let words = &self.words[words];

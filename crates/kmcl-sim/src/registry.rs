@@ -88,14 +88,21 @@ impl Table {
     }
 
     /// The index of `sim` in `sims`, registered on first use.
-    #[inline]
+    #[inline(always)]
     fn sim_index(&mut self, sim: &Arc<SimInner>) -> u32 {
-        let addr = Arc::as_ptr(sim).addr();
         if let Some((a, i)) = self.last
-            && a == addr
+            && a == Arc::as_ptr(sim).addr()
         {
             return i;
         }
+        self.sim_index_slow(sim)
+    }
+
+    /// [`sim_index`](Self::sim_index) for another simulation than the last one.
+    #[cold]
+    #[inline(never)]
+    fn sim_index_slow(&mut self, sim: &Arc<SimInner>) -> u32 {
+        let addr = Arc::as_ptr(sim).addr();
         // Newest first; a live `Weak` here keeps its allocation, so an address names one
         // simulation (forgotten slots are dangling and match nothing).
         let found = self

@@ -26,6 +26,7 @@
 
 use std::cell::Cell;
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 
 use crate::fast_hash::HashMap;
 use std::sync::Arc;
@@ -1566,9 +1567,16 @@ fn deliver(
     upcall::call_process_packet(cbs, tok, ptok, buf, len, flags);
     INLINE_PACKET.with(|c| c.set(prev));
     let deferred = INLINE_DEFERRED.with(|c| c.replace(prev_deferred));
+    sim.delivered.fetch_add(1, Ordering::SeqCst);
+    // The state lock only when there is something to do (a deferral, an armed fault).
+    if !deferred && !sim.rescind_armed.load(Ordering::SeqCst) {
+        return;
+    }
     let mut st = sim.lock();
-    st.stats.packets_delivered += 1;
     let rescind = std::mem::take(&mut st.faults.rescind_during_delivery);
+    if rescind {
+        sim.rescind_armed.store(false, Ordering::SeqCst);
+    }
     if !deferred && !rescind {
         return;
     }
