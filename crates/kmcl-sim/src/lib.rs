@@ -359,12 +359,6 @@ impl State {
         }
     }
 
-    /// A packet buffer of `len` bytes, from the pool of retired ones when it has one big
-    /// enough (no allocation per packet in steady state).
-    pub(crate) fn packet_buf(&mut self, len: usize) -> mem::SharedBuf {
-        mem::SharedBuf::reuse_or_new(self.buf_pool.pop(), len)
-    }
-
     /// Removes the pages of `buf` from the page map.
     pub(crate) fn unmap_pages(&mut self, buf: &mem::SharedBuf) {
         for pfn in buf.pfns(0, buf.len()) {
