@@ -273,12 +273,19 @@ thread_local! {
 
 /// Remembers `sim` as the simulation this thread last worked with: violations about
 /// handles that belong to no simulation (forged ones) are reported to it.
+#[inline]
 pub(crate) fn set_current_sim(sim: &Arc<SimInner>) {
-    let addr = Arc::as_ptr(sim).addr();
-    if CURRENT_ADDR.with(std::cell::Cell::get) != addr {
-        CURRENT.with(|c| *c.borrow_mut() = Arc::downgrade(sim));
-        CURRENT_ADDR.with(|a| a.set(addr));
+    if CURRENT_ADDR.with(std::cell::Cell::get) != Arc::as_ptr(sim).addr() {
+        set_current_sim_slow(sim);
     }
+}
+
+/// [`set_current_sim`] for another simulation than the current one.
+#[cold]
+#[inline(never)]
+fn set_current_sim_slow(sim: &Arc<SimInner>) {
+    CURRENT.with(|c| *c.borrow_mut() = Arc::downgrade(sim));
+    CURRENT_ADDR.with(|a| a.set(Arc::as_ptr(sim).addr()));
 }
 
 /// The simulation this thread last worked with.

@@ -410,7 +410,8 @@ impl Channel {
 
 thread_local! {
     /// The incoming packet whose in-line `EvtVmbChannelProcessPacket` runs on this thread.
-    static INLINE_PACKET: Cell<Option<usize>> = const { Cell::new(None) };
+    /// (0 = none: a packet token is never 0.)
+    static INLINE_PACKET: Cell<usize> = const { Cell::new(0) };
     /// `VmbChannelPacketDeferToPassive` marked the in-line packet of this thread deferred
     /// (spares the delivery a look-up of its packet when it was not).
     static INLINE_DEFERRED: Cell<bool> = const { Cell::new(false) };
@@ -420,7 +421,7 @@ thread_local! {
 
 /// Whether `tok` is the packet whose ProcessPacket call runs in-line on this thread.
 pub(crate) fn is_inline_packet(tok: usize) -> bool {
-    INLINE_PACKET.with(|c| c.get() == Some(tok))
+    tok != 0 && INLINE_PACKET.with(|c| c.get() == tok)
 }
 
 /// Whether a state-change callback of `ch` runs on this thread.
@@ -1601,7 +1602,7 @@ fn deliver(
     len: u32,
     flags: u32,
 ) {
-    let prev = INLINE_PACKET.with(|c| c.replace(Some(ptok)));
+    let prev = INLINE_PACKET.with(|c| c.replace(ptok));
     let prev_deferred = INLINE_DEFERRED.with(|c| c.replace(false));
     upcall::call_process_packet(cbs, tok, ptok, buf, len, flags);
     INLINE_PACKET.with(|c| c.set(prev));
