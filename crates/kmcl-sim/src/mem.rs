@@ -71,6 +71,7 @@ impl SharedBuf {
     /// bytes beyond `len` are left as they are: the driver is given `len`), else a fresh
     /// zeroed one with capacity rounded up to a power of two (so that it can be reused for
     /// the sizes around it).
+    #[inline]
     pub(crate) fn reuse_or_new(reused: Option<Self>, len: usize) -> Self {
         match reused {
             Some(mut b) if b.start == 0 && b.words.len() * 8 >= len && !b.words.is_empty() => {

@@ -219,6 +219,7 @@ pub(crate) fn lookup(tok: usize) -> Lookup {
 /// Looks `tok` up as [`lookup`] does and, when it is live and `retire` accepts its object,
 /// retires it under the same lock (`VmbChannelPacketComplete`: one registry round per
 /// completion instead of two).
+#[inline]
 pub(crate) fn lookup_then_retire(tok: usize, retire: fn(&Obj) -> bool) -> Lookup {
     let mut t = table();
     let t = &mut *t;
