@@ -515,8 +515,18 @@ impl SimInner {
         }
     }
 
-    /// Re-checks poisoned buffers of completed packets.
+    /// Re-checks poisoned buffers of completed packets. Inlined: most safe points find no
+    /// buffer completed since the last one, and nothing to trim.
+    #[inline]
     pub(crate) fn check_retired(&self, st: &mut State, all: bool) {
+        if all || st.retired_checked != st.retired.len() || st.retired.len() > RETIRED_KEEP {
+            self.check_retired_now(st, all);
+        }
+    }
+
+    /// [`check_retired`](Self::check_retired) when there is something to check or trim.
+    #[inline(never)]
+    fn check_retired_now(&self, st: &mut State, all: bool) {
         let len = st.retired.len();
         let from = if all { 0 } else { st.retired_checked.min(len) };
         // The new buffers (usually one or a few) are checked in place; only a dirty one
