@@ -567,6 +567,7 @@ impl SimInner {
     /// A safe point (as [`safe_point`](Self::safe_point)) that keeps the state locked for
     /// the caller's next step: one lock instead of two. The panic, if any, comes with the
     /// lock released (a panic under the guard would poison it).
+    #[inline]
     pub(crate) fn lock_at_safe_point(&self) -> MutexGuard<'_, State> {
         let mut st = self.lock();
         let all = st.shutdown;
