@@ -133,13 +133,14 @@ impl HostEndpoint {
         payload: &[u8],
         completion: bool,
     ) -> Result<u64, SendError> {
-        let ch = self.channel(st).ok_or(SendError::NotOpen)?;
-        if !st.channels.get(&ch).is_some_and(channel::Channel::is_open) {
-            return Err(SendError::NotOpen);
-        }
+        // One offer look-up for the channel and the host side (the maps are disjoint fields).
         let Some(o) = st.offers.get_mut(&self.offer) else {
             return Err(SendError::NotOpen);
         };
+        let ch = o.channel.ok_or(SendError::NotOpen)?;
+        if !st.channels.get(&ch).is_some_and(channel::Channel::is_open) {
+            return Err(SendError::NotOpen);
+        }
         let h = &mut o.host;
         if h.external.is_some() || (h.peer_is_server && !h.guest_mode) {
             return Err(SendError::External);
@@ -152,7 +153,9 @@ impl HostEndpoint {
         // for its size; a data write that succeeded would clear it and the guest would never
         // signal the release the completion waits for (the lost wake-up of issue 11).
         let mut flushed = false;
-        host::flush_pending(h, &mut flushed);
+        if !h.pending.is_empty() {
+            host::flush_pending(h, &mut flushed);
+        }
         let h = if flushed {
             st.stats.host_to_guest_signals += 1;
             self.sim.push(st, Task::Dpc { ch });
@@ -191,7 +194,10 @@ impl HostEndpoint {
             WriteError::TooLarge { .. } => SendError::TooLarge,
             WriteError::Corrupt(why) => SendError::Corrupt(why.to_string()),
         })?;
-        h.exact.insert(outcome.offset, payload.len());
+        // Exact lengths are read only without padded lengths (`channel::parse_incoming`).
+        if !self.sim.cfg.padded_lengths {
+            h.exact.insert(outcome.offset, payload.len());
+        }
         if completion {
             h.outstanding.insert(trans);
         }

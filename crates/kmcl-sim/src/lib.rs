@@ -62,7 +62,7 @@ mod verifier;
 use std::collections::VecDeque;
 
 use fast_hash::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -359,12 +359,6 @@ impl State {
         }
     }
 
-    /// A packet buffer of `len` bytes, from the pool of retired ones when it has one big
-    /// enough (no allocation per packet in steady state).
-    pub(crate) fn packet_buf(&mut self, len: usize) -> mem::SharedBuf {
-        mem::SharedBuf::reuse_or_new(self.buf_pool.pop(), len)
-    }
-
     /// Removes the pages of `buf` from the page map.
     pub(crate) fn unmap_pages(&mut self, buf: &mem::SharedBuf) {
         for pfn in buf.pfns(0, buf.len()) {
@@ -394,6 +388,12 @@ pub(crate) struct SimInner {
     pub(crate) cv: Condvar,
     /// Number of live [`Sim`] values (the last one to drop does the final check).
     sims: AtomicUsize,
+    /// [`Stats::packets_delivered`], counted outside the state lock (a delivery takes the
+    /// lock only when it has something to do: a deferral, an armed fault).
+    pub(crate) delivered: AtomicU64,
+    /// [`Fault::RescindDuringDelivery`] is armed (mirrors `Faults::rescind_during_delivery`,
+    /// read by a delivery without the lock).
+    pub(crate) rescind_armed: AtomicBool,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -515,21 +515,26 @@ impl SimInner {
         }
     }
 
-    /// Re-checks poisoned buffers of completed packets.
+    /// Re-checks poisoned buffers of completed packets. Inlined: most safe points find no
+    /// buffer completed since the last one, and nothing to trim.
+    #[inline]
     pub(crate) fn check_retired(&self, st: &mut State, all: bool) {
-        let from = if all {
-            0
-        } else {
-            st.retired_checked.min(st.retired.len())
-        };
-        // The new buffers are checked through the deque's two slices (no index arithmetic
-        // per buffer); only a dirty one takes the slow path below.
-        let (front, back) = st.retired.as_slices();
-        let clean = |s: &[(RetiredAt, mem::SharedBuf)], from: usize| {
-            s.get(from..)
-                .is_none_or(|s| s.iter().all(|(_, b)| b.all_equal(mem::POISON)))
-        };
-        let all_clean = clean(front, from) && clean(back, from.saturating_sub(front.len()));
+        if all || st.retired_checked != st.retired.len() || st.retired.len() > RETIRED_KEEP {
+            self.check_retired_now(st, all);
+        }
+    }
+
+    /// [`check_retired`](Self::check_retired) when there is something to check or trim.
+    #[inline(never)]
+    fn check_retired_now(&self, st: &mut State, all: bool) {
+        let len = st.retired.len();
+        let from = if all { 0 } else { st.retired_checked.min(len) };
+        // The new buffers (usually one or a few) are checked in place; only a dirty one
+        // takes the slow path below.
+        let all_clean = st
+            .retired
+            .range(from..)
+            .all(|(_, b)| b.all_equal(mem::POISON));
         if !all_clean {
             let bad: Vec<usize> = (from..st.retired.len())
                 .filter(|i| !st.retired[*i].1.all_equal(mem::POISON))
@@ -540,12 +545,15 @@ impl SimInner {
                 }
             }
         }
-        while st.retired.len() > RETIRED_KEEP {
-            if let Some((_, buf)) = st.retired.pop_front()
-                && st.buf_pool.len() < BUF_POOL_KEEP
-                && (st.buf_pool.len() + 1) * buf.capacity() <= BUF_POOL_BYTES
-            {
-                st.buf_pool.push(buf);
+        let excess = st.retired.len().saturating_sub(RETIRED_KEEP);
+        if excess > 0 {
+            let st = &mut *st;
+            for (_, buf) in st.retired.drain(..excess) {
+                if st.buf_pool.len() < BUF_POOL_KEEP
+                    && (st.buf_pool.len() + 1) * buf.capacity() <= BUF_POOL_BYTES
+                {
+                    st.buf_pool.push(buf);
+                }
             }
         }
         st.retired_checked = st.retired.len();
@@ -559,6 +567,7 @@ impl SimInner {
     /// A safe point (as [`safe_point`](Self::safe_point)) that keeps the state locked for
     /// the caller's next step: one lock instead of two. The panic, if any, comes with the
     /// lock released (a panic under the guard would poison it).
+    #[inline]
     pub(crate) fn lock_at_safe_point(&self) -> MutexGuard<'_, State> {
         let mut st = self.lock();
         let all = st.shutdown;
@@ -697,6 +706,8 @@ impl Sim {
             }),
             cv: Condvar::new(),
             sims: AtomicUsize::new(1),
+            delivered: AtomicU64::new(0),
+            rescind_armed: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
         });
         registry::set_current_sim(&inner);
@@ -904,13 +915,19 @@ impl Sim {
 
     /// Arms a fault (see [`Fault`]).
     pub fn inject(&self, fault: Fault) {
-        self.inner.lock().faults.arm(fault);
+        let mut st = self.inner.lock();
+        st.faults.arm(fault);
+        if st.faults.rescind_during_delivery {
+            self.inner.rescind_armed.store(true, Ordering::SeqCst);
+        }
     }
 
     /// Signal and packet counters.
     #[must_use]
     pub fn stats(&self) -> Stats {
-        self.inner.lock().stats
+        let mut stats = self.inner.lock().stats;
+        stats.packets_delivered = self.inner.delivered.load(Ordering::SeqCst);
+        stats
     }
 
     /// The configuration this simulation runs with.

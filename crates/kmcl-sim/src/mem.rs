@@ -71,6 +71,7 @@ impl SharedBuf {
     /// bytes beyond `len` are left as they are: the driver is given `len`), else a fresh
     /// zeroed one with capacity rounded up to a power of two (so that it can be reused for
     /// the sizes around it).
+    #[inline]
     pub(crate) fn reuse_or_new(reused: Option<Self>, len: usize) -> Self {
         match reused {
             Some(mut b) if b.start == 0 && b.words.len() * 8 >= len && !b.words.is_empty() => {
@@ -201,21 +202,23 @@ impl SharedBuf {
         }
     }
 
-    /// Whether every byte still equals `v`. A buffer of up to [`FOLD_WORDS`] words is
-    /// compared word by word (atomic loads folded with xor/or: no call, no copy); a larger
-    /// one is copied out in 1 KiB chunks into a per-thread scratch (rule
-    /// PACKET_BUFFER_OWNERSHIP: a driver writing them after completion is what this detects,
-    /// and a torn copy of such a write still differs from the poison) and each chunk is
-    /// compared with the library's `memcmp` against a constant chunk of the pattern. The
-    /// edge bytes are compared one by one.
+    /// Whether every byte still equals `v`. The poison check of a pooled packet buffer
+    /// (word-aligned, whole words: the usual case) compares it in place, 1 KiB at a time,
+    /// with the library's `memcmp` against a constant chunk of the pattern
+    /// (`shared_mem::words_equal`, rule PACKET_BUFFER_OWNERSHIP: a driver writing the buffer
+    /// after completion is what this detects, and a torn read of such a write still differs
+    /// from the poison); at 64 bytes that is cheaper than a fold over the words. Otherwise
+    /// up to [`FOLD_WORDS`] whole words are compared word by word (atomic loads folded with
+    /// xor/or), more with `memcmp` as above, and the edge bytes one by one.
     pub(crate) fn all_equal(&self, v: u8) -> bool {
         let pattern = u64::from_ne_bytes([v; 8]);
         // A pooled packet buffer starts on a word and usually holds whole words: no edges.
-        if self.start == 0 && self.len.is_multiple_of(8) && self.len / 8 <= FOLD_WORDS {
-            return self
-                .words
-                .get(..self.len / 8)
-                .is_some_and(|w| words_fold_equal(w, pattern));
+        if self.start == 0
+            && self.len.is_multiple_of(8)
+            && v == POISON
+            && let Some(w) = self.words.get(..self.len / 8)
+        {
+            return poison_chunks_equal(w);
         }
         let (words, head, tail) = self.word_span();
         let words = &self.words[words];
@@ -239,8 +242,7 @@ impl SharedBuf {
 /// instructions a word, cheaper than the copy and the two library calls up to here.
 const FOLD_WORDS: usize = 16;
 
-/// Words per chunk of the copied check: 1 KiB, under glibc's threshold for `rep movsb`
-/// (which callgrind counts per byte).
+/// Words per chunk of the in-place check: the poison pattern it compares with is one chunk.
 const CHUNK_WORDS: usize = 128;
 
 /// Whether every word of `words` equals `pattern`: four atomic loads folded with xor/or per
@@ -261,24 +263,13 @@ fn words_fold_equal(words: &[AtomicU64], pattern: u64) -> bool {
 /// A chunk of the poison pattern, built once (no per-call fill).
 static POISON_CHUNK: [u64; CHUNK_WORDS] = [u64::from_ne_bytes([POISON; 8]); CHUNK_WORDS];
 
-thread_local! {
-    /// The copy-out chunk of [`poison_chunks_equal`]: reused, never zeroed again.
-    static SCRATCH: std::cell::RefCell<[u64; CHUNK_WORDS]> =
-        const { std::cell::RefCell::new([0; CHUNK_WORDS]) };
-}
-
-/// Whether every word of `words` is the poison: copied out a chunk at a time (see
-/// [`SharedBuf::all_equal`]) and compared with [`POISON_CHUNK`] (slice equality of integers
-/// is the library's `memcmp`: a few instructions per 32 bytes).
+/// Whether every word of `words` is the poison: compared in place a chunk at a time with
+/// [`POISON_CHUNK`] (see [`SharedBuf::all_equal`]; the library's `memcmp`, a few
+/// instructions per 32 bytes).
 fn poison_chunks_equal(words: &[AtomicU64]) -> bool {
-    SCRATCH.with(|s| {
-        let mut chunk = s.borrow_mut();
-        words.chunks(CHUNK_WORDS).all(|piece| {
-            let copy = &mut chunk[..piece.len()];
-            crate::shared_mem::copy_out_words(piece, copy);
-            *copy == POISON_CHUNK[..piece.len()]
-        })
-    })
+    words
+        .chunks(CHUNK_WORDS)
+        .all(|piece| crate::shared_mem::words_equal(piece, &POISON_CHUNK[..piece.len()]))
 }
 
 /// A real `MDL` header followed by its PFN array, in simulator-owned memory.

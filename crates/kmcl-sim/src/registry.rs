@@ -88,14 +88,21 @@ impl Table {
     }
 
     /// The index of `sim` in `sims`, registered on first use.
-    #[inline]
+    #[inline(always)]
     fn sim_index(&mut self, sim: &Arc<SimInner>) -> u32 {
-        let addr = Arc::as_ptr(sim).addr();
         if let Some((a, i)) = self.last
-            && a == addr
+            && a == Arc::as_ptr(sim).addr()
         {
             return i;
         }
+        self.sim_index_slow(sim)
+    }
+
+    /// [`sim_index`](Self::sim_index) for another simulation than the last one.
+    #[cold]
+    #[inline(never)]
+    fn sim_index_slow(&mut self, sim: &Arc<SimInner>) -> u32 {
+        let addr = Arc::as_ptr(sim).addr();
         // Newest first; a live `Weak` here keeps its allocation, so an address names one
         // simulation (forgotten slots are dangling and match nothing).
         let found = self
@@ -212,6 +219,7 @@ pub(crate) fn lookup(tok: usize) -> Lookup {
 /// Looks `tok` up as [`lookup`] does and, when it is live and `retire` accepts its object,
 /// retires it under the same lock (`VmbChannelPacketComplete`: one registry round per
 /// completion instead of two).
+#[inline]
 pub(crate) fn lookup_then_retire(tok: usize, retire: fn(&Obj) -> bool) -> Lookup {
     let mut t = table();
     let t = &mut *t;
@@ -266,12 +274,19 @@ thread_local! {
 
 /// Remembers `sim` as the simulation this thread last worked with: violations about
 /// handles that belong to no simulation (forged ones) are reported to it.
+#[inline]
 pub(crate) fn set_current_sim(sim: &Arc<SimInner>) {
-    let addr = Arc::as_ptr(sim).addr();
-    if CURRENT_ADDR.with(std::cell::Cell::get) != addr {
-        CURRENT.with(|c| *c.borrow_mut() = Arc::downgrade(sim));
-        CURRENT_ADDR.with(|a| a.set(addr));
+    if CURRENT_ADDR.with(std::cell::Cell::get) != Arc::as_ptr(sim).addr() {
+        set_current_sim_slow(sim);
     }
+}
+
+/// [`set_current_sim`] for another simulation than the current one.
+#[cold]
+#[inline(never)]
+fn set_current_sim_slow(sim: &Arc<SimInner>) {
+    CURRENT.with(|c| *c.borrow_mut() = Arc::downgrade(sim));
+    CURRENT_ADDR.with(|a| a.set(Arc::as_ptr(sim).addr()));
 }
 
 /// The simulation this thread last worked with.

@@ -121,22 +121,27 @@ pub(crate) fn copy_words(src: &[AtomicU64], dst: &[AtomicU64], dst_byte: usize, 
     unsafe { std::ptr::copy_nonoverlapping(from, to, len) };
 }
 
-/// Copies the words `src` into `out` (same length), as plain integers.
+/// Whether the words `src` equal `expected` (same length), compared in place as plain
+/// integers (slice equality of integers: the library's `memcmp`, no copy).
 ///
 /// # Panics
 ///
 /// If the lengths differ.
 #[inline]
-pub(crate) fn copy_out_words(src: &[AtomicU64], out: &mut [u64]) {
-    assert_eq!(src.len(), out.len(), "word copy of unequal lengths");
+pub(crate) fn words_equal(src: &[AtomicU64], expected: &[u64]) -> bool {
+    assert_eq!(
+        src.len(),
+        expected.len(),
+        "word comparison of unequal lengths"
+    );
     // SAFETY: rule PACKET_BUFFER_OWNERSHIP (see `copy_words`): `src` is a completed packet's
-    // buffer, the simulator's again; a driver writing it now breaks the KMCL contract, and
-    // a torn copy of such a write still differs from the poison the caller looks for.
-    // `AtomicU64` has the size and alignment of `u64`; both slices hold `out.len()` words
-    // (checked above) and are distinct (`out` is exclusive), so they do not overlap.
-    unsafe {
-        std::ptr::copy_nonoverlapping(src.as_ptr().cast::<u64>(), out.as_mut_ptr(), out.len());
-    }
+    // buffer, the simulator's again, read here only to compare it with the poison; a driver
+    // writing it now breaks the KMCL contract, and a torn read of such a write still differs
+    // from the poison the caller looks for (the comparison is all it is used for: no value
+    // read here is kept). `AtomicU64` has the size and alignment of `u64`, and the slice
+    // covers exactly the `src.len()` words of `src` (in bounds, live for the borrow).
+    let words = unsafe { std::slice::from_raw_parts(src.as_ptr().cast::<u64>(), src.len()) };
+    words == expected
 }
 
 /// Sets every byte of `words` to `v` (the poison of a completed packet's buffer).

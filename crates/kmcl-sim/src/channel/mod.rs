@@ -26,6 +26,7 @@
 
 use std::cell::Cell;
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 
 use crate::fast_hash::HashMap;
 use std::sync::Arc;
@@ -130,15 +131,45 @@ pub(crate) struct Incoming {
     pub(crate) buf: SharedBuf,
     pub(crate) len: u32,
     pub(crate) flags: u32,
-    pub(crate) external: Option<External>,
-    pub(crate) mdl: Option<MdlBlock>,
-    pub(crate) client_ctx: SharedBuf,
+    /// External data, its MDL and the client context: boxed, and `None` for an in-band
+    /// packet without a client context (the usual one), so the packet stays small for the
+    /// moves into its slot.
+    pub(crate) extra: Option<Box<IncomingExtra>>,
     /// Ring offset of the packet (for the in-order release), if its ring still exists.
     pub(crate) ring_offset: Option<u32>,
     /// `VmbChannelPacketDeferToPassive` was called during the current delivery.
     pub(crate) deferred: bool,
     /// Ring generation the packet came from (a packet outliving its ring releases nothing).
     pub(crate) generation: u32,
+}
+
+/// The parts of an [`Incoming`] packet that most packets do not have.
+#[derive(Debug)]
+pub(crate) struct IncomingExtra {
+    pub(crate) external: Option<External>,
+    pub(crate) mdl: Option<MdlBlock>,
+    pub(crate) client_ctx: SharedBuf,
+}
+
+impl Incoming {
+    /// The address of the packet's client context (0 when it has none).
+    pub(crate) fn client_ctx_addr(&self) -> usize {
+        self.extra
+            .as_ref()
+            .filter(|e| e.client_ctx.len() > 0)
+            .map_or(0, |e| e.client_ctx.addr())
+    }
+
+    /// The extra parts, made on first use.
+    fn extra_mut(&mut self) -> &mut IncomingExtra {
+        self.extra.get_or_insert_with(|| {
+            Box::new(IncomingExtra {
+                external: None,
+                mdl: None,
+                client_ctx: SharedBuf::empty(),
+            })
+        })
+    }
 }
 
 /// An outgoing packet object (`VmbPacketAllocate` / `VmbPacketInitialize`).
@@ -380,7 +411,8 @@ impl Channel {
 
 thread_local! {
     /// The incoming packet whose in-line `EvtVmbChannelProcessPacket` runs on this thread.
-    static INLINE_PACKET: Cell<Option<usize>> = const { Cell::new(None) };
+    /// (0 = none: a packet token is never 0.)
+    static INLINE_PACKET: Cell<usize> = const { Cell::new(0) };
     /// `VmbChannelPacketDeferToPassive` marked the in-line packet of this thread deferred
     /// (spares the delivery a look-up of its packet when it was not).
     static INLINE_DEFERRED: Cell<bool> = const { Cell::new(false) };
@@ -390,7 +422,7 @@ thread_local! {
 
 /// Whether `tok` is the packet whose ProcessPacket call runs in-line on this thread.
 pub(crate) fn is_inline_packet(tok: usize) -> bool {
-    INLINE_PACKET.with(|c| c.get() == Some(tok))
+    tok != 0 && INLINE_PACKET.with(|c| c.get() == tok)
 }
 
 /// Whether a state-change callback of `ch` runs on this thread.
@@ -1101,32 +1133,35 @@ enum Parsed {
     Corrupt(String),
 }
 
+/// What [`parse_incoming`] reads of the state beside the channel (split borrows: the DPC
+/// keeps its channel borrowed across the parse, one channel look-up per packet).
+struct ParseCtx<'a> {
+    offers: &'a HashMap<u64, crate::OfferState>,
+    pages: &'a HashMap<u64, (Arc<SharedBuf>, usize)>,
+    buf_pool: &'a mut Vec<SharedBuf>,
+}
+
 fn parse_incoming(
-    st: &mut State,
-    ch: u64,
+    c: &Channel,
+    cx: &mut ParseCtx<'_>,
     offer: u64,
     pipe: bool,
     padded: bool,
     h: &PacketHeader,
 ) -> Parsed {
-    fn rx(st: &State, ch: u64) -> Option<&IncomingRing> {
-        st.channels
-            .get(&ch)
-            .and_then(|c| c.rings.as_ref())
-            .map(|r| &r.rx)
-    }
+    let rx = c.rings.as_ref().map(|r| &r.rx);
     // The payload goes from the ring straight into the driver's buffer (a pooled one:
     // no allocation per packet in steady state).
     let buf;
     if pipe {
-        let Some(ring) = rx(st, ch) else {
+        let Some(ring) = rx else {
             return Parsed::Drop;
         };
         // Pipe mode is rare: strip the header through an owned copy.
         let mut payload = vec![0u8; h.payload_len()];
         ring.copy_payload(h, &mut payload);
         match strip_pipe_header(&payload) {
-            Ok(d) => buf = st.packet_buf(d.len()),
+            Ok(d) => buf = SharedBuf::reuse_or_new(cx.buf_pool.pop(), d.len()),
             Err(crate::ring::PipeError::NotData(_)) => return Parsed::Drop,
             Err(e) => return Parsed::Corrupt(format!("pipe header: {e}")),
         }
@@ -1137,23 +1172,16 @@ fn parse_incoming(
         let n = if padded {
             h.payload_len()
         } else {
-            let exact = st
+            let exact = cx
                 .offers
                 .get(&offer)
                 .and_then(|o| o.host.exact_len(h.transaction_id, h.offset));
             exact.map_or(h.payload_len(), |n| n.min(h.payload_len()))
         };
-        let Some(ring) = st
-            .channels
-            .get(&ch)
-            .and_then(|c| c.rings.as_ref())
-            .map(|r| &r.rx)
-        else {
+        let Some(ring) = rx else {
             return Parsed::Drop;
         };
-        // The pool is beside the channels in the state: take the buffer under the ring's
-        // borrow (one channel look-up).
-        buf = SharedBuf::reuse_or_new(st.buf_pool.pop(), n);
+        buf = SharedBuf::reuse_or_new(cx.buf_pool.pop(), n);
         buf.copy_from_ring(ring, h);
     }
     let external = match h.packet_type {
@@ -1162,7 +1190,7 @@ fn parse_incoming(
         _ => {
             // Transfer-page and GPA-direct packets: their ranges, through the owned read
             // (same validation; allocates, off the in-band hot path).
-            let kind = match rx(st, ch).map(|r| r.packet_at(h)) {
+            let kind = match rx.map(|r| r.packet_at(h)) {
                 Some(Ok(p)) => p.kind,
                 None => return Parsed::Drop,
                 Some(Err(e)) => {
@@ -1171,12 +1199,12 @@ fn parse_incoming(
             };
             match kind {
                 IncomingKind::InBand | IncomingKind::Completion => None,
-                IncomingKind::GpaDirect { ranges, .. } => match resolve_gpa(st, &ranges) {
+                IncomingKind::GpaDirect { ranges, .. } => match resolve_gpa(cx.pages, &ranges) {
                     Ok(e) => Some(e),
                     Err(e) => return Parsed::Corrupt(e),
                 },
                 IncomingKind::TransferPages { set_id, ranges, .. } => {
-                    let set = st
+                    let set = cx
                         .offers
                         .get(&offer)
                         .and_then(|o| o.host.transfer_set(set_id));
@@ -1220,9 +1248,13 @@ fn parse_incoming(
         buf,
         len,
         flags,
-        external,
-        mdl: None,
-        client_ctx: SharedBuf::empty(),
+        extra: external.map(|e| {
+            Box::new(IncomingExtra {
+                external: Some(e),
+                mdl: None,
+                client_ctx: SharedBuf::empty(),
+            })
+        }),
         ring_offset: Some(h.offset),
         deferred: false,
         generation: 0,
@@ -1230,7 +1262,10 @@ fn parse_incoming(
 }
 
 /// Resolves GPA ranges through the page map; they must describe one contiguous span.
-fn resolve_gpa(st: &State, ranges: &[GpaRange]) -> Result<External, String> {
+fn resolve_gpa(
+    pages: &HashMap<u64, (Arc<SharedBuf>, usize)>,
+    ranges: &[GpaRange],
+) -> Result<External, String> {
     let [r] = ranges else {
         return Err(format!(
             "{} GPA ranges (the simulator resolves one)",
@@ -1238,11 +1273,11 @@ fn resolve_gpa(st: &State, ranges: &[GpaRange]) -> Result<External, String> {
         ));
     };
     let first = *r.pfns.first().ok_or("GPA range without PFNs")?;
-    let Some((buf, page)) = st.pages.get(&first) else {
+    let Some((buf, page)) = pages.get(&first) else {
         return Err(format!("GPA PFN {first:#x} is not simulator memory"));
     };
     for (i, pfn) in r.pfns.iter().enumerate() {
-        match st.pages.get(pfn) {
+        match pages.get(pfn) {
             Some((b, p)) if Arc::ptr_eq(b, buf) && *p == page + i => {}
             _ => {
                 return Err(format!(
@@ -1363,7 +1398,10 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
             r.rx.set_interrupt_mask(true);
         }
         while n < batch {
-            let Some(c) = st.channels.get_mut(&ch) else {
+            // The state's fields borrowed apart: the channel stays borrowed through the
+            // parse and the delivery below (one look-up per packet).
+            let stm = &mut *st;
+            let Some(c) = stm.channels.get_mut(&ch) else {
                 break;
             };
             if c.incoming.len() >= quota && deliverable {
@@ -1444,7 +1482,12 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
             }
             r.rx.consume_header(&h);
             r.rel.consumed_header(&h);
-            match parse_incoming(&mut st, ch, offer, pipe, padded, &h) {
+            let mut cx = ParseCtx {
+                offers: &stm.offers,
+                pages: &stm.pages,
+                buf_pool: &mut stm.buf_pool,
+            };
+            match parse_incoming(c, &mut cx, offer, pipe, padded, &h) {
                 Parsed::Corrupt(why) => {
                     fault = Some(why);
                     break;
@@ -1458,15 +1501,13 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
                     }
                 }
                 Parsed::Deliver(mut inc) => {
-                    let Some(c) = st.channels.get_mut(&ch) else {
-                        break;
-                    };
                     // The packet's slot key (no hash map, no simulation-wide id).
                     let id = c.incoming.next_key();
                     inc.tok = registry::mint(sim, Obj::Incoming { ch, pkt: id });
                     inc.generation = generation;
                     if c.init.client_context_size > 0 {
-                        inc.client_ctx = SharedBuf::new(c.init.client_context_size as usize);
+                        inc.extra_mut().client_ctx =
+                            SharedBuf::new(c.init.client_context_size as usize);
                     }
                     let (itok, buf, len, flags) = (inc.tok, inc.buf.addr(), inc.len, inc.flags);
                     c.incoming.insert(id, inc);
@@ -1561,14 +1602,21 @@ fn deliver(
     len: u32,
     flags: u32,
 ) {
-    let prev = INLINE_PACKET.with(|c| c.replace(Some(ptok)));
+    let prev = INLINE_PACKET.with(|c| c.replace(ptok));
     let prev_deferred = INLINE_DEFERRED.with(|c| c.replace(false));
     upcall::call_process_packet(cbs, tok, ptok, buf, len, flags);
     INLINE_PACKET.with(|c| c.set(prev));
     let deferred = INLINE_DEFERRED.with(|c| c.replace(prev_deferred));
+    sim.delivered.fetch_add(1, Ordering::SeqCst);
+    // The state lock only when there is something to do (a deferral, an armed fault).
+    if !deferred && !sim.rescind_armed.load(Ordering::SeqCst) {
+        return;
+    }
     let mut st = sim.lock();
-    st.stats.packets_delivered += 1;
     let rescind = std::mem::take(&mut st.faults.rescind_during_delivery);
+    if rescind {
+        sim.rescind_armed.store(false, Ordering::SeqCst);
+    }
     if !deferred && !rescind {
         return;
     }
@@ -1742,15 +1790,19 @@ pub(crate) fn external_mdl(
     else {
         return Err(STATUS_INVALID_PARAMETER_1);
     };
-    let Some(ext) = &inc.external else {
+    let Some(extra) = inc.extra.as_deref_mut() else {
         return Err(STATUS_INVALID_DEVICE_REQUEST);
     };
-    if inc.mdl.is_none() {
+    let Some(ext) = &extra.external else {
+        return Err(STATUS_INVALID_DEVICE_REQUEST);
+    };
+    if extra.mdl.is_none() {
         let addr = ext.buf.addr() + ext.offset;
         let pfns = ext.buf.pfns(ext.offset, ext.len as usize);
-        inc.mdl = Some(MdlBlock::new(addr, ext.len, &pfns));
+        extra.mdl = Some(MdlBlock::new(addr, ext.len, &pfns));
     }
-    inc.mdl
+    extra
+        .mdl
         .as_ref()
         .map(MdlBlock::as_mdl_ptr)
         .ok_or(STATUS_INSUFFICIENT_RESOURCES)

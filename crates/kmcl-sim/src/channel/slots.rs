@@ -53,7 +53,10 @@ impl<T> Slots<T> {
         let (i, generation) = split(k);
         if self.free.last() == Some(&(i as u32)) {
             self.free.pop();
-            self.slots[i] = (generation, Some(value));
+            // A free slot holds `None`: the value is written in place (nothing to drop).
+            let slot = &mut self.slots[i];
+            slot.0 = generation;
+            let _none = slot.1.replace(value);
         } else {
             self.slots.push((generation, Some(value)));
         }

@@ -40,7 +40,8 @@ pub(super) fn lookup<T>(
 }
 
 /// [`lookup`]; with `retire`, a live object of the kind `pick` accepts is also retired (in
-/// the same registry round).
+/// the same registry round). Inlined: `pick` and `retire` are constants at each call site.
+#[inline]
 pub(super) fn lookup_retiring<T>(
     token: usize,
     pick: fn(&Obj) -> Option<T>,

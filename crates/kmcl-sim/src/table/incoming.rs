@@ -114,7 +114,6 @@ pub(super) unsafe extern "system" fn VmbChannelPacketGetClientContext(
         .channels
         .get(&ch)
         .and_then(|c| c.incoming.get(pkt))
-        .filter(|i| i.client_ctx.len() > 0)
-        .map_or(0, |i| i.client_ctx.addr());
+        .map_or(0, channel::Incoming::client_ctx_addr);
     handle(addr)
 }
