@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering, fence};
 use super::corrupt::CorruptReason;
 use super::descriptor::{IncomingKind, IncomingPacket, PacketHeader};
 use super::layout::ControlField;
-use super::memory::{self, Ring};
+use super::memory::Ring;
 use super::release::ReleaseError;
+use crate::shared_mem;
 
 /// Error from [`IncomingRing::peek`] / [`IncomingRing::read_next`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,8 +72,8 @@ impl PayloadView<'_> {
     pub(crate) fn copy_to_words(&self, dst: &[AtomicU64], at: usize, n: usize) -> usize {
         let n = n.min(self.len());
         let first = n.min(self.head.len() * 8);
-        memory::copy_words(self.head, dst, at, first);
-        memory::copy_words(self.tail, dst, at + first, n - first);
+        shared_mem::copy_words(self.head, dst, at, first);
+        shared_mem::copy_words(self.tail, dst, at + first, n - first);
         n
     }
 
@@ -81,8 +82,8 @@ impl PayloadView<'_> {
     pub fn copy_to(&self, out: &mut [u8]) -> usize {
         let n = out.len().min(self.len());
         let first = n.min(self.head.len() * 8);
-        memory::copy_out(self.head, 0, &mut out[..first]);
-        memory::copy_out(self.tail, 0, &mut out[first..n]);
+        shared_mem::copy_out(self.head, 0, &mut out[..first]);
+        shared_mem::copy_out(self.tail, 0, &mut out[first..n]);
         n
     }
 }

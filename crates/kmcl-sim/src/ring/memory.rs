@@ -374,9 +374,9 @@ impl Ring {
         let at = at as usize;
         let first = out.len().min(self.dsize as usize - at);
         let (head, tail) = out.split_at_mut(first);
-        copy_out(words, at, head);
+        shared_mem::copy_out(words, at, head);
         if !tail.is_empty() {
-            copy_out(words, 0, tail);
+            shared_mem::copy_out(words, 0, tail);
         }
     }
 }
@@ -445,7 +445,7 @@ impl<'r> WordWriter<'r> {
 
     /// Writes `bytes` zero-padded to 8: the pad bytes as one store of a zero word where the
     /// payload ends, then the payload with one bulk copy over the whole run (two at the
-    /// wrap; per [`COPY_PIECE`] bytes), which overwrites the front of that word.
+    /// wrap), which overwrites the front of that word.
     #[inline(always)]
     pub(super) fn put_bytes(&mut self, bytes: &[u8]) {
         if !bytes.len().is_multiple_of(8) {
@@ -465,17 +465,16 @@ impl<'r> WordWriter<'r> {
         self.copy_run(bytes);
     }
 
-    /// Copies `bytes` at the cursor with one bulk copy per [`COPY_PIECE`] bytes (split at
-    /// the wrap too; the data area
-    /// ends on a word boundary, so the second starts on one) and moves the cursor past the
+    /// Copies `bytes` at the cursor with one bulk copy, two at the wrap (the data area ends
+    /// on a word boundary, so the second starts on one) and moves the cursor past the
     /// words it touched; the bytes after a partial last word are left as they are.
     #[inline(always)]
     fn copy_run(&mut self, bytes: &[u8]) {
         let n = self.words.len();
         let first = bytes.len().min((n - self.i) * 8);
-        copy_in(self.words, self.i * 8, &bytes[..first]);
+        shared_mem::copy_in(self.words, self.i * 8, &bytes[..first]);
         if first < bytes.len() {
-            copy_in(self.words, 0, &bytes[first..]);
+            shared_mem::copy_in(self.words, 0, &bytes[first..]);
         }
         self.i += bytes.len().div_ceil(8);
         if self.i >= n {
@@ -521,73 +520,6 @@ impl<'r> WordReader<'r> {
     #[inline]
     pub(super) fn skip(&mut self, n: usize) {
         self.i = (self.i + n) % self.words.len();
-    }
-}
-
-/// Largest piece of one library memcpy on the ring path. glibc's x86-64 memcpy moves
-/// copies from about 2 KiB up (`__x86_rep_movsb_threshold`: 2,048 bytes, 2,112 with FSRM)
-/// with `rep movsb`, whose speed depends on the relative alignment of source and
-/// destination (on the CPU of this work 13 to 40 GB/s for 4 KiB, slow at `(dst - src) mod
-/// 64` from 8 to 24: docs/simulator.md, "Performance"). A ring's payloads start at every
-/// offset modulo 64, so a larger payload moves as pieces of at most this many bytes, which
-/// take glibc's vector loop, at one speed whatever the alignment.
-pub(super) const COPY_PIECE: usize = 2048;
-
-/// [`shared_mem::copy_in`] in pieces of at most [`COPY_PIECE`] bytes (same bytes, same
-/// ownership rule).
-#[inline(always)]
-pub(super) fn copy_in(words: &[AtomicU64], byte_offset: usize, bytes: &[u8]) {
-    if bytes.len() <= COPY_PIECE {
-        shared_mem::copy_in(words, byte_offset, bytes);
-    } else {
-        copy_in_pieces(words, byte_offset, bytes);
-    }
-}
-
-#[inline(never)]
-fn copy_in_pieces(words: &[AtomicU64], mut byte_offset: usize, bytes: &[u8]) {
-    for piece in bytes.chunks(COPY_PIECE) {
-        shared_mem::copy_in(words, byte_offset, piece);
-        byte_offset += piece.len();
-    }
-}
-
-/// [`shared_mem::copy_out`] in pieces of at most [`COPY_PIECE`] bytes.
-#[inline(always)]
-pub(super) fn copy_out(words: &[AtomicU64], byte_offset: usize, out: &mut [u8]) {
-    if out.len() <= COPY_PIECE {
-        shared_mem::copy_out(words, byte_offset, out);
-    } else {
-        copy_out_pieces(words, byte_offset, out);
-    }
-}
-
-#[inline(never)]
-fn copy_out_pieces(words: &[AtomicU64], mut byte_offset: usize, out: &mut [u8]) {
-    for piece in out.chunks_mut(COPY_PIECE) {
-        shared_mem::copy_out(words, byte_offset, piece);
-        byte_offset += piece.len();
-    }
-}
-
-/// [`shared_mem::copy_words`] (ring payload words into a packet buffer) in pieces of at
-/// most [`COPY_PIECE`] bytes.
-#[inline(always)]
-pub(super) fn copy_words(src: &[AtomicU64], dst: &[AtomicU64], dst_byte: usize, len: usize) {
-    if len <= COPY_PIECE {
-        shared_mem::copy_words(src, dst, dst_byte, len);
-    } else {
-        copy_words_pieces(src, dst, dst_byte, len);
-    }
-}
-
-#[inline(never)]
-fn copy_words_pieces(src: &[AtomicU64], dst: &[AtomicU64], dst_byte: usize, len: usize) {
-    let mut done = 0;
-    while done < len {
-        let n = (len - done).min(COPY_PIECE);
-        shared_mem::copy_words(&src[done / 8..], dst, dst_byte + done, n);
-        done += n;
     }
 }
 

@@ -23,7 +23,7 @@
 //! | file | role |
 //! |---|---|
 //! | `layout.rs` | wire constants and the control page's fields ([`ControlField`]) |
-//! | `memory.rs` | the shared words: [`RingPair`], [`Ring`] (index arithmetic and checks, a packet's control and data words), the word cursors, payload copies in 2 KiB pieces |
+//! | `memory.rs` | the shared words: [`RingPair`], [`Ring`] (index arithmetic and checks, a packet's control and data words), the word cursors (a payload is one `shared_mem` copy, two at the wrap) |
 //! | `descriptor.rs` | packet descriptors: the types written and read, formatting and the validating parse |
 //! | `corrupt.rs` | [`CorruptReason`], why ring bytes or indices were rejected |
 //! | `outgoing.rs` | the writer, [`OutgoingRing`] |

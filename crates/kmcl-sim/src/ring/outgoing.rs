@@ -11,7 +11,8 @@ use super::descriptor::{self, OutgoingPacket};
 use super::layout::{
     ControlField, DESCRIPTOR_SIZE, FEATURE_SUPPORTS_PENDING_SEND_SIZE, TRAILER_SIZE,
 };
-use super::memory::{self, HotControl, Ring, WordWriter};
+use super::memory::{HotControl, Ring, WordWriter};
+use crate::shared_mem;
 
 /// Error from [`OutgoingRing::write`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -327,5 +328,5 @@ fn put_payload(body: &[AtomicU64], payload: &[u8], stale_padding: bool) {
     {
         last.store(0, Ordering::Relaxed);
     }
-    memory::copy_in(body, 0, payload);
+    shared_mem::copy_in(body, 0, payload);
 }

@@ -254,9 +254,10 @@ fn wraps_payload_and_trailer_at_the_end_of_the_ring() {
 }
 
 #[test]
-fn payloads_larger_than_a_copy_piece_move_byte_exact_across_the_wrap() {
-    // Payloads above `COPY_PIECE` (2 KiB) are copied in pieces; the bytes must be those of
-    // one copy, at any start, whether the payload wraps or not.
+fn large_payloads_move_byte_exact_at_any_start_across_the_wrap() {
+    // A payload of more than half the data area, with a partial last word: the bytes read
+    // (copied out, viewed, or parsed) are those written, at any start, whether the payload
+    // wraps or not.
     let (_pair, mut tx, mut rx) = one_ring(2);
     let payload: Vec<u8> = (0..5001u32).map(|i| (i * 7 + i / 251) as u8).collect();
     for at in [0u32, 8, 3000, 3080, 8168, 8176] {
