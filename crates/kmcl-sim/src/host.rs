@@ -34,7 +34,7 @@ pub struct HostPacket {
     pub packet_type: u16,
     /// Descriptor flags (1 = completion requested).
     pub flags: u16,
-    /// Transaction id (answer with [`HostEndpoint::complete`]).
+    /// Transaction id (answer with [`HostEndpoint::complete`](crate::HostEndpoint::complete)).
     pub trans_id: u64,
     /// The payload as the driver passed it (pipe header stripped; exact length).
     pub payload: Vec<u8>,
