@@ -434,15 +434,7 @@ fn run_deterministic(rig: &Rig, a: &Args, t: &mut Tally) {
             sends.pop_front();
         }
         rig.idle();
-        // Packets and completions are lent (their buffers are reused).
-        while host
-            .recv_with(|p| host_check(p, a.size, &host_seen, &host_bad))
-            .is_some()
-        {}
-        while host
-            .take_completion_with(|tid, resp| verify_host_completion(tid, resp, &trans, a, t))
-            .is_some()
-        {}
+        drain_host(&host, a, &host_seen, &host_bad, &trans, t);
         progress.tick(t.h2g_read + u64::from(next_guest));
         let after = (
             t.h2g_read,
@@ -461,14 +453,7 @@ fn run_deterministic(rig: &Rig, a: &Args, t: &mut Tally) {
         ));
     }
     rig.idle();
-    while host
-        .recv_with(|p| host_check(p, a.size, &host_seen, &host_bad))
-        .is_some()
-    {}
-    while host
-        .take_completion_with(|tid, resp| verify_host_completion(tid, resp, &trans, a, t))
-        .is_some()
-    {}
+    drain_host(&host, a, &host_seen, &host_bad, &trans, t);
     t.g2h_received = host_seen.load(Ordering::Relaxed);
     let bad = host_bad.load(Ordering::Relaxed);
     if bad > 0 {
@@ -519,6 +504,26 @@ fn start_requests<'d>(
         *next_guest += 1;
     }
     true
+}
+
+/// Checks every packet the host has received and every completion of its requests, both
+/// lent (their buffers are reused).
+fn drain_host(
+    host: &kmcl_sim::HostEndpoint,
+    a: &Args,
+    seen: &AtomicU64,
+    bad: &AtomicU64,
+    trans: &Transactions,
+    t: &mut Tally,
+) {
+    while host
+        .recv_with(|p| host_check(p, a.size, seen, bad))
+        .is_some()
+    {}
+    while host
+        .take_completion_with(|tid, resp| verify_host_completion(tid, resp, trans, a, t))
+        .is_some()
+    {}
 }
 
 fn verify_host_completion(tid: u64, resp: &[u8], trans: &Transactions, a: &Args, t: &mut Tally) {
