@@ -43,7 +43,7 @@ use kmcl_sim::{SendError, SimConfig};
 use vmbridge::bridge::{Config, NtStatus, Stats};
 use vmbridge::trace::{Event, KEYWORD_IO, KEYWORD_LIFECYCLE, KEYWORD_PACKET, Tracer};
 use vmbridge_client::abi::{VMBRIDGE_PACKET_FLAG_RESPONSE_PENDING, VMBRIDGE_PACKET_HEADER};
-use vmbridge_client::report::{Progress, percentiles_us};
+use vmbridge_client::report::{Latencies, Progress};
 use vmbridge_client::{Device, PendingRead, PendingSend};
 
 /// A harvest that looks without blocking (the deterministic simulation only moves when
@@ -195,8 +195,10 @@ struct Tally {
     g2h_waited: u64,
     g2h_responses_verified: u64,
     ring_full: u64,
-    read_latency_ns: Vec<u64>,
-    send_latency_ns: Vec<u64>,
+    /// Host send -> user-mode read, in a histogram (constant memory however long the run).
+    read_latency: Latencies,
+    /// User-mode waiting send -> its response.
+    send_latency: Latencies,
     failures: Vec<String>,
 }
 
@@ -420,7 +422,7 @@ fn run_deterministic(rig: &Rig, a: &Args, t: &mut Tally) {
                 }
                 sent_at.pop_front();
                 if s == seq {
-                    t.read_latency_ns.push(at.elapsed().as_nanos() as u64);
+                    t.read_latency.record(at.elapsed().as_nanos() as u64);
                 }
             }
             finish_read(&dev, a, seq, r, &body, t);
@@ -429,7 +431,7 @@ fn run_deterministic(rig: &Rig, a: &Args, t: &mut Tally) {
             let Some(c) = h.wait_into(NOW, &mut body).transpose() else {
                 break;
             };
-            t.send_latency_ns.push(at.elapsed().as_nanos() as u64);
+            t.send_latency.record(at.elapsed().as_nanos() as u64);
             finish_send(*seq, a, c, &body, t);
             sends.pop_front();
         }
@@ -699,8 +701,8 @@ fn run_threaded(rig: &Rig, a: &Args, t: &mut Tally) {
                 reads.pop_front();
                 let at = sent_at[seq as usize].load(Ordering::Relaxed);
                 if at > 0 {
-                    t.read_latency_ns
-                        .push((start.elapsed().as_nanos() as u64).saturating_sub(at - 1));
+                    t.read_latency
+                        .record((start.elapsed().as_nanos() as u64).saturating_sub(at - 1));
                 }
                 finish_read(&dev, a, seq, r, &body, t);
             }
@@ -709,7 +711,7 @@ fn run_threaded(rig: &Rig, a: &Args, t: &mut Tally) {
             let Some(c) = h.wait_into(NOW, &mut body).transpose() else {
                 break;
             };
-            t.send_latency_ns.push(at.elapsed().as_nanos() as u64);
+            t.send_latency.record(at.elapsed().as_nanos() as u64);
             finish_send(*seq, a, c, &body, t);
             sends.pop_front();
         }
@@ -904,11 +906,11 @@ fn report(rig: &Rig, a: &Args, t: &mut Tally, s: &Stats, elapsed: Duration) -> V
     );
     println!(
         "latency (us)   : host send -> user read   {}",
-        percentiles_us(&mut t.read_latency_ns)
+        t.read_latency.summary_us()
     );
     println!(
         "                 user send -> response    {}",
-        percentiles_us(&mut t.send_latency_ns)
+        t.send_latency.summary_us()
     );
     println!(
         "backpressure   : queue high-water {}/{}; host found the ring full {} times; overflows {}",

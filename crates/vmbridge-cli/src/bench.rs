@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use vmbridge_abi::{VMBRIDGE_BATCH_HEADER, read_batch_entry_len};
-use vmbridge_client::report::{Progress, percentiles_us};
+use vmbridge_client::report::{Latencies, Progress};
 use vmbridge_client::{BatchOptions, Device};
 
 use crate::{Failure, Outcome};
@@ -51,7 +51,8 @@ struct Run {
     bytes: u64,
     requests: u64,
     elapsed: Duration,
-    latency_ns: Vec<u64>,
+    /// Request latencies.
+    latency: Latencies,
 }
 
 impl Run {
@@ -70,10 +71,7 @@ impl Run {
             self.requests,
             self.packets as f64 / self.requests.max(1) as f64
         );
-        println!(
-            "{what}: request latency (us) {}",
-            percentiles_us(&mut self.latency_ns.clone())
-        );
+        println!("{what}: request latency (us) {}", self.latency.summary_us());
     }
 }
 
@@ -96,7 +94,7 @@ fn single_reads(d: &Device, n: u64, outstanding: u32) -> Result<Run, Failure> {
         let pkt = pending
             .wait(WAIT)?
             .ok_or_else(|| Failure("a read did not complete in 30 s".into(), 1))?;
-        r.latency_ns.push(at.elapsed().as_nanos() as u64);
+        r.latency.record(at.elapsed().as_nanos() as u64);
         r.requests += 1;
         r.packets += 1;
         r.bytes += u64::from(pkt.header.PayloadLength);
@@ -120,7 +118,7 @@ fn batched_reads(d: &Device, n: u64, size: u32, depth: u32) -> Result<Run, Failu
     while r.packets < n {
         let at = Instant::now();
         let batch = d.read_batch(opts, WAIT)?;
-        r.latency_ns.push(at.elapsed().as_nanos() as u64);
+        r.latency.record(at.elapsed().as_nanos() as u64);
         r.requests += 1;
         r.packets += batch.len() as u64;
         r.bytes += batch
@@ -154,7 +152,7 @@ fn round_trips(d: &Device, n: u64, size: u32, outstanding: u32) -> Result<Run, F
         if !c.status.is_success() {
             return Err(Failure(format!("a send completed with {}", c.status), 1));
         }
-        r.latency_ns.push(at.elapsed().as_nanos() as u64);
+        r.latency.record(at.elapsed().as_nanos() as u64);
         r.requests += 1;
         r.packets += 1;
         r.bytes += u64::from(size);
