@@ -14,7 +14,8 @@
 //!   backend ([`windows`], `cfg(windows)`) opens the device with `FILE_FLAG_OVERLAPPED`
 //!   and issues `DeviceIoControl`; the `vmbridge-sim` crate implements the same trait
 //!   over the real driver core in `kmcl-sim`, so the same code runs on any host.
-//! * [`report`]: latency percentiles and the progress line the benchmark tools print.
+//! * [`report`]: latency percentiles ([`report::Latencies`], a log-linear histogram within
+//!   3.1%, constant memory) and the progress line the benchmark tools print.
 //! * [`error`]: every failure is a `std::io::Error` whose inner [`error::DriverError`]
 //!   carries the `NTSTATUS` (and on Windows the Win32 code) and a clear message;
 //!   [`error::ntstatus`] gets the status back.
