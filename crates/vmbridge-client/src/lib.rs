@@ -11,7 +11,7 @@
 //!   the pending requests' `wait_into` reuse the caller's buffer (or lend the packets in
 //!   place): no allocation per packet.
 //! * [`transport`]: what a device runs over — [`transport::Transport`]. The Windows
-//!   backend ([`windows`], `cfg(windows)`) opens the device with `FILE_FLAG_OVERLAPPED`
+//!   backend (module `windows`, `cfg(windows)`) opens the device with `FILE_FLAG_OVERLAPPED`
 //!   and issues `DeviceIoControl`; the `vmbridge-sim` crate implements the same trait
 //!   over the real driver core in `kmcl-sim`, so the same code runs on any host.
 //! * [`report`]: latency percentiles ([`report::Latencies`], a log-linear histogram within
