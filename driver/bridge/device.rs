@@ -382,17 +382,17 @@ impl<P, R, L> core::fmt::Debug for Bridge<P, R, L> {
     }
 }
 
-/// Outcome of a read attempt taken under the lock.
-enum ReadStep<P, R> {
+/// Outcome of a read attempt taken under the lock (the request stays with the caller
+/// unless parked).
+enum ReadStep<P> {
     Done {
-        req: R,
         status: NtStatus,
         info: usize,
         complete: Option<P>,
         event: Option<Event>,
     },
     Parked(RequestKey),
-    Rejected(R, NtStatus),
+    Rejected(NtStatus),
 }
 
 /// Outcome of a packet arrival taken under the lock.
@@ -844,45 +844,60 @@ where
             Ok(n) => n,
             Err(st) => return self.reject(req, code, st),
         };
+        // The request stays here unless it is parked (the lock holds a borrow only).
+        let mut req = Some(req);
         let step = self.state.with(|s| {
             if s.channel == ChannelState::Closed {
-                return ReadStep::Rejected(req, NtStatus::DEVICE_NOT_CONNECTED);
+                return ReadStep::Rejected(NtStatus::DEVICE_NOT_CONNECTED);
             }
             if let Some(&slot) = s.queued.front() {
+                let Some(r) = req.as_mut() else {
+                    return ReadStep::Rejected(NtStatus::INVALID_PARAMETER);
+                };
                 let Some(entry) = s.packets.get_mut(slot) else {
-                    return ReadStep::Rejected(req, NtStatus::INVALID_PARAMETER);
+                    return ReadStep::Rejected(NtStatus::INVALID_PARAMETER);
                 };
                 let needed = PACKET_HEADER + entry.len as usize;
                 if needed > out_len {
                     VMBRIDGE_PACKET_HEADER::new(0, 0, entry.len, entry.sequence)
-                        .write_to(req.output());
+                        .write_to(r.output());
                     return ReadStep::Done {
-                        req,
                         status: NtStatus::BUFFER_OVERFLOW,
                         info: PACKET_HEADER,
                         complete: None,
                         event: None,
                     };
                 }
-                let Some((complete, event)) = s.take_queued(slot, file, hold, req.output()) else {
-                    return ReadStep::Rejected(req, NtStatus::INVALID_PARAMETER);
+                let Some((complete, event)) = s.take_queued(slot, file, hold, r.output()) else {
+                    return ReadStep::Rejected(NtStatus::INVALID_PARAMETER);
                 };
                 return ReadStep::Done {
-                    req,
                     status: NtStatus::SUCCESS,
                     info: needed,
                     complete,
                     event: Some(event),
                 };
             }
-            match s.park_read(req, file, hold, false) {
+            let Some(r) = req.take() else {
+                return ReadStep::Rejected(NtStatus::INVALID_PARAMETER);
+            };
+            match s.park_read(r, file, hold, false) {
                 Ok(key) => ReadStep::Parked(key),
-                Err((req, st)) => ReadStep::Rejected(req, st),
+                Err((r, st)) => {
+                    req = Some(r);
+                    ReadStep::Rejected(st)
+                }
             }
         });
+        let Some(req) = req else {
+            // Parked: the state owns the request now.
+            if let ReadStep::Parked(key) = step {
+                self.tracer.emit(Event::RequestPended { key: key.0 });
+            }
+            return;
+        };
         match step {
             ReadStep::Done {
-                req,
                 status,
                 info,
                 complete,
@@ -896,12 +911,13 @@ where
                     self.tracer.emit(e);
                 }
             }
-            ReadStep::Parked(key) => self.tracer.emit(Event::RequestPended { key: key.0 }),
-            ReadStep::Rejected(req, st) if st == NtStatus::CANCELLED => {
+            // A parked request is the state's (handled above).
+            ReadStep::Parked(_) => {}
+            ReadStep::Rejected(st) if st == NtStatus::CANCELLED => {
                 self.state.with(|s| s.stats.requests_cancelled += 1);
                 req.complete(st, 0);
             }
-            ReadStep::Rejected(req, st) => self.reject(req, code, st),
+            ReadStep::Rejected(st) => self.reject(req, code, st),
         }
     }
 
