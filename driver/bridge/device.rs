@@ -239,16 +239,21 @@ impl<P, R> core::fmt::Debug for State<P, R> {
 
 impl<P: HeldPacket, R: UserRequest> State<P, R> {
     /// Takes the oldest queued packet (in `slot`, already checked to fit) into `out`:
-    /// its header and payload; held for `file` or taken out to be completed (returned).
-    /// `None` (nothing changed) if `slot` holds no packet.
+    /// its header and payload; held for `file` or taken out to be completed. Stores the
+    /// packet to complete (a plain read) and the trace event in `taken` (written in place:
+    /// no copies of them on the way out) and returns `true`; `false` (nothing changed)
+    /// if `slot` holds no packet.
     fn take_queued(
         &mut self,
         slot: usize,
         file: FileId,
         hold: bool,
         out: &mut [u8],
-    ) -> Option<(Option<P>, Event)> {
-        let entry = self.packets.get_mut(slot)?;
+        taken: &mut Option<(Option<P>, Event)>,
+    ) -> bool {
+        let Some(entry) = self.packets.get_mut(slot) else {
+            return false;
+        };
         let _ = self.queued.pop_front();
         let (sequence, len) = (entry.sequence, entry.len);
         let (flags, id) = if hold {
@@ -276,7 +281,8 @@ impl<P: HeldPacket, R: UserRequest> State<P, R> {
             len,
             packet_id: id,
         };
-        Some((complete, event))
+        *taken = Some((complete, event));
+        true
     }
 
     /// Places an arrived packet: to the oldest parked read (returned, for the caller to
@@ -384,13 +390,8 @@ impl<P, R, L> core::fmt::Debug for Bridge<P, R, L> {
 
 /// Outcome of a read attempt taken under the lock (the request stays with the caller
 /// unless parked).
-enum ReadStep<P> {
-    Done {
-        status: NtStatus,
-        info: usize,
-        complete: Option<P>,
-        event: Option<Event>,
-    },
+enum ReadStep {
+    Done { status: NtStatus, info: usize },
     Parked(RequestKey),
     Rejected(NtStatus),
 }
@@ -844,8 +845,10 @@ where
             Ok(n) => n,
             Err(st) => return self.reject(req, code, st),
         };
-        // The request stays here unless it is parked (the lock holds a borrow only).
+        // The request stays here unless it is parked (the lock holds a borrow only); so
+        // do the packet to complete and the trace event of a successful read.
         let mut req = Some(req);
+        let mut taken = None;
         let step = self.state.with(|s| {
             if s.channel == ChannelState::Closed {
                 return ReadStep::Rejected(NtStatus::DEVICE_NOT_CONNECTED);
@@ -864,18 +867,14 @@ where
                     return ReadStep::Done {
                         status: NtStatus::BUFFER_OVERFLOW,
                         info: PACKET_HEADER,
-                        complete: None,
-                        event: None,
                     };
                 }
-                let Some((complete, event)) = s.take_queued(slot, file, hold, r.output()) else {
+                if !s.take_queued(slot, file, hold, r.output(), &mut taken) {
                     return ReadStep::Rejected(NtStatus::INVALID_PARAMETER);
-                };
+                }
                 return ReadStep::Done {
                     status: NtStatus::SUCCESS,
                     info: needed,
-                    complete,
-                    event: Some(event),
                 };
             }
             let Some(r) = req.take() else {
@@ -897,20 +896,16 @@ where
             return;
         };
         match step {
-            ReadStep::Done {
-                status,
-                info,
-                complete,
-                event,
-            } => {
-                if let Some(p) = complete {
-                    p.complete(&[]);
+            ReadStep::Done { status, info } => match taken {
+                Some((complete, event)) => {
+                    if let Some(p) = complete {
+                        p.complete(&[]);
+                    }
+                    req.complete(status, info);
+                    self.tracer.emit(event);
                 }
-                req.complete(status, info);
-                if let Some(e) = event {
-                    self.tracer.emit(e);
-                }
-            }
+                None => req.complete(status, info),
+            },
             // A parked request is the state's (handled above).
             ReadStep::Parked(_) => {}
             ReadStep::Rejected(st) if st == NtStatus::CANCELLED => {
@@ -1103,10 +1098,9 @@ where
                     let Some(r) = req.as_mut() else {
                         return BatchStep::Stop;
                     };
-                    let Some(took) = s.take_queued(slot, file, hold, &mut r.output()[at..]) else {
+                    if !s.take_queued(slot, file, hold, &mut r.output()[at..], t) {
                         return BatchStep::Rejected(NtStatus::INVALID_PARAMETER);
-                    };
-                    *t = Some(took);
+                    }
                     count += 1;
                     end = entry_end;
                     at = align8(entry_end);
