@@ -15,11 +15,14 @@
 //! * the state-change callbacks drive the bridge's channel state (`suspend` completes
 //!   every held packet, as KMCL's Disable requires);
 //! * user sends go out through [`Endpoint`]; waiting sends come back through
-//!   [`SendDone`], a `kmcl` completion whose context carries the bridge and the tag.
+//!   [`PooledSendDone`], a `kmcl` completion whose context (one of a [`SendPool`]
+//!   preallocated per send slot, so nothing is allocated per send) carries the bridge and
+//!   the tag.
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 use core::marker::PhantomData;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use kmcl::channel::{Channel, Endpoint, Kmcl, ParentDevice, ProcessingMode as KmclMode};
 use kmcl::irql::{Level, Passive};
@@ -114,7 +117,11 @@ impl<R, L> ChannelHandler<R, L> {
 impl<'a, R, L> Sender<'a, R, L> {
     /// The sender over `endpoint` reporting to `bridge` (also used by [`crate::host_mode`]).
     pub(crate) fn new(endpoint: Endpoint<'a>, bridge: &'a Arc<DeviceBridge<R, L>>) -> Self {
-        Self { endpoint, bridge }
+        Self {
+            endpoint,
+            bridge,
+            pool: None,
+        }
     }
 }
 
@@ -184,18 +191,92 @@ where
 }
 
 /// The context of a waiting send: the bridge to report to and the send's tag.
+///
+/// In a [`SendPool`] the tag is rewritten by each send of its slot: the bridge reuses a
+/// slot only after the previous send's completion ran (its `send_completed` frees the
+/// slot, after this context's tag was read) or after KMCL refused it (then no completion
+/// follows), so a completion always reads its own send's tag.
 pub struct SendContext<R, L> {
     bridge: Arc<DeviceBridge<R, L>>,
-    tag: SendTag,
+    tag: AtomicU64,
 }
 
-/// `EvtVmbPacketCompletionRoutine` for user sends that wait for their completion.
+impl<R, L> SendContext<R, L> {
+    fn tag(&self) -> SendTag {
+        SendTag(self.tag.load(Ordering::Acquire))
+    }
+}
+
+/// The contexts of waiting sends, one per bridge send slot (`MaxPendingSends`), made at
+/// PASSIVE_LEVEL with the device: a waiting send lends its slot's context to KMCL (a
+/// reference count, no allocation).
+pub struct SendPool<R, L> {
+    contexts: alloc::vec::Vec<Arc<SendContext<R, L>>>,
+}
+
+impl<R, L> core::fmt::Debug for SendPool<R, L> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SendPool")
+            .field("contexts", &self.contexts.len())
+            .finish()
+    }
+}
+
+impl<R, L> SendPool<R, L> {
+    /// One context per send slot of `bridge` (PASSIVE_LEVEL: allocates).
+    pub(crate) fn new(bridge: &Arc<DeviceBridge<R, L>>, slots: u32) -> Self {
+        let contexts = (0..slots)
+            .map(|_| {
+                Arc::new(SendContext {
+                    bridge: Arc::clone(bridge),
+                    tag: AtomicU64::new(0),
+                })
+            })
+            .collect();
+        Self { contexts }
+    }
+
+    /// The context of `tag`'s slot, holding `tag` (`None` past the pool).
+    fn lend(&self, tag: SendTag) -> Option<Arc<SendContext<R, L>>> {
+        let index = usize::try_from(tag.0 & 0xFFFF).ok()?;
+        let ctx = self.contexts.get(index)?;
+        ctx.tag.store(tag.0, Ordering::Release);
+        Some(Arc::clone(ctx))
+    }
+}
+
+/// `EvtVmbPacketCompletionRoutine` for user sends that wait for their completion, with a
+/// context allocated for the send (a sender without a [`SendPool`]).
 pub struct SendDone<R, L>(PhantomData<fn() -> (R, L)>);
+
+/// `EvtVmbPacketCompletionRoutine` for user sends that wait for their completion, with
+/// the context of their slot in the [`SendPool`].
+pub struct PooledSendDone<R, L>(PhantomData<fn() -> (R, L)>);
+
+impl<R, L> core::fmt::Debug for PooledSendDone<R, L> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("PooledSendDone")
+    }
+}
+
+impl<R, L> Completion for PooledSendDone<R, L>
+where
+    R: UserRequest + 'static,
+    L: Lock<State<Held, R>> + 'static,
+{
+    type Context = Arc<SendContext<R, L>>;
+
+    fn completed(context: Self::Context, status: kmcl::NtStatus, response: &[u8], _level: Level) {
+        context
+            .bridge
+            .send_completed(context.tag(), from_kmcl(status), response);
+    }
+}
 
 impl<R, L> core::fmt::Debug for SendContext<R, L> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("SendContext")
-            .field("tag", &self.tag)
+            .field("tag", &self.tag())
             .finish_non_exhaustive()
     }
 }
@@ -224,7 +305,7 @@ where
     fn completed(context: Self::Context, status: kmcl::NtStatus, response: &[u8], _level: Level) {
         context
             .bridge
-            .send_completed(context.tag, from_kmcl(status), response);
+            .send_completed(context.tag(), from_kmcl(status), response);
     }
 }
 
@@ -255,6 +336,8 @@ where
 pub struct Sender<'a, R, L> {
     endpoint: Endpoint<'a>,
     bridge: &'a Arc<DeviceBridge<R, L>>,
+    /// The waiting sends' contexts; without it each waiting send allocates its own.
+    pool: Option<&'a SendPool<R, L>>,
 }
 
 impl<R, L> ChannelSender for Sender<'_, R, L>
@@ -276,11 +359,21 @@ where
                 )
                 .map_err(|e| from_kmcl(e.status)),
             Some(tag) => {
-                // One allocation per waiting send (its tag travels with the bridge); posted
-                // sends and the receive path allocate nothing.
+                // The slot's preallocated context: nothing allocated per send.
+                if let Some(ctx) = self.pool.and_then(|p| p.lend(tag)) {
+                    return self
+                        .endpoint
+                        .send_with_completion::<PooledSendDone<R, L>>(
+                            payload,
+                            SendFlags::WAIT_FOR_COMPLETION,
+                            ctx,
+                        )
+                        .map_err(|e| from_kmcl(e.status));
+                }
+                // No pool: one allocation for this send (its tag travels with the bridge).
                 let ctx = Box::new(SendContext {
                     bridge: Arc::clone(self.bridge),
-                    tag,
+                    tag: AtomicU64::new(tag.0),
                 });
                 self.endpoint
                     .send_with_completion::<SendDone<R, L>>(
@@ -307,6 +400,7 @@ where
     bridge: Arc<DeviceBridge<R, L>>,
     channel: Channel<ChannelHandler<R, L>>,
     ic: Option<Arc<IcChannel>>,
+    sends: SendPool<R, L>,
 }
 
 impl<R, L> core::fmt::Debug for VmbusDevice<R, L>
@@ -379,10 +473,12 @@ where
             .pipe_mode(ic.is_some())?
             .processing_mode(mode)
             .enable(passive)?;
+        let sends = SendPool::new(&bridge, config.max_pending_sends);
         Ok(Self {
             bridge,
             channel,
             ic,
+            sends,
         })
     }
 
@@ -425,6 +521,7 @@ where
         Sender {
             endpoint: self.channel.endpoint(),
             bridge: &self.bridge,
+            pool: Some(&self.sends),
         }
     }
 

@@ -962,3 +962,51 @@ fn random_user_buffers_complete_every_request_exactly_once() {
         "every packet completed once"
     );
 }
+
+/// Holds the oldest queued packet for `file`; returns its `PacketId`.
+fn read_held(b: &TestBridge, s: &FakeSender, file: FileId) -> u64 {
+    let h = ioctl(
+        b,
+        s,
+        file,
+        IOCTL_VMBRIDGE_READ,
+        build_read(VMBRIDGE_READ_FLAG_HOLD_FOR_RESPONSE).as_slice(),
+        64,
+    );
+    packet_of(&done(&h)).0.PacketId
+}
+
+fn respond(b: &TestBridge, s: &FakeSender, file: FileId, id: u64, answer: &[u8]) -> NtStatus {
+    let r = ioctl(
+        b,
+        s,
+        file,
+        IOCTL_VMBRIDGE_RESPOND,
+        build_respond(id, answer).as_slice(),
+        0,
+    );
+    done(&r).status
+}
+
+#[test]
+fn a_packet_held_through_many_newer_holds_is_still_answered() {
+    // Depth 2: the held-packet index has 2 buckets, so the oldest id's bucket is reused
+    // by newer holds while it is still held; RESPOND must still find it.
+    let (b, log, s) = setup(2);
+    arrive(&b, &log, b"old");
+    let old = read_held(&b, &s, F1);
+    for i in 0..5u8 {
+        arrive(&b, &log, &[i]);
+        let id = read_held(&b, &s, F1);
+        assert_ne!(id, old);
+        assert_eq!(respond(&b, &s, F2, id, b"no"), NtStatus::NOT_FOUND);
+        assert_eq!(respond(&b, &s, F1, id, b"new"), NtStatus::SUCCESS);
+    }
+    assert_eq!(respond(&b, &s, F2, old, b"no"), NtStatus::NOT_FOUND);
+    assert_eq!(respond(&b, &s, F1, old, b"late"), NtStatus::SUCCESS);
+    assert_eq!(respond(&b, &s, F1, old, b"again"), NtStatus::NOT_FOUND);
+    let log = log.lock().expect("log");
+    assert_eq!(log.len(), 6);
+    assert_eq!(log[5], (b"old".to_vec(), b"late".to_vec()));
+    assert_eq!(b.stats().held_for_response, 0);
+}

@@ -214,6 +214,12 @@ struct SendSlot<R> {
 pub struct State<P, R> {
     channel: ChannelState,
     packets: Slab<Entry<P>>,
+    /// Where held packets are: `held_index[id % len]` (`len` a power of two, at least
+    /// the queue depth) is the slot of the newest packet
+    /// held under an id of that residue (ids are handed out in order, so an older one
+    /// is overwritten only when it stayed held through `len` newer holds; a lookup that
+    /// misses then scans the slab). A hint only: every hit is checked against the entry.
+    held_index: Vec<usize>,
     queued: Fifo<usize>,
     reads: Fifo<PendingRead<R>>,
     sends: Vec<SendSlot<R>>,
@@ -233,29 +239,35 @@ impl<P, R> core::fmt::Debug for State<P, R> {
 
 impl<P: HeldPacket, R: UserRequest> State<P, R> {
     /// Takes the oldest queued packet (in `slot`, already checked to fit) into `out`:
-    /// its header and payload; held for `file` or taken out to be completed (returned).
-    /// `None` (nothing changed) if `slot` holds no packet.
+    /// its header and payload; held for `file` or taken out to be completed. Stores the
+    /// packet to complete (a plain read) and the trace event in `taken` (written in place:
+    /// no copies of them on the way out) and returns `true`; `false` (nothing changed)
+    /// if `slot` holds no packet.
     fn take_queued(
         &mut self,
         slot: usize,
         file: FileId,
         hold: bool,
         out: &mut [u8],
-    ) -> Option<(Option<P>, Event)> {
-        let next_id = self.next_packet_id + 1;
-        let entry = self.packets.get_mut(slot)?;
+        taken: &mut Option<(Option<P>, Event)>,
+    ) -> bool {
+        let Some(entry) = self.packets.get_mut(slot) else {
+            return false;
+        };
         let _ = self.queued.pop_front();
         let (sequence, len) = (entry.sequence, entry.len);
         let (flags, id) = if hold {
-            entry.held = Some((file, next_id));
-            (VMBRIDGE_PACKET_FLAG_RESPONSE_PENDING, next_id)
+            self.next_packet_id += 1;
+            let id = self.next_packet_id;
+            entry.held = Some((file, id));
+            note_held(&mut self.held_index, id, slot);
+            (VMBRIDGE_PACKET_FLAG_RESPONSE_PENDING, id)
         } else {
             (0, 0)
         };
         let header = VMBRIDGE_PACKET_HEADER::new(flags, id, len, sequence);
         write_packet(out, &header, entry.packet.payload());
         let complete = if hold {
-            self.next_packet_id = next_id;
             self.stats.held_for_response += 1;
             None
         } else {
@@ -269,7 +281,37 @@ impl<P: HeldPacket, R: UserRequest> State<P, R> {
             len,
             packet_id: id,
         };
-        Some((complete, event))
+        *taken = Some((complete, event));
+        true
+    }
+
+    /// Places an arrived packet: to the oldest parked read (returned, for the caller to
+    /// deliver outside the lock), else into the queue, else (no slot: the quota was not
+    /// honoured) back for completion.
+    fn arrive(&mut self, packet: P, sequence: u64, len: u32) -> ArriveStep<P, R> {
+        if let Some(read) = self.reads.pop_front() {
+            self.note_depth();
+            return ArriveStep::Deliver(read, packet);
+        }
+        let entry = Entry {
+            packet,
+            sequence,
+            len,
+            held: None,
+        };
+        match self.packets.insert(entry) {
+            Ok(slot) => {
+                // The FIFO has the slab's capacity, so this cannot fail; if it did, the
+                // entry would still be completed by drain/close.
+                let _ = self.queued.push_back(slot);
+                self.note_depth();
+                ArriveStep::Queued
+            }
+            Err(entry) => {
+                self.stats.overflows += 1;
+                ArriveStep::Overflow(entry.packet)
+            }
+        }
     }
 
     /// Parks `req` as a read of `file` (the caller found the queue empty).
@@ -300,6 +342,27 @@ impl<P: HeldPacket, R: UserRequest> State<P, R> {
 }
 
 impl<P, R> State<P, R> {
+    /// The slot of the packet `file` holds under `id`: by [`State::held_index`], else by
+    /// a scan of the slab.
+    fn find_held(&self, file: FileId, id: u64) -> Option<usize> {
+        let want = Some((file, id));
+        if let Some(&slot) = self.held_index.get(held_bucket(id, self.held_index.len()))
+            && self.packets.get(slot).is_some_and(|e| e.held == want)
+        {
+            return Some(slot);
+        }
+        self.packets.find(|e| e.held == want)
+    }
+
+    /// Sends go out only on an open channel.
+    fn can_send(&self) -> Result<(), NtStatus> {
+        match self.channel {
+            ChannelState::Open => Ok(()),
+            ChannelState::Closed => Err(NtStatus::DEVICE_NOT_CONNECTED),
+            ChannelState::Starting | ChannelState::Suspended => Err(NtStatus::DEVICE_NOT_READY),
+        }
+    }
+
     fn note_depth(&mut self) {
         let depth = u32::try_from(self.queued.len()).unwrap_or(u32::MAX);
         self.stats.queue_depth = depth;
@@ -325,17 +388,12 @@ impl<P, R, L> core::fmt::Debug for Bridge<P, R, L> {
     }
 }
 
-/// Outcome of a read attempt taken under the lock.
-enum ReadStep<P, R> {
-    Done {
-        req: R,
-        status: NtStatus,
-        info: usize,
-        complete: Option<P>,
-        event: Option<Event>,
-    },
+/// Outcome of a read attempt taken under the lock (the request stays with the caller
+/// unless parked).
+enum ReadStep {
+    Done { status: NtStatus, info: usize },
     Parked(RequestKey),
-    Rejected(R, NtStatus),
+    Rejected(NtStatus),
 }
 
 /// Outcome of a packet arrival taken under the lock.
@@ -370,6 +428,8 @@ const TAKE_CHUNK: usize = 8;
 /// Outcome of a send without a completion wait.
 enum Posted {
     Sent,
+    /// The channel is not open (the status says how): nothing sent.
+    Refused(NtStatus),
     /// `MaxPostedSends` posted sends are already in KMCL.
     Busy,
     Failed(NtStatus),
@@ -426,6 +486,7 @@ where
         let state = State {
             channel: ChannelState::Starting,
             packets: Slab::with_capacity(depth),
+            held_index: alloc::vec![usize::MAX; depth.max(1).next_power_of_two()],
             queued: Fifo::with_capacity(depth),
             reads: Fifo::with_capacity(config.max_pending_reads as usize),
             sends,
@@ -583,39 +644,16 @@ where
     /// uncompleted. Never allocates; never completes anything with the lock held.
     pub fn packet_arrived(&self, packet: P) {
         let len = len32(packet.payload().len());
-        let sequence = self.state.with(|s| {
+        // One lock acquisition numbers, counts and places the packet.
+        let (sequence, mut step) = self.state.with(|s| {
             s.sequence += 1;
             s.stats.packets_received += 1;
             s.stats.bytes_received += u64::from(len);
-            s.sequence
+            let sequence = s.sequence;
+            (sequence, s.arrive(packet, sequence, len))
         });
         self.tracer.emit(Event::PacketReceived { sequence, len });
-        let mut packet = packet;
         loop {
-            let step = self.state.with(|s| {
-                if let Some(read) = s.reads.pop_front() {
-                    s.note_depth();
-                    return ArriveStep::Deliver(read, packet);
-                }
-                match s.packets.insert(Entry {
-                    packet,
-                    sequence,
-                    len,
-                    held: None,
-                }) {
-                    Ok(slot) => {
-                        // The FIFO has the slab's capacity, so this cannot fail; if it did,
-                        // the entry would still be completed by drain/close.
-                        let _ = s.queued.push_back(slot);
-                        s.note_depth();
-                        ArriveStep::Queued
-                    }
-                    Err(entry) => {
-                        s.stats.overflows += 1;
-                        ArriveStep::Overflow(entry.packet)
-                    }
-                }
-            });
             match step {
                 ArriveStep::Queued => return,
                 ArriveStep::Overflow(p) => {
@@ -625,7 +663,7 @@ where
                 }
                 ArriveStep::Deliver(read, p) => match self.deliver(read, p, sequence, len) {
                     None => return,
-                    Some(p) => packet = p,
+                    Some(p) => step = self.state.with(|s| s.arrive(p, sequence, len)),
                 },
             }
         }
@@ -658,46 +696,48 @@ where
         if let Some(dst) = out.get_mut(base + PACKET_HEADER..needed) {
             dst.copy_from_slice(packet.payload());
         }
-        let (flags, id, complete_now) = if hold {
-            let held = self.state.with(|s| {
-                s.next_packet_id += 1;
-                let id = s.next_packet_id;
-                let entry = Entry {
-                    packet,
-                    sequence,
-                    len,
-                    held: Some((file, id)),
-                };
-                match s.packets.insert(entry) {
-                    Ok(_) => {
-                        s.stats.held_for_response += 1;
-                        Ok(id)
-                    }
-                    Err(entry) => {
-                        s.stats.overflows += 1;
-                        Err(entry.packet)
-                    }
+        // One lock acquisition: the read's counters and, for a holding read, the
+        // packet's slot (its id names the slot).
+        let held = self.state.with(|s| {
+            s.stats.packets_read += 1;
+            s.stats.bytes_read += u64::from(len);
+            if !hold {
+                return Err(packet);
+            }
+            let id = s.next_packet_id + 1;
+            let entry = Entry {
+                packet,
+                sequence,
+                len,
+                held: Some((file, id)),
+            };
+            match s.packets.insert(entry) {
+                Ok(slot) => {
+                    s.next_packet_id = id;
+                    note_held(&mut s.held_index, id, slot);
+                    s.stats.held_for_response += 1;
+                    Ok(id)
                 }
-            });
-            match held {
-                Ok(id) => (VMBRIDGE_PACKET_FLAG_RESPONSE_PENDING, id, None),
-                Err(p) => {
-                    self.tracer.emit(Event::QueueOverflow { sequence });
-                    (0, 0, Some(p))
+                Err(entry) => {
+                    s.stats.overflows += 1;
+                    Err(entry.packet)
                 }
             }
-        } else {
-            (0, 0, Some(packet))
+        });
+        let (flags, id, complete_now) = match held {
+            Ok(id) => (VMBRIDGE_PACKET_FLAG_RESPONSE_PENDING, id, None),
+            Err(p) => {
+                if hold {
+                    self.tracer.emit(Event::QueueOverflow { sequence });
+                }
+                (0, 0, Some(p))
+            }
         };
         let out = req.output();
         VMBRIDGE_PACKET_HEADER::new(flags, id, len, sequence).write_to(&mut out[base..]);
         if batch {
             VMBRIDGE_BATCH_HEADER::new(1, len32(needed)).write_to(out);
         }
-        self.state.with(|s| {
-            s.stats.packets_read += 1;
-            s.stats.bytes_read += u64::from(len);
-        });
         if let Some(p) = complete_now {
             p.complete(&[]);
         }
@@ -805,64 +845,74 @@ where
             Ok(n) => n,
             Err(st) => return self.reject(req, code, st),
         };
+        // The request stays here unless it is parked (the lock holds a borrow only); so
+        // do the packet to complete and the trace event of a successful read.
+        let mut req = Some(req);
+        let mut taken = None;
         let step = self.state.with(|s| {
             if s.channel == ChannelState::Closed {
-                return ReadStep::Rejected(req, NtStatus::DEVICE_NOT_CONNECTED);
+                return ReadStep::Rejected(NtStatus::DEVICE_NOT_CONNECTED);
             }
             if let Some(&slot) = s.queued.front() {
+                let Some(r) = req.as_mut() else {
+                    return ReadStep::Rejected(NtStatus::INVALID_PARAMETER);
+                };
                 let Some(entry) = s.packets.get_mut(slot) else {
-                    return ReadStep::Rejected(req, NtStatus::INVALID_PARAMETER);
+                    return ReadStep::Rejected(NtStatus::INVALID_PARAMETER);
                 };
                 let needed = PACKET_HEADER + entry.len as usize;
                 if needed > out_len {
                     VMBRIDGE_PACKET_HEADER::new(0, 0, entry.len, entry.sequence)
-                        .write_to(req.output());
+                        .write_to(r.output());
                     return ReadStep::Done {
-                        req,
                         status: NtStatus::BUFFER_OVERFLOW,
                         info: PACKET_HEADER,
-                        complete: None,
-                        event: None,
                     };
                 }
-                let Some((complete, event)) = s.take_queued(slot, file, hold, req.output()) else {
-                    return ReadStep::Rejected(req, NtStatus::INVALID_PARAMETER);
-                };
+                if !s.take_queued(slot, file, hold, r.output(), &mut taken) {
+                    return ReadStep::Rejected(NtStatus::INVALID_PARAMETER);
+                }
                 return ReadStep::Done {
-                    req,
                     status: NtStatus::SUCCESS,
                     info: needed,
-                    complete,
-                    event: Some(event),
                 };
             }
-            match s.park_read(req, file, hold, false) {
+            let Some(r) = req.take() else {
+                return ReadStep::Rejected(NtStatus::INVALID_PARAMETER);
+            };
+            match s.park_read(r, file, hold, false) {
                 Ok(key) => ReadStep::Parked(key),
-                Err((req, st)) => ReadStep::Rejected(req, st),
+                Err((r, st)) => {
+                    req = Some(r);
+                    ReadStep::Rejected(st)
+                }
             }
         });
-        match step {
-            ReadStep::Done {
-                req,
-                status,
-                info,
-                complete,
-                event,
-            } => {
-                if let Some(p) = complete {
-                    p.complete(&[]);
-                }
-                req.complete(status, info);
-                if let Some(e) = event {
-                    self.tracer.emit(e);
-                }
+        let Some(req) = req else {
+            // Parked: the state owns the request now.
+            if let ReadStep::Parked(key) = step {
+                self.tracer.emit(Event::RequestPended { key: key.0 });
             }
-            ReadStep::Parked(key) => self.tracer.emit(Event::RequestPended { key: key.0 }),
-            ReadStep::Rejected(req, st) if st == NtStatus::CANCELLED => {
+            return;
+        };
+        match step {
+            ReadStep::Done { status, info } => match taken {
+                Some((complete, event)) => {
+                    if let Some(p) = complete {
+                        p.complete(&[]);
+                    }
+                    req.complete(status, info);
+                    self.tracer.emit(event);
+                }
+                None => req.complete(status, info),
+            },
+            // A parked request is the state's (handled above).
+            ReadStep::Parked(_) => {}
+            ReadStep::Rejected(st) if st == NtStatus::CANCELLED => {
                 self.state.with(|s| s.stats.requests_cancelled += 1);
                 req.complete(st, 0);
             }
-            ReadStep::Rejected(req, st) => self.reject(req, code, st),
+            ReadStep::Rejected(st) => self.reject(req, code, st),
         }
     }
 
@@ -875,55 +925,56 @@ where
         if len > self.config.max_packet_size as usize {
             return self.reject(req, CODE_WRITE, NtStatus::INVALID_BUFFER_SIZE);
         }
-        if let Err(st) = self.check_can_send() {
-            return self.reject(req, CODE_WRITE, st);
-        }
-        match self.send_posted(req.input(), sender) {
+        match self.send_posted(req.input(), sender, true) {
             Posted::Sent => {
-                self.note_sent(len, false);
+                self.trace_sent(len, false);
                 req.complete(NtStatus::SUCCESS, len);
             }
+            Posted::Refused(st) => self.reject(req, CODE_WRITE, st),
             Posted::Busy => self.reject(req, CODE_WRITE, NtStatus::DEVICE_BUSY),
             Posted::Failed(st) => self.send_failed(req, st),
         }
     }
 
     /// Sends `payload` without a completion wait, within the `MaxPostedSends` bound of
-    /// posted sends (freed by [`Bridge::posted_send_done`]).
-    fn send_posted(&self, payload: &[u8], sender: &impl ChannelSender) -> Posted {
+    /// posted sends (freed by [`Bridge::posted_send_done`]); with `check_open`, only on
+    /// an open channel ([`Posted::Refused`] otherwise). One lock acquisition takes the
+    /// place and counts the packet as sent; a send KMCL refuses is uncounted.
+    fn send_posted(&self, payload: &[u8], sender: &impl ChannelSender, check_open: bool) -> Posted {
         let limit = self.config.max_posted_sends;
+        let len = payload.len() as u64;
         let room = self.state.with(|s| {
+            if check_open {
+                s.can_send()?;
+            }
             if s.stats.posted_sends >= limit {
-                return false;
+                return Ok(false);
             }
             s.stats.posted_sends += 1;
-            true
+            s.stats.packets_sent += 1;
+            s.stats.bytes_sent += len;
+            Ok(true)
         });
-        if !room {
-            return Posted::Busy;
+        match room {
+            Ok(true) => {}
+            Ok(false) => return Posted::Busy,
+            Err(st) => return Posted::Refused(st),
         }
         match sender.send(payload, None) {
             Ok(()) => Posted::Sent,
             Err(st) => {
-                self.posted_send_done();
+                self.state.with(|s| {
+                    s.stats.posted_sends = s.stats.posted_sends.saturating_sub(1);
+                    s.stats.packets_sent = s.stats.packets_sent.saturating_sub(1);
+                    s.stats.bytes_sent = s.stats.bytes_sent.saturating_sub(len);
+                });
                 Posted::Failed(st)
             }
         }
     }
 
-    fn check_can_send(&self) -> Result<(), NtStatus> {
-        match self.channel_state() {
-            ChannelState::Open => Ok(()),
-            ChannelState::Closed => Err(NtStatus::DEVICE_NOT_CONNECTED),
-            ChannelState::Starting | ChannelState::Suspended => Err(NtStatus::DEVICE_NOT_READY),
-        }
-    }
-
-    fn note_sent(&self, len: usize, wait: bool) {
-        self.state.with(|s| {
-            s.stats.packets_sent += 1;
-            s.stats.bytes_sent += len as u64;
-        });
+    /// Emits `PacketSent` for a send already counted under the lock.
+    fn trace_sent(&self, len: usize, wait: bool) {
         self.tracer.emit(Event::PacketSent {
             len: len32(len),
             wait,
@@ -1047,10 +1098,9 @@ where
                     let Some(r) = req.as_mut() else {
                         return BatchStep::Stop;
                     };
-                    let Some(took) = s.take_queued(slot, file, hold, &mut r.output()[at..]) else {
+                    if !s.take_queued(slot, file, hold, &mut r.output()[at..], t) {
                         return BatchStep::Rejected(NtStatus::INVALID_PARAMETER);
-                    };
-                    *t = Some(took);
+                    }
                     count += 1;
                     end = entry_end;
                     at = align8(entry_end);
@@ -1111,34 +1161,29 @@ where
     /// sent.
     fn send_batch(&self, req: R, sender: &impl ChannelSender) {
         let code = IOCTL_VMBRIDGE_SEND_BATCH;
-        if let Err(st) =
-            VMBRIDGE_SEND_BATCH_REQUEST::parse(req.input(), self.config.max_packet_size)
-        {
-            return self.reject(req, code, st);
-        }
-        if let Err(st) = self.check_can_send() {
-            return self.reject(req, code, st);
-        }
+        let payloads =
+            match VMBRIDGE_SEND_BATCH_REQUEST::parse(req.input(), self.config.max_packet_size) {
+                Ok((_, payloads)) => payloads,
+                Err(st) => return self.reject(req, code, st),
+            };
         let mut sent = 0usize;
         // Why the loop stopped early: `Ok` the bound, `Err` KMCL's refusal.
         let mut stopped: Option<Result<(), NtStatus>> = None;
-        if let Ok((_, payloads)) =
-            VMBRIDGE_SEND_BATCH_REQUEST::parse(req.input(), self.config.max_packet_size)
-        {
-            for p in payloads {
-                match self.send_posted(p, sender) {
-                    Posted::Sent => {
-                        self.note_sent(p.len(), false);
-                        sent += 1;
-                    }
-                    Posted::Busy => {
-                        stopped = Some(Ok(()));
-                        break;
-                    }
-                    Posted::Failed(st) => {
-                        stopped = Some(Err(st));
-                        break;
-                    }
+        for p in payloads {
+            // The channel state is checked once, with the first entry.
+            match self.send_posted(p, sender, sent == 0) {
+                Posted::Sent => {
+                    self.trace_sent(p.len(), false);
+                    sent += 1;
+                }
+                Posted::Refused(st) => return self.reject(req, code, st),
+                Posted::Busy => {
+                    stopped = Some(Ok(()));
+                    break;
+                }
+                Posted::Failed(st) => {
+                    stopped = Some(Err(st));
+                    break;
                 }
             }
         }
@@ -1156,49 +1201,52 @@ where
     fn ioctl_send(&self, file: FileId, mut req: R, sender: &impl ChannelSender) {
         let code = IOCTL_VMBRIDGE_SEND;
         let wait = match VMBRIDGE_SEND_REQUEST::parse(req.input(), self.config.max_packet_size) {
-            Ok((h, _)) => h.Flags & VMBRIDGE_SEND_FLAG_WAIT_FOR_COMPLETION != 0,
+            Ok((h, payload)) => {
+                if h.Flags & VMBRIDGE_SEND_FLAG_WAIT_FOR_COMPLETION == 0 {
+                    let len = payload.len();
+                    return match self.send_posted(payload, sender, true) {
+                        Posted::Sent => {
+                            self.trace_sent(len, false);
+                            req.complete(NtStatus::SUCCESS, 0);
+                        }
+                        Posted::Refused(st) => self.reject(req, code, st),
+                        Posted::Busy => self.reject(req, code, NtStatus::DEVICE_BUSY),
+                        Posted::Failed(st) => self.send_failed(req, st),
+                    };
+                }
+                true
+            }
             Err(st) => return self.reject(req, code, st),
         };
-        if wait {
-            // METHOD_BUFFERED: the output aliases the input, so only its size is checked
-            // here; it is written after the payload went out.
-            if let Err(st) = out_len_checked(req.output(), COMPLETION_HEADER) {
-                return self.reject(req, code, st);
-            }
-        }
-        if let Err(st) = self.check_can_send() {
+        debug_assert!(wait);
+        // METHOD_BUFFERED: the output aliases the input, so only its size is checked
+        // here; it is written after the payload went out.
+        if let Err(st) = out_len_checked(req.output(), COMPLETION_HEADER) {
             return self.reject(req, code, st);
         }
-        if !wait {
-            let sent = match VMBRIDGE_SEND_REQUEST::parse(req.input(), self.config.max_packet_size)
-            {
-                Ok((_, payload)) => (self.send_posted(payload, sender), payload.len()),
-                Err(st) => (Posted::Failed(st), 0),
-            };
-            return match sent {
-                (Posted::Sent, len) => {
-                    self.note_sent(len, false);
-                    req.complete(NtStatus::SUCCESS, 0);
-                }
-                (Posted::Busy, _) => self.reject(req, code, NtStatus::DEVICE_BUSY),
-                (Posted::Failed(st), _) => self.send_failed(req, st),
-            };
-        }
-        // Reserve a slot and borrow its payload buffer (a slot whose buffer is lent to
-        // another send is not free yet, even when its completion came back).
+        // Check the channel, reserve a slot and borrow its payload buffer (a slot whose
+        // buffer is lent to another send is not free yet, even when its completion came
+        // back), under one lock acquisition.
         let reserved = self.state.with(|s| {
-            let index = s
+            s.can_send()?;
+            let Some(index) = s
                 .sends
                 .iter()
-                .position(|x| matches!(x.state, SendState::Free) && x.payload.is_some())?;
+                .position(|x| matches!(x.state, SendState::Free) && x.payload.is_some())
+            else {
+                return Err(NtStatus::DEVICE_BUSY);
+            };
             let slot = &mut s.sends[index];
+            let Some(buf) = slot.payload.take() else {
+                return Err(NtStatus::DEVICE_BUSY);
+            };
             slot.generation = slot.generation.wrapping_add(1) & GENERATION_MASK;
             slot.state = SendState::Reserved;
-            let buf = slot.payload.take()?;
-            Some((make_tag(index, slot.generation), buf))
+            Ok((make_tag(index, slot.generation), buf))
         });
-        let Some((tag, mut buf)) = reserved else {
-            return self.reject(req, code, NtStatus::DEVICE_BUSY);
+        let (tag, mut buf) = match reserved {
+            Ok(r) => r,
+            Err(st) => return self.reject(req, code, st),
         };
         let (index, _) = split_tag(tag);
         // Copy the payload out of the request: once parked, the request's output (the
@@ -1232,12 +1280,16 @@ where
         }
         let sent = sender.send(&buf, Some(tag));
         let len = buf.len();
-        // Give the buffer back; on failure no completion follows, so take the request
-        // back too (unless a cancel or close already did).
+        // Give the buffer back and count the send; on failure no completion follows, so
+        // take the request back too (unless a cancel or close already did).
         let failed = self.state.with(|s| {
             let slot = &mut s.sends[index];
             slot.payload = Some(buf);
-            let Err(st) = sent else { return None };
+            let Err(st) = sent else {
+                s.stats.packets_sent += 1;
+                s.stats.bytes_sent += len as u64;
+                return None;
+            };
             match core::mem::replace(&mut slot.state, SendState::Free) {
                 SendState::Waiting { req, .. } => {
                     s.stats.pending_sends = s.stats.pending_sends.saturating_sub(1);
@@ -1247,7 +1299,7 @@ where
             }
         });
         match failed {
-            None => self.note_sent(len, true),
+            None => self.trace_sent(len, true),
             Some((Some(mut req), st)) => {
                 if req.claim() {
                     self.send_failed(req, st);
@@ -1264,12 +1316,13 @@ where
 
     fn ioctl_respond(&self, file: FileId, req: R) {
         let code = IOCTL_VMBRIDGE_RESPOND;
-        let id = match VMBRIDGE_RESPOND_REQUEST::parse(req.input(), self.config.max_packet_size) {
-            Ok((h, _)) => h.PacketId,
-            Err(st) => return self.reject(req, code, st),
-        };
+        let (id, response) =
+            match VMBRIDGE_RESPOND_REQUEST::parse(req.input(), self.config.max_packet_size) {
+                Ok((h, response)) => (h.PacketId, response),
+                Err(st) => return self.reject(req, code, st),
+            };
         let packet = self.state.with(|s| {
-            let slot = s.packets.find(|e| e.held == Some((file, id)))?;
+            let slot = s.find_held(file, id)?;
             let entry = s.packets.remove(slot)?;
             s.stats.held_for_response = s.stats.held_for_response.saturating_sub(1);
             s.stats.responses += 1;
@@ -1278,17 +1331,8 @@ where
         let Some(packet) = packet else {
             return self.reject(req, code, NtStatus::NOT_FOUND);
         };
-        let len = match VMBRIDGE_RESPOND_REQUEST::parse(req.input(), self.config.max_packet_size) {
-            Ok((_, response)) => {
-                packet.complete(response);
-                response.len()
-            }
-            // Validated above; the input cannot change in between. Complete anyway.
-            Err(_) => {
-                packet.complete(&[]);
-                0
-            }
-        };
+        let len = response.len();
+        packet.complete(response);
         self.tracer.emit(Event::PacketResponded {
             packet_id: id,
             len: len32(len),
@@ -1390,6 +1434,19 @@ where
             cancelled,
             abandoned,
         });
+    }
+}
+
+fn held_bucket(id: u64, buckets: usize) -> usize {
+    // `buckets` is a power of two (the queue depth rounded up).
+    (id & (buckets as u64).wrapping_sub(1)) as usize
+}
+
+/// Records that the packet held under `id` is in `slot` (see `State::held_index`).
+fn note_held(index: &mut [usize], id: u64, slot: usize) {
+    let bucket = held_bucket(id, index.len());
+    if let Some(b) = index.get_mut(bucket) {
+        *b = slot;
     }
 }
 
