@@ -1732,6 +1732,7 @@ pub(crate) fn complete_incoming(
     } else {
         true
     };
+    let running = c.state == ChState::Running;
     inc.buf.fill(POISON);
     st.retired.push_back((
         crate::RetiredAt {
@@ -1748,12 +1749,16 @@ pub(crate) fn complete_incoming(
     if flush {
         flush_sends(sim, &mut st, ch);
     }
-    if requeue
-        && st
-            .channels
+    // A signal or `flush_sends` may end the channel (a ring fault): only then is it looked up
+    // again.
+    let running = if signal || flush {
+        st.channels
             .get(&ch)
             .is_some_and(|c| c.state == ChState::Running)
-    {
+    } else {
+        running
+    };
+    if requeue && running {
         sim.push(&mut st, Task::Dpc { ch });
     }
     sim.wake();
