@@ -415,6 +415,7 @@ impl SimInner {
     }
 
     /// Queues `t` and wakes the threads.
+    #[inline]
     pub(crate) fn push(&self, st: &mut State, t: Task) {
         st.queues.push(t);
         self.wake();

@@ -212,6 +212,7 @@ pub(crate) fn forget(tok: usize) {
 }
 
 /// Looks `tok` up.
+#[inline]
 pub(crate) fn lookup(tok: usize) -> Lookup {
     lookup_then_retire(tok, |_| false)
 }

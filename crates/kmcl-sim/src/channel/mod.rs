@@ -1866,16 +1866,19 @@ pub(crate) fn packet_free(sim: &Arc<SimInner>, ch: u64, pkt: u64, site: &dyn Fn(
     let Some(c) = st.channels.get_mut(&ch) else {
         return;
     };
-    if c.outgoing.get(&pkt).is_some_and(|o| o.in_flight) {
+    // One hashed look-up: the packet is removed unless it is in flight.
+    let std::collections::hash_map::Entry::Occupied(e) = c.outgoing.entry(pkt) else {
+        return;
+    };
+    if e.get().in_flight {
         st.violation(Rule::OutgoingPacketFreedInFlight, site());
         return;
     }
-    if let Some(o) = c.outgoing.remove(&pkt) {
-        if o.caller_memory {
-            registry::forget(o.tok);
-        } else {
-            registry::retire(o.tok);
-        }
+    let o = e.remove();
+    if o.caller_memory {
+        registry::forget(o.tok);
+    } else {
+        registry::retire(o.tok);
     }
 }
 
