@@ -1432,9 +1432,6 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
                 payload.resize(h.payload_len(), 0);
                 r.rx.copy_payload(&h, &mut payload);
                 let signal = r.complete(h.offset);
-                if signal {
-                    host::signal_host(sim, &mut st, ch, SignalWhy::Release);
-                }
                 if pipe {
                     // The pipe header stripped in place (nothing if malformed).
                     match strip_pipe_header(&payload).map(<[u8]>::len) {
@@ -1447,27 +1444,33 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
                 }
                 if !padded
                     && !pipe
-                    && let Some(n) = st
+                    && let Some(n) = stm
                         .offers
                         .get(&offer)
                         .and_then(|o| o.host.exact_len(h.transaction_id, h.offset))
                 {
                     payload.truncate(n);
                 }
-                let Some(c) = st.channels.get_mut(&ch) else {
-                    break;
-                };
-                if let Some(pkt) = c.in_flight.remove(&h.transaction_id) {
+                // The channel is still the one looked up above: the host is signalled (it
+                // only queues the host's task) after the bookkeeping, not between.
+                let known = if let Some(pkt) = c.in_flight.remove(&h.transaction_id) {
                     if let Some(o) = c.outgoing.get_mut(&pkt) {
                         o.done = Some((STATUS_SUCCESS, payload));
                     }
                     calls.push(DpcCall::SendDone { pkt });
+                    true
                 } else if let Some(slot) = c.sync.get_mut(&h.transaction_id) {
                     *slot = Some(Ok(payload));
                     sim.wake();
-                } else if c.abandoned.remove(&h.transaction_id) {
-                    // The requester gave up (timeout): nobody wants this completion.
+                    true
                 } else {
+                    // The requester gave up (timeout): nobody wants this completion.
+                    c.abandoned.remove(&h.transaction_id)
+                };
+                if signal {
+                    host::signal_host(sim, &mut st, ch, SignalWhy::Release);
+                }
+                if !known {
                     fault = Some(format!(
                         "completion for unknown transaction {:#x}",
                         h.transaction_id
