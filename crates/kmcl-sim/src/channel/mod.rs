@@ -1681,12 +1681,20 @@ struct Done {
     buf: SharedBuf,
 }
 
+/// The driver's completion response copied into a spare buffer (given back when the
+/// completion is written, or at once if none is sent): no allocation per completion.
+pub(crate) fn response_buf(response: &[u8]) -> Vec<u8> {
+    let mut buf = host::take_buf();
+    buf.extend_from_slice(response);
+    buf
+}
+
 /// `VmbChannelPacketComplete` / `VmbChannelPacketFail`: retires an incoming packet.
 pub(crate) fn complete_incoming(
     sim: &Arc<SimInner>,
     ch: u64,
     pkt: u64,
-    response: &[u8],
+    response: Vec<u8>,
     fail: bool,
     site: &dyn Fn() -> String,
     buf_size: u32,
@@ -1711,8 +1719,9 @@ pub(crate) fn complete_incoming(
     let pipe = c.pipe();
     let same_ring = inc.generation == c.generation && c.rings.is_some();
     if inc.completion_requested && !fail && same_ring {
-        c.completion_queue
-            .push_back((inc.trans_id, response.to_vec()));
+        c.completion_queue.push_back((inc.trans_id, response));
+    } else {
+        host::give_buf(response);
     }
     if fail {
         c.stopped = true;
@@ -2093,6 +2102,7 @@ pub(crate) fn flush_sends(sim: &SimInner, st: &mut State, ch: u64) {
                         off.host.note_guest_write(trans, o.offset, &info);
                     }
                     st.stats.packets_sent += 1;
+                    host::give_buf(payload);
                     if o.signal {
                         host::signal_host(sim, st, ch, SignalWhy::Write);
                     }
