@@ -1136,7 +1136,7 @@ enum Parsed {
 /// What [`parse_incoming`] reads of the state beside the channel (split borrows: the DPC
 /// keeps its channel borrowed across the parse, one channel look-up per packet).
 struct ParseCtx<'a> {
-    offers: &'a HashMap<u64, crate::OfferState>,
+    offers: &'a crate::fast_hash::IdMap<crate::OfferState>,
     pages: &'a HashMap<u64, (Arc<SharedBuf>, usize)>,
     buf_pool: &'a mut Vec<SharedBuf>,
 }
@@ -1317,6 +1317,9 @@ pub(crate) fn poll_held(sim: &SimInner, st: &mut State) -> bool {
         .filter(|(_, c)| held_data_ready(c))
         .map(|(id, _)| *id)
         .collect();
+    // In id order (the order channels were made), whatever the map's order.
+    let mut ready = ready;
+    ready.sort_unstable();
     for ch in &ready {
         sim.push(st, Task::Dpc { ch: *ch });
     }
