@@ -135,6 +135,7 @@ impl Table {
 
 /// [`Table::get_mut`] over the fields it needs (so a caller can hold the entry and read
 /// `sims` at once).
+#[inline]
 fn entry_mut<'t>(
     minted: &'t mut VecDeque<Option<Entry>>,
     first: usize,
