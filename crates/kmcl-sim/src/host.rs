@@ -152,10 +152,17 @@ mod spare {
     }
 
     /// Gives `buf` back (dropped if the pool is full or it is empty or large).
-    pub(crate) fn give(mut buf: Vec<u8>) {
+    #[inline]
+    pub(crate) fn give(buf: Vec<u8>) {
         if buf.capacity() == 0 || buf.capacity() > MAX_CAPACITY {
             return;
         }
+        keep(buf);
+    }
+
+    /// [`give`] of a buffer worth keeping.
+    #[inline(never)]
+    fn keep(mut buf: Vec<u8>) {
         buf.clear();
         let _ = SPARE.try_with(|s| {
             let mut s = s.borrow_mut();

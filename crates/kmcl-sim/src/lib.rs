@@ -61,7 +61,7 @@ mod verifier;
 
 use std::collections::VecDeque;
 
-use fast_hash::HashMap;
+use fast_hash::{HashMap, IdMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
@@ -322,8 +322,8 @@ pub(crate) struct State {
     pub(crate) queues: Queues,
     pub(crate) rng: SplitMix64,
     pub(crate) next_id: u64,
-    pub(crate) offers: HashMap<u64, OfferState>,
-    pub(crate) channels: HashMap<u64, Channel>,
+    pub(crate) offers: IdMap<OfferState>,
+    pub(crate) channels: IdMap<Channel>,
     /// Buffers of completed packets, poisoned; re-checked at safe points.
     pub(crate) retired: VecDeque<(RetiredAt, mem::SharedBuf)>,
     /// `retired[..retired_checked]` were checked at a safe point already (re-checked by
@@ -415,6 +415,7 @@ impl SimInner {
     }
 
     /// Queues `t` and wakes the threads.
+    #[inline]
     pub(crate) fn push(&self, st: &mut State, t: Task) {
         st.queues.push(t);
         self.wake();
@@ -692,8 +693,8 @@ impl Sim {
                 queues: Queues::default(),
                 rng: SplitMix64::new(seed),
                 next_id: 0,
-                offers: HashMap::default(),
-                channels: HashMap::default(),
+                offers: IdMap::default(),
+                channels: IdMap::default(),
                 retired: VecDeque::new(),
                 retired_checked: 0,
                 buf_pool: Vec::new(),

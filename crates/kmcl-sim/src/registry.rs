@@ -135,6 +135,7 @@ impl Table {
 
 /// [`Table::get_mut`] over the fields it needs (so a caller can hold the entry and read
 /// `sims` at once).
+#[inline]
 fn entry_mut<'t>(
     minted: &'t mut VecDeque<Option<Entry>>,
     first: usize,
@@ -212,6 +213,7 @@ pub(crate) fn forget(tok: usize) {
 }
 
 /// Looks `tok` up.
+#[inline]
 pub(crate) fn lookup(tok: usize) -> Lookup {
     lookup_then_retire(tok, |_| false)
 }

@@ -173,22 +173,35 @@ impl Task {
 #[derive(Debug, Default)]
 pub(crate) struct Queues {
     q: [VecDeque<Task>; 4],
+    /// The DPC and host wake-ups now queued (one per channel at most; a handful in all): the
+    /// de-duplication in [`push`](Self::push) looks here instead of scanning a queue that
+    /// also holds every pending `SendDone`.
+    wakeups: Vec<Task>,
     /// Whether a thread is currently running a task of each context (threaded mode).
     pub(crate) busy: [bool; 4],
 }
 
 impl Queues {
+    #[inline]
     pub(crate) fn push(&mut self, t: Task) {
-        let q = &mut self.q[t.ctx().index()];
         // A DPC or host wake-up already queued covers this one (like KeInsertQueueDpc).
-        if matches!(t, Task::Dpc { .. } | Task::Host { .. }) && q.contains(&t) {
-            return;
+        if is_wakeup(t) {
+            if self.wakeups.contains(&t) {
+                return;
+            }
+            self.wakeups.push(t);
         }
-        q.push_back(t);
+        self.q[t.ctx().index()].push_back(t);
     }
 
     pub(crate) fn pop(&mut self, ctx: Ctx) -> Option<Task> {
-        self.q[ctx.index()].pop_front()
+        let t = self.q[ctx.index()].pop_front()?;
+        if is_wakeup(t)
+            && let Some(i) = self.wakeups.iter().position(|w| *w == t)
+        {
+            self.wakeups.swap_remove(i);
+        }
+        Some(t)
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -224,7 +237,13 @@ impl Queues {
         for q in &mut self.q {
             q.retain(|t| task_channel(*t) != ch);
         }
+        self.wakeups.retain(|t| task_channel(*t) != ch);
     }
+}
+
+/// A task [`Queues::push`] queues at most once at a time (per channel).
+const fn is_wakeup(t: Task) -> bool {
+    matches!(t, Task::Dpc { .. } | Task::Host { .. })
 }
 
 const fn task_channel(t: Task) -> u64 {
@@ -271,6 +290,13 @@ mod tests {
         let mut q = Queues::default();
         q.push(Task::Dpc { ch: 1 });
         q.push(Task::Dpc { ch: 1 });
+        q.push(Task::Dpc { ch: 2 });
+        assert_eq!(q.len(Ctx::Dpc), 2);
+        // Once run, a DPC can be queued again.
+        assert_eq!(q.pop(Ctx::Dpc), Some(Task::Dpc { ch: 1 }));
+        q.push(Task::Dpc { ch: 1 });
+        assert_eq!(q.len(Ctx::Dpc), 2);
+        q.forget_channel(2);
         q.push(Task::Dpc { ch: 2 });
         assert_eq!(q.len(Ctx::Dpc), 2);
     }

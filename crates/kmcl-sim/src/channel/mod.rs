@@ -1136,7 +1136,7 @@ enum Parsed {
 /// What [`parse_incoming`] reads of the state beside the channel (split borrows: the DPC
 /// keeps its channel borrowed across the parse, one channel look-up per packet).
 struct ParseCtx<'a> {
-    offers: &'a HashMap<u64, crate::OfferState>,
+    offers: &'a crate::fast_hash::IdMap<crate::OfferState>,
     pages: &'a HashMap<u64, (Arc<SharedBuf>, usize)>,
     buf_pool: &'a mut Vec<SharedBuf>,
 }
@@ -1317,6 +1317,9 @@ pub(crate) fn poll_held(sim: &SimInner, st: &mut State) -> bool {
         .filter(|(_, c)| held_data_ready(c))
         .map(|(id, _)| *id)
         .collect();
+    // In id order (the order channels were made), whatever the map's order.
+    let mut ready = ready;
+    ready.sort_unstable();
     for ch in &ready {
         sim.push(st, Task::Dpc { ch: *ch });
     }
@@ -1432,9 +1435,6 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
                 payload.resize(h.payload_len(), 0);
                 r.rx.copy_payload(&h, &mut payload);
                 let signal = r.complete(h.offset);
-                if signal {
-                    host::signal_host(sim, &mut st, ch, SignalWhy::Release);
-                }
                 if pipe {
                     // The pipe header stripped in place (nothing if malformed).
                     match strip_pipe_header(&payload).map(<[u8]>::len) {
@@ -1447,27 +1447,33 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
                 }
                 if !padded
                     && !pipe
-                    && let Some(n) = st
+                    && let Some(n) = stm
                         .offers
                         .get(&offer)
                         .and_then(|o| o.host.exact_len(h.transaction_id, h.offset))
                 {
                     payload.truncate(n);
                 }
-                let Some(c) = st.channels.get_mut(&ch) else {
-                    break;
-                };
-                if let Some(pkt) = c.in_flight.remove(&h.transaction_id) {
+                // The channel is still the one looked up above: the host is signalled (it
+                // only queues the host's task) after the bookkeeping, not between.
+                let known = if let Some(pkt) = c.in_flight.remove(&h.transaction_id) {
                     if let Some(o) = c.outgoing.get_mut(&pkt) {
                         o.done = Some((STATUS_SUCCESS, payload));
                     }
                     calls.push(DpcCall::SendDone { pkt });
+                    true
                 } else if let Some(slot) = c.sync.get_mut(&h.transaction_id) {
                     *slot = Some(Ok(payload));
                     sim.wake();
-                } else if c.abandoned.remove(&h.transaction_id) {
-                    // The requester gave up (timeout): nobody wants this completion.
+                    true
                 } else {
+                    // The requester gave up (timeout): nobody wants this completion.
+                    c.abandoned.remove(&h.transaction_id)
+                };
+                if signal {
+                    host::signal_host(sim, &mut st, ch, SignalWhy::Release);
+                }
+                if !known {
                     fault = Some(format!(
                         "completion for unknown transaction {:#x}",
                         h.transaction_id
@@ -1678,12 +1684,20 @@ struct Done {
     buf: SharedBuf,
 }
 
+/// The driver's completion response copied into a spare buffer (given back when the
+/// completion is written, or at once if none is sent): no allocation per completion.
+pub(crate) fn response_buf(response: &[u8]) -> Vec<u8> {
+    let mut buf = host::take_buf();
+    buf.extend_from_slice(response);
+    buf
+}
+
 /// `VmbChannelPacketComplete` / `VmbChannelPacketFail`: retires an incoming packet.
 pub(crate) fn complete_incoming(
     sim: &Arc<SimInner>,
     ch: u64,
     pkt: u64,
-    response: &[u8],
+    response: Vec<u8>,
     fail: bool,
     site: &dyn Fn() -> String,
     buf_size: u32,
@@ -1708,8 +1722,9 @@ pub(crate) fn complete_incoming(
     let pipe = c.pipe();
     let same_ring = inc.generation == c.generation && c.rings.is_some();
     if inc.completion_requested && !fail && same_ring {
-        c.completion_queue
-            .push_back((inc.trans_id, response.to_vec()));
+        c.completion_queue.push_back((inc.trans_id, response));
+    } else {
+        host::give_buf(response);
     }
     if fail {
         c.stopped = true;
@@ -1732,6 +1747,7 @@ pub(crate) fn complete_incoming(
     } else {
         true
     };
+    let running = c.state == ChState::Running;
     inc.buf.fill(POISON);
     st.retired.push_back((
         crate::RetiredAt {
@@ -1748,12 +1764,16 @@ pub(crate) fn complete_incoming(
     if flush {
         flush_sends(sim, &mut st, ch);
     }
-    if requeue
-        && st
-            .channels
+    // A signal or `flush_sends` may end the channel (a ring fault): only then is it looked up
+    // again.
+    let running = if signal || flush {
+        st.channels
             .get(&ch)
             .is_some_and(|c| c.state == ChState::Running)
-    {
+    } else {
+        running
+    };
+    if requeue && running {
         sim.push(&mut st, Task::Dpc { ch });
     }
     sim.wake();
@@ -1861,16 +1881,19 @@ pub(crate) fn packet_free(sim: &Arc<SimInner>, ch: u64, pkt: u64, site: &dyn Fn(
     let Some(c) = st.channels.get_mut(&ch) else {
         return;
     };
-    if c.outgoing.get(&pkt).is_some_and(|o| o.in_flight) {
+    // One hashed look-up: the packet is removed unless it is in flight.
+    let std::collections::hash_map::Entry::Occupied(e) = c.outgoing.entry(pkt) else {
+        return;
+    };
+    if e.get().in_flight {
         st.violation(Rule::OutgoingPacketFreedInFlight, site());
         return;
     }
-    if let Some(o) = c.outgoing.remove(&pkt) {
-        if o.caller_memory {
-            registry::forget(o.tok);
-        } else {
-            registry::retire(o.tok);
-        }
+    let o = e.remove();
+    if o.caller_memory {
+        registry::forget(o.tok);
+    } else {
+        registry::retire(o.tok);
     }
 }
 
@@ -2082,6 +2105,7 @@ pub(crate) fn flush_sends(sim: &SimInner, st: &mut State, ch: u64) {
                         off.host.note_guest_write(trans, o.offset, &info);
                     }
                     st.stats.packets_sent += 1;
+                    host::give_buf(payload);
                     if o.signal {
                         host::signal_host(sim, st, ch, SignalWhy::Write);
                     }

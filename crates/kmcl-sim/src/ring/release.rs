@@ -79,16 +79,25 @@ impl ReleaseTracker {
     ///
     /// [`ReleaseError::UnknownPacket`] / [`ReleaseError::AlreadyCompleted`].
     pub fn complete(&mut self, offset: u32) -> Result<Option<u32>, ReleaseError> {
-        let entry = self
-            .entries
-            .iter_mut()
-            .find(|e| e.0 == offset)
-            .ok_or(ReleaseError::UnknownPacket)?;
-        if entry.2 {
-            return Err(ReleaseError::AlreadyCompleted);
-        }
-        entry.2 = true;
-        let mut release = None;
+        // The usual case, completion in read order: the oldest entry, released at once.
+        let mut release = match self.entries.front() {
+            Some(&(start, end, false)) if start == offset => {
+                self.entries.pop_front();
+                Some(end)
+            }
+            _ => {
+                let entry = self
+                    .entries
+                    .iter_mut()
+                    .find(|e| e.0 == offset)
+                    .ok_or(ReleaseError::UnknownPacket)?;
+                if entry.2 {
+                    return Err(ReleaseError::AlreadyCompleted);
+                }
+                entry.2 = true;
+                None
+            }
+        };
         while let Some(&(_, end, true)) = self.entries.front() {
             release = Some(end);
             self.entries.pop_front();

@@ -28,9 +28,12 @@ pub(super) unsafe extern "system" fn VmbChannelPacketComplete(
     else {
         return;
     };
-    // SAFETY: rule BUFFER_VALID: `_In_reads_bytes_opt_(BufSize)`.
-    let resp = unsafe { driver_bytes(PacketCompletionBuffer, BufSize) }.unwrap_or_default();
-    channel::complete_incoming(&sim, ch, pkt, &resp, false, &site, BufSize);
+    // SAFETY: rule BUFFER_VALID: `_In_reads_bytes_opt_(BufSize)`; the borrow ends once the
+    // bytes are copied (before the simulator writes any memory, e.g. the packet's poison).
+    let resp = channel::response_buf(
+        unsafe { driver_slice(PacketCompletionBuffer, BufSize) }.unwrap_or_default(),
+    );
+    channel::complete_incoming(&sim, ch, pkt, resp, false, &site, BufSize);
 }
 
 /// `VmbChannelPacketFail`: retires the packet without a completion and stops the queue.
@@ -43,7 +46,7 @@ pub(super) unsafe extern "system" fn VmbChannelPacketFail(
     else {
         return;
     };
-    channel::complete_incoming(&sim, ch, pkt, &[], true, &site, 0);
+    channel::complete_incoming(&sim, ch, pkt, Vec::new(), true, &site, 0);
 }
 
 /// `VmbChannelPacketDeferToPassive`: only in-line from ProcessPacket; re-delivered at PASSIVE.
