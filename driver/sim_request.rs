@@ -139,28 +139,10 @@ pub fn free_spares() {
     let _ = SPARES.try_with(|s| s.borrow_mut().clear());
 }
 
-/// `len` bytes at `start` of a request's storage.
-#[derive(Clone, Copy, Debug)]
-struct Span {
-    start: usize,
-    len: usize,
-}
-
-impl Span {
-    const EMPTY: Self = Self { start: 0, len: 0 };
-
-    fn of(self, storage: &[u8]) -> &[u8] {
-        &storage[self.start..self.start + self.len]
-    }
-
-    fn of_mut(self, storage: &mut [u8]) -> &mut [u8] {
-        &mut storage[self.start..self.start + self.len]
-    }
-}
-
 /// A request's buffers: the model's own ([`SimRequest::new`]: the input and the output,
 /// each 8-byte aligned, in one storage that may come from an earlier request) or the
-/// caller's ([`SimRequest::from_buffers`], e.g. misaligned ones).
+/// caller's ([`SimRequest::from_buffers`], e.g. misaligned ones; boxed, so that the
+/// common case moves five words).
 ///
 /// Like a real user-mode buffer, a pooled output's initial contents are unspecified
 /// (zeros when fresh, an earlier request's bytes when recycled): the driver must write
@@ -168,71 +150,91 @@ impl Span {
 /// behind zeros.
 #[derive(Debug)]
 enum Bufs {
+    /// The input at `start`, the output at the next 8-byte boundary after it.
     Pooled {
-        storage: Vec<u8>,
-        input: Span,
-        output: Span,
+        storage: Box<[u8]>,
+        start: u8,
+        input_len: usize,
+        output_len: usize,
     },
-    Given {
-        input: AlignedBuf,
-        output: AlignedBuf,
-    },
+    Given(Box<(AlignedBuf, AlignedBuf)>),
 }
 
 impl Bufs {
-    /// No bytes, no storage.
-    const EMPTY: Self = Bufs::Pooled {
-        storage: Vec::new(),
-        input: Span::EMPTY,
-        output: Span::EMPTY,
-    };
+    /// No bytes, no storage (no allocation).
+    fn empty() -> Self {
+        Bufs::Pooled {
+            storage: Box::default(),
+            start: 0,
+            input_len: 0,
+            output_len: 0,
+        }
+    }
 
     /// A copy of `input` and `output_len` bytes after it in `storage` (at least
     /// [`storage_need`] bytes).
-    fn lay_out(mut storage: Vec<u8>, input: &[u8], output_len: usize) -> Self {
+    fn lay_out(mut storage: Box<[u8]>, input: &[u8], output_len: usize) -> Self {
         let start = if storage.is_empty() {
             0
         } else {
             storage.as_ptr().align_offset(ALIGN).min(ALIGN - 1)
         };
-        let input_span = Span {
-            start,
-            len: input.len(),
-        };
-        let output = Span {
-            start: start + input.len().next_multiple_of(ALIGN),
-            len: output_len,
-        };
-        input_span.of_mut(&mut storage).copy_from_slice(input);
+        storage[start..start + input.len()].copy_from_slice(input);
         Bufs::Pooled {
             storage,
-            input: input_span,
-            output,
+            start: start as u8,
+            input_len: input.len(),
+            output_len,
         }
     }
 
     fn input(&self) -> &[u8] {
         match self {
-            Bufs::Pooled { storage, input, .. } => input.of(storage),
-            Bufs::Given { input, .. } => input.as_slice(),
+            Bufs::Pooled {
+                storage,
+                start,
+                input_len,
+                ..
+            } => {
+                let start = usize::from(*start);
+                &storage[start..start + input_len]
+            }
+            Bufs::Given(b) => b.0.as_slice(),
         }
+    }
+
+    /// Where the output starts in a pooled storage.
+    fn output_start(start: u8, input_len: usize) -> usize {
+        usize::from(start) + input_len.next_multiple_of(ALIGN)
     }
 
     fn output(&self) -> &[u8] {
         match self {
             Bufs::Pooled {
-                storage, output, ..
-            } => output.of(storage),
-            Bufs::Given { output, .. } => output.as_slice(),
+                storage,
+                start,
+                input_len,
+                output_len,
+            } => {
+                let at = Self::output_start(*start, *input_len);
+                &storage[at..at + output_len]
+            }
+            Bufs::Given(b) => b.1.as_slice(),
         }
     }
 
     fn output_mut(&mut self) -> &mut [u8] {
         match self {
             Bufs::Pooled {
-                storage, output, ..
-            } => output.of_mut(storage),
-            Bufs::Given { output, .. } => output.as_mut_slice(),
+                storage,
+                start,
+                input_len,
+                output_len,
+            } => {
+                let at = Self::output_start(*start, *input_len);
+                &mut storage[at..at + *output_len]
+            }
+            Bufs::Given(b) => b.1.as_mut_slice(),
         }
     }
 
@@ -242,10 +244,10 @@ impl Bufs {
     }
 
     /// The pooled storage (none for the caller's buffers).
-    fn into_storage(self) -> Vec<u8> {
+    fn into_storage(self) -> Box<[u8]> {
         match self {
             Bufs::Pooled { storage, .. } => storage,
-            Bufs::Given { .. } => Vec::new(),
+            Bufs::Given(_) => Box::default(),
         }
     }
 }
@@ -339,7 +341,7 @@ impl Shared {
                 information: 0,
                 completions: 0,
                 lent: 0,
-                bufs: Bufs::EMPTY,
+                bufs: Bufs::empty(),
                 waiters: 0,
             }),
             done: Condvar::new(),
@@ -348,7 +350,7 @@ impl Shared {
 
     /// A new request's state with key `key` and storage for `need` bytes: a spare of
     /// this thread's if it has one (with its storage when that fits).
-    fn fresh(key: u64, need: usize) -> (Arc<Shared>, Vec<u8>) {
+    fn fresh(key: u64, need: usize) -> (Arc<Shared>, Box<[u8]>) {
         let spare = SPARES
             .try_with(|s| s.borrow_mut().take(need))
             .ok()
@@ -358,18 +360,18 @@ impl Shared {
                 Some(s) => {
                     s.key = key;
                     let slot = s.result.get_mut().unwrap_or_else(PoisonError::into_inner);
-                    let storage = core::mem::replace(&mut slot.bufs, Bufs::EMPTY).into_storage();
+                    let storage = core::mem::replace(&mut slot.bufs, Bufs::empty()).into_storage();
                     (arc, storage)
                 }
                 // Spares are unique; a shared one is left to its other owner.
-                None => (Arc::new(Shared::new(key)), Vec::new()),
+                None => (Arc::new(Shared::new(key)), Box::default()),
             },
-            None => (Arc::new(Shared::new(key)), Vec::new()),
+            None => (Arc::new(Shared::new(key)), Box::default()),
         };
         if storage.len() >= need {
             (arc, storage)
         } else {
-            (arc, vec![0u8; storage_size(need)])
+            (arc, vec![0u8; storage_size(need)].into_boxed_slice())
         }
     }
 
@@ -386,8 +388,8 @@ impl Shared {
         slot.lent = 0;
         let storage_len = match &slot.bufs {
             Bufs::Pooled { storage, .. } => storage.len(),
-            Bufs::Given { .. } => {
-                slot.bufs = Bufs::EMPTY;
+            Bufs::Given(_) => {
+                slot.bufs = Bufs::empty();
                 0
             }
         };
@@ -485,7 +487,7 @@ impl SimRequest {
     pub fn from_buffers(input: AlignedBuf, output: AlignedBuf) -> (Self, RequestHandle) {
         let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
         let (shared, _none) = Shared::fresh(key, 0);
-        Self::with(shared, Bufs::Given { input, output })
+        Self::with(shared, Bufs::Given(Box::new((input, output))))
     }
 
     fn with(shared: Arc<Shared>, bufs: Bufs) -> (Self, RequestHandle) {
@@ -537,7 +539,7 @@ impl UserRequest for SimRequest {
     }
 
     fn complete(mut self, status: NtStatus, information: usize) {
-        let bufs = core::mem::replace(&mut self.bufs, Bufs::EMPTY);
+        let bufs = core::mem::replace(&mut self.bufs, Bufs::empty());
         self.shared().finish(status, information, Some(bufs));
         // `drop(self)` recycles the state (with the buffers) if the handles are gone.
     }
@@ -551,7 +553,7 @@ impl Drop for SimRequest {
             return;
         };
         if self.bufs.has_storage() {
-            arc.keep(core::mem::replace(&mut self.bufs, Bufs::EMPTY));
+            arc.keep(core::mem::replace(&mut self.bufs, Bufs::empty()));
         }
         Shared::recycle(arc);
     }
@@ -782,6 +784,11 @@ mod tests {
         drop(r);
         assert_eq!(h.completion_count(), 1);
         free_spares();
+    }
+
+    #[test]
+    fn a_requests_buffers_move_as_five_words() {
+        assert!(size_of::<Bufs>() <= 5 * size_of::<usize>());
     }
 
     #[test]
