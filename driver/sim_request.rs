@@ -7,6 +7,11 @@
 //! [`RequestHandle`] is what the simulated user-mode caller keeps: it waits for the
 //! completion and can cancel. The state machine mirrors WDF's so that the same race
 //! (cancel vs. completion) resolves the same way: exactly one completion per request.
+//!
+//! A request's state (an `Arc` with its mutex, condition variable and completion slot)
+//! and its buffers' storage (one allocation for the input and the output) are recycled
+//! together, per thread, once the request and every handle are gone: in steady state a
+//! request allocates nothing, and a new one takes both from one pool look-up.
 #![forbid(unsafe_code)]
 
 use std::cell::RefCell;
@@ -27,8 +32,8 @@ static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
 
 /// Alignment of the model's buffers (what `HEADER_ALIGNMENT` asks of user buffers).
 const ALIGN: usize = 8;
-/// Spare buffers a thread keeps for the next requests (bounds the memory the pool holds:
-/// a few MiB at the fuzzers' largest buffers).
+/// Spare request states a thread keeps for the next requests (bounds the memory the pool
+/// holds: a few MiB at the fuzzers' largest buffers).
 const SPARES_MAX: usize = 256;
 /// Smallest storage the pool allocates; storage sizes are powers of two from here, so a
 /// spare fits the next request of about the same size.
@@ -37,10 +42,33 @@ const MIN_STORAGE: usize = 64;
 /// Size classes of the pool: storage of `MIN_STORAGE << i` bytes is kept in list `i`.
 const CLASSES: usize = usize::BITS as usize - MIN_STORAGE.trailing_zeros() as usize;
 
-/// Spare storage by size class (see [`CLASSES`]), at most [`SPARES_MAX`] in all.
+/// Bytes of storage a request with `input_len` input bytes and `output_len` output bytes
+/// needs: both 8-byte aligned, the output after the input, from any start (0: none).
+fn storage_need(input_len: usize, output_len: usize) -> usize {
+    if input_len == 0 && output_len == 0 {
+        return 0;
+    }
+    (ALIGN - 1)
+        .saturating_add(input_len.next_multiple_of(ALIGN))
+        .saturating_add(output_len)
+}
+
+/// The storage size allocated for `need` bytes (a power of two >= `MIN_STORAGE`).
+fn storage_size(need: usize) -> usize {
+    need.next_power_of_two().max(MIN_STORAGE)
+}
+
+/// The class index of storage of `size` bytes (a power of two >= `MIN_STORAGE`).
+fn class_of(size: usize) -> usize {
+    (size.trailing_zeros() - MIN_STORAGE.trailing_zeros()) as usize
+}
+
+/// Spare request states by the size class of the storage they carry (see [`CLASSES`];
+/// `bare`: none), at most [`SPARES_MAX`] in all.
 #[derive(Debug)]
 struct Spares {
-    by_class: [Vec<Vec<u8>>; CLASSES],
+    by_class: [Vec<Arc<Shared>>; CLASSES],
+    bare: Vec<Arc<Shared>>,
     count: usize,
 }
 
@@ -48,39 +76,46 @@ impl Spares {
     const fn new() -> Self {
         Self {
             by_class: [const { Vec::new() }; CLASSES],
+            bare: Vec::new(),
             count: 0,
         }
     }
 
-    /// The class index of storage of `len` bytes (a power of two >= `MIN_STORAGE`).
-    fn class_of(len: usize) -> usize {
-        (len.trailing_zeros() - MIN_STORAGE.trailing_zeros()) as usize
-    }
-
-    /// The smallest spare of at least `class` bytes.
-    fn take(&mut self, class: usize) -> Option<Vec<u8>> {
-        let first = Self::class_of(class);
-        let v = self
-            .by_class
-            .get_mut(first..)?
-            .iter_mut()
-            .find_map(Vec::pop)?;
+    /// A spare for a request that needs `need` bytes of storage: the one with the
+    /// smallest storage that fits, else one without storage (`need` 0: only those).
+    fn take(&mut self, need: usize) -> Option<Arc<Shared>> {
+        let fits = if need == 0 {
+            None
+        } else {
+            self.by_class
+                .get_mut(class_of(storage_size(need))..)
+                .and_then(|lists| lists.iter_mut().find_map(Vec::pop))
+        };
+        let arc = fits.or_else(|| self.bare.pop())?;
         self.count -= 1;
-        Some(v)
+        Some(arc)
     }
 
-    fn put(&mut self, storage: Vec<u8>) {
-        if self.count >= SPARES_MAX || !storage.len().is_power_of_two() {
+    /// Keeps `arc` (carrying `storage_len` bytes of storage) unless the pool is full.
+    fn put(&mut self, arc: Arc<Shared>, storage_len: usize) {
+        if self.count >= SPARES_MAX {
             return;
         }
-        let Some(list) = self.by_class.get_mut(Self::class_of(storage.len())) else {
+        let list = if storage_len == 0 {
+            &mut self.bare
+        } else if storage_len.is_power_of_two() && storage_len >= MIN_STORAGE {
+            match self.by_class.get_mut(class_of(storage_len)) {
+                Some(list) => list,
+                None => return,
+            }
+        } else {
             return;
         };
         if list.capacity() == 0 {
             // Allocated once per thread and class, here: not counted against a request.
             list.reserve_exact(SPARES_MAX);
         }
-        list.push(storage);
+        list.push(arc);
         self.count += 1;
     }
 
@@ -90,121 +125,129 @@ impl Spares {
 }
 
 thread_local! {
-    /// Storage of completed requests' buffers, reused by [`SimRequest::new`]: a request's
-    /// buffers are allocated (and zeroed) once, not per request. Per thread, so the
-    /// deterministic simulation stays deterministic.
+    /// The states of finished requests with their buffers' storage, reused by
+    /// [`SimRequest::new`]: a request's state and buffers are allocated (and zeroed)
+    /// once, not per request. Per thread, so the deterministic simulation stays
+    /// deterministic.
     static SPARES: RefCell<Spares> = const { RefCell::new(Spares::new()) };
 }
 
-/// Frees this thread's spare request buffers and request states (for leak checks that
-/// count live allocations: the spares are a cache, not a leak; and for a fuzz target, so
-/// that every input starts with the same, empty pool).
+/// Frees this thread's spare request states and buffers (for leak checks that count live
+/// allocations: the spares are a cache, not a leak; and for a fuzz target, so that every
+/// input starts with the same, empty pool).
 pub fn free_spares() {
-    SPARES.with(|s| s.borrow_mut().clear());
-    free_shared_spares();
+    let _ = SPARES.try_with(|s| s.borrow_mut().clear());
 }
 
-/// A buffer of [`SimRequest::new`]: `len` bytes at an 8-byte-aligned `start` of storage
-/// that may come from an earlier request. Like a real user-mode buffer, its initial
-/// contents are unspecified (zeros when fresh, an earlier request's bytes when recycled):
-/// the driver must write every output byte it reports, and the model does not hide a
-/// driver that does not behind zeros.
+/// A request's buffers: the model's own ([`SimRequest::new`]: the input and the output,
+/// each 8-byte aligned, in one storage that may come from an earlier request) or the
+/// caller's ([`SimRequest::from_buffers`], e.g. misaligned ones; boxed, so that the
+/// common case moves five words).
+///
+/// Like a real user-mode buffer, a pooled output's initial contents are unspecified
+/// (zeros when fresh, an earlier request's bytes when recycled): the driver must write
+/// every output byte it reports, and the model does not hide a driver that does not
+/// behind zeros.
 #[derive(Debug)]
-struct PooledBuf {
-    storage: Vec<u8>,
-    start: usize,
-    len: usize,
+enum Bufs {
+    /// The input at `start`, the output at the next 8-byte boundary after it.
+    Pooled {
+        storage: Box<[u8]>,
+        start: u8,
+        input_len: usize,
+        output_len: usize,
+    },
+    Given(Box<(AlignedBuf, AlignedBuf)>),
 }
 
-impl PooledBuf {
-    /// No bytes, no storage.
-    const fn empty() -> Self {
-        Self {
-            storage: Vec::new(),
+impl Bufs {
+    /// No bytes, no storage (no allocation).
+    fn empty() -> Self {
+        Bufs::Pooled {
+            storage: Box::default(),
             start: 0,
-            len: 0,
+            input_len: 0,
+            output_len: 0,
         }
     }
 
-    /// `len` bytes, from a spare big enough if the thread has one.
-    fn take(len: usize) -> Self {
-        if len == 0 {
-            return Self::empty();
-        }
-        let need = len + ALIGN - 1;
-        let class = need.next_power_of_two().max(MIN_STORAGE);
-        // The smallest spare that fits: its own size class or the next larger one held.
-        let spare = SPARES
-            .try_with(|s| s.borrow_mut().take(class))
-            .ok()
-            .flatten();
-        let storage = spare.unwrap_or_else(|| vec![0u8; class]);
-        let start = storage.as_ptr().align_offset(ALIGN).min(ALIGN - 1);
-        Self {
+    /// A copy of `input` and `output_len` bytes after it in `storage` (at least
+    /// [`storage_need`] bytes).
+    fn lay_out(mut storage: Box<[u8]>, input: &[u8], output_len: usize) -> Self {
+        let start = if storage.is_empty() {
+            0
+        } else {
+            storage.as_ptr().align_offset(ALIGN).min(ALIGN - 1)
+        };
+        storage[start..start + input.len()].copy_from_slice(input);
+        Bufs::Pooled {
             storage,
-            start,
-            len,
+            start: start as u8,
+            input_len: input.len(),
+            output_len,
         }
     }
 
-    /// A copy of `bytes`.
-    fn copy_of(bytes: &[u8]) -> Self {
-        let mut b = Self::take(bytes.len());
-        b.as_mut_slice().copy_from_slice(bytes);
-        b
-    }
-
-    fn as_slice(&self) -> &[u8] {
-        &self.storage[self.start..self.start + self.len]
-    }
-
-    fn as_mut_slice(&mut self) -> &mut [u8] {
-        &mut self.storage[self.start..self.start + self.len]
-    }
-
-    /// Gives the storage back to this thread's spares (leaves this buffer empty).
-    fn recycle(&mut self) {
-        let storage = std::mem::take(&mut self.storage);
-        self.len = 0;
-        self.start = 0;
-        if storage.is_empty() {
-            return;
-        }
-        // `try_with`: a request dropped while the thread's locals are torn down frees it.
-        let _ = SPARES.try_with(|s| s.borrow_mut().put(storage));
-    }
-}
-
-/// A request's buffer: the model's own ([`SimRequest::new`]) or the caller's
-/// ([`SimRequest::from_buffers`], e.g. a misaligned one).
-#[derive(Debug)]
-enum Buf {
-    Pooled(PooledBuf),
-    Given(AlignedBuf),
-}
-
-impl Buf {
-    const fn empty() -> Self {
-        Buf::Pooled(PooledBuf::empty())
-    }
-
-    fn as_slice(&self) -> &[u8] {
+    fn input(&self) -> &[u8] {
         match self {
-            Buf::Pooled(b) => b.as_slice(),
-            Buf::Given(b) => b.as_slice(),
+            Bufs::Pooled {
+                storage,
+                start,
+                input_len,
+                ..
+            } => {
+                let start = usize::from(*start);
+                &storage[start..start + input_len]
+            }
+            Bufs::Given(b) => b.0.as_slice(),
         }
     }
 
-    fn as_mut_slice(&mut self) -> &mut [u8] {
+    /// Where the output starts in a pooled storage.
+    fn output_start(start: u8, input_len: usize) -> usize {
+        usize::from(start) + input_len.next_multiple_of(ALIGN)
+    }
+
+    fn output(&self) -> &[u8] {
         match self {
-            Buf::Pooled(b) => b.as_mut_slice(),
-            Buf::Given(b) => b.as_mut_slice(),
+            Bufs::Pooled {
+                storage,
+                start,
+                input_len,
+                output_len,
+            } => {
+                let at = Self::output_start(*start, *input_len);
+                &storage[at..at + output_len]
+            }
+            Bufs::Given(b) => b.1.as_slice(),
         }
     }
 
-    fn recycle(&mut self) {
-        if let Buf::Pooled(b) = self {
-            b.recycle();
+    fn output_mut(&mut self) -> &mut [u8] {
+        match self {
+            Bufs::Pooled {
+                storage,
+                start,
+                input_len,
+                output_len,
+            } => {
+                let at = Self::output_start(*start, *input_len);
+                &mut storage[at..at + *output_len]
+            }
+            Bufs::Given(b) => b.1.as_mut_slice(),
+        }
+    }
+
+    /// Whether this holds pooled storage (to recycle).
+    fn has_storage(&self) -> bool {
+        matches!(self, Bufs::Pooled { storage, .. } if !storage.is_empty())
+    }
+
+    /// The pooled storage (none for the caller's buffers).
+    fn into_storage(self) -> Box<[u8]> {
+        match self {
+            Bufs::Pooled { storage, .. } => storage,
+            Bufs::Given(_) => Box::default(),
         }
     }
 }
@@ -244,23 +287,19 @@ impl CompletionRef<'_> {
     }
 }
 
-/// Outputs up to this many bytes are copied into the completion slot's own buffer (the
-/// request's buffer goes back to the pool at once); larger ones move the request's
-/// buffer into the slot instead of copying it (a batched read's output, 64 KiB and more).
-const COPY_MAX: usize = 1024;
-
 /// The completion slot of a [`Shared`]: `done` once the request completed. Its output is
-/// `copy` (a small output, copied; the allocation kept when the `Shared` is recycled)
-/// or, with `moved_len`, the first bytes of `moved` (the request's own buffer, moved in
-/// at completion; back to the pool when the `Shared` is recycled).
+/// the first `lent` bytes of `bufs`' output: the request's own buffers, moved in at
+/// completion (no copy; recycled with the state). In a spare, `bufs` carries the storage
+/// the next request takes.
 #[derive(Debug)]
 struct Slot {
     done: bool,
     status: NtStatus,
     information: usize,
-    copy: Vec<u8>,
-    moved: Buf,
-    moved_len: Option<usize>,
+    /// Completions so far (a correct driver: 0 or 1).
+    completions: u64,
+    lent: usize,
+    bufs: Bufs,
     /// Threads in [`RequestHandle::wait_with`] waiting on the condition variable.
     waiters: u32,
 }
@@ -278,10 +317,7 @@ impl Slot {
         self.done.then(|| CompletionRef {
             status: self.status,
             information: self.information,
-            output: match self.moved_len {
-                Some(n) => &self.moved.as_slice()[..n],
-                None => &self.copy,
-            },
+            output: &self.bufs.output()[..self.lent],
         })
     }
 }
@@ -290,123 +326,111 @@ impl Slot {
 struct Shared {
     key: u64,
     state: AtomicU8,
-    completions: AtomicU64,
     result: Mutex<Slot>,
     done: Condvar,
 }
 
-/// Recycled [`Shared`]s kept per thread (bounds the memory the pool holds).
-const SHARED_SPARES_MAX: usize = 64;
-
-thread_local! {
-    /// The request states of dropped requests, reused by [`SimRequest::new`] (one
-    /// allocation per request otherwise, plus one for its completion's output).
-    static SHARED_SPARES: RefCell<Vec<Arc<Shared>>> = const { RefCell::new(Vec::new()) };
-}
-
 impl Shared {
-    /// A fresh request state: from this thread's spares if it has one.
-    fn fresh() -> Arc<Shared> {
-        let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
-        let spare = SHARED_SPARES
-            .try_with(|s| s.borrow_mut().pop())
+    fn new(key: u64) -> Self {
+        Shared {
+            key,
+            state: AtomicU8::new(NEW),
+            result: Mutex::new(Slot {
+                done: false,
+                status: NtStatus::SUCCESS,
+                information: 0,
+                completions: 0,
+                lent: 0,
+                bufs: Bufs::empty(),
+                waiters: 0,
+            }),
+            done: Condvar::new(),
+        }
+    }
+
+    /// A new request's state with key `key` and storage for `need` bytes: a spare of
+    /// this thread's if it has one (with its storage when that fits).
+    fn fresh(key: u64, need: usize) -> (Arc<Shared>, Box<[u8]>) {
+        let spare = SPARES
+            .try_with(|s| s.borrow_mut().take(need))
             .ok()
             .flatten();
-        match spare {
-            Some(mut arc) => {
-                if let Some(s) = Arc::get_mut(&mut arc) {
+        let (arc, storage) = match spare {
+            Some(mut arc) => match Arc::get_mut(&mut arc) {
+                Some(s) => {
                     s.key = key;
+                    let slot = s.result.get_mut().unwrap_or_else(PoisonError::into_inner);
+                    let storage = core::mem::replace(&mut slot.bufs, Bufs::empty()).into_storage();
+                    (arc, storage)
                 }
-                arc
-            }
-            None => Arc::new(Shared {
-                key,
-                state: AtomicU8::new(NEW),
-                completions: AtomicU64::new(0),
-                result: Mutex::new(Slot {
-                    done: false,
-                    status: NtStatus::SUCCESS,
-                    information: 0,
-                    copy: Vec::new(),
-                    moved: Buf::empty(),
-                    moved_len: None,
-                    waiters: 0,
-                }),
-                done: Condvar::new(),
-            }),
+                // Spares are unique; a shared one is left to its other owner.
+                None => (Arc::new(Shared::new(key)), Box::default()),
+            },
+            None => (Arc::new(Shared::new(key)), Box::default()),
+        };
+        if storage.len() >= need {
+            (arc, storage)
+        } else {
+            (arc, vec![0u8; storage_size(need)].into_boxed_slice())
         }
     }
 
     /// Gives `arc` back to this thread's spares if it is the last reference (the request
-    /// and every handle are gone), reset to a new request's state.
+    /// and every handle are gone), reset to a new request's state, with its storage.
     fn recycle(mut arc: Arc<Shared>) {
         let Some(s) = Arc::get_mut(&mut arc) else {
             return;
         };
         *s.state.get_mut() = NEW;
-        *s.completions.get_mut() = 0;
         let slot = s.result.get_mut().unwrap_or_else(PoisonError::into_inner);
         slot.done = false;
-        slot.copy.clear();
-        if slot.moved_len.take().is_some() {
-            let mut moved = core::mem::replace(&mut slot.moved, Buf::empty());
-            moved.recycle();
-        }
-        let _ = SHARED_SPARES.try_with(|sp| {
-            let mut sp = sp.borrow_mut();
-            if sp.len() < SHARED_SPARES_MAX {
-                if sp.capacity() == 0 {
-                    // Allocated once per thread, here: not counted against a request.
-                    sp.reserve_exact(SHARED_SPARES_MAX);
-                }
-                sp.push(arc);
+        slot.completions = 0;
+        slot.lent = 0;
+        let storage_len = match &slot.bufs {
+            Bufs::Pooled { storage, .. } => storage.len(),
+            Bufs::Given(_) => {
+                slot.bufs = Bufs::empty();
+                0
             }
-        });
+        };
+        let _ = SPARES.try_with(|sp| sp.borrow_mut().put(arc, storage_len));
     }
 
-    /// Completes with `status`, `information` and a copy of `output` (into the slot's
-    /// own buffer: no allocation once it has grown).
-    fn finish(&self, status: NtStatus, information: usize, output: &[u8]) {
-        self.completions.fetch_add(1, Ordering::SeqCst);
+    /// Completes with `status` and `information`; the output is the first `information`
+    /// bytes of `bufs`' output (the request's buffers, moved in: no copy), none without.
+    fn finish(&self, status: NtStatus, information: usize, bufs: Option<Bufs>) {
         self.state.store(DONE, Ordering::SeqCst);
         let mut slot = self.result.lock().unwrap_or_else(PoisonError::into_inner);
+        // A second completion (a driver bug the model counts) replaces the first.
+        slot.completions += 1;
         slot.status = status;
         slot.information = information;
-        slot.copy.clear();
-        slot.copy.extend_from_slice(output);
-        // A second completion (a driver bug the model counts) replaces the first.
-        let old = slot
-            .moved_len
-            .take()
-            .map(|_| core::mem::replace(&mut slot.moved, Buf::empty()));
+        let old = match bufs {
+            Some(bufs) => {
+                slot.lent = information.min(bufs.output().len());
+                Some(core::mem::replace(&mut slot.bufs, bufs))
+            }
+            None => {
+                slot.lent = 0;
+                None
+            }
+        };
         slot.done = true;
         slot.notify(&self.done);
         drop(slot);
-        if let Some(mut old) = old {
-            old.recycle();
+        drop(old);
+    }
+
+    /// Keeps the buffers of a request dropped without completion (recycled with the
+    /// state), unless the slot lends bytes of its own.
+    fn keep(&self, bufs: Bufs) {
+        let mut slot = self.result.lock().unwrap_or_else(PoisonError::into_inner);
+        if slot.lent == 0 {
+            let old = core::mem::replace(&mut slot.bufs, bufs);
+            drop(slot);
+            drop(old);
         }
     }
-
-    /// Completes with `status`, `information` and the first `n` bytes of `output` (the
-    /// request's buffer, moved in: no copy).
-    fn finish_moved(&self, status: NtStatus, information: usize, output: Buf, n: usize) {
-        self.completions.fetch_add(1, Ordering::SeqCst);
-        self.state.store(DONE, Ordering::SeqCst);
-        let mut slot = self.result.lock().unwrap_or_else(PoisonError::into_inner);
-        slot.status = status;
-        slot.information = information;
-        slot.moved_len = Some(n.min(output.as_slice().len()));
-        let mut old = core::mem::replace(&mut slot.moved, output);
-        slot.done = true;
-        slot.notify(&self.done);
-        drop(slot);
-        old.recycle();
-    }
-}
-
-/// Frees this thread's spare request states (for leak checks that count live allocations).
-fn free_shared_spares() {
-    let _ = SHARED_SPARES.try_with(|s| s.borrow_mut().clear());
 }
 
 /// A simulated user-mode request as the driver sees it.
@@ -414,8 +438,7 @@ fn free_shared_spares() {
 pub struct SimRequest {
     /// `Some` until dropped (the drop recycles it).
     shared: Option<Arc<Shared>>,
-    input: Buf,
-    output: Buf,
+    bufs: Bufs,
 }
 
 /// The caller's side of a [`SimRequest`].
@@ -450,30 +473,28 @@ impl SimRequest {
     /// A request with a copy of `input` (8-byte aligned) and an aligned output buffer of
     /// `output_len` bytes; returns it with the caller's handle.
     ///
-    /// The buffers' storage is recycled from this thread's completed requests, so the
-    /// output's initial contents are unspecified, as a real caller's are (see
-    /// [`PooledBuf`]).
+    /// The buffers' storage is recycled from this thread's finished requests, so the
+    /// output's initial contents are unspecified, as a real caller's are (see [`Bufs`]).
     #[must_use]
     pub fn new(input: &[u8], output_len: usize) -> (Self, RequestHandle) {
-        Self::with(
-            Buf::Pooled(PooledBuf::copy_of(input)),
-            Buf::Pooled(PooledBuf::take(output_len)),
-        )
+        let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
+        let (shared, storage) = Shared::fresh(key, storage_need(input.len(), output_len));
+        Self::with(shared, Bufs::lay_out(storage, input, output_len))
     }
 
     /// A request over prepared buffers (use this to pass misaligned or odd buffers).
     #[must_use]
     pub fn from_buffers(input: AlignedBuf, output: AlignedBuf) -> (Self, RequestHandle) {
-        Self::with(Buf::Given(input), Buf::Given(output))
+        let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
+        let (shared, _none) = Shared::fresh(key, 0);
+        Self::with(shared, Bufs::Given(Box::new((input, output))))
     }
 
-    fn with(input: Buf, output: Buf) -> (Self, RequestHandle) {
-        let shared = Shared::fresh();
+    fn with(shared: Arc<Shared>, bufs: Bufs) -> (Self, RequestHandle) {
         (
             Self {
                 shared: Some(shared.clone()),
-                input,
-                output,
+                bufs,
             },
             RequestHandle {
                 shared: Some(shared),
@@ -484,13 +505,6 @@ impl SimRequest {
     fn shared(&self) -> &Shared {
         shared_of(&self.shared)
     }
-
-    /// [`UserRequest::complete`] of a large output: the buffer moves to the caller's side.
-    #[inline(never)]
-    fn complete_moved(mut self, status: NtStatus, information: usize, n: usize) {
-        let output = core::mem::replace(&mut self.output, Buf::empty());
-        self.shared().finish_moved(status, information, output, n);
-    }
 }
 
 impl UserRequest for SimRequest {
@@ -499,11 +513,11 @@ impl UserRequest for SimRequest {
     }
 
     fn input(&self) -> &[u8] {
-        self.input.as_slice()
+        self.bufs.input()
     }
 
     fn output(&mut self) -> &mut [u8] {
-        self.output.as_mut_slice()
+        self.bufs.output_mut()
     }
 
     fn park(&mut self) -> Result<(), NtStatus> {
@@ -524,26 +538,24 @@ impl UserRequest for SimRequest {
             .is_ok()
     }
 
-    fn complete(self, status: NtStatus, information: usize) {
-        let n = information.min(self.output.as_slice().len());
-        if n <= COPY_MAX {
-            self.shared()
-                .finish(status, information, &self.output.as_slice()[..n]);
-        } else {
-            self.complete_moved(status, information, n);
-        }
-        // `drop(self)` recycles the buffers (the output unless it moved) and the state.
+    fn complete(mut self, status: NtStatus, information: usize) {
+        let bufs = core::mem::replace(&mut self.bufs, Bufs::empty());
+        self.shared().finish(status, information, Some(bufs));
+        // `drop(self)` recycles the state (with the buffers) if the handles are gone.
     }
 }
 
 impl Drop for SimRequest {
-    /// Completed or not (a request the driver drops), the buffers go back to the pool.
+    /// Completed or not (a request the driver drops), the buffers are recycled with the
+    /// state.
     fn drop(&mut self) {
-        self.input.recycle();
-        self.output.recycle();
-        if let Some(arc) = self.shared.take() {
-            Shared::recycle(arc);
+        let Some(arc) = self.shared.take() else {
+            return;
+        };
+        if self.bufs.has_storage() {
+            arc.keep(core::mem::replace(&mut self.bufs, Bufs::empty()));
         }
+        Shared::recycle(arc);
     }
 }
 
@@ -585,7 +597,11 @@ impl RequestHandle {
     /// How many times the request was completed (a correct driver: 0 or 1).
     #[must_use]
     pub fn completion_count(&self) -> u64 {
-        self.shared().completions.load(Ordering::SeqCst)
+        self.shared()
+            .result
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .completions
     }
 
     /// Waits up to `timeout` for the completion.
@@ -636,7 +652,7 @@ impl RequestHandle {
             .is_ok()
             && !driver_cancel(self.key())
         {
-            s.finish(NtStatus::CANCELLED, 0, &[]);
+            s.finish(NtStatus::CANCELLED, 0, None);
         }
     }
 }
@@ -652,11 +668,12 @@ mod tests {
     }
 
     #[test]
-    fn a_dropped_requests_buffer_is_reused_by_the_next_request_that_fits() {
+    fn a_finished_requests_buffer_is_reused_by_the_next_request_that_fits() {
         free_spares();
-        let (mut a, _ha) = SimRequest::new(&[], 100);
+        let (mut a, ha) = SimRequest::new(&[], 100);
         let (ptr_a, _) = output_of(&mut a);
         drop(a);
+        drop(ha);
         // A smaller request of a smaller class: the smallest spare that fits is a's.
         let (mut b, _hb) = SimRequest::new(&[], 40);
         assert_eq!(output_of(&mut b).0, ptr_a);
@@ -664,11 +681,24 @@ mod tests {
     }
 
     #[test]
+    fn a_buffer_is_not_reused_while_a_handle_lends_its_output() {
+        free_spares();
+        let (mut a, ha) = SimRequest::new(&[], 100);
+        a.output()[..3].copy_from_slice(b"abc");
+        a.complete(NtStatus::SUCCESS, 3);
+        let (mut b, _hb) = SimRequest::new(&[], 100);
+        b.output().fill(0xEE);
+        assert_eq!(ha.result().map(|c| c.output), Some(b"abc".to_vec()));
+        free_spares();
+    }
+
+    #[test]
     fn after_free_spares_a_new_output_buffer_is_fresh_and_zeroed() {
         free_spares();
-        let (mut a, _ha) = SimRequest::new(&[], 3000);
+        let (mut a, ha) = SimRequest::new(&[], 3000);
         a.output().fill(0xAB);
         a.complete(NtStatus::SUCCESS, 0);
+        drop(ha);
         free_spares();
         let (mut b, _hb) = SimRequest::new(&[], 3000);
         assert!(output_of(&mut b).1.iter().all(|&x| x == 0));
@@ -678,13 +708,103 @@ mod tests {
     #[test]
     fn a_spare_too_small_is_not_used() {
         free_spares();
-        let (mut a, _ha) = SimRequest::new(&[], 100);
+        let (mut a, ha) = SimRequest::new(&[], 100);
         let (ptr_a, _) = output_of(&mut a);
         drop(a);
+        drop(ha);
         let (mut b, _hb) = SimRequest::new(&[], 1000);
         let (ptr_b, bytes) = output_of(&mut b);
         assert_ne!(ptr_b, ptr_a);
         assert_eq!(bytes.len(), 1000);
+        free_spares();
+    }
+
+    #[test]
+    fn input_and_output_are_aligned_and_disjoint_in_one_storage() {
+        free_spares();
+        for (in_len, out_len) in [(1, 1), (8, 0), (0, 8), (13, 100), (100, 13)] {
+            let input: Vec<u8> = (0..in_len).map(|i| i as u8).collect();
+            let (mut r, _h) = SimRequest::new(&input, out_len);
+            assert_eq!(r.input(), &input[..]);
+            assert_eq!(r.input().as_ptr() as usize % ALIGN, 0);
+            let in_end = r.input().as_ptr() as usize + in_len;
+            let out = r.output();
+            assert_eq!(out.len(), out_len);
+            assert_eq!(out.as_ptr() as usize % ALIGN, 0);
+            assert!(out.as_ptr() as usize >= in_end);
+            out.fill(0xFF);
+            assert_eq!(r.input(), &input[..], "the output overlaps the input");
+        }
+        free_spares();
+    }
+
+    #[test]
+    fn a_completion_lends_the_first_information_bytes_of_the_output() {
+        free_spares();
+        let (mut r, h) = SimRequest::new(b"in", 16);
+        r.output().copy_from_slice(&[7; 16]);
+        r.complete(NtStatus::SUCCESS, 5);
+        assert_eq!(h.result().map(|c| c.output), Some(vec![7; 5]));
+        assert_eq!(h.completion_count(), 1);
+        drop(h);
+        // Information above the output's size lends the whole output.
+        let (mut r, h) = SimRequest::new(&[], 4);
+        r.output().copy_from_slice(&[1; 4]);
+        r.complete(NtStatus::SUCCESS, 99);
+        let c = h.result().expect("completed");
+        assert_eq!((c.information, c.output), (99, vec![1; 4]));
+        free_spares();
+    }
+
+    #[test]
+    fn a_request_dropped_without_completion_never_completes_and_is_recycled() {
+        free_spares();
+        let (r, h) = SimRequest::new(b"x", 64);
+        drop(r);
+        assert!(h.result().is_none());
+        assert!(!h.is_done());
+        drop(h);
+        let (mut r2, h2) = SimRequest::new(&[], 8);
+        assert!(h2.result().is_none());
+        r2.output().fill(1);
+        r2.complete(NtStatus::SUCCESS, 8);
+        assert_eq!(h2.result().map(|c| c.output), Some(vec![1; 8]));
+        free_spares();
+    }
+
+    #[test]
+    fn a_cancel_that_the_driver_does_not_take_completes_once_with_cancelled() {
+        free_spares();
+        let (mut r, h) = SimRequest::new(&[], 8);
+        r.park().expect("parks");
+        h.cancel(|_| false);
+        let c = h.result().expect("completed by the cancel");
+        assert_eq!((c.status, c.output.len()), (NtStatus::CANCELLED, 0));
+        assert!(!r.claim(), "the driver loses the race");
+        drop(r);
+        assert_eq!(h.completion_count(), 1);
+        free_spares();
+    }
+
+    #[test]
+    fn a_requests_buffers_move_as_five_words() {
+        assert!(size_of::<Bufs>() <= 5 * size_of::<usize>());
+    }
+
+    #[test]
+    fn a_recycled_state_starts_as_a_new_request() {
+        free_spares();
+        let (r, h) = SimRequest::new(&[], 8);
+        r.complete(NtStatus::SUCCESS, 0);
+        let k = h.key();
+        drop(h);
+        let (mut r, h) = SimRequest::new(&[], 8);
+        assert_ne!(h.key(), k);
+        assert!(!h.is_done());
+        assert_eq!(h.completion_count(), 0);
+        assert!(h.result().is_none());
+        assert!(r.park().is_ok());
+        drop((r, h));
         free_spares();
     }
 }

@@ -111,12 +111,25 @@ pub(crate) fn lend_completion(c: CompletionRef<'_>) -> (CompletionStatus, &[u8])
     (status, if error { &[] } else { c.output })
 }
 
-/// As [`lend_completion`], the output copied into `output` (its allocation reused).
+/// As [`lend_completion`], the output copied into `output` (its allocation reused; one
+/// of the output's size when it has none that fits, allocated directly rather than
+/// through `Vec`'s growth path: a caller's fresh `Vec` per read).
+#[inline]
 pub(crate) fn copy_completion(c: CompletionRef<'_>, output: &mut Vec<u8>) -> CompletionStatus {
     let (status, bytes) = lend_completion(c);
-    output.clear();
-    output.extend_from_slice(bytes);
+    if output.capacity() < bytes.len() {
+        replace_with_copy(output, bytes);
+    } else {
+        output.clear();
+        output.extend_from_slice(bytes);
+    }
     status
+}
+
+/// `*output = bytes.to_vec()`, out of line (the reused buffer is the common case).
+#[inline(never)]
+fn replace_with_copy(output: &mut Vec<u8>, bytes: &[u8]) {
+    *output = bytes.to_vec();
 }
 
 /// How long `wait(None)` blocks per round.
