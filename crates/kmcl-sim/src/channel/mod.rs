@@ -184,6 +184,52 @@ pub(crate) struct Outgoing {
     pub(crate) in_flight: bool,
     /// Result for the completion routine.
     pub(crate) done: Option<(NTSTATUS, Vec<u8>)>,
+    /// Allocation order (the simulation's id sequence): cancellation completes finished
+    /// sends in this order.
+    pub(crate) seq: u64,
+    /// This packet's key in [`OutgoingSlots`].
+    pub(crate) key: u64,
+}
+
+/// A channel's outgoing packets, in slots found by key (slot index and generation, as
+/// [`Slots`]) instead of a hash map: `VmbPacketAllocate`, `SetCompletionRoutine`, `Send`,
+/// the completion and `Free` each index their packet directly. A stale key finds nothing.
+#[derive(Debug, Default)]
+pub(crate) struct OutgoingSlots(Slots<Outgoing>);
+
+impl OutgoingSlots {
+    /// The key the next [`insert`](Self::insert) takes.
+    pub(crate) fn next_key(&self) -> u64 {
+        self.0.next_key()
+    }
+
+    /// Stores `o` under `o.key`, which must be [`next_key`](Self::next_key).
+    pub(crate) fn insert(&mut self, o: Outgoing) {
+        self.0.insert(o.key, o);
+    }
+
+    #[inline]
+    pub(crate) fn get(&self, k: &u64) -> Option<&Outgoing> {
+        self.0.get(*k)
+    }
+
+    #[inline]
+    pub(crate) fn get_mut(&mut self, k: &u64) -> Option<&mut Outgoing> {
+        self.0.get_mut(*k)
+    }
+
+    /// Runs `f` on the packet of `k`, then removes it.
+    pub(crate) fn remove_with<R>(
+        &mut self,
+        k: u64,
+        f: impl FnOnce(&mut Outgoing) -> R,
+    ) -> Option<R> {
+        self.0.remove_with(k, f)
+    }
+
+    pub(crate) fn values(&self) -> impl Iterator<Item = &Outgoing> {
+        self.0.values()
+    }
 }
 
 /// A send that could not be written yet (ring full, or channel not open yet).
@@ -352,7 +398,7 @@ pub(crate) struct Channel {
     pub(crate) rings: Option<GuestRings>,
     pub(crate) generation: u32,
     pub(crate) incoming: Slots<Incoming>,
-    pub(crate) outgoing: HashMap<u64, Outgoing>,
+    pub(crate) outgoing: OutgoingSlots,
     /// trans id -> driver packet waiting for its completion.
     pub(crate) in_flight: HashMap<u64, u64>,
     /// trans id -> synchronous request (None until its completion arrives).
@@ -494,7 +540,7 @@ pub(crate) fn allocate(
             rings: None,
             generation: 0,
             incoming: Slots::default(),
-            outgoing: HashMap::default(),
+            outgoing: OutgoingSlots::default(),
             in_flight: HashMap::default(),
             sync: HashMap::default(),
             send_queue: VecDeque::new(),
@@ -948,13 +994,14 @@ fn cancel_sends(c: &mut Channel) -> Vec<u64> {
     }
     // Sends that finished but whose completion routine has not run yet (a queued
     // Task::SendDone): it runs now, before Closed, with its real status.
-    let mut finished: Vec<u64> = c
+    let mut finished: Vec<(u64, u64)> = c
         .outgoing
-        .iter()
-        .filter(|(id, o)| o.done.is_some() && !pkts.contains(id))
-        .map(|(id, _)| *id)
+        .values()
+        .filter(|o| o.done.is_some() && !pkts.contains(&o.key))
+        .map(|o| (o.seq, o.key))
         .collect();
     finished.sort_unstable();
+    let mut finished: Vec<u64> = finished.into_iter().map(|(_, k)| k).collect();
     finished.extend(pkts);
     finished
 }
@@ -1842,8 +1889,9 @@ pub(crate) fn packet_new(
     if caller_memory.is_none() && Faults::take(&mut st.faults.fail_allocate) {
         return None;
     }
-    let id = st.new_id();
+    let seq = st.new_id();
     let c = st.channels.get_mut(&ch)?;
+    let id = c.outgoing.next_key();
     // No inline context: nothing allocated (its pointer is NULL).
     let inline = match c.init.inline_context_size {
         0 => SharedBuf::empty(),
@@ -1856,22 +1904,21 @@ pub(crate) fn packet_new(
         }
         None => registry::mint(sim, Obj::Packet { ch, pkt: id }),
     };
-    c.outgoing.insert(
-        id,
-        Outgoing {
-            tok,
-            caller_memory: caller_memory.is_some(),
-            routine: if caller_memory.is_some() {
-                Routine::NotSet
-            } else {
-                Routine::Default
-            },
-            pointer: 0,
-            inline_ctx: inline,
-            in_flight: false,
-            done: None,
+    c.outgoing.insert(Outgoing {
+        tok,
+        caller_memory: caller_memory.is_some(),
+        routine: if caller_memory.is_some() {
+            Routine::NotSet
+        } else {
+            Routine::Default
         },
-    );
+        pointer: 0,
+        inline_ctx: inline,
+        in_flight: false,
+        done: None,
+        seq,
+        key: id,
+    });
     Some(tok)
 }
 
@@ -1881,19 +1928,21 @@ pub(crate) fn packet_free(sim: &Arc<SimInner>, ch: u64, pkt: u64, site: &dyn Fn(
     let Some(c) = st.channels.get_mut(&ch) else {
         return;
     };
-    // One hashed look-up: the packet is removed unless it is in flight.
-    let std::collections::hash_map::Entry::Occupied(e) = c.outgoing.entry(pkt) else {
-        return;
-    };
-    if e.get().in_flight {
-        st.violation(Rule::OutgoingPacketFreedInFlight, site());
-        return;
+    // The packet is removed unless it is in flight.
+    match c.outgoing.get(&pkt) {
+        None => return,
+        Some(o) if o.in_flight => {
+            st.violation(Rule::OutgoingPacketFreedInFlight, site());
+            return;
+        }
+        Some(_) => {}
     }
-    let o = e.remove();
-    if o.caller_memory {
-        registry::forget(o.tok);
-    } else {
-        registry::retire(o.tok);
+    if let Some((tok, caller_memory)) = c.outgoing.remove_with(pkt, |o| (o.tok, o.caller_memory)) {
+        if caller_memory {
+            registry::forget(tok);
+        } else {
+            registry::retire(tok);
+        }
     }
 }
 
@@ -2184,9 +2233,9 @@ fn finish_send(sim: &Arc<SimInner>, ch: u64, pkt: u64) {
         o.in_flight = false;
         let r = (o.routine, o.tok, status, resp);
         if matches!(o.routine, Routine::Default)
-            && let Some(o) = c.outgoing.remove(&pkt)
+            && let Some(tok) = c.outgoing.remove_with(pkt, |o| o.tok)
         {
-            registry::retire(o.tok);
+            registry::retire(tok);
         }
         r
     };
