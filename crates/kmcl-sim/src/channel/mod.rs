@@ -1999,30 +1999,69 @@ pub(crate) fn send(
     }
     let pipe = c.pipe();
     let wait = flags & VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION != 0 && !pipe;
-    // The wire payload in a spare buffer (given back once written: `after_write`).
-    let mut wire = host::take_buf();
-    if pipe {
-        match crate::ring::pipe_header(payload.len()) {
-            Ok(h) => wire.extend_from_slice(&h),
-            Err(_) => return STATUS_INVALID_PARAMETER_3,
+    // Written at once (an open ring with nothing queued before it, no pipe header to add):
+    // straight from the driver's buffer, without a copy into a queued send.
+    let direct =
+        !pipe && c.rings.is_some() && c.send_queue.is_empty() && c.completion_queue.is_empty();
+    let mut wire = Vec::new();
+    if !direct {
+        // The wire payload in a spare buffer (given back once written: `after_write`).
+        wire = host::take_buf();
+        if pipe {
+            match crate::ring::pipe_header(payload.len()) {
+                Ok(h) => wire.extend_from_slice(&h),
+                Err(_) => return STATUS_INVALID_PARAMETER_3,
+            }
         }
+        wire.extend_from_slice(payload);
     }
-    wire.extend_from_slice(payload);
-    let payload = wire;
     let trans_id = c.new_trans();
     if let Some(o) = c.outgoing.get_mut(&pkt) {
         o.in_flight = true;
         o.done = None;
     }
-    let q = QueuedSend {
-        pkt: Some(pkt),
-        trans_id,
-        wait,
-        payload,
-        ranges: ext.ranges,
-        host_info: ext.info,
+    let result = if direct {
+        let r = SendRef {
+            trans_id,
+            wait,
+            payload,
+            ranges: &ext.ranges,
+            host_info: &ext.info,
+        };
+        match try_write(sim, &mut st, ch, &r) {
+            Ok(()) => {
+                sent(sim, &mut st, ch, Some(pkt), trans_id, wait);
+                Ok(())
+            }
+            Err(WriteError::Full { .. }) => {
+                let mut wire = host::take_buf();
+                wire.extend_from_slice(payload);
+                if let Some(c) = st.channels.get_mut(&ch) {
+                    c.send_queue.push_back(QueuedSend {
+                        pkt: Some(pkt),
+                        trans_id,
+                        wait,
+                        payload: wire,
+                        ranges: ext.ranges,
+                        host_info: ext.info,
+                    });
+                }
+                Ok(())
+            }
+            Err(e) => Err(write_failed(sim, &mut st, ch, e)),
+        }
+    } else {
+        let q = QueuedSend {
+            pkt: Some(pkt),
+            trans_id,
+            wait,
+            payload: wire,
+            ranges: ext.ranges,
+            host_info: ext.info,
+        };
+        write_send(sim, &mut st, ch, q)
     };
-    match write_send(sim, &mut st, ch, q) {
+    match result {
         Ok(()) => STATUS_SUCCESS,
         Err(status) => {
             if let Some(o) = st
@@ -2048,7 +2087,7 @@ fn write_send(sim: &SimInner, st: &mut State, ch: u64, q: QueuedSend) -> Result<
         c.send_queue.push_back(q);
         return Ok(());
     }
-    match try_write(sim, st, ch, &q) {
+    match try_write(sim, st, ch, &q.as_ref()) {
         Ok(()) => {
             after_write(sim, st, ch, q);
             Ok(())
@@ -2059,25 +2098,54 @@ fn write_send(sim: &SimInner, st: &mut State, ch: u64, q: QueuedSend) -> Result<
             }
             Ok(())
         }
-        Err(WriteError::TooLarge { .. }) => Err(STATUS_INVALID_PARAMETER_3),
-        Err(WriteError::Corrupt(why)) => {
+        Err(e) => Err(write_failed(sim, st, ch, e)),
+    }
+}
+
+/// The status of a send whose write failed other than by a full ring.
+fn write_failed(sim: &SimInner, st: &mut State, ch: u64, e: WriteError) -> NTSTATUS {
+    match e {
+        WriteError::Corrupt(why) => {
             let why = format!("guest outbound ring indices corrupt: {why}");
             begin_close(sim, st, ch, CloseReason::Fault(why));
-            Err(STATUS_DEVICE_REMOVED)
+            STATUS_DEVICE_REMOVED
+        }
+        _ => STATUS_INVALID_PARAMETER_3,
+    }
+}
+
+/// A send as [`try_write`] reads it: a [`QueuedSend`], or the driver's buffers of a send
+/// written at once.
+struct SendRef<'a> {
+    trans_id: u64,
+    wait: bool,
+    payload: &'a [u8],
+    ranges: &'a [GpaRange],
+    host_info: &'a ExtInfo,
+}
+
+impl QueuedSend {
+    fn as_ref(&self) -> SendRef<'_> {
+        SendRef {
+            trans_id: self.trans_id,
+            wait: self.wait,
+            payload: &self.payload,
+            ranges: &self.ranges,
+            host_info: &self.host_info,
         }
     }
 }
 
-fn try_write(sim: &SimInner, st: &mut State, ch: u64, q: &QueuedSend) -> Result<(), WriteError> {
+fn try_write(sim: &SimInner, st: &mut State, ch: u64, q: &SendRef<'_>) -> Result<(), WriteError> {
     let full = Faults::take(&mut st.faults.ring_full);
     let spurious = Faults::take(&mut st.faults.spurious_guest_signals);
     let Some(r) = st.channels.get_mut(&ch).and_then(|c| c.rings.as_mut()) else {
         return Err(WriteError::Full { needed: 0 });
     };
     let packet = if q.ranges.is_empty() {
-        OutgoingPacket::in_band(q.trans_id, q.wait, &q.payload)
+        OutgoingPacket::in_band(q.trans_id, q.wait, q.payload)
     } else {
-        OutgoingPacket::gpa_direct(q.trans_id, q.wait, &q.ranges, &q.payload)
+        OutgoingPacket::gpa_direct(q.trans_id, q.wait, q.ranges, q.payload)
     };
     if full {
         let needed = packet.total_len();
@@ -2101,7 +2169,7 @@ fn try_write(sim: &SimInner, st: &mut State, ch: u64, q: &QueuedSend) -> Result<
     if let Some(o) = st.channels.get(&ch).map(|c| c.offer)
         && let Some(o) = st.offers.get_mut(&o)
     {
-        o.host.note_guest_write(q.trans_id, offset, &q.host_info);
+        o.host.note_guest_write(q.trans_id, offset, q.host_info);
     }
     st.stats.packets_sent += 1;
     if outcome.signal || spurious {
@@ -2110,14 +2178,19 @@ fn try_write(sim: &SimInner, st: &mut State, ch: u64, q: &QueuedSend) -> Result<
     Ok(())
 }
 
-fn after_write(sim: &SimInner, st: &mut State, ch: u64, mut q: QueuedSend) {
-    host::give_buf(std::mem::take(&mut q.payload));
+fn after_write(sim: &SimInner, st: &mut State, ch: u64, q: QueuedSend) {
+    host::give_buf(q.payload);
+    sent(sim, st, ch, q.pkt, q.trans_id, q.wait);
+}
+
+/// The bookkeeping of a written send: it waits for its completion, or its routine runs.
+fn sent(sim: &SimInner, st: &mut State, ch: u64, pkt: Option<u64>, trans_id: u64, wait: bool) {
     let Some(c) = st.channels.get_mut(&ch) else {
         return;
     };
-    match q.pkt {
-        Some(pkt) if q.wait => {
-            c.in_flight.insert(q.trans_id, pkt);
+    match pkt {
+        Some(pkt) if wait => {
+            c.in_flight.insert(trans_id, pkt);
         }
         Some(pkt) => {
             if let Some(o) = c.outgoing.get_mut(&pkt) {
@@ -2187,7 +2260,7 @@ pub(crate) fn flush_sends(sim: &SimInner, st: &mut State, ch: u64) {
         let Some(q) = c.send_queue.pop_front() else {
             return;
         };
-        match try_write(sim, st, ch, &q) {
+        match try_write(sim, st, ch, &q.as_ref()) {
             Ok(()) => after_write(sim, st, ch, q),
             Err(WriteError::Full { .. }) => {
                 if let Some(c) = st.channels.get_mut(&ch) {
@@ -2314,7 +2387,7 @@ pub(crate) fn send_sync(
         };
         if no_wait {
             // Not queued if it does not fit (header: Timeout 0).
-            return match try_write(sim, &mut st, ch, &q) {
+            return match try_write(sim, &mut st, ch, &q.as_ref()) {
                 Ok(()) => Ok(Vec::new()),
                 Err(WriteError::Full { .. }) => Err(STATUS_BUFFER_OVERFLOW),
                 Err(_) => Err(STATUS_INVALID_PARAMETER_3),
