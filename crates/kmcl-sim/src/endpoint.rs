@@ -329,8 +329,7 @@ impl HostEndpoint {
     /// # Errors
     /// As [`send_inband`](Self::send_inband).
     pub fn send_raw(&self, bytes: &[u8]) -> Result<(), SendError> {
-        self.safe_point();
-        let mut st = self.sim.lock();
+        let mut st = self.lock_at_safe_point();
         let ch = self.channel(&st).ok_or(SendError::NotOpen)?;
         let Some(o) = st.offers.get_mut(&self.offer) else {
             return Err(SendError::NotOpen);
@@ -354,8 +353,7 @@ impl HostEndpoint {
 
     /// The next packet the driver sent (not answered by the responder), if any.
     pub fn recv(&self) -> Option<HostPacket> {
-        self.safe_point();
-        let mut st = self.sim.lock();
+        let mut st = self.lock_at_safe_point();
         st.offers.get_mut(&self.offer)?.host.inbox.pop_front()
     }
 
@@ -392,8 +390,7 @@ impl HostEndpoint {
     /// [`SendError::UnknownTransaction`] if the driver sent no such request asking for a
     /// completion; [`SendError::NotOpen`]. A full ring queues the completion.
     pub fn complete(&self, trans_id: u64, response: &[u8]) -> Result<(), SendError> {
-        self.safe_point();
-        let mut st = self.sim.lock();
+        let mut st = self.lock_at_safe_point();
         let ch = self.channel(&st).ok_or(SendError::NotOpen)?;
         let Some(o) = st.offers.get_mut(&self.offer) else {
             return Err(SendError::NotOpen);
@@ -431,8 +428,7 @@ impl HostEndpoint {
         offset: usize,
         data: &[u8],
     ) -> Result<(), SendError> {
-        self.safe_point();
-        let st = self.sim.lock();
+        let st = self.lock_at_safe_point();
         let h = &st.offers.get(&self.offer).ok_or(SendError::NotOpen)?.host;
         if !h.driver_requests.contains(&trans_id) {
             return Err(SendError::UnknownTransaction(trans_id));
@@ -449,8 +445,7 @@ impl HostEndpoint {
 
     /// The next completion the driver sent for a host request: `(trans_id, payload)`.
     pub fn take_completion(&self) -> Option<(u64, Vec<u8>)> {
-        self.safe_point();
-        let mut st = self.sim.lock();
+        let mut st = self.lock_at_safe_point();
         st.offers.get_mut(&self.offer)?.host.completions.pop_front()
     }
 
@@ -507,8 +502,7 @@ impl HostEndpoint {
         &self,
         f: impl FnMut(&HostPacket, &mut Vec<u8>) -> bool + Send + 'static,
     ) {
-        self.safe_point();
-        let mut st = self.sim.lock();
+        let mut st = self.lock_at_safe_point();
         if let Some(o) = st.offers.get_mut(&self.offer) {
             o.host.responder = Some(Box::new(f));
         }
@@ -518,15 +512,13 @@ impl HostEndpoint {
     /// Closed, and the channel ends Disabled. Enable then fails with `STATUS_DEVICE_REMOVED`
     /// until [`reoffer`](Self::reoffer).
     pub fn rescind(&self) {
-        self.safe_point();
-        let mut st = self.sim.lock();
+        let mut st = self.lock_at_safe_point();
         channel::rescind_locked(&self.sim, &mut st, self.offer);
     }
 
     /// Offers the channel again after a rescind.
     pub fn reoffer(&self) {
-        self.safe_point();
-        if let Some(o) = self.sim.lock().offers.get_mut(&self.offer) {
+        if let Some(o) = self.lock_at_safe_point().offers.get_mut(&self.offer) {
             o.rescinded = false;
         }
     }
@@ -534,8 +526,7 @@ impl HostEndpoint {
     /// Stops (`true`) or resumes the built-in host's reading of the guest-outbound ring,
     /// so that the driver's sends fill it.
     pub fn pause_reading(&self, paused: bool) {
-        self.safe_point();
-        let mut st = self.sim.lock();
+        let mut st = self.lock_at_safe_point();
         let ch = self.channel(&st);
         if let Some(o) = st.offers.get_mut(&self.offer) {
             o.host.paused = paused;
@@ -593,8 +584,7 @@ impl HostEndpoint {
     /// guest-to-host signal, and the guest runs only when [`signal_guest`](Self::signal_guest)
     /// is called. Get the ring memory with [`external_ring`](Self::external_ring).
     pub fn attach_external(&self, on_signal: impl Fn() + Send + Sync + 'static) {
-        self.safe_point();
-        if let Some(o) = self.sim.lock().offers.get_mut(&self.offer) {
+        if let Some(o) = self.lock_at_safe_point().offers.get_mut(&self.offer) {
             o.host.external = Some(Arc::new(on_signal));
         }
     }
@@ -617,8 +607,7 @@ impl HostEndpoint {
     /// guest may have consumed the packet meanwhile): a signal that no write or release
     /// since the previous one called for, and that finds nothing to do, is `SPURIOUS_SIGNAL`.
     pub fn signal_guest(&self) {
-        self.safe_point();
-        let mut st = self.sim.lock();
+        let mut st = self.lock_at_safe_point();
         let Some(ch) = self.channel(&st) else { return };
         st.stats.host_to_guest_signals += 1;
         let legit = st
