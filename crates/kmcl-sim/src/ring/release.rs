@@ -137,4 +137,22 @@ impl ReleaseTracker {
             None => Ok(false),
         }
     }
+
+    /// [`complete_and_release`](Self::complete_and_release) for a tracker fed only by
+    /// `ring`'s own reads (the channel's pair): the release point, the end of a packet `ring`
+    /// consumed, is inside its read window by construction and is not re-checked.
+    ///
+    /// # Errors
+    ///
+    /// As [`complete`](Self::complete).
+    #[inline]
+    pub(crate) fn complete_and_release_own(
+        &mut self,
+        ring: &mut IncomingRing,
+        offset: u32,
+    ) -> Result<bool, ReleaseError> {
+        Ok(self
+            .complete(offset)?
+            .is_some_and(|up_to| ring.release_consumed(up_to)))
+    }
 }
