@@ -65,9 +65,11 @@ struct Table {
     /// Sequence number of `minted[0]` (0-based: token `TOKEN_BASE + (seq + 1) * 16`).
     first: usize,
     adopted: HashMap<usize, Entry>,
-    /// Every simulation that minted or adopted a token, by index. A forgotten simulation's
-    /// slot (all its tokens gone) is dangling until another simulation takes it.
-    sims: Vec<Weak<SimInner>>,
+    /// Every simulation that minted or adopted a token, by index, held strongly until
+    /// [`forget_sim`] (its last `Sim` handle dropped): a look-up clones the `Arc` (one atomic
+    /// add) instead of upgrading a `Weak` (a compare-and-swap loop). A forgotten simulation's
+    /// slot (all its tokens gone) is `None` until another simulation takes it.
+    sims: Vec<Option<Arc<SimInner>>>,
     /// Indices of forgotten simulations' slots.
     free_sims: Vec<u32>,
     /// (address, index) of the simulation that registered a token last.
@@ -103,19 +105,16 @@ impl Table {
     #[inline(never)]
     fn sim_index_slow(&mut self, sim: &Arc<SimInner>) -> u32 {
         let addr = Arc::as_ptr(sim).addr();
-        // Newest first; a live `Weak` here keeps its allocation, so an address names one
-        // simulation (forgotten slots are dangling and match nothing).
-        let found = self
-            .sims
-            .iter()
-            .rposition(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(sim)));
+        // Newest first; an `Arc` here keeps its allocation, so an address names one
+        // simulation (forgotten slots are `None` and match nothing).
+        let found = self.sims.iter().rposition(|w| is_sim(w, Arc::as_ptr(sim)));
         let i = found.unwrap_or_else(|| match self.free_sims.pop() {
             Some(i) => {
-                self.sims[i as usize] = Arc::downgrade(sim);
+                self.sims[i as usize] = Some(Arc::clone(sim));
                 i as usize
             }
             None => {
-                self.sims.push(Arc::downgrade(sim));
+                self.sims.push(Some(Arc::clone(sim)));
                 self.sims.len() - 1
             }
         });
@@ -228,7 +227,7 @@ pub(crate) fn lookup_then_retire(tok: usize, retire: fn(&Obj) -> bool) -> Lookup
     let Some(e) = entry_mut(&mut t.minted, t.first, &mut t.adopted, tok) else {
         return Lookup::Unknown;
     };
-    let s = t.sims.get(e.sim as usize).and_then(Weak::upgrade);
+    let s = t.sims.get(e.sim as usize).and_then(Option::clone);
     match s {
         Some(s) if e.live => {
             if retire(&e.obj) {
@@ -243,7 +242,7 @@ pub(crate) fn lookup_then_retire(tok: usize, retire: fn(&Obj) -> bool) -> Lookup
 /// Drops every token of a finished simulation.
 pub(crate) fn forget_sim(sim: *const SimInner) {
     let mut t = table();
-    let Some(i) = t.sims.iter().rposition(|w| std::ptr::eq(w.as_ptr(), sim)) else {
+    let Some(i) = t.sims.iter().rposition(|w| is_sim(w, sim)) else {
         return;
     };
     let i = u32::try_from(i).unwrap_or(u32::MAX);
@@ -261,10 +260,19 @@ pub(crate) fn forget_sim(sim: *const SimInner) {
         }
         t.trim();
     }
-    // No token names slot `i` any more: another simulation may take it.
-    t.sims[i as usize] = Weak::new();
+    // No token names slot `i` any more: another simulation may take it. The simulation
+    // itself is dropped after the lock (its drop may not re-enter the registry under it).
+    let sim = t.sims[i as usize].take();
     t.free_sims.push(i);
     t.last = None;
+    drop(t);
+    drop(sim);
+}
+
+/// Whether the slot holds the simulation at `sim`.
+fn is_sim(slot: &Option<Arc<SimInner>>, sim: *const SimInner) -> bool {
+    slot.as_ref()
+        .is_some_and(|s| std::ptr::eq(Arc::as_ptr(s), sim))
 }
 
 thread_local! {

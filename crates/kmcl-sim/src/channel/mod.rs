@@ -279,7 +279,7 @@ impl GuestRings {
     pub(crate) fn complete(&mut self, off: u32) -> bool {
         let signal = self
             .rel
-            .complete_and_release(&mut self.rx, off)
+            .complete_and_release_own(&mut self.rx, off)
             .unwrap_or(false);
         self.since_signal.released(self.rx.read_index());
         signal

@@ -329,30 +329,53 @@ impl IncomingRing {
     ///
     /// [`ReleaseError::OutsideReadWindow`] if `up_to` is misaligned or beyond the cursor.
     pub fn try_release(&mut self, up_to: u32) -> Result<bool, ReleaseError> {
-        let ring = &self.ring;
-        let old = self.read_index;
-        if !up_to.is_multiple_of(8)
-            || up_to >= ring.dsize
-            || ring.distance(old, up_to) > ring.distance(old, self.cursor)
-        {
+        if !self.in_read_window(up_to) {
             return Err(ReleaseError::OutsideReadWindow);
         }
+        Ok(self.release_in_window(up_to))
+    }
+
+    /// Whether `up_to` is aligned and inside the read-but-unreleased window.
+    fn in_read_window(&self, up_to: u32) -> bool {
+        let ring = &self.ring;
+        let old = self.read_index;
+        up_to.is_multiple_of(8)
+            && up_to < ring.dsize
+            && ring.distance(old, up_to) <= ring.distance(old, self.cursor)
+    }
+
+    /// [`release`](Self::release) of the end of a packet this reader consumed and has not
+    /// released (a [`ReleaseTracker`](super::ReleaseTracker) fed by this ring only): inside
+    /// the window by construction, so the window is checked in debug builds only.
+    pub(crate) fn release_consumed(&mut self, up_to: u32) -> bool {
+        debug_assert!(
+            self.in_read_window(up_to),
+            "release outside the read window"
+        );
+        self.release_in_window(up_to)
+    }
+
+    /// Publishes `read_index = up_to` (inside the window) and applies the signal rule.
+    #[inline]
+    fn release_in_window(&mut self, up_to: u32) -> bool {
+        let ring = &self.ring;
+        let old = self.read_index;
         if up_to == old {
-            return Ok(false);
+            return false;
         }
         // SeqCst RMW: full barrier between publishing read_index and reading pending_send_sz.
         ring.store(ControlField::ReadIndex, up_to);
         self.read_index = up_to;
         let pending = ring.load(ControlField::PendingSendSize) & !7;
         if pending == 0 {
-            return Ok(false);
+            return false;
         }
         let Ok(write) = ring.check_write_index(ring.load(ControlField::WriteIndex)) else {
-            return Ok(false);
+            return false;
         };
         let old_free = ring.raw_free(write, old).saturating_sub(8);
         let new_free = ring.raw_free(write, up_to).saturating_sub(8);
-        Ok(old_free < pending && new_free >= pending)
+        old_free < pending && new_free >= pending
     }
 
     /// Releases everything read so far (up to the cursor). Returns "signal the writer?".

@@ -37,6 +37,10 @@ impl std::error::Error for ReleaseError {}
 pub struct ReleaseTracker {
     /// `(start offset, end offset, completed)`, oldest first.
     entries: VecDeque<(u32, u32, bool)>,
+    /// How many entries are completed but not released (completed out of order, behind an
+    /// older packet still held). While 0, the oldest entry is not completed and an in-order
+    /// completion releases exactly that entry: no walk over the rest.
+    ahead: usize,
 }
 
 impl ReleaseTracker {
@@ -45,6 +49,7 @@ impl ReleaseTracker {
     pub const fn new() -> Self {
         Self {
             entries: VecDeque::new(),
+            ahead: 0,
         }
     }
 
@@ -78,29 +83,39 @@ impl ReleaseTracker {
     /// # Errors
     ///
     /// [`ReleaseError::UnknownPacket`] / [`ReleaseError::AlreadyCompleted`].
+    #[inline]
     pub fn complete(&mut self, offset: u32) -> Result<Option<u32>, ReleaseError> {
-        // The usual case, completion in read order: the oldest entry, released at once.
-        let mut release = match self.entries.front() {
-            Some(&(start, end, false)) if start == offset => {
-                self.entries.pop_front();
-                Some(end)
-            }
-            _ => {
-                let entry = self
-                    .entries
-                    .iter_mut()
-                    .find(|e| e.0 == offset)
-                    .ok_or(ReleaseError::UnknownPacket)?;
-                if entry.2 {
-                    return Err(ReleaseError::AlreadyCompleted);
-                }
-                entry.2 = true;
-                None
-            }
-        };
+        // The usual case, completion in read order with nothing completed ahead: the oldest
+        // entry, released at once (nothing behind it is completed, so nothing more goes).
+        if self.ahead == 0
+            && let Some(&(start, end, _)) = self.entries.front()
+            && start == offset
+        {
+            self.entries.pop_front();
+            return Ok(Some(end));
+        }
+        self.complete_slow(offset)
+    }
+
+    /// [`complete`](Self::complete) out of order, or with packets completed ahead.
+    #[cold]
+    #[inline(never)]
+    fn complete_slow(&mut self, offset: u32) -> Result<Option<u32>, ReleaseError> {
+        let entry = self
+            .entries
+            .iter_mut()
+            .find(|e| e.0 == offset)
+            .ok_or(ReleaseError::UnknownPacket)?;
+        if entry.2 {
+            return Err(ReleaseError::AlreadyCompleted);
+        }
+        entry.2 = true;
+        self.ahead += 1;
+        let mut release = None;
         while let Some(&(_, end, true)) = self.entries.front() {
             release = Some(end);
             self.entries.pop_front();
+            self.ahead -= 1;
         }
         Ok(release)
     }
@@ -111,6 +126,7 @@ impl ReleaseTracker {
     /// # Errors
     ///
     /// As [`complete`](Self::complete).
+    #[inline]
     pub fn complete_and_release(
         &mut self,
         ring: &mut IncomingRing,
@@ -120,5 +136,23 @@ impl ReleaseTracker {
             Some(up_to) => ring.try_release(up_to),
             None => Ok(false),
         }
+    }
+
+    /// [`complete_and_release`](Self::complete_and_release) for a tracker fed only by
+    /// `ring`'s own reads (the channel's pair): the release point, the end of a packet `ring`
+    /// consumed, is inside its read window by construction and is not re-checked.
+    ///
+    /// # Errors
+    ///
+    /// As [`complete`](Self::complete).
+    #[inline]
+    pub(crate) fn complete_and_release_own(
+        &mut self,
+        ring: &mut IncomingRing,
+        offset: u32,
+    ) -> Result<bool, ReleaseError> {
+        Ok(self
+            .complete(offset)?
+            .is_some_and(|up_to| ring.release_consumed(up_to)))
     }
 }
