@@ -407,6 +407,11 @@ pub(crate) struct Channel {
     pub(crate) completion_queue: VecDeque<(u64, Vec<u8>)>,
     pub(crate) passive_q: VecDeque<(u64, bool)>,
     pub(crate) dpc_active: bool,
+    /// Send completion routines of this channel running now on other threads (threaded
+    /// mode only; deterministic mode runs nothing beside them). `VmbChannelDisable` does not
+    /// return while one runs: the routine may still free its packet or touch its context,
+    /// and the driver cleans both up once Disable returned.
+    pub(crate) completing: u32,
     /// A completion freed ring space while the DPC was delivering: the DPC re-queues itself
     /// when it ends (once per batch, instead of a queue push per completion).
     pub(crate) dpc_rerun: bool,
@@ -547,6 +552,7 @@ pub(crate) fn allocate(
             completion_queue: VecDeque::new(),
             passive_q: VecDeque::new(),
             dpc_active: false,
+            completing: 0,
             dpc_rerun: false,
             suspended: false,
             paused: false,
@@ -879,7 +885,6 @@ pub(crate) fn run_close(sim: &Arc<SimInner>, ch: u64) {
                 ChState::Disabled
             };
             c.rings = None;
-            c.close = None;
             c.suspended = false;
             // Sends queued before any open (or restored by a server) end cancelled.
             let cancelled = if keep_offered {
@@ -887,9 +892,20 @@ pub(crate) fn run_close(sim: &Arc<SimInner>, ch: u64) {
             } else {
                 cancel_sends(c)
             };
-            sim.wake();
+            if cancelled.is_empty() {
+                c.close = None;
+                sim.wake();
+                return;
+            }
+            // Disable returns only after the cancelled sends' completion routines ran
+            // (they free their packets; Cleanup follows Disable).
             drop(st);
             finish_cancelled(sim, ch, cancelled);
+            wait_for_completions(sim, ch);
+            if let Some(c) = sim.lock().channels.get_mut(&ch) {
+                c.close = None;
+            }
+            sim.wake();
             return;
         }
         c.state = ChState::Closing;
@@ -931,6 +947,9 @@ pub(crate) fn run_close(sim: &Arc<SimInner>, ch: u64) {
             .unwrap_or_default()
     };
     finish_cancelled(sim, ch, cancelled);
+    // A completion routine that another thread entered before the cancel (a posted send's
+    // Task::SendDone, a host completion) may still run: Closed and Disable wait for it.
+    wait_for_completions(sim, ch);
     if opened {
         call_state(ch, tok, cbs, StateEvent::Closed);
     }
@@ -976,6 +995,21 @@ pub(crate) fn run_close(sim: &Arc<SimInner>, ch: u64) {
         }
     }
     sim.wake();
+}
+
+/// Waits until no send completion routine of `ch` runs on another thread (threaded mode;
+/// the counter stays 0 in deterministic mode). A routine runs at DISPATCH_LEVEL and cannot
+/// block, so this ends unless a driver's routine hangs (then: rule DEADLOCK).
+fn wait_for_completions(sim: &Arc<SimInner>, ch: u64) {
+    let done = sim.wait_until(None, |st| {
+        st.channels.get(&ch).is_none_or(|c| c.completing == 0)
+    });
+    if !done {
+        sim.violation(
+            Rule::Deadlock,
+            format!("close of channel {ch:#x}: a send completion routine never returned"),
+        );
+    }
 }
 
 /// Takes every in-flight or queued send of `c` for cancellation.
@@ -2292,6 +2326,7 @@ pub(crate) fn run_send_done(sim: &Arc<SimInner>, ch: u64, pkt: u64) {
 
 /// Runs `pkt`'s completion routine (at DISPATCH_LEVEL) with its result.
 fn finish_send(sim: &Arc<SimInner>, ch: u64, pkt: u64) {
+    let threaded = !sim.deterministic();
     let (routine, tok, status, resp) = {
         let mut st = sim.lock();
         let Some(c) = st.channels.get_mut(&ch) else {
@@ -2310,6 +2345,7 @@ fn finish_send(sim: &Arc<SimInner>, ch: u64, pkt: u64) {
         {
             registry::retire(tok);
         }
+        c.completing += u32::from(threaded);
         r
     };
     // An empty response is passed as NULL: no buffer. A response goes into this thread's
@@ -2326,6 +2362,12 @@ fn finish_send(sim: &Arc<SimInner>, ch: u64, pkt: u64) {
     let _g = sched::set_irql(DISPATCH_LEVEL);
     let ptr = buf.as_ref().map_or(0, SharedBuf::addr);
     upcall::call_completion(routine, tok, status, ptr, len);
+    if threaded {
+        // The routine returned: a Disable waiting for it (`run_close`) may go on.
+        if let Some(c) = sim.lock().channels.get_mut(&ch) {
+            c.completing -= 1;
+        }
+    }
     if let Some(b) = buf {
         SPARE_RESPONSE.set(Some(b));
     }

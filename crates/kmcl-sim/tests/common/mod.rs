@@ -51,6 +51,8 @@ pub struct Ctx {
     pub on_packet: Mutex<Option<PacketHook>>,
     /// Extra behaviour in every state-change callback (its name: "opened", "started", ...).
     pub on_state: Mutex<Option<StateHook>>,
+    /// Extra behaviour at the start of every send completion routine ([`EvtSendComplete`]).
+    pub on_send_done: Mutex<Option<SendDoneHook>>,
     /// Pages per ring (control page included) passed to VmbClientChannelInitSetRingBufferPageCount.
     pub ring_pages: AtomicU32,
 }
@@ -58,6 +60,8 @@ pub struct Ctx {
 /// A test's extra ProcessPacket behaviour: (ctx, channel, packet, buffer, length).
 pub type PacketHook =
     std::sync::Arc<dyn Fn(&Ctx, VMBCHANNEL, VMBPACKETCOMPLETION, PVOID, u32) + Send + Sync>;
+/// A test's extra send-completion behaviour: (ctx, status).
+pub type SendDoneHook = std::sync::Arc<dyn Fn(&Ctx, NTSTATUS) + Send + Sync>;
 /// A test's extra state-change behaviour: (ctx, channel, event name).
 pub type StateHook = std::sync::Arc<dyn Fn(&Ctx, VMBCHANNEL, &str) + Send + Sync>;
 
@@ -83,6 +87,7 @@ impl Ctx {
             external_seen: Mutex::new(Vec::new()),
             on_packet: Mutex::new(None),
             on_state: Mutex::new(None),
+            on_send_done: Mutex::new(None),
             ring_pages: AtomicU32::new(4),
         })
     }
@@ -347,6 +352,14 @@ pub unsafe extern "system" fn EvtSendComplete(
     let ch = unsafe { get(pkt) };
     // SAFETY: see `ctx`.
     let c = unsafe { ctx(ch) };
+    let hook = c
+        .on_send_done
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    if let Some(h) = hook {
+        h(c, status);
+    }
     let data = if buf.is_null() || len == 0 {
         Vec::new()
     } else {
