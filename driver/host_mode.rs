@@ -44,7 +44,7 @@ use crate::bridge::{
     Config, FileId, Lock, NtStatus, ProcessingMode, RequestKey, State, Stats, UserRequest,
 };
 use crate::trace::Tracer;
-use crate::vmbus::{ChannelHandler, DeviceBridge, Held, Sender};
+use crate::vmbus::{ChannelHandler, DeviceBridge, Held, SendPool, Sender};
 
 /// The channel's friendly name, `VmBridgeHost` in UTF-16.
 static FRIENDLY_NAME: [u16; 12] = {
@@ -78,6 +78,8 @@ where
 {
     bridge: Arc<DeviceBridge<R, L>>,
     channel: ServerChannel<ChannelHandler<R, L>>,
+    /// The waiting sends' contexts, one per send slot (no allocation per send).
+    sends: SendPool<R, L>,
     /// The kernel VMBus handle (an integer; closed after the channel is cleaned up).
     vmbus_handle: usize,
 }
@@ -151,9 +153,11 @@ where
         // A server channel is paused after Enable; Start from here, outside any
         // state-change callback.
         channel.start(passive)?;
+        let sends = SendPool::new(&bridge, config.max_pending_sends);
         Ok(Self {
             bridge,
             channel,
+            sends,
             vmbus_handle: vmbus.as_raw().addr(),
         })
     }
@@ -165,7 +169,7 @@ where
     }
 
     fn sender(&self) -> Sender<'_, R, L> {
-        Sender::new(self.channel.endpoint(), &self.bridge)
+        Sender::new(self.channel.endpoint(), &self.bridge, &self.sends)
     }
 
     /// Disable (rescind the offer) and clean up; returns the final counters and the
@@ -175,6 +179,7 @@ where
             bridge,
             channel,
             vmbus_handle,
+            ..
         } = self;
         channel.close(passive);
         (bridge.stats(), vmbus_handle)

@@ -19,7 +19,6 @@
 //!   preallocated per send slot, so nothing is allocated per send) carries the bridge and
 //!   the tag.
 
-use alloc::boxed::Box;
 use alloc::sync::Arc;
 use core::marker::PhantomData;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -115,12 +114,17 @@ impl<R, L> ChannelHandler<R, L> {
 }
 
 impl<'a, R, L> Sender<'a, R, L> {
-    /// The sender over `endpoint` reporting to `bridge` (also used by [`crate::host_mode`]).
-    pub(crate) fn new(endpoint: Endpoint<'a>, bridge: &'a Arc<DeviceBridge<R, L>>) -> Self {
+    /// The sender over `endpoint` reporting to `bridge`, lending the waiting sends' contexts
+    /// from `pool` (also used by [`crate::host_mode`]).
+    pub(crate) fn new(
+        endpoint: Endpoint<'a>,
+        bridge: &'a Arc<DeviceBridge<R, L>>,
+        pool: &'a SendPool<R, L>,
+    ) -> Self {
         Self {
             endpoint,
             bridge,
-            pool: None,
+            pool,
         }
     }
 }
@@ -245,10 +249,6 @@ impl<R, L> SendPool<R, L> {
     }
 }
 
-/// `EvtVmbPacketCompletionRoutine` for user sends that wait for their completion, with a
-/// context allocated for the send (a sender without a [`SendPool`]).
-pub struct SendDone<R, L>(PhantomData<fn() -> (R, L)>);
-
 /// `EvtVmbPacketCompletionRoutine` for user sends that wait for their completion, with
 /// the context of their slot in the [`SendPool`].
 pub struct PooledSendDone<R, L>(PhantomData<fn() -> (R, L)>);
@@ -281,31 +281,11 @@ impl<R, L> core::fmt::Debug for SendContext<R, L> {
     }
 }
 
-impl<R, L> core::fmt::Debug for SendDone<R, L> {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str("SendDone")
-    }
-}
-
 impl<R, L> core::fmt::Debug for Sender<'_, R, L> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Sender")
             .field("endpoint", &self.endpoint)
             .finish_non_exhaustive()
-    }
-}
-
-impl<R, L> Completion for SendDone<R, L>
-where
-    R: UserRequest + 'static,
-    L: Lock<State<Held, R>> + 'static,
-{
-    type Context = Box<SendContext<R, L>>;
-
-    fn completed(context: Self::Context, status: kmcl::NtStatus, response: &[u8], _level: Level) {
-        context
-            .bridge
-            .send_completed(context.tag(), from_kmcl(status), response);
     }
 }
 
@@ -336,8 +316,8 @@ where
 pub struct Sender<'a, R, L> {
     endpoint: Endpoint<'a>,
     bridge: &'a Arc<DeviceBridge<R, L>>,
-    /// The waiting sends' contexts; without it each waiting send allocates its own.
-    pool: Option<&'a SendPool<R, L>>,
+    /// The waiting sends' contexts.
+    pool: &'a SendPool<R, L>,
 }
 
 impl<R, L> ChannelSender for Sender<'_, R, L>
@@ -359,24 +339,14 @@ where
                 )
                 .map_err(|e| from_kmcl(e.status)),
             Some(tag) => {
-                // The slot's preallocated context: nothing allocated per send.
-                if let Some(ctx) = self.pool.and_then(|p| p.lend(tag)) {
-                    return self
-                        .endpoint
-                        .send_with_completion::<PooledSendDone<R, L>>(
-                            payload,
-                            SendFlags::WAIT_FOR_COMPLETION,
-                            ctx,
-                        )
-                        .map_err(|e| from_kmcl(e.status));
-                }
-                // No pool: one allocation for this send (its tag travels with the bridge).
-                let ctx = Box::new(SendContext {
-                    bridge: Arc::clone(self.bridge),
-                    tag: AtomicU64::new(tag.0),
-                });
+                // The slot's preallocated context: nothing allocated per send. The pool has
+                // one context per bridge send slot, so every tag has one.
+                let ctx = self
+                    .pool
+                    .lend(tag)
+                    .ok_or(NtStatus::INSUFFICIENT_RESOURCES)?;
                 self.endpoint
-                    .send_with_completion::<SendDone<R, L>>(
+                    .send_with_completion::<PooledSendDone<R, L>>(
                         payload,
                         SendFlags::WAIT_FOR_COMPLETION,
                         ctx,
@@ -518,11 +488,7 @@ where
     }
 
     fn sender(&self) -> Sender<'_, R, L> {
-        Sender {
-            endpoint: self.channel.endpoint(),
-            bridge: &self.bridge,
-            pool: Some(&self.sends),
-        }
+        Sender::new(self.channel.endpoint(), &self.bridge, &self.sends)
     }
 
     /// `EvtIoRead`.
