@@ -379,11 +379,14 @@ fn storm(name: &str, seeds: std::ops::Range<u64>, storm: impl Fn(u64) -> Stats) 
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     for seed in seeds {
         let _ = storm(seed);
-        // The request model's spare buffers are a cache of this thread's, not a leak.
+        // The request model's spare buffers, and the simulator's ring memory and packet
+        // buffers of ended simulations, are caches of this thread's, not leaks.
         vmbridge::sim_request::free_spares();
+        kmcl_sim::free_spares();
         let (blocks, bytes) = live();
         let stats = storm(seed);
         vmbridge::sim_request::free_spares();
+        kmcl_sim::free_spares();
         let (blocks_after, bytes_after) = live();
         assert_eq!(
             blocks_after - blocks,

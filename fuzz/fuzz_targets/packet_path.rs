@@ -41,12 +41,13 @@ const DRAIN_READ_MAX: usize = 64 * 1024;
 
 /// The output length of the drain read after `h` (completed).
 fn drain_read_after(h: &RequestHandle) -> usize {
-    h.result()
-        .filter(|c| c.status == NtStatus::BUFFER_OVERFLOW)
-        .and_then(|c| VMBRIDGE_PACKET_HEADER::parse(&c.output).ok())
-        .map_or(DRAIN_READ, |hdr| {
-            (HDR + hdr.PayloadLength as usize).clamp(DRAIN_READ, DRAIN_READ_MAX)
-        })
+    h.with_result(|c| {
+        c.filter(|c| c.status == NtStatus::BUFFER_OVERFLOW)
+            .and_then(|c| VMBRIDGE_PACKET_HEADER::parse(c.output).ok())
+            .map_or(DRAIN_READ, |hdr| {
+                (HDR + hdr.PayloadLength as usize).clamp(DRAIN_READ, DRAIN_READ_MAX)
+            })
+    })
 }
 
 /// A read the target checks when it completes: its handle and output length.
@@ -161,10 +162,12 @@ fn run(data: &[u8]) {
                     .iter()
                     .filter(|r| r.hold)
                     .filter_map(|r| {
-                        let c = r.h.result()?;
-                        let hdr = VMBRIDGE_PACKET_HEADER::parse(&c.output).ok()?;
-                        (c.status == NtStatus::SUCCESS && hdr.PacketId != 0)
-                            .then_some((r.file, hdr.PacketId))
+                        r.h.with_result(|c| {
+                            let c = c?;
+                            let hdr = VMBRIDGE_PACKET_HEADER::parse(c.output).ok()?;
+                            (c.status == NtStatus::SUCCESS && hdr.PacketId != 0)
+                                .then_some((r.file, hdr.PacketId))
+                        })
                     })
                     .collect();
                 let (f, id) = if held.is_empty() || pick == 0xFF {
@@ -178,7 +181,7 @@ fn run(data: &[u8]) {
                     build_respond(id, response).as_slice(),
                     0,
                 );
-                if h.result().is_some_and(|c| c.status == NtStatus::SUCCESS) {
+                if h.with_result(|c| c.is_some_and(|c| c.status == NtStatus::SUCCESS)) {
                     assert!(answered.insert(id), "packet id {id} answered twice");
                 }
             }
@@ -260,17 +263,19 @@ fn run(data: &[u8]) {
     // Every user request completed exactly once; no completion overstates its buffer.
     rig.assert_requests_completed_once();
     for r in &reads {
-        let c = r.h.result().expect("completed");
-        assert!(
-            c.information <= r.out_len,
-            "read info {} > buffer {}",
-            c.information,
-            r.out_len
-        );
-        if c.status == NtStatus::SUCCESS {
-            let hdr = VMBRIDGE_PACKET_HEADER::parse(&c.output).expect("a packet header");
-            assert_eq!(HDR + hdr.PayloadLength as usize, c.information);
-        }
+        r.h.with_result(|c| {
+            let c = c.expect("completed");
+            assert!(
+                c.information <= r.out_len,
+                "read info {} > buffer {}",
+                c.information,
+                r.out_len
+            );
+            if c.status == NtStatus::SUCCESS {
+                let hdr = VMBRIDGE_PACKET_HEADER::parse(c.output).expect("a packet header");
+                assert_eq!(HDR + hdr.PayloadLength as usize, c.information);
+            }
+        });
     }
 
     // Every packet delivered reached the bridge once, and none is left behind.

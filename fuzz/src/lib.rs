@@ -175,8 +175,11 @@ impl Rig {
         kmcl::irql::set_host_irql_source(kmcl_sim::current_irql);
         // Every input starts from the same state: the request model's spare buffers hold
         // bytes of the previous inputs' requests (a read's output buffer starts with them),
-        // so a finding would otherwise depend on what ran before its input.
-        vmbridge::sim_request::free_spares();
+        // so a finding would otherwise depend on what ran before its input. A new epoch
+        // zeroes a spare before this input's requests get it: the same bytes as fresh
+        // buffers, without allocating them again (page faults and, under ASan, a stack
+        // trace per allocation were most of an input's time).
+        vmbridge::sim_request::scrub_spares();
         let sim = Sim::new(sim_cfg);
         let offer = sim.offer(OfferConfig::default().with_interface_type(channel_type()));
         let host = offer.host();
@@ -299,9 +302,10 @@ impl Drop for Rig {
         if let Some(device) = self.device.take() {
             device.close(passive());
         }
-        // The closed device dropped every request, so their buffers are spares now: free
-        // them, so that an input frees what it allocated (libFuzzer re-runs an input that
-        // ends with more allocations than frees, and then looks for leaks).
-        vmbridge::sim_request::free_spares();
+        // The closed device dropped every request, so their buffers are spares now: kept
+        // for the next input (scrubbed by its `with_sim`). Once the pool holds what inputs
+        // need, an input frees what it allocates (libFuzzer re-runs an input that ends
+        // with more allocations than frees, and then looks for leaks; the spares are
+        // reachable from a thread-local, not leaked).
     }
 }

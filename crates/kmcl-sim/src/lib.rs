@@ -675,6 +675,56 @@ impl Drop for Sim {
         }
         registry::forget_sim(Arc::as_ptr(&self.inner));
         self.inner.safe_point();
+        // The simulation is over: its retired and pooled packet buffers serve the next
+        // simulation on this thread (a fuzz input or test makes one each).
+        let mut st = self.inner.lock();
+        let retired = std::mem::take(&mut st.retired);
+        let mut pool = std::mem::take(&mut st.buf_pool);
+        drop(st);
+        pool.extend(retired.into_iter().map(|(_, buf)| buf));
+        spare_bufs::put(pool);
+    }
+}
+
+/// Frees this thread's caches of ended simulations' memory: ring memory
+/// ([`ring::RingPair`]s of dropped channels) and packet buffers. A new simulation reuses
+/// them (zeroed where it would see them), so they are a cache, not a leak; a test that
+/// counts live allocations across simulations calls this first.
+pub fn free_spares() {
+    let _ = spare_bufs::take();
+    ring::free_spare_memory();
+}
+
+/// Packet buffers of ended simulations, per thread, for the next simulation's pool
+/// ([`State::buf_pool`]); bounded as that pool is.
+mod spare_bufs {
+    use std::cell::RefCell;
+
+    use super::{BUF_POOL_BYTES, BUF_POOL_KEEP, mem::SharedBuf};
+
+    thread_local! {
+        static SPARE: RefCell<Vec<SharedBuf>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Keeps `bufs` (buffers with an offset start are not reused: dropped).
+    pub(super) fn put(bufs: Vec<SharedBuf>) {
+        let _ = SPARE.try_with(|s| {
+            let mut s = s.borrow_mut();
+            let mut bytes: usize = s.iter().map(SharedBuf::capacity).sum();
+            for b in bufs {
+                if s.len() < BUF_POOL_KEEP && bytes + b.capacity() <= BUF_POOL_BYTES {
+                    bytes += b.capacity();
+                    s.push(b);
+                }
+            }
+        });
+    }
+
+    /// This thread's kept buffers, for a new simulation.
+    pub(super) fn take() -> Vec<SharedBuf> {
+        SPARE
+            .try_with(|s| std::mem::take(&mut *s.borrow_mut()))
+            .unwrap_or_default()
     }
 }
 
@@ -697,7 +747,7 @@ impl Sim {
                 channels: IdMap::default(),
                 retired: VecDeque::new(),
                 retired_checked: 0,
-                buf_pool: Vec::new(),
+                buf_pool: spare_bufs::take(),
                 dpc_calls: Vec::new(),
                 pages: HashMap::default(),
                 faults: Faults::default(),
@@ -991,5 +1041,49 @@ impl Offer {
         o.host.on_open(&pair, pipe, self.sim.cfg.stale_pad_bytes);
         channel::guest_opened(&self.sim, st, self.id, &pair);
         Ok(HostEndpoint::new(Arc::clone(&self.sim), self.id))
+    }
+}
+
+#[cfg(test)]
+mod spare_tests {
+    use super::*;
+
+    fn pool_len(sim: &Sim) -> usize {
+        sim.inner.lock().buf_pool.len()
+    }
+
+    #[test]
+    fn a_new_simulation_reuses_the_packet_buffers_of_an_ended_one_on_its_thread() {
+        free_spares();
+        let sim = Sim::new(SimConfig::deterministic(1));
+        assert_eq!(pool_len(&sim), 0);
+        {
+            let mut st = sim.inner.lock();
+            st.buf_pool.push(mem::SharedBuf::new(100));
+            let at = RetiredAt {
+                fail: false,
+                buf_size: 0,
+                tok: 1,
+                len: 4000,
+            };
+            // A completed packet's buffer, poisoned as VmbChannelPacketComplete leaves it.
+            let buf = mem::SharedBuf::new(4000);
+            buf.fill(mem::POISON);
+            st.retired.push_back((at, buf));
+        }
+        drop(sim);
+        let next = Sim::new(SimConfig::deterministic(1));
+        assert_eq!(
+            pool_len(&next),
+            2,
+            "pooled and retired buffers carried over"
+        );
+        free_spares();
+        drop(next);
+        let after = Sim::new(SimConfig::deterministic(1));
+        assert_eq!(pool_len(&after), 2, "the ended simulation's own pool");
+        free_spares();
+        let fresh = Sim::new(SimConfig::deterministic(1));
+        assert_eq!(pool_len(&fresh), 0, "free_spares empties the cache");
     }
 }

@@ -31,6 +31,76 @@ impl fmt::Debug for Memory {
     }
 }
 
+/// Ring memory of dropped [`RingPair`]s, per thread, for the next pair of the same size:
+/// a simulation per fuzz input or test allocates (and page-faults in) its rings once, not
+/// per channel. A buffer is zeroed when taken, so a new pair reads exactly as a fresh one.
+mod spare_words {
+    use std::cell::RefCell;
+    use std::sync::atomic::AtomicU64;
+
+    /// Buffers kept per thread (a few simulations' channels).
+    const KEEP: usize = 8;
+    /// The largest buffer kept, in words (1 MiB): larger rings are rare and freed.
+    const KEEP_MAX_WORDS: usize = 128 * 1024;
+
+    thread_local! {
+        static SPARES: RefCell<Vec<Box<[AtomicU64]>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// `len` zeroed words: a kept buffer of that length, or a new one.
+    pub(super) fn take(len: usize) -> Box<[AtomicU64]> {
+        let kept = SPARES
+            .try_with(|s| {
+                let mut s = s.borrow_mut();
+                let at = s.iter().position(|w| w.len() == len)?;
+                Some(s.swap_remove(at))
+            })
+            .ok()
+            .flatten();
+        match kept {
+            Some(mut words) => {
+                for w in &mut words {
+                    *w.get_mut() = 0;
+                }
+                words
+            }
+            None => (0..len).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Frees the kept buffers.
+    pub(crate) fn clear() {
+        let _ = SPARES.try_with(|s| s.borrow_mut().clear());
+    }
+
+    /// Keeps `words` for a later [`take`] (the oldest goes when full).
+    pub(super) fn put(words: Box<[AtomicU64]>) {
+        if words.is_empty() || words.len() > KEEP_MAX_WORDS {
+            return;
+        }
+        let _ = SPARES.try_with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() == KEEP {
+                s.remove(0);
+            }
+            s.push(words);
+        });
+    }
+}
+
+/// Frees this thread's kept ring memory (see `kmcl_sim::free_spares`).
+pub(crate) fn free_spare_memory() {
+    spare_words::clear();
+}
+
+impl Drop for Memory {
+    fn drop(&mut self) {
+        // The last RingPair (and Ring) of this memory is gone: no reference into `words`
+        // is left, and the next pair zeroes it before use.
+        spare_words::put(std::mem::take(&mut self.words));
+    }
+}
+
 impl Memory {
     #[inline]
     fn word(&self, index: usize) -> &AtomicU64 {
@@ -103,9 +173,7 @@ impl RingPair {
         let ring_offset_pages = 1 + outbound_data_pages;
         let pages = ring_offset_pages + 1 + inbound_data_pages;
         let len_words = pages * WORDS_PER_PAGE;
-        let words: Box<[AtomicU64]> = (0..len_words + WORDS_PER_PAGE)
-            .map(|_| AtomicU64::new(0))
-            .collect();
+        let words = spare_words::take(len_words + WORDS_PER_PAGE);
         // CAST: address arithmetic only, to find the first 4096-aligned word.
         let addr = words.as_ptr() as usize;
         let base = ((PAGE_SIZE - addr % PAGE_SIZE) % PAGE_SIZE) / 8;

@@ -91,6 +91,7 @@ pub use layout::{
     ControlField, DESCRIPTOR_SIZE, FEATURE_SUPPORTS_PENDING_SEND_SIZE, FLAG_COMPLETION_REQUESTED,
     GPA_MAX_BYTE_OFFSET, PAGE_SIZE, TRAILER_SIZE,
 };
+pub(crate) use memory::free_spare_memory;
 pub use memory::{Ring, RingPair};
 pub use outgoing::{OutgoingRing, WriteError, WriteOutcome};
 pub use pipe::{

@@ -1322,3 +1322,25 @@ fn threaded_writer_and_reader_transfer_every_packet_in_order() {
     }
     assert_eq!(writer.join().expect("writer thread"), Ok(()));
 }
+
+#[test]
+fn a_pair_made_from_a_dropped_pairs_memory_reads_as_fresh_zeros() {
+    // Memory of a dropped pair is kept for the next pair of its size (per thread), zeroed.
+    let old = RingPair::new(3, 1);
+    let len = old.len();
+    old.write_bytes(0, &[0xA5; 64]);
+    old.write_bytes(len - 64, &[0x5A; 64]);
+    let old_ptr = old.as_ptr();
+    drop(old);
+    let new = RingPair::new(3, 1);
+    assert_eq!(new.as_ptr(), old_ptr, "the dropped pair's memory is reused");
+    let mut bytes = vec![0xFFu8; len];
+    new.read_bytes(0, &mut bytes);
+    assert!(
+        bytes.iter().all(|&b| b == 0),
+        "reused ring memory is zeroed"
+    );
+    // A clone keeps the memory alive: a second pair does not get it while one exists.
+    let other = RingPair::new(3, 1);
+    assert_ne!(other.as_ptr(), new.as_ptr());
+}
