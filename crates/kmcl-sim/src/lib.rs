@@ -679,10 +679,9 @@ impl Drop for Sim {
         // simulation on this thread (a fuzz input or test makes one each).
         let mut st = self.inner.lock();
         let retired = std::mem::take(&mut st.retired);
-        let mut pool = std::mem::take(&mut st.buf_pool);
+        let pool = std::mem::take(&mut st.buf_pool);
         drop(st);
-        pool.extend(retired.into_iter().map(|(_, buf)| buf));
-        spare_bufs::put(pool);
+        spare_bufs::put(pool, retired.into_iter().map(|(_, buf)| buf));
     }
 }
 
@@ -706,12 +705,17 @@ mod spare_bufs {
         static SPARE: RefCell<Vec<SharedBuf>> = const { RefCell::new(Vec::new()) };
     }
 
-    /// Keeps `bufs` (buffers with an offset start are not reused: dropped).
-    pub(super) fn put(bufs: Vec<SharedBuf>) {
+    /// Keeps the buffers of `pool` and `more`, up to the pool's bounds. `pool` itself
+    /// (the ended simulation's pool) becomes the kept list when none is kept, so the list's
+    /// own allocation passes from simulation to simulation too.
+    pub(super) fn put(mut pool: Vec<SharedBuf>, more: impl Iterator<Item = SharedBuf>) {
         let _ = SPARE.try_with(|s| {
             let mut s = s.borrow_mut();
+            if s.is_empty() {
+                std::mem::swap(&mut *s, &mut pool);
+            }
             let mut bytes: usize = s.iter().map(SharedBuf::capacity).sum();
-            for b in bufs {
+            for b in pool.into_iter().chain(more) {
                 if s.len() < BUF_POOL_KEEP && bytes + b.capacity() <= BUF_POOL_BYTES {
                     bytes += b.capacity();
                     s.push(b);

@@ -574,7 +574,7 @@ pub(crate) fn allocate(
 pub(crate) fn init_set(
     sim: &Arc<SimInner>,
     ch: u64,
-    site: &str,
+    site: &dyn Fn() -> String,
     f: impl FnOnce(&mut Channel) -> NTSTATUS,
 ) -> NTSTATUS {
     let mut st = sim.lock();
@@ -582,7 +582,7 @@ pub(crate) fn init_set(
         return STATUS_INVALID_PARAMETER_1;
     };
     if c.state != ChState::Disabled {
-        st.violation(Rule::InitAfterEnable, site.to_owned());
+        st.violation(Rule::InitAfterEnable, site());
         return STATUS_INVALID_PARAMETER_1;
     }
     f(c)
@@ -836,9 +836,9 @@ pub(crate) fn begin_close(sim: &SimInner, st: &mut State, ch: u64, reason: Close
 }
 
 /// `VmbChannelDisable`: close and wait until the channel is Disabled.
-pub(crate) fn disable(sim: &Arc<SimInner>, ch: u64, site: &str) {
+pub(crate) fn disable(sim: &Arc<SimInner>, ch: u64, site: &dyn Fn() -> String) {
     if in_state_callback(ch) {
-        sim.violation(Rule::BlockingCallInCallback, site.to_owned());
+        sim.violation(Rule::BlockingCallInCallback, site());
         return;
     }
     {
@@ -859,7 +859,7 @@ pub(crate) fn disable(sim: &Arc<SimInner>, ch: u64, site: &str) {
     if !done {
         sim.violation(
             Rule::Deadlock,
-            format!("{site}: the channel never finished closing"),
+            format!("{}: the channel never finished closing", site()),
         );
     }
 }
@@ -1049,13 +1049,13 @@ fn finish_cancelled(sim: &Arc<SimInner>, ch: u64, pkts: Vec<u64>) {
 }
 
 /// `VmbChannelCleanup`.
-pub(crate) fn cleanup(sim: &Arc<SimInner>, ch: u64, site: &str) {
+pub(crate) fn cleanup(sim: &Arc<SimInner>, ch: u64, site: &dyn Fn() -> String) {
     let mut st = sim.lock();
     let Some(c) = st.channels.get(&ch) else {
         return;
     };
     if c.state != ChState::Disabled || c.close.is_some() {
-        st.violation(Rule::CleanupWhileEnabled, site.to_owned());
+        st.violation(Rule::CleanupWhileEnabled, site());
         return;
     }
     let Some(c) = st.channels.remove(&ch) else {
@@ -1065,7 +1065,8 @@ pub(crate) fn cleanup(sim: &Arc<SimInner>, ch: u64, site: &str) {
         st.violation(
             Rule::PacketOutstandingAtCleanup,
             format!(
-                "{site}: {} incoming packet(s) never completed",
+                "{}: {} incoming packet(s) never completed",
+                site(),
                 c.incoming.len()
             ),
         );
@@ -1075,7 +1076,8 @@ pub(crate) fn cleanup(sim: &Arc<SimInner>, ch: u64, site: &str) {
         st.violation(
             Rule::OutgoingPacketLeaked,
             format!(
-                "{site}: {} packet(s) from VmbPacketAllocate never freed",
+                "{}: {} packet(s) from VmbPacketAllocate never freed",
+                site(),
                 leaked.len()
             ),
         );
@@ -1107,9 +1109,9 @@ pub(crate) fn cleanup(sim: &Arc<SimInner>, ch: u64, site: &str) {
 }
 
 /// `VmbChannelPause`: Suspend, wait for outstanding packets; deliveries stop until Start.
-pub(crate) fn pause(sim: &Arc<SimInner>, ch: u64, site: &str) {
+pub(crate) fn pause(sim: &Arc<SimInner>, ch: u64, site: &dyn Fn() -> String) {
     if in_state_callback(ch) {
-        sim.violation(Rule::BlockingCallInCallback, site.to_owned());
+        sim.violation(Rule::BlockingCallInCallback, site());
         return;
     }
     let (tok, cbs) = {
@@ -1138,15 +1140,15 @@ pub(crate) fn pause(sim: &Arc<SimInner>, ch: u64, site: &str) {
     }) {
         sim.violation(
             Rule::Deadlock,
-            format!("{site}: incoming packets never completed"),
+            format!("{}: incoming packets never completed", site()),
         );
     }
 }
 
 /// `VmbChannelStart`: leaves the paused state (guest channels start implicitly).
-pub(crate) fn start(sim: &Arc<SimInner>, ch: u64, site: &str) {
+pub(crate) fn start(sim: &Arc<SimInner>, ch: u64, site: &dyn Fn() -> String) {
     if in_state_callback(ch) {
-        sim.violation(Rule::BlockingCallInCallback, site.to_owned());
+        sim.violation(Rule::BlockingCallInCallback, site());
         return;
     }
     let (tok, cbs) = {
@@ -1861,9 +1863,9 @@ pub(crate) fn complete_incoming(
 }
 
 /// `VmbChannelPacketDeferToPassive`.
-pub(crate) fn defer(sim: &Arc<SimInner>, ch: u64, pkt: u64, tok: usize, site: &str) {
+pub(crate) fn defer(sim: &Arc<SimInner>, ch: u64, pkt: u64, tok: usize, site: &dyn Fn() -> String) {
     if !is_inline_packet(tok) {
-        sim.violation(Rule::DeferOutsideCallback, site.to_owned());
+        sim.violation(Rule::DeferOutsideCallback, site());
         return;
     }
     let mut st = sim.lock();

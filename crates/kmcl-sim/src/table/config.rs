@@ -23,7 +23,7 @@ pub(super) fn init(
     if !passive(&sim, &site) {
         return STATUS_INVALID_DEVICE_STATE;
     }
-    channel::init_set(&sim, ch, &site(), f)
+    channel::init_set(&sim, ch, &site, f)
 }
 
 /// `VmbChannelInitSetMaximumPacketSize`: 0 is `STATUS_INVALID_PARAMETER_2`.

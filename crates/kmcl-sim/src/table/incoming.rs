@@ -63,7 +63,7 @@ pub(super) unsafe extern "system" fn VmbChannelPacketDeferToPassive(
     else {
         return;
     };
-    channel::defer(&sim, ch, pkt, tok(PacketCompletionContext), &site());
+    channel::defer(&sim, ch, pkt, tok(PacketCompletionContext), &site);
 }
 
 /// `VmbChannelPacketGetExternalData`: an MDL (header + PFN array, mapped) over simulator memory.

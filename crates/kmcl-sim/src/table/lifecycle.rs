@@ -120,7 +120,7 @@ pub(super) unsafe extern "system" fn VmbChannelCleanup(Channel: VMBCHANNEL) {
         return;
     };
     if passive(&sim, &site) {
-        channel::cleanup(&sim, ch, &site());
+        channel::cleanup(&sim, ch, &site);
     }
 }
 
@@ -143,7 +143,7 @@ pub(super) unsafe extern "system" fn VmbChannelDisable(Channel: VMBCHANNEL) {
         return;
     };
     if passive(&sim, &site) {
-        channel::disable(&sim, ch, &site());
+        channel::disable(&sim, ch, &site);
     }
 }
 
@@ -154,7 +154,7 @@ pub(super) unsafe extern "system" fn VmbChannelStart(Channel: VMBCHANNEL) {
         return;
     };
     if passive(&sim, &site) {
-        channel::start(&sim, ch, &site());
+        channel::start(&sim, ch, &site);
     }
 }
 
@@ -165,6 +165,6 @@ pub(super) unsafe extern "system" fn VmbChannelPause(Channel: VMBCHANNEL) {
         return;
     };
     if passive(&sim, &site) {
-        channel::pause(&sim, ch, &site());
+        channel::pause(&sim, ch, &site);
     }
 }
