@@ -17,8 +17,11 @@
 //! `IOCTL_VMBRIDGE_READ_BATCH` requests (`batch`: `Device::read_batch_with`, packets lent in
 //! place; `batch_vec`: `Device::read_batch`, a `Vec` per packet). Only the drain is in `drain_single` /
 //! `drain_batch`, so callgrind's toggle counts the reader's side (client, request,
-//! driver core, packet completion) and nothing of the host. Without valgrind the example
-//! times both drains in one run and prints the ratio.
+//! driver core, packet completion) and nothing of the host. Without a mode the example
+//! times the three drains in one process, round by round in rotating order (each with its
+//! own simulated guest), and prints the median over the rounds of the per-round throughput
+//! ratio to single reads, with its quartiles: wall time on a shared machine is noisy, and
+//! load that comes and goes then hits every mode alike.
 
 use std::time::{Duration, Instant};
 
@@ -112,77 +115,152 @@ struct Result {
     elapsed: Duration,
 }
 
-fn run(size: usize, rounds: u32, mode: Mode) -> Result {
-    let config = Config {
-        queue_depth: DEPTH,
-        max_packet_size: (size.next_multiple_of(8) as u32).max(4096),
-        ..Config::DEFAULT
-    };
-    let g = SimGuest::with_sim(SimConfig::deterministic(1), config, Tracer::etw());
-    let d = g.open();
-    let opts = BatchOptions {
-        hold: false,
-        wait: false,
-        max_packets: 0,
-        buffer_len: size_of::<VMBRIDGE_BATCH_HEADER>()
-            + DEPTH as usize * read_batch_entry_len(size),
-    };
-    let (mut packets, mut requests, mut filled) = (0u64, 0u64, 0u32);
-    let mut elapsed = Duration::ZERO;
-    for _ in 0..rounds {
-        let queued = fill(&g, &d, size);
-        filled = queued;
-        let t = Instant::now();
-        let (req, _) = match mode {
-            Mode::Single => drain_single(&d, queued),
-            Mode::Batch => drain_batch(&d, queued, opts),
-            Mode::BatchVec => drain_batch_vec(&d, queued, opts),
+/// One mode's guest, device and options, drained round by round.
+struct Bench {
+    mode: Mode,
+    size: usize,
+    g: SimGuest,
+    opts: BatchOptions,
+}
+
+impl Bench {
+    fn new(size: usize, mode: Mode) -> Self {
+        let config = Config {
+            queue_depth: DEPTH,
+            max_packet_size: (size.next_multiple_of(8) as u32).max(4096),
+            ..Config::DEFAULT
         };
-        elapsed += t.elapsed();
-        packets += u64::from(queued);
-        requests += req;
+        let g = SimGuest::with_sim(SimConfig::deterministic(1), config, Tracer::etw());
+        let opts = BatchOptions {
+            hold: false,
+            wait: false,
+            max_packets: 0,
+            buffer_len: size_of::<VMBRIDGE_BATCH_HEADER>()
+                + DEPTH as usize * read_batch_entry_len(size),
+        };
+        Self {
+            mode,
+            size,
+            g,
+            opts,
+        }
     }
-    assert!(g.sim().violations().is_empty(), "verifier clean");
-    Result {
-        filled,
-        packets,
-        requests,
-        elapsed,
+
+    /// Fills the queue, then drains it (timed): (packets, requests, drain time).
+    fn round(&self, d: &Device) -> (u32, u64, Duration) {
+        let queued = fill(&self.g, d, self.size);
+        let t = Instant::now();
+        let (req, _) = match self.mode {
+            Mode::Single => drain_single(d, queued),
+            Mode::Batch => drain_batch(d, queued, self.opts),
+            Mode::BatchVec => drain_batch_vec(d, queued, self.opts),
+        };
+        (queued, req, t.elapsed())
     }
+}
+
+/// `rounds` rounds of one mode (what callgrind measures: one mode per process).
+fn run(size: usize, rounds: u32, mode: Mode) -> Result {
+    let b = Bench::new(size, mode);
+    let d = b.g.open();
+    let mut r = Result {
+        filled: 0,
+        packets: 0,
+        requests: 0,
+        elapsed: Duration::ZERO,
+    };
+    for _ in 0..rounds {
+        let (queued, req, t) = b.round(&d);
+        r.filled = queued;
+        r.packets += u64::from(queued);
+        r.requests += req;
+        r.elapsed += t;
+    }
+    assert!(b.g.sim().violations().is_empty(), "verifier clean");
+    r
+}
+
+/// The three modes in one process, round by round in rotating order (load that comes and
+/// goes hits all of them alike), each with its own guest: the totals per mode and, per
+/// round, the throughput ratio of each batch mode to single reads.
+fn run_interleaved(size: usize, rounds: u32) -> (Vec<Result>, Vec<[f64; 2]>) {
+    let modes = [Mode::Single, Mode::Batch, Mode::BatchVec];
+    let benches: Vec<Bench> = modes.iter().map(|m| Bench::new(size, *m)).collect();
+    let devices: Vec<Device> = benches.iter().map(|b| b.g.open()).collect();
+    let mut totals: Vec<Result> = modes
+        .iter()
+        .map(|_| Result {
+            filled: 0,
+            packets: 0,
+            requests: 0,
+            elapsed: Duration::ZERO,
+        })
+        .collect();
+    let mut ratios = Vec::new();
+    for round in 0..rounds as usize {
+        let mut rate = [0f64; 3];
+        for k in 0..3 {
+            let i = (round + k) % 3;
+            let (queued, req, t) = benches[i].round(&devices[i]);
+            let r = &mut totals[i];
+            r.filled = queued;
+            r.packets += u64::from(queued);
+            r.requests += req;
+            r.elapsed += t;
+            rate[i] = f64::from(queued) / t.as_secs_f64().max(1e-9);
+        }
+        ratios.push([rate[1] / rate[0], rate[2] / rate[0]]);
+    }
+    for b in &benches {
+        assert!(b.g.sim().violations().is_empty(), "verifier clean");
+    }
+    (totals, ratios)
+}
+
+/// Median and quartiles of `v`.
+fn quartiles(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    (at(0.5), at(0.25), at(0.75))
+}
+
+fn print(name: &str, size: usize, r: &Result) {
+    println!(
+        "{name:>9} reads, {size} B, queue depth {DEPTH} (filled to {}): {} packets, {} requests ({:.1} packets/request), drain {:.3} s, {:.0} packets/s",
+        r.filled,
+        r.packets,
+        r.requests,
+        r.packets as f64 / r.requests as f64,
+        r.elapsed.as_secs_f64(),
+        r.packets as f64 / r.elapsed.as_secs_f64().max(1e-9)
+    );
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let size: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(64);
     let rounds: u32 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(500);
-    let only = args.get(2).map(String::as_str);
-    let mut results = Vec::new();
-    for (name, mode) in [
+    let names = [
         ("single", Mode::Single),
         ("batch", Mode::Batch),
         ("batch_vec", Mode::BatchVec),
-    ] {
-        if only.is_some_and(|o| o != name) {
-            continue;
-        }
-        let r = run(size, rounds, mode);
-        println!(
-            "{name:>9} reads, {size} B, queue depth {DEPTH} (filled to {}): {} packets, {} requests ({:.1} packets/request), drain {:.3} s, {:.0} packets/s",
-            r.filled,
-            r.packets,
-            r.requests,
-            r.packets as f64 / r.requests as f64,
-            r.elapsed.as_secs_f64(),
-            r.packets as f64 / r.elapsed.as_secs_f64().max(1e-9)
-        );
-        results.push(r);
+    ];
+    if let Some(only) = args.get(2) {
+        let Some((name, mode)) = names.iter().find(|(n, _)| n == only) else {
+            eprintln!("batch_bench: the mode is single, batch or batch_vec");
+            std::process::exit(2);
+        };
+        print(name, size, &run(size, rounds, *mode));
+        return;
     }
-    if let [s, b, v] = &results[..] {
-        let rate = |r: &Result| r.packets as f64 / r.elapsed.as_secs_f64().max(1e-9);
-        println!(
-            "batch/single throughput (same run): {:.2}x (read_batch_with), {:.2}x (read_batch)",
-            rate(b) / rate(s),
-            rate(v) / rate(s)
-        );
+    let (totals, ratios) = run_interleaved(size, rounds);
+    for ((name, _), r) in names.iter().zip(&totals) {
+        print(name, size, r);
     }
+    let (m, lo, hi) = quartiles(ratios.iter().map(|r| r[0]).collect());
+    let (mv, lov, hiv) = quartiles(ratios.iter().map(|r| r[1]).collect());
+    println!(
+        "batch/single throughput, median of {rounds} interleaved rounds (quartiles): \
+         {m:.2}x ({lo:.2}-{hi:.2}) read_batch_with, {mv:.2}x ({lov:.2}-{hiv:.2}) read_batch"
+    );
 }
