@@ -14,7 +14,7 @@
 //! request allocates nothing, and a new one takes both from one pool look-up.
 #![forbid(unsafe_code)]
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
@@ -65,16 +65,11 @@ fn class_of(size: usize) -> usize {
 
 /// Spare request states by the size class of the storage they carry (see [`CLASSES`];
 /// `bare`: none), at most [`SPARES_MAX`] in all.
-///
-/// `epoch` counts [`scrub_spares`] calls: a spare's storage written in an earlier epoch is
-/// zeroed before a request of this one gets it ([`Shared::epoch`]), so that no byte of an
-/// earlier epoch's requests reaches this one's.
 #[derive(Debug)]
 struct Spares {
     by_class: [Vec<Arc<Shared>>; CLASSES],
     bare: Vec<Arc<Shared>>,
     count: usize,
-    epoch: u64,
 }
 
 impl Spares {
@@ -83,7 +78,6 @@ impl Spares {
             by_class: [const { Vec::new() }; CLASSES],
             bare: Vec::new(),
             count: 0,
-            epoch: 0,
         }
     }
 
@@ -126,10 +120,7 @@ impl Spares {
     }
 
     fn clear(&mut self) {
-        *self = Self {
-            epoch: self.epoch,
-            ..Self::new()
-        };
+        *self = Self::new();
     }
 }
 
@@ -139,6 +130,10 @@ thread_local! {
     /// once, not per request. Per thread, so the deterministic simulation stays
     /// deterministic.
     static SPARES: RefCell<Spares> = const { RefCell::new(Spares::new()) };
+    /// [`scrub_spares`] calls so far: a spare's storage written in an earlier epoch is
+    /// zeroed before a request of this one gets it ([`Shared::epoch`]), so that no byte of
+    /// an earlier epoch's requests reaches this one's.
+    static EPOCH: Cell<u64> = const { Cell::new(0) };
 }
 
 /// Frees this thread's spare request states and buffers (for leak checks that count live
@@ -157,7 +152,7 @@ pub fn free_spares() {
 /// allocates nothing once the pool holds what it needs (fresh allocations cost a page fault
 /// and, under AddressSanitizer, a recorded stack trace each).
 pub fn scrub_spares() {
-    let _ = SPARES.try_with(|s| s.borrow_mut().epoch += 1);
+    EPOCH.with(|e| e.set(e.get() + 1));
 }
 
 /// A request's buffers: the model's own ([`SimRequest::new`]: the input and the output,
@@ -343,6 +338,17 @@ impl Slot {
     }
 }
 
+/// Zeroes storage written in an earlier epoch of the spares ([`scrub_spares`]), so that it
+/// reads as fresh. In 1 KiB pieces: glibc's memset counts per byte under callgrind from
+/// 2 KiB (`rep stosb`), and vector stores are as fast. Out of line: once per spare per epoch.
+#[cold]
+#[inline(never)]
+fn scrub(storage: &mut [u8]) {
+    for piece in storage.chunks_mut(1024) {
+        piece.fill(0);
+    }
+}
+
 #[derive(Debug)]
 struct Shared {
     key: u64,
@@ -354,10 +360,10 @@ struct Shared {
 }
 
 impl Shared {
-    fn new(key: u64) -> Self {
+    fn new(key: u64, epoch: u64) -> Self {
         Shared {
             key,
-            epoch: 0,
+            epoch,
             state: AtomicU8::new(NEW),
             result: Mutex::new(Slot {
                 done: false,
@@ -375,13 +381,12 @@ impl Shared {
     /// A new request's state with key `key` and storage for `need` bytes: a spare of
     /// this thread's if it has one (with its storage when that fits).
     fn fresh(key: u64, need: usize) -> (Arc<Shared>, Box<[u8]>) {
-        let (spare, epoch) = SPARES
-            .try_with(|s| {
-                let mut s = s.borrow_mut();
-                (s.take(need), s.epoch)
-            })
-            .unwrap_or((None, 0));
-        let (mut arc, storage) = match spare {
+        let spare = SPARES
+            .try_with(|s| s.borrow_mut().take(need))
+            .ok()
+            .flatten();
+        let epoch = EPOCH.with(Cell::get);
+        let (arc, storage) = match spare {
             Some(mut arc) => match Arc::get_mut(&mut arc) {
                 Some(s) => {
                     s.key = key;
@@ -389,23 +394,16 @@ impl Shared {
                     let mut storage =
                         core::mem::replace(&mut slot.bufs, Bufs::empty()).into_storage();
                     if s.epoch != epoch {
-                        // Written in an earlier epoch (scrub_spares): as fresh. In 1 KiB
-                        // pieces: glibc's memset counts per byte under callgrind from
-                        // 2 KiB (`rep stosb`), and vector stores are as fast.
-                        for piece in storage.chunks_mut(1024) {
-                            piece.fill(0);
-                        }
+                        s.epoch = epoch;
+                        scrub(&mut storage);
                     }
                     (arc, storage)
                 }
                 // Spares are unique; a shared one is left to its other owner.
-                None => (Arc::new(Shared::new(key)), Box::default()),
+                None => (Arc::new(Shared::new(key, epoch)), Box::default()),
             },
-            None => (Arc::new(Shared::new(key)), Box::default()),
+            None => (Arc::new(Shared::new(key, epoch)), Box::default()),
         };
-        if let Some(s) = Arc::get_mut(&mut arc) {
-            s.epoch = epoch;
-        }
         if storage.len() >= need {
             (arc, storage)
         } else {

@@ -182,7 +182,7 @@ pub(crate) struct Queues {
 }
 
 impl Queues {
-    #[inline]
+    #[inline(always)]
     pub(crate) fn push(&mut self, t: Task) {
         // A DPC or host wake-up already queued covers this one (like KeInsertQueueDpc).
         if is_wakeup(t) {
