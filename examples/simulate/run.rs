@@ -313,18 +313,25 @@ fn finish_read(
 
 /// A completed waiting send (`c`: the host's status; `response`: its response): the
 /// response must be the checksum of what was sent.
-fn finish_send(seq: u32, a: &Args, c: std::io::Result<NtStatus>, response: &[u8], t: &mut Tally) {
+fn finish_send(
+    seq: u32,
+    want: &[u8; 8],
+    c: std::io::Result<NtStatus>,
+    response: &[u8],
+    t: &mut Tally,
+) {
     match c {
-        Ok(st)
-            if st == NtStatus::SUCCESS
-                && *response == with_payload(seq, a.size, GUEST_FLAG, checksum)[..] =>
-        {
+        Ok(st) if st == NtStatus::SUCCESS && *response == want[..] => {
             t.g2h_responses_verified += 1;
         }
         Ok(st) => t.fail(format!("send {seq}: wrong completion {st} {response:02x?}")),
         Err(e) => t.fail(format!("send {seq}: {e}")),
     }
 }
+
+/// Outstanding waiting sends: the request, its sequence number, when it was sent and the
+/// response it must get (the checksum of its payload, taken when the payload was built).
+type Sends<'d> = VecDeque<(PendingSend<'d>, u32, Instant, [u8; 8])>;
 
 /// Whether a pending request has ended (completed or failed), waiting up to `timeout`.
 fn ended<T>(r: std::io::Result<Option<T>>) -> bool {
@@ -369,7 +376,7 @@ fn run_deterministic(rig: &Rig, a: &Args, t: &mut Tally) {
     // The payload or response of the request harvested last: one buffer for the run.
     let mut body = Vec::new();
     let mut reads: VecDeque<(PendingRead<'_>, u32)> = VecDeque::new();
-    let mut sends: VecDeque<(PendingSend<'_>, u32, Instant)> = VecDeque::new();
+    let mut sends: Sends<'_> = VecDeque::new();
     let (mut next_host, mut next_read, mut next_guest) = (0u32, 0u32, 0u32);
     let mut progress = Progress::new(2 * u64::from(n), 10_000, false);
     let mut idle_rounds = 0u32;
@@ -444,12 +451,12 @@ fn run_deterministic(rig: &Rig, a: &Args, t: &mut Tally) {
             }
             finish_read(&dev, a, seq, r, &body, t);
         }
-        while let Some((h, seq, at)) = sends.front_mut() {
+        while let Some((h, seq, at, want)) = sends.front_mut() {
             let Some(c) = h.wait_into(NOW, &mut body).transpose() else {
                 break;
             };
             t.send_latency.record(at.elapsed().as_nanos() as u64);
-            finish_send(*seq, a, c, &body, t);
+            finish_send(*seq, want, c, &body, t);
             sends.pop_front();
         }
         rig.idle();
@@ -488,7 +495,7 @@ fn start_requests<'d>(
     a: &Args,
     t: &mut Tally,
     reads: &mut VecDeque<(PendingRead<'d>, u32)>,
-    sends: &mut VecDeque<(PendingSend<'d>, u32, Instant)>,
+    sends: &mut Sends<'d>,
     next_read: &mut u32,
     next_guest: &mut u32,
 ) -> bool {
@@ -507,8 +514,10 @@ fn start_requests<'d>(
         t.g2h_sent += 1;
         t.g2h_bytes += a.size as u64;
         if next_guest.is_multiple_of(2) {
-            match with_payload(*next_guest, a.size, GUEST_FLAG, |p| dev.start_send_wait(p)) {
-                Ok(s) => sends.push_back((s, *next_guest, Instant::now())),
+            match with_payload(*next_guest, a.size, GUEST_FLAG, |p| {
+                dev.start_send_wait(p).map(|s| (s, checksum(p)))
+            }) {
+                Ok((s, want)) => sends.push_back((s, *next_guest, Instant::now(), want)),
                 Err(e) => {
                     t.fail(format!("send {next_guest}: {e}"));
                     return false;
@@ -658,7 +667,7 @@ fn run_threaded(rig: &Rig, a: &Args, t: &mut Tally) {
     // The payload or response of the request harvested last: one buffer for the run.
     let mut body = Vec::new();
     let mut reads: VecDeque<(PendingRead<'_>, u32)> = VecDeque::new();
-    let mut sends: VecDeque<(PendingSend<'_>, u32, Instant)> = VecDeque::new();
+    let mut sends: Sends<'_> = VecDeque::new();
     let (mut next_read, mut next_guest) = (0u32, 0u32);
     let mut progress = Progress::new(2 * u64::from(n), 10_000, false);
     // Everything that moves when the run makes progress.
@@ -705,7 +714,7 @@ fn run_threaded(rig: &Rig, a: &Args, t: &mut Tally) {
                 Some((h, _)) => ended(h.wait(slice)),
                 None => sends
                     .front_mut()
-                    .is_none_or(|(h, _, _)| ended(h.wait(slice))),
+                    .is_none_or(|(h, _, _, _)| ended(h.wait(slice))),
             };
             if ready {
                 break;
@@ -724,12 +733,12 @@ fn run_threaded(rig: &Rig, a: &Args, t: &mut Tally) {
                 finish_read(&dev, a, seq, r, &body, t);
             }
         }
-        while let Some((h, seq, at)) = sends.front_mut() {
+        while let Some((h, seq, at, want)) = sends.front_mut() {
             let Some(c) = h.wait_into(NOW, &mut body).transpose() else {
                 break;
             };
             t.send_latency.record(at.elapsed().as_nanos() as u64);
-            finish_send(*seq, a, c, &body, t);
+            finish_send(*seq, want, c, &body, t);
             sends.pop_front();
         }
         progress.tick(t.h2g_read + u64::from(next_guest));
