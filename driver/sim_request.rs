@@ -14,6 +14,7 @@
 //! request allocates nothing, and a new one takes both from one pool look-up.
 #![forbid(unsafe_code)]
 
+use std::any::Any;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -560,14 +561,16 @@ impl Drop for SimRequest {
 }
 
 impl RequestHandle {
-    fn shared(&self) -> &Shared {
-        shared_of(&self.shared)
+    /// The handle borrowed as a [`RequestRef`].
+    #[must_use]
+    pub fn by_ref(&self) -> RequestRef<'_> {
+        RequestRef(shared_of(&self.shared))
     }
 
     /// The request's key.
     #[must_use]
     pub fn key(&self) -> RequestKey {
-        RequestKey(self.shared().key)
+        self.by_ref().key()
     }
 
     /// The completion, if the request has completed (a copy: see
@@ -580,24 +583,20 @@ impl RequestHandle {
     /// Calls `f` with the completion (`None` while the request has not completed),
     /// borrowed: the output is the request's own buffer, not a copy.
     pub fn with_result<T>(&self, f: impl FnOnce(Option<CompletionRef<'_>>) -> T) -> T {
-        let slot = self
-            .shared()
-            .result
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        f(slot.completion())
+        self.by_ref().with_result(f)
     }
 
     /// True once completed.
     #[must_use]
     pub fn is_done(&self) -> bool {
-        self.shared().state.load(Ordering::SeqCst) == DONE
+        self.by_ref().is_done()
     }
 
     /// How many times the request was completed (a correct driver: 0 or 1).
     #[must_use]
     pub fn completion_count(&self) -> u64 {
-        self.shared()
+        self.by_ref()
+            .0
             .result
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -617,7 +616,77 @@ impl RequestHandle {
         timeout: Duration,
         f: impl FnOnce(Option<CompletionRef<'_>>) -> T,
     ) -> T {
-        let s = self.shared();
+        self.by_ref().wait_with(timeout, f)
+    }
+
+    /// Cancels the request the way the I/O manager and WDF do: a request not parked yet
+    /// is flagged (the driver's `park` then fails); a parked one is offered to
+    /// `driver_cancel` (the driver's `EvtRequestCancel`, e.g.
+    /// `|k| bridge.cancel(k).map(|r| r.complete(NtStatus::CANCELLED, 0)).is_some()`),
+    /// and when the driver no longer holds it (it lost the race to `claim`), this side
+    /// completes it with `STATUS_CANCELLED`.
+    pub fn cancel(&self, driver_cancel: impl FnOnce(RequestKey) -> bool) {
+        self.by_ref().cancel(driver_cancel);
+    }
+
+    /// The handle as type-erased shared state (its own `Arc`: no allocation), for a
+    /// transport that hands requests out shared (`vmbridge_client`'s `SharedRequest`);
+    /// [`RequestRef::of`] borrows it, [`RequestHandle::from_any`] takes it back.
+    #[must_use]
+    pub fn into_any(mut self) -> Arc<dyn Any + Send + Sync> {
+        self.shared
+            .take()
+            .expect("the request state lives until drop")
+    }
+
+    /// The handle back from [`RequestHandle::into_any`]; `None` for any other state.
+    #[must_use]
+    pub fn from_any(state: Arc<dyn Any + Send + Sync>) -> Option<Self> {
+        state
+            .downcast::<Shared>()
+            .ok()
+            .map(|s| Self { shared: Some(s) })
+    }
+}
+
+/// A [`RequestHandle`] borrowed: its methods on the state of [`RequestHandle::into_any`]
+/// without taking it back.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestRef<'a>(&'a Shared);
+
+impl<'a> RequestRef<'a> {
+    /// The request behind `state` (from [`RequestHandle::into_any`]); `None` for any other
+    /// state.
+    #[must_use]
+    pub fn of(state: &'a (dyn Any + Send + Sync)) -> Option<Self> {
+        state.downcast_ref::<Shared>().map(RequestRef)
+    }
+
+    /// [`RequestHandle::key`].
+    #[must_use]
+    pub fn key(self) -> RequestKey {
+        RequestKey(self.0.key)
+    }
+
+    /// [`RequestHandle::with_result`].
+    pub fn with_result<T>(self, f: impl FnOnce(Option<CompletionRef<'_>>) -> T) -> T {
+        let slot = self.0.result.lock().unwrap_or_else(PoisonError::into_inner);
+        f(slot.completion())
+    }
+
+    /// [`RequestHandle::is_done`].
+    #[must_use]
+    pub fn is_done(self) -> bool {
+        self.0.state.load(Ordering::SeqCst) == DONE
+    }
+
+    /// [`RequestHandle::wait_with`].
+    pub fn wait_with<T>(
+        self,
+        timeout: Duration,
+        f: impl FnOnce(Option<CompletionRef<'_>>) -> T,
+    ) -> T {
+        let s = self.0;
         let mut guard = s.result.lock().unwrap_or_else(PoisonError::into_inner);
         if !guard.done && !timeout.is_zero() {
             // Counted under the lock: `finish` notifies only when someone waits (a
@@ -633,14 +702,9 @@ impl RequestHandle {
         f(guard.completion())
     }
 
-    /// Cancels the request the way the I/O manager and WDF do: a request not parked yet
-    /// is flagged (the driver's `park` then fails); a parked one is offered to
-    /// `driver_cancel` (the driver's `EvtRequestCancel`, e.g.
-    /// `|k| bridge.cancel(k).map(|r| r.complete(NtStatus::CANCELLED, 0)).is_some()`),
-    /// and when the driver no longer holds it (it lost the race to `claim`), this side
-    /// completes it with `STATUS_CANCELLED`.
-    pub fn cancel(&self, driver_cancel: impl FnOnce(RequestKey) -> bool) {
-        let s = self.shared();
+    /// [`RequestHandle::cancel`].
+    pub fn cancel(self, driver_cancel: impl FnOnce(RequestKey) -> bool) {
+        let s = self.0;
         if s.state
             .compare_exchange(NEW, CANCELLING, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok()
@@ -789,6 +853,33 @@ mod tests {
     #[test]
     fn a_requests_buffers_move_as_five_words() {
         assert!(size_of::<Bufs>() <= 5 * size_of::<usize>());
+    }
+
+    #[test]
+    fn a_handle_shared_as_any_is_the_same_request_and_comes_back_to_the_pool() {
+        free_spares();
+        let (mut r, h) = SimRequest::new(&[], 8);
+        let key = h.key();
+        let (ptr, _) = output_of(&mut r);
+        let any = h.into_any();
+        let req = RequestRef::of(&*any).expect("a request's state");
+        assert_eq!(req.key(), key);
+        assert!(!req.is_done());
+        r.output().fill(3);
+        r.complete(NtStatus::SUCCESS, 8);
+        assert!(req.is_done());
+        assert_eq!(
+            req.with_result(|c| c.map(|c| c.output.to_vec())),
+            Some(vec![3; 8])
+        );
+        let other: Arc<dyn Any + Send + Sync> = Arc::new(0u8);
+        assert!(RequestRef::of(&*other).is_none());
+        assert!(RequestHandle::from_any(other).is_none());
+        drop(RequestHandle::from_any(any).expect("taken back"));
+        // Recycled: the next request of its size takes its storage.
+        let (mut r2, _h2) = SimRequest::new(&[], 8);
+        assert_eq!(output_of(&mut r2).0, ptr);
+        free_spares();
     }
 
     #[test]

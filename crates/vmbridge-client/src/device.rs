@@ -25,7 +25,7 @@ use vmbridge_abi::{
 };
 
 use crate::error::{bad_output, driver_error};
-use crate::transport::{Completion, CompletionStatus, Pending, Request, Transport};
+use crate::transport::{Completion, CompletionStatus, Pending, Request, SharedRequest, Transport};
 
 const HDR: usize = size_of::<VMBRIDGE_PACKET_HEADER>();
 const CHDR: usize = size_of::<VMBRIDGE_COMPLETION_HEADER>();
@@ -256,9 +256,69 @@ fn lend_batch(
     Ok(n)
 }
 
+/// A submitted request: shared state of its transport ([`Transport::submit_shared`]: no
+/// allocation) or a boxed [`Pending`].
+enum Submitted<'d> {
+    Shared {
+        transport: &'d dyn Transport,
+        /// `Some` until dropped (the drop hands it back to the transport).
+        req: Option<SharedRequest>,
+    },
+    Boxed(Box<dyn Pending + 'd>),
+}
+
+impl<'d> Submitted<'d> {
+    /// Submits `req` on `transport`, shared if the transport makes shared requests.
+    fn new(transport: &'d dyn Transport, req: Request<'_>) -> io::Result<Self> {
+        match transport.submit_shared(req) {
+            Some(r) => Ok(Submitted::Shared {
+                transport,
+                req: Some(r?),
+            }),
+            None => transport.submit(req).map(Submitted::Boxed),
+        }
+    }
+
+    fn wait_into(
+        &mut self,
+        timeout: Option<Duration>,
+        output: &mut Vec<u8>,
+    ) -> io::Result<Option<CompletionStatus>> {
+        match self {
+            Submitted::Shared {
+                transport,
+                req: Some(r),
+            } => transport.shared_wait_into(r, timeout, output),
+            Submitted::Shared { req: None, .. } => Err(io::Error::other("request dropped")),
+            Submitted::Boxed(p) => p.wait_into(timeout, output),
+        }
+    }
+
+    fn cancel(&mut self) {
+        match self {
+            Submitted::Shared {
+                transport,
+                req: Some(r),
+            } => transport.shared_cancel(r),
+            Submitted::Shared { req: None, .. } => {}
+            Submitted::Boxed(p) => p.cancel(),
+        }
+    }
+}
+
+impl Drop for Submitted<'_> {
+    fn drop(&mut self) {
+        if let Submitted::Shared { transport, req } = self
+            && let Some(r) = req.take()
+        {
+            transport.shared_drop(r);
+        }
+    }
+}
+
 /// An outstanding read ([`Device::start_read`]).
 pub struct PendingRead<'d> {
-    pending: Box<dyn Pending + 'd>,
+    pending: Submitted<'d>,
 }
 
 impl std::fmt::Debug for PendingRead<'_> {
@@ -309,7 +369,7 @@ impl PendingRead<'_> {
 
 /// An outstanding waiting send ([`Device::start_send_wait`]).
 pub struct PendingSend<'d> {
-    pending: Box<dyn Pending + 'd>,
+    pending: Submitted<'d>,
 }
 
 impl std::fmt::Debug for PendingSend<'_> {
@@ -586,11 +646,14 @@ impl<'t> Device<'t> {
             0
         };
         let input = read_input(flags);
-        let pending = self.transport.submit(Request::Ioctl {
-            code: IOCTL_VMBRIDGE_READ,
-            input: &input,
-            out_len: self.read_len(),
-        })?;
+        let pending = Submitted::new(
+            &*self.transport,
+            Request::Ioctl {
+                code: IOCTL_VMBRIDGE_READ,
+                input: &input,
+                out_len: self.read_len(),
+            },
+        )?;
         Ok(PendingRead { pending })
     }
 
@@ -729,11 +792,14 @@ impl<'t> Device<'t> {
     pub fn start_send_wait(&self, payload: &[u8]) -> io::Result<PendingSend<'_>> {
         let out_len = CHDR + self.max_packet() as usize;
         let pending = with_send_input(VMBRIDGE_SEND_FLAG_WAIT_FOR_COMPLETION, payload, |input| {
-            self.transport.submit(Request::Ioctl {
-                code: IOCTL_VMBRIDGE_SEND,
-                input,
-                out_len,
-            })
+            Submitted::new(
+                &*self.transport,
+                Request::Ioctl {
+                    code: IOCTL_VMBRIDGE_SEND,
+                    input,
+                    out_len,
+                },
+            )
         })?;
         Ok(PendingSend { pending })
     }
