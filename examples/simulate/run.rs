@@ -245,6 +245,16 @@ fn sink(e: &Event) {
         _ => 3,
     };
     EVENTS_BY_KEYWORD[slot].fetch_add(1, Ordering::Relaxed);
+    if slot == 0 {
+        note_lifecycle(e);
+    }
+}
+
+/// The lifecycle events in order (out of line: the packet events, nearly all of them,
+/// return from [`sink`] without it).
+#[cold]
+#[inline(never)]
+fn note_lifecycle(e: &Event) {
     let name = match e {
         Event::DeviceCreated { .. } => "created",
         Event::ChannelOpened => "opened",
