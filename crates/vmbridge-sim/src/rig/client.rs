@@ -152,12 +152,12 @@ impl Transport for RigTransport<'_> {
     /// As dropping a [`RigPending`]: cancelled if not done; the state goes back to the
     /// pool.
     fn shared_drop(&self, req: SharedRequest) {
-        if let Ok(r) = request_of(&req)
-            && !r.is_done()
+        // One type check: the handle back, then as a `RigPending`'s drop.
+        if let Some(handle) = RequestHandle::from_any(req)
+            && !handle.is_done()
         {
-            self.rig.cancel_ref(r);
+            self.rig.cancel(&handle);
         }
-        drop(RequestHandle::from_any(req));
     }
 
     /// Without the box of `submit`: the pending request lives on this frame.
