@@ -235,6 +235,30 @@ fn packet_in_place(op: &'static str, out: &mut Vec<u8>) -> io::Result<VMBRIDGE_P
     Ok(header)
 }
 
+/// As [`check_status`] and [`packet_in_place`] over a read's output lent in place
+/// (`out`): the payload is copied into `payload` (its contents replaced); on an error
+/// `payload` holds the output as [`packet_in_place`] would have left it.
+fn payload_from(
+    op: &'static str,
+    c: &CompletionStatus,
+    out: &[u8],
+    payload: &mut Vec<u8>,
+) -> io::Result<VMBRIDGE_PACKET_HEADER> {
+    payload.clear();
+    let parsed = check_status(op, c).and_then(|()| {
+        let header = VMBRIDGE_PACKET_HEADER::parse(out).map_err(|s| bad_output(op, s))?;
+        let body = out
+            .get(HDR..HDR + header.PayloadLength as usize)
+            .ok_or_else(|| bad_output(op, NtStatus::INVALID_BUFFER_SIZE))?;
+        payload.extend_from_slice(body);
+        Ok(header)
+    });
+    if parsed.is_err() {
+        payload.extend_from_slice(out);
+    }
+    parsed
+}
+
 /// Checks a batched read's completion and lends its packets to `each` in order; the
 /// whole batch is validated first, so `each` sees a well-formed batch or nothing.
 fn lend_batch(
@@ -354,6 +378,19 @@ impl PendingRead<'_> {
         payload: &mut Vec<u8>,
     ) -> io::Result<Option<VMBRIDGE_PACKET_HEADER>> {
         let op = ioctl_name(IOCTL_VMBRIDGE_READ);
+        if let Submitted::Shared {
+            transport,
+            req: Some(r),
+        } = &self.pending
+        {
+            // The output lent in place: only the payload is copied (no copy of the whole
+            // output and move of the payload to the front).
+            let mut read = None;
+            transport.shared_wait_with(r, timeout, &mut |c, out| {
+                read = Some(payload_from(op, &c, out, payload));
+            })?;
+            return read.transpose();
+        }
         let Some(c) = self.pending.wait_into(timeout, payload)? else {
             return Ok(None);
         };
