@@ -37,8 +37,6 @@ thread_local! {
     /// The input [`with_input`] builds: one buffer per thread, not one per request (the
     /// transport copies the input when it submits, as `DeviceIoControl` does).
     static INPUT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-    /// The output buffer of synchronous requests ([`Device::call`]), reused.
-    static OUTPUT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Calls `f` with a request input: a `head_len`-byte header written by `head` (over
@@ -70,19 +68,6 @@ fn with_input<T>(
     let mut b = Vec::new();
     build(&mut b);
     f(&b)
-}
-
-/// Calls `f` with this thread's output scratch buffer (a fresh one if it is in use).
-fn with_output<T>(f: impl FnOnce(&mut Vec<u8>) -> T) -> T {
-    let mut f = Some(f);
-    let r = OUTPUT.try_with(|cell| {
-        let mut b = cell.try_borrow_mut().ok()?;
-        Some((f.take()?)(&mut b))
-    });
-    if let Ok(Some(r)) = r {
-        return r;
-    }
-    (f.take().expect("not consumed without a result"))(&mut Vec::new())
 }
 
 /// The input of `IOCTL_VMBRIDGE_READ` (on the stack).
@@ -526,11 +511,22 @@ impl<'t> Device<'t> {
         out_len: usize,
         op: &'static str,
     ) -> io::Result<CompletionStatus> {
-        with_output(|out| {
-            let c = self.call_into(code, input, out_len, None, out)?;
-            check_status(op, &c)?;
-            Ok(c)
-        })
+        let c = self.call_status(Request::Ioctl {
+            code,
+            input,
+            out_len,
+        })?;
+        check_status(op, &c)?;
+        Ok(c)
+    }
+
+    /// A synchronous request whose output is not kept, waiting without a timeout: how it
+    /// ended (the output lent by the transport, [`Transport::call_with`], not copied).
+    fn call_status(&self, req: Request<'_>) -> io::Result<CompletionStatus> {
+        let mut status = None;
+        self.transport
+            .call_with(req, None, &mut |c, _| status = Some(c))?;
+        status.ok_or_else(|| io::Error::other("a request ended without its completion"))
     }
 
     fn call(
@@ -813,10 +809,7 @@ impl<'t> Device<'t> {
     ///
     /// As [`Device::send`].
     pub fn write(&self, payload: &[u8]) -> io::Result<usize> {
-        let (c, _) = with_output(|out| {
-            self.transport
-                .call_into(Request::Write { data: payload }, None, out)
-        })?;
+        let c = self.call_status(Request::Write { data: payload })?;
         check_status("WriteFile", &c)?;
         Ok(c.information)
     }
