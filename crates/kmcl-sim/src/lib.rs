@@ -720,7 +720,23 @@ impl SimInner {
     /// lock released (a panic under the guard would poison it).
     #[inline]
     pub(crate) fn lock_at_safe_point(&self) -> StateGuard<'_> {
-        let mut st = self.lock();
+        let st = self.lock();
+        // Usually nothing to do: no buffer retired since the last safe point, nothing to
+        // trim, not shutting down, not in bugcheck mode.
+        if st.shutdown
+            || st.retired_checked != st.retired.len()
+            || st.retired.len() > RETIRED_KEEP
+            || self.cfg.verifier == VerifierMode::Bugcheck
+        {
+            return self.safe_point_work(st);
+        }
+        st
+    }
+
+    /// The work of [`lock_at_safe_point`](Self::lock_at_safe_point) when there is some
+    /// (out of line: the common safe point stays small).
+    #[inline(never)]
+    fn safe_point_work<'a>(&'a self, mut st: StateGuard<'a>) -> StateGuard<'a> {
         let all = st.shutdown;
         self.check_retired(&mut st, all);
         if self.cfg.verifier == VerifierMode::Bugcheck
