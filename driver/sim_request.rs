@@ -59,6 +59,21 @@ fn storage_size(need: usize) -> usize {
     need.next_power_of_two().max(MIN_STORAGE)
 }
 
+/// New zeroed storage for `need` bytes (out of line: in steady state a spare's storage
+/// is reused).
+#[cold]
+#[inline(never)]
+fn new_storage(need: usize) -> Box<[u8]> {
+    vec![0u8; storage_size(need)].into_boxed_slice()
+}
+
+/// `notify_all` (out of line: a deterministic run has no waiters).
+#[cold]
+#[inline(never)]
+fn wake_all(done: &Condvar) {
+    done.notify_all();
+}
+
 /// The class index of storage of `size` bytes (a power of two >= `MIN_STORAGE`).
 fn class_of(size: usize) -> usize {
     (size.trailing_zeros() - MIN_STORAGE.trailing_zeros()) as usize
@@ -307,9 +322,10 @@ struct Slot {
 
 impl Slot {
     /// Wakes the waiters, if any (with none, no system call).
+    #[inline]
     fn notify(&self, done: &Condvar) {
         if self.waiters > 0 {
-            done.notify_all();
+            wake_all(done);
         }
     }
 
@@ -365,15 +381,22 @@ impl Shared {
                     (arc, storage)
                 }
                 // Spares are unique; a shared one is left to its other owner.
-                None => (Arc::new(Shared::new(key)), Box::default()),
+                None => (Shared::new_arc(key), Box::default()),
             },
-            None => (Arc::new(Shared::new(key)), Box::default()),
+            None => (Shared::new_arc(key), Box::default()),
         };
         if storage.len() >= need {
             (arc, storage)
         } else {
-            (arc, vec![0u8; storage_size(need)].into_boxed_slice())
+            (arc, new_storage(need))
         }
+    }
+
+    /// A new state (out of line: in steady state a spare is reused).
+    #[cold]
+    #[inline(never)]
+    fn new_arc(key: u64) -> Arc<Shared> {
+        Arc::new(Shared::new(key))
     }
 
     /// Gives `arc` back to this thread's spares if it is the last reference (the request
