@@ -8,17 +8,142 @@
 //! completion and can cancel. The state machine mirrors WDF's so that the same race
 //! (cancel vs. completion) resolves the same way: exactly one completion per request.
 //!
-//! A request's state (an `Arc` with its mutex, condition variable and completion slot)
-//! and its buffers' storage (one allocation for the input and the output) are recycled
-//! together, per thread, once the request and every handle are gone: in steady state a
-//! request allocates nothing, and a new one takes both from one pool look-up.
-#![forbid(unsafe_code)]
+//! A request's state (an `Arc` with its completion slot, behind a spin lock, and the
+//! mutex and condition variable that waiters block on) and its buffers' storage (one
+//! allocation for the input and the output) are recycled together, per thread, once the
+//! request and every handle are gone: in steady state a request allocates nothing, and a
+//! new one takes both from one pool look-up.
+// No unsafe here; `deny` rather than `forbid` only so that the slot's lock (`slot_lock`)
+// can allow its own.
+#![deny(unsafe_code)]
 
 use std::any::Any;
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use slot_lock::SlotLock;
+
+/// The lock of a request's completion slot: a spin lock. Completing a request and reading
+/// its completion take it for a few instructions, never blocking; one compare-and-swap and
+/// one store cost a fraction of a `std::sync::Mutex` round. Threads that wait for the
+/// completion block on the state's own mutex and condition variable instead
+/// ([`RequestRef::wait_with`]).
+///
+/// **The rule (SLOT_LOCK_EXCLUSIVE)**: the slot is reached only through a [`SlotGuard`]
+/// (or `get_mut`, with the lock owned exclusively), and a guard exists only while its
+/// thread holds `locked`, taken with an acquire compare-and-swap from `false` and given
+/// back with a release store when the guard drops. So accesses to the slot never overlap,
+/// and each happens-after the previous holder's.
+#[allow(
+    unsafe_code,
+    reason = "the slot's lock built on UnsafeCell; every block names its rule"
+)]
+mod slot_lock {
+    use std::cell::UnsafeCell;
+    use std::ops::{Deref, DerefMut};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// Spins this many times before yielding the processor to a preempted holder.
+    const SPINS_BEFORE_YIELD: u32 = 64;
+
+    pub(super) struct SlotLock<T> {
+        locked: AtomicBool,
+        value: UnsafeCell<T>,
+    }
+
+    // SAFETY: rule SLOT_LOCK_EXCLUSIVE (module doc): the value is reached by one thread
+    // at a time, through a guard, so `T: Send` suffices, as for `Mutex<T>`.
+    unsafe impl<T: Send> Sync for SlotLock<T> {}
+
+    impl<T: core::fmt::Debug> core::fmt::Debug for SlotLock<T> {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            f.debug_struct("SlotLock").finish_non_exhaustive()
+        }
+    }
+
+    impl<T> SlotLock<T> {
+        pub(super) const fn new(value: T) -> Self {
+            Self {
+                locked: AtomicBool::new(false),
+                value: UnsafeCell::new(value),
+            }
+        }
+
+        /// The value, with the lock owned exclusively (no other thread can hold it).
+        pub(super) fn get_mut(&mut self) -> &mut T {
+            self.value.get_mut()
+        }
+
+        #[inline]
+        pub(super) fn lock(&self) -> SlotGuard<'_, T> {
+            if self
+                .locked
+                .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
+                self.contended();
+            }
+            SlotGuard { lock: self }
+        }
+
+        #[cold]
+        #[inline(never)]
+        fn contended(&self) {
+            let mut spins = 0u32;
+            loop {
+                while self.locked.load(Ordering::Relaxed) {
+                    if spins < SPINS_BEFORE_YIELD {
+                        spins += 1;
+                        std::hint::spin_loop();
+                    } else {
+                        std::thread::yield_now();
+                    }
+                }
+                if self
+                    .locked
+                    .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Exclusive access to the value of a [`SlotLock`] until dropped.
+    pub(super) struct SlotGuard<'a, T> {
+        lock: &'a SlotLock<T>,
+    }
+
+    impl<T> Deref for SlotGuard<'_, T> {
+        type Target = T;
+
+        #[inline]
+        fn deref(&self) -> &T {
+            // SAFETY: rule SLOT_LOCK_EXCLUSIVE (module doc): this guard holds the lock
+            // while the borrow of the guard lasts.
+            unsafe { &*self.lock.value.get() }
+        }
+    }
+
+    impl<T> DerefMut for SlotGuard<'_, T> {
+        #[inline]
+        fn deref_mut(&mut self) -> &mut T {
+            // SAFETY: rule SLOT_LOCK_EXCLUSIVE (module doc): as for `deref`; the guard is
+            // borrowed mutably, so this is the only reference.
+            unsafe { &mut *self.lock.value.get() }
+        }
+    }
+
+    impl<T> Drop for SlotGuard<'_, T> {
+        #[inline]
+        fn drop(&mut self) {
+            self.lock.locked.store(false, Ordering::Release);
+        }
+    }
+}
 
 use crate::bridge::protocol::AlignedBuf;
 use crate::bridge::{NtStatus, RequestKey, UserRequest};
@@ -65,13 +190,6 @@ fn storage_size(need: usize) -> usize {
 #[inline(never)]
 fn new_storage(need: usize) -> Box<[u8]> {
     vec![0u8; storage_size(need)].into_boxed_slice()
-}
-
-/// `notify_all` (out of line: a deterministic run has no waiters).
-#[cold]
-#[inline(never)]
-fn wake_all(done: &Condvar) {
-    done.notify_all();
 }
 
 /// The class index of storage of `size` bytes (a power of two >= `MIN_STORAGE`).
@@ -316,19 +434,9 @@ struct Slot {
     completions: u64,
     lent: usize,
     bufs: Bufs,
-    /// Threads in [`RequestHandle::wait_with`] waiting on the condition variable.
-    waiters: u32,
 }
 
 impl Slot {
-    /// Wakes the waiters, if any (with none, no system call).
-    #[inline]
-    fn notify(&self, done: &Condvar) {
-        if self.waiters > 0 {
-            wake_all(done);
-        }
-    }
-
     #[inline]
     fn completion(&self) -> Option<CompletionRef<'_>> {
         self.done.then(|| CompletionRef {
@@ -343,7 +451,13 @@ impl Slot {
 struct Shared {
     key: u64,
     state: AtomicU8,
-    result: Mutex<Slot>,
+    result: SlotLock<Slot>,
+    /// Threads in [`RequestRef::wait_with`] blocked (or about to block) on `done`, counted
+    /// under `wait`: `finish` notifies only when someone waits (a notification is a futex
+    /// system call).
+    waiters: AtomicU32,
+    /// The mutex of `done`'s waiters (the slot itself is behind `result`).
+    wait: Mutex<()>,
     done: Condvar,
 }
 
@@ -352,15 +466,16 @@ impl Shared {
         Shared {
             key,
             state: AtomicU8::new(NEW),
-            result: Mutex::new(Slot {
+            result: SlotLock::new(Slot {
                 done: false,
                 status: NtStatus::SUCCESS,
                 information: 0,
                 completions: 0,
                 lent: 0,
                 bufs: Bufs::empty(),
-                waiters: 0,
             }),
+            waiters: AtomicU32::new(0),
+            wait: Mutex::new(()),
             done: Condvar::new(),
         }
     }
@@ -376,7 +491,7 @@ impl Shared {
             Some(mut arc) => match Arc::get_mut(&mut arc) {
                 Some(s) => {
                     s.key = key;
-                    let slot = s.result.get_mut().unwrap_or_else(PoisonError::into_inner);
+                    let slot = s.result.get_mut();
                     let storage = core::mem::replace(&mut slot.bufs, Bufs::empty()).into_storage();
                     (arc, storage)
                 }
@@ -406,7 +521,7 @@ impl Shared {
             return;
         };
         *s.state.get_mut() = NEW;
-        let slot = s.result.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let slot = s.result.get_mut();
         slot.done = false;
         slot.completions = 0;
         slot.lent = 0;
@@ -424,7 +539,7 @@ impl Shared {
     /// bytes of `bufs`' output (the request's buffers, moved in: no copy), none without.
     fn finish(&self, status: NtStatus, information: usize, bufs: Option<Bufs>) {
         self.state.store(DONE, Ordering::SeqCst);
-        let mut slot = self.result.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut slot = self.result.lock();
         // A second completion (a driver bug the model counts) replaces the first.
         slot.completions += 1;
         slot.status = status;
@@ -440,15 +555,29 @@ impl Shared {
             }
         };
         slot.done = true;
-        slot.notify(&self.done);
         drop(slot);
+        // A waiter counts itself before it looks at `done` under the slot's lock, so
+        // either it sees `done` or this sees it counted (the slot's lock orders the two).
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            self.wake_waiters();
+        }
         drop(old);
+    }
+
+    /// Wakes the threads waiting for the completion (out of line: a deterministic run has
+    /// none). Under `wait`, so that a waiter between its look at `done` and its wait is
+    /// not missed.
+    #[cold]
+    #[inline(never)]
+    fn wake_waiters(&self) {
+        let _g = self.wait.lock().unwrap_or_else(PoisonError::into_inner);
+        self.done.notify_all();
     }
 
     /// Keeps the buffers of a request dropped without completion (recycled with the
     /// state), unless the slot lends bytes of its own.
     fn keep(&self, bufs: Bufs) {
-        let mut slot = self.result.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut slot = self.result.lock();
         if slot.lent == 0 {
             let old = core::mem::replace(&mut slot.bufs, bufs);
             drop(slot);
@@ -618,12 +747,7 @@ impl RequestHandle {
     /// How many times the request was completed (a correct driver: 0 or 1).
     #[must_use]
     pub fn completion_count(&self) -> u64 {
-        self.by_ref()
-            .0
-            .result
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .completions
+        self.by_ref().0.result.lock().completions
     }
 
     /// Waits up to `timeout` for the completion.
@@ -693,7 +817,7 @@ impl<'a> RequestRef<'a> {
 
     /// [`RequestHandle::with_result`].
     pub fn with_result<T>(self, f: impl FnOnce(Option<CompletionRef<'_>>) -> T) -> T {
-        let slot = self.0.result.lock().unwrap_or_else(PoisonError::into_inner);
+        let slot = self.0.result.lock();
         f(slot.completion())
     }
 
@@ -710,19 +834,31 @@ impl<'a> RequestRef<'a> {
         f: impl FnOnce(Option<CompletionRef<'_>>) -> T,
     ) -> T {
         let s = self.0;
-        let mut guard = s.result.lock().unwrap_or_else(PoisonError::into_inner);
-        if !guard.done && !timeout.is_zero() {
-            // Counted under the lock: `finish` notifies only when someone waits (a
-            // notification is a futex system call).
-            guard.waiters += 1;
-            guard = s
-                .done
-                .wait_timeout_while(guard, timeout, |r| !r.done)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-            guard.waiters -= 1;
+        if !timeout.is_zero() && !s.result.lock().done {
+            // Counted before looking at `done` again (see `Shared::finish`), under `wait`,
+            // which the condition variable releases only while this thread waits.
+            let mut g = s.wait.lock().unwrap_or_else(PoisonError::into_inner);
+            s.waiters.fetch_add(1, Ordering::SeqCst);
+            let deadline = Instant::now().checked_add(timeout);
+            while !s.result.lock().done {
+                let left = match deadline {
+                    Some(d) => d.saturating_duration_since(Instant::now()),
+                    None => timeout,
+                };
+                if left.is_zero() {
+                    break;
+                }
+                g = s
+                    .done
+                    .wait_timeout(g, left)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+            s.waiters.fetch_sub(1, Ordering::SeqCst);
+            drop(g);
         }
-        f(guard.completion())
+        let slot = s.result.lock();
+        f(slot.completion())
     }
 
     /// [`RequestHandle::cancel`].
@@ -903,6 +1039,24 @@ mod tests {
         let (mut r2, _h2) = SimRequest::new(&[], 8);
         assert_eq!(output_of(&mut r2).0, ptr);
         free_spares();
+    }
+
+    #[test]
+    fn threaded_a_waiter_wakes_when_another_thread_completes_and_times_out_otherwise() {
+        let (r, h) = SimRequest::new(&[], 8);
+        assert_eq!(
+            h.wait(Duration::from_millis(20)),
+            None,
+            "nothing completed it"
+        );
+        let waiter = std::thread::spawn(move || h.wait(Duration::from_secs(60)));
+        std::thread::sleep(Duration::from_millis(20));
+        r.complete(NtStatus::SUCCESS, 0);
+        let c = waiter
+            .join()
+            .expect("waiter")
+            .expect("woken with the completion");
+        assert_eq!(c.status, NtStatus::SUCCESS);
     }
 
     #[test]
