@@ -111,7 +111,7 @@ mod tests {
     use std::sync::Arc;
 
     #[test]
-    fn the_spin_lock_gives_exclusive_access_across_threads() {
+    fn threaded_spin_lock_gives_exclusive_access() {
         let l = Arc::new(<SpinLock<u64> as Lock<u64>>::new(0));
         let threads: Vec<_> = (0..4)
             .map(|_| {

@@ -114,7 +114,7 @@ mod tests {
     use std::sync::Arc;
 
     #[test]
-    fn a_spin_lock_gives_exclusive_access_across_threads() {
+    fn threaded_spin_lock_gives_exclusive_access() {
         let l = Arc::new(SpinLock::new(0u64));
         let threads: Vec<_> = (0..4)
             .map(|_| {
