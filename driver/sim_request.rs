@@ -8,16 +8,142 @@
 //! completion and can cancel. The state machine mirrors WDF's so that the same race
 //! (cancel vs. completion) resolves the same way: exactly one completion per request.
 //!
-//! A request's state (an `Arc` with its mutex, condition variable and completion slot)
-//! and its buffers' storage (one allocation for the input and the output) are recycled
-//! together, per thread, once the request and every handle are gone: in steady state a
-//! request allocates nothing, and a new one takes both from one pool look-up.
-#![forbid(unsafe_code)]
+//! A request's state (an `Arc` with its completion slot, behind a spin lock, and the
+//! mutex and condition variable that waiters block on) and its buffers' storage (one
+//! allocation for the input and the output) are recycled together, per thread, once the
+//! request and every handle are gone: in steady state a request allocates nothing, and a
+//! new one takes both from one pool look-up.
+// No unsafe here; `deny` rather than `forbid` only so that the slot's lock (`slot_lock`)
+// can allow its own.
+#![deny(unsafe_code)]
 
+use std::any::Any;
 use std::cell::{Cell, RefCell};
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use slot_lock::SlotLock;
+
+/// The lock of a request's completion slot: a spin lock. Completing a request and reading
+/// its completion take it for a few instructions, never blocking; one compare-and-swap and
+/// one store cost a fraction of a `std::sync::Mutex` round. Threads that wait for the
+/// completion block on the state's own mutex and condition variable instead
+/// ([`RequestRef::wait_with`]).
+///
+/// **The rule (SLOT_LOCK_EXCLUSIVE)**: the slot is reached only through a [`SlotGuard`]
+/// (or `get_mut`, with the lock owned exclusively), and a guard exists only while its
+/// thread holds `locked`, taken with an acquire compare-and-swap from `false` and given
+/// back with a release store when the guard drops. So accesses to the slot never overlap,
+/// and each happens-after the previous holder's.
+#[allow(
+    unsafe_code,
+    reason = "the slot's lock built on UnsafeCell; every block names its rule"
+)]
+mod slot_lock {
+    use std::cell::UnsafeCell;
+    use std::ops::{Deref, DerefMut};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// Spins this many times before yielding the processor to a preempted holder.
+    const SPINS_BEFORE_YIELD: u32 = 64;
+
+    pub(super) struct SlotLock<T> {
+        locked: AtomicBool,
+        value: UnsafeCell<T>,
+    }
+
+    // SAFETY: rule SLOT_LOCK_EXCLUSIVE (module doc): the value is reached by one thread
+    // at a time, through a guard, so `T: Send` suffices, as for `Mutex<T>`.
+    unsafe impl<T: Send> Sync for SlotLock<T> {}
+
+    impl<T: core::fmt::Debug> core::fmt::Debug for SlotLock<T> {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            f.debug_struct("SlotLock").finish_non_exhaustive()
+        }
+    }
+
+    impl<T> SlotLock<T> {
+        pub(super) const fn new(value: T) -> Self {
+            Self {
+                locked: AtomicBool::new(false),
+                value: UnsafeCell::new(value),
+            }
+        }
+
+        /// The value, with the lock owned exclusively (no other thread can hold it).
+        pub(super) fn get_mut(&mut self) -> &mut T {
+            self.value.get_mut()
+        }
+
+        #[inline]
+        pub(super) fn lock(&self) -> SlotGuard<'_, T> {
+            if self
+                .locked
+                .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
+                self.contended();
+            }
+            SlotGuard { lock: self }
+        }
+
+        #[cold]
+        #[inline(never)]
+        fn contended(&self) {
+            let mut spins = 0u32;
+            loop {
+                while self.locked.load(Ordering::Relaxed) {
+                    if spins < SPINS_BEFORE_YIELD {
+                        spins += 1;
+                        std::hint::spin_loop();
+                    } else {
+                        std::thread::yield_now();
+                    }
+                }
+                if self
+                    .locked
+                    .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Exclusive access to the value of a [`SlotLock`] until dropped.
+    pub(super) struct SlotGuard<'a, T> {
+        lock: &'a SlotLock<T>,
+    }
+
+    impl<T> Deref for SlotGuard<'_, T> {
+        type Target = T;
+
+        #[inline]
+        fn deref(&self) -> &T {
+            // SAFETY: rule SLOT_LOCK_EXCLUSIVE (module doc): this guard holds the lock
+            // while the borrow of the guard lasts.
+            unsafe { &*self.lock.value.get() }
+        }
+    }
+
+    impl<T> DerefMut for SlotGuard<'_, T> {
+        #[inline]
+        fn deref_mut(&mut self) -> &mut T {
+            // SAFETY: rule SLOT_LOCK_EXCLUSIVE (module doc): as for `deref`; the guard is
+            // borrowed mutably, so this is the only reference.
+            unsafe { &mut *self.lock.value.get() }
+        }
+    }
+
+    impl<T> Drop for SlotGuard<'_, T> {
+        #[inline]
+        fn drop(&mut self) {
+            self.lock.locked.store(false, Ordering::Release);
+        }
+    }
+}
 
 use crate::bridge::protocol::AlignedBuf;
 use crate::bridge::{NtStatus, RequestKey, UserRequest};
@@ -56,6 +182,14 @@ fn storage_need(input_len: usize, output_len: usize) -> usize {
 /// The storage size allocated for `need` bytes (a power of two >= `MIN_STORAGE`).
 fn storage_size(need: usize) -> usize {
     need.next_power_of_two().max(MIN_STORAGE)
+}
+
+/// New zeroed storage for `need` bytes (out of line: in steady state a spare's storage
+/// is reused).
+#[cold]
+#[inline(never)]
+fn new_storage(need: usize) -> Box<[u8]> {
+    vec![0u8; storage_size(need)].into_boxed_slice()
 }
 
 /// The class index of storage of `size` bytes (a power of two >= `MIN_STORAGE`).
@@ -316,18 +450,9 @@ struct Slot {
     completions: u64,
     lent: usize,
     bufs: Bufs,
-    /// Threads in [`RequestHandle::wait_with`] waiting on the condition variable.
-    waiters: u32,
 }
 
 impl Slot {
-    /// Wakes the waiters, if any (with none, no system call).
-    fn notify(&self, done: &Condvar) {
-        if self.waiters > 0 {
-            done.notify_all();
-        }
-    }
-
     #[inline]
     fn completion(&self) -> Option<CompletionRef<'_>> {
         self.done.then(|| CompletionRef {
@@ -355,7 +480,13 @@ struct Shared {
     /// The spares' epoch its storage was last zeroed or written in (see [`scrub_spares`]).
     epoch: u64,
     state: AtomicU8,
-    result: Mutex<Slot>,
+    result: SlotLock<Slot>,
+    /// Threads in [`RequestRef::wait_with`] blocked (or about to block) on `done`, counted
+    /// under `wait`: `finish` notifies only when someone waits (a notification is a futex
+    /// system call).
+    waiters: AtomicU32,
+    /// The mutex of `done`'s waiters (the slot itself is behind `result`).
+    wait: Mutex<()>,
     done: Condvar,
 }
 
@@ -365,15 +496,16 @@ impl Shared {
             key,
             epoch,
             state: AtomicU8::new(NEW),
-            result: Mutex::new(Slot {
+            result: SlotLock::new(Slot {
                 done: false,
                 status: NtStatus::SUCCESS,
                 information: 0,
                 completions: 0,
                 lent: 0,
                 bufs: Bufs::empty(),
-                waiters: 0,
             }),
+            waiters: AtomicU32::new(0),
+            wait: Mutex::new(()),
             done: Condvar::new(),
         }
     }
@@ -390,7 +522,7 @@ impl Shared {
             Some(mut arc) => match Arc::get_mut(&mut arc) {
                 Some(s) => {
                     s.key = key;
-                    let slot = s.result.get_mut().unwrap_or_else(PoisonError::into_inner);
+                    let slot = s.result.get_mut();
                     let mut storage =
                         core::mem::replace(&mut slot.bufs, Bufs::empty()).into_storage();
                     if s.epoch != epoch {
@@ -400,15 +532,22 @@ impl Shared {
                     (arc, storage)
                 }
                 // Spares are unique; a shared one is left to its other owner.
-                None => (Arc::new(Shared::new(key, epoch)), Box::default()),
+                None => (Shared::new_arc(key, epoch), Box::default()),
             },
-            None => (Arc::new(Shared::new(key, epoch)), Box::default()),
+            None => (Shared::new_arc(key, epoch), Box::default()),
         };
         if storage.len() >= need {
             (arc, storage)
         } else {
-            (arc, vec![0u8; storage_size(need)].into_boxed_slice())
+            (arc, new_storage(need))
         }
+    }
+
+    /// A new state (out of line: in steady state a spare is reused).
+    #[cold]
+    #[inline(never)]
+    fn new_arc(key: u64, epoch: u64) -> Arc<Shared> {
+        Arc::new(Shared::new(key, epoch))
     }
 
     /// Gives `arc` back to this thread's spares if it is the last reference (the request
@@ -418,7 +557,7 @@ impl Shared {
             return;
         };
         *s.state.get_mut() = NEW;
-        let slot = s.result.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let slot = s.result.get_mut();
         slot.done = false;
         slot.completions = 0;
         slot.lent = 0;
@@ -436,7 +575,7 @@ impl Shared {
     /// bytes of `bufs`' output (the request's buffers, moved in: no copy), none without.
     fn finish(&self, status: NtStatus, information: usize, bufs: Option<Bufs>) {
         self.state.store(DONE, Ordering::SeqCst);
-        let mut slot = self.result.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut slot = self.result.lock();
         // A second completion (a driver bug the model counts) replaces the first.
         slot.completions += 1;
         slot.status = status;
@@ -452,15 +591,29 @@ impl Shared {
             }
         };
         slot.done = true;
-        slot.notify(&self.done);
         drop(slot);
+        // A waiter counts itself before it looks at `done` under the slot's lock, so
+        // either it sees `done` or this sees it counted (the slot's lock orders the two).
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            self.wake_waiters();
+        }
         drop(old);
+    }
+
+    /// Wakes the threads waiting for the completion (out of line: a deterministic run has
+    /// none). Under `wait`, so that a waiter between its look at `done` and its wait is
+    /// not missed.
+    #[cold]
+    #[inline(never)]
+    fn wake_waiters(&self) {
+        let _g = self.wait.lock().unwrap_or_else(PoisonError::into_inner);
+        self.done.notify_all();
     }
 
     /// Keeps the buffers of a request dropped without completion (recycled with the
     /// state), unless the slot lends bytes of its own.
     fn keep(&self, bufs: Bufs) {
-        let mut slot = self.result.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut slot = self.result.lock();
         if slot.lent == 0 {
             let old = core::mem::replace(&mut slot.bufs, bufs);
             drop(slot);
@@ -596,14 +749,16 @@ impl Drop for SimRequest {
 }
 
 impl RequestHandle {
-    fn shared(&self) -> &Shared {
-        shared_of(&self.shared)
+    /// The handle borrowed as a [`RequestRef`].
+    #[must_use]
+    pub fn by_ref(&self) -> RequestRef<'_> {
+        RequestRef(shared_of(&self.shared))
     }
 
     /// The request's key.
     #[must_use]
     pub fn key(&self) -> RequestKey {
-        RequestKey(self.shared().key)
+        self.by_ref().key()
     }
 
     /// The completion, if the request has completed (a copy: see
@@ -616,28 +771,19 @@ impl RequestHandle {
     /// Calls `f` with the completion (`None` while the request has not completed),
     /// borrowed: the output is the request's own buffer, not a copy.
     pub fn with_result<T>(&self, f: impl FnOnce(Option<CompletionRef<'_>>) -> T) -> T {
-        let slot = self
-            .shared()
-            .result
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        f(slot.completion())
+        self.by_ref().with_result(f)
     }
 
     /// True once completed.
     #[must_use]
     pub fn is_done(&self) -> bool {
-        self.shared().state.load(Ordering::SeqCst) == DONE
+        self.by_ref().is_done()
     }
 
     /// How many times the request was completed (a correct driver: 0 or 1).
     #[must_use]
     pub fn completion_count(&self) -> u64 {
-        self.shared()
-            .result
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .completions
+        self.by_ref().0.result.lock().completions
     }
 
     /// Waits up to `timeout` for the completion.
@@ -653,20 +799,7 @@ impl RequestHandle {
         timeout: Duration,
         f: impl FnOnce(Option<CompletionRef<'_>>) -> T,
     ) -> T {
-        let s = self.shared();
-        let mut guard = s.result.lock().unwrap_or_else(PoisonError::into_inner);
-        if !guard.done && !timeout.is_zero() {
-            // Counted under the lock: `finish` notifies only when someone waits (a
-            // notification is a futex system call).
-            guard.waiters += 1;
-            guard = s
-                .done
-                .wait_timeout_while(guard, timeout, |r| !r.done)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-            guard.waiters -= 1;
-        }
-        f(guard.completion())
+        self.by_ref().wait_with(timeout, f)
     }
 
     /// Cancels the request the way the I/O manager and WDF do: a request not parked yet
@@ -676,7 +809,97 @@ impl RequestHandle {
     /// and when the driver no longer holds it (it lost the race to `claim`), this side
     /// completes it with `STATUS_CANCELLED`.
     pub fn cancel(&self, driver_cancel: impl FnOnce(RequestKey) -> bool) {
-        let s = self.shared();
+        self.by_ref().cancel(driver_cancel);
+    }
+
+    /// The handle as type-erased shared state (its own `Arc`: no allocation), for a
+    /// transport that hands requests out shared (`vmbridge_client`'s `SharedRequest`);
+    /// [`RequestRef::of`] borrows it, [`RequestHandle::from_any`] takes it back.
+    #[must_use]
+    pub fn into_any(mut self) -> Arc<dyn Any + Send + Sync> {
+        self.shared
+            .take()
+            .expect("the request state lives until drop")
+    }
+
+    /// The handle back from [`RequestHandle::into_any`]; `None` for any other state.
+    #[must_use]
+    pub fn from_any(state: Arc<dyn Any + Send + Sync>) -> Option<Self> {
+        state
+            .downcast::<Shared>()
+            .ok()
+            .map(|s| Self { shared: Some(s) })
+    }
+}
+
+/// A [`RequestHandle`] borrowed: its methods on the state of [`RequestHandle::into_any`]
+/// without taking it back.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestRef<'a>(&'a Shared);
+
+impl<'a> RequestRef<'a> {
+    /// The request behind `state` (from [`RequestHandle::into_any`]); `None` for any other
+    /// state.
+    #[must_use]
+    pub fn of(state: &'a (dyn Any + Send + Sync)) -> Option<Self> {
+        state.downcast_ref::<Shared>().map(RequestRef)
+    }
+
+    /// [`RequestHandle::key`].
+    #[must_use]
+    pub fn key(self) -> RequestKey {
+        RequestKey(self.0.key)
+    }
+
+    /// [`RequestHandle::with_result`].
+    pub fn with_result<T>(self, f: impl FnOnce(Option<CompletionRef<'_>>) -> T) -> T {
+        let slot = self.0.result.lock();
+        f(slot.completion())
+    }
+
+    /// [`RequestHandle::is_done`].
+    #[must_use]
+    pub fn is_done(self) -> bool {
+        self.0.state.load(Ordering::SeqCst) == DONE
+    }
+
+    /// [`RequestHandle::wait_with`].
+    pub fn wait_with<T>(
+        self,
+        timeout: Duration,
+        f: impl FnOnce(Option<CompletionRef<'_>>) -> T,
+    ) -> T {
+        let s = self.0;
+        if !timeout.is_zero() && !s.result.lock().done {
+            // Counted before looking at `done` again (see `Shared::finish`), under `wait`,
+            // which the condition variable releases only while this thread waits.
+            let mut g = s.wait.lock().unwrap_or_else(PoisonError::into_inner);
+            s.waiters.fetch_add(1, Ordering::SeqCst);
+            let deadline = Instant::now().checked_add(timeout);
+            while !s.result.lock().done {
+                let left = match deadline {
+                    Some(d) => d.saturating_duration_since(Instant::now()),
+                    None => timeout,
+                };
+                if left.is_zero() {
+                    break;
+                }
+                g = s
+                    .done
+                    .wait_timeout(g, left)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+            s.waiters.fetch_sub(1, Ordering::SeqCst);
+            drop(g);
+        }
+        let slot = s.result.lock();
+        f(slot.completion())
+    }
+
+    /// [`RequestHandle::cancel`].
+    pub fn cancel(self, driver_cancel: impl FnOnce(RequestKey) -> bool) {
+        let s = self.0;
         if s.state
             .compare_exchange(NEW, CANCELLING, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok()
@@ -853,6 +1076,51 @@ mod tests {
     #[test]
     fn a_requests_buffers_move_as_five_words() {
         assert!(size_of::<Bufs>() <= 5 * size_of::<usize>());
+    }
+
+    #[test]
+    fn a_handle_shared_as_any_is_the_same_request_and_comes_back_to_the_pool() {
+        free_spares();
+        let (mut r, h) = SimRequest::new(&[], 8);
+        let key = h.key();
+        let (ptr, _) = output_of(&mut r);
+        let any = h.into_any();
+        let req = RequestRef::of(&*any).expect("a request's state");
+        assert_eq!(req.key(), key);
+        assert!(!req.is_done());
+        r.output().fill(3);
+        r.complete(NtStatus::SUCCESS, 8);
+        assert!(req.is_done());
+        assert_eq!(
+            req.with_result(|c| c.map(|c| c.output.to_vec())),
+            Some(vec![3; 8])
+        );
+        let other: Arc<dyn Any + Send + Sync> = Arc::new(0u8);
+        assert!(RequestRef::of(&*other).is_none());
+        assert!(RequestHandle::from_any(other).is_none());
+        drop(RequestHandle::from_any(any).expect("taken back"));
+        // Recycled: the next request of its size takes its storage.
+        let (mut r2, _h2) = SimRequest::new(&[], 8);
+        assert_eq!(output_of(&mut r2).0, ptr);
+        free_spares();
+    }
+
+    #[test]
+    fn threaded_a_waiter_wakes_when_another_thread_completes_and_times_out_otherwise() {
+        let (r, h) = SimRequest::new(&[], 8);
+        assert_eq!(
+            h.wait(Duration::from_millis(20)),
+            None,
+            "nothing completed it"
+        );
+        let waiter = std::thread::spawn(move || h.wait(Duration::from_secs(60)));
+        std::thread::sleep(Duration::from_millis(20));
+        r.complete(NtStatus::SUCCESS, 0);
+        let c = waiter
+            .join()
+            .expect("waiter")
+            .expect("woken with the completion");
+        assert_eq!(c.status, NtStatus::SUCCESS);
     }
 
     #[test]

@@ -117,7 +117,7 @@ impl HostEndpoint {
     }
 
     /// [`safe_point`](Self::safe_point), then the state, locked once for both.
-    fn lock_at_safe_point(&self) -> std::sync::MutexGuard<'_, State> {
+    fn lock_at_safe_point(&self) -> crate::StateGuard<'_> {
         crate::registry::set_current_sim(&self.sim);
         self.sim.lock_at_safe_point()
     }

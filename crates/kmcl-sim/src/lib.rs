@@ -62,8 +62,9 @@ mod verifier;
 use std::collections::VecDeque;
 
 use fast_hash::{HashMap, IdMap};
+use state_lock::{StateGuard, StateLock};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -381,10 +382,163 @@ const BUF_POOL_KEEP: usize = 4096;
 /// Bytes of retired packet buffers kept for reuse, at most.
 const BUF_POOL_BYTES: usize = 16 << 20;
 
+/// The lock of a simulation's [`State`]: a spin lock in deterministic mode, where
+/// nothing waits on the condition variable (`SimInner::wake`), and `std::sync::Mutex`
+/// with [`SimInner::cv`] in threaded mode. Every KMCL call and every task takes it, for
+/// short critical sections: a spin lock round is one compare-and-swap and one store, a
+/// fraction of a mutex round (poisoning, futex word).
+///
+/// **The rule (STATE_LOCK_EXCLUSIVE)**: the state is reached only through a
+/// [`StateGuard`], and a guard exists only while its thread holds the lock of the mode:
+/// in deterministic mode `spin`, taken with an acquire compare-and-swap from `false` and
+/// given back with a release store when the guard drops; in threaded mode `mutex`, whose
+/// guard the `StateGuard` owns (and lends to the condition variable only inside
+/// [`StateGuard::wait_timeout`], which borrows the guard mutably, so no reference to the
+/// state is alive meanwhile). The mode never changes. So accesses to the state by two
+/// guards never overlap, and each happens-after the previous holder's.
+#[allow(
+    unsafe_code,
+    reason = "the state lock built on UnsafeCell; every block names its rule"
+)]
+mod state_lock {
+    use std::cell::UnsafeCell;
+    use std::ops::{Deref, DerefMut};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+    use std::time::Duration;
+
+    use super::State;
+
+    /// Spins this many times before yielding the processor to a preempted holder.
+    const SPINS_BEFORE_YIELD: u32 = 64;
+
+    pub(crate) struct StateLock {
+        value: UnsafeCell<State>,
+        /// The lock in deterministic mode.
+        spin: AtomicBool,
+        /// The lock in threaded mode (with the simulation's condition variable).
+        mutex: Mutex<()>,
+        threaded: bool,
+    }
+
+    // SAFETY: rule STATE_LOCK_EXCLUSIVE (module doc): the state is reached by one thread
+    // at a time, through a guard, so `State: Send` suffices, as for `Mutex<State>`.
+    unsafe impl Sync for StateLock {}
+
+    impl StateLock {
+        pub(crate) fn new(value: State, threaded: bool) -> Self {
+            Self {
+                value: UnsafeCell::new(value),
+                spin: AtomicBool::new(false),
+                mutex: Mutex::new(()),
+                threaded,
+            }
+        }
+
+        #[inline]
+        pub(crate) fn lock(&self) -> StateGuard<'_> {
+            if self.threaded {
+                let g = self.mutex.lock().unwrap_or_else(PoisonError::into_inner);
+                return StateGuard {
+                    lock: self,
+                    mutex: Some(g),
+                };
+            }
+            if self
+                .spin
+                .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
+                self.spin_contended();
+            }
+            StateGuard {
+                lock: self,
+                mutex: None,
+            }
+        }
+
+        #[cold]
+        #[inline(never)]
+        fn spin_contended(&self) {
+            let mut spins = 0u32;
+            loop {
+                while self.spin.load(Ordering::Relaxed) {
+                    if spins < SPINS_BEFORE_YIELD {
+                        spins += 1;
+                        std::hint::spin_loop();
+                    } else {
+                        std::thread::yield_now();
+                    }
+                }
+                if self
+                    .spin
+                    .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Exclusive access to a simulation's state until dropped.
+    pub(crate) struct StateGuard<'a> {
+        lock: &'a StateLock,
+        /// Threaded mode: the mutex's guard.
+        mutex: Option<MutexGuard<'a, ()>>,
+    }
+
+    impl StateGuard<'_> {
+        /// Threaded mode: gives the lock up while waiting on `cv` for up to `dur`, then
+        /// holds it again; returns whether the time ran out. (Deterministic mode never
+        /// waits on the condition variable: it returns at once.)
+        pub(crate) fn wait_timeout(&mut self, cv: &Condvar, dur: Duration) -> bool {
+            let Some(g) = self.mutex.take() else {
+                return true;
+            };
+            let (g, to) = cv
+                .wait_timeout(g, dur)
+                .unwrap_or_else(PoisonError::into_inner);
+            self.mutex = Some(g);
+            to.timed_out()
+        }
+    }
+
+    impl Deref for StateGuard<'_> {
+        type Target = State;
+
+        #[inline]
+        fn deref(&self) -> &State {
+            // SAFETY: rule STATE_LOCK_EXCLUSIVE (module doc): this guard holds the lock of
+            // the mode while the borrow of the guard lasts.
+            unsafe { &*self.lock.value.get() }
+        }
+    }
+
+    impl DerefMut for StateGuard<'_> {
+        #[inline]
+        fn deref_mut(&mut self) -> &mut State {
+            // SAFETY: rule STATE_LOCK_EXCLUSIVE (module doc): as for `deref`; the guard is
+            // borrowed mutably, so this is the only reference.
+            unsafe { &mut *self.lock.value.get() }
+        }
+    }
+
+    impl Drop for StateGuard<'_> {
+        #[inline]
+        fn drop(&mut self) {
+            if !self.lock.threaded {
+                self.lock.spin.store(false, Ordering::Release);
+            }
+            // Threaded mode: the mutex's guard drops with this one.
+        }
+    }
+}
+
 /// The shared core of a [`Sim`].
 pub(crate) struct SimInner {
     pub(crate) cfg: SimConfig,
-    st: Mutex<State>,
+    st: StateLock,
     pub(crate) cv: Condvar,
     /// Number of live [`Sim`] values (the last one to drop does the final check).
     sims: AtomicUsize,
@@ -406,8 +560,8 @@ impl std::fmt::Debug for SimInner {
 }
 
 impl SimInner {
-    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
-        self.st.lock().unwrap_or_else(PoisonError::into_inner)
+    pub(crate) fn lock(&self) -> StateGuard<'_> {
+        self.st.lock()
     }
 
     pub(crate) const fn deterministic(&self) -> bool {
@@ -508,11 +662,7 @@ impl SimInner {
                 return false;
             }
             let wait = (deadline - now).min(Duration::from_millis(50));
-            st = self
-                .cv
-                .wait_timeout(st, wait)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            st.wait_timeout(&self.cv, wait);
         }
     }
 
@@ -569,8 +719,24 @@ impl SimInner {
     /// the caller's next step: one lock instead of two. The panic, if any, comes with the
     /// lock released (a panic under the guard would poison it).
     #[inline]
-    pub(crate) fn lock_at_safe_point(&self) -> MutexGuard<'_, State> {
-        let mut st = self.lock();
+    pub(crate) fn lock_at_safe_point(&self) -> StateGuard<'_> {
+        let st = self.lock();
+        // Usually nothing to do: no buffer retired since the last safe point, nothing to
+        // trim, not shutting down, not in bugcheck mode.
+        if st.shutdown
+            || st.retired_checked != st.retired.len()
+            || st.retired.len() > RETIRED_KEEP
+            || self.cfg.verifier == VerifierMode::Bugcheck
+        {
+            return self.safe_point_work(st);
+        }
+        st
+    }
+
+    /// The work of [`lock_at_safe_point`](Self::lock_at_safe_point) when there is some
+    /// (out of line: the common safe point stays small).
+    #[inline(never)]
+    fn safe_point_work<'a>(&'a self, mut st: StateGuard<'a>) -> StateGuard<'a> {
         let all = st.shutdown;
         self.check_retired(&mut st, all);
         if self.cfg.verifier == VerifierMode::Bugcheck
@@ -612,12 +778,7 @@ impl SimInner {
                             nap = HELD_POLL;
                         }
                     }
-                    let (g, to) = sim
-                        .cv
-                        .wait_timeout(st, nap)
-                        .unwrap_or_else(PoisonError::into_inner);
-                    st = g;
-                    if to.timed_out() {
+                    if st.wait_timeout(&sim.cv, nap) {
                         break None;
                     }
                 }
@@ -740,25 +901,29 @@ impl Sim {
             Mode::Deterministic { seed } => seed,
             Mode::Threaded => 0x5EED,
         };
+        let threaded = !matches!(cfg.mode, Mode::Deterministic { .. });
         let inner = Arc::new(SimInner {
             cfg,
-            st: Mutex::new(State {
-                log: verifier::Log::default(),
-                queues: Queues::default(),
-                rng: SplitMix64::new(seed),
-                next_id: 0,
-                offers: IdMap::default(),
-                channels: IdMap::default(),
-                retired: VecDeque::new(),
-                retired_checked: 0,
-                buf_pool: spare_bufs::take(),
-                dpc_calls: Vec::new(),
-                pages: HashMap::default(),
-                faults: Faults::default(),
-                stats: Stats::default(),
-                shutdown: false,
-                host_device: None,
-            }),
+            st: StateLock::new(
+                State {
+                    log: verifier::Log::default(),
+                    queues: Queues::default(),
+                    rng: SplitMix64::new(seed),
+                    next_id: 0,
+                    offers: IdMap::default(),
+                    channels: IdMap::default(),
+                    retired: VecDeque::new(),
+                    retired_checked: 0,
+                    buf_pool: spare_bufs::take(),
+                    dpc_calls: Vec::new(),
+                    pages: HashMap::default(),
+                    faults: Faults::default(),
+                    stats: Stats::default(),
+                    shutdown: false,
+                    host_device: None,
+                },
+                threaded,
+            ),
             cv: Condvar::new(),
             sims: AtomicUsize::new(1),
             delivered: AtomicU64::new(0),

@@ -8,9 +8,15 @@
 //! apart from a forged one (`INVALID_PACKET_HANDLE` vs `PACKET_COMPLETED_TWICE`,
 //! `USE_AFTER_CLEANUP`). Tokens are process-wide because the `extern "system"`
 //! entries receive nothing but the handle.
-#![forbid(unsafe_code)]
+// No unsafe here; `deny` rather than `forbid` only so that the lock of the table
+// (`spin`, a child module) can allow its own.
+#![deny(unsafe_code)]
 
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+mod spin;
+
+use std::sync::{Arc, Weak};
+
+use spin::{SpinGuard, SpinLock};
 
 use crate::SimInner;
 use crate::fast_hash::HashMap;
@@ -150,9 +156,10 @@ fn entry_mut<'t>(
     minted.get_mut(i)?.as_mut()
 }
 
-fn table() -> MutexGuard<'static, Table> {
-    // Built at compile time: no lazy-initialisation check on every call.
-    static T: Mutex<Table> = Mutex::new(Table {
+fn table() -> SpinGuard<'static, Table> {
+    // Built at compile time: no lazy-initialisation check on every call. A spin lock
+    // (crate::spin): every KMCL call takes it for a few dozen instructions.
+    static T: SpinLock<Table> = SpinLock::new(Table {
         minted: VecDeque::new(),
         first: 0,
         adopted: HashMap::with_hasher(std::hash::BuildHasherDefault::new()),
@@ -160,7 +167,7 @@ fn table() -> MutexGuard<'static, Table> {
         free_sims: Vec::new(),
         last: None,
     });
-    T.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    T.lock()
 }
 
 /// Base of minted tokens: far from null and from small integers, 16-aligned.

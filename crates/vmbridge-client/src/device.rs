@@ -25,7 +25,7 @@ use vmbridge_abi::{
 };
 
 use crate::error::{bad_output, driver_error};
-use crate::transport::{Completion, CompletionStatus, Pending, Request, Transport};
+use crate::transport::{Completion, CompletionStatus, Pending, Request, SharedRequest, Transport};
 
 const HDR: usize = size_of::<VMBRIDGE_PACKET_HEADER>();
 const CHDR: usize = size_of::<VMBRIDGE_COMPLETION_HEADER>();
@@ -37,8 +37,6 @@ thread_local! {
     /// The input [`with_input`] builds: one buffer per thread, not one per request (the
     /// transport copies the input when it submits, as `DeviceIoControl` does).
     static INPUT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-    /// The output buffer of synchronous requests ([`Device::call`]), reused.
-    static OUTPUT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Calls `f` with a request input: a `head_len`-byte header written by `head` (over
@@ -70,19 +68,6 @@ fn with_input<T>(
     let mut b = Vec::new();
     build(&mut b);
     f(&b)
-}
-
-/// Calls `f` with this thread's output scratch buffer (a fresh one if it is in use).
-fn with_output<T>(f: impl FnOnce(&mut Vec<u8>) -> T) -> T {
-    let mut f = Some(f);
-    let r = OUTPUT.try_with(|cell| {
-        let mut b = cell.try_borrow_mut().ok()?;
-        Some((f.take()?)(&mut b))
-    });
-    if let Ok(Some(r)) = r {
-        return r;
-    }
-    (f.take().expect("not consumed without a result"))(&mut Vec::new())
 }
 
 /// The input of `IOCTL_VMBRIDGE_READ` (on the stack).
@@ -235,6 +220,30 @@ fn packet_in_place(op: &'static str, out: &mut Vec<u8>) -> io::Result<VMBRIDGE_P
     Ok(header)
 }
 
+/// As [`check_status`] and [`packet_in_place`] over a read's output lent in place
+/// (`out`): the payload is copied into `payload` (its contents replaced); on an error
+/// `payload` holds the output as [`packet_in_place`] would have left it.
+fn payload_from(
+    op: &'static str,
+    c: &CompletionStatus,
+    out: &[u8],
+    payload: &mut Vec<u8>,
+) -> io::Result<VMBRIDGE_PACKET_HEADER> {
+    payload.clear();
+    let parsed = check_status(op, c).and_then(|()| {
+        let header = VMBRIDGE_PACKET_HEADER::parse(out).map_err(|s| bad_output(op, s))?;
+        let body = out
+            .get(HDR..HDR + header.PayloadLength as usize)
+            .ok_or_else(|| bad_output(op, NtStatus::INVALID_BUFFER_SIZE))?;
+        payload.extend_from_slice(body);
+        Ok(header)
+    });
+    if parsed.is_err() {
+        payload.extend_from_slice(out);
+    }
+    parsed
+}
+
 /// Checks a batched read's completion and lends its packets to `each` in order; the
 /// whole batch is validated first, so `each` sees a well-formed batch or nothing.
 fn lend_batch(
@@ -256,9 +265,69 @@ fn lend_batch(
     Ok(n)
 }
 
+/// A submitted request: shared state of its transport ([`Transport::submit_shared`]: no
+/// allocation) or a boxed [`Pending`].
+enum Submitted<'d> {
+    Shared {
+        transport: &'d dyn Transport,
+        /// `Some` until dropped (the drop hands it back to the transport).
+        req: Option<SharedRequest>,
+    },
+    Boxed(Box<dyn Pending + 'd>),
+}
+
+impl<'d> Submitted<'d> {
+    /// Submits `req` on `transport`, shared if the transport makes shared requests.
+    fn new(transport: &'d dyn Transport, req: Request<'_>) -> io::Result<Self> {
+        match transport.submit_shared(req) {
+            Some(r) => Ok(Submitted::Shared {
+                transport,
+                req: Some(r?),
+            }),
+            None => transport.submit(req).map(Submitted::Boxed),
+        }
+    }
+
+    fn wait_into(
+        &mut self,
+        timeout: Option<Duration>,
+        output: &mut Vec<u8>,
+    ) -> io::Result<Option<CompletionStatus>> {
+        match self {
+            Submitted::Shared {
+                transport,
+                req: Some(r),
+            } => transport.shared_wait_into(r, timeout, output),
+            Submitted::Shared { req: None, .. } => Err(io::Error::other("request dropped")),
+            Submitted::Boxed(p) => p.wait_into(timeout, output),
+        }
+    }
+
+    fn cancel(&mut self) {
+        match self {
+            Submitted::Shared {
+                transport,
+                req: Some(r),
+            } => transport.shared_cancel(r),
+            Submitted::Shared { req: None, .. } => {}
+            Submitted::Boxed(p) => p.cancel(),
+        }
+    }
+}
+
+impl Drop for Submitted<'_> {
+    fn drop(&mut self) {
+        if let Submitted::Shared { transport, req } = self
+            && let Some(r) = req.take()
+        {
+            transport.shared_drop(r);
+        }
+    }
+}
+
 /// An outstanding read ([`Device::start_read`]).
 pub struct PendingRead<'d> {
-    pending: Box<dyn Pending + 'd>,
+    pending: Submitted<'d>,
 }
 
 impl std::fmt::Debug for PendingRead<'_> {
@@ -294,6 +363,19 @@ impl PendingRead<'_> {
         payload: &mut Vec<u8>,
     ) -> io::Result<Option<VMBRIDGE_PACKET_HEADER>> {
         let op = ioctl_name(IOCTL_VMBRIDGE_READ);
+        if let Submitted::Shared {
+            transport,
+            req: Some(r),
+        } = &self.pending
+        {
+            // The output lent in place: only the payload is copied (no copy of the whole
+            // output and move of the payload to the front).
+            let mut read = None;
+            transport.shared_wait_with(r, timeout, &mut |c, out| {
+                read = Some(payload_from(op, &c, out, payload));
+            })?;
+            return read.transpose();
+        }
         let Some(c) = self.pending.wait_into(timeout, payload)? else {
             return Ok(None);
         };
@@ -309,7 +391,7 @@ impl PendingRead<'_> {
 
 /// An outstanding waiting send ([`Device::start_send_wait`]).
 pub struct PendingSend<'d> {
-    pending: Box<dyn Pending + 'd>,
+    pending: Submitted<'d>,
 }
 
 impl std::fmt::Debug for PendingSend<'_> {
@@ -429,11 +511,22 @@ impl<'t> Device<'t> {
         out_len: usize,
         op: &'static str,
     ) -> io::Result<CompletionStatus> {
-        with_output(|out| {
-            let c = self.call_into(code, input, out_len, None, out)?;
-            check_status(op, &c)?;
-            Ok(c)
-        })
+        let c = self.call_status(Request::Ioctl {
+            code,
+            input,
+            out_len,
+        })?;
+        check_status(op, &c)?;
+        Ok(c)
+    }
+
+    /// A synchronous request whose output is not kept, waiting without a timeout: how it
+    /// ended (the output lent by the transport, [`Transport::call_with`], not copied).
+    fn call_status(&self, req: Request<'_>) -> io::Result<CompletionStatus> {
+        let mut status = None;
+        self.transport
+            .call_with(req, None, &mut |c, _| status = Some(c))?;
+        status.ok_or_else(|| io::Error::other("a request ended without its completion"))
     }
 
     fn call(
@@ -586,11 +679,14 @@ impl<'t> Device<'t> {
             0
         };
         let input = read_input(flags);
-        let pending = self.transport.submit(Request::Ioctl {
-            code: IOCTL_VMBRIDGE_READ,
-            input: &input,
-            out_len: self.read_len(),
-        })?;
+        let pending = Submitted::new(
+            &*self.transport,
+            Request::Ioctl {
+                code: IOCTL_VMBRIDGE_READ,
+                input: &input,
+                out_len: self.read_len(),
+            },
+        )?;
         Ok(PendingRead { pending })
     }
 
@@ -713,10 +809,7 @@ impl<'t> Device<'t> {
     ///
     /// As [`Device::send`].
     pub fn write(&self, payload: &[u8]) -> io::Result<usize> {
-        let (c, _) = with_output(|out| {
-            self.transport
-                .call_into(Request::Write { data: payload }, None, out)
-        })?;
+        let c = self.call_status(Request::Write { data: payload })?;
         check_status("WriteFile", &c)?;
         Ok(c.information)
     }
@@ -729,11 +822,14 @@ impl<'t> Device<'t> {
     pub fn start_send_wait(&self, payload: &[u8]) -> io::Result<PendingSend<'_>> {
         let out_len = CHDR + self.max_packet() as usize;
         let pending = with_send_input(VMBRIDGE_SEND_FLAG_WAIT_FOR_COMPLETION, payload, |input| {
-            self.transport.submit(Request::Ioctl {
-                code: IOCTL_VMBRIDGE_SEND,
-                input,
-                out_len,
-            })
+            Submitted::new(
+                &*self.transport,
+                Request::Ioctl {
+                    code: IOCTL_VMBRIDGE_SEND,
+                    input,
+                    out_len,
+                },
+            )
         })?;
         Ok(PendingSend { pending })
     }

@@ -3,7 +3,9 @@
 //! C header: `ioapiset.h` (`DeviceIoControl` with an `OVERLAPPED`, `GetOverlappedResultEx`,
 //! `CancelIoEx`) — the model every transport follows.
 
+use std::any::Any;
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use vmbridge_abi::NtStatus;
@@ -170,6 +172,19 @@ pub trait Pending: Send {
     fn cancel(&mut self);
 }
 
+/// A submitted request whose state the transport keeps itself (e.g. pooled) and hands out
+/// shared instead of boxed ([`Transport::submit_shared`]): no allocation per request. The
+/// transport's `shared_*` methods act on it; only the transport that made it knows its type.
+pub type SharedRequest = Arc<dyn Any + Send + Sync>;
+
+/// The error of a `shared_*` call on a transport that does not make shared requests.
+fn not_shared() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "the transport does not make shared requests",
+    )
+}
+
 /// A driver connection (one open handle).
 pub trait Transport: Send + Sync {
     /// Submits `req`; the request runs until it completes or is cancelled. The pending
@@ -179,6 +194,52 @@ pub trait Transport: Send + Sync {
     ///
     /// The request could not be submitted at all.
     fn submit(&self, req: Request<'_>) -> io::Result<Box<dyn Pending + '_>>;
+
+    /// As [`Transport::submit`], the request handed out as state the transport keeps
+    /// itself ([`SharedRequest`], no box), which [`Transport::shared_wait_into`],
+    /// [`Transport::shared_wait_with`], [`Transport::shared_cancel`] and
+    /// [`Transport::shared_drop`] then act on. `None` (the default): the transport does not
+    /// make shared requests; the caller uses [`Transport::submit`] (nothing was submitted).
+    fn submit_shared(&self, _req: Request<'_>) -> Option<io::Result<SharedRequest>> {
+        None
+    }
+
+    /// [`Pending::wait_into`] for a request of [`Transport::submit_shared`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Pending::wait_into`]; `Unsupported` for a request this transport did not make.
+    fn shared_wait_into(
+        &self,
+        _req: &SharedRequest,
+        _timeout: Option<Duration>,
+        _output: &mut Vec<u8>,
+    ) -> io::Result<Option<CompletionStatus>> {
+        Err(not_shared())
+    }
+
+    /// [`Pending::wait_with`] for a request of [`Transport::submit_shared`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Transport::shared_wait_into`].
+    fn shared_wait_with(
+        &self,
+        _req: &SharedRequest,
+        _timeout: Option<Duration>,
+        _f: &mut dyn FnMut(CompletionStatus, &[u8]),
+    ) -> io::Result<bool> {
+        Err(not_shared())
+    }
+
+    /// [`Pending::cancel`] for a request of [`Transport::submit_shared`].
+    fn shared_cancel(&self, _req: &SharedRequest) {}
+
+    /// Drops a request of [`Transport::submit_shared`] as dropping a [`Pending`] does
+    /// (cancelled first if it has not completed).
+    fn shared_drop(&self, req: SharedRequest) {
+        drop(req);
+    }
 
     /// A synchronous request: submits `req`, waits up to `timeout` (`None`: forever), and
     /// on expiry cancels it and waits for its end ([`finish_into`]); the output goes into

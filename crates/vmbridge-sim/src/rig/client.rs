@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use vmbridge::bridge::FileId;
 use vmbridge::sim_request::CompletionRef;
-use vmbridge::sim_request::{RequestHandle, SimRequest};
-use vmbridge_client::transport::{finish_into, finish_with};
+use vmbridge::sim_request::{RequestHandle, RequestRef, SimRequest};
+use vmbridge_client::transport::{SharedRequest, finish_into, finish_with};
 use vmbridge_client::{Completion, CompletionStatus, Device, Pending, Request, Transport};
 
 use super::Rig;
@@ -41,6 +41,41 @@ impl Rig {
     fn is_deterministic(&self) -> bool {
         matches!(self.sim.config().mode, kmcl_sim::Mode::Deterministic { .. })
     }
+
+    /// Waits up to `timeout` for `req` and calls `f` with the completion (borrowed).
+    ///
+    /// Deterministic: nothing moves unless the caller steps the simulation, so a wait
+    /// only looks; a request that must complete (`None`) and has not is an error, not a
+    /// hang.
+    fn wait_then<T>(
+        &self,
+        req: RequestRef<'_>,
+        timeout: Option<Duration>,
+        f: impl FnOnce(CompletionRef<'_>) -> T,
+    ) -> io::Result<Option<T>> {
+        if self.is_deterministic() {
+            let r = req.with_result(|c| c.map(f));
+            if r.is_none() && timeout.is_none() {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "the request is pending in the deterministic simulation",
+                ));
+            }
+            Ok(r)
+        } else {
+            Ok(req.wait_with(timeout.unwrap_or(Duration::from_secs(3600)), |c| c.map(f)))
+        }
+    }
+}
+
+/// The rig's request behind a [`SharedRequest`] of [`RigTransport`].
+fn request_of(req: &SharedRequest) -> io::Result<RequestRef<'_>> {
+    RequestRef::of(&**req).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a request of this transport",
+        )
+    })
 }
 
 impl Drop for RigTransport<'_> {
@@ -76,6 +111,55 @@ impl Transport for RigTransport<'_> {
         }))
     }
 
+    /// Without the box of `submit`: the request's own pooled state, shared.
+    fn submit_shared(&self, req: Request<'_>) -> Option<io::Result<SharedRequest>> {
+        Some(Ok(self.dispatch(req).into_any()))
+    }
+
+    fn shared_wait_into(
+        &self,
+        req: &SharedRequest,
+        timeout: Option<Duration>,
+        output: &mut Vec<u8>,
+    ) -> io::Result<Option<CompletionStatus>> {
+        // METHOD_BUFFERED: no output for an error status (NT_ERROR).
+        self.rig.wait_then(request_of(req)?, timeout, |c| {
+            crate::transport::copy_completion(c, output)
+        })
+    }
+
+    fn shared_wait_with(
+        &self,
+        req: &SharedRequest,
+        timeout: Option<Duration>,
+        f: &mut dyn FnMut(CompletionStatus, &[u8]),
+    ) -> io::Result<bool> {
+        Ok(self
+            .rig
+            .wait_then(request_of(req)?, timeout, |c| {
+                let (st, out) = crate::transport::lend_completion(c);
+                f(st, out);
+            })?
+            .is_some())
+    }
+
+    fn shared_cancel(&self, req: &SharedRequest) {
+        if let Ok(r) = request_of(req) {
+            self.rig.cancel_ref(r);
+        }
+    }
+
+    /// As dropping a [`RigPending`]: cancelled if not done; the state goes back to the
+    /// pool.
+    fn shared_drop(&self, req: SharedRequest) {
+        // One type check: the handle back, then as a `RigPending`'s drop.
+        if let Some(handle) = RequestHandle::from_any(req)
+            && !handle.is_done()
+        {
+            self.rig.cancel(&handle);
+        }
+    }
+
     /// Without the box of `submit`: the pending request lives on this frame.
     fn call_into(
         &self,
@@ -107,29 +191,12 @@ impl Transport for RigTransport<'_> {
 
 impl RigPending<'_> {
     /// Waits up to `timeout` and calls `f` with the completion (borrowed).
-    ///
-    /// Deterministic: nothing moves unless the caller steps the simulation, so a wait
-    /// only looks; a request that must complete (`None`) and has not is an error, not a
-    /// hang.
     fn wait_then<T>(
         &self,
         timeout: Option<Duration>,
         f: impl FnOnce(CompletionRef<'_>) -> T,
     ) -> io::Result<Option<T>> {
-        if self.rig.is_deterministic() {
-            let r = self.handle.with_result(|c| c.map(f));
-            if r.is_none() && timeout.is_none() {
-                return Err(io::Error::new(
-                    io::ErrorKind::WouldBlock,
-                    "the request is pending in the deterministic simulation",
-                ));
-            }
-            Ok(r)
-        } else {
-            Ok(self
-                .handle
-                .wait_with(timeout.unwrap_or(Duration::from_secs(3600)), |c| c.map(f)))
-        }
+        self.rig.wait_then(self.handle.by_ref(), timeout, f)
     }
 }
 

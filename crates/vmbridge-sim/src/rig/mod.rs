@@ -11,17 +11,18 @@ pub mod ic;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::lock::SpinLock;
 use kmcl::channel::{Kmcl, ParentDevice};
 use kmcl::irql::Passive;
 use kmcl_sim::{HostEndpoint, Offer, OfferConfig, Sim, SimConfig};
 use vmbridge::bridge::protocol::{AlignedBuf, VMBRIDGE_CHANNEL_TYPE};
-use vmbridge::bridge::{Config, FileId, NtStatus, State, StdLock, UserRequest};
-use vmbridge::sim_request::{RequestHandle, SimRequest};
+use vmbridge::bridge::{Config, FileId, NtStatus, State, UserRequest};
+use vmbridge::sim_request::{RequestHandle, RequestRef, SimRequest};
 use vmbridge::trace::Tracer;
 use vmbridge::vmbus::{Held, VmbusDevice};
 
 /// The lock the host build uses.
-pub type SimLock = StdLock<State<Held, SimRequest>>;
+pub type SimLock = SpinLock<State<Held, SimRequest>>;
 /// The device type the rig drives.
 pub type SimDevice = VmbusDevice<SimRequest, SimLock>;
 
@@ -132,6 +133,11 @@ impl Rig {
 
     /// `CancelIoEx` on `h`: the driver's cancel routine takes it back and completes it.
     pub fn cancel(&self, h: &RequestHandle) {
+        self.cancel_ref(h.by_ref());
+    }
+
+    /// [`Rig::cancel`] of a borrowed request.
+    pub fn cancel_ref(&self, h: RequestRef<'_>) {
         h.cancel(|k| {
             self.device()
                 .cancel(k)
