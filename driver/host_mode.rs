@@ -96,7 +96,7 @@ where
     }
 }
 
-/// Everything [`HostOffer::open`] needs besides the request.
+/// Everything `HostOffer::open` needs besides the request.
 #[derive(Clone, Copy, Debug)]
 pub struct OfferSetup {
     /// The validated server table.

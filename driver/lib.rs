@@ -45,5 +45,7 @@ pub mod host_mode;
 pub mod ic;
 #[cfg(not(windows))]
 pub mod sim_request;
+#[cfg(not(windows))]
+pub mod spin_lock;
 pub mod trace;
 pub mod vmbus;

@@ -12,10 +12,11 @@
 //! mutex and condition variable that waiters block on) and its buffers' storage (one
 //! allocation for the input and the output) are recycled together, per thread, once the
 //! request and every handle are gone: in steady state a request allocates nothing, and a
-//! new one takes both from one pool look-up.
-// No unsafe here; `deny` rather than `forbid` only so that the slot's lock (`slot_lock`)
-// can allow its own.
-#![deny(unsafe_code)]
+//! new one takes both from one pool look-up. The slot's lock is the host's spin lock
+//! (`spin_lock.rs`): completing a request and reading its completion take it for a few
+//! instructions, never blocking; threads that wait for the completion block on the state's
+//! own mutex and condition variable instead ([`RequestRef::wait_with`]).
+#![forbid(unsafe_code)]
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
@@ -23,130 +24,9 @@ use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use slot_lock::SlotLock;
-
-/// The lock of a request's completion slot: a spin lock. Completing a request and reading
-/// its completion take it for a few instructions, never blocking; one compare-and-swap and
-/// one store cost a fraction of a `std::sync::Mutex` round. Threads that wait for the
-/// completion block on the state's own mutex and condition variable instead
-/// ([`RequestRef::wait_with`]).
-///
-/// **The rule (SLOT_LOCK_EXCLUSIVE)**: the slot is reached only through a [`SlotGuard`]
-/// (or `get_mut`, with the lock owned exclusively), and a guard exists only while its
-/// thread holds `locked`, taken with an acquire compare-and-swap from `false` and given
-/// back with a release store when the guard drops. So accesses to the slot never overlap,
-/// and each happens-after the previous holder's.
-#[allow(
-    unsafe_code,
-    reason = "the slot's lock built on UnsafeCell; every block names its rule"
-)]
-mod slot_lock {
-    use std::cell::UnsafeCell;
-    use std::ops::{Deref, DerefMut};
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    /// Spins this many times before yielding the processor to a preempted holder.
-    const SPINS_BEFORE_YIELD: u32 = 64;
-
-    pub(super) struct SlotLock<T> {
-        locked: AtomicBool,
-        value: UnsafeCell<T>,
-    }
-
-    // SAFETY: rule SLOT_LOCK_EXCLUSIVE (module doc): the value is reached by one thread
-    // at a time, through a guard, so `T: Send` suffices, as for `Mutex<T>`.
-    unsafe impl<T: Send> Sync for SlotLock<T> {}
-
-    impl<T: core::fmt::Debug> core::fmt::Debug for SlotLock<T> {
-        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-            f.debug_struct("SlotLock").finish_non_exhaustive()
-        }
-    }
-
-    impl<T> SlotLock<T> {
-        pub(super) const fn new(value: T) -> Self {
-            Self {
-                locked: AtomicBool::new(false),
-                value: UnsafeCell::new(value),
-            }
-        }
-
-        /// The value, with the lock owned exclusively (no other thread can hold it).
-        pub(super) fn get_mut(&mut self) -> &mut T {
-            self.value.get_mut()
-        }
-
-        #[inline]
-        pub(super) fn lock(&self) -> SlotGuard<'_, T> {
-            if self
-                .locked
-                .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-                .is_err()
-            {
-                self.contended();
-            }
-            SlotGuard { lock: self }
-        }
-
-        #[cold]
-        #[inline(never)]
-        fn contended(&self) {
-            let mut spins = 0u32;
-            loop {
-                while self.locked.load(Ordering::Relaxed) {
-                    if spins < SPINS_BEFORE_YIELD {
-                        spins += 1;
-                        std::hint::spin_loop();
-                    } else {
-                        std::thread::yield_now();
-                    }
-                }
-                if self
-                    .locked
-                    .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Exclusive access to the value of a [`SlotLock`] until dropped.
-    pub(super) struct SlotGuard<'a, T> {
-        lock: &'a SlotLock<T>,
-    }
-
-    impl<T> Deref for SlotGuard<'_, T> {
-        type Target = T;
-
-        #[inline]
-        fn deref(&self) -> &T {
-            // SAFETY: rule SLOT_LOCK_EXCLUSIVE (module doc): this guard holds the lock
-            // while the borrow of the guard lasts.
-            unsafe { &*self.lock.value.get() }
-        }
-    }
-
-    impl<T> DerefMut for SlotGuard<'_, T> {
-        #[inline]
-        fn deref_mut(&mut self) -> &mut T {
-            // SAFETY: rule SLOT_LOCK_EXCLUSIVE (module doc): as for `deref`; the guard is
-            // borrowed mutably, so this is the only reference.
-            unsafe { &mut *self.lock.value.get() }
-        }
-    }
-
-    impl<T> Drop for SlotGuard<'_, T> {
-        #[inline]
-        fn drop(&mut self) {
-            self.lock.locked.store(false, Ordering::Release);
-        }
-    }
-}
-
 use crate::bridge::protocol::AlignedBuf;
 use crate::bridge::{NtStatus, RequestKey, UserRequest};
+use crate::spin_lock::SpinLock;
 
 const NEW: u8 = 0;
 const PARKED: u8 = 1;
@@ -480,7 +360,7 @@ struct Shared {
     /// The spares' epoch its storage was last zeroed or written in (see [`scrub_spares`]).
     epoch: u64,
     state: AtomicU8,
-    result: SlotLock<Slot>,
+    result: SpinLock<Slot>,
     /// Threads in [`RequestRef::wait_with`] blocked (or about to block) on `done`, counted
     /// under `wait`: `finish` notifies only when someone waits (a notification is a futex
     /// system call).
@@ -496,7 +376,7 @@ impl Shared {
             key,
             epoch,
             state: AtomicU8::new(NEW),
-            result: SlotLock::new(Slot {
+            result: SpinLock::new(Slot {
                 done: false,
                 status: NtStatus::SUCCESS,
                 information: 0,
@@ -663,7 +543,7 @@ impl SimRequest {
     /// `output_len` bytes; returns it with the caller's handle.
     ///
     /// The buffers' storage is recycled from this thread's finished requests, so the
-    /// output's initial contents are unspecified, as a real caller's are (see [`Bufs`]).
+    /// output's initial contents are unspecified, as a real caller's are (see `Bufs`).
     #[must_use]
     pub fn new(input: &[u8], output_len: usize) -> (Self, RequestHandle) {
         let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed);

@@ -55,6 +55,7 @@ mod sched;
 pub mod script;
 mod server;
 mod shared_mem;
+mod spin;
 mod table;
 mod upcall;
 mod verifier;
@@ -390,8 +391,8 @@ const BUF_POOL_BYTES: usize = 16 << 20;
 ///
 /// **The rule (STATE_LOCK_EXCLUSIVE)**: the state is reached only through a
 /// [`StateGuard`], and a guard exists only while its thread holds the lock of the mode:
-/// in deterministic mode `spin`, taken with an acquire compare-and-swap from `false` and
-/// given back with a release store when the guard drops; in threaded mode `mutex`, whose
+/// in deterministic mode `spin` (a `spin::RawSpin`, rule SPIN_LOCK_EXCLUSIVE), taken when
+/// the guard is made and given back when it drops; in threaded mode `mutex`, whose
 /// guard the `StateGuard` owns (and lends to the condition variable only inside
 /// [`StateGuard::wait_timeout`], which borrows the guard mutably, so no reference to the
 /// state is alive meanwhile). The mode never changes. So accesses to the state by two
@@ -403,19 +404,16 @@ const BUF_POOL_BYTES: usize = 16 << 20;
 mod state_lock {
     use std::cell::UnsafeCell;
     use std::ops::{Deref, DerefMut};
-    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
     use std::time::Duration;
 
     use super::State;
-
-    /// Spins this many times before yielding the processor to a preempted holder.
-    const SPINS_BEFORE_YIELD: u32 = 64;
+    use crate::spin::RawSpin;
 
     pub(crate) struct StateLock {
         value: UnsafeCell<State>,
-        /// The lock in deterministic mode.
-        spin: AtomicBool,
+        /// The lock in deterministic mode (`spin.rs`).
+        spin: RawSpin,
         /// The lock in threaded mode (with the simulation's condition variable).
         mutex: Mutex<()>,
         threaded: bool,
@@ -429,7 +427,7 @@ mod state_lock {
         pub(crate) fn new(value: State, threaded: bool) -> Self {
             Self {
                 value: UnsafeCell::new(value),
-                spin: AtomicBool::new(false),
+                spin: RawSpin::new(),
                 mutex: Mutex::new(()),
                 threaded,
             }
@@ -444,39 +442,10 @@ mod state_lock {
                     mutex: Some(g),
                 };
             }
-            if self
-                .spin
-                .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-                .is_err()
-            {
-                self.spin_contended();
-            }
+            self.spin.lock();
             StateGuard {
                 lock: self,
                 mutex: None,
-            }
-        }
-
-        #[cold]
-        #[inline(never)]
-        fn spin_contended(&self) {
-            let mut spins = 0u32;
-            loop {
-                while self.spin.load(Ordering::Relaxed) {
-                    if spins < SPINS_BEFORE_YIELD {
-                        spins += 1;
-                        std::hint::spin_loop();
-                    } else {
-                        std::thread::yield_now();
-                    }
-                }
-                if self
-                    .spin
-                    .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    return;
-                }
             }
         }
     }
@@ -528,7 +497,7 @@ mod state_lock {
         #[inline]
         fn drop(&mut self) {
             if !self.lock.threaded {
-                self.lock.spin.store(false, Ordering::Release);
+                self.lock.spin.unlock();
             }
             // Threaded mode: the mutex's guard drops with this one.
         }

@@ -8,15 +8,11 @@
 //! apart from a forged one (`INVALID_PACKET_HANDLE` vs `PACKET_COMPLETED_TWICE`,
 //! `USE_AFTER_CLEANUP`). Tokens are process-wide because the `extern "system"`
 //! entries receive nothing but the handle.
-// No unsafe here; `deny` rather than `forbid` only so that the lock of the table
-// (`spin`, a child module) can allow its own.
-#![deny(unsafe_code)]
-
-mod spin;
+#![forbid(unsafe_code)]
 
 use std::sync::{Arc, Weak};
 
-use spin::{SpinGuard, SpinLock};
+use crate::spin::{SpinGuard, SpinLock};
 
 use crate::SimInner;
 use crate::fast_hash::HashMap;

@@ -22,6 +22,7 @@ const LAYERS: &[(&str, &str, u8, bool)] = &[
     ("sched", "sched", 0, false),
     ("fault", "fault", 0, false),
     ("verifier", "verifier", 0, false),
+    ("spin", "spin", 0, false),
     // The ring knows nothing above it.
     ("ring", "ring", 1, false),
     ("shared_mem", "ring", 1, false),

@@ -19,16 +19,14 @@
 //! * [`transport`]: requests as `vmbridge::sim_request::SimRequest`s (the WDF request model:
 //!   park, cancel, exactly one completion).
 //!
-//! * [`lock`]: [`lock::SpinLock`], the rig's bridge lock (a spin lock, as the kernel's).
+//! The rig's bridge lock is `vmbridge::spin_lock::SpinLock`, a spin lock as the kernel's.
 //!
 //! The only `unsafe`: `ParentDevice::from_raw` on the simulator's device objects, the
-//! caller-context token of a host-mode offer, `Send`/`Sync` for the host control, and the
-//! spin lock's access to its value.
+//! caller-context token of a host-mode offer, and `Send`/`Sync` for the host control.
 #![cfg(not(windows))]
 
 pub mod guest;
 pub mod host_mode;
-pub mod lock;
 pub mod rig;
 pub mod traffic;
 pub mod transport;

@@ -11,13 +11,13 @@ pub mod ic;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::lock::SpinLock;
 use kmcl::channel::{Kmcl, ParentDevice};
 use kmcl::irql::Passive;
 use kmcl_sim::{HostEndpoint, Offer, OfferConfig, Sim, SimConfig};
 use vmbridge::bridge::protocol::{AlignedBuf, VMBRIDGE_CHANNEL_TYPE};
 use vmbridge::bridge::{Config, FileId, NtStatus, State, UserRequest};
 use vmbridge::sim_request::{RequestHandle, RequestRef, SimRequest};
+use vmbridge::spin_lock::SpinLock;
 use vmbridge::trace::Tracer;
 use vmbridge::vmbus::{Held, VmbusDevice};
 

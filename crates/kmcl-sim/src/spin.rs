@@ -1,16 +1,19 @@
-//! The lock of the handle registry's table: a minimal spin lock.
+//! The simulator's spin lock: the lock of the handle registry's table ([`SpinLock`]) and,
+//! in deterministic mode, of a simulation's state ([`RawSpin`] inside `StateLock`).
 //!
-//! Every KMCL call of a driver takes the table's lock once or twice, besides its
-//! simulation's lock, for a critical section of a few dozen instructions that never
-//! blocks, calls out or allocates. A lock that is one compare-and-swap to take and one
-//! store to give back (no poisoning, no futex word) costs a fraction of
-//! `std::sync::Mutex` there.
+//! Every KMCL call of a driver takes those locks for critical sections of a few dozen
+//! instructions that never block, call out or allocate. A lock that is one
+//! compare-and-swap to take and one release store to give back (no poisoning, no futex
+//! word) costs a fraction of `std::sync::Mutex` there. A holder preempted on a busy host is
+//! waited for by spinning, then by yielding the processor.
 //!
-//! **The rule (SPIN_LOCK_EXCLUSIVE)**: the value is reached only through a [`SpinGuard`],
-//! and a guard exists only while `locked` is `true` and was set by the thread that made
-//! it (an acquire compare-and-swap from `false`); dropping the guard stores `false` with
-//! release ordering. So every access to the value happens-after the previous guard's
-//! accesses and happens-before the next guard's: no two references to it overlap.
+//! **The rule (SPIN_LOCK_EXCLUSIVE)**: a [`RawSpin`] is held from a successful
+//! [`RawSpin::lock`] (an acquire compare-and-swap from `false`) to the matching
+//! [`RawSpin::unlock`] (a release store of `false`), by one thread at a time. The value of
+//! a [`SpinLock`] is reached only through a [`SpinGuard`], which exists only while its
+//! thread holds the lock and unlocks when dropped (on unwinding too). So every access to
+//! the value happens-after the previous guard's accesses and happens-before the next
+//! guard's: no two references to it overlap.
 #![allow(
     unsafe_code,
     reason = "the one lock built on UnsafeCell; every block names its rule"
@@ -23,28 +26,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// Spins this many times before yielding the processor to a holder that was preempted.
 const SPINS_BEFORE_YIELD: u32 = 64;
 
-/// A spin lock holding a `T`. A panic while it is held releases it (no poisoning: the
-/// registry's users recovered from a poisoned mutex anyway).
-pub(crate) struct SpinLock<T> {
+/// The lock itself: a flag taken with an acquire compare-and-swap and given back with a
+/// release store (rule SPIN_LOCK_EXCLUSIVE, module doc).
+#[derive(Debug, Default)]
+pub(crate) struct RawSpin {
     locked: AtomicBool,
-    value: UnsafeCell<T>,
 }
 
-// SAFETY: rule SPIN_LOCK_EXCLUSIVE (module doc): the value moves between threads only
-// through guards that exclude each other, so `T: Send` suffices, as for `Mutex<T>`.
-unsafe impl<T: Send> Sync for SpinLock<T> {}
-
-impl<T> SpinLock<T> {
-    pub(crate) const fn new(value: T) -> Self {
+impl RawSpin {
+    pub(crate) const fn new() -> Self {
         Self {
             locked: AtomicBool::new(false),
-            value: UnsafeCell::new(value),
         }
     }
 
     /// Takes the lock, spinning (then yielding) while another thread holds it.
     #[inline]
-    pub(crate) fn lock(&self) -> SpinGuard<'_, T> {
+    pub(crate) fn lock(&self) {
         if self
             .locked
             .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
@@ -52,7 +50,12 @@ impl<T> SpinLock<T> {
         {
             self.lock_contended();
         }
-        SpinGuard { lock: self }
+    }
+
+    /// Gives the lock back; only its holder calls this.
+    #[inline]
+    pub(crate) fn unlock(&self) {
+        self.locked.store(false, Ordering::Release);
     }
 
     #[cold]
@@ -76,6 +79,33 @@ impl<T> SpinLock<T> {
                 return;
             }
         }
+    }
+}
+
+/// A spin lock holding a `T`. A panic while it is held releases it (no poisoning: the
+/// registry's users recovered from a poisoned mutex anyway).
+pub(crate) struct SpinLock<T> {
+    raw: RawSpin,
+    value: UnsafeCell<T>,
+}
+
+// SAFETY: rule SPIN_LOCK_EXCLUSIVE (module doc): the value moves between threads only
+// through guards that exclude each other, so `T: Send` suffices, as for `Mutex<T>`.
+unsafe impl<T: Send> Sync for SpinLock<T> {}
+
+impl<T> SpinLock<T> {
+    pub(crate) const fn new(value: T) -> Self {
+        Self {
+            raw: RawSpin::new(),
+            value: UnsafeCell::new(value),
+        }
+    }
+
+    /// Takes the lock, spinning (then yielding) while another thread holds it.
+    #[inline]
+    pub(crate) fn lock(&self) -> SpinGuard<'_, T> {
+        self.raw.lock();
+        SpinGuard { lock: self }
     }
 }
 
@@ -104,7 +134,7 @@ impl<T> DerefMut for SpinGuard<'_, T> {
 
 impl<T> Drop for SpinGuard<'_, T> {
     fn drop(&mut self) {
-        self.lock.locked.store(false, Ordering::Release);
+        self.lock.raw.unlock();
     }
 }
 

@@ -1,0 +1,188 @@
+//! [`SpinLock`]: the host's model of the kernel's spin lock (`WDFSPINLOCK`,
+//! `driver/kmdf/lock.rs`), for the simulated side of the driver: the bridge state's lock in
+//! the test rig (`vmbridge-sim`) and a simulated request's completion slot
+//! (`sim_request.rs`).
+//!
+//! C header: `wdfsync.h` (`WdfSpinLockAcquire`/`WdfSpinLockRelease`).
+//!
+//! The critical sections it guards are short, never block, never allocate and never call
+//! out (as the bridge's [`Lock`] requires): one compare-and-swap to take the lock and one
+//! release store to give it back (no poisoning, no futex word) cost a fraction of a
+//! `std::sync::Mutex` round. A holder preempted on a busy host is waited for by spinning,
+//! then by yielding the processor.
+//!
+//! **The rule (SPIN_LOCK_EXCLUSIVE)**: the value is reached only through a [`SpinGuard`]
+//! (or [`Lock::with`], which holds one, or [`SpinLock::get_mut`], with the lock borrowed
+//! exclusively), and a guard exists only while `locked` is `true` and was set by the
+//! thread that made it (an acquire compare-and-swap from `false`); dropping the guard
+//! (after the closure, or while unwinding from it) stores `false` with release ordering.
+//! So every access to the value happens-after the previous holder's accesses and
+//! happens-before the next holder's: no two references to it overlap.
+#![allow(
+    unsafe_code,
+    reason = "the one host lock built on UnsafeCell; every block names its rule"
+)]
+
+use std::cell::UnsafeCell;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::bridge::Lock;
+
+/// Spins this many times before yielding the processor to a holder that was preempted.
+const SPINS_BEFORE_YIELD: u32 = 64;
+
+/// A spin lock holding a `T` (see the module docs). A panic while it is held releases it
+/// (no poisoning, as `StdLock` recovers a poisoned mutex).
+pub struct SpinLock<T> {
+    locked: AtomicBool,
+    value: UnsafeCell<T>,
+}
+
+// SAFETY: rule SPIN_LOCK_EXCLUSIVE (module doc): the value is reached by one thread at a
+// time, through a guard, so `T: Send` suffices, as for `std::sync::Mutex<T>`.
+unsafe impl<T: Send> Sync for SpinLock<T> {}
+
+impl<T> std::fmt::Debug for SpinLock<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpinLock")
+            .field("locked", &self.locked.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> SpinLock<T> {
+    /// Wraps `value`, unlocked.
+    pub const fn new(value: T) -> Self {
+        Self {
+            locked: AtomicBool::new(false),
+            value: UnsafeCell::new(value),
+        }
+    }
+
+    /// The value, through an exclusive borrow of the lock (no other thread can hold it).
+    pub fn get_mut(&mut self) -> &mut T {
+        self.value.get_mut()
+    }
+
+    /// Takes the lock, spinning (then yielding) while another thread holds it.
+    #[inline]
+    pub fn lock(&self) -> SpinGuard<'_, T> {
+        if self
+            .locked
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            self.lock_contended();
+        }
+        SpinGuard { lock: self }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn lock_contended(&self) {
+        let mut spins = 0u32;
+        loop {
+            while self.locked.load(Ordering::Relaxed) {
+                if spins < SPINS_BEFORE_YIELD {
+                    spins += 1;
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+            if self
+                .locked
+                .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// Exclusive access to the value of a [`SpinLock`] until dropped.
+pub struct SpinGuard<'a, T> {
+    lock: &'a SpinLock<T>,
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for SpinGuard<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("SpinGuard").field(&**self).finish()
+    }
+}
+
+impl<T> Deref for SpinGuard<'_, T> {
+    type Target = T;
+
+    #[inline]
+    fn deref(&self) -> &T {
+        // SAFETY: rule SPIN_LOCK_EXCLUSIVE (module doc): this guard holds the lock while
+        // the borrow of the guard lasts, so no mutable reference to the value exists.
+        unsafe { &*self.lock.value.get() }
+    }
+}
+
+impl<T> DerefMut for SpinGuard<'_, T> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: rule SPIN_LOCK_EXCLUSIVE (module doc): as for `deref`, and the guard is
+        // borrowed mutably, so this is the only reference.
+        unsafe { &mut *self.lock.value.get() }
+    }
+}
+
+impl<T> Drop for SpinGuard<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        self.lock.locked.store(false, Ordering::Release);
+    }
+}
+
+impl<T: Send> Lock<T> for SpinLock<T> {
+    fn new(value: T) -> Self {
+        Self::new(value)
+    }
+
+    #[inline]
+    fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        f(&mut self.lock())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn threaded_spin_lock_gives_exclusive_access() {
+        let l = Arc::new(SpinLock::new(0u64));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let l = l.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        l.with(|v| *v += 1);
+                        *l.lock() += 1;
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("thread");
+        }
+        assert_eq!(*l.lock(), 8000);
+    }
+
+    #[test]
+    fn a_panic_while_held_releases_the_lock() {
+        let l = SpinLock::new(1u64);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            l.with(|_| panic!("inside"));
+        }));
+        assert!(r.is_err());
+        assert_eq!(l.with(|v| *v), 1);
+    }
+}
