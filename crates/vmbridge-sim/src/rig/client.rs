@@ -149,7 +149,7 @@ impl Transport for RigTransport<'_> {
         }
     }
 
-    /// As dropping a [`RigPending`]: cancelled if not done; the state goes back to the
+    /// As dropping a `RigPending`: cancelled if not done; the state goes back to the
     /// pool.
     fn shared_drop(&self, req: SharedRequest) {
         // One type check: the handle back, then as a `RigPending`'s drop.
