@@ -3,13 +3,15 @@
 # (fuzz/bench/packet_path/): each pass runs every binary once over every file -runs=<repeats>
 # times; the best pass per binary is printed. Alternating makes a comparison fair on a
 # shared machine (a busy spell slows every binary of a pass, not one build's passes).
-# Usage: fuzz/rate.sh [-n passes] [-r repeats] BINARY...
+# Usage: fuzz/rate.sh [-n passes (5)] [-r repeats (20)] BINARY...
+# (Few repeats make a pass last a few hundred ms, where the kernel's CPU-time ticks show:
+# builds then tie at the same rounded figure.)
 #   e.g. fuzz/rate.sh old/packet_path target/bench/asan/x86_64-unknown-linux-gnu/release/packet_path
 # A binary is a `cargo fuzz build` of packet_path (see fuzz/bench.sh for the two builds; a
 # build of an older commit is made the same way in a worktree of that commit).
 set -euo pipefail
 passes=5
-repeats=5
+repeats=20
 while getopts "n:r:" o; do
     case "$o" in
     n) passes="$OPTARG" ;;
