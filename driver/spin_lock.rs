@@ -154,25 +154,15 @@ impl<T: Send> Lock<T> for SpinLock<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bridge::lock::add_on_four_threads;
     use std::sync::Arc;
 
     #[test]
     fn threaded_spin_lock_gives_exclusive_access() {
-        let l = Arc::new(SpinLock::new(0u64));
-        let threads: Vec<_> = (0..4)
-            .map(|_| {
-                let l = l.clone();
-                std::thread::spawn(move || {
-                    for _ in 0..1000 {
-                        l.with(|v| *v += 1);
-                        *l.lock() += 1;
-                    }
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().expect("thread");
-        }
+        let l = add_on_four_threads(Arc::new(SpinLock::new(0u64)), |l| {
+            l.with(|v| *v += 1);
+            *l.lock() += 1;
+        });
         assert_eq!(*l.lock(), 8000);
     }
 

@@ -43,26 +43,39 @@ impl<T: Send> Lock<T> for StdLock<T> {
     }
 }
 
+/// Runs `add` 1,000 times on each of four threads sharing `l` (a test of a lock: the
+/// count after shows whether an update was lost).
+#[cfg(all(test, not(windows)))]
+pub(crate) fn add_on_four_threads<L: Send + Sync + 'static>(
+    l: std::sync::Arc<L>,
+    add: fn(&L),
+) -> std::sync::Arc<L> {
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let l = l.clone();
+            std::thread::spawn(move || {
+                for _ in 0..1000 {
+                    add(&l);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("thread");
+    }
+    l
+}
+
 #[cfg(all(test, not(windows)))]
 mod tests {
     use super::*;
 
     #[test]
     fn std_lock_gives_exclusive_access_across_threads() {
-        let l = std::sync::Arc::new(<StdLock<u64> as Lock<u64>>::new(0));
-        let handles: Vec<_> = (0..4)
-            .map(|_| {
-                let l = l.clone();
-                std::thread::spawn(move || {
-                    for _ in 0..1000 {
-                        l.with(|v| *v += 1);
-                    }
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join().expect("thread");
-        }
+        let l = add_on_four_threads(
+            std::sync::Arc::new(<StdLock<u64> as Lock<u64>>::new(0)),
+            |l| l.with(|v| *v += 1),
+        );
         assert_eq!(l.with(|v| *v), 4000);
     }
 }

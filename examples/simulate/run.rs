@@ -97,12 +97,17 @@ fn fill_payload(p: &mut Vec<u8>, seq: u32, size: usize, flag: u8) {
     p.resize(size, 0);
     p[..8].copy_from_slice(&u64::from(seq).to_le_bytes());
     p[8] = flag;
-    // Byte i is seq * 31 + i (mod 256): from byte 9 on, runs of the ramp 0, 1, .. 255
-    // starting at `first` (copied, 256 bytes at a time: the pattern repeats).
-    let first = usize::from((seq as u8).wrapping_mul(31).wrapping_add(9));
+    // From byte 9 on, runs of the ramp (copied, 256 bytes at a time: the pattern repeats).
+    let first = ramp_start(seq);
     for chunk in p[9..].chunks_mut(256) {
         chunk.copy_from_slice(&RAMP[first..first + chunk.len()]);
     }
+}
+
+/// Where in [`RAMP`] byte 9 of packet `seq`'s payload starts: byte i is seq * 31 + i
+/// (mod 256), so from byte 9 on the payload is runs of the ramp 0, 1, .. 255 from here.
+fn ramp_start(seq: u32) -> usize {
+    usize::from((seq as u8).wrapping_mul(31).wrapping_add(9))
 }
 
 /// 0, 1, .. 255 twice: any 256 consecutive bytes of it are a ramp modulo 256.
@@ -125,7 +130,7 @@ fn payload_is(p: &[u8], seq: u32, size: usize, flag: u8) -> bool {
     if p[..8] != u64::from(seq).to_le_bytes() || p[8] != flag {
         return false;
     }
-    let first = usize::from((seq as u8).wrapping_mul(31).wrapping_add(9));
+    let first = ramp_start(seq);
     p[9..]
         .chunks(256)
         .all(|chunk| *chunk == RAMP[first..first + chunk.len()])

@@ -207,16 +207,25 @@ fn check_status(op: &'static str, c: &CompletionStatus) -> io::Result<()> {
     }
 }
 
+/// Parses a read's output `out`: its header and its payload (borrowed from `out`).
+fn parse_packet<'o>(
+    op: &'static str,
+    out: &'o [u8],
+) -> io::Result<(VMBRIDGE_PACKET_HEADER, &'o [u8])> {
+    let header = VMBRIDGE_PACKET_HEADER::parse(out).map_err(|s| bad_output(op, s))?;
+    let payload = out
+        .get(HDR..HDR + header.PayloadLength as usize)
+        .ok_or_else(|| bad_output(op, NtStatus::INVALID_BUFFER_SIZE))?;
+    Ok((header, payload))
+}
+
 /// Parses the read output in `out` and turns `out` into the payload (moved to the front,
 /// no allocation); returns the header.
 fn packet_in_place(op: &'static str, out: &mut Vec<u8>) -> io::Result<VMBRIDGE_PACKET_HEADER> {
-    let header = VMBRIDGE_PACKET_HEADER::parse(out).map_err(|s| bad_output(op, s))?;
-    let end = HDR + header.PayloadLength as usize;
-    if out.len() < end {
-        return Err(bad_output(op, NtStatus::INVALID_BUFFER_SIZE));
-    }
-    out.copy_within(HDR..end, 0);
-    out.truncate(end - HDR);
+    let (header, payload) = parse_packet(op, out)?;
+    let n = payload.len();
+    out.copy_within(HDR..HDR + n, 0);
+    out.truncate(n);
     Ok(header)
 }
 
@@ -231,10 +240,7 @@ fn payload_from(
 ) -> io::Result<VMBRIDGE_PACKET_HEADER> {
     payload.clear();
     let parsed = check_status(op, c).and_then(|()| {
-        let header = VMBRIDGE_PACKET_HEADER::parse(out).map_err(|s| bad_output(op, s))?;
-        let body = out
-            .get(HDR..HDR + header.PayloadLength as usize)
-            .ok_or_else(|| bad_output(op, NtStatus::INVALID_BUFFER_SIZE))?;
+        let (header, body) = parse_packet(op, out)?;
         payload.extend_from_slice(body);
         Ok(header)
     });
