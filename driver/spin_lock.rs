@@ -24,6 +24,7 @@
 )]
 
 use std::cell::UnsafeCell;
+use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -75,7 +76,10 @@ impl<T> SpinLock<T> {
         {
             self.lock_contended();
         }
-        SpinGuard { lock: self }
+        SpinGuard {
+            lock: self,
+            _value: PhantomData,
+        }
     }
 
     #[cold]
@@ -103,8 +107,14 @@ impl<T> SpinLock<T> {
 }
 
 /// Exclusive access to the value of a [`SpinLock`] until dropped.
+///
+/// Shared between threads only when `T: Sync`, as `std::sync::MutexGuard`: a shared
+/// guard lends `&T` to every thread that has it.
 pub struct SpinGuard<'a, T> {
     lock: &'a SpinLock<T>,
+    /// Makes the guard `Sync` only if `T: Sync` (and `Send` only if `T: Send`): `&SpinLock`
+    /// alone would be `Sync` for any `T: Send`, and `&SpinGuard` derefs to `&T`.
+    _value: PhantomData<&'a mut T>,
 }
 
 impl<T: std::fmt::Debug> std::fmt::Debug for SpinGuard<'_, T> {
@@ -164,6 +174,22 @@ mod tests {
             *l.lock() += 1;
         });
         assert_eq!(*l.lock(), 8000);
+    }
+
+    /// `SpinGuard<T>` is `Sync` only for `T: Sync` (compiled, not run: the `<_>` below is
+    /// ambiguous, and the test fails to build, exactly when the guard is `Sync`).
+    #[test]
+    fn a_guard_is_shared_between_threads_only_when_its_value_is_sync() {
+        trait AmbiguousIfSync<A> {
+            fn check() {}
+        }
+        impl<T: ?Sized> AmbiguousIfSync<()> for T {}
+        impl<T: ?Sized + Sync> AmbiguousIfSync<u8> for T {}
+        <SpinGuard<'static, std::cell::Cell<u64>> as AmbiguousIfSync<_>>::check();
+
+        fn is_send_sync<T: Send + Sync>() {}
+        is_send_sync::<SpinGuard<'static, u64>>();
+        is_send_sync::<SpinLock<std::cell::Cell<u64>>>();
     }
 
     #[test]

@@ -403,6 +403,7 @@ const BUF_POOL_BYTES: usize = 16 << 20;
 )]
 mod state_lock {
     use std::cell::UnsafeCell;
+    use std::marker::PhantomData;
     use std::ops::{Deref, DerefMut};
     use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
     use std::time::Duration;
@@ -423,6 +424,13 @@ mod state_lock {
     // at a time, through a guard, so `State: Send` suffices, as for `Mutex<State>`.
     unsafe impl Sync for StateLock {}
 
+    /// What the `Sync` above relies on, checked by the compiler: the state may move
+    /// between threads. (It is not `Sync`, so neither is a [`StateGuard`].)
+    const _: () = {
+        const fn send<T: Send>() {}
+        send::<State>();
+    };
+
     impl StateLock {
         pub(crate) fn new(value: State, threaded: bool) -> Self {
             Self {
@@ -440,12 +448,14 @@ mod state_lock {
                 return StateGuard {
                     lock: self,
                     mutex: Some(g),
+                    _state: PhantomData,
                 };
             }
             self.spin.lock();
             StateGuard {
                 lock: self,
                 mutex: None,
+                _state: PhantomData,
             }
         }
     }
@@ -455,6 +465,9 @@ mod state_lock {
         lock: &'a StateLock,
         /// Threaded mode: the mutex's guard.
         mutex: Option<MutexGuard<'a, ()>>,
+        /// Makes the guard `Sync` only if `State` is (it is not): `&StateLock` and the
+        /// mutex's guard alone would make it `Sync`, and `&StateGuard` derefs to `&State`.
+        _state: PhantomData<&'a mut State>,
     }
 
     impl StateGuard<'_> {

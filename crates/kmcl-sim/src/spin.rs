@@ -20,6 +20,7 @@
 )]
 
 use std::cell::UnsafeCell;
+use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -105,13 +106,21 @@ impl<T> SpinLock<T> {
     #[inline]
     pub(crate) fn lock(&self) -> SpinGuard<'_, T> {
         self.raw.lock();
-        SpinGuard { lock: self }
+        SpinGuard {
+            lock: self,
+            _value: PhantomData,
+        }
     }
 }
 
-/// Exclusive access to the value of a [`SpinLock`] until dropped.
+/// Exclusive access to the value of a [`SpinLock`] until dropped. Shared between threads
+/// only when `T: Sync`, as `std::sync::MutexGuard`: a shared guard lends `&T` to every
+/// thread that has it.
 pub(crate) struct SpinGuard<'a, T> {
     lock: &'a SpinLock<T>,
+    /// Makes the guard `Sync` only if `T: Sync`: `&SpinLock` alone would be `Sync` for any
+    /// `T: Send`, and `&SpinGuard` derefs to `&T`.
+    _value: PhantomData<&'a mut T>,
 }
 
 impl<T> Deref for SpinGuard<'_, T> {
@@ -142,6 +151,22 @@ impl<T> Drop for SpinGuard<'_, T> {
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    /// `SpinGuard<T>` is `Sync` only for `T: Sync` (compiled, not run: the `<_>` below is
+    /// ambiguous, and the test fails to build, exactly when the guard is `Sync`).
+    #[test]
+    fn a_guard_is_shared_between_threads_only_when_its_value_is_sync() {
+        trait AmbiguousIfSync<A> {
+            fn check() {}
+        }
+        impl<T: ?Sized> AmbiguousIfSync<()> for T {}
+        impl<T: ?Sized + Sync> AmbiguousIfSync<u8> for T {}
+        <SpinGuard<'static, std::cell::Cell<u64>> as AmbiguousIfSync<_>>::check();
+
+        fn is_send_sync<T: Send + Sync>() {}
+        is_send_sync::<SpinGuard<'static, u64>>();
+        is_send_sync::<SpinLock<std::cell::Cell<u64>>>();
+    }
 
     #[test]
     fn threaded_spin_lock_gives_exclusive_access() {
