@@ -1005,14 +1005,15 @@ impl GpadlMapping<'_> {
     }
 
     /// The buffer as bytes (mapped with the MDL mapper when KMCL left it unmapped).
-    /// The guest may write these pages at any time: copy before validating.
+    /// The guest may write these pages at any time: copy before validating. One view at
+    /// a time (`&mut self`): a writable view lends `&mut [u8]` over the mapping.
     ///
     /// # Errors
     ///
     /// `INSUFFICIENT_RESOURCES` if the MDL has no address and no mapper is installed.
-    pub fn view(&self) -> Result<ExternalData<'_>> {
+    pub fn view(&mut self) -> Result<ExternalData<'_>> {
         // SAFETY: rule GPADL_USE_AFTER_CLOSE: the MDL stays valid until our Drop unmaps it,
-        // and the view borrows `self`.
+        // and the view borrows `self` mutably, so it is the only view of the MDL.
         unsafe { ExternalData::from_mdl(self.mdl, self.access) }
     }
 }

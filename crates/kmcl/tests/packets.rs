@@ -325,7 +325,7 @@ struct External {
 }
 
 impl PacketHandler for External {
-    fn process(&self, packet: Packet<'_>, _level: Level) {
+    fn process(&self, mut packet: Packet<'_>, _level: Level) {
         if !packet.flags().has_external_data() {
             packet.complete_with(b"no-ext");
             return;

@@ -491,7 +491,7 @@ fn server_maps_a_guest_gpadl_once_and_unmaps_on_drop() {
     }
     .unwrap();
     {
-        let m = server.map_gpadl(gpadl, Access::ReadOnly, p).unwrap();
+        let mut m = server.map_gpadl(gpadl, Access::ReadOnly, p).unwrap();
         let view = m.view().unwrap();
         assert_eq!(view.len(), 8192);
         assert_eq!(&view.as_slice()[..5], b"hello");

@@ -34,7 +34,7 @@ struct Mixed {
 }
 
 impl PacketHandler for Mixed {
-    fn process(&self, packet: Packet<'_>, level: Level) {
+    fn process(&self, mut packet: Packet<'_>, level: Level) {
         let kind = packet.payload().first().copied().unwrap_or(0);
         self.levels.lock().unwrap().push((kind, level_char(level)));
         match (kind, level) {
