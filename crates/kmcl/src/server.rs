@@ -810,15 +810,10 @@ impl<H: PacketHandler + StateHandler> ServerChannel<H> {
     /// running concurrently on another thread is fine (KMCL makes the call wait); when
     /// the thread identity is unknown ([`crate::thread`]) any running callback refuses.
     fn check_not_in_callback(&self) -> Result {
-        let core = self.channel.endpoint().core;
-        if core.in_state_callback.load(Ordering::Acquire) == 0 {
-            return Ok(());
+        if self.channel.endpoint().core.in_own_state_callback() {
+            return Err(NtStatus::INVALID_DEVICE_STATE);
         }
-        let cb = core.callback_thread.load(Ordering::Acquire);
-        match crate::thread::current() {
-            Some(me) if cb != 0 && cb != me => Ok(()),
-            _ => Err(NtStatus::INVALID_DEVICE_STATE),
-        }
+        Ok(())
     }
 
     /// `VmbChannelStart`: leaves the paused state (after Enable, or after [`pause`](Self::pause)).
@@ -949,18 +944,31 @@ impl<H: PacketHandler + StateHandler> ServerChannel<H> {
     }
 
     /// `VmbChannelDisable` (rescinds the offer), then the Disabled builder again.
-    pub fn disable(self, irql: Passive) -> ServerChannelBuilder<H> {
+    ///
+    /// # Errors
+    ///
+    /// The channel itself, untouched, inside one of its own state-change callbacks (as
+    /// [`Channel::disable`]).
+    pub fn disable(self, irql: Passive) -> core::result::Result<ServerChannelBuilder<H>, Self> {
         let Self {
             channel,
             server,
             flags,
             pipe,
         } = self;
-        ServerChannelBuilder {
-            inner: channel.disable(irql),
-            server,
-            flags,
-            pipe,
+        match channel.disable(irql) {
+            Ok(inner) => Ok(ServerChannelBuilder {
+                inner,
+                server,
+                flags,
+                pipe,
+            }),
+            Err(channel) => Err(Self {
+                channel,
+                server,
+                flags,
+                pipe,
+            }),
         }
     }
 
