@@ -357,6 +357,21 @@ pub(crate) struct Core {
     pub(crate) callback_thread: AtomicUsize,
 }
 
+impl Core {
+    /// Whether the calling code runs inside a state-change callback of this channel,
+    /// where the blocking routines (`VmbChannelDisable`, `Start`, `Pause`) are forbidden
+    /// (rule BLOCKING_CALL_IN_CALLBACK). A callback running concurrently on another
+    /// thread does not count (KMCL makes the call wait); when the thread identity is
+    /// unknown ([`crate::thread`]) any running callback counts.
+    pub(crate) fn in_own_state_callback(&self) -> bool {
+        if self.in_state_callback.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        let cb = self.callback_thread.load(Ordering::Acquire);
+        !matches!(crate::thread::current(), Some(me) if cb != 0 && cb != me)
+    }
+}
+
 // SAFETY: rule HANDLES_ARE_THREAD_AGNOSTIC: a VMBCHANNEL may be used from any thread;
 // the raw pointers in the state-change structs are KMCL-owned fn pointers and our own
 // `Inner` address, which KMCL passes back on its own threads by design.
@@ -693,7 +708,9 @@ impl<H: PacketHandler + StateHandler> Drop for ChannelBuilder<H> {
 /// Dropping it disables and cleans it up (as [`close`](Self::close) does), which blocks
 /// until KMCL tore the channel down: drop it only at PASSIVE_LEVEL. Dropped above
 /// PASSIVE_LEVEL (a driver bug) it is leaked, still enabled, instead of blocking there,
-/// and a debug build records an IRQL mismatch.
+/// and a debug build records an IRQL mismatch. Dropped (or closed) inside one of its own
+/// state-change callbacks, where `VmbChannelDisable` is forbidden (it would wait for
+/// that very callback), it is leaked the same way.
 ///
 /// # Invariants
 ///
@@ -741,12 +758,17 @@ impl<H: PacketHandler + StateHandler> Channel<H> {
         self.inner().core.dropped_unretired.load(Ordering::Relaxed)
     }
 
-    fn disable_raw(&self) {
+    /// # Safety
+    ///
+    /// Not inside a state-change callback of this channel (`Core::in_own_state_callback`).
+    unsafe fn disable_raw(&self) {
         let core = &self.inner().core;
         if let Some(f) = core.kmcl.v1.VmbChannelDisable {
             // SAFETY: rule IRQL_TOO_HIGH: callers hold a `Passive` token or are
-            // `Drop` (checked in debug builds); blocks until Suspend/Closed ran and all
-            // incoming packets were completed, after which no shim runs for this channel.
+            // `Drop` (checked in debug builds); rule BLOCKING_CALL_IN_CALLBACK: not inside
+            // a state callback of this channel (caller's contract); so it blocks until
+            // Suspend/Closed ran and all incoming packets were completed, after which no
+            // shim runs for this channel.
             unsafe { f(core.channel) };
         }
     }
@@ -755,18 +777,30 @@ impl<H: PacketHandler + StateHandler> Channel<H> {
     /// or a new [`enable`](ChannelBuilder::enable); dropping the result cleans it up.
     /// Blocks until the channel is torn down ([`StateHandler::suspend`] must complete
     /// every pending packet).
-    pub fn disable(self, _irql: Passive) -> ChannelBuilder<H> {
-        self.disable_raw();
+    ///
+    /// # Errors
+    ///
+    /// The channel itself, untouched, when called inside one of its own state-change
+    /// callbacks (rule BLOCKING_CALL_IN_CALLBACK: Disable would wait for that callback).
+    pub fn disable(self, _irql: Passive) -> core::result::Result<ChannelBuilder<H>, Self> {
+        if self.inner().core.in_own_state_callback() {
+            return Err(self);
+        }
+        // SAFETY: rule BLOCKING_CALL_IN_CALLBACK: checked just above.
+        unsafe { self.disable_raw() };
         let this = ManuallyDrop::new(self);
         // INVARIANT: the channel is Disabled again, still with `inner` as its context.
-        ChannelBuilder {
+        Ok(ChannelBuilder {
             inner: this.inner,
             mode: this.mode,
-        }
+        })
     }
 
-    /// Disable and clean up, in that order, at PASSIVE_LEVEL.
+    /// Disable and clean up, in that order, at PASSIVE_LEVEL. Inside one of the
+    /// channel's own state-change callbacks the channel is leaked instead (see the type's
+    /// docs).
     pub fn close(self, irql: Passive) {
+        // `Err`: inside a state callback of this channel; dropping it there leaks it.
         drop(self.disable(irql));
     }
 }
@@ -781,7 +815,14 @@ impl<H: PacketHandler + StateHandler> Drop for Channel<H> {
             let _ = unsafe { Passive::assume() };
             return;
         }
-        self.disable_raw();
+        if self.inner().core.in_own_state_callback() {
+            // Rule BLOCKING_CALL_IN_CALLBACK: VmbChannelDisable would wait for the very
+            // callback we run in, and Cleanup would free the context it borrows: leaked,
+            // still enabled, as above.
+            return;
+        }
+        // SAFETY: rule BLOCKING_CALL_IN_CALLBACK: checked just above.
+        unsafe { self.disable_raw() };
         // INVARIANT: Disabled now; the builder's Drop cleans up and frees the context.
         drop(ChannelBuilder {
             inner: self.inner,

@@ -66,7 +66,8 @@ fn mapper() -> Option<MdlMapper> {
 ///
 /// `ptr` is a system address of `len` bytes described by `mdl`, valid (and writable
 /// when `access` is [`Access::Writable`]) until the packet is retired, which cannot
-/// happen while `'p` lives.
+/// happen while `'p` lives; no other `ExternalData` of `mdl` lives during `'p` (each
+/// maker hands out its view under a `&mut` borrow).
 #[derive(Debug)]
 pub struct ExternalData<'p> {
     mdl: NonNull<MDL>,
@@ -79,7 +80,8 @@ pub struct ExternalData<'p> {
 impl<'p> ExternalData<'p> {
     /// # Safety
     ///
-    /// `mdl` is a KMCL-owned, locked MDL chain that stays valid for `'p`.
+    /// `mdl` is a KMCL-owned, locked MDL chain that stays valid for `'p`, and no other
+    /// `ExternalData` of `mdl` lives during `'p`.
     pub(crate) unsafe fn from_mdl(mdl: NonNull<MDL>, access: Access) -> Result<Self> {
         // SAFETY: rule EXTERNAL_MDL_LIVES_UNTIL_COMPLETE: the caller guarantees `mdl` is valid.
         let m = unsafe { mdl.as_ref() };
@@ -148,16 +150,23 @@ impl<'p> ExternalData<'p> {
         Ok(unsafe { core::slice::from_raw_parts_mut(self.ptr, self.len) })
     }
 
-    /// The next MDL of the chain (`Mdl->Next`), mapped the same way.
+    /// The next MDL of the chain (`Mdl->Next`), mapped the same way. The view borrows
+    /// `self` mutably, so each MDL of the chain has one live view at a time.
     ///
     /// # Errors
     ///
     /// As mapping the first one.
-    pub fn next(&self) -> Option<Result<ExternalData<'p>>> {
+    #[expect(
+        clippy::should_implement_trait,
+        reason = "a lending walk: each view borrows the one before it mutably, which `Iterator` cannot express"
+    )]
+    pub fn next(&mut self) -> Option<Result<ExternalData<'_>>> {
         // SAFETY: rule EXTERNAL_MDL_LIVES_UNTIL_COMPLETE: type invariant.
         let next = unsafe { self.mdl.as_ref() }.Next;
         let next = NonNull::new(next)?;
-        // SAFETY: rule EXTERNAL_MDL_LIVES_UNTIL_COMPLETE: the chain is KMCL's, valid for `'p`.
+        // SAFETY: rule EXTERNAL_MDL_LIVES_UNTIL_COMPLETE: the chain is KMCL's, valid for
+        // `'p`; the view borrows `self` mutably, so no second view of `next` can be made
+        // from this one while it lives (and, by the type invariant, none from elsewhere).
         Some(unsafe { ExternalData::from_mdl(next, self.access) })
     }
 

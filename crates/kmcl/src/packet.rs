@@ -429,7 +429,8 @@ impl<'a> Packet<'a> {
     }
 
     /// The external data (`VmbChannelPacketGetExternalData`), mapped as a byte view that
-    /// lives as long as this borrow of the packet.
+    /// lives as long as this borrow of the packet. The borrow is `&mut`: KMCL returns the
+    /// same MDL on every call, so one view at a time (a writable view lends `&mut [u8]`).
     ///
     /// # Errors
     ///
@@ -439,7 +440,7 @@ impl<'a> Packet<'a> {
     /// * `INSUFFICIENT_RESOURCES`: the MDL is not mapped and no mapper is installed
     ///   ([`crate::external::set_mdl_mapper`]) or the mapper failed;
     /// * any other KMCL status.
-    pub fn external_data(&self, access: Access) -> Result<ExternalData<'_>> {
+    pub fn external_data(&mut self, access: Access) -> Result<ExternalData<'_>> {
         if !self.raw.flags.has_external_data() {
             return Err(NtStatus::INVALID_PARAMETER);
         }
@@ -459,7 +460,8 @@ impl<'a> Packet<'a> {
         crate::status::to_result(status)?;
         let mdl = NonNull::new(mdl).ok_or(NtStatus::INSUFFICIENT_RESOURCES)?;
         // SAFETY: rule EXTERNAL_MDL_LIVES_UNTIL_COMPLETE: KMCL owns the MDL until
-        // VmbChannelPacketComplete; the view borrows `self`, which retiring consumes.
+        // VmbChannelPacketComplete; the view borrows `self`, which retiring consumes, and
+        // borrows it mutably, so no second view of the same MDL lives alongside it.
         unsafe { ExternalData::from_mdl(mdl, access) }
     }
 
@@ -734,7 +736,7 @@ mod tests {
     #[test]
     fn external_data_without_the_flag_is_refused_and_keeps_the_packet_owed() {
         let core = stub_core();
-        let p = packet(core, 0x1007, b"no ext");
+        let mut p = packet(core, 0x1007, b"no ext");
         assert_eq!(
             p.external_data(Access::ReadOnly).err(),
             Some(NtStatus::INVALID_PARAMETER)

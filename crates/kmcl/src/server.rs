@@ -810,15 +810,10 @@ impl<H: PacketHandler + StateHandler> ServerChannel<H> {
     /// running concurrently on another thread is fine (KMCL makes the call wait); when
     /// the thread identity is unknown ([`crate::thread`]) any running callback refuses.
     fn check_not_in_callback(&self) -> Result {
-        let core = self.channel.endpoint().core;
-        if core.in_state_callback.load(Ordering::Acquire) == 0 {
-            return Ok(());
+        if self.channel.endpoint().core.in_own_state_callback() {
+            return Err(NtStatus::INVALID_DEVICE_STATE);
         }
-        let cb = core.callback_thread.load(Ordering::Acquire);
-        match crate::thread::current() {
-            Some(me) if cb != 0 && cb != me => Ok(()),
-            _ => Err(NtStatus::INVALID_DEVICE_STATE),
-        }
+        Ok(())
     }
 
     /// `VmbChannelStart`: leaves the paused state (after Enable, or after [`pause`](Self::pause)).
@@ -949,18 +944,31 @@ impl<H: PacketHandler + StateHandler> ServerChannel<H> {
     }
 
     /// `VmbChannelDisable` (rescinds the offer), then the Disabled builder again.
-    pub fn disable(self, irql: Passive) -> ServerChannelBuilder<H> {
+    ///
+    /// # Errors
+    ///
+    /// The channel itself, untouched, inside one of its own state-change callbacks (as
+    /// [`Channel::disable`]).
+    pub fn disable(self, irql: Passive) -> core::result::Result<ServerChannelBuilder<H>, Self> {
         let Self {
             channel,
             server,
             flags,
             pipe,
         } = self;
-        ServerChannelBuilder {
-            inner: channel.disable(irql),
-            server,
-            flags,
-            pipe,
+        match channel.disable(irql) {
+            Ok(inner) => Ok(ServerChannelBuilder {
+                inner,
+                server,
+                flags,
+                pipe,
+            }),
+            Err(channel) => Err(Self {
+                channel,
+                server,
+                flags,
+                pipe,
+            }),
         }
     }
 
@@ -1005,14 +1013,15 @@ impl GpadlMapping<'_> {
     }
 
     /// The buffer as bytes (mapped with the MDL mapper when KMCL left it unmapped).
-    /// The guest may write these pages at any time: copy before validating.
+    /// The guest may write these pages at any time: copy before validating. One view at
+    /// a time (`&mut self`): a writable view lends `&mut [u8]` over the mapping.
     ///
     /// # Errors
     ///
     /// `INSUFFICIENT_RESOURCES` if the MDL has no address and no mapper is installed.
-    pub fn view(&self) -> Result<ExternalData<'_>> {
+    pub fn view(&mut self) -> Result<ExternalData<'_>> {
         // SAFETY: rule GPADL_USE_AFTER_CLOSE: the MDL stays valid until our Drop unmaps it,
-        // and the view borrows `self`.
+        // and the view borrows `self` mutably, so it is the only view of the MDL.
         unsafe { ExternalData::from_mdl(self.mdl, self.access) }
     }
 }

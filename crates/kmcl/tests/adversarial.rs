@@ -19,7 +19,7 @@ use kmcl_sim::{Fault, SimConfig};
 struct Parser;
 
 impl PacketHandler for Parser {
-    fn process(&self, packet: Packet<'_>, _level: Level) {
+    fn process(&self, mut packet: Packet<'_>, _level: Level) {
         let p = packet.payload();
         let Some(len) = p
             .get(..4)

@@ -281,7 +281,9 @@ fn suspend_completes_pending_packets_so_disable_finishes() {
     let host = b.offer.host();
     host.send_inband(b"held over", true).unwrap();
     b.idle();
-    let builder = ch.disable(p);
+    let Ok(builder) = ch.disable(p) else {
+        unreachable!("not inside a state callback")
+    };
     assert_eq!(builder.handler().suspended.load(Ordering::Relaxed), 1);
     assert!(builder.handler().pending.lock().unwrap().is_empty());
     drop(builder);
@@ -325,7 +327,7 @@ struct External {
 }
 
 impl PacketHandler for External {
-    fn process(&self, packet: Packet<'_>, _level: Level) {
+    fn process(&self, mut packet: Packet<'_>, _level: Level) {
         if !packet.flags().has_external_data() {
             packet.complete_with(b"no-ext");
             return;

@@ -491,7 +491,7 @@ fn server_maps_a_guest_gpadl_once_and_unmaps_on_drop() {
     }
     .unwrap();
     {
-        let m = server.map_gpadl(gpadl, Access::ReadOnly, p).unwrap();
+        let mut m = server.map_gpadl(gpadl, Access::ReadOnly, p).unwrap();
         let view = m.view().unwrap();
         assert_eq!(view.len(), 8192);
         assert_eq!(&view.as_slice()[..5], b"hello");
@@ -724,7 +724,9 @@ fn disabled_server_keeps_its_configuration_and_can_be_offered_again() {
     let server = pair.server(Node::default(), ProcessingMode::Dispatch, true);
     let client = pair.client(Node::default(), ProcessingMode::Dispatch, true);
     pair.sim.run_until_idle();
-    let builder = server.disable(p);
+    let Ok(builder) = server.disable(p) else {
+        unreachable!("not inside a state callback")
+    };
     pair.sim.run_until_idle();
     assert!(pair.sim.find_offer(&IFACE, None).is_none());
     assert_eq!(client.handler().events()[3..], ["suspend", "closed"]);

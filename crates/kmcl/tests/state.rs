@@ -6,9 +6,11 @@
 
 mod common;
 
+use std::sync::Mutex;
+
 use common::{Bench, Log, passive};
 use kmcl::NtStatus;
-use kmcl::channel::Endpoint;
+use kmcl::channel::{Channel, Endpoint};
 use kmcl::irql::{Level, Passive};
 use kmcl::packet::{Packet, PacketHandler};
 use kmcl::state::StateHandler;
@@ -72,7 +74,9 @@ fn lifecycle(legacy: bool) {
     b.idle();
     b.offer.host().send_inband(b"x", false).unwrap();
     b.idle();
-    let builder = ch.disable(p);
+    let Ok(builder) = ch.disable(p) else {
+        unreachable!("not inside a state callback")
+    };
     let events = builder.handler().events.lock().unwrap().clone();
     assert_eq!(
         events,
@@ -310,8 +314,57 @@ fn gpadl_is_created_at_passive_and_deleted_in_closed() {
         ch.handler().handle.lock().unwrap().is_some(),
         "GPADL created"
     );
-    let builder = ch.disable(p);
+    let Ok(builder) = ch.disable(p) else {
+        unreachable!("not inside a state callback")
+    };
     assert_eq!(*builder.handler().deleted.lock().unwrap(), Some(Ok(())));
     drop(builder);
+    b.sim.assert_clean();
+}
+
+/// Owns its own channel (through `OWN_CHANNEL`) and drops it in `post_started`.
+struct SelfDropping;
+
+static OWN_CHANNEL: Mutex<Option<Channel<SelfDropping>>> = Mutex::new(None);
+
+impl PacketHandler for SelfDropping {
+    fn process(&self, packet: Packet<'_>, _level: Level) {
+        packet.complete();
+    }
+}
+
+impl StateHandler for SelfDropping {
+    fn post_started(&self, _c: Endpoint<'_>, p: Passive) {
+        let own = OWN_CHANNEL.lock().unwrap().take();
+        if let Some(ch) = own {
+            ch.close(p);
+        }
+    }
+}
+
+/// Rule BLOCKING_CALL_IN_CALLBACK: closing (or dropping) a channel inside one of its own
+/// state callbacks must not call `VmbChannelDisable` there, nor Cleanup and free the
+/// context that the running callback borrows: the channel is kept (leaked, still
+/// enabled), as a drop above PASSIVE_LEVEL keeps it.
+#[test]
+fn blocking_call_in_callback_close_inside_own_state_callback_keeps_the_channel() {
+    let b = Bench::deterministic(37);
+    let p = passive();
+    let ch = b
+        .kmcl
+        .channel(b.parent(), SelfDropping, p)
+        .unwrap()
+        .enable(p)
+        .unwrap();
+    *OWN_CHANNEL.lock().unwrap() = Some(ch);
+    b.idle();
+    assert!(OWN_CHANNEL.lock().unwrap().is_none(), "post_started ran");
+    assert!(b.sim.violations().is_empty(), "{:?}", b.sim.violations());
+    // The context is alive: the kept channel still answers.
+    let host = b.offer.host();
+    assert!(host.is_open());
+    let id = host.send_inband(b"x", true).unwrap();
+    b.idle();
+    assert_eq!(host.take_completion().map(|(i, _)| i), Some(id));
     b.sim.assert_clean();
 }

@@ -34,7 +34,7 @@ struct Mixed {
 }
 
 impl PacketHandler for Mixed {
-    fn process(&self, packet: Packet<'_>, level: Level) {
+    fn process(&self, mut packet: Packet<'_>, level: Level) {
         let kind = packet.payload().first().copied().unwrap_or(0);
         self.levels.lock().unwrap().push((kind, level_char(level)));
         match (kind, level) {
@@ -199,7 +199,9 @@ fn threaded_suspend_completes_pending_packets_on_close() {
         .filter(|i| host.send_inband(&[2, *i], true).is_ok())
         .count();
     assert!(wait_for(T, || ch.handler().pending.lock().unwrap().len() == n));
-    let builder = ch.disable(passive());
+    let Ok(builder) = ch.disable(passive()) else {
+        unreachable!("not inside a state callback")
+    };
     let events = builder.handler().events.lock().unwrap().clone();
     assert_eq!(events, ["opened", "post_started", "suspend", "closed"]);
     drop(builder);
