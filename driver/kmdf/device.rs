@@ -310,11 +310,25 @@ pub(super) unsafe fn publish<T: IoTarget>(device: WDFDEVICE) -> NTSTATUS {
     unsafe { create_default_queue::<T>(device) }
 }
 
+/// The thread identity for `kmcl::thread` where it has no kernel read of its own (ARM64):
+/// what lets `kmcl` tell a channel call made inside one of the channel's own state
+/// callbacks (refused or, for a teardown, skipped) from one made on another thread while
+/// a callback runs (which waits for it), in both modes.
+#[cfg(not(target_arch = "x86_64"))]
+fn current_thread_id() -> usize {
+    // SAFETY: rule PS_GET_CURRENT_THREAD_ID: no preconditions, any IRQL. An ntoskrnl export
+    // (unlike the inline KeGetCurrentThread/PsGetCurrentThread on ARM64).
+    let id = unsafe { wdk_sys::ntddk::PsGetCurrentThreadId() };
+    id.addr()
+}
+
 /// `EvtDriverDeviceAdd` (`EVT_WDF_DRIVER_DEVICE_ADD`). PASSIVE_LEVEL.
 pub(super) extern "C" fn evt_device_add(
     driver: WDFDRIVER,
     device_init: PWDFDEVICE_INIT,
 ) -> NTSTATUS {
+    #[cfg(not(target_arch = "x86_64"))]
+    kmcl::thread::set_thread_id_source(current_thread_id);
     // SAFETY: rule DEVICE_INIT_BEFORE_CREATE: the framework's `device_init`, not yet used.
     if unsafe { super::host_mode::is_host_mode(driver, device_init) } {
         // Root\VmBridgeHost: the control device of host mode (driver/kmdf/host_mode.rs).

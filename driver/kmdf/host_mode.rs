@@ -321,19 +321,8 @@ fn zw_close(handle: kmcl_sys::HANDLE) {
     let _ = unsafe { wdk_sys::ntddk::ZwClose(handle.cast()) };
 }
 
-/// The thread identity for `kmcl::thread` where it has no kernel read of its own.
-#[cfg(not(target_arch = "x86_64"))]
-fn current_thread_id() -> usize {
-    // SAFETY: rule PS_GET_CURRENT_THREAD_ID: no preconditions, any IRQL. An ntoskrnl export
-    // (unlike the inline KeGetCurrentThread/PsGetCurrentThread on ARM64).
-    let id = unsafe { wdk_sys::ntddk::PsGetCurrentThreadId() };
-    id.addr()
-}
-
 /// `EvtDriverDeviceAdd` of the host-mode control device. PASSIVE_LEVEL.
 pub(super) fn evt_host_device_add(driver: WDFDRIVER, device_init: PWDFDEVICE_INIT) -> NTSTATUS {
-    #[cfg(not(target_arch = "x86_64"))]
-    kmcl::thread::set_thread_id_source(current_thread_id);
     let tracer = Tracer::etw();
     let setup = DeviceSetup {
         prepare_hardware: None,

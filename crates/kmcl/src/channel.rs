@@ -370,6 +370,23 @@ impl Core {
         let cb = self.callback_thread.load(Ordering::Acquire);
         !matches!(crate::thread::current(), Some(me) if cb != 0 && cb != me)
     }
+
+    /// Whether the calling code is known to run inside a state-change callback of this
+    /// channel: the thread identity is known and is the running callback's. The teardown
+    /// (`Channel::drop`, `close`, `disable`) asks this, not
+    /// [`in_own_state_callback`](Self::in_own_state_callback): skipping a teardown leaks
+    /// an enabled channel, whose callbacks could then run after the driver unloaded, so
+    /// with an unknown identity it waits as KMCL lets it (a drop on another thread while
+    /// a callback runs is a normal race of PnP removal and a host rescind). Windows x64
+    /// always knows the identity (`KeGetCurrentThread`); ARM64 drivers install a source
+    /// ([`crate::thread::set_thread_id_source`]).
+    pub(crate) fn known_in_own_state_callback(&self) -> bool {
+        if self.in_state_callback.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        let cb = self.callback_thread.load(Ordering::Acquire);
+        cb != 0 && crate::thread::current() == Some(cb)
+    }
 }
 
 // SAFETY: rule HANDLES_ARE_THREAD_AGNOSTIC: a VMBCHANNEL may be used from any thread;
@@ -710,7 +727,10 @@ impl<H: PacketHandler + StateHandler> Drop for ChannelBuilder<H> {
 /// PASSIVE_LEVEL (a driver bug) it is leaked, still enabled, instead of blocking there,
 /// and a debug build records an IRQL mismatch. Dropped (or closed) inside one of its own
 /// state-change callbacks, where `VmbChannelDisable` is forbidden (it would wait for
-/// that very callback), it is leaked the same way.
+/// that very callback), it is leaked the same way. That needs the thread's identity
+/// ([`crate::thread`]): known on Windows x64; on ARM64 install a source
+/// ([`crate::thread::set_thread_id_source`], e.g. over `PsGetCurrentThreadId`), without
+/// which a drop inside its own state callback is the driver's bug to avoid.
 ///
 /// # Invariants
 ///
@@ -760,7 +780,9 @@ impl<H: PacketHandler + StateHandler> Channel<H> {
 
     /// # Safety
     ///
-    /// Not inside a state-change callback of this channel (`Core::in_own_state_callback`).
+    /// Not inside a state-change callback of this channel
+    /// (`Core::known_in_own_state_callback`; with an unknown thread identity, the driver's
+    /// word: see there).
     unsafe fn disable_raw(&self) {
         let core = &self.inner().core;
         if let Some(f) = core.kmcl.v1.VmbChannelDisable {
@@ -783,10 +805,12 @@ impl<H: PacketHandler + StateHandler> Channel<H> {
     /// The channel itself, untouched, when called inside one of its own state-change
     /// callbacks (rule BLOCKING_CALL_IN_CALLBACK: Disable would wait for that callback).
     pub fn disable(self, _irql: Passive) -> core::result::Result<ChannelBuilder<H>, Self> {
-        if self.inner().core.in_own_state_callback() {
+        if self.inner().core.known_in_own_state_callback() {
             return Err(self);
         }
-        // SAFETY: rule BLOCKING_CALL_IN_CALLBACK: checked just above.
+        // SAFETY: rule BLOCKING_CALL_IN_CALLBACK: not inside a state callback of this
+        // channel, checked just above where the thread identity is known (always on x64);
+        // where it is not (ARM64 without a source), by the type's documented contract.
         unsafe { self.disable_raw() };
         let this = ManuallyDrop::new(self);
         // INVARIANT: the channel is Disabled again, still with `inner` as its context.
@@ -815,13 +839,15 @@ impl<H: PacketHandler + StateHandler> Drop for Channel<H> {
             let _ = unsafe { Passive::assume() };
             return;
         }
-        if self.inner().core.in_own_state_callback() {
+        if self.inner().core.known_in_own_state_callback() {
             // Rule BLOCKING_CALL_IN_CALLBACK: VmbChannelDisable would wait for the very
             // callback we run in, and Cleanup would free the context it borrows: leaked,
             // still enabled, as above.
             return;
         }
-        // SAFETY: rule BLOCKING_CALL_IN_CALLBACK: checked just above.
+        // SAFETY: rule BLOCKING_CALL_IN_CALLBACK: not inside a state callback of this
+        // channel, checked just above where the thread identity is known (always on x64);
+        // where it is not (ARM64 without a source), by the type's documented contract.
         unsafe { self.disable_raw() };
         // INVARIANT: Disabled now; the builder's Drop cleans up and frees the context.
         drop(ChannelBuilder {
