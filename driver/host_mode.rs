@@ -196,6 +196,9 @@ where
     Creating,
     /// The offer exists.
     Ready(Arc<HostOffer<R, L>>),
+    /// The handle is closing: new requests no longer find the offer, the cancel routine
+    /// still does, until the offer holds no request.
+    Closing(Arc<HostOffer<R, L>>),
 }
 
 /// The offers of the control device, by handle.
@@ -241,7 +244,7 @@ where
     fn ready(&self, file: FileId) -> Option<Arc<HostOffer<R, L>>> {
         match &self.slots.get(self.position(file)?)?.1 {
             Slot::Ready(o) => Some(Arc::clone(o)),
-            Slot::Creating => None,
+            Slot::Creating | Slot::Closing(_) => None,
         }
     }
 }
@@ -401,7 +404,7 @@ where
             o.slots
                 .iter()
                 .filter_map(|(_, s)| match s {
-                    Slot::Ready(o) => Some(Arc::clone(o)),
+                    Slot::Ready(o) | Slot::Closing(o) => Some(Arc::clone(o)),
                     Slot::Creating => None,
                 })
                 .collect()
@@ -414,21 +417,36 @@ where
     /// kernel VMBus handle. Returns the offer's final counters. PASSIVE_LEVEL; blocks
     /// until KMCL tore the channel down.
     pub fn close_file(&self, file: FileId, passive: Passive) -> Option<Stats> {
-        let slot = self.offers.with(|o| {
+        // The offer stays where the cancel routine looks until it holds no request: a
+        // request the cancel routine does not find, it completes itself.
+        let mut offer = self.offers.with(|o| {
             let i = o.position(file)?;
-            match &o.slots[i].1 {
-                Slot::Ready(_) => Some(o.slots.swap_remove(i).1),
+            let slot = &mut o.slots[i].1;
+            match slot {
+                Slot::Ready(offer) => {
+                    let offer = Arc::clone(offer);
+                    *slot = Slot::Closing(Arc::clone(&offer));
+                    Some(offer)
+                }
                 // Still being created (a concurrent IOCTL on the closing handle): it
                 // completes first; the glue's cleanup runs after the handle's requests.
-                Slot::Creating => None,
+                // Closing: another call is closing it.
+                Slot::Creating | Slot::Closing(_) => None,
             }
         })?;
-        let Slot::Ready(mut offer) = slot else {
-            return None;
-        };
-        offer.bridge.close(file);
         // Requests of other handles never touch this offer; a request of this handle
-        // that is still inside a dispatch call holds a clone for a moment only.
+        // that is still inside a dispatch call holds a clone for a moment only (the
+        // cancel routine too): once only the slot's and this one are left, no request
+        // can be parked any more.
+        while Arc::strong_count(&offer) > 2 {
+            core::hint::spin_loop();
+        }
+        offer.bridge.close(file);
+        self.offers.with(|o| {
+            if let Some(i) = o.position(file) {
+                o.slots.swap_remove(i);
+            }
+        });
         let offer = loop {
             match Arc::try_unwrap(offer) {
                 Ok(o) => break o,
@@ -449,7 +467,7 @@ where
             let next = self.offers.with(|o| {
                 o.slots.iter().find_map(|(f, s)| match s {
                     Slot::Ready(_) => Some(*f),
-                    Slot::Creating => None,
+                    Slot::Creating | Slot::Closing(_) => None,
                 })
             });
             let Some(file) = next else { break };

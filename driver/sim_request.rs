@@ -601,10 +601,21 @@ impl UserRequest for SimRequest {
     }
 
     fn claim(&mut self) -> bool {
-        self.shared()
-            .state
-            .compare_exchange(PARKED, CLAIMED, Ordering::SeqCst, Ordering::SeqCst)
-            .is_ok()
+        match self.shared().state.compare_exchange(
+            PARKED,
+            CLAIMED,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        ) {
+            Ok(_) => true,
+            // WDF: WdfRequestUnmarkCancelable on a request the cancel routine already
+            // completed is a use of a freed request (a bugcheck), not STATUS_CANCELLED.
+            Err(DONE) => panic!(
+                "claim of request {} after its completion",
+                self.shared().key
+            ),
+            Err(_) => false,
+        }
     }
 
     fn complete(mut self, status: NtStatus, information: usize) {
@@ -947,10 +958,20 @@ mod tests {
         h.cancel(|_| false);
         let c = h.result().expect("completed by the cancel");
         assert_eq!((c.status, c.output.len()), (NtStatus::CANCELLED, 0));
-        assert!(!r.claim(), "the driver loses the race");
         drop(r);
         assert_eq!(h.completion_count(), 1);
         free_spares();
+    }
+
+    #[test]
+    #[should_panic(expected = "after its completion")]
+    fn a_claim_after_the_cancel_routine_completed_the_request_is_a_use_after_completion() {
+        // WDF: WdfRequestUnmarkCancelable must not be called once EvtRequestCancel
+        // completed the request (the object may be freed).
+        let (mut r, h) = SimRequest::new(&[], 8);
+        r.park().expect("parks");
+        h.cancel(|_| false);
+        let _ = r.claim();
     }
 
     #[test]

@@ -487,6 +487,13 @@ where
         &self.bridge
     }
 
+    /// The bridge, shared: what a cancel routine needs to take a parked request back,
+    /// also while the device itself is being closed.
+    #[must_use]
+    pub fn shared_bridge(&self) -> Arc<DeviceBridge<R, L>> {
+        Arc::clone(&self.bridge)
+    }
+
     fn sender(&self) -> Sender<'_, R, L> {
         Sender::new(self.channel.endpoint(), &self.bridge, &self.sends)
     }

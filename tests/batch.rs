@@ -445,3 +445,32 @@ fn send_batch_stops_at_max_posted_sends_and_reports_how_many_went() {
     rig.close();
     rig.sim.assert_clean();
 }
+
+#[test]
+fn information_never_exceeds_the_output_send_batch_with_an_output_buffer_sends_nothing() {
+    // METHOD_BUFFERED: the I/O manager copies `Information` bytes back into a non-empty
+    // output, and KMDF's verifier bugchecks when a successful IOCTL's `Information` is
+    // above its OutputBufferLength. SEND_BATCH has no output (`Information` is a count),
+    // so a batch of 5 with a 1-byte output must not succeed with `Information` 5.
+    let mut rig = Rig::deterministic(14, Config::DEFAULT);
+    let f = rig.open_file();
+    let payloads: Vec<Vec<u8>> = (0..5).map(|i| msg(i, 8)).collect();
+    let c = done(&rig.ioctl(
+        f,
+        IOCTL_VMBRIDGE_SEND_BATCH,
+        build_send_batch(&payloads).as_slice(),
+        1,
+    ));
+    assert!(
+        !c.status.is_success() || c.information <= 1,
+        "Information {} above a 1-byte output",
+        c.information
+    );
+    assert_eq!(c.status, NtStatus::INVALID_PARAMETER);
+    rig.idle();
+    assert!(rig.host.recv().is_none());
+    assert_eq!(rig.device().bridge().stats().packets_sent, 0);
+    rig.close_file(f);
+    rig.close();
+    rig.sim.assert_clean();
+}

@@ -1158,9 +1158,15 @@ where
     /// number sent: all, or fewer when the bound is reached (`STATUS_SUCCESS`; the caller
     /// retries the rest); none fitting the bound is `STATUS_DEVICE_BUSY` with nothing
     /// sent; a send KMCL refuses ends the request with its status, the packets before it
-    /// sent.
-    fn send_batch(&self, req: R, sender: &impl ChannelSender) {
+    /// sent. A request with an output buffer is `STATUS_INVALID_PARAMETER`, nothing sent.
+    fn send_batch(&self, mut req: R, sender: &impl ChannelSender) {
         let code = IOCTL_VMBRIDGE_SEND_BATCH;
+        // No output: `Information` is a count, which the I/O manager would copy back as
+        // that many bytes into a non-empty (METHOD_BUFFERED) output, past a shorter one
+        // (and KMDF's verifier bugchecks on `Information` > OutputBufferLength).
+        if !req.output().is_empty() {
+            return self.reject(req, code, NtStatus::INVALID_PARAMETER);
+        }
         let payloads =
             match VMBRIDGE_SEND_BATCH_REQUEST::parse(req.input(), self.config.max_packet_size) {
                 Ok((_, payloads)) => payloads,

@@ -22,7 +22,7 @@ use super::lock::KSpinLock;
 use super::request::Request;
 use crate::bridge::config::IcConfig;
 use crate::bridge::{Config, State};
-use crate::vmbus::{Held, VmbusDevice};
+use crate::vmbus::{DeviceBridge, Held, VmbusDevice};
 
 /// `sizeof(T)` as the `ULONG` WDF's `Size` fields take, checked at compile time.
 const fn wdf_size<T>() -> ULONG {
@@ -57,6 +57,9 @@ pub(super) const WDF_OBJECT_CONTEXT_TYPE_INFO_SIZE: ULONG =
 /// The bound device as the I/O callbacks share it.
 pub(super) type Device = VmbusDevice<Request, KSpinLock<State<Held, Request>>>;
 
+/// The bound device's bridge, as the cancel paths reach it.
+pub(super) type GuestBridge = DeviceBridge<Request, KSpinLock<State<Held, Request>>>;
+
 /// `DEVICE_CONTEXT`: lives in the `WDFDEVICE`'s context memory.
 ///
 /// # Invariants
@@ -81,6 +84,11 @@ pub(super) struct DeviceContext {
     /// the `Arc` under the lock; ReleaseHardware takes it out and waits to be the only
     /// owner before it closes the channel.
     pub(super) device: KSpinLock<Option<Arc<Device>>>,
+    /// The bridge of `device`, for `EvtRequestCancel` and `EvtIoStop`: set before
+    /// `device`, taken out only after ReleaseHardware closed the channel, so a request the
+    /// bridge holds is always found there (the cancel routine completes a request it does
+    /// not find itself).
+    pub(super) bridge: KSpinLock<Option<Arc<GuestBridge>>>,
 }
 
 /// `WDF_OBJECT_CONTEXT_TYPE_INFO` made `Sync` so it can be a `static` (it holds raw

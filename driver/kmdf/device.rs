@@ -366,6 +366,7 @@ pub(super) extern "C" fn evt_device_add(
                 ic,
                 ic_timer: AtomicPtr::new(ptr::null_mut()),
                 device: KSpinLock::new(None),
+                bridge: KSpinLock::new(None),
             },
         )
     };
@@ -421,6 +422,8 @@ extern "C" fn evt_device_prepare_hardware(
     match Device::open_ic(&kmcl, parent, ctx.config, ctx.ic, Tracer::etw(), passive) {
         Ok(dev) => {
             let ic_mode = dev.ic().is_some();
+            let bridge = dev.shared_bridge();
+            ctx.bridge.with(|b| *b = Some(bridge));
             ctx.device.with(|d| *d = Some(Arc::new(dev)));
             if ic_mode {
                 // SAFETY: rule WDF_CREATE_AT_PASSIVE: PASSIVE_LEVEL; our live device and
@@ -474,6 +477,30 @@ extern "C" fn evt_device_release_hardware(
         }
     };
     let _final_stats = dev.close(passive);
+    // Only now may the cancel paths stop finding the bridge: the channel is closed (its
+    // closed callback failed the parked requests) and no I/O callback holds the device,
+    // so nothing can be parked any more. Before, a request cancelled during the close was
+    // completed by the cancel routine and then claimed by the bridge.
+    if let Some(mut bridge) = ctx.bridge.with(Option::take) {
+        // A cancel routine holds a clone for a moment only; the last reference is dropped
+        // here, at PASSIVE_LEVEL.
+        loop {
+            match Arc::try_unwrap(bridge) {
+                Ok(b) => {
+                    drop(b);
+                    break;
+                }
+                Err(shared) => {
+                    bridge = shared;
+                    let mut interval = LARGE_INTEGER { QuadPart: -10_000 }; // 1 ms, relative
+                    // SAFETY: rule WDF_CALL_AT_PASSIVE: PASSIVE_LEVEL (token above); a
+                    // non-alertable kernel-mode wait on a local interval.
+                    let _ =
+                        unsafe { wdk_sys::ntddk::KeDelayExecutionThread(0, 0, &raw mut interval) };
+                }
+            }
+        }
+    }
     STATUS_SUCCESS
 }
 

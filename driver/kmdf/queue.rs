@@ -21,7 +21,7 @@ use wdk_sys::{
     call_unsafe_wdf_function_binding,
 };
 
-use super::context::{Device, WDF_IO_QUEUE_CONFIG_SIZE, device_get_context};
+use super::context::{Device, DeviceContext, WDF_IO_QUEUE_CONFIG_SIZE, device_get_context};
 use super::host_mode::HostQueue;
 use super::request::{Request, complete_raw};
 use crate::bridge::{FileId, Lock, NtStatus, RequestKey, UserRequest};
@@ -39,6 +39,12 @@ pub(super) trait IoTarget: Sized {
     fn device_control(&self, file: FileId, code: u32, req: Request);
     /// Takes back the parked request `key`, if the bridge still holds it.
     fn cancel(&self, key: RequestKey) -> Option<Request>;
+    /// Takes back the parked request `key` of `queue`'s device, if its bridge still holds
+    /// it, also while the device is being torn down and [`IoTarget::of_queue`] finds none
+    /// any more (`None`: the caller completes the request itself).
+    fn cancel_in(queue: WDFQUEUE, key: RequestKey) -> Option<Request> {
+        Self::of_queue(queue).and_then(|t| t.cancel(key))
+    }
 }
 
 /// The request methods of an [`IoTarget`] wrapping (as `.0`) a bridge with inherent
@@ -64,21 +70,26 @@ pub(super) use forward_to_bridge;
 /// The guest device's bound [`Device`] (between PrepareHardware and ReleaseHardware).
 pub(super) struct Guest(Arc<Device>);
 
+/// The device context of `queue`'s device, if it is a guest device.
+fn guest_context<'a>(queue: WDFQUEUE) -> Option<&'a DeviceContext> {
+    // SAFETY: rule WDF_HANDLE_VALID_IN_CALLBACK: `queue` is the queue whose callback
+    // runs.
+    let device = unsafe { call_unsafe_wdf_function_binding!(WdfIoQueueGetDevice, queue) };
+    // SAFETY: rule WDF_TYPED_CONTEXT: a device of this driver; the worker returns NULL
+    // for one without the device context (the host-mode control device).
+    let ctx = unsafe { device_get_context(device as WDFOBJECT) };
+    // SAFETY: rule DEVICE_CONTEXT_INITIALISED: written in EvtDriverDeviceAdd before the
+    // queue could dispatch; alive until the device's cleanup, after all I/O.
+    unsafe { ctx.as_ref() }
+}
+
 impl IoTarget for Guest {
     fn of_queue(queue: WDFQUEUE) -> Option<Self> {
-        // SAFETY: rule WDF_HANDLE_VALID_IN_CALLBACK: `queue` is the queue whose callback
-        // runs.
-        let device = unsafe { call_unsafe_wdf_function_binding!(WdfIoQueueGetDevice, queue) };
-        // SAFETY: rule WDF_TYPED_CONTEXT: a device of this driver; the worker returns NULL
-        // for one without the device context (the host-mode control device).
-        let ctx = unsafe { device_get_context(device as WDFOBJECT) };
-        if ctx.is_null() {
-            return None;
-        }
-        // SAFETY: rule DEVICE_CONTEXT_INITIALISED: written in EvtDriverDeviceAdd before the
-        // queue could dispatch; alive until the device's cleanup, after all I/O.
-        let ctx = unsafe { &*ctx };
-        ctx.device.with(|d| d.clone()).map(Guest)
+        guest_context(queue)?.device.with(|d| d.clone()).map(Guest)
+    }
+    fn cancel_in(queue: WDFQUEUE, key: RequestKey) -> Option<Request> {
+        let bridge = guest_context(queue)?.bridge.with(|b| b.clone())?;
+        bridge.cancel(key)
     }
     forward_to_bridge!();
 }
@@ -196,7 +207,7 @@ extern "C" fn evt_io_stop<T: IoTarget>(queue: WDFQUEUE, request: WDFREQUEST, act
     }
     // CAST: the handle value is the request's key (see `Request::key`).
     let key = RequestKey(request as usize as u64);
-    if let Some(mut req) = T::of_queue(queue).and_then(|t| t.cancel(key)) {
+    if let Some(mut req) = T::cancel_in(queue, key) {
         // Parked requests are cancelable: take the request back from the framework's
         // cancel path first; if it already started, the cancel routine completes it.
         if req.claim() {
@@ -217,9 +228,7 @@ pub(super) extern "C" fn evt_request_cancel(request: WDFREQUEST) {
     // Whether or not the bridge still held it, the cancel routine owns the request now:
     // dropping the wrapper (no completion) and completing the raw handle is the one
     // completion.
-    let _ = Guest::of_queue(queue)
-        .and_then(|t| t.cancel(key))
-        .or_else(|| HostQueue::of_queue(queue).and_then(|t| t.cancel(key)));
+    let _ = Guest::cancel_in(queue, key).or_else(|| HostQueue::cancel_in(queue, key));
     // SAFETY: rule REQUEST_COMPLETED_ONCE: in EvtRequestCancel the routine owns the
     // request; the bridge gave it up (claim failed or cancel took it).
     unsafe { complete_raw(request, STATUS_CANCELLED, 0) };

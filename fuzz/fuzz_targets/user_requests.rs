@@ -511,6 +511,9 @@ fn user_request(w: &mut World, b: &mut Bytes<'_>, file: FileId) {
     let max = w.bridge.config().max_packet_size;
     let expected = if code == u32::MAX {
         None
+    } else if code == IOCTL_VMBRIDGE_SEND_BATCH && out_len != 0 {
+        // No output: `Information` is a count, not bytes of an output.
+        Some(NtStatus::INVALID_PARAMETER)
     } else {
         expected_input_status(code, &input, aligned, max)
     };
@@ -603,6 +606,15 @@ fn user_request(w: &mut World, b: &mut Bytes<'_>, file: FileId) {
                 "information {} past the buffers",
                 c.information
             );
+            // METHOD_BUFFERED: the I/O manager copies `Information` bytes back into the
+            // output of a request that did not fail (KMDF's verifier bugchecks past it).
+            if code != u32::MAX && (c.status.raw() as u32) < 0xC000_0000 {
+                assert!(
+                    c.information <= out_len,
+                    "ioctl {code:#x}: information {} past its output ({out_len})",
+                    c.information
+                );
+            }
         }
         if let Some(e) = expected {
             assert_eq!(

@@ -38,7 +38,7 @@
 //! | buffer shorter than the header | `STATUS_BUFFER_TOO_SMALL` |
 //! | header not 8-byte aligned | `STATUS_DATATYPE_MISALIGNMENT_ERROR` |
 //! | `Size` or `Version` not this ABI's | `STATUS_REVISION_MISMATCH` |
-//! | unknown flag, non-zero reserved field, `PacketId` 0 in a response, `Count` 0 in a batched send | `STATUS_INVALID_PARAMETER` |
+//! | unknown flag, non-zero reserved field, `PacketId` 0 in a response, `Count` 0 or an output buffer in a batched send | `STATUS_INVALID_PARAMETER` |
 //! | a length that runs past the buffer, or above `MaxPacketSize` | `STATUS_INVALID_BUFFER_SIZE` |
 //! | unknown IOCTL | `STATUS_INVALID_DEVICE_REQUEST` |
 //!
