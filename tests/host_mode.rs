@@ -66,8 +66,12 @@ fn no_close(_: kmcl_sys::HANDLE) {}
 
 impl Pair {
     fn new(sim_cfg: SimConfig, config: Config) -> Pair {
-        kmcl::irql::set_host_irql_source(kmcl_sim::current_irql);
-        kmcl::thread::set_thread_id_source(kmcl_sim::current_thread_id);
+        // SAFETY: rule IRQL_SOURCE_TRUTHFUL: the simulator's IRQL of the calling thread, the
+        // IRQL it runs the driver's code at on every thread.
+        unsafe { kmcl::irql::set_host_irql_source(kmcl_sim::current_irql) };
+        // SAFETY: rule THREAD_ID_SOURCE_UNIQUE: the address of a thread-local of the calling
+        // thread, unique among live threads and never 0.
+        unsafe { kmcl::thread::set_thread_id_source(kmcl_sim::current_thread_id) };
         let sim = Sim::new(sim_cfg);
         let table = Box::leak(Box::new(*sim.server_interface()));
         let server = KmclServer::new(table).expect("the server table validates");

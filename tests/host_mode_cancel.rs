@@ -58,8 +58,12 @@ fn no_close(_: kmcl_sys::HANDLE) {}
 
 #[test]
 fn request_completed_once_when_cancelled_while_its_handle_closes() {
-    kmcl::irql::set_host_irql_source(kmcl_sim::current_irql);
-    kmcl::thread::set_thread_id_source(kmcl_sim::current_thread_id);
+    // SAFETY: rule IRQL_SOURCE_TRUTHFUL: the simulator's IRQL of the calling thread, the
+    // IRQL it runs the driver's code at on every thread.
+    unsafe { kmcl::irql::set_host_irql_source(kmcl_sim::current_irql) };
+    // SAFETY: rule THREAD_ID_SOURCE_UNIQUE: the address of a thread-local of the calling
+    // thread, unique among live threads and never 0.
+    unsafe { kmcl::thread::set_thread_id_source(kmcl_sim::current_thread_id) };
     let sim = Sim::new(SimConfig::deterministic(7));
     let table = Box::leak(Box::new(*sim.server_interface()));
     let server = KmclServer::new(table).expect("the server table validates");

@@ -163,7 +163,9 @@ struct Rig {
 
 impl Rig {
     fn new(seed: u64, config: Config) -> Rig {
-        kmcl::irql::set_host_irql_source(kmcl_sim::current_irql);
+        // SAFETY: rule IRQL_SOURCE_TRUTHFUL: the simulator's IRQL of the calling thread, the
+        // IRQL it runs the driver's code at on every thread.
+        unsafe { kmcl::irql::set_host_irql_source(kmcl_sim::current_irql) };
         let sim = Sim::new(SimConfig::deterministic(seed).collect());
         let offer = sim.offer(OfferConfig::default().with_interface_type(channel_type()));
         let host = offer.host();

@@ -328,7 +328,11 @@ pub(super) extern "C" fn evt_device_add(
     device_init: PWDFDEVICE_INIT,
 ) -> NTSTATUS {
     #[cfg(not(target_arch = "x86_64"))]
-    kmcl::thread::set_thread_id_source(current_thread_id);
+    // SAFETY: rule THREAD_ID_SOURCE_UNIQUE: `PsGetCurrentThreadId` is the calling thread's
+    // id, unique among live threads and never 0.
+    unsafe {
+        kmcl::thread::set_thread_id_source(current_thread_id)
+    };
     // SAFETY: rule DEVICE_INIT_BEFORE_CREATE: the framework's `device_init`, not yet used.
     if unsafe { super::host_mode::is_host_mode(driver, device_init) } {
         // Root\VmBridgeHost: the control device of host mode (driver/kmdf/host_mode.rs).

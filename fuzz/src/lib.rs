@@ -172,7 +172,9 @@ impl Rig {
         config: Config,
         before_open: impl FnOnce(&HostEndpoint),
     ) -> Option<Rig> {
-        kmcl::irql::set_host_irql_source(kmcl_sim::current_irql);
+        // SAFETY: rule IRQL_SOURCE_TRUTHFUL: the simulator's IRQL of the calling thread, the
+        // IRQL it runs the driver's code at on every thread.
+        unsafe { kmcl::irql::set_host_irql_source(kmcl_sim::current_irql) };
         // Every input starts from the same state: the request model's spare buffers hold
         // bytes of the previous inputs' requests (a read's output buffer starts with them),
         // so a finding would otherwise depend on what ran before its input. A new epoch

@@ -46,7 +46,15 @@ static MAPPER: AtomicPtr<()> = AtomicPtr::new(ptr::null_mut());
 
 /// Installs the MDL mapper (see the module docs). It runs at up to DISPATCH_LEVEL and
 /// must not panic.
-pub fn set_mdl_mapper(mapper: MdlMapper) {
+///
+/// # Safety
+///
+/// Rule MDL_MAPPER_VALID: for as long as it is installed, `mapper` returns null or a
+/// system address of the MDL's bytes (`ByteCount` bytes from `StartVa + ByteOffset`),
+/// readable (and writable when asked for writable access) until KMCL releases the MDL at
+/// `VmbChannelPacketComplete`, as `MmGetSystemAddressForMdlSafe` does. [`ExternalData`]
+/// lends those bytes to safe code as slices.
+pub unsafe fn set_mdl_mapper(mapper: MdlMapper) {
     // CAST: a fn pointer stored as a data pointer; `mapper()` reads it back as the same type.
     MAPPER.store(mapper as *mut (), Ordering::Release);
 }

@@ -172,7 +172,15 @@ static MISMATCHES: AtomicU32 = AtomicU32::new(0);
 
 /// Installs the host's IRQL source (tests: `kmcl_sim::current_irql`). It replaces any
 /// previous source and wins over the kernel read on every target.
-pub fn set_host_irql_source(source: IrqlSource) {
+///
+/// # Safety
+///
+/// Rule IRQL_SOURCE_TRUTHFUL: for as long as it is installed, `source` returns, on every
+/// thread, the IRQL the caller runs at (in a simulator, the IRQL it models for the
+/// thread, as `kmcl_sim::current_irql`): the tokens minted from it without `unsafe`
+/// ([`Passive::try_current`] and the like) are what permit KMCL calls with IRQL
+/// preconditions.
+pub unsafe fn set_host_irql_source(source: IrqlSource) {
     // CAST: a `fn` pointer is stored as a data pointer; `load_fn` casts it back to the same type.
     HOST_SOURCE.store(source as *mut (), Ordering::Release);
 }
@@ -278,7 +286,9 @@ mod tests {
 
     #[test]
     fn passive_token_is_refused_at_dispatch_level() {
-        set_host_irql_source(dispatch);
+        // SAFETY: rule IRQL_SOURCE_TRUTHFUL: the lib tests run no KMCL code (only
+        // tokens, inspected), and every source they install says DISPATCH_LEVEL.
+        unsafe { set_host_irql_source(dispatch) };
         assert!(Passive::try_current().is_none());
         // SAFETY: test: the Level is only inspected, never used to call KMCL.
         let level = unsafe { Level::from_current() };

@@ -49,7 +49,9 @@
 //! impl StateHandler for Echo {}
 //!
 //! # fn main() -> kmcl::Result {
-//! kmcl::irql::set_host_irql_source(kmcl_sim::current_irql);
+//! // SAFETY: rule IRQL_SOURCE_TRUTHFUL: the simulator's IRQL of the calling thread, the
+//! // IRQL it runs the driver's code at on every thread.
+//! unsafe { kmcl::irql::set_host_irql_source(kmcl_sim::current_irql) };
 //! let sim = Sim::new(SimConfig::deterministic(1));
 //! let offer = sim.offer(OfferConfig::default());
 //! let table = Box::leak(Box::new(*sim.client_interface()));

@@ -63,7 +63,9 @@
 //! impl StateHandler for Quiet {}
 //!
 //! # fn main() -> kmcl::Result {
-//! kmcl::irql::set_host_irql_source(kmcl_sim::current_irql);
+//! // SAFETY: rule IRQL_SOURCE_TRUTHFUL: the simulator's IRQL of the calling thread, the
+//! // IRQL it runs the driver's code at on every thread.
+//! unsafe { kmcl::irql::set_host_irql_source(kmcl_sim::current_irql) };
 //! let sim = Sim::new(SimConfig::deterministic(1));
 //! let passive = Passive::try_current().ok_or(kmcl::NtStatus::INVALID_DEVICE_STATE)?;
 //! const TYPE: GUID = GUID::from_fields(0x1234_5678, 1, 2, [3; 8]);

@@ -26,7 +26,16 @@ static SOURCE: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
 
 /// Installs the thread identity source (it replaces any previous one and wins over the
 /// kernel read on every target).
-pub fn set_thread_id_source(source: ThreadIdSource) {
+///
+/// # Safety
+///
+/// Rule THREAD_ID_SOURCE_UNIQUE: for as long as it is installed, `source` returns, on
+/// every thread, a value that no other live thread gets (never 0), the same for every
+/// call on that thread (as `PsGetCurrentThreadId`, or `kmcl_sim::current_thread_id` in
+/// the simulator): a channel's teardown trusts it to tell a call inside the channel's
+/// own state callback (where tearing down would free what the callback borrows) from one
+/// on another thread.
+pub unsafe fn set_thread_id_source(source: ThreadIdSource) {
     // CAST: a fn pointer stored as a data pointer; `current` casts it back to the same type.
     SOURCE.store(source as *mut (), Ordering::Release);
 }
@@ -63,15 +72,26 @@ const fn kernel_thread() -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
+
     use super::*;
 
-    fn fixed() -> usize {
-        42
+    /// The address of a thread-local: unique among live threads, never 0.
+    fn per_thread() -> usize {
+        std::thread_local!(static MARK: u8 = const { 0 });
+        MARK.with(|m| core::ptr::from_ref(m).addr())
     }
 
     #[test]
     fn installed_source_gives_the_identity() {
-        set_thread_id_source(fixed);
-        assert_eq!(current(), Some(42));
+        // SAFETY: rule THREAD_ID_SOURCE_UNIQUE: `per_thread` is unique per live thread and
+        // never 0.
+        unsafe { set_thread_id_source(per_thread) };
+        assert_eq!(current(), Some(per_thread()));
+        let other = std::thread::spawn(|| (current(), per_thread()))
+            .join()
+            .unwrap();
+        assert_eq!(other.0, Some(other.1));
+        assert_ne!(other.1, per_thread());
     }
 }

@@ -109,7 +109,9 @@ impl StateHandler for Sum {}
 
 fn run(respond: bool) -> (u64, u64) {
     let b = Bench::deterministic(41);
-    kmcl::irql::set_host_irql_source(irql_and_open_window);
+    // SAFETY: rule IRQL_SOURCE_TRUTHFUL: the simulator's IRQL of the calling thread
+    // (`kmcl_sim::current_irql`), read as is.
+    unsafe { kmcl::irql::set_host_irql_source(irql_and_open_window) };
     let mut table: KMCL_CLIENT_INTERFACE_V5 = *b.sim.client_interface();
     if let Some(f) = table.VmbChannelPacketComplete {
         let _ = SIM_COMPLETE.set(f);
@@ -143,7 +145,9 @@ fn run(respond: bool) -> (u64, u64) {
     let allocs = IN_WINDOW_ALLOCS.load(Ordering::Relaxed) - allocs0;
     ch.close(p);
     b.sim.assert_clean();
-    kmcl::irql::set_host_irql_source(kmcl_sim::current_irql);
+    // SAFETY: rule IRQL_SOURCE_TRUTHFUL: the simulator's IRQL of the calling thread, the
+    // IRQL it runs the driver's code at on every thread.
+    unsafe { kmcl::irql::set_host_irql_source(kmcl_sim::current_irql) };
     (windows, allocs)
 }
 

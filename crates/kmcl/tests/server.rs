@@ -159,7 +159,9 @@ struct Pair {
 impl Pair {
     fn new(cfg: SimConfig) -> Self {
         install_irql();
-        kmcl::thread::set_thread_id_source(kmcl_sim::current_thread_id);
+        // SAFETY: rule THREAD_ID_SOURCE_UNIQUE: the address of a thread-local of the calling
+        // thread, unique among live threads and never 0.
+        unsafe { kmcl::thread::set_thread_id_source(kmcl_sim::current_thread_id) };
         let sim = Sim::new(cfg);
         let table = Box::leak(Box::new(*sim.server_interface()));
         let server_kmcl = KmclServer::new(table).expect("the server table validates");

@@ -349,7 +349,9 @@ impl StateHandler for SelfDropping {
 #[test]
 fn blocking_call_in_callback_close_inside_own_state_callback_keeps_the_channel() {
     // The thread identity known, as on Windows x64 (an ARM64 driver installs a source).
-    kmcl::thread::set_thread_id_source(kmcl_sim::current_thread_id);
+    // SAFETY: rule THREAD_ID_SOURCE_UNIQUE: the address of a thread-local of the calling
+    // thread, unique among live threads and never 0.
+    unsafe { kmcl::thread::set_thread_id_source(kmcl_sim::current_thread_id) };
     let b = Bench::deterministic(37);
     let p = passive();
     let ch = b

@@ -55,8 +55,12 @@ pub fn sim_guid(guid: u128) -> kmcl_sys::GUID {
 /// Routes the simulator's IRQL and thread ids into `kmcl` (once per process is enough;
 /// repeating it is harmless).
 pub fn install_sim_hooks() {
-    kmcl::irql::set_host_irql_source(kmcl_sim::current_irql);
-    kmcl::thread::set_thread_id_source(kmcl_sim::current_thread_id);
+    // SAFETY: rule IRQL_SOURCE_TRUTHFUL: the simulator's IRQL of the calling thread, the
+    // IRQL it runs the driver's code at on every thread.
+    unsafe { kmcl::irql::set_host_irql_source(kmcl_sim::current_irql) };
+    // SAFETY: rule THREAD_ID_SOURCE_UNIQUE: the address of a thread-local of the calling
+    // thread, unique among live threads and never 0.
+    unsafe { kmcl::thread::set_thread_id_source(kmcl_sim::current_thread_id) };
 }
 
 /// The simulator and the bound device.

@@ -25,7 +25,9 @@ struct Bench {
 
 impl Bench {
     fn new(cfg: SimConfig) -> Bench {
-        kmcl::irql::set_host_irql_source(kmcl_sim::current_irql);
+        // SAFETY: rule IRQL_SOURCE_TRUTHFUL: the simulator's IRQL of the calling thread, the
+        // IRQL it runs the driver's code at on every thread.
+        unsafe { kmcl::irql::set_host_irql_source(kmcl_sim::current_irql) };
         let sim = Sim::new(cfg);
         let offer = sim.offer(OfferConfig::default().with_interface_type(ECHO_CHANNEL_TYPE));
         // The kernel's table outlives the driver; a test leaks its copy.

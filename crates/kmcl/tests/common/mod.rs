@@ -20,7 +20,9 @@ pub struct Bench {
 
 /// Installs the simulator's IRQL as the host IRQL source (idempotent).
 pub fn install_irql() {
-    kmcl::irql::set_host_irql_source(kmcl_sim::current_irql);
+    // SAFETY: rule IRQL_SOURCE_TRUTHFUL: the simulator's IRQL of the calling thread, the
+    // IRQL it runs the driver's code at on every thread.
+    unsafe { kmcl::irql::set_host_irql_source(kmcl_sim::current_irql) };
 }
 
 /// A leaked copy of the simulator's table: `'static`, as `Kmcl::new` requires.

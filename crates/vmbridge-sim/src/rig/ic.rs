@@ -76,7 +76,9 @@ impl IcRig {
         tracer: Tracer,
         before_open: impl FnOnce(&Offer),
     ) -> IcRig {
-        kmcl::irql::set_host_irql_source(kmcl_sim::current_irql);
+        // SAFETY: rule IRQL_SOURCE_TRUTHFUL: the simulator's IRQL of the calling thread, the
+        // IRQL it runs the driver's code at on every thread.
+        unsafe { kmcl::irql::set_host_irql_source(kmcl_sim::current_irql) };
         let service = hv_service(ic.service.expect("an IC service"));
         let sim = Sim::new(sim_cfg);
         let offer = sim.offer(

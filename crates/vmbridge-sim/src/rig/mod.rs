@@ -61,7 +61,9 @@ impl Rig {
     /// table, allocate the channel on the offer's device object, configure it from
     /// `config`, enable it, and run until the channel is open.
     pub fn new(sim_cfg: SimConfig, config: Config, tracer: Tracer) -> Rig {
-        kmcl::irql::set_host_irql_source(kmcl_sim::current_irql);
+        // SAFETY: rule IRQL_SOURCE_TRUTHFUL: the simulator's IRQL of the calling thread, the
+        // IRQL it runs the driver's code at on every thread.
+        unsafe { kmcl::irql::set_host_irql_source(kmcl_sim::current_irql) };
         let sim = Sim::new(sim_cfg);
         let offer = sim.offer(OfferConfig::default().with_interface_type(channel_type()));
         let host = offer.host();
