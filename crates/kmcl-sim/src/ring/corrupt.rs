@@ -31,7 +31,7 @@ pub enum CorruptReason {
     ExtensionTooShort,
     /// A transfer-page or GPA-direct header has `range_cnt == 0`.
     ZeroRangeCount,
-    /// A transfer-page `range_cnt` disagrees with the header size `offset8 * 8 - 24`.
+    /// A transfer-page `range_cnt` names more ranges than the header `offset8 * 8 - 24` holds.
     RangeCountMismatch,
     /// GPA ranges (with their PFN arrays) run past `offset8 * 8`.
     GpaRangesExceedHeader,

@@ -431,7 +431,9 @@ fn parse_extension(
             if count == 0 {
                 return Err(corrupt(CorruptReason::ZeroRangeCount));
             }
-            if count != header_words - 1 {
+            // More ranges than the header holds; fewer is valid (OpenVMM `parse_packet`,
+            // Linux `netvsc_receive`).
+            if count > header_words - 1 {
                 return Err(corrupt(CorruptReason::RangeCountMismatch));
             }
             if let Some(out) = kind_out.as_deref_mut() {

@@ -840,6 +840,35 @@ fn rejects_transfer_page_range_count_disagreeing_with_offset8() {
     );
 }
 
+/// A transfer-page header with room for more ranges than `range_cnt` names is accepted, and
+/// the packet carries the `range_cnt` ranges: OpenVMM `vmbus_ring/src/lib.rs` `parse_packet`
+/// checks only `data_offset8 >= 3` for type 7; Linux `drivers/hv/ring_buffer.c`
+/// (`hv_pkt_iter_first`) does not parse types at all, and its one type-7 reader,
+/// `drivers/net/hyperv/netvsc.c` `netvsc_receive`, rejects only
+/// `NETVSC_XFER_HEADER_SIZE(count) > desc->offset8 << 3` (more ranges than the header holds).
+#[test]
+fn accepts_transfer_page_range_count_below_header_room() {
+    let (_pair, mut tx, mut rx) = one_ring(1);
+    // Header room for two ranges, header names one; then one payload word.
+    write_words(
+        &mut tx,
+        &[descriptor(7, 5, 6, 1), 9, 4 | 1 << 32, 100 | 8 << 32, 0, 0x55],
+    );
+    let p = rx.read_next().expect("range_cnt below header room is valid");
+    assert_eq!(
+        p.kind,
+        IncomingKind::TransferPages {
+            set_id: 4,
+            reserved: 0,
+            ranges: vec![TransferPageRange {
+                byte_count: 100,
+                byte_offset: 8
+            }],
+        }
+    );
+    assert_eq!(p.payload, 0x55u64.to_le_bytes());
+}
+
 #[test]
 fn rejects_gpa_ranges_exceeding_the_header() {
     // One range of 2 pages needs 3 words after the header word; only 2 are present.
