@@ -89,7 +89,7 @@ impl SharedBuf {
     /// Copies the payload of `header` (read from `ring`, not yet released) into the first
     /// [`len`](Self::len) bytes, with bulk copies.
     pub(crate) fn copy_from_ring(&self, ring: &IncomingRing, header: &PacketHeader) {
-        ring.payload_view(header)
+        ring.own_payload_view(header)
             .copy_to_words(&self.words, self.start, self.len);
     }
 

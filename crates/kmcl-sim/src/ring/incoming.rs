@@ -41,6 +41,10 @@ impl std::error::Error for ReadError {}
 pub struct PayloadView<'r> {
     head: &'r [AtomicU64],
     tail: &'r [AtomicU64],
+    /// The words lie in the reader's window (`IncomingRing::owns`): bulk copies are allowed
+    /// (rule RING_WINDOW_OWNERSHIP); otherwise (a released or hand-built header) every
+    /// word is read atomically.
+    owned: bool,
 }
 
 impl PayloadView<'_> {
@@ -69,7 +73,14 @@ impl PayloadView<'_> {
 
     /// Copies the first `n` bytes (at most [`len`](Self::len)) into the words `dst` starting
     /// at byte `at` (simulator memory handed to a driver), with bulk copies.
+    ///
+    /// Only for a view of a header this ring produced and has not released (the simulator's
+    /// delivery path): its words are in the reader's window (checked in debug builds).
     pub(crate) fn copy_to_words(&self, dst: &[AtomicU64], at: usize, n: usize) -> usize {
+        debug_assert!(
+            self.owned,
+            "bulk copy of ring words outside the reader's window"
+        );
         let n = n.min(self.len());
         let first = n.min(self.head.len() * 8);
         shared_mem::copy_words(self.head, dst, at, first);
@@ -79,8 +90,18 @@ impl PayloadView<'_> {
 
     /// Copies the first `out.len()` bytes (at most [`len`](Self::len)) into `out`; returns
     /// the number copied.
+    ///
+    /// A view of a released or hand-built header (outside the reader's window, where the
+    /// writer may be writing) is copied word by word with atomic loads.
     pub fn copy_to(&self, out: &mut [u8]) -> usize {
         let n = out.len().min(self.len());
+        if !self.owned {
+            for (i, chunk) in out[..n].chunks_mut(8).enumerate() {
+                let w = self.word(i).unwrap_or(0).to_le_bytes();
+                chunk.copy_from_slice(&w[..chunk.len()]);
+            }
+            return n;
+        }
         let first = n.min(self.head.len() * 8);
         shared_mem::copy_out(self.head, 0, &mut out[..first]);
         shared_mem::copy_out(self.tail, 0, &mut out[first..n]);
@@ -291,8 +312,31 @@ impl IncomingRing {
             start % dsize
         };
         // CAST: below `dsize`, a u32.
-        self.ring.copy_out(start as u32, &mut out[..n]);
+        let start = start as u32;
+        if self.owns(start, n) {
+            self.ring.copy_out(start, &mut out[..n]);
+        } else {
+            // A released or hand-built header: bytes the writer may be writing, so atomic
+            // loads, not a bulk copy (rule RING_WINDOW_OWNERSHIP).
+            self.ring.read_data(start, &mut out[..n]);
+        }
         n
+    }
+
+    /// Whether the `n` bytes at data offset `start` lie in this reader's window
+    /// `[read_index, write_index)` (published, not yet released), after an acquire load of
+    /// `write_index`: the bytes only this reader may touch, which it may bulk-copy (rule
+    /// RING_WINDOW_OWNERSHIP, `shared_mem.rs`). A header this ring produced and has not
+    /// released always passes; a released or hand-built one may not.
+    #[inline]
+    pub(super) fn owns(&self, start: u32, n: usize) -> bool {
+        let ring = &self.ring;
+        let w = ring.load_field(ControlField::WriteIndex, Ordering::Acquire);
+        // An index past the data area (corrupt) owns nothing; `read_index` and `start` are
+        // below `dsize` (this reader's own copy, and the callers reduce `start`).
+        w < ring.dsize
+            && ring.distance(self.read_index, start) as usize + n
+                <= ring.distance(self.read_index, w) as usize
     }
 
     /// A borrowed view of the payload of `header` (read from this ring and not yet released)
@@ -301,13 +345,36 @@ impl IncomingRing {
     /// data area.
     #[must_use]
     pub fn payload_view(&self, header: &PacketHeader) -> PayloadView<'_> {
+        self.view(header, |start, n| self.owns(start, n))
+    }
+
+    /// [`payload_view`](Self::payload_view) for a header this ring produced and has not
+    /// released (the simulator's delivery path, `SharedBuf::copy_from_ring`): its words are
+    /// in the reader's window by construction, so the window is not loaded again (checked
+    /// in debug builds).
+    pub(crate) fn own_payload_view(&self, header: &PacketHeader) -> PayloadView<'_> {
+        self.view(header, |start, n| {
+            debug_assert!(self.owns(start, n), "a header outside the reader's window");
+            true
+        })
+    }
+
+    #[inline(always)]
+    fn view(
+        &self,
+        header: &PacketHeader,
+        owns: impl FnOnce(u32, usize) -> bool,
+    ) -> PayloadView<'_> {
         let words = self.ring.data_words();
         let n = (header.payload_len() / 8).min(words.len());
         let start = ((header.offset / 8) as usize + usize::from(header.offset8)) % words.len();
         let first = n.min(words.len() - start);
+        // CAST: `start` < words.len() <= dsize / 8, so `start * 8` is a u32.
+        let owned = owns((start * 8) as u32, n * 8);
         PayloadView {
             head: &words[start..start + first],
             tail: &words[..n - first],
+            owned,
         }
     }
 

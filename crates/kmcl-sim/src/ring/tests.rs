@@ -852,9 +852,18 @@ fn accepts_transfer_page_range_count_below_header_room() {
     // Header room for two ranges, header names one; then one payload word.
     write_words(
         &mut tx,
-        &[descriptor(7, 5, 6, 1), 9, 4 | 1 << 32, 100 | 8 << 32, 0, 0x55],
+        &[
+            descriptor(7, 5, 6, 1),
+            9,
+            4 | 1 << 32,
+            100 | 8 << 32,
+            0,
+            0x55,
+        ],
     );
-    let p = rx.read_next().expect("range_cnt below header room is valid");
+    let p = rx
+        .read_next()
+        .expect("range_cnt below header room is valid");
     assert_eq!(
         p.kind,
         IncomingKind::TransferPages {
@@ -1372,4 +1381,45 @@ fn a_pair_made_from_a_dropped_pairs_memory_reads_as_fresh_zeros() {
     // A clone keeps the memory alive: a second pair does not get it while one exists.
     let other = RingPair::new(3, 1);
     assert_ne!(other.as_ptr(), new.as_ptr());
+}
+
+/// Rule RING_WINDOW_OWNERSHIP (`shared_mem.rs`): the reader bulk-copies only bytes of its
+/// window `[read_index, write_index)`. `PacketHeader` is `Copy` with public fields, so safe
+/// code can hand `copy_payload` / `payload_view` a released header (bytes the writer owns
+/// again) or a forged one (`len8 = 0xffff`): those are read with atomic loads, not copied
+/// in bulk, and still give the bytes the ring holds.
+#[test]
+fn ring_window_ownership_a_released_or_forged_header_is_read_atomically() {
+    let (_pair, mut tx, mut rx) = one_ring(1);
+    let payload: Vec<u8> = (0..200u8).collect();
+    tx.write(&OutgoingPacket::in_band(7, false, &payload))
+        .expect("fits");
+    let h = rx.read_header().expect("reads");
+    let start = h.offset + u32::from(h.offset8) * 8;
+    assert!(
+        rx.owns(start, h.payload_len()),
+        "a header just read is owned"
+    );
+    let forged = PacketHeader {
+        len8: u16::MAX,
+        ..h
+    };
+    assert!(
+        !rx.owns(start, forged.payload_len().min(4096)),
+        "a forged length runs past the published bytes"
+    );
+    let mut out = vec![0u8; 200];
+    assert_eq!(rx.copy_payload(&forged, &mut out), 200);
+    assert_eq!(out, payload);
+    assert_eq!(rx.try_release(h.end_offset()), Ok(false));
+    assert!(
+        !rx.owns(start, h.payload_len()),
+        "released bytes are the writer's"
+    );
+    let mut again = vec![0u8; 200];
+    assert_eq!(rx.copy_payload(&h, &mut again), 200);
+    assert_eq!(again, payload, "atomic reads give the same bytes");
+    let mut viewed = vec![0u8; 200];
+    assert_eq!(rx.payload_view(&h).copy_to(&mut viewed), 200);
+    assert_eq!(viewed, payload);
 }
