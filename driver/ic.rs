@@ -587,8 +587,10 @@ impl IcChannel {
         }
     }
 
-    /// Advances the IC clock to `now_ms` (any monotonic millisecond count; the kernel
-    /// glue uses the interrupt time from a periodic timer) and answers every forwarded
+    /// Advances the IC clock to `now_ms` (milliseconds since this channel was made, where
+    /// the clock stands at 0: a request forwarded before the first tick is due at
+    /// `timeout`; the kernel glue counts the unbiased interrupt time from the timer's start
+    /// in PrepareHardware, right after, not from boot) and answers every forwarded
     /// request older than the timeout with [`STATUS_IC_TIMEOUT`]. Returns how many timed
     /// out; the caller then calls [`IcChannel::flush`]. IRQL <= DISPATCH_LEVEL.
     pub fn tick(&self, now_ms: u64) -> u32 {

@@ -9,7 +9,7 @@
 use alloc::sync::Arc;
 use core::ffi::{CStr, c_void};
 use core::ptr;
-use core::sync::atomic::AtomicPtr;
+use core::sync::atomic::{AtomicPtr, AtomicU64};
 
 use kmcl_sys::KMCL_CLIENT_INTERFACE_V5;
 use wdk_sys::{
@@ -80,6 +80,10 @@ pub(super) struct DeviceContext {
     /// IC mode's periodic timer (a `WDFTIMER`, null until PrepareHardware creates it;
     /// `ic_timer.rs`).
     pub(super) ic_timer: AtomicPtr<c_void>,
+    /// IC mode: the unbiased interrupt time (100 ns units) when the timer was last started,
+    /// right after the channel (and its IC clock, at 0) was set up: the timer's ticks count
+    /// from it (`ic_timer.rs`).
+    pub(super) ic_clock_base: AtomicU64,
     /// The bound device between PrepareHardware and ReleaseHardware. I/O callbacks clone
     /// the `Arc` under the lock; ReleaseHardware takes it out and waits to be the only
     /// owner before it closes the channel.

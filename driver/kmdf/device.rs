@@ -20,7 +20,7 @@
 
 use alloc::sync::Arc;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::AtomicPtr;
+use core::sync::atomic::{AtomicPtr, AtomicU64};
 
 use kmcl::channel::{Kmcl, ParentDevice};
 use kmcl::irql::Passive;
@@ -369,6 +369,7 @@ pub(super) extern "C" fn evt_device_add(
                 config,
                 ic,
                 ic_timer: AtomicPtr::new(ptr::null_mut()),
+                ic_clock_base: AtomicU64::new(0),
                 device: KSpinLock::new(None),
                 bridge: KSpinLock::new(None),
             },

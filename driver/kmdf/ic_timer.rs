@@ -76,6 +76,13 @@ pub(super) unsafe fn start(device: WDFDEVICE, ctx: &DeviceContext) -> NTSTATUS {
         ctx.ic_timer.store(created.cast(), Ordering::Release);
         timer = created;
     }
+    // The IC clock starts at 0 when the channel is set up (`IcChannel::new`, just before):
+    // ticks count from here, not from boot, or a request forwarded before the first tick
+    // (deadline `timeout` ms) would time out at once.
+    // SAFETY: rule IRQL_TOO_HIGH: KeQueryUnbiasedInterruptTime (an ntoskrnl export) is
+    // callable at any IRQL.
+    let base = unsafe { wdk_sys::ntddk::KeQueryUnbiasedInterruptTime() };
+    ctx.ic_clock_base.store(base, Ordering::Release);
     // SAFETY: rule WDF_HANDLE_VALID_IN_CALLBACK: a timer of our live device; a negative
     // due time is relative, in 100 ns units.
     let _already_queued = unsafe {
@@ -117,6 +124,7 @@ extern "C" fn evt_ic_timer(timer: WDFTIMER) {
         // SAFETY: rule IRQL_TOO_HIGH: KeQueryUnbiasedInterruptTime (an ntoskrnl export) is
         // callable at any IRQL.
         let now_100ns = unsafe { wdk_sys::ntddk::KeQueryUnbiasedInterruptTime() };
-        dev.ic_tick(now_100ns / 10_000);
+        let since_start = now_100ns.saturating_sub(ctx.ic_clock_base.load(Ordering::Acquire));
+        dev.ic_tick(since_start / 10_000);
     }
 }
