@@ -463,50 +463,42 @@ extern "C" fn evt_device_release_hardware(
     // SAFETY: rule WDF_CALL_AT_PASSIVE: PASSIVE_LEVEL (token above); stops the IC timer
     // and waits for its callback before the device is taken out.
     unsafe { ic_timer::stop(ctx) };
-    let Some(mut dev) = ctx.device.with(Option::take) else {
+    let Some(dev) = ctx.device.with(Option::take) else {
         return STATUS_SUCCESS;
     };
     // I/O callbacks hold clones only for the duration of one call; wait them out so the
     // channel is closed (and its last reference dropped) here, at PASSIVE_LEVEL.
-    let dev = loop {
-        match Arc::try_unwrap(dev) {
-            Ok(d) => break d,
-            Err(shared) => {
-                dev = shared;
-                let mut interval = LARGE_INTEGER { QuadPart: -10_000 }; // 1 ms, relative
-                // SAFETY: rule WDF_CALL_AT_PASSIVE: PASSIVE_LEVEL (token above); a
-                // non-alertable kernel-mode wait on a local interval.
-                // `KernelMode` (wdm.h `MODE`) is 0; KPROCESSOR_MODE is a CCHAR.
-                let _ = unsafe { wdk_sys::ntddk::KeDelayExecutionThread(0, 0, &raw mut interval) };
-            }
-        }
-    };
+    let dev = sole_owner(dev, passive);
     let _final_stats = dev.close(passive);
     // Only now may the cancel paths stop finding the bridge: the channel is closed (its
     // closed callback failed the parked requests) and no I/O callback holds the device,
     // so nothing can be parked any more. Before, a request cancelled during the close was
     // completed by the cancel routine and then claimed by the bridge.
-    if let Some(mut bridge) = ctx.bridge.with(Option::take) {
+    if let Some(bridge) = ctx.bridge.with(Option::take) {
         // A cancel routine holds a clone for a moment only; the last reference is dropped
         // here, at PASSIVE_LEVEL.
-        loop {
-            match Arc::try_unwrap(bridge) {
-                Ok(b) => {
-                    drop(b);
-                    break;
-                }
-                Err(shared) => {
-                    bridge = shared;
-                    let mut interval = LARGE_INTEGER { QuadPart: -10_000 }; // 1 ms, relative
-                    // SAFETY: rule WDF_CALL_AT_PASSIVE: PASSIVE_LEVEL (token above); a
-                    // non-alertable kernel-mode wait on a local interval.
-                    let _ =
-                        unsafe { wdk_sys::ntddk::KeDelayExecutionThread(0, 0, &raw mut interval) };
-                }
+        drop(sole_owner(bridge, passive));
+    }
+    STATUS_SUCCESS
+}
+
+/// The value of `shared` once this is its last reference, waiting 1 ms at a time while
+/// callbacks (I/O, cancel) still hold the clones they take for one call. PASSIVE_LEVEL
+/// (the token), so the value can be dropped there.
+fn sole_owner<T>(mut shared: Arc<T>, _passive: Passive) -> T {
+    loop {
+        match Arc::try_unwrap(shared) {
+            Ok(value) => return value,
+            Err(again) => {
+                shared = again;
+                let mut interval = LARGE_INTEGER { QuadPart: -10_000 }; // 1 ms, relative
+                // SAFETY: rule WDF_CALL_AT_PASSIVE: PASSIVE_LEVEL (the token); a
+                // non-alertable kernel-mode wait on a local interval.
+                // `KernelMode` (wdm.h `MODE`) is 0; KPROCESSOR_MODE is a CCHAR.
+                let _ = unsafe { wdk_sys::ntddk::KeDelayExecutionThread(0, 0, &raw mut interval) };
             }
         }
     }
-    STATUS_SUCCESS
 }
 
 /// `EvtFileCleanup` (`EVT_WDF_FILE_CLEANUP`): the last handle of a file object closed.
