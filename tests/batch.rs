@@ -375,9 +375,20 @@ fn send_batch_sends_every_entry_in_order() {
     rig.sim.assert_clean();
 }
 
+/// A rejected batched send sent nothing: the host got no packet and the driver counts
+/// none; then the handle and the device close cleanly.
+fn nothing_sent_then_close(mut rig: Rig, f: FileId) {
+    rig.idle();
+    assert!(rig.host.recv().is_none());
+    assert_eq!(rig.device().bridge().stats().packets_sent, 0);
+    rig.close_file(f);
+    rig.close();
+    rig.sim.assert_clean();
+}
+
 #[test]
 fn send_batch_with_one_bad_entry_sends_nothing() {
-    let mut rig = Rig::deterministic(12, Config::DEFAULT);
+    let rig = Rig::deterministic(12, Config::DEFAULT);
     let f = rig.open_file();
     let too_big = vec![0u8; Config::DEFAULT.max_packet_size as usize + 1];
     let c = done(&rig.ioctl(
@@ -387,12 +398,7 @@ fn send_batch_with_one_bad_entry_sends_nothing() {
         0,
     ));
     assert_eq!(c.status, NtStatus::INVALID_BUFFER_SIZE);
-    rig.idle();
-    assert!(rig.host.recv().is_none());
-    assert_eq!(rig.device().bridge().stats().packets_sent, 0);
-    rig.close_file(f);
-    rig.close();
-    rig.sim.assert_clean();
+    nothing_sent_then_close(rig, f);
 }
 
 #[test]
@@ -452,7 +458,7 @@ fn information_never_exceeds_the_output_send_batch_with_an_output_buffer_sends_n
     // output, and KMDF's verifier bugchecks when a successful IOCTL's `Information` is
     // above its OutputBufferLength. SEND_BATCH has no output (`Information` is a count),
     // so a batch of 5 with a 1-byte output must not succeed with `Information` 5.
-    let mut rig = Rig::deterministic(14, Config::DEFAULT);
+    let rig = Rig::deterministic(14, Config::DEFAULT);
     let f = rig.open_file();
     let payloads: Vec<Vec<u8>> = (0..5).map(|i| msg(i, 8)).collect();
     let c = done(&rig.ioctl(
@@ -467,10 +473,5 @@ fn information_never_exceeds_the_output_send_batch_with_an_output_buffer_sends_n
         c.information
     );
     assert_eq!(c.status, NtStatus::INVALID_PARAMETER);
-    rig.idle();
-    assert!(rig.host.recv().is_none());
-    assert_eq!(rig.device().bridge().stats().packets_sent, 0);
-    rig.close_file(f);
-    rig.close();
-    rig.sim.assert_clean();
+    nothing_sent_then_close(rig, f);
 }
