@@ -361,31 +361,26 @@ impl Core {
     /// Whether the calling code runs inside a state-change callback of this channel,
     /// where the blocking routines (`VmbChannelDisable`, `Start`, `Pause`) are forbidden
     /// (rule BLOCKING_CALL_IN_CALLBACK). A callback running concurrently on another
-    /// thread does not count (KMCL makes the call wait); when the thread identity is
-    /// unknown ([`crate::thread`]) any running callback counts.
-    pub(crate) fn in_own_state_callback(&self) -> bool {
+    /// thread does not count (KMCL makes the call wait). When the thread identity is
+    /// unknown ([`crate::thread`]) while a callback runs, the answer is `if_unknown`:
+    ///
+    /// * `true` for `ServerChannel::start`/`pause`, which are then refused;
+    /// * `false` for the teardown (`Channel::drop`, `close`, `disable`): skipping a
+    ///   teardown leaks an enabled channel, whose callbacks could then run after the
+    ///   driver unloaded, so it waits as KMCL lets it (a drop on another thread while a
+    ///   callback runs is a normal race of PnP removal and a host rescind).
+    ///
+    /// Windows x64 always knows the identity (`KeGetCurrentThread`); ARM64 drivers install
+    /// a source ([`crate::thread::set_thread_id_source`]).
+    pub(crate) fn in_own_state_callback(&self, if_unknown: bool) -> bool {
         if self.in_state_callback.load(Ordering::Acquire) == 0 {
             return false;
         }
         let cb = self.callback_thread.load(Ordering::Acquire);
-        !matches!(crate::thread::current(), Some(me) if cb != 0 && cb != me)
-    }
-
-    /// Whether the calling code is known to run inside a state-change callback of this
-    /// channel: the thread identity is known and is the running callback's. The teardown
-    /// (`Channel::drop`, `close`, `disable`) asks this, not
-    /// [`in_own_state_callback`](Self::in_own_state_callback): skipping a teardown leaks
-    /// an enabled channel, whose callbacks could then run after the driver unloaded, so
-    /// with an unknown identity it waits as KMCL lets it (a drop on another thread while
-    /// a callback runs is a normal race of PnP removal and a host rescind). Windows x64
-    /// always knows the identity (`KeGetCurrentThread`); ARM64 drivers install a source
-    /// ([`crate::thread::set_thread_id_source`]).
-    pub(crate) fn known_in_own_state_callback(&self) -> bool {
-        if self.in_state_callback.load(Ordering::Acquire) == 0 {
-            return false;
+        match crate::thread::current() {
+            Some(me) if cb != 0 => me == cb,
+            _ => if_unknown,
         }
-        let cb = self.callback_thread.load(Ordering::Acquire);
-        cb != 0 && crate::thread::current() == Some(cb)
     }
 }
 
@@ -781,7 +776,7 @@ impl<H: PacketHandler + StateHandler> Channel<H> {
     /// # Safety
     ///
     /// Not inside a state-change callback of this channel
-    /// (`Core::known_in_own_state_callback`; with an unknown thread identity, the driver's
+    /// (`Core::in_own_state_callback(false)`; with an unknown thread identity, the driver's
     /// word: see there).
     unsafe fn disable_raw(&self) {
         let core = &self.inner().core;
@@ -805,7 +800,7 @@ impl<H: PacketHandler + StateHandler> Channel<H> {
     /// The channel itself, untouched, when called inside one of its own state-change
     /// callbacks (rule BLOCKING_CALL_IN_CALLBACK: Disable would wait for that callback).
     pub fn disable(self, _irql: Passive) -> core::result::Result<ChannelBuilder<H>, Self> {
-        if self.inner().core.known_in_own_state_callback() {
+        if self.inner().core.in_own_state_callback(false) {
             return Err(self);
         }
         // SAFETY: rule BLOCKING_CALL_IN_CALLBACK: not inside a state callback of this
@@ -839,7 +834,7 @@ impl<H: PacketHandler + StateHandler> Drop for Channel<H> {
             let _ = unsafe { Passive::assume() };
             return;
         }
-        if self.inner().core.known_in_own_state_callback() {
+        if self.inner().core.in_own_state_callback(false) {
             // Rule BLOCKING_CALL_IN_CALLBACK: VmbChannelDisable would wait for the very
             // callback we run in, and Cleanup would free the context it borrows: leaked,
             // still enabled, as above.

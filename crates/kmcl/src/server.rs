@@ -812,7 +812,7 @@ impl<H: PacketHandler + StateHandler> ServerChannel<H> {
     /// running concurrently on another thread is fine (KMCL makes the call wait); when
     /// the thread identity is unknown ([`crate::thread`]) any running callback refuses.
     fn check_not_in_callback(&self) -> Result {
-        if self.channel.endpoint().core.in_own_state_callback() {
+        if self.channel.endpoint().core.in_own_state_callback(true) {
             return Err(NtStatus::INVALID_DEVICE_STATE);
         }
         Ok(())
