@@ -555,6 +555,49 @@ fn two_handles_make_two_independent_offers() {
 }
 
 #[test]
+fn one_offer_per_instance_a_second_handle_offering_it_is_refused_and_leaves_nothing() {
+    let p = Pair::new(
+        SimConfig::deterministic(14),
+        config(ProcessingMode::Dispatch),
+    );
+    let other_file = FileId(9003);
+    p.offer(0);
+    // The same type and instance from another handle (or program): KMCL refuses the
+    // second offer at Enable; nothing is left of it, and the first is untouched.
+    let handle = p.sim.user_vmbus_handle(TOOL_PROCESS).addr() as u64;
+    let same = VMBRIDGE_CREATE_OFFER_REQUEST::new(0, VMBRIDGE_CHANNEL_TYPE, INSTANCE, handle);
+    let c = p.create_offer_in(TOOL_PROCESS, other_file, build_create_offer(&same));
+    assert_eq!(
+        c.status,
+        NtStatus::from_raw(kmcl_sim::STATUS_OBJECT_NAME_COLLISION)
+    );
+    assert!(p.control.offer(other_file).is_none());
+    assert_eq!(
+        wait(&p.host_req(|c, r| c.read(other_file, r), &[], 64)).status,
+        STATUS_INVALID_DEVICE_STATE
+    );
+    let guest = p
+        .sim
+        .find_offer(&channel_type(), Some(&sim_guid(INSTANCE)))
+        .expect("the first offer")
+        .guest()
+        .expect("guest");
+    p.settle();
+    guest.send_inband(&msg(b'1', 1), false).expect("send");
+    let r = p.host_read();
+    p.settle();
+    assert_eq!(packet(&wait(&r)).1, msg(b'1', 1));
+    // Once the first handle closes, its instance may be offered again.
+    assert!(p.control.close_file(HOST_FILE, passive()).is_some());
+    p.settle();
+    let c = p.create_offer_in(TOOL_PROCESS, other_file, build_create_offer(&same));
+    assert_eq!(c.status, NtStatus::SUCCESS);
+    assert!(p.control.close_file(other_file, passive()).is_some());
+    p.settle();
+    p.sim.assert_clean();
+}
+
+#[test]
 fn a_cancelled_host_read_completes_exactly_once() {
     let mut p = Pair::new(
         SimConfig::deterministic(13),

@@ -69,6 +69,7 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+pub use channel::STATUS_OBJECT_NAME_COLLISION;
 pub use endpoint::{ExternalRing, HostEndpoint, SendError};
 pub use fault::Fault;
 pub use host::HostPacket;

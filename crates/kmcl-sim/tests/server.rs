@@ -42,6 +42,24 @@ fn open_server_with(sim: &Sim, c: &Ctx, extra: impl FnOnce(VMBCHANNEL)) -> VMBCH
 }
 
 fn open_server_impl(sim: &Sim, c: &Ctx, start: bool, extra: impl FnOnce(VMBCHANNEL)) -> VMBCHANNEL {
+    let (ch, status) = enable_server(sim, c, INST, extra);
+    assert_eq!(status, STATUS_SUCCESS);
+    if start {
+        let t = server_table(sim);
+        // SAFETY: rule IRQL_TOO_HIGH: PASSIVE test thread, the channel enabled just above.
+        unsafe { (t.Client.V4.V3.V2.V1.VmbChannelStart.unwrap())(ch) };
+    }
+    ch
+}
+
+/// Allocates and configures a raw server channel for (`IFACE`, `inst`) with the common
+/// driver's callbacks and `extra` init calls; returns it with `VmbChannelEnable`'s status.
+fn enable_server(
+    sim: &Sim,
+    c: &Ctx,
+    inst: GUID,
+    extra: impl FnOnce(VMBCHANNEL),
+) -> (VMBCHANNEL, NTSTATUS) {
     let t = server_table(sim);
     let cl = &t.Client.V4.V3.V2.V1;
     let s = &t.Server.V1;
@@ -62,7 +80,7 @@ fn open_server_impl(sim: &Sim, c: &Ctx, start: bool, extra: impl FnOnce(VMBCHANN
         c.channel
             .store(ch.expose_provenance(), std::sync::atomic::Ordering::SeqCst);
         assert_eq!(
-            (s.VmbServerChannelInitSetTargetInterfaceId.unwrap())(ch, IFACE, INST),
+            (s.VmbServerChannelInitSetTargetInterfaceId.unwrap())(ch, IFACE, inst),
             STATUS_SUCCESS
         );
         assert_eq!(
@@ -79,12 +97,8 @@ fn open_server_impl(sim: &Sim, c: &Ctx, start: bool, extra: impl FnOnce(VMBCHANN
         );
         (cl.VmbChannelSetPointer.unwrap())(ch, std::ptr::from_ref(c).cast_mut().cast::<c_void>());
         extra(ch);
-        assert_eq!((cl.VmbChannelEnable.unwrap())(ch), STATUS_SUCCESS);
-        if start {
-            (cl.VmbChannelStart.unwrap())(ch);
-        }
+        (ch, (cl.VmbChannelEnable.unwrap())(ch))
     }
-    ch
 }
 
 /// A client on the server's offer (the common raw driver).
@@ -201,6 +215,45 @@ fn raw_server_and_raw_client_exchange_both_ways() {
     close(&c, cch);
     disable(&sim, sch);
     sim.assert_clean();
+}
+
+#[test]
+fn one_offer_per_interface_and_instance_a_second_enable_is_refused() {
+    let sim = Sim::new(SimConfig::deterministic(31));
+    let c = Ctx::new(&sim, ECHO);
+    let first = open_server(&sim, &c, true);
+    sim.run_until_idle();
+    // The same type and instance while the first is offered: refused, nothing offered.
+    let d = Ctx::new(&sim, ECHO);
+    let (dup, status) = enable_server(&sim, &d, INST, |_| {});
+    assert_eq!(status, kmcl_sim::STATUS_OBJECT_NAME_COLLISION);
+    // SAFETY: rule CLEANUP_WHILE_ENABLED: Enable failed, the channel is disabled.
+    unsafe {
+        (server_table(&sim)
+            .Client
+            .V4
+            .V3
+            .V2
+            .V1
+            .VmbChannelCleanup
+            .unwrap())(dup)
+    };
+    // Another instance of the same type is another device.
+    let other = GUID::from_fields(0xabcd_0003, 2, 3, [4, 5, 6, 7, 8, 9, 10, 11]);
+    let e = Ctx::new(&sim, ECHO);
+    let (second, status) = enable_server(&sim, &e, other, |_| {});
+    assert_eq!(status, STATUS_SUCCESS);
+    assert!(sim.find_offer(&IFACE, Some(&other)).is_some());
+    disable(&sim, second);
+    // Once the first is rescinded, the pair is free again.
+    disable(&sim, first);
+    sim.run_until_idle();
+    let f = Ctx::new(&sim, ECHO);
+    let (again, status) = enable_server(&sim, &f, INST, |_| {});
+    assert_eq!(status, STATUS_SUCCESS);
+    disable(&sim, again);
+    sim.run_until_idle();
+    assert_eq!(rules(&sim), []);
 }
 
 #[test]

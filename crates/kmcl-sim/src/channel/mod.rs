@@ -53,6 +53,7 @@ use crate::{Rule, SimInner, State};
 
 mod server_side;
 mod slots;
+pub use server_side::STATUS_OBJECT_NAME_COLLISION;
 pub(crate) use server_side::{GpadlBuf, ServerState, guest_opened, rescind_locked};
 use slots::Slots;
 

@@ -22,6 +22,10 @@ use crate::sched::Task;
 use crate::upcall::SaveRestoreCbs;
 use crate::{Rule, SimInner, State};
 
+/// `STATUS_OBJECT_NAME_COLLISION` (`ntstatus.h`): the status of a server channel's Enable
+/// while another enabled server channel offers the same interface type and instance.
+pub const STATUS_OBJECT_NAME_COLLISION: NTSTATUS = 0xC000_0035_u32 as NTSTATUS;
+
 /// A GPADL a client channel created: what a server can map.
 #[derive(Clone, Debug)]
 pub(crate) struct GpadlBuf {
@@ -87,12 +91,28 @@ pub(crate) fn enable(sim: &SimInner, st: &mut State, ch: u64) -> NTSTATUS {
         return STATUS_INVALID_DEVICE_STATE;
     };
     let pipe = s.flags & VMBUS_SERVER_CHANNEL_INIT_FLAG_OFFER_AS_PIPE != 0;
+    let offer = c.offer;
+    // One offer per (interface type, instance) on a VMBus: a second is refused while the
+    // first is offered (inferred: OpenVMM's VMBus server fails such an offer with
+    // `OfferError::AlreadyExists`, and a guest could not tell the two apart).
+    let taken = st.offers.iter().any(|(id, o)| {
+        *id != offer
+            && o.server.is_some()
+            && !o.rescinded
+            && o.cfg.interface_type == ty
+            && o.cfg.interface_instance == inst
+    });
+    if taken {
+        return STATUS_OBJECT_NAME_COLLISION;
+    }
+    let Some(c) = st.channels.get_mut(&ch) else {
+        return STATUS_INVALID_PARAMETER_1;
+    };
     c.state = ChState::Opening;
     c.failure = None;
     // A server channel is paused after Enable until VmbChannelStart (header: "the host
     // side must call it after Enable").
     c.paused = true;
-    let offer = c.offer;
     if let Some(o) = st.offers.get_mut(&offer) {
         o.cfg.interface_type = ty;
         o.cfg.interface_instance = inst;
