@@ -63,7 +63,7 @@ fn enable_server(
     let t = server_table(sim);
     let cl = &t.Client.V4.V3.V2.V1;
     let s = &t.Server.V1;
-    // Registers GET_POINTER for the common callbacks (on a throwaway offer's client).
+    use_table(c);
     let mut ch: VMBCHANNEL = std::ptr::null_mut();
     let mut cb = VMB_CHANNEL_STATE_CHANGE_CALLBACKS_INIT();
     cb.EvtChannelOpened = Some(EvtOpened);
@@ -252,6 +252,44 @@ fn one_offer_per_interface_and_instance_a_second_enable_is_refused() {
     let (again, status) = enable_server(&sim, &f, INST, |_| {});
     assert_eq!(status, STATUS_SUCCESS);
     disable(&sim, again);
+    sim.run_until_idle();
+    assert_eq!(rules(&sim), []);
+}
+
+#[test]
+fn a_guest_that_opens_while_the_server_still_closes_the_last_one_is_opened_after_it() {
+    let sim = Sim::new(SimConfig::deterministic(32));
+    let s = Ctx::new(&sim, ECHO);
+    let sch = open_server(&sim, &s, true);
+    let offer = sim.find_offer(&IFACE, None).expect("offered");
+    let first = offer.guest().expect("first guest");
+    sim.run_until_idle();
+    // The built-in guest leaves and a new one comes before the server's Suspend/Closed of
+    // the first ran: the new open waits for that close, then proceeds (as OpenVMM's VMBus
+    // server's ClosingReopen); it is not lost, nor closed by the old close.
+    first.rescind();
+    let second = offer.guest().expect("second guest");
+    second.send_inband(b"after-reopen", true).expect("send");
+    sim.run_until_idle();
+    assert!(second.is_open(), "the new guest is open");
+    assert_eq!(second.error(), None);
+    assert_eq!(&s.received()[0].0[..12], b"after-reopen");
+    assert_eq!(second.take_completion().map(|(tid, _)| tid), Some(1));
+    // A guest that comes and goes again within the close leaves nothing to reopen.
+    second.rescind();
+    let third = offer.guest().expect("third guest");
+    third.rescind();
+    sim.run_until_idle();
+    let fourth = offer.guest().expect("the offer is free");
+    sim.run_until_idle();
+    assert!(fourth.is_open());
+    let opened = s
+        .events()
+        .iter()
+        .filter(|e| e.starts_with("opened@"))
+        .count();
+    assert_eq!(opened, 3, "first, second and fourth: {:?}", s.events());
+    disable(&sim, sch);
     sim.run_until_idle();
     assert_eq!(rules(&sim), []);
 }

@@ -959,10 +959,11 @@ pub(crate) fn run_close(sim: &Arc<SimInner>, ch: u64) {
     server_side::after_closed(st, ch, &format!("close of server channel {tok:#x}"));
     let offer = st.channels.get(&ch).map(|c| c.offer);
     let mut is_server = false;
+    let mut keep_offered = false;
     if let Some(c) = st.channels.get_mut(&ch) {
         is_server = c.server.is_some();
         // A server whose guest went stays offered (unless Disable arrived meanwhile).
-        let keep_offered = is_server && c.close != Some(CloseReason::Driver);
+        keep_offered = is_server && c.close != Some(CloseReason::Driver);
         c.rings = None;
         c.state = if keep_offered {
             ChState::Opening
@@ -979,10 +980,14 @@ pub(crate) fn run_close(sim: &Arc<SimInner>, ch: u64) {
     }
     if let Some(offer) = offer {
         if let Some(o) = st.offers.get_mut(&offer) {
-            if !is_server || o.host.guest_mode {
+            // After a guest's close the server stays offered, and that guest's end was
+            // closed when it left: a built-in guest attached now is a new one, whose open
+            // waits for this close (`reopen_after_close`).
+            let new_guest = is_server && keep_offered && reason == CloseReason::GuestClosed;
+            if (!is_server || o.host.guest_mode) && !new_guest {
                 o.host.on_close();
             }
-            if is_server && o.host.guest_mode {
+            if is_server && o.host.guest_mode && !new_guest {
                 // The built-in guest's end is gone with the server's close.
                 o.host.guest_mode = false;
                 o.channel = None;
@@ -993,6 +998,8 @@ pub(crate) fn run_close(sim: &Arc<SimInner>, ch: u64) {
         }
         if !is_server {
             server_side::guest_closed(sim, st, offer);
+        } else if keep_offered && reason == CloseReason::GuestClosed {
+            server_side::reopen_after_close(sim, st, ch);
         }
     }
     sim.wake();

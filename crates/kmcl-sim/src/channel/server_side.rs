@@ -58,6 +58,9 @@ pub(crate) struct ServerState {
     pub(crate) save: Option<(Vec<u8>, usize)>,
     /// Restore chunks received so far.
     pub(crate) restore: Vec<u8>,
+    /// A guest opened while the server still ran the previous guest's close: its rings,
+    /// opened once that close ends (OpenVMM's VMBus server: `ClosingReopen`).
+    pub(crate) reopen: Option<RingPair>,
 }
 
 impl ServerState {
@@ -74,6 +77,7 @@ impl ServerState {
             awaiting_start: false,
             save: None,
             restore: Vec::new(),
+            reopen: None,
         }
     }
 }
@@ -174,6 +178,13 @@ pub(crate) fn guest_opened(sim: &SimInner, st: &mut State, offer: u64, pair: &Ri
     let Some(c) = st.channels.get_mut(&server) else {
         return;
     };
+    if c.close == Some(CloseReason::GuestClosed) {
+        // The previous guest's close is still running here: this open waits for it.
+        if let Some(s) = c.server.as_mut() {
+            s.reopen = Some(pair.clone());
+        }
+        return;
+    }
     if c.state != ChState::Opening || c.close.is_some() {
         return;
     }
@@ -194,7 +205,26 @@ pub(crate) fn guest_closed(sim: &SimInner, st: &mut State, offer: u64) {
     let Some(server) = st.offers.get(&offer).and_then(|o| o.server) else {
         return;
     };
+    // A guest that opened during the close and is gone again before it ended: nothing
+    // to reopen.
+    if let Some(s) = st.channels.get_mut(&server).and_then(|c| c.server.as_mut())
+        && s.reopen.take().is_some()
+    {
+        return;
+    }
     begin_close(sim, st, server, CloseReason::GuestClosed);
+}
+
+/// The server channel `ch` ended a guest's close and waits for a guest again: the open of
+/// a guest that came meanwhile proceeds now.
+pub(crate) fn reopen_after_close(sim: &SimInner, st: &mut State, ch: u64) {
+    let Some((offer, pair)) = st.channels.get_mut(&ch).and_then(|c| {
+        let pair = c.server.as_mut()?.reopen.take()?;
+        Some((c.offer, pair))
+    }) else {
+        return;
+    };
+    guest_opened(sim, st, offer, &pair);
 }
 
 /// The server channel `ch` is being disabled: rescind its offer, closing the guest side.

@@ -415,9 +415,9 @@ pub fn send(c: &Ctx, ch: VMBCHANNEL, data: &[u8], flags: u32) -> NTSTATUS {
     s
 }
 
-/// Allocates, initialises and enables a channel on `offer` for a driver with `ctx`.
-/// Returns the channel handle.
-pub fn open(sim: &Sim, offer: &Offer, c: &Ctx) -> Result<VMBCHANNEL, NTSTATUS> {
+/// Points the common callbacks' look-ups ([`ctx`], the packet's channel) at `c`'s table:
+/// before any callback of a channel opened without [`open`] (a raw server) can run.
+pub fn use_table(c: &Ctx) {
     let t = &c.table;
     GET_POINTER.store(
         t.VmbChannelGetPointer
@@ -429,6 +429,13 @@ pub fn open(sim: &Sim, offer: &Offer, c: &Ctx) -> Result<VMBCHANNEL, NTSTATUS> {
             .map_or(std::ptr::null_mut(), |f| f as *mut ()),
         Ordering::SeqCst,
     );
+}
+
+/// Allocates, initialises and enables a channel on `offer` for a driver with `ctx`.
+/// Returns the channel handle.
+pub fn open(sim: &Sim, offer: &Offer, c: &Ctx) -> Result<VMBCHANNEL, NTSTATUS> {
+    let t = &c.table;
+    use_table(c);
     let _ = sim;
     let mut ch: VMBCHANNEL = std::ptr::null_mut();
     let alloc = t.VmbChannelAllocate.ok_or(STATUS_NOT_IMPLEMENTED)?;
