@@ -164,6 +164,18 @@ impl WinPending {
         self.handle.as_raw_handle()
     }
 
+    /// Whether the I/O manager is done with the request: its status block no longer
+    /// reads `STATUS_PENDING` (`HasOverlappedIoCompleted`; "when the request is issued,
+    /// the system sets this member to STATUS_PENDING", the `OVERLAPPED` page of the
+    /// Win32 documentation).
+    fn completed(&self) -> bool {
+        // SAFETY: a read of a field of the OVERLAPPED `self` owns; volatile because the
+        // kernel writes it outside Rust's view while the request runs (rule: the
+        // status block is written by the I/O manager until the completion).
+        let internal = unsafe { ptr::read_volatile(&raw const self.ov.Internal) };
+        internal as u32 != NtStatus::PENDING.raw() as u32
+    }
+
     /// Records the end from the status block.
     fn record(&mut self, win32: Option<u32>) -> Completion {
         let status = NtStatus::from_raw(self.ov.Internal as u32 as i32);
@@ -199,16 +211,25 @@ impl Pending for WinPending {
         // SAFETY: `ov` is the OVERLAPPED this request was issued with, alive in `self`.
         let ok =
             unsafe { GetOverlappedResultEx(self.raw(), &raw const *self.ov, &raw mut n, ms, 0) };
-        if ok != 0 {
-            return Ok(Some(self.record(None)));
-        }
-        // SAFETY: reads the calling thread's last error.
-        let err = unsafe { GetLastError() };
-        if err == WAIT_TIMEOUT || err == ERROR_IO_INCOMPLETE {
+        let err = (ok == 0).then(|| {
+            // SAFETY: reads the calling thread's last error.
+            unsafe { GetLastError() }
+        });
+        if matches!(err, Some(WAIT_TIMEOUT | ERROR_IO_INCOMPLETE)) {
             return Ok(None);
         }
-        // Completed with a failure status (in the status block).
-        Ok(Some(self.record(Some(err))))
+        // A failure is the request's own status only once the status block says it
+        // completed: GetOverlappedResultEx also fails when its wait fails ("use
+        // GetLastError to get extended error information"), with the request still in
+        // flight. Recording that as the end would free the buffers under the I/O
+        // (`Drop` skips its cancel and wait for a recorded request).
+        if !self.completed() {
+            return Err(match err {
+                Some(e) => io::Error::from_raw_os_error(e as i32),
+                None => io::Error::other("GetOverlappedResultEx succeeded on a pending request"),
+            });
+        }
+        Ok(Some(self.record(err)))
     }
 
     fn cancel(&mut self) {
@@ -234,6 +255,18 @@ impl Drop for WinPending {
         // SAFETY: as above; bWait = TRUE.
         unsafe {
             GetOverlappedResult(self.raw(), &raw const *self.ov, &raw mut n, 1);
+        }
+        if !self.completed() {
+            // The wait itself failed with the request still in flight: the kernel may
+            // still write the OVERLAPPED and the output, so they are leaked rather
+            // than freed (the event and the file handle may close: the I/O manager
+            // holds its own references to both objects).
+            Box::leak(std::mem::replace(
+                &mut self.ov,
+                Box::new(OVERLAPPED::default()),
+            ));
+            std::mem::forget(std::mem::replace(&mut self._input, AlignedBuf::zeroed(0)));
+            std::mem::forget(std::mem::replace(&mut self.output, AlignedBuf::zeroed(0)));
         }
     }
 }
