@@ -277,6 +277,13 @@ fn len32(n: usize) -> io::Result<u32> {
 
 impl Transport for WinTransport {
     fn submit(&self, req: Request<'_>) -> io::Result<Box<dyn Pending + '_>> {
+        // The lengths are DWORDs: checked before anything is allocated or created.
+        let (in_len, out_len) = match req {
+            Request::Read { out_len } => (0, out_len),
+            Request::Write { data } => (data.len(), 0),
+            Request::Ioctl { input, out_len, .. } => (input.len(), out_len),
+        };
+        let (in_len, out_len) = (len32(in_len)?, len32(out_len)?);
         // SAFETY: a manual-reset, initially non-signalled, unnamed event.
         let ev = unsafe { CreateEventW(ptr::null(), 1, 0, ptr::null()) };
         if ev.is_null() {
@@ -284,23 +291,22 @@ impl Transport for WinTransport {
         }
         // SAFETY: `ev` was just created and is owned here.
         let event = unsafe { OwnedHandle::from_raw_handle(ev) };
-        let (input, out_len) = match req {
-            Request::Read { out_len } => (AlignedBuf::zeroed(0), out_len),
-            Request::Write { data } => (AlignedBuf::from_slice(data), 0),
-            Request::Ioctl { input, out_len, .. } => (AlignedBuf::from_slice(input), out_len),
+        let input = match req {
+            Request::Read { .. } => AlignedBuf::zeroed(0),
+            Request::Write { data: bytes } | Request::Ioctl { input: bytes, .. } => {
+                AlignedBuf::from_slice(bytes)
+            }
         };
         let mut p = Box::new(WinPending {
             handle: self.handle.clone(),
             ov: Box::new(OVERLAPPED::default()),
             _event: event,
             _input: input,
-            output: AlignedBuf::zeroed(out_len),
+            output: AlignedBuf::zeroed(out_len as usize),
             done: None,
         });
         p.ov.hEvent = ev;
         let h = p.raw();
-        let in_len = len32(p._input.as_slice().len())?;
-        let out_len = len32(out_len)?;
         let in_ptr = p._input.as_slice().as_ptr();
         let out_ptr = p.output.as_mut_slice().as_mut_ptr();
         let ov: *mut OVERLAPPED = &raw mut *p.ov;
