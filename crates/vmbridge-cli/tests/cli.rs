@@ -161,6 +161,21 @@ fn bench_reports_rate_latency_and_batches() {
 }
 
 #[test]
+fn bench_size_range_the_largest_size_the_argument_takes_runs_with_sim() {
+    // `--size` takes 1..=65536; the default ring (16 pages) carries 61,400 bytes a packet.
+    for (mode, what) in [
+        (None, "single reads: 3 packets"),
+        (Some("--batch"), "batched reads: 3 packets"),
+        (Some("--roundtrip"), "round trips: 3 packets"),
+    ] {
+        let mut args = vec!["--sim", "bench", "--packets", "3", "--size", "65536"];
+        args.extend(mode);
+        let out = ok(&args);
+        assert!(out.contains(what), "{args:?}: {out}");
+    }
+}
+
+#[test]
 fn offer_in_host_mode_binds_a_simulated_guest() {
     let out = ok(&[
         "--sim",
