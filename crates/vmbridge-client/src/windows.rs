@@ -100,9 +100,16 @@ pub fn list() -> io::Result<Vec<OsString>> {
 ///
 /// # Errors
 ///
-/// `CreateFileW`'s error.
+/// `InvalidInput` for a path with a NUL in it; `CreateFileW`'s error.
 pub fn open(path: &OsStr) -> io::Result<Device<'static>> {
     let wide: Vec<u16> = path.encode_wide().chain(std::iter::once(0)).collect();
+    if wide[..wide.len() - 1].contains(&0) {
+        // CreateFileW reads up to the first NUL: it would open a shorter path.
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "device path contains a NUL character",
+        ));
+    }
     // SAFETY: `wide` is NUL-terminated; no security attributes, no template.
     let h = unsafe {
         CreateFileW(
