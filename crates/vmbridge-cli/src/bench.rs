@@ -252,9 +252,17 @@ mod source {
                 1,
             ));
         }
+        let max_packet_size = a.size.next_multiple_of(8).max(4096);
+        // A ring that carries one packet of --size: the default one (16 pages) carries
+        // 61,400 bytes, and the driver lowers MaxPacketSize to that (Config::fit_ring),
+        // so larger packets never arrived and larger sends were refused.
+        let ring_buffer_pages = (Config::DEFAULT.ring_buffer_pages..512)
+            .find(|&pages| Config::ring_payload_limit(pages) >= max_packet_size)
+            .unwrap_or(512);
         let config = Config {
             queue_depth: a.depth,
-            max_packet_size: a.size.next_multiple_of(8).max(4096),
+            max_packet_size,
+            ring_buffer_pages,
             ..Config::DEFAULT
         };
         let g = SimGuest::new(config);

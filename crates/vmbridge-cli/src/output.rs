@@ -30,6 +30,10 @@ pub fn parse_hex(text: &str) -> Result<HexBytes, String> {
         .chunks(2)
         .map(|p| {
             let s = std::str::from_utf8(p).map_err(|_| "not hex".to_string())?;
+            // Two hex digits: `from_str_radix` alone also takes a sign ("+f").
+            if !p.iter().all(u8::is_ascii_hexdigit) {
+                return Err(format!("{s:?} is not a hex byte"));
+            }
             u8::from_str_radix(s, 16).map_err(|_| format!("{s:?} is not a hex byte"))
         })
         .collect::<Result<_, _>>()
@@ -45,6 +49,8 @@ pub fn parse_guid_arg(text: &str) -> Result<u128, String> {
 /// Parses a decimal or `0x` hex number.
 pub fn parse_u64(text: &str) -> Result<u64, String> {
     let r = match text.strip_prefix("0x") {
+        // Hex digits only: `from_str_radix` alone also takes a sign ("0x+5").
+        Some(h) if h.starts_with('+') => return Err(format!("{text:?}: not a hex number")),
         Some(h) => u64::from_str_radix(h, 16),
         None => text.parse(),
     };

@@ -161,6 +161,21 @@ fn bench_reports_rate_latency_and_batches() {
 }
 
 #[test]
+fn bench_size_range_the_largest_size_the_argument_takes_runs_with_sim() {
+    // `--size` takes 1..=65536; the default ring (16 pages) carries 61,400 bytes a packet.
+    for (mode, what) in [
+        (None, "single reads: 3 packets"),
+        (Some("--batch"), "batched reads: 3 packets"),
+        (Some("--roundtrip"), "round trips: 3 packets"),
+    ] {
+        let mut args = vec!["--sim", "bench", "--packets", "3", "--size", "65536"];
+        args.extend(mode);
+        let out = ok(&args);
+        assert!(out.contains(what), "{args:?}: {out}");
+    }
+}
+
+#[test]
 fn offer_in_host_mode_binds_a_simulated_guest() {
     let out = ok(&[
         "--sim",
@@ -234,4 +249,25 @@ fn without_sim_on_linux_the_tool_says_there_is_no_device() {
     let o = vmbridge(&["info"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--sim"));
+}
+
+#[test]
+fn signs_are_not_digits_hex_bytes_and_numbers_with_a_sign_get_exit_status_2() {
+    // `u8::from_str_radix` and `u64::from_str_radix` accept a leading `+` (a decimal
+    // `+5` stays a number, as clap's own numeric arguments take it).
+    bad(&["--sim", "send", "--hex", "+f+f"], "not a hex byte");
+    bad(&["--sim", "send", "--hex", "0+ff"], "not a hex byte");
+    let offer = |handle: &'static str| {
+        [
+            "--sim",
+            "offer",
+            "--type",
+            "2942a8b6-8b33-4dd5-8dbb-6dba460aea7b",
+            "--instance",
+            "00000000-0000-0000-0000-000000000001",
+            "--vmbus-handle",
+            handle,
+        ]
+    };
+    bad(&offer("0x+5"), "--vmbus-handle");
 }

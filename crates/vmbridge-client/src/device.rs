@@ -195,6 +195,19 @@ fn finish(p: &mut dyn Pending, timeout: Option<Duration>) -> io::Result<(Complet
     Ok((c, true))
 }
 
+/// An output size the driver asked for (`Information` of `STATUS_BUFFER_TOO_SMALL`, or
+/// header + `PayloadLength` with `STATUS_BUFFER_OVERFLOW`), before it is allocated and
+/// asked again: an output buffer's length is a `DWORD` (`DeviceIoControl`'s
+/// `nOutBufferSize`), so a larger size is not believed (`InvalidData`), rather than
+/// allocated or overflowing the allocation's size.
+fn reported_out_len(op: &'static str, status: NtStatus, need: usize) -> io::Result<usize> {
+    if u32::try_from(need).is_ok() {
+        Ok(need)
+    } else {
+        Err(bad_output(op, status))
+    }
+}
+
 fn check(op: &'static str, c: &Completion) -> io::Result<()> {
     check_status(op, &c.status())
 }
@@ -619,7 +632,7 @@ impl<'t> Device<'t> {
             if c.status == NtStatus::BUFFER_OVERFLOW {
                 // The packet stays queued; the header says how much room it needs.
                 let h = VMBRIDGE_PACKET_HEADER::parse(payload).map_err(|s| bad_output(op, s))?;
-                let need = HDR + h.PayloadLength as usize;
+                let need = reported_out_len(op, c.status, HDR + h.PayloadLength as usize)?;
                 if need <= out_len {
                     return Err(bad_output(op, NtStatus::BUFFER_OVERFLOW));
                 }
@@ -759,7 +772,10 @@ impl<'t> Device<'t> {
                 &mut |c, out| {
                     status = c.status;
                     if c.status == NtStatus::BUFFER_TOO_SMALL && c.information > out_len {
-                        retry = Some(c.information);
+                        outcome = reported_out_len(op, c.status, c.information).map(|need| {
+                            retry = Some(need);
+                            0
+                        });
                         return;
                     }
                     outcome = lend_batch(op, &c, out, &mut each);

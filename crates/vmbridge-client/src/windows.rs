@@ -100,9 +100,16 @@ pub fn list() -> io::Result<Vec<OsString>> {
 ///
 /// # Errors
 ///
-/// `CreateFileW`'s error.
+/// `InvalidInput` for a path with a NUL in it; `CreateFileW`'s error.
 pub fn open(path: &OsStr) -> io::Result<Device<'static>> {
     let wide: Vec<u16> = path.encode_wide().chain(std::iter::once(0)).collect();
+    if wide[..wide.len() - 1].contains(&0) {
+        // CreateFileW reads up to the first NUL: it would open a shorter path.
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "device path contains a NUL character",
+        ));
+    }
     // SAFETY: `wide` is NUL-terminated; no security attributes, no template.
     let h = unsafe {
         CreateFileW(
@@ -164,6 +171,18 @@ impl WinPending {
         self.handle.as_raw_handle()
     }
 
+    /// Whether the I/O manager is done with the request: its status block no longer
+    /// reads `STATUS_PENDING` (`HasOverlappedIoCompleted`; "when the request is issued,
+    /// the system sets this member to STATUS_PENDING", the `OVERLAPPED` page of the
+    /// Win32 documentation).
+    fn completed(&self) -> bool {
+        // SAFETY: a read of a field of the OVERLAPPED `self` owns; volatile because the
+        // kernel writes it outside Rust's view while the request runs (rule: the
+        // status block is written by the I/O manager until the completion).
+        let internal = unsafe { ptr::read_volatile(&raw const self.ov.Internal) };
+        internal as u32 != NtStatus::PENDING.raw() as u32
+    }
+
     /// Records the end from the status block.
     fn record(&mut self, win32: Option<u32>) -> Completion {
         let status = NtStatus::from_raw(self.ov.Internal as u32 as i32);
@@ -199,16 +218,25 @@ impl Pending for WinPending {
         // SAFETY: `ov` is the OVERLAPPED this request was issued with, alive in `self`.
         let ok =
             unsafe { GetOverlappedResultEx(self.raw(), &raw const *self.ov, &raw mut n, ms, 0) };
-        if ok != 0 {
-            return Ok(Some(self.record(None)));
-        }
-        // SAFETY: reads the calling thread's last error.
-        let err = unsafe { GetLastError() };
-        if err == WAIT_TIMEOUT || err == ERROR_IO_INCOMPLETE {
+        let err = (ok == 0).then(|| {
+            // SAFETY: reads the calling thread's last error.
+            unsafe { GetLastError() }
+        });
+        if matches!(err, Some(WAIT_TIMEOUT | ERROR_IO_INCOMPLETE)) {
             return Ok(None);
         }
-        // Completed with a failure status (in the status block).
-        Ok(Some(self.record(Some(err))))
+        // A failure is the request's own status only once the status block says it
+        // completed: GetOverlappedResultEx also fails when its wait fails ("use
+        // GetLastError to get extended error information"), with the request still in
+        // flight. Recording that as the end would free the buffers under the I/O
+        // (`Drop` skips its cancel and wait for a recorded request).
+        if !self.completed() {
+            return Err(match err {
+                Some(e) => io::Error::from_raw_os_error(e as i32),
+                None => io::Error::other("GetOverlappedResultEx succeeded on a pending request"),
+            });
+        }
+        Ok(Some(self.record(err)))
     }
 
     fn cancel(&mut self) {
@@ -235,6 +263,18 @@ impl Drop for WinPending {
         unsafe {
             GetOverlappedResult(self.raw(), &raw const *self.ov, &raw mut n, 1);
         }
+        if !self.completed() {
+            // The wait itself failed with the request still in flight: the kernel may
+            // still write the OVERLAPPED and the output, so they are leaked rather
+            // than freed (the event and the file handle may close: the I/O manager
+            // holds its own references to both objects).
+            Box::leak(std::mem::replace(
+                &mut self.ov,
+                Box::new(OVERLAPPED::default()),
+            ));
+            std::mem::forget(std::mem::replace(&mut self._input, AlignedBuf::zeroed(0)));
+            std::mem::forget(std::mem::replace(&mut self.output, AlignedBuf::zeroed(0)));
+        }
     }
 }
 
@@ -244,6 +284,13 @@ fn len32(n: usize) -> io::Result<u32> {
 
 impl Transport for WinTransport {
     fn submit(&self, req: Request<'_>) -> io::Result<Box<dyn Pending + '_>> {
+        // The lengths are DWORDs: checked before anything is allocated or created.
+        let (in_len, out_len) = match req {
+            Request::Read { out_len } => (0, out_len),
+            Request::Write { data } => (data.len(), 0),
+            Request::Ioctl { input, out_len, .. } => (input.len(), out_len),
+        };
+        let (in_len, out_len) = (len32(in_len)?, len32(out_len)?);
         // SAFETY: a manual-reset, initially non-signalled, unnamed event.
         let ev = unsafe { CreateEventW(ptr::null(), 1, 0, ptr::null()) };
         if ev.is_null() {
@@ -251,23 +298,22 @@ impl Transport for WinTransport {
         }
         // SAFETY: `ev` was just created and is owned here.
         let event = unsafe { OwnedHandle::from_raw_handle(ev) };
-        let (input, out_len) = match req {
-            Request::Read { out_len } => (AlignedBuf::zeroed(0), out_len),
-            Request::Write { data } => (AlignedBuf::from_slice(data), 0),
-            Request::Ioctl { input, out_len, .. } => (AlignedBuf::from_slice(input), out_len),
+        let input = match req {
+            Request::Read { .. } => AlignedBuf::zeroed(0),
+            Request::Write { data: bytes } | Request::Ioctl { input: bytes, .. } => {
+                AlignedBuf::from_slice(bytes)
+            }
         };
         let mut p = Box::new(WinPending {
             handle: self.handle.clone(),
             ov: Box::new(OVERLAPPED::default()),
             _event: event,
             _input: input,
-            output: AlignedBuf::zeroed(out_len),
+            output: AlignedBuf::zeroed(out_len as usize),
             done: None,
         });
         p.ov.hEvent = ev;
         let h = p.raw();
-        let in_len = len32(p._input.as_slice().len())?;
-        let out_len = len32(out_len)?;
         let in_ptr = p._input.as_slice().as_ptr();
         let out_ptr = p.output.as_mut_slice().as_mut_ptr();
         let ov: *mut OVERLAPPED = &raw mut *p.ov;
