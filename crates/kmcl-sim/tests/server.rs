@@ -295,6 +295,32 @@ fn a_guest_that_opens_while_the_server_still_closes_the_last_one_is_opened_after
 }
 
 #[test]
+fn disable_during_a_ring_fault_close_ends_disabled_and_rescinds() {
+    for steps in 0..4 {
+        let sim = Sim::new(SimConfig::deterministic(33).collect());
+        let s = Ctx::new(&sim, ECHO);
+        let sch = open_server(&sim, &s, true);
+        let guest = sim
+            .find_offer(&IFACE, None)
+            .expect("offered")
+            .guest()
+            .expect("guest");
+        sim.run_until_idle();
+        // The guest writes bytes that are no packet: the server's channel closes with a
+        // ring fault. Its Disable, whenever it comes, still ends Disabled (no DEADLOCK),
+        // and the offer goes.
+        guest.send_raw(&[0x72]).expect("written");
+        for _ in 0..steps {
+            sim.step();
+        }
+        disable(&sim, sch);
+        sim.run_until_idle();
+        assert_eq!(rules(&sim), [], "{steps} steps");
+        assert!(sim.find_offer(&IFACE, None).is_none(), "{steps} steps");
+    }
+}
+
+#[test]
 fn server_channel_is_paused_until_start() {
     let sim = Sim::new(SimConfig::deterministic(3));
     let s = Ctx::new(&sim, ECHO);

@@ -810,8 +810,12 @@ pub(crate) fn begin_close(sim: &SimInner, st: &mut State, ch: u64, reason: Close
         return;
     };
     let server = c.server.is_some();
-    if server && reason == CloseReason::Driver && c.close == Some(CloseReason::GuestClosed) {
-        // Disable during a guest close: that close now ends Disabled, and the offer goes.
+    if server
+        && reason == CloseReason::Driver
+        && c.close.as_ref().is_some_and(|r| *r != CloseReason::Driver)
+    {
+        // Disable during another close (the guest's, or a ring fault's): that close now
+        // ends Disabled, and the offer goes (a server's close ends offered otherwise).
         c.close = Some(CloseReason::Driver);
         server_side::rescind_offer(sim, st, ch);
         return;
