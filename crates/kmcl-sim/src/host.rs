@@ -334,6 +334,11 @@ pub(crate) enum SignalWhy {
 
 /// KMCL signals the host of channel `ch`; the built-in host checks the signal.
 pub(crate) fn signal_host(sim: &SimInner, st: &mut State, ch: u64, why: SignalWhy) {
+    if st.channels.get(&ch).is_some_and(|c| c.guest_gone()) {
+        // A server still closing after its guest left writes the ring of that guest: the
+        // signal is for nobody (a guest attached now is a new one, on new rings).
+        return;
+    }
     if let Some(peer) = signal_peer(st, ch) {
         // A server channel and a client channel on one ring pair: the other end's DPC.
         let is_server = st.channels.get(&ch).is_some_and(|c| c.server.is_some());

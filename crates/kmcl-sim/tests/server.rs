@@ -295,6 +295,44 @@ fn a_guest_that_opens_while_the_server_still_closes_the_last_one_is_opened_after
 }
 
 #[test]
+fn spurious_signal_a_send_into_a_gone_guests_ring_signals_nobody() {
+    let sim = Sim::new(SimConfig::deterministic(34).collect());
+    let s = Ctx::new(&sim, ECHO);
+    let sch = open_server(&sim, &s, true);
+    let offer = sim.find_offer(&IFACE, None).expect("offered");
+    let first = offer.guest().expect("first guest");
+    sim.run_until_idle();
+    // The guest leaves and a new one comes at once (its open waits for the old close);
+    // a send in between goes into the ring of the guest that left: its signal is for
+    // nobody, not for the new guest, whose reader has seen no packet yet.
+    first.rescind();
+    let second = offer.guest().expect("second guest");
+    let before = sim.stats();
+    for _ in 0..3 {
+        let _ = send(&s, sch, b"into-the-old-ring", 0);
+    }
+    let after = sim.stats();
+    assert_eq!(
+        (after.guest_to_host_signals, after.spurious_guest_to_host),
+        (before.guest_to_host_signals, before.spurious_guest_to_host),
+        "no signal for a guest that is gone"
+    );
+    sim.run_until_idle();
+    assert!(second.is_open());
+    // The new guest's ring works, and its first packet is signalled as the rules say.
+    assert_eq!(send(&s, sch, b"to-the-new-guest", 0), STATUS_SUCCESS);
+    sim.run_until_idle();
+    let got: Vec<Vec<u8>> = std::iter::from_fn(|| second.recv().map(|p| p.payload)).collect();
+    assert_eq!(
+        got.last().map(Vec::as_slice),
+        Some(&b"to-the-new-guest"[..])
+    );
+    disable(&sim, sch);
+    sim.run_until_idle();
+    assert_eq!(rules(&sim), []);
+}
+
+#[test]
 fn disable_during_a_ring_fault_close_ends_disabled_and_rescinds() {
     for steps in 0..4 {
         let sim = Sim::new(SimConfig::deterministic(33).collect());

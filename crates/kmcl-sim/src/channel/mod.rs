@@ -448,6 +448,12 @@ impl Channel {
         self.init.flags & VMBUS_CHANNEL_INIT_FLAG_IS_PIPE != 0
     }
 
+    /// A server still closing after its guest left: its rings are that guest's, whom no
+    /// signal reaches any more.
+    pub(crate) fn guest_gone(&self) -> bool {
+        self.close == Some(CloseReason::GuestClosed)
+    }
+
     pub(crate) const fn is_open(&self) -> bool {
         matches!(
             self.state,
