@@ -467,8 +467,9 @@ thread_local! {
     /// `VmbChannelPacketDeferToPassive` marked the in-line packet of this thread deferred
     /// (spares the delivery a look-up of its packet when it was not).
     static INLINE_DEFERRED: Cell<bool> = const { Cell::new(false) };
-    /// The channel whose state-change callback runs on this thread.
-    static IN_STATE_CB: Cell<Option<u64>> = const { Cell::new(None) };
+    /// The channel whose state-change callback, or PASSIVE_LEVEL
+    /// `EvtVmbChannelProcessingComplete`, runs on this thread.
+    static IN_CALLBACK: Cell<Option<u64>> = const { Cell::new(None) };
 }
 
 /// Whether `tok` is the packet whose ProcessPacket call runs in-line on this thread.
@@ -476,20 +477,33 @@ pub(crate) fn is_inline_packet(tok: usize) -> bool {
     tok != 0 && INLINE_PACKET.with(|c| c.get() == tok)
 }
 
-/// Whether a state-change callback of `ch` runs on this thread.
-pub(crate) fn in_state_callback(ch: u64) -> bool {
-    IN_STATE_CB.with(|c| c.get() == Some(ch))
+/// Whether a state-change callback of `ch`, its PASSIVE_LEVEL ProcessingComplete, or the
+/// in-line `EvtVmbChannelProcessPacket` of one of its packets, runs on this thread: where
+/// the blocking routines (Disable, Pause, Start) would wait for the very callback that calls
+/// them. The packet's channel is looked up only here (the delivery records just the packet
+/// token).
+pub(crate) fn in_callback(ch: u64) -> bool {
+    if IN_CALLBACK.with(|c| c.get() == Some(ch)) {
+        return true;
+    }
+    let tok = INLINE_PACKET.with(Cell::get);
+    tok != 0
+        && matches!(
+            registry::lookup(tok),
+            registry::Lookup::Live(_, Obj::Incoming { ch: c, .. })
+                | registry::Lookup::Stale(_, Obj::Incoming { ch: c, .. }) if c == ch
+        )
 }
 
 struct CbGuard(Option<u64>);
 impl Drop for CbGuard {
     fn drop(&mut self) {
-        IN_STATE_CB.with(|c| c.set(self.0));
+        IN_CALLBACK.with(|c| c.set(self.0));
     }
 }
 
 fn call_state(ch_id: u64, tok: usize, cbs: StateCbs, ev: StateEvent) -> NTSTATUS {
-    let _g = CbGuard(IN_STATE_CB.with(|c| c.replace(Some(ch_id))));
+    let _g = CbGuard(IN_CALLBACK.with(|c| c.replace(Some(ch_id))));
     let _irql = sched::set_irql(sched::PASSIVE_LEVEL);
     upcall::call_state(cbs, tok, ev)
 }
@@ -837,7 +851,7 @@ pub(crate) fn begin_close(sim: &SimInner, st: &mut State, ch: u64, reason: Close
 
 /// `VmbChannelDisable`: close and wait until the channel is Disabled.
 pub(crate) fn disable(sim: &Arc<SimInner>, ch: u64, site: &dyn Fn() -> String) {
-    if in_state_callback(ch) {
+    if in_callback(ch) {
         sim.violation(Rule::BlockingCallInCallback, site());
         return;
     }
@@ -1110,7 +1124,7 @@ pub(crate) fn cleanup(sim: &Arc<SimInner>, ch: u64, site: &dyn Fn() -> String) {
 
 /// `VmbChannelPause`: Suspend, wait for outstanding packets; deliveries stop until Start.
 pub(crate) fn pause(sim: &Arc<SimInner>, ch: u64, site: &dyn Fn() -> String) {
-    if in_state_callback(ch) {
+    if in_callback(ch) {
         sim.violation(Rule::BlockingCallInCallback, site());
         return;
     }
@@ -1147,7 +1161,7 @@ pub(crate) fn pause(sim: &Arc<SimInner>, ch: u64, site: &dyn Fn() -> String) {
 
 /// `VmbChannelStart`: leaves the paused state (guest channels start implicitly).
 pub(crate) fn start(sim: &Arc<SimInner>, ch: u64, site: &dyn Fn() -> String) {
-    if in_state_callback(ch) {
+    if in_callback(ch) {
         sim.violation(Rule::BlockingCallInCallback, site());
         return;
     }
@@ -1750,6 +1764,8 @@ pub(crate) fn run_passive(sim: &Arc<SimInner>, ch: u64) {
         }
     }
     if batch > 0 {
+        // At PASSIVE_LEVEL a blocking routine is callable here, and would wait for this call.
+        let _g = CbGuard(IN_CALLBACK.with(|c| c.replace(Some(ch))));
         upcall::call_processing_complete(cbs, tok, batch);
         sim.lock().stats.batches += 1;
     }
