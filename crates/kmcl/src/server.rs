@@ -20,8 +20,8 @@
 //! * after [`enable`](ServerChannelBuilder::enable) the channel is offered but **paused**:
 //!   call [`ServerChannel::start`] (the header: "the host side must call it after
 //!   Enable"). Start and Pause take a [`Passive`] token and refuse to run inside a
-//!   state-change callback of the channel (`INVALID_DEVICE_STATE`; the simulator's
-//!   `BLOCKING_CALL_IN_CALLBACK`);
+//!   state-change callback or a PASSIVE_LEVEL packet callback of the channel
+//!   (`INVALID_DEVICE_STATE`; the simulator's `BLOCKING_CALL_IN_CALLBACK`);
 //! * a guest close runs `suspend`/`closed` and leaves the offer up (the next guest open
 //!   runs `opened` again); [`ServerChannel::close`] rescinds the offer;
 //! * it may map a GPADL the guest shared ([`ServerChannel::map_gpadl`]); the
@@ -808,11 +808,12 @@ impl<H: PacketHandler + StateHandler> ServerChannel<H> {
         self.channel.handler()
     }
 
-    /// Refuses a call made inside a state-change callback of this channel. A callback
-    /// running concurrently on another thread is fine (KMCL makes the call wait); when
-    /// the thread identity is unknown ([`crate::thread`]) any running callback refuses.
+    /// Refuses a call made inside a state-change callback or a PASSIVE_LEVEL packet
+    /// callback of this channel. A callback running concurrently on another thread is fine
+    /// (KMCL makes the call wait); when the thread identity is unknown ([`crate::thread`])
+    /// any running state callback refuses (packet deliveries are then not tracked).
     fn check_not_in_callback(&self) -> Result {
-        if self.channel.endpoint().core.in_own_state_callback(true) {
+        if self.channel.endpoint().core.in_own_callback(true) {
             return Err(NtStatus::INVALID_DEVICE_STATE);
         }
         Ok(())
@@ -823,14 +824,16 @@ impl<H: PacketHandler + StateHandler> ServerChannel<H> {
     /// # Errors
     ///
     /// `INVALID_DEVICE_STATE` inside a state-change callback of this channel (the
-    /// header forbids Start there; it would deadlock). From another thread while such a
+    /// header forbids Start there; it would deadlock), or inside one of its packet
+    /// callbacks delivered at PASSIVE_LEVEL. From another thread while such a
     /// callback runs it is allowed when the thread identity is known
     /// ([`crate::thread::set_thread_id_source`]), refused otherwise.
     pub fn start(&self, _irql: Passive) -> Result {
         self.check_not_in_callback()?;
         let f = kfn!(self.server.kmcl.v1.VmbChannelStart);
-        // SAFETY: rule BLOCKING_CALL_IN_CALLBACK: not inside a state-change callback
-        // (checked); PASSIVE by the token; the channel is Enabled (type invariant).
+        // SAFETY: rule BLOCKING_CALL_IN_CALLBACK: not inside a state-change or PASSIVE_LEVEL
+        // packet callback (checked); PASSIVE by the token; the channel is Enabled (type
+        // invariant).
         unsafe { f(self.channel.endpoint().raw()) };
         Ok(())
     }
@@ -949,8 +952,8 @@ impl<H: PacketHandler + StateHandler> ServerChannel<H> {
     ///
     /// # Errors
     ///
-    /// The channel itself, untouched, inside one of its own state-change callbacks (as
-    /// [`Channel::disable`]).
+    /// The channel itself, untouched, inside one of its own state-change callbacks or
+    /// PASSIVE_LEVEL packet callbacks (as [`Channel::disable`]).
     pub fn disable(self, irql: Passive) -> core::result::Result<ServerChannelBuilder<H>, Self> {
         let Self {
             channel,
