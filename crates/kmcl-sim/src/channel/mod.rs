@@ -407,6 +407,10 @@ pub(crate) struct Channel {
     pub(crate) completion_queue: VecDeque<(u64, Vec<u8>)>,
     pub(crate) passive_q: VecDeque<(u64, bool)>,
     pub(crate) dpc_active: bool,
+    /// `run_passive` calls running now for this channel (delivering the packets it took from
+    /// `passive_q`, then ProcessingComplete): Suspend waits for them as for `dpc_active`
+    /// (more than one only when a deterministic step nests one in another).
+    pub(crate) passive_running: u32,
     /// Send completion routines of this channel running now on other threads (threaded
     /// mode only; deterministic mode runs nothing beside them). `VmbChannelDisable` does not
     /// return while one runs: the routine may still free its packet or touch its context,
@@ -566,6 +570,7 @@ pub(crate) fn allocate(
             completion_queue: VecDeque::new(),
             passive_q: VecDeque::new(),
             dpc_active: false,
+            passive_running: 0,
             completing: 0,
             dpc_rerun: false,
             suspended: false,
@@ -926,13 +931,12 @@ pub(crate) fn run_close(sim: &Arc<SimInner>, ch: u64) {
         c.suspended = true;
         (c.tok, c.init.state_cbs, opened, reason)
     };
-    // No ProcessPacket may run once Suspend is called (threaded: wait for the DPC's batch).
-    // Packets already taken from the ring for the passive worker (passive processing,
-    // deferred re-deliveries) are delivered first: after Suspend they could never be.
+    // No ProcessPacket may run once Suspend is called (threaded: wait for the DPC's batch
+    // and the passive worker's). Packets already taken from the ring for the passive worker
+    // (passive processing, deferred re-deliveries) are delivered first: after Suspend they
+    // could never be.
     sim.wait_until(None, |st| {
-        st.channels
-            .get(&ch)
-            .is_none_or(|c| !c.dpc_active && c.passive_q.is_empty())
+        st.channels.get(&ch).is_none_or(no_delivery_pending)
     });
     if opened {
         call_state(ch, tok, cbs, StateEvent::Suspend);
@@ -1009,6 +1013,13 @@ pub(crate) fn run_close(sim: &Arc<SimInner>, ch: u64) {
         }
     }
     sim.wake();
+}
+
+/// Whether no packet of `c` is being delivered (the DPC's batch, the passive worker's) or
+/// waits for the passive worker: what Suspend needs ("no packet is being or will be
+/// delivered", the header's state model).
+fn no_delivery_pending(c: &Channel) -> bool {
+    !c.dpc_active && c.passive_running == 0 && c.passive_q.is_empty()
 }
 
 /// Waits until no send completion routine of `ch` runs on another thread (threaded mode;
@@ -1146,7 +1157,7 @@ pub(crate) fn pause(sim: &Arc<SimInner>, ch: u64, site: &dyn Fn() -> String) {
         (c.tok, c.init.state_cbs)
     };
     sim.wait_until(None, |st| {
-        st.channels.get(&ch).is_none_or(|c| !c.dpc_active)
+        st.channels.get(&ch).is_none_or(no_delivery_pending)
     });
     call_state(ch, tok, cbs, StateEvent::Suspend);
     if !sim.wait_until(None, |st| {
@@ -1754,6 +1765,7 @@ pub(crate) fn run_passive(sim: &Arc<SimInner>, ch: u64) {
                     .map(|i| (p, deferred, i.tok, i.buf.addr(), i.len, i.flags))
             })
             .collect();
+        c.passive_running += 1;
         (c.tok, c.init.packet_cbs, items)
     };
     let mut batch = 0;
@@ -1767,8 +1779,15 @@ pub(crate) fn run_passive(sim: &Arc<SimInner>, ch: u64) {
         // At PASSIVE_LEVEL a blocking routine is callable here, and would wait for this call.
         let _g = CbGuard(IN_CALLBACK.with(|c| c.replace(Some(ch))));
         upcall::call_processing_complete(cbs, tok, batch);
-        sim.lock().stats.batches += 1;
     }
+    let mut st = sim.lock();
+    if batch > 0 {
+        st.stats.batches += 1;
+    }
+    if let Some(c) = st.channels.get_mut(&ch) {
+        c.passive_running -= 1;
+    }
+    drop(st);
     sim.wake();
 }
 
