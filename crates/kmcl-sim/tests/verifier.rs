@@ -584,5 +584,5 @@ fn every_rule_has_a_name_and_a_description() {
     for r in Rule::ALL {
         assert!(!r.name().is_empty() && !r.description().is_empty());
     }
-    assert_eq!(Rule::ALL.len(), 27);
+    assert_eq!(Rule::ALL.len(), 28);
 }

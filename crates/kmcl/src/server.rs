@@ -26,8 +26,9 @@
 //!   runs `opened` again); [`ServerChannel::close`] rescinds the offer;
 //! * it may map a GPADL the guest shared ([`ServerChannel::map_gpadl`]); the
 //!   [`GpadlMapping`] guard unmaps exactly once and borrows the channel, so it cannot
-//!   outlive it. Drop it before the channel closes (the guest's buffer goes with the
-//!   channel; the simulator's `GPADL_USE_AFTER_CLOSE`).
+//!   outlive it (the simulator's `GPADL_MAPPED_AT_CLEANUP`). It stays valid past a guest
+//!   close until dropped (the guest's `VmbChannelDeleteGpadl` waits for the unmap), so
+//!   drop it in `closed` at the latest: a guest deleting its GPADLs waits for it.
 //!
 //! # Examples
 //!
@@ -853,7 +854,9 @@ impl<H: PacketHandler + StateHandler> ServerChannel<H> {
 
     /// `VmbChannelMapGpadl`: maps the GPADL `gpadl` the guest created and sent (e.g. in a
     /// packet); [`Access::ReadOnly`] passes `VMBUS_CHANNEL_GPADL_FLAG_READ_ONLY`. The guard
-    /// unmaps on drop (exactly once).
+    /// unmaps on drop (exactly once), which may come after the guest closed: the mapping
+    /// and the guest's pages stay valid until then (the guest's `VmbChannelDeleteGpadl`
+    /// "is blocked until the GPADL is unmapped"), and the guest's delete waits for it.
     ///
     /// # Errors
     ///
@@ -990,6 +993,10 @@ const SAVE_LIMIT: usize = 16 << 20;
 
 /// A mapped guest GPADL; unmapped (`VmbChannelUnmapGpadl`) exactly once on drop.
 ///
+/// Valid until dropped, also after the guest closed the channel (KMCL keeps a mapped
+/// GPADL until its unmap: the guest's delete waits for it); it borrows the channel, so it
+/// is dropped before the channel's Cleanup.
+///
 /// # Invariants
 ///
 /// `gpadl` is mapped on `ch` and `mdl` is the MDL KMCL returned for it, valid until the
@@ -1025,8 +1032,11 @@ impl GpadlMapping<'_> {
     ///
     /// `INSUFFICIENT_RESOURCES` if the MDL has no address and no mapper is installed.
     pub fn view(&mut self) -> Result<ExternalData<'_>> {
-        // SAFETY: rule GPADL_USE_AFTER_CLOSE: the MDL stays valid until our Drop unmaps it,
-        // and the view borrows `self` mutably, so it is the only view of the MDL.
+        // SAFETY: rule GPADL_MAPPED_AT_CLEANUP: KMCL keeps the MDL and the guest's pages
+        // valid until VmbChannelUnmapGpadl, after a guest close too (the guest's
+        // VmbChannelDeleteGpadl blocks until the unmap), and only our Drop unmaps, before
+        // the channel's Cleanup (`'c`); the view borrows `self` mutably, so it is the only
+        // view of the MDL.
         unsafe { ExternalData::from_mdl(self.mdl, self.access) }
     }
 }

@@ -53,7 +53,9 @@ use crate::{Rule, SimInner, State};
 
 mod server_side;
 mod slots;
-pub(crate) use server_side::{GpadlBuf, ServerState, guest_opened, rescind_locked};
+pub(crate) use server_side::{
+    GpadlBuf, ServerState, guest_opened, release_deleted_gpadl, rescind_locked,
+};
 use slots::Slots;
 
 /// Channel lifecycle states (header `state_model`; `docs/simulator.md`).
@@ -426,7 +428,6 @@ pub(crate) struct Channel {
     pub(crate) next_trans: u64,
     pub(crate) failure: Option<String>,
     pub(crate) gpadls: HashMap<u32, usize>,
-    pub(crate) next_gpadl: u32,
     /// Synchronous requests given up on (timeout, deadlock): a late completion is dropped.
     pub(crate) abandoned: crate::fast_hash::HashSet<u64>,
     /// Client: what each GPADL describes (for a server's `VmbChannelMapGpadl`).
@@ -436,15 +437,20 @@ pub(crate) struct Channel {
 }
 
 impl Channel {
-    /// Records a GPADL of `bytes` bytes; only once the channel is open (after Opened began).
-    pub(crate) fn add_gpadl(&mut self, bytes: usize, buf: server_side::GpadlBuf) -> Option<u32> {
+    /// Records a GPADL of `bytes` bytes as `handle`; only once the channel is open (after
+    /// Opened began).
+    pub(crate) fn add_gpadl(
+        &mut self,
+        handle: u32,
+        bytes: usize,
+        buf: server_side::GpadlBuf,
+    ) -> Option<u32> {
         if !self.is_open() {
             return None;
         }
-        self.next_gpadl += 1;
-        self.gpadls.insert(self.next_gpadl, bytes);
-        self.gpadl_bufs.insert(self.next_gpadl, buf);
-        Some(self.next_gpadl)
+        self.gpadls.insert(handle, bytes);
+        self.gpadl_bufs.insert(handle, buf);
+        Some(handle)
     }
 
     pub(crate) fn pipe(&self) -> bool {
@@ -580,7 +586,6 @@ pub(crate) fn allocate(
             next_trans: 0,
             failure: None,
             gpadls: HashMap::default(),
-            next_gpadl: 0,
             abandoned: crate::fast_hash::HashSet::default(),
             gpadl_bufs: HashMap::default(),
             server: server_parent.map(|_| Box::new(server_side::ServerState::new())),
@@ -973,7 +978,7 @@ pub(crate) fn run_close(sim: &Arc<SimInner>, ch: u64) {
     }
     let mut st = sim.lock();
     let st = &mut *st;
-    server_side::after_closed(st, ch, &format!("close of server channel {tok:#x}"));
+    server_side::after_closed(st, ch);
     let offer = st.channels.get(&ch).map(|c| c.offer);
     let mut is_server = false;
     if let Some(c) = st.channels.get_mut(&ch) {
@@ -1086,6 +1091,7 @@ pub(crate) fn cleanup(sim: &Arc<SimInner>, ch: u64, site: &dyn Fn() -> String) {
     let Some(c) = st.channels.remove(&ch) else {
         return;
     };
+    server_side::cleanup(&mut st, ch, &c, site);
     if !c.incoming.is_empty() {
         st.violation(
             Rule::PacketOutstandingAtCleanup,
