@@ -325,6 +325,10 @@ pub(crate) struct State {
     pub(crate) queues: Queues,
     pub(crate) rng: SplitMix64,
     pub(crate) next_id: u64,
+    /// The last GPADL handle handed out: handles are unique in the simulation (one VM), as
+    /// the guest's VMBus driver numbers them, so a mapping that outlives a guest's channel
+    /// never shares its handle with a later guest's GPADL.
+    pub(crate) next_gpadl: u32,
     pub(crate) offers: IdMap<OfferState>,
     pub(crate) channels: IdMap<Channel>,
     /// Buffers of completed packets, poisoned; re-checked at safe points.
@@ -893,6 +897,7 @@ impl Sim {
                     queues: Queues::default(),
                     rng: SplitMix64::new(seed),
                     next_id: 0,
+                    next_gpadl: 0,
                     offers: IdMap::default(),
                     channels: IdMap::default(),
                     retired: VecDeque::new(),

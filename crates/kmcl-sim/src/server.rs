@@ -34,7 +34,7 @@ use crate::host::HostSide;
 use crate::mem::MdlBlock;
 use crate::registry::{self, Obj};
 use crate::upcall::SaveRestoreCbs;
-use crate::{OfferConfig, OfferState, Rule, SimInner, State};
+use crate::{OfferConfig, OfferState, Rule, SimInner, State, sched};
 
 /// The MMIO base the simulator reports for a server channel's reserved range (a fiction:
 /// there is no guest physical address space).
@@ -206,19 +206,20 @@ pub(crate) fn map_gpadl(
     Ok(p)
 }
 
-/// `VmbChannelUnmapGpadl`.
+/// `VmbChannelUnmapGpadl`: undoes a mapping, also after the channel closed (the pairing
+/// every map needs; the mapping stayed valid until now).
 pub(crate) fn unmap_gpadl(sim: &Arc<SimInner>, ch: u64, gpadl: u32, site: &str) {
     let mut st = sim.lock();
     let Some(c) = st.channels.get_mut(&ch) else {
         return;
     };
     let open = c.is_open();
+    let offer = c.offer;
     let Some(s) = c.server.as_mut() else {
         return;
     };
     let closed = s.closed || !open;
-    let was = s.mapped.remove(&gpadl);
-    if was.is_none() {
+    if s.mapped.remove(&gpadl).is_none() {
         let rule = if closed {
             Rule::GpadlUseAfterClose
         } else {
@@ -227,33 +228,55 @@ pub(crate) fn unmap_gpadl(sim: &Arc<SimInner>, ch: u64, gpadl: u32, site: &str) 
         st.violation(rule, site.to_owned());
         return;
     }
-    if let Some(cl) = client_of(&st, ch)
-        && let Some(c) = st.channels.get_mut(&cl)
-        && c.gpadl_bufs.get(&gpadl).is_some_and(|b| b.deleted)
-    {
-        c.gpadl_bufs.remove(&gpadl);
-    }
+    channel::release_deleted_gpadl(&mut st, offer, ch, gpadl);
+    drop(st);
+    // A guest's VmbChannelDeleteGpadl may be waiting for this unmap.
+    sim.wake();
 }
 
-/// `VmbChannelDeleteGpadl` on a client channel: deferred while a server has it mapped.
-pub(crate) fn delete_gpadl(st: &mut State, ch: u64, gpadl: u32) {
-    let mapped = st
-        .channels
+/// Whether the server channel of the offer of client channel `ch` has `gpadl` mapped.
+fn server_maps(st: &State, ch: u64, gpadl: u32) -> bool {
+    st.channels
         .get(&ch)
         .and_then(|c| st.offers.get(&c.offer))
         .and_then(|o| o.server)
+        .filter(|s| *s != ch)
         .and_then(|s| st.channels.get(&s))
         .and_then(|s| s.server.as_ref())
-        .is_some_and(|s| s.mapped.contains_key(&gpadl));
-    if let Some(c) = st.channels.get_mut(&ch) {
-        c.gpadls.remove(&gpadl);
-        if mapped {
-            if let Some(b) = c.gpadl_bufs.get_mut(&gpadl) {
-                b.deleted = true;
-            }
-        } else {
-            c.gpadl_bufs.remove(&gpadl);
-        }
+        .is_some_and(|s| s.mapped.contains_key(&gpadl))
+}
+
+/// `VmbChannelDeleteGpadl` on a client channel. A GPADL the server has mapped stays valid
+/// until the server unmaps it (the DDI page: Delete "is blocked until the GPADL is
+/// unmapped"). A driver thread in threaded mode waits for the unmap (`DEADLOCK` if it
+/// never comes). Where the simulator cannot wait, the delete is deferred and the GPADL goes
+/// at the unmap: in deterministic mode (the unmap may be the caller's own next step) and on
+/// the simulator's KMCL threads (typically the guest's `EvtChannelClosed`), which also run
+/// the server's callbacks, where the unmap often is.
+pub(crate) fn delete_gpadl(sim: &Arc<SimInner>, ch: u64, gpadl: u32, site: &dyn Fn() -> String) {
+    let mut st = sim.lock();
+    let mapped = server_maps(&st, ch, gpadl);
+    let Some(c) = st.channels.get_mut(&ch) else {
+        return;
+    };
+    c.gpadls.remove(&gpadl);
+    if !mapped {
+        c.gpadl_bufs.remove(&gpadl);
+        return;
+    }
+    let Some(b) = c.gpadl_bufs.get_mut(&gpadl) else {
+        return;
+    };
+    b.deleted = true;
+    if sim.deterministic() || sched::current_ctx().is_some() {
+        return;
+    }
+    drop(st);
+    if !sim.wait_until(None, |st| !server_maps(st, ch, gpadl)) {
+        sim.violation(
+            Rule::Deadlock,
+            format!("{}: the server never unmapped the GPADL", site()),
+        );
     }
 }
 

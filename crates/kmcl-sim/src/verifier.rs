@@ -67,9 +67,15 @@ pub enum Rule {
     GpadlMappedTwice,
     /// Server: `VmbChannelUnmapGpadl` of a GPADL that is not mapped (never, or already unmapped).
     GpadlUnmapUnmapped,
-    /// Server: a GPADL mapped or unmapped while the channel is not open, or still mapped
-    /// when `EvtChannelClosed` returned (the guest's buffers are gone).
+    /// Server: a GPADL mapped while the channel is not open (closed, or never opened), or
+    /// unmapped there when it is not mapped. A mapping made while open stays valid past a
+    /// close until `VmbChannelUnmapGpadl` (the guest's `VmbChannelDeleteGpadl` waits for
+    /// it), so unmapping it after the close is the required pairing, not this rule.
     GpadlUseAfterClose,
+    /// Server: `VmbChannelCleanup` of a channel that still has GPADLs mapped (never
+    /// unmapped: the guest's `VmbChannelDeleteGpadl` would wait forever); the simulator
+    /// frees the mappings.
+    GpadlMappedAtCleanup,
     /// `VmbConvertVmbusHandleToKernelHandle` outside the user process that opened the handle.
     VmbusHandleWrongProcess,
     /// `VmbChannelPacketComplete` with a completion buffer that can never fit the outgoing
@@ -105,6 +111,7 @@ impl Rule {
         Rule::GpadlMappedTwice,
         Rule::GpadlUnmapUnmapped,
         Rule::GpadlUseAfterClose,
+        Rule::GpadlMappedAtCleanup,
         Rule::VmbusHandleWrongProcess,
         Rule::CompletionTooLarge,
     ];
@@ -138,6 +145,7 @@ impl Rule {
             Rule::GpadlMappedTwice => "GPADL_MAPPED_TWICE",
             Rule::GpadlUnmapUnmapped => "GPADL_UNMAP_UNMAPPED",
             Rule::GpadlUseAfterClose => "GPADL_USE_AFTER_CLOSE",
+            Rule::GpadlMappedAtCleanup => "GPADL_MAPPED_AT_CLEANUP",
             Rule::VmbusHandleWrongProcess => "VMBUS_HANDLE_WRONG_PROCESS",
             Rule::CompletionTooLarge => "COMPLETION_TOO_LARGE",
         }
@@ -180,8 +188,9 @@ impl Rule {
             Rule::GpadlMappedTwice => "a server mapped the same GPADL twice",
             Rule::GpadlUnmapUnmapped => "a server unmapped a GPADL that is not mapped",
             Rule::GpadlUseAfterClose => {
-                "a GPADL mapped/unmapped while the channel is closed, or still mapped after Closed"
+                "a GPADL mapped while the channel is closed, or unmapped there when not mapped"
             }
+            Rule::GpadlMappedAtCleanup => "a server channel cleaned up with GPADLs still mapped",
             Rule::VmbusHandleWrongProcess => {
                 "a VMBus handle converted outside the process that opened it"
             }

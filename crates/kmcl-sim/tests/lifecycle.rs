@@ -335,6 +335,67 @@ fn disable_waits_for_running_send_completion_routines_threaded() {
     sim.assert_clean();
 }
 
+/// No ProcessPacket runs once Suspend is called, and Disable returns only after the
+/// channel's callbacks returned: also for a PASSIVE_LEVEL delivery already running on the
+/// worker. Threaded: a deferred packet's passive delivery completes it and then stays in
+/// the callback (a slow handler) while the test thread disables; before the fix the close
+/// saw the passive queue empty (the worker drains it before delivering), ran Suspend and
+/// Closed beside the running callback and Disable returned, so Cleanup could free a context
+/// the callback still used. Real threads: its name keeps it out of scripts/miri.sh.
+#[test]
+fn disable_waits_for_a_running_passive_delivery_threaded() {
+    let sim = Sim::new(SimConfig::threaded());
+    let offer = sim.offer(OfferConfig::default());
+    let host = offer.host();
+    let c = Ctx::new(&sim, DEFER);
+    c.on_packet(|c, _ch, pkt, _buf, _len| {
+        if let Some(f) = c.table.VmbChannelPacketComplete {
+            // SAFETY: rule PACKET_COMPLETED_TWICE: completed once, here (no ECHO flag).
+            unsafe { f(pkt, std::ptr::null_mut(), 0) };
+        }
+        c.event("completed");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        c.event("process returned");
+    });
+    let ch = open(&sim, &offer, &c).expect("opens");
+    assert!(host.wait_open(std::time::Duration::from_secs(10)));
+    host.send_inband(b"12345678", false).expect("send");
+    let start = std::time::Instant::now();
+    while !c.events().iter().any(|e| e == "completed") {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "the passive delivery runs"
+        );
+        std::thread::yield_now();
+    }
+    if let Some(f) = c.table.VmbChannelDisable {
+        // SAFETY: rule IRQL_TOO_HIGH: PASSIVE_LEVEL test thread.
+        unsafe { f(ch) };
+    }
+    c.event("disable returned");
+    if let Some(f) = c.table.VmbChannelCleanup {
+        // SAFETY: rule USE_AFTER_CLEANUP: the channel is not used afterwards.
+        unsafe { f(ch) };
+    }
+    let ev: Vec<String> = c
+        .events()
+        .into_iter()
+        .filter(|e| !e.starts_with("batch") && !e.ends_with("started@0"))
+        .collect();
+    assert_eq!(
+        ev,
+        [
+            "opened@0",
+            "completed",
+            "process returned",
+            "suspend@0",
+            "closed@0",
+            "disable returned"
+        ]
+    );
+    sim.assert_clean();
+}
+
 #[test]
 fn host_rescind_suspends_drains_closes_and_ends_disabled() {
     for cfg in [SimConfig::deterministic(9), SimConfig::threaded()] {

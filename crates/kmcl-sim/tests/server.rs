@@ -498,36 +498,160 @@ fn unmapping_an_unmapped_gpadl_fires_gpadl_unmap_unmapped() {
     disable(&sim, sch);
 }
 
+/// The MDL of a mapping and the pages it describes, read as the driver reads them.
+///
+/// # Safety
+///
+/// `mdl` is a live mapping's MDL (mapped: `MappedSystemVa` is the buffer).
+unsafe fn mapped_bytes(mdl: PMDL) -> (u32, Vec<u8>) {
+    // SAFETY: the caller's contract: a live mapping's MDL header.
+    let md = unsafe { mdl.read() };
+    // An address written into the MDL as a number: exposed provenance (Miri).
+    let va = std::ptr::with_exposed_provenance::<u8>(md.MappedSystemVa.addr());
+    // SAFETY: the caller's contract: `ByteCount` bytes at `MappedSystemVa`.
+    let bytes = unsafe { std::slice::from_raw_parts(va, md.ByteCount as usize) }.to_vec();
+    (md.ByteCount, bytes)
+}
+
+/// A mapping is valid until `VmbChannelUnmapGpadl`, also past a guest-initiated close: the
+/// guest's `VmbChannelDeleteGpadl` "is blocked until the GPADL is unmapped" (deferred in
+/// deterministic mode), and the unmap after `EvtChannelClosed` is the required pairing, not
+/// a use after close. Before the fix the simulator dropped the mapping (its MDL) when
+/// `EvtChannelClosed` returned and reported `GPADL_USE_AFTER_CLOSE` twice (still mapped;
+/// the unmap), and the MDL read below was a use after free (Miri).
 #[test]
-fn gpadl_still_mapped_at_closed_or_used_after_it_fires_gpadl_use_after_close() {
-    let (sim, _s, sch, c, cch, h, m) = with_gpadl(7);
+fn gpadl_mapping_held_past_a_guest_close_stays_valid_until_unmapped() {
+    let (sim, s, sch, c, cch, h, m) = with_gpadl(7);
     let mut mdl: PMDL = std::ptr::null_mut();
-    // SAFETY: rule GPADL_USE_AFTER_CLOSE: mapped, then the guest closes.
+    // SAFETY: rule GPADL_MAPPED_AT_CLEANUP: mapped once, unmapped once below; PASSIVE.
     unsafe {
         assert_eq!(
             (m.VmbChannelMapGpadl.unwrap())(sch, 0, h, &raw mut mdl),
             STATUS_SUCCESS
-        )
-    };
+        );
+        // The guest deletes the GPADL (as in its EvtChannelClosed) and closes.
+        (c.table.VmbChannelDeleteGpadl.unwrap())(cch, h);
+    }
     close(&c, cch);
     sim.run_until_idle();
+    assert!(
+        s.events().iter().any(|e| e == "closed@0"),
+        "{:?}",
+        s.events()
+    );
+    assert_eq!(rules(&sim), []);
+    // SAFETY: the mapping is live (not unmapped yet).
+    let (len, bytes) = unsafe { mapped_bytes(mdl) };
+    assert_eq!(len, 8192);
+    assert!(bytes.iter().all(|b| *b == 0x11), "the guest's bytes");
+    // SAFETY: rule GPADL_UNMAP_UNMAPPED: the one unmap of the mapping above.
+    unsafe { (m.VmbChannelUnmapGpadl.unwrap())(sch, h) };
+    assert_eq!(rules(&sim), [], "the unmap after the close is accepted");
+    disable(&sim, sch);
+    assert_eq!(rules(&sim), [], "nothing left mapped at Cleanup");
+}
+
+#[test]
+fn gpadl_mapped_after_close_or_unmapped_unmapped_after_it_fires_gpadl_use_after_close() {
+    let (sim, _s, sch, c, cch, h, m) = with_gpadl(8);
+    close(&c, cch);
+    sim.run_until_idle();
+    let mut mdl: PMDL = std::ptr::null_mut();
     // SAFETY: rule GPADL_USE_AFTER_CLOSE: the deliberate late calls.
     unsafe {
-        (m.VmbChannelUnmapGpadl.unwrap())(sch, h);
         assert_eq!(
             (m.VmbChannelMapGpadl.unwrap())(sch, 0, h, &raw mut mdl),
             STATUS_INVALID_DEVICE_STATE
         );
+        (m.VmbChannelUnmapGpadl.unwrap())(sch, h);
     }
     assert_eq!(
         rules(&sim),
-        [
-            Rule::GpadlUseAfterClose,
-            Rule::GpadlUseAfterClose,
-            Rule::GpadlUseAfterClose
-        ]
+        [Rule::GpadlUseAfterClose, Rule::GpadlUseAfterClose]
     );
     disable(&sim, sch);
+}
+
+#[test]
+fn gpadl_still_mapped_at_cleanup_fires_gpadl_mapped_at_cleanup() {
+    let (sim, _s, sch, c, cch, h, m) = with_gpadl(9);
+    let mut mdl: PMDL = std::ptr::null_mut();
+    // SAFETY: rule GPADL_MAPPED_AT_CLEANUP: mapped and never unmapped, deliberately.
+    unsafe {
+        assert_eq!(
+            (m.VmbChannelMapGpadl.unwrap())(sch, 0, h, &raw mut mdl),
+            STATUS_SUCCESS
+        );
+    }
+    close(&c, cch);
+    disable(&sim, sch);
+    assert_eq!(rules(&sim), [Rule::GpadlMappedAtCleanup]);
+}
+
+/// Threaded, from a driver thread: the guest's `VmbChannelDeleteGpadl` of a GPADL the
+/// server has mapped returns only after the server's `VmbChannelUnmapGpadl` (the DDI page:
+/// "this function is blocked until the GPADL is unmapped"), so the guest may free the
+/// buffer once it returns. Real threads: its name keeps it out of scripts/miri.sh.
+#[test]
+fn delete_gpadl_waits_for_the_server_unmap_threaded() {
+    let sim = Sim::new(SimConfig::threaded());
+    let s = Ctx::new(&sim, ECHO);
+    let sch = open_server(&sim, &s, true);
+    let c = Ctx::new(&sim, ECHO | COMPLETE_HELD_ON_SUSPEND);
+    let (_offer, cch) = open_client(&sim, &c);
+    let start = std::time::Instant::now();
+    while !s.events().iter().any(|e| e == "post_started@0") {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "opens"
+        );
+        std::thread::yield_now();
+    }
+    let buf: &'static mut [u8] = Box::leak(vec![0x22u8; 4096].into_boxed_slice());
+    let mut h = 0u32;
+    let m = server_table(&sim).Server.V1;
+    let mut mdl: PMDL = std::ptr::null_mut();
+    // SAFETY: rule BUFFER_VALID: the buffer is leaked (outlives the GPADL); PASSIVE.
+    unsafe {
+        assert_eq!(
+            (c.table.VmbChannelCreateGpadlFromBuffer.unwrap())(
+                cch,
+                0,
+                buf.as_mut_ptr().cast(),
+                4096,
+                &raw mut h,
+            ),
+            STATUS_SUCCESS
+        );
+        assert_eq!(
+            (m.VmbChannelMapGpadl.unwrap())(sch, 0, h, &raw mut mdl),
+            STATUS_SUCCESS
+        );
+    }
+    let unmapped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let server_thread = {
+        let unmapped = std::sync::Arc::clone(&unmapped);
+        let sch = sch.expose_provenance();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            unmapped.store(true, std::sync::atomic::Ordering::SeqCst);
+            // SAFETY: rule GPADL_UNMAP_UNMAPPED: the one unmap of the mapping above, at
+            // PASSIVE on a driver thread.
+            unsafe {
+                (m.VmbChannelUnmapGpadl.unwrap())(std::ptr::with_exposed_provenance_mut(sch), h)
+            };
+        })
+    };
+    // SAFETY: rule IRQL_TOO_HIGH: PASSIVE test thread.
+    unsafe { (c.table.VmbChannelDeleteGpadl.unwrap())(cch, h) };
+    assert!(
+        unmapped.load(std::sync::atomic::Ordering::SeqCst),
+        "DeleteGpadl returned only after the unmap"
+    );
+    server_thread.join().unwrap();
+    close(&c, cch);
+    disable(&sim, sch);
+    sim.assert_clean();
 }
 
 #[test]

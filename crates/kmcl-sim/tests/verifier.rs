@@ -531,6 +531,25 @@ fn blocking_call_in_callback_fires_for_disable_in_opened() {
     assert_eq!(rules(&sim), [Rule::BlockingCallInCallback]);
 }
 
+/// The packet twin of `blocking_call_in_callback_fires_for_disable_in_opened`: Disable
+/// from a packet's own PASSIVE_LEVEL `EvtVmbChannelProcessPacket` (here a deferred
+/// re-delivery) would wait for that callback; it is recorded and returns at once.
+#[test]
+fn blocking_call_in_callback_fires_for_disable_in_a_passive_packet_callback() {
+    let (sim, host, c, ch) = setup(ECHO | DEFER);
+    c.on_packet(|c, ch, _pkt, _buf, _len| {
+        // SAFETY: rule BLOCKING_CALL_IN_CALLBACK is what this test breaks; it returns at once.
+        unsafe { (c.table.VmbChannelDisable.expect("slot"))(ch) };
+    });
+    let tid = host.send_inband(b"12345678", true).expect("send");
+    sim.run_until_idle();
+    assert!(host.is_open(), "the channel was not closed");
+    assert_eq!(host.take_completion().map(|(t, _)| t), Some(tid));
+    assert_eq!(c.received()[0].2, 0, "delivered at PASSIVE_LEVEL");
+    close(&c, ch);
+    assert_eq!(rules(&sim), [Rule::BlockingCallInCallback]);
+}
+
 #[test]
 fn completion_too_large_fires_for_a_completion_that_cannot_fit_the_ring() {
     let (sim, host, c, ch) = setup(0);
@@ -565,5 +584,5 @@ fn every_rule_has_a_name_and_a_description() {
     for r in Rule::ALL {
         assert!(!r.name().is_empty() && !r.description().is_empty());
     }
-    assert_eq!(Rule::ALL.len(), 27);
+    assert_eq!(Rule::ALL.len(), 28);
 }

@@ -283,6 +283,7 @@ impl Kmcl {
                 dropped_unretired: AtomicU32::new(0),
                 in_state_callback: AtomicU32::new(0),
                 callback_thread: AtomicUsize::new(0),
+                passive_delivery_threads: [const { AtomicUsize::new(0) }; PASSIVE_DELIVERY_SLOTS],
             },
             handler,
         });
@@ -355,14 +356,29 @@ pub(crate) struct Core {
     pub(crate) in_state_callback: AtomicU32,
     /// The thread running that callback (`crate::thread::current`, 0 if unknown).
     pub(crate) callback_thread: AtomicUsize,
+    /// The threads delivering a packet of this channel at PASSIVE_LEVEL now (passive
+    /// processing mode, deferred packets), one per slot, 0 = free: see
+    /// `packet::PassiveDelivery`.
+    pub(crate) passive_delivery_threads: [AtomicUsize; PASSIVE_DELIVERY_SLOTS],
 }
 
+/// How many PASSIVE_LEVEL packet deliveries of one channel, running at once on different
+/// threads, [`Core::in_own_callback`] tells apart. KMCL documents no bound (nor that it
+/// delivers one at a time; the simulator does), so a delivery beyond these is untracked, as
+/// with an unknown thread identity.
+pub(crate) const PASSIVE_DELIVERY_SLOTS: usize = 4;
+
 impl Core {
-    /// Whether the calling code runs inside a state-change callback of this channel,
-    /// where the blocking routines (`VmbChannelDisable`, `Start`, `Pause`) are forbidden
-    /// (rule BLOCKING_CALL_IN_CALLBACK). A callback running concurrently on another
-    /// thread does not count (KMCL makes the call wait). When the thread identity is
-    /// unknown ([`crate::thread`]) while a callback runs, the answer is `if_unknown`:
+    /// Whether the calling code runs inside a callback of this channel where the blocking
+    /// routines (`VmbChannelDisable`, `Start`, `Pause`) are forbidden (rule
+    /// BLOCKING_CALL_IN_CALLBACK: they wait for that very callback): a state-change
+    /// callback, or an `EvtVmbChannelProcessPacket` delivered at PASSIVE_LEVEL (a delivery
+    /// above PASSIVE cannot call them at all: `Passive` tokens, and `Channel::drop` leaks
+    /// there). A callback running concurrently on another thread does not count (KMCL
+    /// makes the call wait).
+    ///
+    /// When the thread identity is unknown ([`crate::thread`]) while a state callback
+    /// runs, the answer is `if_unknown`:
     ///
     /// * `true` for `ServerChannel::start`/`pause`, which are then refused;
     /// * `false` for the teardown (`Channel::drop`, `close`, `disable`): skipping a
@@ -370,14 +386,26 @@ impl Core {
     ///   driver unloaded, so it waits as KMCL lets it (a drop on another thread while a
     ///   callback runs is a normal race of PnP removal and a host rescind).
     ///
+    /// Packet deliveries are recorded only when the identity is known (and at most
+    /// [`PASSIVE_DELIVERY_SLOTS`] at once), so an untracked one counts as "not inside".
+    ///
     /// Windows x64 always knows the identity (`KeGetCurrentThread`); ARM64 drivers install
     /// a source ([`crate::thread::set_thread_id_source`]).
-    pub(crate) fn in_own_state_callback(&self, if_unknown: bool) -> bool {
+    pub(crate) fn in_own_callback(&self, if_unknown: bool) -> bool {
+        let me = crate::thread::current();
+        if let Some(me) = me
+            && self
+                .passive_delivery_threads
+                .iter()
+                .any(|t| t.load(Ordering::Acquire) == me)
+        {
+            return true;
+        }
         if self.in_state_callback.load(Ordering::Acquire) == 0 {
             return false;
         }
         let cb = self.callback_thread.load(Ordering::Acquire);
-        match crate::thread::current() {
+        match me {
             Some(me) if cb != 0 => me == cb,
             _ => if_unknown,
         }
@@ -721,11 +749,14 @@ impl<H: PacketHandler + StateHandler> Drop for ChannelBuilder<H> {
 /// until KMCL tore the channel down: drop it only at PASSIVE_LEVEL. Dropped above
 /// PASSIVE_LEVEL (a driver bug) it is leaked, still enabled, instead of blocking there,
 /// and a debug build records an IRQL mismatch. Dropped (or closed) inside one of its own
-/// state-change callbacks, where `VmbChannelDisable` is forbidden (it would wait for
-/// that very callback), it is leaked the same way. That needs the thread's identity
-/// ([`crate::thread`]): known on Windows x64; on ARM64 install a source
-/// ([`crate::thread::set_thread_id_source`], e.g. over `PsGetCurrentThreadId`), without
-/// which a drop inside its own state callback is the driver's bug to avoid.
+/// state-change callbacks, or inside one of its own packet callbacks delivered at
+/// PASSIVE_LEVEL ([`ProcessingMode::Passive`], deferred packets), where
+/// `VmbChannelDisable` is forbidden (it would wait for that very callback), it is leaked
+/// the same way. That needs the thread's identity ([`crate::thread`]): known on Windows
+/// x64; on ARM64 install a source ([`crate::thread::set_thread_id_source`], e.g. over
+/// `PsGetCurrentThreadId`), without which a drop inside its own callback is the driver's
+/// bug to avoid (as it is inside more than four PASSIVE_LEVEL packet deliveries of the
+/// channel running at once, which KMCL may or may not do).
 ///
 /// # Invariants
 ///
@@ -775,15 +806,15 @@ impl<H: PacketHandler + StateHandler> Channel<H> {
 
     /// # Safety
     ///
-    /// Not inside a state-change callback of this channel
-    /// (`Core::in_own_state_callback(false)`; with an unknown thread identity, the driver's
-    /// word: see there).
+    /// Not inside a state-change callback or a PASSIVE_LEVEL packet callback of this
+    /// channel (`Core::in_own_callback(false)`; with an unknown thread identity, the
+    /// driver's word: see there).
     unsafe fn disable_raw(&self) {
         let core = &self.inner().core;
         if let Some(f) = core.kmcl.v1.VmbChannelDisable {
             // SAFETY: rule IRQL_TOO_HIGH: callers hold a `Passive` token or are
             // `Drop` (checked in debug builds); rule BLOCKING_CALL_IN_CALLBACK: not inside
-            // a state callback of this channel (caller's contract); so it blocks until
+            // a callback of this channel (caller's contract); so it blocks until
             // Suspend/Closed ran and all incoming packets were completed, after which no
             // shim runs for this channel.
             unsafe { f(core.channel) };
@@ -798,14 +829,16 @@ impl<H: PacketHandler + StateHandler> Channel<H> {
     /// # Errors
     ///
     /// The channel itself, untouched, when called inside one of its own state-change
-    /// callbacks (rule BLOCKING_CALL_IN_CALLBACK: Disable would wait for that callback).
+    /// callbacks or PASSIVE_LEVEL packet callbacks (rule BLOCKING_CALL_IN_CALLBACK:
+    /// Disable would wait for that callback).
     pub fn disable(self, _irql: Passive) -> core::result::Result<ChannelBuilder<H>, Self> {
-        if self.inner().core.in_own_state_callback(false) {
+        if self.inner().core.in_own_callback(false) {
             return Err(self);
         }
-        // SAFETY: rule BLOCKING_CALL_IN_CALLBACK: not inside a state callback of this
-        // channel, checked just above where the thread identity is known (always on x64);
-        // where it is not (ARM64 without a source), by the type's documented contract.
+        // SAFETY: rule BLOCKING_CALL_IN_CALLBACK: not inside a state or PASSIVE_LEVEL
+        // packet callback of this channel, checked just above where the thread identity is
+        // known (always on x64); where it is not (ARM64 without a source), by the type's
+        // documented contract.
         unsafe { self.disable_raw() };
         let this = ManuallyDrop::new(self);
         // INVARIANT: the channel is Disabled again, still with `inner` as its context.
@@ -816,10 +849,10 @@ impl<H: PacketHandler + StateHandler> Channel<H> {
     }
 
     /// Disable and clean up, in that order, at PASSIVE_LEVEL. Inside one of the
-    /// channel's own state-change callbacks the channel is leaked instead (see the type's
-    /// docs).
+    /// channel's own state-change callbacks or PASSIVE_LEVEL packet callbacks the channel
+    /// is leaked instead (see the type's docs).
     pub fn close(self, irql: Passive) {
-        // `Err`: inside a state callback of this channel; dropping it there leaks it.
+        // `Err`: inside a callback of this channel; dropping it there leaks it.
         drop(self.disable(irql));
     }
 }
@@ -834,15 +867,16 @@ impl<H: PacketHandler + StateHandler> Drop for Channel<H> {
             let _ = unsafe { Passive::assume() };
             return;
         }
-        if self.inner().core.in_own_state_callback(false) {
+        if self.inner().core.in_own_callback(false) {
             // Rule BLOCKING_CALL_IN_CALLBACK: VmbChannelDisable would wait for the very
             // callback we run in, and Cleanup would free the context it borrows: leaked,
             // still enabled, as above.
             return;
         }
-        // SAFETY: rule BLOCKING_CALL_IN_CALLBACK: not inside a state callback of this
-        // channel, checked just above where the thread identity is known (always on x64);
-        // where it is not (ARM64 without a source), by the type's documented contract.
+        // SAFETY: rule BLOCKING_CALL_IN_CALLBACK: not inside a state or PASSIVE_LEVEL
+        // packet callback of this channel, checked just above where the thread identity is
+        // known (always on x64); where it is not (ARM64 without a source), by the type's
+        // documented contract.
         unsafe { self.disable_raw() };
         // INVARIANT: Disabled now; the builder's Drop cleans up and frees the context.
         drop(ChannelBuilder {
@@ -974,6 +1008,7 @@ pub(crate) mod tests {
             dropped_unretired: AtomicU32::new(0),
             in_state_callback: AtomicU32::new(0),
             callback_thread: AtomicUsize::new(0),
+            passive_delivery_threads: [const { AtomicUsize::new(0) }; PASSIVE_DELIVERY_SLOTS],
         }))
     }
 

@@ -53,7 +53,7 @@
 //! `COMPLETION_BUFFER_SIZE`, `OUTGOING_PACKET_DOUBLE_FREE`, `DEFER_OUTSIDE_CALLBACK`,
 //! `PAYLOAD_WRITTEN_AFTER_COMPLETION`, and for servers `BLOCKING_CALL_IN_CALLBACK`,
 //! `GPADL_MAPPED_TWICE`, `GPADL_UNMAP_UNMAPPED`, `GPADL_USE_AFTER_CLOSE`,
-//! `VMBUS_HANDLE_WRONG_PROCESS`. The other names are contracts of this crate or
+//! `GPADL_MAPPED_AT_CLEANUP`, `VMBUS_HANDLE_WRONG_PROCESS`. The other names are contracts of this crate or
 //! of the header that the simulator cannot observe:
 //!
 //! | rule | meaning |

@@ -78,7 +78,7 @@ use core::ffi::c_void;
 use core::marker::PhantomData;
 use core::mem::ManuallyDrop;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use kmcl_sys::{
     EVT_VMB_CHANNEL_PROCESS_PACKET, EVT_VMB_CHANNEL_PROCESS_PACKET_EX,
@@ -208,9 +208,55 @@ unsafe fn deliver<H: PacketHandler>(
 ) {
     // SAFETY: rule PROCESS_PACKET_IRQL: a KMCL callback frame keeps its IRQL.
     let level = unsafe { Level::from_current() };
+    let _delivering = PassiveDelivery::enter_at(&inner.core, level);
     // SAFETY: rule PROCESS_PACKET_ARGS: forwarded from KMCL.
     let pkt = unsafe { Packet::new(&inner.core, packet, buffer, length, flags) };
     inner.handler.process(pkt, level);
+}
+
+/// Marks a PASSIVE_LEVEL packet callback (`EvtVmbChannelProcessPacket`, or the
+/// `EvtVmbChannelProcessingComplete` after a passive batch) on the channel's `Core`: the
+/// calling thread in a free slot of `Core::passive_delivery_threads` until the handler
+/// returns. Such a handler holds a `Passive` token, so it may tear its own channel down,
+/// and the teardown must know it runs inside this callback (`Core::in_own_callback`).
+///
+/// KMCL does not document that it delivers one channel's passive packets one at a time
+/// (the simulator does: one worker), so each delivery takes its own slot. Untracked
+/// (`slot: None`) when the thread identity is unknown or every slot is taken: a teardown
+/// inside that delivery then waits, as with an unknown identity (see `Channel`).
+struct PassiveDelivery<'a> {
+    slot: Option<&'a AtomicUsize>,
+}
+
+impl<'a> PassiveDelivery<'a> {
+    /// Marks the callback if it runs at PASSIVE_LEVEL. Above PASSIVE nothing is recorded:
+    /// a handler there cannot tear its channel down (no `Passive` token, and
+    /// `Channel::drop` leaks above PASSIVE), so a DPC delivery pays one branch.
+    #[inline]
+    fn enter_at(core: &'a Core, level: Level) -> Option<Self> {
+        match level {
+            Level::Passive(_) => Some(Self::enter(core)),
+            Level::Dispatch(_) => None,
+        }
+    }
+
+    fn enter(core: &'a Core) -> Self {
+        let slot = crate::thread::current().and_then(|me| {
+            core.passive_delivery_threads.iter().find(|s| {
+                s.compare_exchange(0, me, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            })
+        });
+        Self { slot }
+    }
+}
+
+impl Drop for PassiveDelivery<'_> {
+    fn drop(&mut self) {
+        if let Some(s) = self.slot {
+            s.store(0, Ordering::Release);
+        }
+    }
 }
 
 /// `EVT_VMB_CHANNEL_PROCESSING_COMPLETE` for `H`.
@@ -228,6 +274,7 @@ unsafe extern "system" fn processing_complete<H: PacketHandler + StateHandler>(
     };
     // SAFETY: rule PROCESS_PACKET_IRQL: a KMCL callback frame keeps its IRQL.
     let level = unsafe { Level::from_current() };
+    let _delivering = PassiveDelivery::enter_at(&inner.core, level);
     inner
         .handler
         .processing_complete(Endpoint::new(&inner.core), packets, level);
@@ -249,6 +296,7 @@ unsafe extern "system" fn processing_complete_ex<H: PacketHandler + StateHandler
     };
     // SAFETY: rule PROCESS_PACKET_IRQL: a KMCL callback frame keeps its IRQL.
     let level = unsafe { Level::from_current() };
+    let _delivering = PassiveDelivery::enter_at(&inner.core, level);
     inner
         .handler
         .processing_complete(Endpoint::new(&inner.core), packets, level);
@@ -733,6 +781,50 @@ mod tests {
         .join()
         .expect("thread");
         assert_eq!(retired(0x1006), [(b"done".to_vec(), false)]);
+    }
+
+    /// Rule BLOCKING_CALL_IN_CALLBACK: a PASSIVE_LEVEL delivery counts as "inside its own
+    /// callback" on its own thread only, also with two deliveries of the channel at once on
+    /// two threads (KMCL does not promise one at a time); past the slots it is untracked.
+    #[test]
+    fn blocking_call_in_callback_passive_delivery_is_inside_only_on_its_thread() {
+        // SAFETY: rule THREAD_ID_SOURCE_UNIQUE: a thread-local's address, unique per live
+        // thread and never 0 (the source `thread`'s own test installs).
+        unsafe { crate::thread::set_thread_id_source(crate::thread::tests::per_thread) };
+        let core = stub_core();
+        assert!(!core.in_own_callback(false));
+        let mine = PassiveDelivery::enter(core);
+        assert!(core.in_own_callback(false) && core.in_own_callback(true));
+        let (entered, go) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
+        std::thread::scope(|s| {
+            let other = s.spawn(|| {
+                let theirs = PassiveDelivery::enter(core);
+                let inside = core.in_own_callback(false);
+                entered.wait();
+                go.wait();
+                drop(theirs);
+                (inside, core.in_own_callback(false))
+            });
+            entered.wait();
+            // Both deliveries run: each is inside on its own thread, not on a third one.
+            assert!(core.in_own_callback(false));
+            assert!(!s.spawn(|| core.in_own_callback(false)).join().unwrap());
+            go.wait();
+            assert_eq!(other.join().unwrap(), (true, false));
+        });
+        drop(mine);
+        assert!(!core.in_own_callback(false));
+        // Every slot taken (here by this thread, nested): one more delivery is untracked,
+        // and leaving it frees nothing the others hold.
+        let held: Vec<_> = (0..crate::channel::PASSIVE_DELIVERY_SLOTS)
+            .map(|_| PassiveDelivery::enter(core))
+            .collect();
+        let extra = PassiveDelivery::enter(core);
+        assert!(extra.slot.is_none());
+        drop(extra);
+        assert!(core.in_own_callback(false));
+        drop(held);
+        assert!(!core.in_own_callback(false));
     }
 
     #[test]

@@ -20,14 +20,15 @@
 //! * after [`enable`](ServerChannelBuilder::enable) the channel is offered but **paused**:
 //!   call [`ServerChannel::start`] (the header: "the host side must call it after
 //!   Enable"). Start and Pause take a [`Passive`] token and refuse to run inside a
-//!   state-change callback of the channel (`INVALID_DEVICE_STATE`; the simulator's
-//!   `BLOCKING_CALL_IN_CALLBACK`);
+//!   state-change callback or a PASSIVE_LEVEL packet callback of the channel
+//!   (`INVALID_DEVICE_STATE`; the simulator's `BLOCKING_CALL_IN_CALLBACK`);
 //! * a guest close runs `suspend`/`closed` and leaves the offer up (the next guest open
 //!   runs `opened` again); [`ServerChannel::close`] rescinds the offer;
 //! * it may map a GPADL the guest shared ([`ServerChannel::map_gpadl`]); the
 //!   [`GpadlMapping`] guard unmaps exactly once and borrows the channel, so it cannot
-//!   outlive it. Drop it before the channel closes (the guest's buffer goes with the
-//!   channel; the simulator's `GPADL_USE_AFTER_CLOSE`).
+//!   outlive it (the simulator's `GPADL_MAPPED_AT_CLEANUP`). It stays valid past a guest
+//!   close until dropped (the guest's `VmbChannelDeleteGpadl` waits for the unmap), so
+//!   drop it in `closed` at the latest: a guest deleting its GPADLs waits for it.
 //!
 //! # Examples
 //!
@@ -808,11 +809,12 @@ impl<H: PacketHandler + StateHandler> ServerChannel<H> {
         self.channel.handler()
     }
 
-    /// Refuses a call made inside a state-change callback of this channel. A callback
-    /// running concurrently on another thread is fine (KMCL makes the call wait); when
-    /// the thread identity is unknown ([`crate::thread`]) any running callback refuses.
+    /// Refuses a call made inside a state-change callback or a PASSIVE_LEVEL packet
+    /// callback of this channel. A callback running concurrently on another thread is fine
+    /// (KMCL makes the call wait); when the thread identity is unknown ([`crate::thread`])
+    /// any running state callback refuses (packet deliveries are then not tracked).
     fn check_not_in_callback(&self) -> Result {
-        if self.channel.endpoint().core.in_own_state_callback(true) {
+        if self.channel.endpoint().core.in_own_callback(true) {
             return Err(NtStatus::INVALID_DEVICE_STATE);
         }
         Ok(())
@@ -823,14 +825,16 @@ impl<H: PacketHandler + StateHandler> ServerChannel<H> {
     /// # Errors
     ///
     /// `INVALID_DEVICE_STATE` inside a state-change callback of this channel (the
-    /// header forbids Start there; it would deadlock). From another thread while such a
+    /// header forbids Start there; it would deadlock), or inside one of its packet
+    /// callbacks delivered at PASSIVE_LEVEL. From another thread while such a
     /// callback runs it is allowed when the thread identity is known
     /// ([`crate::thread::set_thread_id_source`]), refused otherwise.
     pub fn start(&self, _irql: Passive) -> Result {
         self.check_not_in_callback()?;
         let f = kfn!(self.server.kmcl.v1.VmbChannelStart);
-        // SAFETY: rule BLOCKING_CALL_IN_CALLBACK: not inside a state-change callback
-        // (checked); PASSIVE by the token; the channel is Enabled (type invariant).
+        // SAFETY: rule BLOCKING_CALL_IN_CALLBACK: not inside a state-change or PASSIVE_LEVEL
+        // packet callback (checked); PASSIVE by the token; the channel is Enabled (type
+        // invariant).
         unsafe { f(self.channel.endpoint().raw()) };
         Ok(())
     }
@@ -850,7 +854,9 @@ impl<H: PacketHandler + StateHandler> ServerChannel<H> {
 
     /// `VmbChannelMapGpadl`: maps the GPADL `gpadl` the guest created and sent (e.g. in a
     /// packet); [`Access::ReadOnly`] passes `VMBUS_CHANNEL_GPADL_FLAG_READ_ONLY`. The guard
-    /// unmaps on drop (exactly once).
+    /// unmaps on drop (exactly once), which may come after the guest closed: the mapping
+    /// and the guest's pages stay valid until then (the guest's `VmbChannelDeleteGpadl`
+    /// "is blocked until the GPADL is unmapped"), and the guest's delete waits for it.
     ///
     /// # Errors
     ///
@@ -949,8 +955,8 @@ impl<H: PacketHandler + StateHandler> ServerChannel<H> {
     ///
     /// # Errors
     ///
-    /// The channel itself, untouched, inside one of its own state-change callbacks (as
-    /// [`Channel::disable`]).
+    /// The channel itself, untouched, inside one of its own state-change callbacks or
+    /// PASSIVE_LEVEL packet callbacks (as [`Channel::disable`]).
     pub fn disable(self, irql: Passive) -> core::result::Result<ServerChannelBuilder<H>, Self> {
         let Self {
             channel,
@@ -987,6 +993,10 @@ const SAVE_LIMIT: usize = 16 << 20;
 
 /// A mapped guest GPADL; unmapped (`VmbChannelUnmapGpadl`) exactly once on drop.
 ///
+/// Valid until dropped, also after the guest closed the channel (KMCL keeps a mapped
+/// GPADL until its unmap: the guest's delete waits for it); it borrows the channel, so it
+/// is dropped before the channel's Cleanup.
+///
 /// # Invariants
 ///
 /// `gpadl` is mapped on `ch` and `mdl` is the MDL KMCL returned for it, valid until the
@@ -1022,8 +1032,11 @@ impl GpadlMapping<'_> {
     ///
     /// `INSUFFICIENT_RESOURCES` if the MDL has no address and no mapper is installed.
     pub fn view(&mut self) -> Result<ExternalData<'_>> {
-        // SAFETY: rule GPADL_USE_AFTER_CLOSE: the MDL stays valid until our Drop unmaps it,
-        // and the view borrows `self` mutably, so it is the only view of the MDL.
+        // SAFETY: rule GPADL_MAPPED_AT_CLEANUP: KMCL keeps the MDL and the guest's pages
+        // valid until VmbChannelUnmapGpadl, after a guest close too (the guest's
+        // VmbChannelDeleteGpadl blocks until the unmap), and only our Drop unmaps, before
+        // the channel's Cleanup (`'c`); the view borrows `self` mutably, so it is the only
+        // view of the MDL.
         unsafe { ExternalData::from_mdl(self.mdl, self.access) }
     }
 }

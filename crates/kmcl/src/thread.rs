@@ -5,9 +5,12 @@
 //! `(struct _KTHREAD *)__readgsqword(0x188)`), `ntddk.h` (`PsGetCurrentThread`).
 //!
 //! Used by [`ServerChannel::start`](crate::server::ServerChannel::start) and
-//! [`pause`](crate::server::ServerChannel::pause): KMCL forbids them inside a
-//! state-change callback of the channel (they would deadlock), but allows them from any
-//! other thread while such a callback runs (they then wait for it).
+//! [`pause`](crate::server::ServerChannel::pause), and by a channel's teardown
+//! ([`Channel::disable`](crate::channel::Channel::disable), `close`, drop): KMCL forbids
+//! them inside a state-change callback of the channel, or inside one of its packet
+//! callbacks (they would deadlock: they wait for that callback), but allows them from any
+//! other thread while such a callback runs (they then wait for it). The state shims and
+//! the packet shim of a PASSIVE_LEVEL delivery record the thread they run on.
 //!
 //! Where the identity comes from, as for the IRQL ([`crate::irql`]):
 //!
@@ -33,8 +36,8 @@ static SOURCE: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
 /// every thread, a value that no other live thread gets (never 0), the same for every
 /// call on that thread (as `PsGetCurrentThreadId`, or `kmcl_sim::current_thread_id` in
 /// the simulator): a channel's teardown trusts it to tell a call inside the channel's
-/// own state callback (where tearing down would free what the callback borrows) from one
-/// on another thread.
+/// own state or PASSIVE_LEVEL packet callback (where tearing down would free what the
+/// callback borrows) from one on another thread.
 pub unsafe fn set_thread_id_source(source: ThreadIdSource) {
     // CAST: a fn pointer stored as a data pointer; `current` casts it back to the same type.
     SOURCE.store(source as *mut (), Ordering::Release);
@@ -71,13 +74,13 @@ const fn kernel_thread() -> Option<usize> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     extern crate std;
 
     use super::*;
 
     /// The address of a thread-local: unique among live threads, never 0.
-    fn per_thread() -> usize {
+    pub(crate) fn per_thread() -> usize {
         std::thread_local!(static MARK: u8 = const { 0 });
         MARK.with(|m| core::ptr::from_ref(m).addr())
     }

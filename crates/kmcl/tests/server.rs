@@ -201,7 +201,12 @@ impl Pair {
             .expect("the server's offer")
     }
 
-    fn client(&self, node: Node, mode: ProcessingMode, pipe: bool) -> Channel<Node> {
+    fn client<H: PacketHandler + StateHandler>(
+        &self,
+        node: H,
+        mode: ProcessingMode,
+        pipe: bool,
+    ) -> Channel<H> {
         let p = passive();
         let offer = self.offer();
         // SAFETY: the offer's device object lives as long as the simulation.
@@ -518,6 +523,73 @@ fn server_maps_a_guest_gpadl_once_and_unmaps_on_drop() {
     assert_eq!(rules, [Rule::GpadlMappedTwice]);
     client.close(p);
     server.close(p);
+}
+
+/// A guest that shares one GPADL and deletes it in `closed`, as KMCL asks.
+#[derive(Default)]
+struct GpadlGuest {
+    gpadl: Mutex<Option<u32>>,
+}
+
+impl PacketHandler for GpadlGuest {
+    fn process(&self, packet: Packet<'_>, _level: Level) {
+        packet.complete();
+    }
+}
+
+impl StateHandler for GpadlGuest {
+    fn closed(&self, channel: Endpoint<'_>, irql: Passive) {
+        if let Some(h) = self.gpadl.lock().unwrap().take() {
+            channel.delete_gpadl(h, irql).unwrap();
+        }
+    }
+}
+
+/// A `GpadlMapping` kept by the server past a guest-initiated close stays valid until it
+/// is dropped: KMCL's `VmbChannelDeleteGpadl` on the guest "is blocked until the GPADL is
+/// unmapped" (the simulator defers it), and `VmbChannelUnmapGpadl` is the required pairing
+/// of `VmbChannelMapGpadl`, accepted after the close. Before the fix the simulator freed
+/// the mapping's MDL after `EvtChannelClosed` (and reported GPADL_USE_AFTER_CLOSE), so
+/// this safe `view` read freed memory.
+#[test]
+fn gpadl_mapping_outlives_a_guest_close_until_it_is_unmapped() {
+    let pair = Pair::new(SimConfig::deterministic(13).collect());
+    let server = pair.server(Node::default(), ProcessingMode::Dispatch, false);
+    let client = pair.client(GpadlGuest::default(), ProcessingMode::Dispatch, false);
+    pair.sim.run_until_idle();
+    let p = passive();
+    let shared: &'static mut [u8] = Box::leak(vec![0u8; 8192].into_boxed_slice());
+    shared[..5].copy_from_slice(b"guest");
+    // SAFETY: the buffer is leaked, so it outlives the GPADL.
+    let gpadl = unsafe {
+        client
+            .endpoint()
+            .create_gpadl(NonNull::from(&mut *shared), true, p)
+    }
+    .unwrap();
+    *client.handler().gpadl.lock().unwrap() = Some(gpadl);
+    let mut mapping = server.map_gpadl(gpadl, Access::ReadOnly, p).unwrap();
+    // The guest closes (its `closed` deletes the GPADL); the server's suspend/closed run.
+    client.close(p);
+    pair.sim.run_until_idle();
+    assert_eq!(
+        server.handler().events(),
+        ["opened", "started", "post_started", "suspend", "closed"]
+    );
+    assert!(
+        pair.sim.violations().is_empty(),
+        "{:?}",
+        pair.sim.violations()
+    );
+    {
+        let view = mapping.view().unwrap();
+        assert_eq!(view.len(), 8192);
+        assert_eq!(&view.as_slice()[..5], b"guest");
+    }
+    // Unmapped after the close, then the channel cleaned up: nothing reported, nothing held.
+    drop(mapping);
+    server.close(p);
+    pair.sim.assert_clean();
 }
 
 #[test]

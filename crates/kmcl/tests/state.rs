@@ -372,3 +372,130 @@ fn blocking_call_in_callback_close_inside_own_state_callback_keeps_the_channel()
     assert_eq!(host.take_completion().map(|(i, _)| i), Some(id));
     b.sim.assert_clean();
 }
+
+/// Owns its own channel (through `OWN_PASSIVE_CHANNEL`) and tears it down from a packet
+/// delivered at PASSIVE_LEVEL: first `disable` (which must give it back), then `close`.
+#[derive(Default)]
+struct SelfClosingInPassivePacket {
+    refused: std::sync::atomic::AtomicU32,
+}
+
+static OWN_PASSIVE_CHANNEL: Mutex<Option<Channel<SelfClosingInPassivePacket>>> = Mutex::new(None);
+
+impl PacketHandler for SelfClosingInPassivePacket {
+    fn process(&self, packet: Packet<'_>, level: Level) {
+        let own = OWN_PASSIVE_CHANNEL.lock().unwrap().take();
+        if let (Some(ch), Some(p)) = (own, level.passive()) {
+            match ch.disable(p) {
+                Err(ch) => {
+                    self.refused
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    ch.close(p);
+                }
+                Ok(builder) => drop(builder),
+            }
+        }
+        // The packet (and this handler, `&self`) still live after the teardown attempt.
+        packet.complete_with(b"after");
+    }
+}
+
+impl StateHandler for SelfClosingInPassivePacket {}
+
+/// Rule BLOCKING_CALL_IN_CALLBACK, the packet twin of
+/// `blocking_call_in_callback_close_inside_own_state_callback_keeps_the_channel`: in
+/// passive processing mode, tearing a channel down inside one of its own packet callbacks
+/// must not call `VmbChannelDisable` there (it waits for that very callback) nor free the
+/// context the running callback borrows: `disable` gives the channel back, `close` keeps
+/// it (leaked, still enabled).
+#[test]
+fn blocking_call_in_callback_close_inside_own_passive_packet_callback_keeps_the_channel() {
+    // SAFETY: rule THREAD_ID_SOURCE_UNIQUE: the address of a thread-local of the calling
+    // thread, unique among live threads and never 0.
+    unsafe { kmcl::thread::set_thread_id_source(kmcl_sim::current_thread_id) };
+    let b = Bench::deterministic(39);
+    let p = passive();
+    let ch = b
+        .kmcl
+        .channel(b.parent(), SelfClosingInPassivePacket::default(), p)
+        .unwrap()
+        .processing_mode(kmcl::channel::ProcessingMode::Passive)
+        .enable(p)
+        .unwrap();
+    let handler: *const SelfClosingInPassivePacket = ch.handler();
+    *OWN_PASSIVE_CHANNEL.lock().unwrap() = Some(ch);
+    b.idle();
+    let host = b.offer.host();
+    let first = host.send_inband(b"close yourself", true).unwrap();
+    b.idle();
+    assert!(OWN_PASSIVE_CHANNEL.lock().unwrap().is_none(), "process ran");
+    assert!(b.sim.violations().is_empty(), "{:?}", b.sim.violations());
+    // SAFETY: the channel was kept (leaked), so its handler context is alive.
+    let refused = unsafe { &*handler }
+        .refused
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(refused, 1, "disable gave the channel back");
+    assert_eq!(host.take_completion().map(|(i, _)| i), Some(first));
+    // The context is alive: the kept channel still answers.
+    assert!(host.is_open());
+    let id = host.send_inband(b"x", true).unwrap();
+    b.idle();
+    assert_eq!(host.take_completion().map(|(i, _)| i), Some(id));
+    b.sim.assert_clean();
+}
+
+/// Owns its own channel (through `OWN_BATCH_CHANNEL`) and closes it at the end of a batch
+/// delivered at PASSIVE_LEVEL (`EvtVmbChannelProcessingComplete` in passive mode).
+struct SelfClosingAtBatchEnd;
+
+static OWN_BATCH_CHANNEL: Mutex<Option<Channel<SelfClosingAtBatchEnd>>> = Mutex::new(None);
+
+impl PacketHandler for SelfClosingAtBatchEnd {
+    fn process(&self, packet: Packet<'_>, _level: Level) {
+        packet.complete();
+    }
+
+    const HAS_PROCESSING_COMPLETE: bool = true;
+
+    fn processing_complete(&self, _channel: Endpoint<'_>, _packets: u32, level: Level) {
+        let own = OWN_BATCH_CHANNEL.lock().unwrap().take();
+        if let (Some(ch), Some(p)) = (own, level.passive()) {
+            ch.close(p);
+        }
+    }
+}
+
+impl StateHandler for SelfClosingAtBatchEnd {}
+
+/// Rule BLOCKING_CALL_IN_CALLBACK: as
+/// `blocking_call_in_callback_close_inside_own_passive_packet_callback_keeps_the_channel`,
+/// for the batch-end callback, which passive mode also runs on KMCL's worker with a
+/// `Passive` token: the close keeps the channel.
+#[test]
+fn blocking_call_in_callback_close_inside_own_passive_processing_complete_keeps_the_channel() {
+    // SAFETY: rule THREAD_ID_SOURCE_UNIQUE: the address of a thread-local of the calling
+    // thread, unique among live threads and never 0.
+    unsafe { kmcl::thread::set_thread_id_source(kmcl_sim::current_thread_id) };
+    let b = Bench::deterministic(40);
+    let p = passive();
+    let ch = b
+        .kmcl
+        .channel(b.parent(), SelfClosingAtBatchEnd, p)
+        .unwrap()
+        .processing_mode(kmcl::channel::ProcessingMode::Passive)
+        .enable(p)
+        .unwrap();
+    *OWN_BATCH_CHANNEL.lock().unwrap() = Some(ch);
+    b.idle();
+    let host = b.offer.host();
+    let first = host.send_inband(b"one batch", true).unwrap();
+    b.idle();
+    assert!(OWN_BATCH_CHANNEL.lock().unwrap().is_none(), "batch end ran");
+    assert!(b.sim.violations().is_empty(), "{:?}", b.sim.violations());
+    assert_eq!(host.take_completion().map(|(i, _)| i), Some(first));
+    assert!(host.is_open());
+    let id = host.send_inband(b"x", true).unwrap();
+    b.idle();
+    assert_eq!(host.take_completion().map(|(i, _)| i), Some(id));
+    b.sim.assert_clean();
+}

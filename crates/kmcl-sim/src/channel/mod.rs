@@ -54,7 +54,9 @@ use crate::{Rule, SimInner, State};
 mod server_side;
 mod slots;
 pub use server_side::STATUS_OBJECT_NAME_COLLISION;
-pub(crate) use server_side::{GpadlBuf, ServerState, guest_opened, rescind_locked};
+pub(crate) use server_side::{
+    GpadlBuf, ServerState, guest_opened, release_deleted_gpadl, rescind_locked,
+};
 use slots::Slots;
 
 /// Channel lifecycle states (header `state_model`; `docs/simulator.md`).
@@ -408,6 +410,10 @@ pub(crate) struct Channel {
     pub(crate) completion_queue: VecDeque<(u64, Vec<u8>)>,
     pub(crate) passive_q: VecDeque<(u64, bool)>,
     pub(crate) dpc_active: bool,
+    /// `run_passive` calls running now for this channel (delivering the packets it took from
+    /// `passive_q`, then ProcessingComplete): Suspend waits for them as for `dpc_active`
+    /// (more than one only when a deterministic step nests one in another).
+    pub(crate) passive_running: u32,
     /// Send completion routines of this channel running now on other threads (threaded
     /// mode only; deterministic mode runs nothing beside them). `VmbChannelDisable` does not
     /// return while one runs: the routine may still free its packet or touch its context,
@@ -423,7 +429,6 @@ pub(crate) struct Channel {
     pub(crate) next_trans: u64,
     pub(crate) failure: Option<String>,
     pub(crate) gpadls: HashMap<u32, usize>,
-    pub(crate) next_gpadl: u32,
     /// Synchronous requests given up on (timeout, deadlock): a late completion is dropped.
     pub(crate) abandoned: crate::fast_hash::HashSet<u64>,
     /// Client: what each GPADL describes (for a server's `VmbChannelMapGpadl`).
@@ -433,15 +438,20 @@ pub(crate) struct Channel {
 }
 
 impl Channel {
-    /// Records a GPADL of `bytes` bytes; only once the channel is open (after Opened began).
-    pub(crate) fn add_gpadl(&mut self, bytes: usize, buf: server_side::GpadlBuf) -> Option<u32> {
+    /// Records a GPADL of `bytes` bytes as `handle`; only once the channel is open (after
+    /// Opened began).
+    pub(crate) fn add_gpadl(
+        &mut self,
+        handle: u32,
+        bytes: usize,
+        buf: server_side::GpadlBuf,
+    ) -> Option<u32> {
         if !self.is_open() {
             return None;
         }
-        self.next_gpadl += 1;
-        self.gpadls.insert(self.next_gpadl, bytes);
-        self.gpadl_bufs.insert(self.next_gpadl, buf);
-        Some(self.next_gpadl)
+        self.gpadls.insert(handle, bytes);
+        self.gpadl_bufs.insert(handle, buf);
+        Some(handle)
     }
 
     pub(crate) fn pipe(&self) -> bool {
@@ -474,8 +484,9 @@ thread_local! {
     /// `VmbChannelPacketDeferToPassive` marked the in-line packet of this thread deferred
     /// (spares the delivery a look-up of its packet when it was not).
     static INLINE_DEFERRED: Cell<bool> = const { Cell::new(false) };
-    /// The channel whose state-change callback runs on this thread.
-    static IN_STATE_CB: Cell<Option<u64>> = const { Cell::new(None) };
+    /// The channel whose state-change callback, or PASSIVE_LEVEL
+    /// `EvtVmbChannelProcessingComplete`, runs on this thread.
+    static IN_CALLBACK: Cell<Option<u64>> = const { Cell::new(None) };
 }
 
 /// Whether `tok` is the packet whose ProcessPacket call runs in-line on this thread.
@@ -483,20 +494,33 @@ pub(crate) fn is_inline_packet(tok: usize) -> bool {
     tok != 0 && INLINE_PACKET.with(|c| c.get() == tok)
 }
 
-/// Whether a state-change callback of `ch` runs on this thread.
-pub(crate) fn in_state_callback(ch: u64) -> bool {
-    IN_STATE_CB.with(|c| c.get() == Some(ch))
+/// Whether a state-change callback of `ch`, its PASSIVE_LEVEL ProcessingComplete, or the
+/// in-line `EvtVmbChannelProcessPacket` of one of its packets, runs on this thread: where
+/// the blocking routines (Disable, Pause, Start) would wait for the very callback that calls
+/// them. The packet's channel is looked up only here (the delivery records just the packet
+/// token).
+pub(crate) fn in_callback(ch: u64) -> bool {
+    if IN_CALLBACK.with(|c| c.get() == Some(ch)) {
+        return true;
+    }
+    let tok = INLINE_PACKET.with(Cell::get);
+    tok != 0
+        && matches!(
+            registry::lookup(tok),
+            registry::Lookup::Live(_, Obj::Incoming { ch: c, .. })
+                | registry::Lookup::Stale(_, Obj::Incoming { ch: c, .. }) if c == ch
+        )
 }
 
 struct CbGuard(Option<u64>);
 impl Drop for CbGuard {
     fn drop(&mut self) {
-        IN_STATE_CB.with(|c| c.set(self.0));
+        IN_CALLBACK.with(|c| c.set(self.0));
     }
 }
 
 fn call_state(ch_id: u64, tok: usize, cbs: StateCbs, ev: StateEvent) -> NTSTATUS {
-    let _g = CbGuard(IN_STATE_CB.with(|c| c.replace(Some(ch_id))));
+    let _g = CbGuard(IN_CALLBACK.with(|c| c.replace(Some(ch_id))));
     let _irql = sched::set_irql(sched::PASSIVE_LEVEL);
     upcall::call_state(cbs, tok, ev)
 }
@@ -559,6 +583,7 @@ pub(crate) fn allocate(
             completion_queue: VecDeque::new(),
             passive_q: VecDeque::new(),
             dpc_active: false,
+            passive_running: 0,
             completing: 0,
             dpc_rerun: false,
             suspended: false,
@@ -568,7 +593,6 @@ pub(crate) fn allocate(
             next_trans: 0,
             failure: None,
             gpadls: HashMap::default(),
-            next_gpadl: 0,
             abandoned: crate::fast_hash::HashSet::default(),
             gpadl_bufs: HashMap::default(),
             server: server_parent.map(|_| Box::new(server_side::ServerState::new())),
@@ -848,7 +872,7 @@ pub(crate) fn begin_close(sim: &SimInner, st: &mut State, ch: u64, reason: Close
 
 /// `VmbChannelDisable`: close and wait until the channel is Disabled.
 pub(crate) fn disable(sim: &Arc<SimInner>, ch: u64, site: &dyn Fn() -> String) {
-    if in_state_callback(ch) {
+    if in_callback(ch) {
         sim.violation(Rule::BlockingCallInCallback, site());
         return;
     }
@@ -923,13 +947,12 @@ pub(crate) fn run_close(sim: &Arc<SimInner>, ch: u64) {
         c.suspended = true;
         (c.tok, c.init.state_cbs, opened, reason)
     };
-    // No ProcessPacket may run once Suspend is called (threaded: wait for the DPC's batch).
-    // Packets already taken from the ring for the passive worker (passive processing,
-    // deferred re-deliveries) are delivered first: after Suspend they could never be.
+    // No ProcessPacket may run once Suspend is called (threaded: wait for the DPC's batch
+    // and the passive worker's). Packets already taken from the ring for the passive worker
+    // (passive processing, deferred re-deliveries) are delivered first: after Suspend they
+    // could never be.
     sim.wait_until(None, |st| {
-        st.channels
-            .get(&ch)
-            .is_none_or(|c| !c.dpc_active && c.passive_q.is_empty())
+        st.channels.get(&ch).is_none_or(no_delivery_pending)
     });
     if opened {
         call_state(ch, tok, cbs, StateEvent::Suspend);
@@ -966,7 +989,7 @@ pub(crate) fn run_close(sim: &Arc<SimInner>, ch: u64) {
     }
     let mut st = sim.lock();
     let st = &mut *st;
-    server_side::after_closed(st, ch, &format!("close of server channel {tok:#x}"));
+    server_side::after_closed(st, ch);
     let offer = st.channels.get(&ch).map(|c| c.offer);
     let mut is_server = false;
     let mut keep_offered = false;
@@ -1013,6 +1036,13 @@ pub(crate) fn run_close(sim: &Arc<SimInner>, ch: u64) {
         }
     }
     sim.wake();
+}
+
+/// Whether no packet of `c` is being delivered (the DPC's batch, the passive worker's) or
+/// waits for the passive worker: what Suspend needs ("no packet is being or will be
+/// delivered", the header's state model).
+fn no_delivery_pending(c: &Channel) -> bool {
+    !c.dpc_active && c.passive_running == 0 && c.passive_q.is_empty()
 }
 
 /// Waits until no send completion routine of `ch` runs on another thread (threaded mode;
@@ -1079,6 +1109,7 @@ pub(crate) fn cleanup(sim: &Arc<SimInner>, ch: u64, site: &dyn Fn() -> String) {
     let Some(c) = st.channels.remove(&ch) else {
         return;
     };
+    server_side::cleanup(&mut st, ch, &c, site);
     if !c.incoming.is_empty() {
         st.violation(
             Rule::PacketOutstandingAtCleanup,
@@ -1128,7 +1159,7 @@ pub(crate) fn cleanup(sim: &Arc<SimInner>, ch: u64, site: &dyn Fn() -> String) {
 
 /// `VmbChannelPause`: Suspend, wait for outstanding packets; deliveries stop until Start.
 pub(crate) fn pause(sim: &Arc<SimInner>, ch: u64, site: &dyn Fn() -> String) {
-    if in_state_callback(ch) {
+    if in_callback(ch) {
         sim.violation(Rule::BlockingCallInCallback, site());
         return;
     }
@@ -1150,7 +1181,7 @@ pub(crate) fn pause(sim: &Arc<SimInner>, ch: u64, site: &dyn Fn() -> String) {
         (c.tok, c.init.state_cbs)
     };
     sim.wait_until(None, |st| {
-        st.channels.get(&ch).is_none_or(|c| !c.dpc_active)
+        st.channels.get(&ch).is_none_or(no_delivery_pending)
     });
     call_state(ch, tok, cbs, StateEvent::Suspend);
     if !sim.wait_until(None, |st| {
@@ -1165,7 +1196,7 @@ pub(crate) fn pause(sim: &Arc<SimInner>, ch: u64, site: &dyn Fn() -> String) {
 
 /// `VmbChannelStart`: leaves the paused state (guest channels start implicitly).
 pub(crate) fn start(sim: &Arc<SimInner>, ch: u64, site: &dyn Fn() -> String) {
-    if in_state_callback(ch) {
+    if in_callback(ch) {
         sim.violation(Rule::BlockingCallInCallback, site());
         return;
     }
@@ -1758,6 +1789,7 @@ pub(crate) fn run_passive(sim: &Arc<SimInner>, ch: u64) {
                     .map(|i| (p, deferred, i.tok, i.buf.addr(), i.len, i.flags))
             })
             .collect();
+        c.passive_running += 1;
         (c.tok, c.init.packet_cbs, items)
     };
     let mut batch = 0;
@@ -1768,9 +1800,18 @@ pub(crate) fn run_passive(sim: &Arc<SimInner>, ch: u64) {
         }
     }
     if batch > 0 {
+        // At PASSIVE_LEVEL a blocking routine is callable here, and would wait for this call.
+        let _g = CbGuard(IN_CALLBACK.with(|c| c.replace(Some(ch))));
         upcall::call_processing_complete(cbs, tok, batch);
-        sim.lock().stats.batches += 1;
     }
+    let mut st = sim.lock();
+    if batch > 0 {
+        st.stats.batches += 1;
+    }
+    if let Some(c) = st.channels.get_mut(&ch) {
+        c.passive_running -= 1;
+    }
+    drop(st);
     sim.wake();
 }
 

@@ -34,7 +34,9 @@ pub(crate) struct GpadlBuf {
     pub(crate) len: u32,
     pub(crate) pfns: Vec<u64>,
     pub(crate) read_only: bool,
-    /// `VmbChannelDeleteGpadl` was called while a server had it mapped: it goes at unmap.
+    /// `VmbChannelDeleteGpadl` was called while a server had it mapped and could not wait
+    /// (deterministic mode, or on one of the simulator's KMCL threads): it goes at the
+    /// unmap.
     pub(crate) deleted: bool,
 }
 
@@ -241,21 +243,52 @@ pub(crate) fn rescind_offer(sim: &SimInner, st: &mut State, ch: u64) {
     }
 }
 
-/// Called after the server's `EvtChannelClosed`: a mapping still held is a bug.
-pub(crate) fn after_closed(st: &mut State, ch: u64, site: &str) {
+/// Called after the server's `EvtChannelClosed`: no new mapping until a guest opens again.
+/// The mappings the server still holds stay valid, the guest's buffers with them, until it
+/// unmaps them (`VmbChannelUnmapGpadl` is the required pairing of every map, and the
+/// guest's `VmbChannelDeleteGpadl` waits for it, after a close too); one still held at
+/// Cleanup is `GPADL_MAPPED_AT_CLEANUP` ([`cleanup`]).
+pub(crate) fn after_closed(st: &mut State, ch: u64) {
     let Some(s) = st.channels.get_mut(&ch).and_then(|c| c.server.as_mut()) else {
         return;
     };
     s.closed = true;
     s.awaiting_start = false;
-    let held: Vec<u32> = s.mapped.keys().copied().collect();
-    s.mapped.clear();
-    if !held.is_empty() {
-        st.violation(
-            Rule::GpadlUseAfterClose,
-            format!("{site}: GPADL(s) {held:?} still mapped after EvtChannelClosed"),
-        );
+}
+
+/// The server channel `server` of `offer` no longer maps `gpadl`: if its guest deleted the
+/// GPADL meanwhile (the delete was deferred), the GPADL goes now.
+pub(crate) fn release_deleted_gpadl(st: &mut State, offer: u64, server: u64, gpadl: u32) {
+    let Some(guest) = st
+        .offers
+        .get(&offer)
+        .and_then(|o| o.channel)
+        .filter(|g| *g != server)
+    else {
+        return;
+    };
+    if let Some(c) = st.channels.get_mut(&guest)
+        && c.gpadl_bufs.get(&gpadl).is_some_and(|b| b.deleted)
+    {
+        c.gpadl_bufs.remove(&gpadl);
     }
+}
+
+/// `VmbChannelCleanup` of the server channel `ch` (`c`, already out of the table): GPADLs
+/// it still maps are reported and released (their MDLs go with `c`).
+pub(crate) fn cleanup(st: &mut State, ch: u64, c: &super::Channel, site: &dyn Fn() -> String) {
+    let Some(s) = c.server.as_ref().filter(|s| !s.mapped.is_empty()) else {
+        return;
+    };
+    let mut held: Vec<u32> = s.mapped.keys().copied().collect();
+    held.sort_unstable();
+    for g in &held {
+        release_deleted_gpadl(st, c.offer, ch, *g);
+    }
+    st.violation(
+        Rule::GpadlMappedAtCleanup,
+        format!("{}: GPADL(s) {held:?} still mapped", site()),
+    );
 }
 
 /// Rescinds the offer's channel (lock held).

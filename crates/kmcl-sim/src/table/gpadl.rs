@@ -37,7 +37,15 @@ pub(super) fn create_gpadl(
         let mut st = sim.lock();
         let mut b = buf(&st);
         b.read_only = Flags & VMBUS_CHANNEL_GPADL_FLAG_READ_ONLY != 0;
-        st.channels.get_mut(&ch).and_then(|c| c.add_gpadl(bytes, b))
+        let handle = st.next_gpadl.wrapping_add(1).max(1);
+        let h = st
+            .channels
+            .get_mut(&ch)
+            .and_then(|c| c.add_gpadl(handle, bytes, b));
+        if h.is_some() {
+            st.next_gpadl = handle;
+        }
+        h
     };
     let Some(h) = h else {
         return STATUS_INVALID_DEVICE_STATE;
@@ -148,7 +156,7 @@ pub(super) unsafe extern "system" fn VmbChannelDeleteGpadl(
         return;
     };
     if passive(&sim, &site) {
-        crate::server::delete_gpadl(&mut sim.lock(), ch, GpadlHandle);
+        crate::server::delete_gpadl(&sim, ch, GpadlHandle, &site);
     }
 }
 
