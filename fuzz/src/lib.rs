@@ -93,7 +93,13 @@ impl<'a> Bytes<'a> {
 /// The `VMBRIDGE_CHANNEL_TYPE` as the simulator's GUID (the offer the INF binds to).
 #[must_use]
 pub fn channel_type() -> kmcl_sys::GUID {
-    let b = VMBRIDGE_CHANNEL_TYPE.to_be_bytes();
+    sim_guid(VMBRIDGE_CHANNEL_TYPE)
+}
+
+/// A GUID given as a `u128` in the usual reading order, as the simulator's GUID.
+#[must_use]
+pub fn sim_guid(g: u128) -> kmcl_sys::GUID {
+    let b = g.to_be_bytes();
     kmcl_sys::GUID::from_fields(
         u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
         u16::from_be_bytes([b[4], b[5]]),
