@@ -67,8 +67,11 @@ exe_of() {
 if wants ring; then ring_exe=$(exe_of ring); fi
 if wants e2e; then e2e_exe=$(exe_of e2e); fi
 if wants main; then
-    cargo build --locked --release --example simulate >/dev/null 2>&1
-    main_exe=target/release/examples/simulate
+    # Where cargo puts it: CARGO_TARGET_DIR (relative to the workspace root) or target/.
+    main_exe=$(cargo build --locked --release --example simulate --message-format=json 2>/dev/null |
+        grep -o '"executable":"[^"]*simulate[^"]*"' | tail -n 1 |
+        sed 's/"executable":"\(.*\)"/\1/')
+    [[ -n "$main_exe" ]] || { echo "bench-instructions: the main job did not build" >&2; exit 2; }
 fi
 
 # Instructions collected by callgrind for one run of "$@" (stdout of the run discarded).
