@@ -333,6 +333,32 @@ fn spurious_signal_a_send_into_a_gone_guests_ring_signals_nobody() {
 }
 
 #[test]
+fn a_guest_that_opens_while_the_server_closes_after_a_ring_fault_is_opened_after_it() {
+    let sim = Sim::new(SimConfig::deterministic(35).collect());
+    let s = Ctx::new(&sim, ECHO);
+    let sch = open_server(&sim, &s, true);
+    let offer = sim.find_offer(&IFACE, None).expect("offered");
+    let first = offer.guest().expect("first guest");
+    sim.run_until_idle();
+    // The guest writes bytes that are no packet (the server's close for the fault starts
+    // at its next DPC), leaves, and a new guest comes at once: its open waits for that
+    // close, then proceeds, as after a plain guest close.
+    first.send_raw(&[0x00]).expect("written");
+    sim.step();
+    first.rescind();
+    let second = offer.guest().expect("second guest");
+    second.send_inband(b"after-the-fault", true).expect("send");
+    sim.run_until_idle();
+    assert!(second.is_open(), "the new guest is open");
+    assert_eq!(second.error(), None);
+    assert_eq!(&s.received()[0].0[..15], b"after-the-fault");
+    assert_eq!(second.take_completion().map(|(tid, _)| tid), Some(1));
+    disable(&sim, sch);
+    sim.run_until_idle();
+    assert_eq!(rules(&sim), []);
+}
+
+#[test]
 fn disable_during_a_ring_fault_close_ends_disabled_and_rescinds() {
     for steps in 0..4 {
         let sim = Sim::new(SimConfig::deterministic(33).collect());

@@ -458,10 +458,11 @@ impl Channel {
         self.init.flags & VMBUS_CHANNEL_INIT_FLAG_IS_PIPE != 0
     }
 
-    /// A server still closing after its guest left: its rings are that guest's, whom no
-    /// signal reaches any more.
+    /// A server still closing after its guest left (a guest's close, or another close the
+    /// next guest waits for): its rings are that guest's, whom no signal reaches any more.
     pub(crate) fn guest_gone(&self) -> bool {
         self.close == Some(CloseReason::GuestClosed)
+            || self.server.as_ref().is_some_and(|s| s.reopen.is_some())
     }
 
     pub(crate) const fn is_open(&self) -> bool {
@@ -992,11 +993,13 @@ pub(crate) fn run_close(sim: &Arc<SimInner>, ch: u64) {
     server_side::after_closed(st, ch);
     let offer = st.channels.get(&ch).map(|c| c.offer);
     let mut is_server = false;
-    let mut keep_offered = false;
+    let mut reopen = false;
     if let Some(c) = st.channels.get_mut(&ch) {
         is_server = c.server.is_some();
         // A server whose guest went stays offered (unless Disable arrived meanwhile).
-        keep_offered = is_server && c.close != Some(CloseReason::Driver);
+        let keep_offered = is_server && c.close != Some(CloseReason::Driver);
+        // A guest opened during this close and waits for its end (`guest_opened`).
+        reopen = keep_offered && c.server.as_ref().is_some_and(|s| s.reopen.is_some());
         c.rings = None;
         c.state = if keep_offered {
             ChState::Opening
@@ -1013,14 +1016,12 @@ pub(crate) fn run_close(sim: &Arc<SimInner>, ch: u64) {
     }
     if let Some(offer) = offer {
         if let Some(o) = st.offers.get_mut(&offer) {
-            // After a guest's close the server stays offered, and that guest's end was
-            // closed when it left: a built-in guest attached now is a new one, whose open
-            // waits for this close (`reopen_after_close`).
-            let new_guest = is_server && keep_offered && reason == CloseReason::GuestClosed;
-            if (!is_server || o.host.guest_mode) && !new_guest {
+            // A built-in guest attached while a guest waits to reopen is that new guest
+            // (the old one's end was closed when it left): it stays, and opens below.
+            if (!is_server || o.host.guest_mode) && !reopen {
                 o.host.on_close();
             }
-            if is_server && o.host.guest_mode && !new_guest {
+            if is_server && o.host.guest_mode && !reopen {
                 // The built-in guest's end is gone with the server's close.
                 o.host.guest_mode = false;
                 o.channel = None;
@@ -1031,7 +1032,7 @@ pub(crate) fn run_close(sim: &Arc<SimInner>, ch: u64) {
         }
         if !is_server {
             server_side::guest_closed(sim, st, offer);
-        } else if keep_offered && reason == CloseReason::GuestClosed {
+        } else if reopen {
             server_side::reopen_after_close(sim, st, ch);
         }
     }
@@ -1666,8 +1667,11 @@ pub(crate) fn run_dpc(sim: &Arc<SimInner>, ch: u64) {
             n += 1;
         }
         if let Some(why) = fault {
+            // Reported to the other endpoint, unless it is gone: a guest attached now is a
+            // new one, on new rings.
+            let gone = st.channels.get(&ch).is_some_and(Channel::guest_gone);
             begin_close(sim, &mut st, ch, CloseReason::Fault(why.clone()));
-            if let Some(o) = st.offers.get_mut(&offer) {
+            if !gone && let Some(o) = st.offers.get_mut(&offer) {
                 o.host.error = Some(why);
             }
         } else if let Some(r) = st.channels.get_mut(&ch).and_then(|c| c.rings.as_mut()) {

@@ -180,8 +180,9 @@ pub(crate) fn guest_opened(sim: &SimInner, st: &mut State, offer: u64, pair: &Ri
     let Some(c) = st.channels.get_mut(&server) else {
         return;
     };
-    if c.close == Some(CloseReason::GuestClosed) {
-        // The previous guest's close is still running here: this open waits for it.
+    if c.close.as_ref().is_some_and(|r| *r != CloseReason::Driver) {
+        // A close that leaves the server offered (the previous guest's, or a ring
+        // fault's) is still running here: this open waits for it.
         if let Some(s) = c.server.as_mut() {
             s.reopen = Some(pair.clone());
         }
@@ -190,6 +191,8 @@ pub(crate) fn guest_opened(sim: &SimInner, st: &mut State, offer: u64, pair: &Ri
     if c.state != ChState::Opening || c.close.is_some() {
         return;
     }
+    // A new connection: the failure of an earlier one (a ring fault) is not its own.
+    c.failure = None;
     c.rings = Some(GuestRings::new(
         OutgoingRing::new(pair.inbound()),
         IncomingRing::new(pair.outbound()),
