@@ -29,7 +29,9 @@
 //! `seq + 1`, echoed at the received length; another type: `E_FAIL`, echoed; forwarded
 //! requests: the request's length, header, and body prefix or zeros); the answers counted
 //! match the IC counters exactly (at most, after a rescind); without a rescind every
-//! message sent was received; and after the close nothing waits (`ic.waiting`, the
+//! message sent was received and (no send failing) every HRESULT user mode answered a held
+//! request with reached the host in an answer to that transaction; and after the close
+//! nothing waits (`ic.waiting`, the
 //! bridge's `queue_depth`, `held_for_response`, `pending_reads`).
 #![no_main]
 
@@ -121,6 +123,11 @@ struct Harness {
     requests: Vec<Tracked>,
     /// Packet ids a RESPOND answered.
     responded: Vec<u64>,
+    /// (transaction id, HRESULT) of every held request user mode answered with 4 bytes
+    /// or more: the host must get an answer with that status.
+    decided: Vec<(u8, u32)>,
+    /// (transaction id, status) of every answer of the service's type the host got.
+    statuses: Vec<(u8, u32)>,
     sent: Vec<Sent>,
     answers: u64,
     /// A scratch buffer for the `hv_ic::host` builders.
@@ -155,9 +162,9 @@ impl Harness {
         });
     }
 
-    /// The (handle, packet id) of every held request a read returned and no RESPOND
-    /// answered yet.
-    fn held(&self) -> Vec<(FileId, u64)> {
+    /// The (handle, packet id, host transaction id) of every held request a read returned
+    /// and no RESPOND answered yet.
+    fn held(&self) -> Vec<(FileId, u64, u8)> {
         self.requests
             .iter()
             .filter(|r| r.read)
@@ -165,11 +172,17 @@ impl Harness {
                 r.h.with_result(|c| {
                     let c = c.filter(|c| c.status == NtStatus::SUCCESS)?;
                     let hdr = VMBRIDGE_PACKET_HEADER::parse(c.output).ok()?;
-                    (hdr.Flags & VMBRIDGE_PACKET_FLAG_RESPONSE_PENDING != 0)
-                        .then_some((r.file, hdr.PacketId))
+                    let rec = c.output.get(HDR..).and_then(IcRequest::from_bytes)?;
+                    // CAST: the record carries the host's u8 transaction id.
+                    let txid = rec.transaction_id as u8;
+                    (hdr.Flags & VMBRIDGE_PACKET_FLAG_RESPONSE_PENDING != 0).then_some((
+                        r.file,
+                        hdr.PacketId,
+                        txid,
+                    ))
                 })
             })
-            .filter(|(_, id)| !self.responded.contains(id))
+            .filter(|(_, id, _)| !self.responded.contains(id))
             .collect()
     }
 
@@ -287,6 +300,12 @@ impl Harness {
             };
             s.answered = true;
             self.answers += 1;
+            if let Ok(m) = parse_message(&a, Framing::Bare)
+                && m.msg_type() == service.msg_type()
+            {
+                self.statuses
+                    .push((m.header.transaction_id, m.header.status().0));
+            }
         }
     }
 }
@@ -477,6 +496,8 @@ fn run(data: &[u8]) {
         all_files: files.to_vec(),
         requests: Vec::new(),
         responded: Vec::new(),
+        decided: Vec::new(),
+        statuses: Vec::new(),
         sent: Vec::new(),
         answers: 0,
         buf: vec![0u8; MAX_RESPONSE_LEN],
@@ -555,12 +576,14 @@ fn run(data: &[u8]) {
                     _ => b.blob(64).to_vec(),
                 };
                 let held = t.held();
-                let (file, id) = if held.is_empty() || pick == 0xFF {
-                    (t.files[k], b.u64())
+                let (file, id, txid) = if held.is_empty() || pick == 0xFF {
+                    (t.files[k], b.u64(), None)
                 } else if pick == 0xFE {
-                    (t.files[k], held[usize::from(b.u8()) % held.len()].1)
+                    let (_, id, txid) = held[usize::from(b.u8()) % held.len()];
+                    (t.files[k], id, Some(txid))
                 } else {
-                    held[pick % held.len()]
+                    let (file, id, txid) = held[pick % held.len()];
+                    (file, id, Some(txid))
                 };
                 let input = build_respond(id, &response);
                 let h = t
@@ -568,6 +591,11 @@ fn run(data: &[u8]) {
                     .ioctl(file, IOCTL_VMBRIDGE_RESPOND, input.as_slice(), 0);
                 if h.with_result(|c| c.is_some_and(|c| c.status == NtStatus::SUCCESS)) {
                     t.responded.push(id);
+                    // User mode's HRESULT is what the host gets (`docs/ic.md`).
+                    if let (Some(txid), Some(hr)) = (txid, response.get(..4)) {
+                        let hr = u32::from_le_bytes(hr.try_into().expect("4 bytes"));
+                        t.decided.push((txid, hr));
+                    }
                 }
                 t.requests.push(Tracked {
                     h,
@@ -725,6 +753,17 @@ fn run(data: &[u8]) {
             t.sent.len() as u64,
             "messages sent vs received: {st:?}"
         );
+        // (A failed send, e.g. a shutdown answer above a small `MaxPacketSize`, loses
+        // its answer: counted, and then the statuses are not checked.)
+        for d in t.decided.iter().filter(|_| st.send_failures == 0) {
+            assert!(
+                t.statuses.contains(d),
+                "user mode answered transaction {} with {:#010x}; the host never got it: {:?}",
+                d.0,
+                d.1,
+                t.statuses
+            );
+        }
     }
 }
 
