@@ -481,6 +481,13 @@ where
         }
     }
 
+    /// The IC state, shared: its counters stay readable after [`VmbusDevice::close`]
+    /// (what the channel closing left unanswered).
+    #[must_use]
+    pub fn shared_ic(&self) -> Option<Arc<IcChannel>> {
+        self.ic.clone()
+    }
+
     /// The bridge (counters, configuration).
     #[must_use]
     pub fn bridge(&self) -> &DeviceBridge<R, L> {

@@ -90,3 +90,54 @@ write('host_mode', 'two_handles_guest_leaves', bytes([3, 0x86]) + offer(0) + byt
       + bytes([0x82]) + struct.pack('<H', 100) + bytes([1]) + steps(10) + bytes([0x80 | 11]) + offer(4))
 write('host_mode', 'bad_offers', bytes([4, 0]) + offer(8) + offer(12) + struct.pack('<Q', 0xdead_0000)
       + bytes([1]) + blob(b'\x01' * 56) + offer(0) + offer(1) + bytes([6, 88]))
+
+# ic_path: seed, sel (bits 0-1 the service, mod 3: heartbeat, shutdown, time sync; bits 2-3
+# the timeout: 100, 250, 1000, 30000 ms), config, then ops (op % 16; bit 7 picks the handle).
+# A service message reads: txid, version pick (not a multiple of 4: the negotiated
+# versions), then its fields.
+NEG = 1  # any version pick that is not a multiple of 4
+negotiate = lambda txid: bytes([0, txid, 0])  # list mode 0: the full lists
+negotiate_subsets = lambda txid, fw, msg: bytes([0, txid, 1, fw, msg])
+negotiate_made_up = lambda txid, fw, msg: (bytes([0, txid, 3, len(fw)]) + bytes(fw)
+                                           + bytes([len(msg)]) + bytes(msg))
+hb_fields = lambda txid, seq, r40: bytes([txid, NEG]) + struct.pack('<Q', seq) + bytes([r40]) + (b'' if r40 else b'\x01')
+heartbeat = lambda txid, seq, r40=1: bytes([1]) + hb_fields(txid, seq, r40)
+sd_fields = lambda txid, flags, text: (bytes([txid, NEG, 1, flags]) + struct.pack('<II', 0x8000_0000, 30)
+                                       + blob(text))
+shutdown = lambda txid, flags, text=b'': bytes([2]) + sd_fields(txid, flags, text)
+# At 4.0 (the full lists negotiate it): parent time, reference time, leap, stratum.
+ts_fields = lambda txid, flags: bytes([txid, NEG, flags]) + struct.pack('<QQBB', 133_000_000_000_000_000, 5_000_000, 0, 2)
+timesync = lambda txid, flags=1: bytes([3]) + ts_fields(txid, flags)
+mutated = lambda kind, fields, muts: bytes([4, kind]) + fields + bytes([len(muts) - 1]) + b''.join(muts)
+lying_size = lambda n: bytes([3]) + struct.pack('<H', n)
+truncate = lambda n: bytes([2]) + struct.pack('<H', n)
+flip = lambda at, bit: bytes([1]) + struct.pack('<H', at) + bytes([bit])
+raw_hdr = lambda ty, flags, declared, body: bytes([5, 1, ty, flags]) + struct.pack('<H', declared) + blob(body)
+raw = lambda b: bytes([5, 0]) + blob(b)
+ic_hold = bytes([6, 1])
+ic_plain = bytes([7, 1])
+ic_respond = lambda hresult: bytes([8, 0, 2]) + struct.pack('<I', hresult)
+ic_respond_short = bytes([8, 0, 4]) + blob(b'\x01')
+ic_close = lambda reopen: bytes([9, reopen])
+tick = lambda ms: bytes([11]) + struct.pack('<H', ms)
+ic_idle = bytes([12])
+ic_steps = lambda n: bytes([13, n])
+rescind = bytes([14, 0x5A])
+held_reads = lambda n: bytes([15, n - 1])
+write('ic_path', 'heartbeat_layouts', bytes([1, 0 | (3 << 2), 0x12]) + negotiate(0) + ic_idle
+      + heartbeat(1, 41) + heartbeat(2, 2**64 - 1, 0) + ic_idle
+      + mutated(1, hb_fields(3, 7, 1), [truncate(27)]) + mutated(1, hb_fields(4, 9, 1), [lying_size(200)])
+      + raw_hdr(3, 3, 12, b'\xab' * 12) + ic_idle + negotiate_subsets(5, 0b01, 0b11) + heartbeat(6, 5))
+write('ic_path', 'shutdown_accept_refuse_close', bytes([2, 1 | (2 << 2), 0x53]) + negotiate(0) + ic_idle
+      + shutdown(1, 2, b'restart') + ic_idle + ic_hold + ic_respond(0)
+      + shutdown(2, 0) + ic_idle + ic_hold + ic_respond(0x8000_4005)
+      + shutdown(3, 6) + shutdown(4, 1) + ic_idle + ic_plain + bytes([0x86, 1]) + ic_close(1)
+      + tick(500) + tick(1200) + ic_idle)
+write('ic_path', 'timesync_timeout_busy', bytes([3, 2 | (0 << 2), 0x10]) + negotiate(0) + ic_idle
+      + timesync(1) + timesync(2, 2) + timesync(3, 2) + ic_idle + held_reads(2) + ic_respond_short
+      + tick(50) + tick(150) + ic_idle + timesync(4) + ic_steps(4) + ic_hold + ic_respond(0))
+write('ic_path', 'negotiation_and_mutations', bytes([4, 1 | (1 << 2), 0xD3]) + negotiate_made_up(0, [0, 1], [3, 2, 4])
+      + negotiate_subsets(1, 0b10, 0b1000) + ic_idle
+      + mutated(0, bytes([2, 0]), [flip(20, 0)]) + negotiate(3) + ic_idle
+      + mutated(2, sd_fields(4, 2, b'x'), [lying_size(4), bytes([5, 7])]) + raw(b'\x00' * 19)
+      + shutdown(5, 4) + ic_steps(3) + held_reads(3) + ic_respond(0) + rescind + shutdown(6, 0) + ic_idle)

@@ -1,7 +1,9 @@
 //! Shared harness of the fuzz targets: an input cursor and the driver rig.
 //!
 //! C header: none; reference: `docs/architecture.md` (the lifecycle the rig walks: query the
-//! table, allocate on the PDO, configure, enable; disable and clean up at the end).
+//! table, allocate on the PDO, configure, enable; disable and clean up at the end),
+//! `docs/ic.md` (IC mode: [`Rig::ic`], the IC offer as `crates/vmbridge-sim/src/rig/ic.rs`
+//! makes it).
 //!
 //! The rig is `vmbridge` (driver core + `kmcl` + the real `extern "system"` shims) bound to
 //! a `kmcl-sim` offer in deterministic mode with the verifier in Collect mode, so a KMCL
@@ -13,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use kmcl::channel::{Kmcl, ParentDevice};
 use kmcl::irql::Passive;
 use kmcl_sim::{HostEndpoint, Offer, OfferConfig, Rule, Sim, SimConfig, Violation};
+use vmbridge::bridge::config::{IcConfig, IcService};
 use vmbridge::bridge::protocol::VMBRIDGE_CHANNEL_TYPE;
 use vmbridge::bridge::{Config, FileId, NtStatus, ProcessingMode, State, Stats, StdLock};
 use vmbridge::sim_request::{RequestHandle, SimRequest};
@@ -119,6 +122,22 @@ thread_local! {
 
 static NEXT_FILE: AtomicU64 = AtomicU64::new(1);
 
+/// The `hv_ic` service of a configured IC service.
+#[must_use]
+pub const fn hv_service(s: IcService) -> hv_ic::Service {
+    match s {
+        IcService::Heartbeat => hv_ic::Service::Heartbeat,
+        IcService::Shutdown => hv_ic::Service::Shutdown,
+        IcService::TimeSync => hv_ic::Service::TimeSync,
+    }
+}
+
+/// An `hv_ic` GUID as the simulator's GUID.
+#[must_use]
+pub const fn ic_guid(g: hv_ic::guid::Guid) -> kmcl_sys::GUID {
+    kmcl_sys::GUID::from_fields(g.data1, g.data2, g.data3, g.data4)
+}
+
 /// A configuration picked from one input byte: processing mode, queue depth, ring size.
 #[must_use]
 pub fn config_from(b: u8) -> Config {
@@ -178,6 +197,32 @@ impl Rig {
         config: Config,
         before_open: impl FnOnce(&HostEndpoint),
     ) -> Option<Rig> {
+        let offer = OfferConfig::default().with_interface_type(channel_type());
+        Self::open(sim_cfg, offer, config, IcConfig::OFF, before_open)
+    }
+
+    /// vmbridge in IC mode (`VmbusDevice::open_ic`) on a fresh deterministic simulator:
+    /// the offer of `ic.service`'s channel (interface and instance GUIDs from `hv-ic`, a
+    /// pipe), as `crates/vmbridge-sim/src/rig/ic.rs` makes it. `None` without a service
+    /// or if the channel does not open.
+    #[must_use]
+    pub fn ic(seed: u64, config: Config, ic: IcConfig) -> Option<Rig> {
+        let service = hv_service(ic.service?);
+        let offer = OfferConfig::default()
+            .with_interface_type(ic_guid(service.interface_id()))
+            .with_interface_instance(ic_guid(service.instance_id()))
+            .with_pipe(true);
+        let sim_cfg = SimConfig::deterministic(seed).collect();
+        Self::open(sim_cfg, offer, config, ic, |_| {})
+    }
+
+    fn open(
+        sim_cfg: SimConfig,
+        offer_cfg: OfferConfig,
+        config: Config,
+        ic: IcConfig,
+        before_open: impl FnOnce(&HostEndpoint),
+    ) -> Option<Rig> {
         // SAFETY: rule IRQL_SOURCE_TRUTHFUL: the simulator's IRQL of the calling thread, the
         // IRQL it runs the driver's code at on every thread.
         unsafe { kmcl::irql::set_host_irql_source(kmcl_sim::current_irql) };
@@ -189,7 +234,7 @@ impl Rig {
         // trace per allocation were most of an input's time).
         vmbridge::sim_request::scrub_spares();
         let sim = Sim::new(sim_cfg);
-        let offer = sim.offer(OfferConfig::default().with_interface_type(channel_type()));
+        let offer = sim.offer(offer_cfg);
         let host = offer.host();
         before_open(&host);
         let table = TABLE.with(|t| *t);
@@ -197,7 +242,7 @@ impl Rig {
         // SAFETY: rule PARENT_DEVICE_OUTLIVES_CHANNEL: the offer's device object lives as
         // long as `sim`, which the rig keeps until after the device is closed.
         let parent = unsafe { ParentDevice::from_raw(offer.device_object()) };
-        let device = SimDevice::open(&kmcl, parent, config, Tracer::etw(), passive());
+        let device = SimDevice::open_ic(&kmcl, parent, config, ic, Tracer::etw(), passive());
         sim.run_until_idle();
         Some(Rig {
             sim,

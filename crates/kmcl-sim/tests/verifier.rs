@@ -487,6 +487,49 @@ fn send_while_closed_fires_for_a_send_after_suspend() {
     assert_eq!(rules(&sim), [Rule::SendWhileClosed]);
 }
 
+/// A rescind (or Disable) starts the close, then delivers the packets already taken from
+/// the ring for the passive worker, then raises Suspend. A send from one of those
+/// deliveries happens before Suspend: the driver broke no rule (it may fail: the channel
+/// is closing). Before the fix the close marked the channel Closing before that delivery
+/// and `VmbPacketSend` reported SEND_WHILE_CLOSED "after EvtChannelSuspend". Found by the
+/// `ic_path` fuzz target (an IC negotiation answered in a passive delivery after a rescind).
+#[test]
+fn send_while_closed_spares_a_send_from_a_packet_delivered_before_suspend() {
+    let sim = Sim::new(SimConfig::deterministic(1).collect());
+    let offer = sim.offer(OfferConfig::default());
+    let host = offer.host();
+    let c = Ctx::new(&sim, ECHO);
+    c.on_packet(|c, ch, _pkt, _buf, _len| {
+        let s = send(c, ch, b"answer..", 0);
+        c.event(format!("answer:{s:#x}"));
+    });
+    c.on_state(|c, _ch, ev| c.event(ev));
+    let ch = open(&sim, &offer, &c).expect("opens");
+    // SAFETY: rule INVALID_CHANNEL_HANDLE: live channel, not opened yet (nothing ran).
+    unsafe {
+        (c.table
+            .VmbChannelSetIncomingProcessingAtPassive
+            .expect("slot"))(ch, TRUE)
+    };
+    sim.run_until_idle();
+    host.send_inband(b"12345678", false).expect("send");
+    // The DPC takes the packet from the ring for the passive worker; the host rescinds
+    // before the worker runs.
+    sim.step();
+    host.rescind();
+    sim.run_until_idle();
+    let ev = c.events();
+    let answer = ev.iter().position(|e| e.starts_with("answer:"));
+    let suspend = ev.iter().position(|e| e == "suspend");
+    assert!(
+        answer.is_some() && answer < suspend,
+        "the packet is delivered before Suspend: {ev:?}"
+    );
+    assert_eq!(rules(&sim), []);
+    close(&c, ch);
+    assert_eq!(rules(&sim), []);
+}
+
 #[test]
 fn completion_routine_not_set_fires_for_an_initialized_packet() {
     let (sim, _host, c, ch) = setup(ECHO);

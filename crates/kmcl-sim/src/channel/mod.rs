@@ -423,6 +423,10 @@ pub(crate) struct Channel {
     /// when it ends (once per batch, instead of a queue push per completion).
     pub(crate) dpc_rerun: bool,
     pub(crate) suspended: bool,
+    /// The close raised `EvtChannelSuspend`: from then on a send breaks SEND_WHILE_CLOSED.
+    /// (A close marks the channel Closing before it delivers the packets already taken for
+    /// the passive worker; sends from those deliveries come before Suspend.)
+    pub(crate) suspend_raised: bool,
     pub(crate) paused: bool,
     pub(crate) stopped: bool,
     pub(crate) close: Option<CloseReason>,
@@ -588,6 +592,7 @@ pub(crate) fn allocate(
             completing: 0,
             dpc_rerun: false,
             suspended: false,
+            suspend_raised: false,
             paused: false,
             stopped: false,
             close: None,
@@ -956,6 +961,9 @@ pub(crate) fn run_close(sim: &Arc<SimInner>, ch: u64) {
         st.channels.get(&ch).is_none_or(no_delivery_pending)
     });
     if opened {
+        if let Some(c) = sim.lock().channels.get_mut(&ch) {
+            c.suspend_raised = true;
+        }
         call_state(ch, tok, cbs, StateEvent::Suspend);
     }
     let drained = sim.wait_until(None, |st| {
@@ -1008,6 +1016,7 @@ pub(crate) fn run_close(sim: &Arc<SimInner>, ch: u64) {
         };
         c.close = None;
         c.suspended = false;
+        c.suspend_raised = false;
         c.passive_q.clear();
         c.completion_queue.clear();
         for inc in c.incoming.values_mut() {
@@ -2088,10 +2097,12 @@ pub(crate) fn send(
     match c.state {
         ChState::Disabled => return STATUS_INVALID_DEVICE_STATE,
         ChState::Closing => {
-            st.violation(
-                Rule::SendWhileClosed,
-                format!("{}: after EvtChannelSuspend", site()),
-            );
+            if c.suspend_raised {
+                st.violation(
+                    Rule::SendWhileClosed,
+                    format!("{}: after EvtChannelSuspend", site()),
+                );
+            }
             return STATUS_INVALID_DEVICE_STATE;
         }
         ChState::Opening | ChState::Opened | ChState::Running => {}
@@ -2470,10 +2481,12 @@ pub(crate) fn send_sync(
             return Err(STATUS_DEVICE_REMOVED);
         }
         if c.state == ChState::Closing {
-            st.violation(
-                Rule::SendWhileClosed,
-                format!("{site}: after EvtChannelSuspend"),
-            );
+            if c.suspend_raised {
+                st.violation(
+                    Rule::SendWhileClosed,
+                    format!("{site}: after EvtChannelSuspend"),
+                );
+            }
             return Err(STATUS_DEVICE_REMOVED);
         }
         let pipe = c.pipe();
