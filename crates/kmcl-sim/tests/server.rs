@@ -219,7 +219,7 @@ fn raw_server_and_raw_client_exchange_both_ways() {
 
 #[test]
 fn one_offer_per_interface_and_instance_a_second_enable_is_refused() {
-    let sim = Sim::new(SimConfig::deterministic(31));
+    let sim = Sim::new(SimConfig::deterministic(31).with_default_ring_pages(2));
     let c = Ctx::new(&sim, ECHO);
     let first = open_server(&sim, &c, true);
     sim.run_until_idle();
@@ -258,7 +258,7 @@ fn one_offer_per_interface_and_instance_a_second_enable_is_refused() {
 
 #[test]
 fn a_guest_that_opens_while_the_server_still_closes_the_last_one_is_opened_after_it() {
-    let sim = Sim::new(SimConfig::deterministic(32));
+    let sim = Sim::new(SimConfig::deterministic(32).with_default_ring_pages(2));
     let s = Ctx::new(&sim, ECHO);
     let sch = open_server(&sim, &s, true);
     let offer = sim.find_offer(&IFACE, None).expect("offered");
@@ -296,7 +296,11 @@ fn a_guest_that_opens_while_the_server_still_closes_the_last_one_is_opened_after
 
 #[test]
 fn spurious_signal_a_send_into_a_gone_guests_ring_signals_nobody() {
-    let sim = Sim::new(SimConfig::deterministic(34).collect());
+    let sim = Sim::new(
+        SimConfig::deterministic(34)
+            .collect()
+            .with_default_ring_pages(2),
+    );
     let s = Ctx::new(&sim, ECHO);
     let sch = open_server(&sim, &s, true);
     let offer = sim.find_offer(&IFACE, None).expect("offered");
@@ -334,7 +338,11 @@ fn spurious_signal_a_send_into_a_gone_guests_ring_signals_nobody() {
 
 #[test]
 fn a_guest_that_opens_while_the_server_closes_after_a_ring_fault_is_opened_after_it() {
-    let sim = Sim::new(SimConfig::deterministic(35).collect());
+    let sim = Sim::new(
+        SimConfig::deterministic(35)
+            .collect()
+            .with_default_ring_pages(2),
+    );
     let s = Ctx::new(&sim, ECHO);
     let sch = open_server(&sim, &s, true);
     let offer = sim.find_offer(&IFACE, None).expect("offered");
@@ -361,7 +369,11 @@ fn a_guest_that_opens_while_the_server_closes_after_a_ring_fault_is_opened_after
 #[test]
 fn disable_during_a_ring_fault_close_ends_disabled_and_rescinds() {
     for steps in 0..4 {
-        let sim = Sim::new(SimConfig::deterministic(33).collect());
+        let sim = Sim::new(
+            SimConfig::deterministic(33)
+                .collect()
+                .with_default_ring_pages(2),
+        );
         let s = Ctx::new(&sim, ECHO);
         let sch = open_server(&sim, &s, true);
         let guest = sim
