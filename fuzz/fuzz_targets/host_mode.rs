@@ -43,7 +43,7 @@ use vmbridge::bridge::{FileId, NtStatus, StdLock, UserRequest};
 use vmbridge::host_mode::{HostControl, OfferSetup, Offers};
 use vmbridge::sim_request::{RequestHandle, SimRequest};
 use vmbridge::trace::Tracer;
-use vmbridge_fuzz::{Bytes, SimLock, channel_type, config_from, passive, sim_guid};
+use vmbridge_fuzz::{Bytes, SimLock, channel_type, config_from, debug, passive, sim_guid};
 
 type Control = HostControl<SimRequest, SimLock, StdLock<Offers<SimRequest, SimLock>>>;
 
@@ -254,6 +254,17 @@ impl Harness {
         }
     }
 
+    /// `CancelIoEx` on `h`: the control device's cancel routine takes it back and
+    /// completes it (as `Rig::cancel` for a guest device).
+    fn cancel(&self, h: &RequestHandle) {
+        h.cancel(|key| {
+            self.control
+                .cancel(key)
+                .map(|r| r.complete(NtStatus::CANCELLED, 0))
+                .is_some()
+        });
+    }
+
     /// Notes a completed held read's packet id (it owes a RESPOND).
     fn note_held(&mut self, k: usize, h: &RequestHandle) {
         self.held[k].extend(held_ids(h));
@@ -315,12 +326,6 @@ fn guest_result(r: Result<u64, kmcl_sim::SendError>, cr: bool, g: &mut Guest) {
         ) => {}
         Err(e) => panic!("guest send failed unexpectedly: {e}"),
     }
-}
-
-/// `FUZZ_DEBUG=1` prints every operation (to read a crash input).
-fn debug() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var_os("FUZZ_DEBUG").is_some())
 }
 
 fn run(data: &[u8]) {
@@ -490,13 +495,7 @@ fn run(data: &[u8]) {
                 if n > 0 {
                     let i = usize::from(b.u16()) % n;
                     let h = t.requests[i].h.clone();
-                    let control = &t.control;
-                    h.cancel(|key| {
-                        control
-                            .cancel(key)
-                            .map(|r| r.complete(NtStatus::CANCELLED, 0))
-                            .is_some()
-                    });
+                    t.cancel(&h);
                 }
             }
             // CloseHandle: the offer is rescinded; the handle may offer again.
@@ -647,13 +646,7 @@ fn run(data: &[u8]) {
             let h = t.read(k, DRAIN_READ, true);
             t.sim.run_until_idle();
             if !h.is_done() {
-                let control = &t.control;
-                h.cancel(|key| {
-                    control
-                        .cancel(key)
-                        .map(|r| r.complete(NtStatus::CANCELLED, 0))
-                        .is_some()
-                });
+                t.cancel(&h);
             }
             let found = h.with_result(|c| c.is_some_and(|c| c.status == NtStatus::SUCCESS));
             if !found && ids.is_empty() {

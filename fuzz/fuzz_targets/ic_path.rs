@@ -64,7 +64,7 @@ use vmbridge::bridge::protocol::{
 use vmbridge::bridge::{FileId, NtStatus};
 use vmbridge::ic::{IC_REQUEST_LEN, IC_REQUEST_VERSION, IcRequest};
 use vmbridge::sim_request::RequestHandle;
-use vmbridge_fuzz::{Bytes, Rig, config_from, hv_service};
+use vmbridge_fuzz::{Bytes, Rig, config_from, debug, hv_service};
 
 const HDR: usize = size_of::<VMBRIDGE_PACKET_HEADER>();
 /// Operations per input (keeps one run short).
@@ -105,12 +105,6 @@ struct Tracked {
 struct Sent {
     bytes: Vec<u8>,
     answered: bool,
-}
-
-/// `FUZZ_DEBUG=1` prints every operation (to read a crash input).
-fn debug() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var_os("FUZZ_DEBUG").is_some())
 }
 
 struct Harness {

@@ -24,7 +24,7 @@ use vmbridge::bridge::protocol::{
 };
 use vmbridge::bridge::{FileId, NtStatus};
 use vmbridge::sim_request::RequestHandle;
-use vmbridge_fuzz::{Bytes, Rig, config_from};
+use vmbridge_fuzz::{Bytes, Rig, config_from, debug};
 
 const HDR: usize = size_of::<VMBRIDGE_PACKET_HEADER>();
 /// Operations per input (keeps one run short).
@@ -68,12 +68,6 @@ fn host_result(r: Result<u64, SendError>, cr: bool, requested: &mut HashSet<u64>
         Err(SendError::Full | SendError::TooLarge | SendError::NotOpen) => {}
         Err(e) => panic!("host send failed unexpectedly: {e}"),
     }
-}
-
-/// `FUZZ_DEBUG=1` prints every operation (to read a crash input).
-fn debug() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var_os("FUZZ_DEBUG").is_some())
 }
 
 fn run(data: &[u8]) {

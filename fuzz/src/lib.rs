@@ -27,6 +27,14 @@ pub type SimLock = StdLock<State<Held, SimRequest>>;
 /// The device type the rig drives.
 pub type SimDevice = VmbusDevice<SimRequest, SimLock>;
 
+/// Whether `FUZZ_DEBUG` is set: the targets then print every operation (to read a crash
+/// input).
+#[must_use]
+pub fn debug() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("FUZZ_DEBUG").is_some())
+}
+
 /// A little-endian cursor over fuzzer bytes; reads past the end give zeros.
 #[derive(Debug)]
 pub struct Bytes<'a> {
