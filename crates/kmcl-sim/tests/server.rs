@@ -217,6 +217,27 @@ fn raw_server_and_raw_client_exchange_both_ways() {
     sim.assert_clean();
 }
 
+/// A started raw server (ECHO) on `cfg` with 2-page rings (these tests' packets are a few
+/// bytes) and the offer's built-in guest, open: the simulator, the server's context and
+/// channel, the offer and the guest.
+fn server_with_guest(
+    cfg: SimConfig,
+) -> (
+    Sim,
+    std::sync::Arc<Ctx>,
+    VMBCHANNEL,
+    Offer,
+    kmcl_sim::HostEndpoint,
+) {
+    let sim = Sim::new(cfg.with_default_ring_pages(2));
+    let s = Ctx::new(&sim, ECHO);
+    let sch = open_server(&sim, &s, true);
+    let offer = sim.find_offer(&IFACE, None).expect("offered");
+    let guest = offer.guest().expect("first guest");
+    sim.run_until_idle();
+    (sim, s, sch, offer, guest)
+}
+
 #[test]
 fn one_offer_per_interface_and_instance_a_second_enable_is_refused() {
     let sim = Sim::new(SimConfig::deterministic(31).with_default_ring_pages(2));
@@ -258,12 +279,7 @@ fn one_offer_per_interface_and_instance_a_second_enable_is_refused() {
 
 #[test]
 fn a_guest_that_opens_while_the_server_still_closes_the_last_one_is_opened_after_it() {
-    let sim = Sim::new(SimConfig::deterministic(32).with_default_ring_pages(2));
-    let s = Ctx::new(&sim, ECHO);
-    let sch = open_server(&sim, &s, true);
-    let offer = sim.find_offer(&IFACE, None).expect("offered");
-    let first = offer.guest().expect("first guest");
-    sim.run_until_idle();
+    let (sim, s, sch, offer, first) = server_with_guest(SimConfig::deterministic(32));
     // The built-in guest leaves and a new one comes before the server's Suspend/Closed of
     // the first ran: the new open waits for that close, then proceeds (as OpenVMM's VMBus
     // server's ClosingReopen); it is not lost, nor closed by the old close.
@@ -296,16 +312,7 @@ fn a_guest_that_opens_while_the_server_still_closes_the_last_one_is_opened_after
 
 #[test]
 fn spurious_signal_a_send_into_a_gone_guests_ring_signals_nobody() {
-    let sim = Sim::new(
-        SimConfig::deterministic(34)
-            .collect()
-            .with_default_ring_pages(2),
-    );
-    let s = Ctx::new(&sim, ECHO);
-    let sch = open_server(&sim, &s, true);
-    let offer = sim.find_offer(&IFACE, None).expect("offered");
-    let first = offer.guest().expect("first guest");
-    sim.run_until_idle();
+    let (sim, s, sch, offer, first) = server_with_guest(SimConfig::deterministic(34).collect());
     // The guest leaves and a new one comes at once (its open waits for the old close);
     // a send in between goes into the ring of the guest that left: its signal is for
     // nobody, not for the new guest, whose reader has seen no packet yet.
@@ -338,16 +345,7 @@ fn spurious_signal_a_send_into_a_gone_guests_ring_signals_nobody() {
 
 #[test]
 fn a_guest_that_opens_while_the_server_closes_after_a_ring_fault_is_opened_after_it() {
-    let sim = Sim::new(
-        SimConfig::deterministic(35)
-            .collect()
-            .with_default_ring_pages(2),
-    );
-    let s = Ctx::new(&sim, ECHO);
-    let sch = open_server(&sim, &s, true);
-    let offer = sim.find_offer(&IFACE, None).expect("offered");
-    let first = offer.guest().expect("first guest");
-    sim.run_until_idle();
+    let (sim, s, sch, offer, first) = server_with_guest(SimConfig::deterministic(35).collect());
     // The guest writes bytes that are no packet (the server's close for the fault starts
     // at its next DPC), leaves, and a new guest comes at once: its open waits for that
     // close, then proceeds, as after a plain guest close.
@@ -369,19 +367,8 @@ fn a_guest_that_opens_while_the_server_closes_after_a_ring_fault_is_opened_after
 #[test]
 fn disable_during_a_ring_fault_close_ends_disabled_and_rescinds() {
     for steps in 0..4 {
-        let sim = Sim::new(
-            SimConfig::deterministic(33)
-                .collect()
-                .with_default_ring_pages(2),
-        );
-        let s = Ctx::new(&sim, ECHO);
-        let sch = open_server(&sim, &s, true);
-        let guest = sim
-            .find_offer(&IFACE, None)
-            .expect("offered")
-            .guest()
-            .expect("guest");
-        sim.run_until_idle();
+        let (sim, _s, sch, _offer, guest) =
+            server_with_guest(SimConfig::deterministic(33).collect());
         // The guest writes bytes that are no packet: the server's channel closes with a
         // ring fault. Its Disable, whenever it comes, still ends Disabled (no DEADLOCK),
         // and the offer goes.
