@@ -12,7 +12,7 @@ use std::ptr::NonNull;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::{install_irql, passive, wait_for};
+use common::{install_irql, install_thread_ids, passive, wait_for};
 use kmcl::NtStatus;
 use kmcl::channel::{Channel, Endpoint, Kmcl, ParentDevice, ProcessingMode};
 use kmcl::external::Access;
@@ -159,9 +159,7 @@ struct Pair {
 impl Pair {
     fn new(cfg: SimConfig) -> Self {
         install_irql();
-        // SAFETY: rule THREAD_ID_SOURCE_UNIQUE: the address of a thread-local of the calling
-        // thread, unique among live threads and never 0.
-        unsafe { kmcl::thread::set_thread_id_source(kmcl_sim::current_thread_id) };
+        install_thread_ids();
         let sim = Sim::new(cfg);
         let table = Box::leak(Box::new(*sim.server_interface()));
         let server_kmcl = KmclServer::new(table).expect("the server table validates");

@@ -8,9 +8,9 @@ mod common;
 
 use std::sync::Mutex;
 
-use common::{Bench, Log, passive};
+use common::{Bench, Log, install_thread_ids, passive};
 use kmcl::NtStatus;
-use kmcl::channel::{Channel, Endpoint};
+use kmcl::channel::{Channel, Endpoint, ProcessingMode};
 use kmcl::irql::{Level, Passive};
 use kmcl::packet::{Packet, PacketHandler};
 use kmcl::state::StateHandler;
@@ -322,6 +322,41 @@ fn gpadl_is_created_at_passive_and_deleted_in_closed() {
     b.sim.assert_clean();
 }
 
+/// Enables a channel for `handler` in `mode` on the test thread (whose identity `kmcl`
+/// must know to recognise its own callbacks) and parks it in `slot`, from which the
+/// handler takes it to tear it down inside one of its own callbacks. Returns the
+/// handler's address, valid as long as the channel is kept.
+fn owned_channel<H: PacketHandler + StateHandler>(
+    b: &Bench,
+    handler: H,
+    mode: ProcessingMode,
+    slot: &Mutex<Option<Channel<H>>>,
+) -> *const H {
+    install_thread_ids();
+    let p = passive();
+    let ch = b
+        .kmcl
+        .channel(b.parent(), handler, p)
+        .unwrap()
+        .processing_mode(mode)
+        .enable(p)
+        .unwrap();
+    let handler: *const H = ch.handler();
+    *slot.lock().unwrap() = Some(ch);
+    handler
+}
+
+/// The channel a callback failed to tear down was kept with its context alive: it is
+/// still open and still answers a packet, and the verifier saw nothing.
+fn assert_kept_channel_answers(b: &Bench) {
+    let host = b.offer.host();
+    assert!(host.is_open());
+    let id = host.send_inband(b"x", true).unwrap();
+    b.idle();
+    assert_eq!(host.take_completion().map(|(i, _)| i), Some(id));
+    b.sim.assert_clean();
+}
+
 /// Owns its own channel (through `OWN_CHANNEL`) and drops it in `post_started`.
 struct SelfDropping;
 
@@ -348,29 +383,12 @@ impl StateHandler for SelfDropping {
 /// enabled), as a drop above PASSIVE_LEVEL keeps it.
 #[test]
 fn blocking_call_in_callback_close_inside_own_state_callback_keeps_the_channel() {
-    // The thread identity known, as on Windows x64 (an ARM64 driver installs a source).
-    // SAFETY: rule THREAD_ID_SOURCE_UNIQUE: the address of a thread-local of the calling
-    // thread, unique among live threads and never 0.
-    unsafe { kmcl::thread::set_thread_id_source(kmcl_sim::current_thread_id) };
     let b = Bench::deterministic(37);
-    let p = passive();
-    let ch = b
-        .kmcl
-        .channel(b.parent(), SelfDropping, p)
-        .unwrap()
-        .enable(p)
-        .unwrap();
-    *OWN_CHANNEL.lock().unwrap() = Some(ch);
+    let _ = owned_channel(&b, SelfDropping, ProcessingMode::Dispatch, &OWN_CHANNEL);
     b.idle();
     assert!(OWN_CHANNEL.lock().unwrap().is_none(), "post_started ran");
     assert!(b.sim.violations().is_empty(), "{:?}", b.sim.violations());
-    // The context is alive: the kept channel still answers.
-    let host = b.offer.host();
-    assert!(host.is_open());
-    let id = host.send_inband(b"x", true).unwrap();
-    b.idle();
-    assert_eq!(host.take_completion().map(|(i, _)| i), Some(id));
-    b.sim.assert_clean();
+    assert_kept_channel_answers(&b);
 }
 
 /// Owns its own channel (through `OWN_PASSIVE_CHANNEL`) and tears it down from a packet
@@ -410,20 +428,13 @@ impl StateHandler for SelfClosingInPassivePacket {}
 /// it (leaked, still enabled).
 #[test]
 fn blocking_call_in_callback_close_inside_own_passive_packet_callback_keeps_the_channel() {
-    // SAFETY: rule THREAD_ID_SOURCE_UNIQUE: the address of a thread-local of the calling
-    // thread, unique among live threads and never 0.
-    unsafe { kmcl::thread::set_thread_id_source(kmcl_sim::current_thread_id) };
     let b = Bench::deterministic(39);
-    let p = passive();
-    let ch = b
-        .kmcl
-        .channel(b.parent(), SelfClosingInPassivePacket::default(), p)
-        .unwrap()
-        .processing_mode(kmcl::channel::ProcessingMode::Passive)
-        .enable(p)
-        .unwrap();
-    let handler: *const SelfClosingInPassivePacket = ch.handler();
-    *OWN_PASSIVE_CHANNEL.lock().unwrap() = Some(ch);
+    let handler = owned_channel(
+        &b,
+        SelfClosingInPassivePacket::default(),
+        ProcessingMode::Passive,
+        &OWN_PASSIVE_CHANNEL,
+    );
     b.idle();
     let host = b.offer.host();
     let first = host.send_inband(b"close yourself", true).unwrap();
@@ -436,12 +447,7 @@ fn blocking_call_in_callback_close_inside_own_passive_packet_callback_keeps_the_
         .load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(refused, 1, "disable gave the channel back");
     assert_eq!(host.take_completion().map(|(i, _)| i), Some(first));
-    // The context is alive: the kept channel still answers.
-    assert!(host.is_open());
-    let id = host.send_inband(b"x", true).unwrap();
-    b.idle();
-    assert_eq!(host.take_completion().map(|(i, _)| i), Some(id));
-    b.sim.assert_clean();
+    assert_kept_channel_answers(&b);
 }
 
 /// Owns its own channel (through `OWN_BATCH_CHANNEL`) and closes it at the end of a batch
@@ -473,19 +479,13 @@ impl StateHandler for SelfClosingAtBatchEnd {}
 /// `Passive` token: the close keeps the channel.
 #[test]
 fn blocking_call_in_callback_close_inside_own_passive_processing_complete_keeps_the_channel() {
-    // SAFETY: rule THREAD_ID_SOURCE_UNIQUE: the address of a thread-local of the calling
-    // thread, unique among live threads and never 0.
-    unsafe { kmcl::thread::set_thread_id_source(kmcl_sim::current_thread_id) };
     let b = Bench::deterministic(40);
-    let p = passive();
-    let ch = b
-        .kmcl
-        .channel(b.parent(), SelfClosingAtBatchEnd, p)
-        .unwrap()
-        .processing_mode(kmcl::channel::ProcessingMode::Passive)
-        .enable(p)
-        .unwrap();
-    *OWN_BATCH_CHANNEL.lock().unwrap() = Some(ch);
+    let _ = owned_channel(
+        &b,
+        SelfClosingAtBatchEnd,
+        ProcessingMode::Passive,
+        &OWN_BATCH_CHANNEL,
+    );
     b.idle();
     let host = b.offer.host();
     let first = host.send_inband(b"one batch", true).unwrap();
@@ -493,9 +493,5 @@ fn blocking_call_in_callback_close_inside_own_passive_processing_complete_keeps_
     assert!(OWN_BATCH_CHANNEL.lock().unwrap().is_none(), "batch end ran");
     assert!(b.sim.violations().is_empty(), "{:?}", b.sim.violations());
     assert_eq!(host.take_completion().map(|(i, _)| i), Some(first));
-    assert!(host.is_open());
-    let id = host.send_inband(b"x", true).unwrap();
-    b.idle();
-    assert_eq!(host.take_completion().map(|(i, _)| i), Some(id));
-    b.sim.assert_clean();
+    assert_kept_channel_answers(&b);
 }

@@ -25,6 +25,14 @@ pub fn install_irql() {
     unsafe { kmcl::irql::set_host_irql_source(kmcl_sim::current_irql) };
 }
 
+/// Installs the simulator's thread identity as the thread-id source (idempotent), as an
+/// ARM64 driver installs one (on Windows x64 `kmcl` reads it from the TEB).
+pub fn install_thread_ids() {
+    // SAFETY: rule THREAD_ID_SOURCE_UNIQUE: the address of a thread-local of the calling
+    // thread, unique among live threads and never 0.
+    unsafe { kmcl::thread::set_thread_id_source(kmcl_sim::current_thread_id) };
+}
+
 /// A leaked copy of the simulator's table: `'static`, as `Kmcl::new` requires.
 pub fn leaked_table(sim: &Sim) -> &'static kmcl_sys::KMCL_CLIENT_INTERFACE_V5 {
     Box::leak(Box::new(*sim.client_interface()))
