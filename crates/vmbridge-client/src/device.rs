@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use std::io;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use vmbridge_abi::{
     IOCTL_VMBRIDGE_CREATE_OFFER, IOCTL_VMBRIDGE_GET_INFO, IOCTL_VMBRIDGE_GET_STATS,
@@ -193,6 +193,29 @@ fn finish(p: &mut dyn Pending, timeout: Option<Duration>) -> io::Result<(Complet
         .wait(None)?
         .ok_or_else(|| io::Error::other("a cancelled request never completed"))?;
     Ok((c, true))
+}
+
+/// How many times a read or a batched read is submitted, counting the retries with the
+/// size the driver named. The driver names that size with the packet still queued, so one
+/// retry succeeds unless another reader of the device took the packet meanwhile and an
+/// even larger one is the oldest now. A driver that keeps naming larger sizes (a bug, or
+/// another ABI) gets its last status back as an error instead of an endless loop of ever
+/// larger buffers.
+const SIZED_ATTEMPTS: usize = 3;
+
+/// The end of a wait of `timeout` from now (`None`: no end, as for `None`, or a timeout
+/// so long that no `Instant` holds its end).
+fn deadline(timeout: Option<Duration>) -> Option<Instant> {
+    timeout.and_then(|t| Instant::now().checked_add(t))
+}
+
+/// What is left of the wait ending at `end`, for a request submitted again: a retry does
+/// not restart the caller's timeout.
+fn remaining(timeout: Option<Duration>, end: Option<Instant>) -> Option<Duration> {
+    match (timeout, end) {
+        (Some(_), Some(end)) => Some(end.saturating_duration_since(Instant::now())),
+        _ => timeout,
+    }
 }
 
 /// An output size the driver asked for (`Information` of `STATUS_BUFFER_TOO_SMALL`, or
@@ -627,8 +650,10 @@ impl<'t> Device<'t> {
         let op = ioctl_name(IOCTL_VMBRIDGE_READ);
         let input = read_input(flags);
         let mut out_len = self.read_len();
-        loop {
-            let c = self.call_into(IOCTL_VMBRIDGE_READ, &input, out_len, timeout, payload)?;
+        let end = deadline(timeout);
+        for _ in 0..SIZED_ATTEMPTS {
+            let left = remaining(timeout, end);
+            let c = self.call_into(IOCTL_VMBRIDGE_READ, &input, out_len, left, payload)?;
             if c.status == NtStatus::BUFFER_OVERFLOW {
                 // The packet stays queued; the header says how much room it needs.
                 let h = VMBRIDGE_PACKET_HEADER::parse(payload).map_err(|s| bad_output(op, s))?;
@@ -642,6 +667,7 @@ impl<'t> Device<'t> {
             check_status(op, &c)?;
             return packet_in_place(op, payload);
         }
+        Err(driver_error(op, NtStatus::BUFFER_OVERFLOW, None))
     }
 
     /// `IOCTL_VMBRIDGE_READ`: the oldest packet, completed as it is read. Blocks up to
@@ -757,7 +783,9 @@ impl<'t> Device<'t> {
         let mut input = [0u8; size_of::<VMBRIDGE_READ_BATCH_REQUEST>()];
         VMBRIDGE_READ_BATCH_REQUEST::new(flags, opts.max_packets).write_to(&mut input);
         let mut out_len = opts.buffer_len.max(read_batch_len_for(0));
-        for _ in 0..2 {
+        let end = deadline(timeout);
+        for _ in 0..SIZED_ATTEMPTS {
+            let left = remaining(timeout, end);
             let mut status = NtStatus::SUCCESS;
             let mut retry = None;
             let mut outcome: io::Result<usize> = Ok(0);
@@ -768,7 +796,7 @@ impl<'t> Device<'t> {
                     input: &input,
                     out_len,
                 },
-                timeout,
+                left,
                 &mut |c, out| {
                     status = c.status;
                     if c.status == NtStatus::BUFFER_TOO_SMALL && c.information > out_len {

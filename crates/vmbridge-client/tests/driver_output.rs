@@ -21,13 +21,21 @@ use vmbridge_client::{BatchOptions, Completion, Device, Pending, Request, Transp
 struct Scripted {
     answers: Mutex<VecDeque<Completion>>,
     asked: Arc<Mutex<Vec<usize>>>,
+    waits: Waits,
+    /// How long each request takes to complete once waited for.
+    latency: Duration,
 }
 
-/// A request that completed at once.
-struct Done(Completion);
+/// The timeout of every wait for a request's completion, in order.
+type Waits = Arc<Mutex<Vec<Option<Duration>>>>;
+
+/// A request that completes after its latency; its wait is recorded.
+struct Done(Completion, Waits, Duration);
 
 impl Pending for Done {
-    fn wait(&mut self, _timeout: Option<Duration>) -> io::Result<Option<Completion>> {
+    fn wait(&mut self, timeout: Option<Duration>) -> io::Result<Option<Completion>> {
+        self.1.lock().unwrap().push(timeout);
+        std::thread::sleep(self.2);
         Ok(Some(self.0.clone()))
     }
 
@@ -47,7 +55,7 @@ impl Transport for Scripted {
             .unwrap()
             .pop_front()
             .unwrap_or_else(|| completion(NtStatus::DEVICE_NOT_CONNECTED, 0, Vec::new()));
-        Ok(Box::new(Done(c)))
+        Ok(Box::new(Done(c, self.waits.clone(), self.latency)))
     }
 }
 
@@ -62,13 +70,25 @@ fn completion(status: NtStatus, information: usize, output: Vec<u8>) -> Completi
 
 /// A device whose driver answers with `answers`, and the output lengths it was asked for.
 fn device(answers: Vec<Completion>) -> (Device<'static>, Arc<Mutex<Vec<usize>>>) {
+    let (d, asked, _) = device_and_waits(answers, Duration::ZERO);
+    (d, asked)
+}
+
+/// As [`device`], each request taking `latency`, with the timeouts the client waited with.
+fn device_and_waits(
+    answers: Vec<Completion>,
+    latency: Duration,
+) -> (Device<'static>, Arc<Mutex<Vec<usize>>>, Waits) {
     let asked = Arc::new(Mutex::new(Vec::new()));
+    let waits = Waits::default();
     let d = Device::new(Box::new(Scripted {
         answers: Mutex::new(answers.into()),
         asked: asked.clone(),
+        waits: waits.clone(),
+        latency,
     }));
     d.set_read_capacity(64);
-    (d, asked)
+    (d, asked, waits)
 }
 
 fn packet_header(payload_length: u32) -> Vec<u8> {
@@ -139,4 +159,87 @@ fn driver_reported_sizes_within_a_dword_are_retried() {
         asked.lock().unwrap().last(),
         Some(&(size_of::<VMBRIDGE_PACKET_HEADER>() + 1000))
     );
+}
+
+/// A driver that names a larger size on every answer (a bug, or another ABI version):
+/// the client gives up after a bounded number of tries with the driver's status, instead
+/// of asking again forever with ever larger buffers.
+#[test]
+fn driver_reported_sizes_that_keep_growing_end_in_an_error_read() {
+    let answers = (1..=100u32)
+        .map(|i| {
+            completion(
+                NtStatus::BUFFER_OVERFLOW,
+                size_of::<VMBRIDGE_PACKET_HEADER>(),
+                packet_header(1000 * i),
+            )
+        })
+        .collect();
+    let (d, asked) = device(answers);
+    let e = d.read(None).expect_err("the packet never fits");
+    assert_eq!(
+        vmbridge_client::ntstatus(&e),
+        Some(NtStatus::BUFFER_OVERFLOW),
+        "{e}"
+    );
+    let asked = asked.lock().unwrap().len();
+    assert!((2..=3).contains(&asked), "asked {asked} times");
+}
+
+/// As `driver_reported_sizes_that_keep_growing_end_in_an_error_read`, for a batched read.
+#[test]
+fn driver_reported_sizes_that_keep_growing_end_in_an_error_read_batch() {
+    let answers = (1..=100usize)
+        .map(|i| completion(NtStatus::BUFFER_TOO_SMALL, 100_000 * i, Vec::new()))
+        .collect();
+    let (d, asked) = device(answers);
+    let e = d
+        .read_batch(BatchOptions::default(), None)
+        .expect_err("the oldest packet never fits");
+    assert_eq!(
+        vmbridge_client::ntstatus(&e),
+        Some(NtStatus::BUFFER_TOO_SMALL),
+        "{e}"
+    );
+    let asked = asked.lock().unwrap().len();
+    assert!((2..=3).contains(&asked), "asked {asked} times");
+}
+
+/// A retry with the size the driver named waits for what is left of the caller's
+/// timeout, not for a fresh one: `read(Some(t))` returns within `t` however often it
+/// retries. (Each scripted request takes 20 ms, so the retry's wait must be at least that
+/// much shorter than `t`.)
+#[test]
+fn a_retry_with_the_named_size_does_not_restart_the_timeout() {
+    let latency = Duration::from_millis(20);
+    let t = Duration::from_secs(3600);
+    let retry_within = |waits: &[Option<Duration>]| {
+        assert_eq!(waits.len(), 2, "{waits:?}");
+        assert!(waits[0].is_some_and(|w| w <= t), "{waits:?}");
+        assert!(waits[1].is_some_and(|w| w <= t - latency), "{waits:?}");
+    };
+
+    let mut full = packet_header(1000);
+    full.resize(full.len() + 1000, 7);
+    let (d, _, waits) = device_and_waits(
+        vec![
+            completion(NtStatus::BUFFER_OVERFLOW, 32, packet_header(1000)),
+            completion(NtStatus::SUCCESS, full.len(), full),
+        ],
+        latency,
+    );
+    d.read(Some(t)).unwrap();
+    retry_within(&waits.lock().unwrap());
+
+    let mut batch = vec![0u8; size_of::<VMBRIDGE_BATCH_HEADER>()];
+    VMBRIDGE_BATCH_HEADER::new(0, 16).write_to(&mut batch);
+    let (d, _, waits) = device_and_waits(
+        vec![
+            completion(NtStatus::BUFFER_TOO_SMALL, 100_000, Vec::new()),
+            completion(NtStatus::SUCCESS, batch.len(), batch),
+        ],
+        latency,
+    );
+    d.read_batch(BatchOptions::default(), Some(t)).unwrap();
+    retry_within(&waits.lock().unwrap());
 }
