@@ -29,11 +29,24 @@ macro_rules! zeroed_default {
     )*};
 }
 
-/// An opaque (incomplete) C struct as bindgen emits it.
+/// A struct the headers define but whose members the glue never names, kept opaque (a
+/// stand-in: the real type has its members and a size).
 macro_rules! opaque {
     ($($name:ident),* $(,)?) => {$(
         #[repr(C)]
         #[derive(Debug, Copy, Clone)]
+        pub struct $name {
+            _unused: [u8; 0],
+        }
+    )*};
+}
+
+/// An incomplete C struct (declared, never defined in the headers): bindgen derives only
+/// `Debug` for it.
+macro_rules! incomplete {
+    ($($name:ident),* $(,)?) => {$(
+        #[repr(C)]
+        #[derive(Debug)]
         pub struct $name {
             _unused: [u8; 0],
         }
@@ -58,6 +71,7 @@ pub type CCHAR = c_char;
 pub type UCHAR = c_uchar;
 pub type PCHAR = *mut CHAR;
 pub type PCSTR = *const CHAR;
+pub type LPCSTR = *const CHAR;
 pub type CSHORT = i16;
 pub type USHORT = c_ushort;
 pub type LONG = c_long;
@@ -295,6 +309,9 @@ pub type FILE_OBJECT = _FILE_OBJECT;
 pub type PFILE_OBJECT = *mut FILE_OBJECT;
 pub type PETHREAD = *mut _ETHREAD;
 pub type PMDL = *mut _MDL;
+incomplete!(_IO_SECURITY_CONTEXT);
+/// `_IO_SECURITY_CONTEXT` is complete in wdm.h; the glue never names its members.
+pub type PIO_SECURITY_CONTEXT = *mut _IO_SECURITY_CONTEXT;
 
 // ----- wdm.h structures whose fields the glue names ------------------------------------
 pub type PINTERFACE_REFERENCE = ::core::option::Option<unsafe extern "C" fn(Context: PVOID)>;
@@ -525,7 +542,7 @@ wdf_handle!(
     WDFSTRING / WDFSTRING__,
     WDFMEMORY / WDFMEMORY__,
 );
-opaque!(WDFDEVICE_INIT);
+incomplete!(WDFDEVICE_INIT);
 pub type PWDFDEVICE_INIT = *mut WDFDEVICE_INIT;
 
 #[repr(C)]
@@ -659,7 +676,7 @@ pub type PFN_WDF_TIMER = ::core::option::Option<unsafe extern "C" fn(Timer: WDFT
 #[derive(Debug, Copy, Clone)]
 pub struct _WDF_OBJECT_CONTEXT_TYPE_INFO {
     pub Size: ULONG,
-    pub ContextName: PCHAR,
+    pub ContextName: LPCSTR,
     pub ContextSize: usize,
     pub UniqueType: PCWDF_OBJECT_CONTEXT_TYPE_INFO,
     pub EvtDriverGetUniqueContextType: PFN_GET_UNIQUE_CONTEXT_TYPE,
@@ -721,7 +738,7 @@ pub type WDF_PNPPOWER_EVENT_CALLBACKS = _WDF_PNPPOWER_EVENT_CALLBACKS;
 pub type PWDF_PNPPOWER_EVENT_CALLBACKS = *mut _WDF_PNPPOWER_EVENT_CALLBACKS;
 
 #[repr(C)]
-#[derive(Debug, Default, Copy, Clone)]
+#[derive(Debug, Copy, Clone)]
 pub struct _WDF_FILEOBJECT_CONFIG {
     pub Size: ULONG,
     pub EvtDeviceFileCreate: PFN_WDF_DEVICE_FILE_CREATE,
@@ -773,13 +790,18 @@ pub struct _WDF_TIMER_CONFIG {
     pub Period: ULONG,
     pub AutomaticSerialization: BOOLEAN,
     pub TolerableDelay: ULONG,
+    /// `UseHighResolutionTimer` is `DECLSPEC_ALIGN(8)` in wdftimer.h: bindgen pads up to
+    /// it explicitly (the struct is 40 bytes on 64-bit targets, not 32).
+    pub __bindgen_padding_0: [u8; 4usize],
     pub UseHighResolutionTimer: BOOLEAN,
 }
 pub type WDF_TIMER_CONFIG = _WDF_TIMER_CONFIG;
 pub type PWDF_TIMER_CONFIG = *mut _WDF_TIMER_CONFIG;
 
-/// `WDF_REQUEST_PARAMETERS`: `Parameters` carries `Read`, `Write`, `DeviceIoControl`
-/// and `Others` (the alternative spanning the union).
+/// `WDF_REQUEST_PARAMETERS`, every member and union alternative in order: bindgen
+/// numbers the anonymous structs of `Parameters` 1 (`Create`) to 5 (`Others`).
+/// `POINTER_ALIGNMENT` members (`DECLSPEC_ALIGN(8)` on 64-bit) that would not fall on 8
+/// get explicit `__bindgen_padding_N` fields.
 #[repr(C)]
 #[derive(Copy, Clone)]
 pub struct _WDF_REQUEST_PARAMETERS {
@@ -791,21 +813,40 @@ pub struct _WDF_REQUEST_PARAMETERS {
 #[repr(C)]
 #[derive(Copy, Clone)]
 pub union _WDF_REQUEST_PARAMETERS__bindgen_ty_1 {
-    pub Read: _WDF_REQUEST_PARAMETERS__bindgen_ty_1__bindgen_ty_read,
-    pub Write: _WDF_REQUEST_PARAMETERS__bindgen_ty_1__bindgen_ty_read,
-    pub DeviceIoControl: _WDF_REQUEST_PARAMETERS__bindgen_ty_1__bindgen_ty_ioctl,
-    pub Others: _WDF_REQUEST_PARAMETERS__bindgen_ty_1__bindgen_ty_others,
+    pub Create: _WDF_REQUEST_PARAMETERS__bindgen_ty_1__bindgen_ty_1,
+    pub Read: _WDF_REQUEST_PARAMETERS__bindgen_ty_1__bindgen_ty_2,
+    pub Write: _WDF_REQUEST_PARAMETERS__bindgen_ty_1__bindgen_ty_3,
+    pub DeviceIoControl: _WDF_REQUEST_PARAMETERS__bindgen_ty_1__bindgen_ty_4,
+    pub Others: _WDF_REQUEST_PARAMETERS__bindgen_ty_1__bindgen_ty_5,
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct _WDF_REQUEST_PARAMETERS__bindgen_ty_1__bindgen_ty_1 {
+    pub SecurityContext: PIO_SECURITY_CONTEXT,
+    pub Options: ULONG,
+    pub __bindgen_padding_0: [u8; 4usize],
+    pub FileAttributes: USHORT,
+    pub ShareAccess: USHORT,
+    pub __bindgen_padding_1: [u8; 4usize],
+    pub EaLength: ULONG,
 }
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
-pub struct _WDF_REQUEST_PARAMETERS__bindgen_ty_1__bindgen_ty_read {
+pub struct _WDF_REQUEST_PARAMETERS__bindgen_ty_1__bindgen_ty_2 {
+    pub Length: usize,
+    pub Key: ULONG,
+    pub DeviceOffset: LONGLONG,
+}
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct _WDF_REQUEST_PARAMETERS__bindgen_ty_1__bindgen_ty_3 {
     pub Length: usize,
     pub Key: ULONG,
     pub DeviceOffset: LONGLONG,
 }
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
-pub struct _WDF_REQUEST_PARAMETERS__bindgen_ty_1__bindgen_ty_ioctl {
+pub struct _WDF_REQUEST_PARAMETERS__bindgen_ty_1__bindgen_ty_4 {
     pub OutputBufferLength: usize,
     pub InputBufferLength: usize,
     pub IoControlCode: ULONG,
@@ -813,7 +854,7 @@ pub struct _WDF_REQUEST_PARAMETERS__bindgen_ty_1__bindgen_ty_ioctl {
 }
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
-pub struct _WDF_REQUEST_PARAMETERS__bindgen_ty_1__bindgen_ty_others {
+pub struct _WDF_REQUEST_PARAMETERS__bindgen_ty_1__bindgen_ty_5 {
     pub Arg1: PVOID,
     pub Arg2: PVOID,
     pub IoControlCode: ULONG,
@@ -825,6 +866,7 @@ pub type PWDF_REQUEST_PARAMETERS = *mut _WDF_REQUEST_PARAMETERS;
 zeroed_default!(
     _WDF_OBJECT_CONTEXT_TYPE_INFO,
     _WDF_OBJECT_ATTRIBUTES,
+    _WDF_FILEOBJECT_CONFIG,
     _WDF_IO_QUEUE_CONFIG,
     _WDF_REQUEST_PARAMETERS,
     _UNICODE_STRING,
