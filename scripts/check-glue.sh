@@ -10,7 +10,7 @@
 #
 # The manifest path is relative to the repository root. The package must use the
 # surface's subset of wdk-sys; anything missing from it fails the check (extend the
-# surface from the wdk-sys sources and Microsoft's documentation, as its README says).
+# surface as bindgen spells it from the WDK headers, as its README says).
 #
 # How the swap works, and why the check runs on a copy:
 # * The real crates cannot build here: their build scripts need the WDK. The surface

@@ -112,8 +112,8 @@ impl ContextTypeInfo {
     pub(super) const fn new<T>(name: &'static CStr, this: *const ContextTypeInfo) -> Self {
         Self(WDF_OBJECT_CONTEXT_TYPE_INFO {
             Size: WDF_OBJECT_CONTEXT_TYPE_INFO_SIZE,
-            // CAST: a NUL-terminated ASCII literal as the `PCHAR` the C macro stores.
-            ContextName: name.as_ptr().cast_mut().cast(),
+            // `ContextName` is an `LPCSTR` (`*const CHAR`), which `CStr::as_ptr` is.
+            ContextName: name.as_ptr(),
             ContextSize: size_of::<T>(),
             // CAST: `ContextTypeInfo` is a transparent wrapper of the C struct.
             UniqueType: this.cast(),

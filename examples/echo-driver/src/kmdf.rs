@@ -59,8 +59,8 @@ unsafe impl Sync for ContextTypeInfo {}
 /// What `WDF_DECLARE_CONTEXT_TYPE(DeviceContext)` emits (wdk-sys has no binding, #330).
 static CONTEXT_TYPE: ContextTypeInfo = ContextTypeInfo(WDF_OBJECT_CONTEXT_TYPE_INFO {
     Size: wdf_size::<WDF_OBJECT_CONTEXT_TYPE_INFO>(),
-    // CAST: a NUL-terminated ASCII literal as the `PCHAR` the C macro stores.
-    ContextName: c"DeviceContext".as_ptr().cast_mut().cast(),
+    // `ContextName` is an `LPCSTR` (`*const CHAR`), which `CStr::as_ptr` is.
+    ContextName: c"DeviceContext".as_ptr(),
     ContextSize: size_of::<DeviceContext>(),
     // CAST: the C macro points UniqueType at the info struct itself.
     UniqueType: ptr::addr_of!(CONTEXT_TYPE).cast(),

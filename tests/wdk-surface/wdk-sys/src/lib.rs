@@ -4,10 +4,9 @@
 //! names, module paths and types that wdk-sys's bindgen run produces from the WDK headers
 //! (`wdk-build` 0.6.0 `BuilderExt::wdk_default`: `default_enum_style(ModuleConsts)`,
 //! `derive_default(true)`, `must_use_type("NTSTATUS")`, anonymous members as
-//! `__bindgen_anon_N`; `WdfFunctions_01031` renamed to `WdfFunctions`). Written from the
-//! wdk-sys / wdk-build / wdk-macros sources and Microsoft's public reference page of
-//! each routine and structure, not from the headers. See `../README.md` for what is and
-//! is not exact.
+//! `__bindgen_anon_N`; `WdfFunctions_01031` renamed to `WdfFunctions`), checked against
+//! that bindgen run's output for the KMDF 1.31 and WDK 10.0.22621 headers. See
+//! `../README.md` for the headers, the check, and what is and is not exact.
 //!
 //! Never linked into a driver: `scripts/check-glue.sh` patches it in for `cargo check`
 //! and `cargo clippy` of the driver package for the Windows targets.

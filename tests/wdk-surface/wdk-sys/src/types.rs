@@ -9,7 +9,7 @@
 //! writes for them.
 
 use core::ffi::{
-    c_char, c_int, c_long, c_longlong, c_uchar, c_ulong, c_ulonglong, c_ushort, c_void,
+    c_char, c_int, c_long, c_longlong, c_short, c_uchar, c_ulong, c_ulonglong, c_ushort, c_void,
 };
 
 /// A zero-filled `Default` (bindgen's for structs and unions it cannot derive for).
@@ -29,11 +29,24 @@ macro_rules! zeroed_default {
     )*};
 }
 
-/// An opaque (incomplete) C struct as bindgen emits it.
+/// A struct the headers define but whose members the glue never names, kept opaque (a
+/// stand-in: the real type has its members and a size).
 macro_rules! opaque {
     ($($name:ident),* $(,)?) => {$(
         #[repr(C)]
         #[derive(Debug, Copy, Clone)]
+        pub struct $name {
+            _unused: [u8; 0],
+        }
+    )*};
+}
+
+/// An incomplete C struct (declared, never defined in the headers): bindgen derives only
+/// `Debug` for it.
+macro_rules! incomplete {
+    ($($name:ident),* $(,)?) => {$(
+        #[repr(C)]
+        #[derive(Debug)]
         pub struct $name {
             _unused: [u8; 0],
         }
@@ -58,7 +71,8 @@ pub type CCHAR = c_char;
 pub type UCHAR = c_uchar;
 pub type PCHAR = *mut CHAR;
 pub type PCSTR = *const CHAR;
-pub type CSHORT = i16;
+pub type LPCSTR = *const CHAR;
+pub type CSHORT = c_short;
 pub type USHORT = c_ushort;
 pub type LONG = c_long;
 pub type ULONG = c_ulong;
@@ -119,11 +133,18 @@ pub struct _LARGE_INTEGER__bindgen_ty_1 {
     pub LowPart: ULONG,
     pub HighPart: LONG,
 }
+/// The `u` member: the same members as the anonymous struct, a type of its own.
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct _LARGE_INTEGER__bindgen_ty_2 {
+    pub LowPart: ULONG,
+    pub HighPart: LONG,
+}
 #[repr(C)]
 #[derive(Copy, Clone)]
 pub union _LARGE_INTEGER {
     pub __bindgen_anon_1: _LARGE_INTEGER__bindgen_ty_1,
-    pub u: _LARGE_INTEGER__bindgen_ty_1,
+    pub u: _LARGE_INTEGER__bindgen_ty_2,
     pub QuadPart: LONGLONG,
 }
 pub type LARGE_INTEGER = _LARGE_INTEGER;
@@ -279,22 +300,33 @@ pub mod _DEVICE_RELATION_TYPE {
 pub use self::_DEVICE_RELATION_TYPE::Type as DEVICE_RELATION_TYPE;
 
 // ----- kernel objects the glue passes by pointer ----------------------------------------
+// Complete types in the headers whose members the glue never names: kept opaque here.
 opaque!(
     _DEVICE_OBJECT,
     _DRIVER_OBJECT,
     _FILE_OBJECT,
-    _ETHREAD,
     _MDL,
-    _KAPC_STATE
+    _IO_SECURITY_CONTEXT
 );
+// Incomplete types in the headers (bindgen derives only `Debug` for them).
+incomplete!(_KTHREAD);
+/// `_IORING_OBJECT` (the target of `IRP.Overlay.AsynchronousParameters.IoRing`): bindgen
+/// emits it as an empty struct.
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct _IORING_OBJECT {
+    pub _address: u8,
+}
 pub type DEVICE_OBJECT = _DEVICE_OBJECT;
-pub type PDEVICE_OBJECT = *mut DEVICE_OBJECT;
+pub type PDEVICE_OBJECT = *mut _DEVICE_OBJECT;
 pub type DRIVER_OBJECT = _DRIVER_OBJECT;
-pub type PDRIVER_OBJECT = *mut DRIVER_OBJECT;
+pub type PDRIVER_OBJECT = *mut _DRIVER_OBJECT;
 pub type FILE_OBJECT = _FILE_OBJECT;
-pub type PFILE_OBJECT = *mut FILE_OBJECT;
-pub type PETHREAD = *mut _ETHREAD;
+pub type PFILE_OBJECT = *mut _FILE_OBJECT;
+/// wdm.h: `typedef struct _KTHREAD *PETHREAD;`.
+pub type PETHREAD = *mut _KTHREAD;
 pub type PMDL = *mut _MDL;
+pub type PIO_SECURITY_CONTEXT = *mut _IO_SECURITY_CONTEXT;
 
 // ----- wdm.h structures whose fields the glue names ------------------------------------
 pub type PINTERFACE_REFERENCE = ::core::option::Option<unsafe extern "C" fn(Context: PVOID)>;
@@ -310,7 +342,7 @@ pub struct _INTERFACE {
     pub InterfaceDereference: PINTERFACE_DEREFERENCE,
 }
 pub type INTERFACE = _INTERFACE;
-pub type PINTERFACE = *mut INTERFACE;
+pub type PINTERFACE = *mut _INTERFACE;
 
 #[repr(C)]
 #[derive(Copy, Clone)]
@@ -325,15 +357,25 @@ pub struct _IO_STATUS_BLOCK {
     pub Information: ULONG_PTR,
 }
 pub type IO_STATUS_BLOCK = _IO_STATUS_BLOCK;
-pub type PIO_STATUS_BLOCK = *mut IO_STATUS_BLOCK;
+pub type PIO_STATUS_BLOCK = *mut _IO_STATUS_BLOCK;
+pub type PIO_APC_ROUTINE = ::core::option::Option<
+    unsafe extern "C" fn(ApcContext: PVOID, IoStatusBlock: PIO_STATUS_BLOCK, Reserved: ULONG),
+>;
 
-/// `DISPATCHER_HEADER`: the first union's alternatives are reduced to the 32-bit `Lock`
-/// views (the glue never reads a header; it only embeds one in a `KEVENT`).
+/// `DISPATCHER_HEADER`. Its first member is an anonymous union of seven anonymous
+/// alternatives (`__bindgen_anon_1` .. `__bindgen_anon_7`, each 4 bytes); only the first,
+/// `{ Lock, LockNV }`, is kept (the glue never reads a header; it only embeds one in a
+/// `KEVENT`).
+#[repr(C)]
+#[derive(Copy, Clone)]
+pub union _DISPATCHER_HEADER__bindgen_ty_1__bindgen_ty_1 {
+    pub Lock: LONG,
+    pub LockNV: LONG,
+}
 #[repr(C)]
 #[derive(Copy, Clone)]
 pub union _DISPATCHER_HEADER__bindgen_ty_1 {
-    pub Lock: LONG,
-    pub LockNV: LONG,
+    pub __bindgen_anon_1: _DISPATCHER_HEADER__bindgen_ty_1__bindgen_ty_1,
 }
 #[repr(C)]
 #[derive(Copy, Clone)]
@@ -353,14 +395,49 @@ pub type KEVENT = _KEVENT;
 pub type PKEVENT = *mut _KEVENT;
 pub type PRKEVENT = *mut _KEVENT;
 
-pub type PIO_COMPLETION_ROUTINE = ::core::option::Option<
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct _KDEVICE_QUEUE_ENTRY {
+    pub DeviceListEntry: LIST_ENTRY,
+    pub SortKey: ULONG,
+    pub Inserted: BOOLEAN,
+}
+pub type KDEVICE_QUEUE_ENTRY = _KDEVICE_QUEUE_ENTRY;
+
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct _KAPC {
+    pub Type: UCHAR,
+    pub AllFlags: UCHAR,
+    pub Size: UCHAR,
+    pub SpareByte1: UCHAR,
+    pub SpareLong0: ULONG,
+    pub Thread: *mut _KTHREAD,
+    pub ApcListEntry: LIST_ENTRY,
+    pub Reserved: [PVOID; 3usize],
+    pub NormalContext: PVOID,
+    pub SystemArgument1: PVOID,
+    pub SystemArgument2: PVOID,
+    pub ApcStateIndex: CCHAR,
+    pub ApcMode: KPROCESSOR_MODE,
+    pub Inserted: BOOLEAN,
+}
+pub type KAPC = _KAPC;
+
+pub type IO_COMPLETION_ROUTINE = ::core::option::Option<
     unsafe extern "C" fn(DeviceObject: PDEVICE_OBJECT, Irp: PIRP, Context: PVOID) -> NTSTATUS,
 >;
-pub type PDRIVER_CANCEL =
-    ::core::option::Option<unsafe extern "C" fn(DeviceObject: PDEVICE_OBJECT, Irp: PIRP)>;
+pub type PIO_COMPLETION_ROUTINE = IO_COMPLETION_ROUTINE;
+pub type DRIVER_CANCEL =
+    ::core::option::Option<unsafe extern "C" fn(DeviceObject: *mut _DEVICE_OBJECT, Irp: *mut _IRP)>;
+pub type PDRIVER_CANCEL = DRIVER_CANCEL;
 
-/// `IO_STACK_LOCATION`. `Parameters` carries the alternatives the glue (or a KMDF driver
-/// that builds PnP or device-control IRPs) names, and `Others`, which spans the union.
+/// `IO_STACK_LOCATION`. `Parameters` is an anonymous union of 39 anonymous structs, which
+/// bindgen numbers `_IO_STACK_LOCATION__bindgen_ty_1__bindgen_ty_1` (`Create`) to
+/// `__bindgen_ty_39` (`Others`) in header order; kept are `Read` (4), `Write` (5),
+/// `DeviceIoControl` (17), `QueryInterface` (26) and `Others` (39), under those numbers.
+/// `POINTER_ALIGNMENT` members (`DECLSPEC_ALIGN(8)` on 64-bit) get bindgen's explicit
+/// `__bindgen_padding_N` fields.
 #[repr(C)]
 #[derive(Copy, Clone)]
 pub struct _IO_STACK_LOCATION {
@@ -377,30 +454,48 @@ pub struct _IO_STACK_LOCATION {
 #[repr(C)]
 #[derive(Copy, Clone)]
 pub union _IO_STACK_LOCATION__bindgen_ty_1 {
-    pub Read: _IO_STACK_LOCATION__bindgen_ty_1__bindgen_ty_read,
-    pub Write: _IO_STACK_LOCATION__bindgen_ty_1__bindgen_ty_read,
-    pub DeviceIoControl: _IO_STACK_LOCATION__bindgen_ty_1__bindgen_ty_ioctl,
-    pub QueryInterface: _IO_STACK_LOCATION__bindgen_ty_1__bindgen_ty_query_interface,
-    pub Others: _IO_STACK_LOCATION__bindgen_ty_1__bindgen_ty_others,
+    pub Read: _IO_STACK_LOCATION__bindgen_ty_1__bindgen_ty_4,
+    pub Write: _IO_STACK_LOCATION__bindgen_ty_1__bindgen_ty_5,
+    pub DeviceIoControl: _IO_STACK_LOCATION__bindgen_ty_1__bindgen_ty_17,
+    pub QueryInterface: _IO_STACK_LOCATION__bindgen_ty_1__bindgen_ty_26,
+    pub Others: _IO_STACK_LOCATION__bindgen_ty_1__bindgen_ty_39,
 }
+/// `Parameters.Read`: `Length`, `POINTER_ALIGNMENT Key`, `Flags` (`_WIN64` only),
+/// `ByteOffset`.
 #[repr(C)]
 #[derive(Copy, Clone)]
-pub struct _IO_STACK_LOCATION__bindgen_ty_1__bindgen_ty_read {
+pub struct _IO_STACK_LOCATION__bindgen_ty_1__bindgen_ty_4 {
     pub Length: ULONG,
+    pub __bindgen_padding_0: [u8; 4usize],
     pub Key: ULONG,
+    pub Flags: ULONG,
     pub ByteOffset: LARGE_INTEGER,
 }
+/// `Parameters.Write`: the same members as `Read`, a type of its own.
+#[repr(C)]
+#[derive(Copy, Clone)]
+pub struct _IO_STACK_LOCATION__bindgen_ty_1__bindgen_ty_5 {
+    pub Length: ULONG,
+    pub __bindgen_padding_0: [u8; 4usize],
+    pub Key: ULONG,
+    pub Flags: ULONG,
+    pub ByteOffset: LARGE_INTEGER,
+}
+/// `Parameters.DeviceIoControl`: `OutputBufferLength`, `POINTER_ALIGNMENT
+/// InputBufferLength`, `POINTER_ALIGNMENT IoControlCode`, `Type3InputBuffer`.
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
-pub struct _IO_STACK_LOCATION__bindgen_ty_1__bindgen_ty_ioctl {
+pub struct _IO_STACK_LOCATION__bindgen_ty_1__bindgen_ty_17 {
     pub OutputBufferLength: ULONG,
+    pub __bindgen_padding_0: [u8; 4usize],
     pub InputBufferLength: ULONG,
+    pub __bindgen_padding_1: [u8; 4usize],
     pub IoControlCode: ULONG,
     pub Type3InputBuffer: PVOID,
 }
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
-pub struct _IO_STACK_LOCATION__bindgen_ty_1__bindgen_ty_query_interface {
+pub struct _IO_STACK_LOCATION__bindgen_ty_1__bindgen_ty_26 {
     pub InterfaceType: *const GUID,
     pub Size: USHORT,
     pub Version: USHORT,
@@ -409,18 +504,19 @@ pub struct _IO_STACK_LOCATION__bindgen_ty_1__bindgen_ty_query_interface {
 }
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
-pub struct _IO_STACK_LOCATION__bindgen_ty_1__bindgen_ty_others {
+pub struct _IO_STACK_LOCATION__bindgen_ty_1__bindgen_ty_39 {
     pub Argument1: PVOID,
     pub Argument2: PVOID,
     pub Argument3: PVOID,
     pub Argument4: PVOID,
 }
 pub type IO_STACK_LOCATION = _IO_STACK_LOCATION;
-pub type PIO_STACK_LOCATION = *mut IO_STACK_LOCATION;
+pub type PIO_STACK_LOCATION = *mut _IO_STACK_LOCATION;
 
-/// `IRP`, every member in order. `Tail.Apc` (a `KAPC`) is left out of the `Tail` union:
-/// the glue never names it, and `Overlay` is the larger alternative on 64-bit targets.
+/// `IRP`, every member and union alternative in order
+/// (`DECLSPEC_ALIGN(MEMORY_ALLOCATION_ALIGNMENT)`: 16 on 64-bit).
 #[repr(C)]
+#[repr(align(16))]
 #[derive(Copy, Clone)]
 pub struct _IRP {
     pub Type: CSHORT,
@@ -461,13 +557,32 @@ pub union _IRP__bindgen_ty_2 {
 #[repr(C)]
 #[derive(Copy, Clone)]
 pub union _IRP__bindgen_ty_3 {
-    pub AsynchronousParameters: [PVOID; 2usize],
+    pub AsynchronousParameters: _IRP__bindgen_ty_3__bindgen_ty_1,
     pub AllocationSize: LARGE_INTEGER,
+}
+#[repr(C)]
+#[derive(Copy, Clone)]
+pub struct _IRP__bindgen_ty_3__bindgen_ty_1 {
+    pub __bindgen_anon_1: _IRP__bindgen_ty_3__bindgen_ty_1__bindgen_ty_1,
+    pub __bindgen_anon_2: _IRP__bindgen_ty_3__bindgen_ty_1__bindgen_ty_2,
+}
+#[repr(C)]
+#[derive(Copy, Clone)]
+pub union _IRP__bindgen_ty_3__bindgen_ty_1__bindgen_ty_1 {
+    pub UserApcRoutine: PIO_APC_ROUTINE,
+    pub IssuingProcess: PVOID,
+}
+#[repr(C)]
+#[derive(Copy, Clone)]
+pub union _IRP__bindgen_ty_3__bindgen_ty_1__bindgen_ty_2 {
+    pub UserApcContext: PVOID,
+    pub IoRing: *mut _IORING_OBJECT,
 }
 #[repr(C)]
 #[derive(Copy, Clone)]
 pub union _IRP__bindgen_ty_4 {
     pub Overlay: _IRP__bindgen_ty_4__bindgen_ty_1,
+    pub Apc: KAPC,
     pub CompletionKey: PVOID,
 }
 #[repr(C)]
@@ -482,6 +597,12 @@ pub struct _IRP__bindgen_ty_4__bindgen_ty_1 {
 #[repr(C)]
 #[derive(Copy, Clone)]
 pub union _IRP__bindgen_ty_4__bindgen_ty_1__bindgen_ty_1 {
+    pub DeviceQueueEntry: KDEVICE_QUEUE_ENTRY,
+    pub __bindgen_anon_1: _IRP__bindgen_ty_4__bindgen_ty_1__bindgen_ty_1__bindgen_ty_1,
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct _IRP__bindgen_ty_4__bindgen_ty_1__bindgen_ty_1__bindgen_ty_1 {
     pub DriverContext: [PVOID; 4usize],
 }
 #[repr(C)]
@@ -497,7 +618,7 @@ pub union _IRP__bindgen_ty_4__bindgen_ty_1__bindgen_ty_2__bindgen_ty_1 {
     pub PacketType: ULONG,
 }
 pub type IRP = _IRP;
-pub type PIRP = *mut IRP;
+pub type PIRP = *mut _IRP;
 
 zeroed_default!(
     _LARGE_INTEGER,
@@ -525,7 +646,7 @@ wdf_handle!(
     WDFSTRING / WDFSTRING__,
     WDFMEMORY / WDFMEMORY__,
 );
-opaque!(WDFDEVICE_INIT);
+incomplete!(WDFDEVICE_INIT);
 pub type PWDFDEVICE_INIT = *mut WDFDEVICE_INIT;
 
 #[repr(C)]
@@ -659,7 +780,7 @@ pub type PFN_WDF_TIMER = ::core::option::Option<unsafe extern "C" fn(Timer: WDFT
 #[derive(Debug, Copy, Clone)]
 pub struct _WDF_OBJECT_CONTEXT_TYPE_INFO {
     pub Size: ULONG,
-    pub ContextName: PCHAR,
+    pub ContextName: LPCSTR,
     pub ContextSize: usize,
     pub UniqueType: PCWDF_OBJECT_CONTEXT_TYPE_INFO,
     pub EvtDriverGetUniqueContextType: PFN_GET_UNIQUE_CONTEXT_TYPE,
@@ -721,7 +842,7 @@ pub type WDF_PNPPOWER_EVENT_CALLBACKS = _WDF_PNPPOWER_EVENT_CALLBACKS;
 pub type PWDF_PNPPOWER_EVENT_CALLBACKS = *mut _WDF_PNPPOWER_EVENT_CALLBACKS;
 
 #[repr(C)]
-#[derive(Debug, Default, Copy, Clone)]
+#[derive(Debug, Copy, Clone)]
 pub struct _WDF_FILEOBJECT_CONFIG {
     pub Size: ULONG,
     pub EvtDeviceFileCreate: PFN_WDF_DEVICE_FILE_CREATE,
@@ -773,13 +894,18 @@ pub struct _WDF_TIMER_CONFIG {
     pub Period: ULONG,
     pub AutomaticSerialization: BOOLEAN,
     pub TolerableDelay: ULONG,
+    /// `UseHighResolutionTimer` is `DECLSPEC_ALIGN(8)` in wdftimer.h: bindgen pads up to
+    /// it explicitly (the struct is 40 bytes on 64-bit targets, not 32).
+    pub __bindgen_padding_0: [u8; 4usize],
     pub UseHighResolutionTimer: BOOLEAN,
 }
 pub type WDF_TIMER_CONFIG = _WDF_TIMER_CONFIG;
 pub type PWDF_TIMER_CONFIG = *mut _WDF_TIMER_CONFIG;
 
-/// `WDF_REQUEST_PARAMETERS`: `Parameters` carries `Read`, `Write`, `DeviceIoControl`
-/// and `Others` (the alternative spanning the union).
+/// `WDF_REQUEST_PARAMETERS`, every member and union alternative in order: bindgen
+/// numbers the anonymous structs of `Parameters` 1 (`Create`) to 5 (`Others`).
+/// `POINTER_ALIGNMENT` members (`DECLSPEC_ALIGN(8)` on 64-bit) that would not fall on 8
+/// get explicit `__bindgen_padding_N` fields.
 #[repr(C)]
 #[derive(Copy, Clone)]
 pub struct _WDF_REQUEST_PARAMETERS {
@@ -791,21 +917,40 @@ pub struct _WDF_REQUEST_PARAMETERS {
 #[repr(C)]
 #[derive(Copy, Clone)]
 pub union _WDF_REQUEST_PARAMETERS__bindgen_ty_1 {
-    pub Read: _WDF_REQUEST_PARAMETERS__bindgen_ty_1__bindgen_ty_read,
-    pub Write: _WDF_REQUEST_PARAMETERS__bindgen_ty_1__bindgen_ty_read,
-    pub DeviceIoControl: _WDF_REQUEST_PARAMETERS__bindgen_ty_1__bindgen_ty_ioctl,
-    pub Others: _WDF_REQUEST_PARAMETERS__bindgen_ty_1__bindgen_ty_others,
+    pub Create: _WDF_REQUEST_PARAMETERS__bindgen_ty_1__bindgen_ty_1,
+    pub Read: _WDF_REQUEST_PARAMETERS__bindgen_ty_1__bindgen_ty_2,
+    pub Write: _WDF_REQUEST_PARAMETERS__bindgen_ty_1__bindgen_ty_3,
+    pub DeviceIoControl: _WDF_REQUEST_PARAMETERS__bindgen_ty_1__bindgen_ty_4,
+    pub Others: _WDF_REQUEST_PARAMETERS__bindgen_ty_1__bindgen_ty_5,
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct _WDF_REQUEST_PARAMETERS__bindgen_ty_1__bindgen_ty_1 {
+    pub SecurityContext: PIO_SECURITY_CONTEXT,
+    pub Options: ULONG,
+    pub __bindgen_padding_0: [u8; 4usize],
+    pub FileAttributes: USHORT,
+    pub ShareAccess: USHORT,
+    pub __bindgen_padding_1: [u8; 4usize],
+    pub EaLength: ULONG,
 }
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
-pub struct _WDF_REQUEST_PARAMETERS__bindgen_ty_1__bindgen_ty_read {
+pub struct _WDF_REQUEST_PARAMETERS__bindgen_ty_1__bindgen_ty_2 {
+    pub Length: usize,
+    pub Key: ULONG,
+    pub DeviceOffset: LONGLONG,
+}
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct _WDF_REQUEST_PARAMETERS__bindgen_ty_1__bindgen_ty_3 {
     pub Length: usize,
     pub Key: ULONG,
     pub DeviceOffset: LONGLONG,
 }
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
-pub struct _WDF_REQUEST_PARAMETERS__bindgen_ty_1__bindgen_ty_ioctl {
+pub struct _WDF_REQUEST_PARAMETERS__bindgen_ty_1__bindgen_ty_4 {
     pub OutputBufferLength: usize,
     pub InputBufferLength: usize,
     pub IoControlCode: ULONG,
@@ -813,7 +958,7 @@ pub struct _WDF_REQUEST_PARAMETERS__bindgen_ty_1__bindgen_ty_ioctl {
 }
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
-pub struct _WDF_REQUEST_PARAMETERS__bindgen_ty_1__bindgen_ty_others {
+pub struct _WDF_REQUEST_PARAMETERS__bindgen_ty_1__bindgen_ty_5 {
     pub Arg1: PVOID,
     pub Arg2: PVOID,
     pub IoControlCode: ULONG,
@@ -825,6 +970,7 @@ pub type PWDF_REQUEST_PARAMETERS = *mut _WDF_REQUEST_PARAMETERS;
 zeroed_default!(
     _WDF_OBJECT_CONTEXT_TYPE_INFO,
     _WDF_OBJECT_ATTRIBUTES,
+    _WDF_FILEOBJECT_CONFIG,
     _WDF_IO_QUEUE_CONFIG,
     _WDF_REQUEST_PARAMETERS,
     _UNICODE_STRING,

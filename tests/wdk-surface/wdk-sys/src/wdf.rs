@@ -13,9 +13,8 @@
 //! the wrong type or number is a compile error, and a function with a result is
 //! `#[must_use]`.
 //!
-//! The index values are placeholders (distinct, in no particular order) except
-//! `WdfDriverCreateTableIndex = 116`, which is wdk-macros' own test input: the surface is
-//! only compiled, never linked or run, and the glue never names an index.
+//! The index values are KMDF 1.31's (`wdffuncenum.h` of `wdf/kmdf/1.31`), though the
+//! surface is only compiled, never linked or run, and the glue never names an index.
 
 use core::ffi::c_void;
 
@@ -127,46 +126,46 @@ wdf_functions! {
         DriverConfig: PWDF_DRIVER_CONFIG,
         Driver: *mut WDFDRIVER,
     ) -> NTSTATUS;
-    WdfDriverOpenParametersRegistryKey = WdfDriverOpenParametersRegistryKeyTableIndex 118,
+    WdfDriverOpenParametersRegistryKey = WdfDriverOpenParametersRegistryKeyTableIndex 119,
         PFN_WDFDRIVEROPENPARAMETERSREGISTRYKEY(
         Driver: WDFDRIVER,
         DesiredAccess: ACCESS_MASK,
         KeyAttributes: PWDF_OBJECT_ATTRIBUTES,
         Key: *mut WDFKEY,
     ) -> NTSTATUS;
-    WdfDeviceInitSetPnpPowerEventCallbacks = WdfDeviceInitSetPnpPowerEventCallbacksTableIndex 1,
+    WdfDeviceInitSetPnpPowerEventCallbacks = WdfDeviceInitSetPnpPowerEventCallbacksTableIndex 55,
         PFN_WDFDEVICEINITSETPNPPOWEREVENTCALLBACKS(
         DeviceInit: PWDFDEVICE_INIT,
         PnpPowerEventCallbacks: PWDF_PNPPOWER_EVENT_CALLBACKS,
     );
-    WdfDeviceInitSetIoType = WdfDeviceInitSetIoTypeTableIndex 2, PFN_WDFDEVICEINITSETIOTYPE(
+    WdfDeviceInitSetIoType = WdfDeviceInitSetIoTypeTableIndex 61, PFN_WDFDEVICEINITSETIOTYPE(
         DeviceInit: PWDFDEVICE_INIT,
         IoType: WDF_DEVICE_IO_TYPE,
     );
-    WdfDeviceInitSetFileObjectConfig = WdfDeviceInitSetFileObjectConfigTableIndex 3,
+    WdfDeviceInitSetFileObjectConfig = WdfDeviceInitSetFileObjectConfigTableIndex 71,
         PFN_WDFDEVICEINITSETFILEOBJECTCONFIG(
         DeviceInit: PWDFDEVICE_INIT,
         FileObjectConfig: PWDF_FILEOBJECT_CONFIG,
         FileObjectAttributes: PWDF_OBJECT_ATTRIBUTES,
     );
     WdfDeviceInitSetIoInCallerContextCallback =
-        WdfDeviceInitSetIoInCallerContextCallbackTableIndex 4,
+        WdfDeviceInitSetIoInCallerContextCallbackTableIndex 74,
         PFN_WDFDEVICEINITSETIOINCALLERCONTEXTCALLBACK(
         DeviceInit: PWDFDEVICE_INIT,
         EvtIoInCallerContext: PFN_WDF_IO_IN_CALLER_CONTEXT,
     );
-    WdfDeviceCreate = WdfDeviceCreateTableIndex 5, PFN_WDFDEVICECREATE(
+    WdfDeviceCreate = WdfDeviceCreateTableIndex 75, PFN_WDFDEVICECREATE(
         DeviceInit: *mut PWDFDEVICE_INIT,
         DeviceAttributes: PWDF_OBJECT_ATTRIBUTES,
         Device: *mut WDFDEVICE,
     ) -> NTSTATUS;
-    WdfDeviceCreateDeviceInterface = WdfDeviceCreateDeviceInterfaceTableIndex 6,
+    WdfDeviceCreateDeviceInterface = WdfDeviceCreateDeviceInterfaceTableIndex 77,
         PFN_WDFDEVICECREATEDEVICEINTERFACE(
         Device: WDFDEVICE,
         InterfaceClassGUID: *const GUID,
         ReferenceString: PCUNICODE_STRING,
     ) -> NTSTATUS;
-    WdfDeviceOpenRegistryKey = WdfDeviceOpenRegistryKeyTableIndex 7,
+    WdfDeviceOpenRegistryKey = WdfDeviceOpenRegistryKeyTableIndex 48,
         PFN_WDFDEVICEOPENREGISTRYKEY(
         Device: WDFDEVICE,
         DeviceInstanceKeyType: ULONG,
@@ -174,13 +173,13 @@ wdf_functions! {
         KeyAttributes: PWDF_OBJECT_ATTRIBUTES,
         Key: *mut WDFKEY,
     ) -> NTSTATUS;
-    WdfDeviceWdmGetDeviceObject = WdfDeviceWdmGetDeviceObjectTableIndex 8,
+    WdfDeviceWdmGetDeviceObject = WdfDeviceWdmGetDeviceObjectTableIndex 31,
         PFN_WDFDEVICEWDMGETDEVICEOBJECT(Device: WDFDEVICE) -> PDEVICE_OBJECT;
-    WdfDeviceWdmGetPhysicalDevice = WdfDeviceWdmGetPhysicalDeviceTableIndex 9,
+    WdfDeviceWdmGetPhysicalDevice = WdfDeviceWdmGetPhysicalDeviceTableIndex 33,
         PFN_WDFDEVICEWDMGETPHYSICALDEVICE(Device: WDFDEVICE) -> PDEVICE_OBJECT;
-    WdfDeviceEnqueueRequest = WdfDeviceEnqueueRequestTableIndex 10,
+    WdfDeviceEnqueueRequest = WdfDeviceEnqueueRequestTableIndex 91,
         PFN_WDFDEVICEENQUEUEREQUEST(Device: WDFDEVICE, Request: WDFREQUEST) -> NTSTATUS;
-    WdfFdoInitOpenRegistryKey = WdfFdoInitOpenRegistryKeyTableIndex 11,
+    WdfFdoInitOpenRegistryKey = WdfFdoInitOpenRegistryKeyTableIndex 125,
         PFN_WDFFDOINITOPENREGISTRYKEY(
         DeviceInit: PWDFDEVICE_INIT,
         DeviceInstanceKeyType: ULONG,
@@ -188,7 +187,7 @@ wdf_functions! {
         KeyAttributes: PWDF_OBJECT_ATTRIBUTES,
         Key: *mut WDFKEY,
     ) -> NTSTATUS;
-    WdfFdoQueryForInterface = WdfFdoQueryForInterfaceTableIndex 12,
+    WdfFdoQueryForInterface = WdfFdoQueryForInterfaceTableIndex 131,
         PFN_WDFFDOQUERYFORINTERFACE(
         Fdo: WDFDEVICE,
         InterfaceType: LPCGUID,
@@ -197,89 +196,89 @@ wdf_functions! {
         Version: USHORT,
         InterfaceSpecificData: PVOID,
     ) -> NTSTATUS;
-    WdfFileObjectGetDevice = WdfFileObjectGetDeviceTableIndex 13,
+    WdfFileObjectGetDevice = WdfFileObjectGetDeviceTableIndex 139,
         PFN_WDFFILEOBJECTGETDEVICE(FileObject: WDFFILEOBJECT) -> WDFDEVICE;
-    WdfIoQueueCreate = WdfIoQueueCreateTableIndex 14, PFN_WDFIOQUEUECREATE(
+    WdfIoQueueCreate = WdfIoQueueCreateTableIndex 152, PFN_WDFIOQUEUECREATE(
         Device: WDFDEVICE,
         Config: PWDF_IO_QUEUE_CONFIG,
         QueueAttributes: PWDF_OBJECT_ATTRIBUTES,
         Queue: *mut WDFQUEUE,
     ) -> NTSTATUS;
-    WdfIoQueueGetDevice = WdfIoQueueGetDeviceTableIndex 15,
+    WdfIoQueueGetDevice = WdfIoQueueGetDeviceTableIndex 157,
         PFN_WDFIOQUEUEGETDEVICE(Queue: WDFQUEUE) -> WDFDEVICE;
-    WdfObjectGetTypedContextWorker = WdfObjectGetTypedContextWorkerTableIndex 16,
+    WdfObjectGetTypedContextWorker = WdfObjectGetTypedContextWorkerTableIndex 202,
         PFN_WDFOBJECTGETTYPEDCONTEXTWORKER(
         Handle: WDFOBJECT,
         TypeInfo: PCWDF_OBJECT_CONTEXT_TYPE_INFO,
     ) -> PVOID;
-    WdfObjectDelete = WdfObjectDeleteTableIndex 17, PFN_WDFOBJECTDELETE(Object: WDFOBJECT);
-    WdfRegistryQueryULong = WdfRegistryQueryULongTableIndex 18, PFN_WDFREGISTRYQUERYULONG(
+    WdfObjectDelete = WdfObjectDeleteTableIndex 208, PFN_WDFOBJECTDELETE(Object: WDFOBJECT);
+    WdfRegistryQueryULong = WdfRegistryQueryULongTableIndex 240, PFN_WDFREGISTRYQUERYULONG(
         Key: WDFKEY,
         ValueName: PCUNICODE_STRING,
         Value: PULONG,
     ) -> NTSTATUS;
-    WdfRegistryClose = WdfRegistryCloseTableIndex 19, PFN_WDFREGISTRYCLOSE(Key: WDFKEY);
-    WdfRequestComplete = WdfRequestCompleteTableIndex 20, PFN_WDFREQUESTCOMPLETE(
+    WdfRegistryClose = WdfRegistryCloseTableIndex 231, PFN_WDFREGISTRYCLOSE(Key: WDFKEY);
+    WdfRequestComplete = WdfRequestCompleteTableIndex 263, PFN_WDFREQUESTCOMPLETE(
         Request: WDFREQUEST,
         Status: NTSTATUS,
     );
-    WdfRequestCompleteWithInformation = WdfRequestCompleteWithInformationTableIndex 21,
+    WdfRequestCompleteWithInformation = WdfRequestCompleteWithInformationTableIndex 265,
         PFN_WDFREQUESTCOMPLETEWITHINFORMATION(
         Request: WDFREQUEST,
         Status: NTSTATUS,
         Information: ULONG_PTR,
     );
-    WdfRequestSetInformation = WdfRequestSetInformationTableIndex 22,
+    WdfRequestSetInformation = WdfRequestSetInformationTableIndex 275,
         PFN_WDFREQUESTSETINFORMATION(Request: WDFREQUEST, Information: ULONG_PTR);
-    WdfRequestGetFileObject = WdfRequestGetFileObjectTableIndex 23,
+    WdfRequestGetFileObject = WdfRequestGetFileObjectTableIndex 277,
         PFN_WDFREQUESTGETFILEOBJECT(Request: WDFREQUEST) -> WDFFILEOBJECT;
-    WdfRequestGetIoQueue = WdfRequestGetIoQueueTableIndex 24,
+    WdfRequestGetIoQueue = WdfRequestGetIoQueueTableIndex 282,
         PFN_WDFREQUESTGETIOQUEUE(Request: WDFREQUEST) -> WDFQUEUE;
-    WdfRequestGetParameters = WdfRequestGetParametersTableIndex 25,
+    WdfRequestGetParameters = WdfRequestGetParametersTableIndex 266,
         PFN_WDFREQUESTGETPARAMETERS(Request: WDFREQUEST, Parameters: PWDF_REQUEST_PARAMETERS);
-    WdfRequestMarkCancelableEx = WdfRequestMarkCancelableExTableIndex 26,
+    WdfRequestMarkCancelableEx = WdfRequestMarkCancelableExTableIndex 393,
         PFN_WDFREQUESTMARKCANCELABLEEX(
         Request: WDFREQUEST,
         EvtRequestCancel: PFN_WDF_REQUEST_CANCEL,
     ) -> NTSTATUS;
-    WdfRequestUnmarkCancelable = WdfRequestUnmarkCancelableTableIndex 27,
+    WdfRequestUnmarkCancelable = WdfRequestUnmarkCancelableTableIndex 256,
         PFN_WDFREQUESTUNMARKCANCELABLE(Request: WDFREQUEST) -> NTSTATUS;
-    WdfRequestRetrieveInputBuffer = WdfRequestRetrieveInputBufferTableIndex 28,
+    WdfRequestRetrieveInputBuffer = WdfRequestRetrieveInputBufferTableIndex 269,
         PFN_WDFREQUESTRETRIEVEINPUTBUFFER(
         Request: WDFREQUEST,
-        MinimumRequiredSize: usize,
+        MinimumRequiredLength: usize,
         Buffer: *mut PVOID,
         Length: *mut usize,
     ) -> NTSTATUS;
-    WdfRequestRetrieveOutputBuffer = WdfRequestRetrieveOutputBufferTableIndex 29,
+    WdfRequestRetrieveOutputBuffer = WdfRequestRetrieveOutputBufferTableIndex 270,
         PFN_WDFREQUESTRETRIEVEOUTPUTBUFFER(
         Request: WDFREQUEST,
         MinimumRequiredSize: usize,
         Buffer: *mut PVOID,
         Length: *mut usize,
     ) -> NTSTATUS;
-    WdfRequestStopAcknowledge = WdfRequestStopAcknowledgeTableIndex 30,
+    WdfRequestStopAcknowledge = WdfRequestStopAcknowledgeTableIndex 284,
         PFN_WDFREQUESTSTOPACKNOWLEDGE(Request: WDFREQUEST, Requeue: BOOLEAN);
-    WdfRequestWdmGetIrp = WdfRequestWdmGetIrpTableIndex 31,
+    WdfRequestWdmGetIrp = WdfRequestWdmGetIrpTableIndex 285,
         PFN_WDFREQUESTWDMGETIRP(Request: WDFREQUEST) -> PIRP;
-    WdfSpinLockCreate = WdfSpinLockCreateTableIndex 32, PFN_WDFSPINLOCKCREATE(
+    WdfSpinLockCreate = WdfSpinLockCreateTableIndex 315, PFN_WDFSPINLOCKCREATE(
         SpinLockAttributes: PWDF_OBJECT_ATTRIBUTES,
         SpinLock: *mut WDFSPINLOCK,
     ) -> NTSTATUS;
-    WdfSpinLockAcquire = WdfSpinLockAcquireTableIndex 33,
+    WdfSpinLockAcquire = WdfSpinLockAcquireTableIndex 316,
         PFN_WDFSPINLOCKACQUIRE(SpinLock: WDFSPINLOCK);
-    WdfSpinLockRelease = WdfSpinLockReleaseTableIndex 34,
+    WdfSpinLockRelease = WdfSpinLockReleaseTableIndex 317,
         PFN_WDFSPINLOCKRELEASE(SpinLock: WDFSPINLOCK);
-    WdfTimerCreate = WdfTimerCreateTableIndex 35, PFN_WDFTIMERCREATE(
+    WdfTimerCreate = WdfTimerCreateTableIndex 318, PFN_WDFTIMERCREATE(
         Config: PWDF_TIMER_CONFIG,
         Attributes: PWDF_OBJECT_ATTRIBUTES,
         Timer: *mut WDFTIMER,
     ) -> NTSTATUS;
-    WdfTimerStart = WdfTimerStartTableIndex 36,
+    WdfTimerStart = WdfTimerStartTableIndex 319,
         PFN_WDFTIMERSTART(Timer: WDFTIMER, DueTime: LONGLONG) -> BOOLEAN;
-    WdfTimerStop = WdfTimerStopTableIndex 37,
+    WdfTimerStop = WdfTimerStopTableIndex 320,
         PFN_WDFTIMERSTOP(Timer: WDFTIMER, Wait: BOOLEAN) -> BOOLEAN;
-    WdfTimerGetParentObject = WdfTimerGetParentObjectTableIndex 38,
+    WdfTimerGetParentObject = WdfTimerGetParentObjectTableIndex 321,
         PFN_WDFTIMERGETPARENTOBJECT(Timer: WDFTIMER) -> WDFOBJECT;
 }
 
