@@ -17,6 +17,8 @@ pub use crate::constants::*;
 pub use crate::types::*;
 
 mod constants;
+/// Compile-time checks of every structure's layout against the real bindings.
+mod layout;
 #[doc(hidden)]
 pub mod macros;
 pub mod ntddk;
