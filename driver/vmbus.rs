@@ -30,6 +30,8 @@ use kmcl::send::{Completion, SendFlags};
 use kmcl::state::StateHandler;
 
 use crate::bridge::config::IcConfig;
+use crate::bridge::device::CODE_WRITE;
+use crate::bridge::protocol::{IOCTL_VMBRIDGE_SEND, IOCTL_VMBRIDGE_SEND_BATCH};
 use crate::bridge::{
     Bridge, ChannelSender, Config, FileId, HeldPacket, Lock, NtStatus, ProcessingMode, RequestKey,
     SendTag, State, Stats, UserRequest,
@@ -511,15 +513,38 @@ where
         self.flush_ic();
     }
 
-    /// `EvtIoWrite`.
+    /// `EvtIoWrite`. In IC mode: `STATUS_INVALID_DEVICE_REQUEST`, nothing sent (see
+    /// [`VmbusDevice::refuses`]).
     pub fn write(&self, file: FileId, req: R) {
+        if self.ic.is_some() {
+            return self
+                .bridge
+                .reject(req, CODE_WRITE, NtStatus::INVALID_DEVICE_REQUEST);
+        }
         self.bridge.write(file, req, &self.sender());
     }
 
-    /// `EvtIoDeviceControl`.
+    /// `EvtIoDeviceControl`. In IC mode `IOCTL_VMBRIDGE_SEND` and `IOCTL_VMBRIDGE_SEND_BATCH`
+    /// are `STATUS_INVALID_DEVICE_REQUEST`, nothing sent (see [`VmbusDevice::refuses`]).
     pub fn device_control(&self, file: FileId, code: u32, req: R) {
+        if self.refuses(code) {
+            return self
+                .bridge
+                .reject(req, code, NtStatus::INVALID_DEVICE_REQUEST);
+        }
         self.bridge.device_control(file, code, req, &self.sender());
         self.flush_ic();
+    }
+
+    /// Whether the device refuses user requests with IOCTL code `code` before the bridge
+    /// sees them: in IC mode, the sends (`docs/ic.md`, "The user-mode side"). The channel
+    /// speaks the IC protocol, in which the guest only answers, and every answer is the
+    /// kernel's (one per host message; user mode's part is the HRESULT of a `RESPOND`).
+    /// A user send would reach the host as one more IC message: a forged answer (e.g.
+    /// `S_OK` to a shutdown another handle holds, or was refused), or one the host never
+    /// asked for. A waiting send would wait for a completion IC hosts never send.
+    fn refuses(&self, code: u32) -> bool {
+        self.ic.is_some() && matches!(code, IOCTL_VMBRIDGE_SEND | IOCTL_VMBRIDGE_SEND_BATCH)
     }
 
     /// `EvtRequestCancel`: see [`Bridge::cancel`] (the caller completes what it returns).

@@ -19,8 +19,13 @@ use hv_ic::wire::{ApplicationState, MsgType, ShutdownFlags, Status, TimeSyncFlag
 use kmcl_sim::SimConfig;
 use kmcl_sim::ic_host::{IcHost, IcHostError, host_versions};
 use vmbridge::bridge::config::{IcConfig, IcService};
+use vmbridge::bridge::protocol::{
+    IOCTL_VMBRIDGE_GET_INFO, IOCTL_VMBRIDGE_SEND, IOCTL_VMBRIDGE_SEND_BATCH, VMBRIDGE_INFO,
+    VMBRIDGE_SEND_FLAG_WAIT_FOR_COMPLETION, build_send, build_send_batch,
+};
 use vmbridge::bridge::{Config, FileId, NtStatus};
 use vmbridge::ic::{STATUS_IC_NO_DECISION, STATUS_IC_TIMEOUT};
+use vmbridge::sim_request::SimRequest;
 use vmbridge::trace::{Event, IcAnswerCause, IcOutcome, KEYWORD_IC, Tracer};
 
 const SERVICES: [IcService; 3] = [
@@ -253,6 +258,99 @@ fn shutdown_refused_by_user_mode_reaches_host_as_its_hresult() {
             Ok(Status::E_FAIL)
         );
     }
+    rig.close();
+    rig.sim.assert_clean();
+}
+
+/// `docs/ic.md`, "The user-mode side": in IC mode every answer the host gets is the
+/// kernel's; user mode decides a forwarded request only through `IOCTL_VMBRIDGE_RESPOND` on
+/// the handle that holds it. A write, a send (waiting or not) or a batched send is
+/// `STATUS_INVALID_DEVICE_REQUEST` and reaches nothing: before the rule, a second handle
+/// could write an `S_OK` answer to a shutdown the holder then refused, and the host got both.
+#[test]
+fn only_the_kernel_answers_the_host_user_writes_and_sends_are_refused_in_ic_mode() {
+    let mut rig = IcRig::deterministic(9, IcService::Shutdown);
+    let v = negotiated(&mut rig);
+    let holder = IcUser::new(FileId(1));
+    let forger = FileId(2);
+    let txid = rig.host.send_shutdown(&SHUTDOWN_PARAMS, b"").expect("send");
+    let read = holder.post_read(&rig);
+    rig.idle();
+    let r = IcUser::decode(&read).expect("forwarded");
+    // The host's request with the RESPONSE flag and S_OK: a well-formed answer to it.
+    let mut forged = vec![0u8; hv_ic::response::MAX_RESPONSE_LEN];
+    let n = hv_ic::host::write_shutdown_request(
+        &mut forged,
+        hv_ic::parse::Framing::Bare,
+        v,
+        txid,
+        &SHUTDOWN_PARAMS,
+        b"",
+    )
+    .expect("a shutdown request");
+    forged.truncate(n);
+    forged[17] = 0x05;
+    let requests = [
+        (None, forged.clone(), 0),
+        (None, Vec::new(), 0),
+        (
+            Some(IOCTL_VMBRIDGE_SEND),
+            build_send(0, &forged).as_slice().to_vec(),
+            0,
+        ),
+        (
+            Some(IOCTL_VMBRIDGE_SEND),
+            build_send(VMBRIDGE_SEND_FLAG_WAIT_FOR_COMPLETION, &forged)
+                .as_slice()
+                .to_vec(),
+            64,
+        ),
+        (
+            Some(IOCTL_VMBRIDGE_SEND_BATCH),
+            build_send_batch(&[&forged[..], b"x"]).as_slice().to_vec(),
+            0,
+        ),
+    ];
+    for (i, (code, input, out_len)) in requests.iter().enumerate() {
+        let (req, h) = SimRequest::new(input, *out_len);
+        match code {
+            None => rig.device().write(forger, req),
+            Some(code) => rig.device().device_control(forger, *code, req),
+        }
+        let c = h.result().expect("completed at once");
+        assert_eq!(
+            (c.status, c.information),
+            (NtStatus::INVALID_DEVICE_REQUEST, 0),
+            "request {i}"
+        );
+        rig.idle();
+        assert_eq!(rig.host.try_answer(), None, "request {i} reached the host");
+    }
+    let stats = rig.device().bridge().stats();
+    assert_eq!(
+        (stats.packets_sent, stats.requests_rejected),
+        (0, 5),
+        "{stats:?}"
+    );
+    // The holder refuses: the host gets that, the one answer.
+    assert_eq!(
+        holder.respond(&rig, r.packet_id, Status::E_FAIL.0),
+        NtStatus::SUCCESS
+    );
+    assert_eq!(
+        rig.host.await_status(MsgType::SHUTDOWN, txid),
+        Ok(Status::E_FAIL)
+    );
+    rig.idle();
+    assert_eq!(rig.host.try_answer(), None, "one answer per request");
+    // Reads, INFO and STATS stay what they are outside IC mode.
+    let (req, h) = SimRequest::new(&[], size_of::<VMBRIDGE_INFO>());
+    rig.device()
+        .device_control(forger, IOCTL_VMBRIDGE_GET_INFO, req);
+    assert_eq!(
+        h.result().map(|c| (c.status, c.information)),
+        Some((NtStatus::SUCCESS, size_of::<VMBRIDGE_INFO>()))
+    );
     rig.close();
     rig.sim.assert_clean();
 }

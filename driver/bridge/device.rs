@@ -824,7 +824,11 @@ where
 
     // ----- user side ------------------------------------------------------------------
 
-    fn reject(&self, req: R, code: u32, status: NtStatus) {
+    /// Completes `req` with `status`, changing nothing but the rejection counter (and a
+    /// `RequestRejected` event with `code`): the bridge's own validation failures, and
+    /// requests the device refuses before the bridge sees them (IC mode's writes and
+    /// sends, [`crate::vmbus::VmbusDevice::write`]).
+    pub fn reject(&self, req: R, code: u32, status: NtStatus) {
         self.state.with(|s| s.stats.requests_rejected += 1);
         self.tracer.emit(Event::RequestRejected {
             code,

@@ -2,7 +2,8 @@
 //! user-mode IC program.
 //!
 //! C header: none; reference: `docs/ic.md` ("IC mode in the driver": answered in the
-//! kernel vs forwarded, the `IcRequest` record, "the host still gets exactly one answer"),
+//! kernel vs forwarded, the `IcRequest` record, "the host still gets exactly one answer",
+//! user sends refused), `docs/user-mode.md` (the requests, the validation table, batches),
 //! `driver/ic.rs` (the counters), DDI page `EVT_VMB_CHANNEL_PROCESS_PACKET` (every
 //! incoming packet completed once).
 //!
@@ -13,26 +14,35 @@
 //! version lists, heartbeats at both body layouts, shutdowns with any flags, reason and
 //! text, time samples at both layouts, at the negotiated or made-up versions),
 //! mutations of them (bytes set or flipped, truncation, lying `icmsgsize`, type and flags
-//! changed, bytes appended) and arbitrary bytes; user mode posts held and plain reads,
-//! answers held requests with any bytes (a 4-byte HRESULT, short, long; for the right
-//! handle, another, or a made-up id), closes and opens handles and cancels requests; the
-//! IC timer ticks (monotonic); the host may rescind; the simulation is stepped task by
-//! task in between. At the end every handle is closed, time runs past the timeout and the
-//! device is closed.
+//! changed, bytes appended) and arbitrary bytes; user mode posts held and plain reads and
+//! batched reads (held or not, waiting or not, any `MaxPackets` and output), answers held
+//! requests with any bytes (a 4-byte HRESULT, short, long; for the right handle, another,
+//! or a made-up id), writes (any bytes, or a forged answer to a host message), sends
+//! (waiting or not, any flags), batched sends, INFO and STATS, any IOCTL (host mode's
+//! `CREATE_OFFER` and made-up codes included) with any input, aligned or not, and any
+//! output; it closes and opens handles and cancels requests; the IC timer ticks
+//! (monotonic); the host may rescind; the simulation is stepped task by task in between.
+//! At the end every handle is closed, time runs past the timeout and the device is closed.
 //!
 //! Asserts: no verifier violation; every user request completed exactly once, never
 //! claiming more bytes than its output buffer with a status that is not an error; every
-//! record a held read returned is a well-formed `IcRequest` of the service; every answer
-//! the host got parses as an IC response (`hv_ic::host`) of one message it sent and not
-//! answered yet (so at most one answer per message), in the form `docs/ic.md` gives for
-//! that message (negotiation: a version pair among those offered, or 0/0; heartbeat:
-//! `seq + 1`, echoed at the received length; another type: `E_FAIL`, echoed; forwarded
-//! requests: the request's length, header, and body prefix or zeros); the answers counted
-//! match the IC counters exactly (at most, after a rescind); without a rescind every
-//! message sent was received and (no send failing) every HRESULT user mode answered a held
-//! request with reached the host in an answer to that transaction; and after the close
-//! nothing waits (`ic.waiting`, the
-//! bridge's `queue_depth`, `held_for_response`, `pending_reads`).
+//! write, send and batched send refused at once with `STATUS_INVALID_DEVICE_REQUEST` and
+//! `Information` 0, an unknown code the same, a read or batched read whose input fails
+//! validation with the ABI's status; INFO and STATS exactly their size (or
+//! `STATUS_BUFFER_TOO_SMALL` below it), INFO the configuration's values, STATS no packet
+//! sent; a batched read's output a batch of at most `MaxPackets` entries, held exactly when
+//! asked, empty only without WAIT, or `STATUS_BUFFER_TOO_SMALL` with the size it needs; the
+//! bridge never sent a user packet; every record a read or batched read returned is a
+//! well-formed `IcRequest` of the service; every answer the host got parses as an IC
+//! response (`hv_ic::host`) of one message it sent and not answered yet (so at most one
+//! answer per message, and no user bytes reach it), in the form `docs/ic.md` gives for that
+//! message (negotiation: a version pair among those offered, or 0/0; heartbeat: `seq + 1`,
+//! echoed at the received length; another type: `E_FAIL`, echoed; forwarded requests: the
+//! request's length, header, and body prefix or zeros); the answers counted match the IC
+//! counters exactly (at most, after a rescind); without a rescind every message sent was
+//! received and (no send failing) every HRESULT user mode answered a held request with
+//! reached the host in an answer to that transaction; and after the close nothing waits
+//! (`ic.waiting`, the bridge's `queue_depth`, `held_for_response`, `pending_reads`).
 #![no_main]
 
 use hv_ic::Service;
@@ -58,12 +68,18 @@ use kmcl_sim::ic_host::{IcHost, IcHostError, host_versions};
 use libfuzzer_sys::fuzz_target;
 use vmbridge::bridge::config::{IcConfig, IcService};
 use vmbridge::bridge::protocol::{
-    IOCTL_VMBRIDGE_READ, IOCTL_VMBRIDGE_RESPOND, VMBRIDGE_PACKET_FLAG_RESPONSE_PENDING,
-    VMBRIDGE_PACKET_HEADER, VMBRIDGE_READ_FLAG_HOLD_FOR_RESPONSE, build_read, build_respond,
+    AlignedBuf, IOCTL_VMBRIDGE_CREATE_OFFER, IOCTL_VMBRIDGE_GET_INFO, IOCTL_VMBRIDGE_GET_STATS,
+    IOCTL_VMBRIDGE_READ, IOCTL_VMBRIDGE_READ_BATCH, IOCTL_VMBRIDGE_RESPOND, IOCTL_VMBRIDGE_SEND,
+    IOCTL_VMBRIDGE_SEND_BATCH, VMBRIDGE_ABI_VERSION, VMBRIDGE_BATCH_HEADER,
+    VMBRIDGE_COMPLETION_HEADER, VMBRIDGE_INFO, VMBRIDGE_PACKET_FLAG_RESPONSE_PENDING,
+    VMBRIDGE_PACKET_HEADER, VMBRIDGE_READ_BATCH_FLAG_WAIT, VMBRIDGE_READ_BATCH_REQUEST,
+    VMBRIDGE_READ_FLAG_HOLD_FOR_RESPONSE, VMBRIDGE_READ_REQUEST,
+    VMBRIDGE_SEND_FLAG_WAIT_FOR_COMPLETION, VMBRIDGE_STATS, build_read, build_read_batch,
+    build_respond, build_send, build_send_batch, parse_read_batch,
 };
-use vmbridge::bridge::{FileId, NtStatus};
+use vmbridge::bridge::{Config, FileId, NtStatus};
 use vmbridge::ic::{IC_REQUEST_LEN, IC_REQUEST_VERSION, IcRequest};
-use vmbridge::sim_request::RequestHandle;
+use vmbridge::sim_request::{RequestHandle, SimRequest};
 use vmbridge_fuzz::{Bytes, Rig, config_from, debug, hv_service};
 
 const HDR: usize = size_of::<VMBRIDGE_PACKET_HEADER>();
@@ -91,12 +107,72 @@ const VERSIONS: [Version; 8] = [
     Version::new(2, 0),
 ];
 
+/// What a user request is, for the checks of its completion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// A read (held or plain): its output is a packet header and an `IcRequest` record.
+    Read,
+    /// `IOCTL_VMBRIDGE_READ_BATCH` with these `Flags` and `MaxPackets` (0: any): its
+    /// output is a batch of `IcRequest` records, held with the HOLD flag; empty only
+    /// without the WAIT flag.
+    ReadBatch { flags: u32, max: u32 },
+    /// `WriteFile`, `IOCTL_VMBRIDGE_SEND` (waiting or not), `IOCTL_VMBRIDGE_SEND_BATCH`:
+    /// refused in IC mode with `STATUS_INVALID_DEVICE_REQUEST`, nothing sent
+    /// (`docs/ic.md`, "The user-mode side").
+    Send,
+    /// An IOCTL code the device does not know (`IOCTL_VMBRIDGE_CREATE_OFFER` included, a
+    /// host-mode request): `STATUS_INVALID_DEVICE_REQUEST`.
+    Unknown,
+    /// `IOCTL_VMBRIDGE_GET_INFO`: `VMBRIDGE_INFO` of this configuration.
+    Info,
+    /// `IOCTL_VMBRIDGE_GET_STATS`: `VMBRIDGE_STATS`, nothing sent by user mode.
+    Stats,
+    /// `IOCTL_VMBRIDGE_RESPOND`: any status (its effect is checked on the host's side).
+    Respond,
+    /// A read or batched read whose input fails the ABI's validation: that status, no
+    /// output (`docs/user-mode.md`, "The requests").
+    Rejected(NtStatus),
+}
+
+/// The kind of a request with IOCTL code `code` and input `input`.
+fn kind_of(code: u32, input: &[u8]) -> Kind {
+    match code {
+        IOCTL_VMBRIDGE_READ => match VMBRIDGE_READ_REQUEST::parse(input) {
+            Ok(_) => Kind::Read,
+            Err(st) => Kind::Rejected(st),
+        },
+        IOCTL_VMBRIDGE_READ_BATCH => match VMBRIDGE_READ_BATCH_REQUEST::parse(input) {
+            Ok(h) => Kind::ReadBatch {
+                flags: h.Flags,
+                max: h.MaxPackets,
+            },
+            Err(st) => Kind::Rejected(st),
+        },
+        IOCTL_VMBRIDGE_SEND | IOCTL_VMBRIDGE_SEND_BATCH => Kind::Send,
+        IOCTL_VMBRIDGE_GET_INFO => Kind::Info,
+        IOCTL_VMBRIDGE_GET_STATS => Kind::Stats,
+        IOCTL_VMBRIDGE_RESPOND => Kind::Respond,
+        _ => Kind::Unknown,
+    }
+}
+
+/// IOCTL codes the "any IOCTL" operation picks from (the last: any `u32`).
+const CODES: [u32; 8] = [
+    IOCTL_VMBRIDGE_READ,
+    IOCTL_VMBRIDGE_READ_BATCH,
+    IOCTL_VMBRIDGE_SEND,
+    IOCTL_VMBRIDGE_SEND_BATCH,
+    IOCTL_VMBRIDGE_RESPOND,
+    IOCTL_VMBRIDGE_GET_INFO,
+    IOCTL_VMBRIDGE_GET_STATS,
+    IOCTL_VMBRIDGE_CREATE_OFFER,
+];
+
 /// A user request the target checks at the end.
 struct Tracked {
     h: RequestHandle,
     out_len: usize,
-    /// A read (held or plain): its output is an `IcRequest` record.
-    read: bool,
+    kind: Kind,
     /// The handle (for answering what a held read returned).
     file: FileId,
 }
@@ -111,6 +187,8 @@ struct Harness {
     rig: Rig,
     host: IcHost,
     service: Service,
+    /// The bridge configuration (what `IOCTL_VMBRIDGE_GET_INFO` reports).
+    config: Config,
     files: [FileId; 2],
     /// Every handle opened (each is closed at the end).
     all_files: Vec<FileId>,
@@ -129,55 +207,100 @@ struct Harness {
 }
 
 impl Harness {
-    fn ioctl(&mut self, k: usize, code: u32, input: &[u8], out_len: usize, read: bool) {
-        let file = self.files[k];
-        let h = self.rig.ioctl(file, code, input, out_len);
+    fn track(&mut self, h: RequestHandle, out_len: usize, kind: Kind, file: FileId) {
+        if kind == Kind::Send {
+            // Refused at once: nothing reaches the channel, nothing waits.
+            h.with_result(|c| {
+                let c =
+                    c.unwrap_or_else(|| panic!("a user send in IC mode was not completed at once"));
+                assert_eq!(
+                    (c.status, c.information),
+                    (NtStatus::INVALID_DEVICE_REQUEST, 0),
+                    "a user send in IC mode: docs/ic.md refuses it"
+                );
+            });
+        }
         self.requests.push(Tracked {
             h,
             out_len,
-            read,
+            kind,
             file,
         });
     }
 
+    fn ioctl(&mut self, k: usize, code: u32, input: &[u8], out_len: usize, kind: Kind) {
+        let file = self.files[k];
+        let h = self.rig.ioctl(file, code, input, out_len);
+        self.track(h, out_len, kind, file);
+    }
+
     fn held_read(&mut self, k: usize, out_len: usize) {
         let input = build_read(VMBRIDGE_READ_FLAG_HOLD_FOR_RESPONSE);
-        self.ioctl(k, IOCTL_VMBRIDGE_READ, input.as_slice(), out_len, true);
+        self.ioctl(
+            k,
+            IOCTL_VMBRIDGE_READ,
+            input.as_slice(),
+            out_len,
+            Kind::Read,
+        );
     }
 
     fn plain_read(&mut self, k: usize, out_len: usize) {
         let file = self.files[k];
         let h = self.rig.read(file, out_len);
-        self.requests.push(Tracked {
-            h,
-            out_len,
-            read: true,
-            file,
-        });
+        self.track(h, out_len, Kind::Read, file);
     }
 
-    /// The (handle, packet id, host transaction id) of every held request a read returned
-    /// and no RESPOND answered yet.
+    /// `WriteFile` of `data` on handle `k`.
+    fn write(&mut self, k: usize, data: &[u8]) {
+        let file = self.files[k];
+        let h = self.rig.write(file, data);
+        self.track(h, 0, Kind::Send, file);
+    }
+
+    /// Any IOCTL: `input` copied into an 8-byte aligned buffer, or at an odd address.
+    fn any_ioctl(&mut self, k: usize, code: u32, input: &[u8], out_len: usize, aligned: bool) {
+        let file = self.files[k];
+        let (h, kind) = if aligned {
+            let kind = kind_of(code, AlignedBuf::from_slice(input).as_slice());
+            (self.rig.ioctl(file, code, input, out_len), kind)
+        } else {
+            let mut buf = AlignedBuf::zeroed_misaligned(input.len());
+            buf.as_mut_slice().copy_from_slice(input);
+            // What the driver validates: the bytes at their odd address.
+            let kind = kind_of(code, buf.as_slice());
+            let (req, h) = SimRequest::from_buffers(buf, AlignedBuf::zeroed(out_len));
+            self.rig.device().device_control(file, code, req);
+            self.rig.requests.push(h.clone());
+            (h, kind)
+        };
+        self.track(h, out_len, kind, file);
+    }
+
+    /// The (handle, packet id, host transaction id) of every held request a read or a
+    /// batched read returned and no RESPOND answered yet.
     fn held(&self) -> Vec<(FileId, u64, u8)> {
-        self.requests
-            .iter()
-            .filter(|r| r.read)
-            .filter_map(|r| {
-                r.h.with_result(|c| {
-                    let c = c.filter(|c| c.status == NtStatus::SUCCESS)?;
-                    let hdr = VMBRIDGE_PACKET_HEADER::parse(c.output).ok()?;
-                    let rec = c.output.get(HDR..).and_then(IcRequest::from_bytes)?;
+        let mut held = Vec::new();
+        for r in &self.requests {
+            r.h.with_result(|c| {
+                let Some(c) = c.filter(|c| c.status == NtStatus::SUCCESS) else {
+                    return;
+                };
+                for (hdr, payload) in records(r.kind, c.output) {
+                    let Some(rec) = IcRequest::from_bytes(payload) else {
+                        continue;
+                    };
                     // CAST: the record carries the host's u8 transaction id.
                     let txid = rec.transaction_id as u8;
-                    (hdr.Flags & VMBRIDGE_PACKET_FLAG_RESPONSE_PENDING != 0).then_some((
-                        r.file,
-                        hdr.PacketId,
-                        txid,
-                    ))
-                })
-            })
-            .filter(|(_, id, _)| !self.responded.contains(id))
-            .collect()
+                    if hdr.Flags & VMBRIDGE_PACKET_FLAG_RESPONSE_PENDING != 0
+                        && !self.responded.contains(&hdr.PacketId)
+                    {
+                        held.push((r.file, hdr.PacketId, txid));
+                    }
+                }
+            });
+        }
+        held
     }
 
     /// Sends `bytes` as one IC message; remembers it if the simulator took it.
@@ -301,6 +424,30 @@ impl Harness {
                     .push((m.header.transaction_id, m.header.status().0));
             }
         }
+    }
+}
+
+/// The (packet header, payload) entries of a successful read's or batched read's output
+/// (none for other requests). Panics where the output is not what the ABI says
+/// (`docs/user-mode.md`: one header and its payload; a batch header and `Count` entries).
+fn records(kind: Kind, output: &[u8]) -> Vec<(VMBRIDGE_PACKET_HEADER, &[u8])> {
+    match kind {
+        Kind::Read => {
+            let hdr = VMBRIDGE_PACKET_HEADER::parse(output)
+                .unwrap_or_else(|e| panic!("a read's output has no packet header: {e:?}"));
+            let payload = output
+                .get(HDR..HDR + hdr.PayloadLength as usize)
+                .unwrap_or_else(|| panic!("a read's payload runs past its output: {hdr:?}"));
+            vec![(hdr, payload)]
+        }
+        Kind::ReadBatch { .. } => {
+            let batch = parse_read_batch(output)
+                .unwrap_or_else(|e| panic!("a batched read's output is no batch: {e:?}"));
+            batch
+                .map(|e| e.unwrap_or_else(|e| panic!("a batched read's entry is bad: {e:?}")))
+                .collect()
+        }
+        _ => Vec::new(),
     }
 }
 
@@ -486,6 +633,7 @@ fn run(data: &[u8]) {
         rig,
         host,
         service,
+        config,
         files,
         all_files: files.to_vec(),
         requests: Vec::new(),
@@ -509,18 +657,23 @@ fn run(data: &[u8]) {
         }
         let op = b.u8();
         let k = usize::from(op >> 7);
+        // 0..=15 as before the user's sends and batches came; 16..=25 those; 26..=31 are
+        // the host's messages again (0..=5), so they keep their share of random ops.
+        let op_kind = match op % 32 {
+            m @ 26.. => m - 26,
+            m => m,
+        };
         if debug() {
             eprintln!(
-                "op {} handle {k}: ic {:?} bridge {:?}",
-                op % 16,
+                "op {op_kind} handle {k}: ic {:?} bridge {:?}",
                 t.rig.device().ic().map(|ic| ic.stats()),
                 t.rig.device().bridge().stats()
             );
         }
-        match op % 16 {
+        match op_kind {
             // A valid message of each kind.
             0..=3 => {
-                let m = t.build(op % 16, &mut b);
+                let m = t.build(op_kind, &mut b);
                 t.send(m);
             }
             // A mutated valid message.
@@ -591,12 +744,7 @@ fn run(data: &[u8]) {
                         t.decided.push((txid, hr));
                     }
                 }
-                t.requests.push(Tracked {
-                    h,
-                    out_len: 0,
-                    read: false,
-                    file,
-                });
+                t.track(h, 0, Kind::Respond, file);
             }
             // CloseHandle, and (maybe) a new handle in its place.
             9 => {
@@ -637,12 +785,132 @@ fn run(data: &[u8]) {
                 }
             }
             // Several held reads and a step.
-            _ => {
+            15 => {
                 for _ in 0..=(b.u8() % 4) {
                     t.held_read(k, READ_LEN);
                 }
                 t.rig.sim.step();
             }
+            // `WriteFile`: any bytes (up to past `MaxPacketSize`), or a forged answer to a
+            // message the host sent (its header with the RESPONSE flag, status S_OK).
+            16 | 17 => {
+                let data = if b.bool() || t.sent.is_empty() {
+                    b.blob(4200).to_vec()
+                } else {
+                    let mut m = t.sent[usize::from(b.u8()) % t.sent.len()].bytes.clone();
+                    if m.len() >= ICMSG_HDR_LEN {
+                        m[12..16].fill(0);
+                        m[17] = 0x05;
+                    }
+                    m
+                };
+                t.write(k, &data);
+            }
+            // `IOCTL_VMBRIDGE_SEND`: no wait, or waiting for a completion (an output for
+            // the completion header and a response, or any); any flags now and then.
+            18 | 19 => {
+                let flags = match b.u8() % 4 {
+                    0 | 1 => 0,
+                    2 => VMBRIDGE_SEND_FLAG_WAIT_FOR_COMPLETION,
+                    _ => b.u32(),
+                };
+                let payload = b.blob(4200);
+                let input = build_send(flags, payload);
+                let out_len = if flags == 0 {
+                    0
+                } else if b.bool() {
+                    size_of::<VMBRIDGE_COMPLETION_HEADER>() + usize::from(b.u8())
+                } else {
+                    usize::from(b.u8())
+                };
+                t.ioctl(
+                    k,
+                    IOCTL_VMBRIDGE_SEND,
+                    input.as_slice(),
+                    out_len,
+                    Kind::Send,
+                );
+            }
+            // `IOCTL_VMBRIDGE_SEND_BATCH` of 1 to 4 payloads (no output, or one).
+            20 => {
+                let n = 1 + usize::from(b.u8() % 4);
+                let payloads: Vec<&[u8]> = (0..n).map(|_| b.blob(1500)).collect();
+                let input = build_send_batch(&payloads);
+                let out_len = if b.bool() { 0 } else { usize::from(b.u8()) };
+                t.ioctl(
+                    k,
+                    IOCTL_VMBRIDGE_SEND_BATCH,
+                    input.as_slice(),
+                    out_len,
+                    Kind::Send,
+                );
+            }
+            // `IOCTL_VMBRIDGE_READ_BATCH`: held or not, waiting or not, at most `max`
+            // packets; an output for 1 to 4 records, or any.
+            21 | 22 => {
+                let flags = match b.u8() % 8 {
+                    7 => b.u32(),
+                    f => {
+                        let f = u32::from(f);
+                        (if f & 1 != 0 {
+                            VMBRIDGE_READ_FLAG_HOLD_FOR_RESPONSE
+                        } else {
+                            0
+                        }) | (if f & 2 != 0 {
+                            VMBRIDGE_READ_BATCH_FLAG_WAIT
+                        } else {
+                            0
+                        })
+                    }
+                };
+                let max = u32::from(b.u8() % 6);
+                let out_len = if b.bool() {
+                    size_of::<VMBRIDGE_BATCH_HEADER>() + (1 + usize::from(b.u8() % 4)) * READ_LEN
+                } else {
+                    usize::from(b.u16() % 512)
+                };
+                let input = build_read_batch(flags, max);
+                t.ioctl(
+                    k,
+                    IOCTL_VMBRIDGE_READ_BATCH,
+                    input.as_slice(),
+                    out_len,
+                    Kind::ReadBatch { flags, max },
+                );
+            }
+            // `IOCTL_VMBRIDGE_GET_INFO` / `GET_STATS`: well-sized output, or any.
+            23 => {
+                let (code, kind, need) = if b.bool() {
+                    (
+                        IOCTL_VMBRIDGE_GET_INFO,
+                        Kind::Info,
+                        size_of::<VMBRIDGE_INFO>(),
+                    )
+                } else {
+                    (
+                        IOCTL_VMBRIDGE_GET_STATS,
+                        Kind::Stats,
+                        size_of::<VMBRIDGE_STATS>(),
+                    )
+                };
+                let out_len = if b.bool() { need } else { usize::from(b.u8()) };
+                t.ioctl(k, code, &[], out_len, kind);
+            }
+            // Any IOCTL (a known code, host mode's, or any) with any input (aligned or
+            // not) and any output.
+            24 | 25 => {
+                let sel = usize::from(b.u8());
+                let code = if sel >= CODES.len() * 24 {
+                    b.u32()
+                } else {
+                    CODES[sel % CODES.len()]
+                };
+                let aligned = b.u8() != 0;
+                let input = b.blob(4200).to_vec();
+                let out_len = usize::from(b.u16() % 1024);
+                t.any_ioctl(k, code, &input, out_len, aligned);
+            }
+            _ => unreachable!("op {op_kind} is folded into 0..=25"),
         }
         t.take_answers();
     }
@@ -675,8 +943,9 @@ fn run(data: &[u8]) {
     let violations = t.rig.violations_except(&[]);
     assert!(violations.is_empty(), "verifier: {violations:?}");
 
-    // Every user request completed exactly once, within its buffer; every record read is
-    // an `IcRequest` of the service.
+    // Every user request completed exactly once, within its buffer, with the status
+    // `docs/ic.md` and `docs/user-mode.md` give its kind; every record read is an
+    // `IcRequest` of the service.
     for (i, r) in t.requests.iter().enumerate() {
         assert_eq!(
             r.h.completion_count(),
@@ -696,14 +965,123 @@ fn run(data: &[u8]) {
                     c.status
                 );
             }
-            if r.read && c.status == NtStatus::SUCCESS {
-                let rec = c.output.get(HDR..).and_then(IcRequest::from_bytes);
-                let rec = rec.unwrap_or_else(|| panic!("read #{i}: no IcRequest record"));
-                assert_eq!(rec.version, IC_REQUEST_VERSION, "read #{i}");
-                assert_eq!(rec.service, ic_service.as_dword(), "read #{i}");
+            if c.status == NtStatus::SUCCESS {
+                let recs = records(r.kind, c.output);
+                if let Kind::ReadBatch { flags, max } = r.kind {
+                    // Empty only if it did not wait (`docs/user-mode.md`, "Batches").
+                    assert!(
+                        !recs.is_empty() || flags & VMBRIDGE_READ_BATCH_FLAG_WAIT == 0,
+                        "batched read #{i}: waited, and succeeded without a packet"
+                    );
+                    assert!(
+                        max == 0 || recs.len() <= max as usize,
+                        "batched read #{i}: {} packets, at most {max} asked",
+                        recs.len()
+                    );
+                    let hold = flags & VMBRIDGE_READ_FLAG_HOLD_FOR_RESPONSE != 0;
+                    for (hdr, _) in &recs {
+                        assert_eq!(
+                            hdr.Flags & VMBRIDGE_PACKET_FLAG_RESPONSE_PENDING != 0,
+                            hold,
+                            "batched read #{i}: held iff asked: {hdr:?}"
+                        );
+                    }
+                }
+                for (hdr, payload) in recs {
+                    let rec = IcRequest::from_bytes(payload)
+                        .filter(|_| payload.len() == IC_REQUEST_LEN)
+                        .unwrap_or_else(|| panic!("read #{i}: no IcRequest record: {hdr:?}"));
+                    assert_eq!(rec.version, IC_REQUEST_VERSION, "read #{i}");
+                    assert_eq!(rec.service, ic_service.as_dword(), "read #{i}");
+                }
+            }
+            match r.kind {
+                Kind::Rejected(st) => assert_eq!(
+                    (c.status, c.information),
+                    (st, 0),
+                    "request #{i} (its input fails validation)"
+                ),
+                Kind::Send | Kind::Unknown => assert_eq!(
+                    (c.status, c.information),
+                    (NtStatus::INVALID_DEVICE_REQUEST, 0),
+                    "request #{i} ({:?})",
+                    r.kind
+                ),
+                // A batched read whose output cannot hold the oldest packet says how much
+                // it needs; one without room for a header and a packet header, nothing.
+                Kind::ReadBatch { .. } if c.status == NtStatus::BUFFER_TOO_SMALL => {
+                    let room = size_of::<VMBRIDGE_BATCH_HEADER>() + HDR;
+                    assert!(
+                        (r.out_len < room && c.information == 0)
+                            || (r.out_len >= room && c.information > r.out_len),
+                        "batched read #{i}: STATUS_BUFFER_TOO_SMALL, information {} for {}",
+                        c.information,
+                        r.out_len
+                    );
+                }
+                Kind::Info | Kind::Stats => {
+                    let need = if r.kind == Kind::Info {
+                        size_of::<VMBRIDGE_INFO>()
+                    } else {
+                        size_of::<VMBRIDGE_STATS>()
+                    };
+                    if r.out_len < need {
+                        assert_eq!(
+                            (c.status, c.information),
+                            (NtStatus::BUFFER_TOO_SMALL, 0),
+                            "request #{i} ({:?}), output {}",
+                            r.kind,
+                            r.out_len
+                        );
+                    } else {
+                        assert_eq!(
+                            (c.status, c.information),
+                            (NtStatus::SUCCESS, need),
+                            "request #{i} ({:?})",
+                            r.kind
+                        );
+                    }
+                    if r.kind == Kind::Info && c.status == NtStatus::SUCCESS {
+                        let info = VMBRIDGE_INFO::parse(c.output).expect("a VMBRIDGE_INFO");
+                        let cfg = t.config.fit_ring();
+                        assert_eq!(
+                            (
+                                info.Version,
+                                info.QueueDepth,
+                                info.MaxPacketSize,
+                                info.MaxPendingReads,
+                                info.MaxPendingSends
+                            ),
+                            (
+                                VMBRIDGE_ABI_VERSION,
+                                cfg.queue_depth,
+                                cfg.max_packet_size,
+                                cfg.max_pending_reads,
+                                cfg.max_pending_sends
+                            ),
+                            "info #{i}"
+                        );
+                    }
+                    if r.kind == Kind::Stats && c.status == NtStatus::SUCCESS {
+                        let s = VMBRIDGE_STATS::parse(c.output).expect("a VMBRIDGE_STATS");
+                        assert_eq!(
+                            (s.PacketsSent, s.BytesSent),
+                            (0, 0),
+                            "stats #{i}: user mode sent nothing in IC mode"
+                        );
+                    }
+                }
+                _ => {}
             }
         });
     }
+    // Nothing user mode wrote or sent reached the channel (the IC answers are the IC
+    // layer's own sends, not the bridge's).
+    assert_eq!(
+        (stats.packets_sent, stats.bytes_sent, stats.sends_completed),
+        (0, 0, 0),
+        "user sends in IC mode: {stats:?}"
+    );
 
     // Nothing waits: no forwarded request, no packet in the bridge.
     assert_eq!(before_close.waiting, 0, "forwarded requests still waiting");

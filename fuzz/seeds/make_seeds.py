@@ -141,3 +141,33 @@ write('ic_path', 'negotiation_and_mutations', bytes([4, 1 | (1 << 2), 0xD3]) + n
       + mutated(0, bytes([2, 0]), [flip(20, 0)]) + negotiate(3) + ic_idle
       + mutated(2, sd_fields(4, 2, b'x'), [lying_size(4), bytes([5, 7])]) + raw(b'\x00' * 19)
       + shutdown(5, 4) + ic_steps(3) + held_reads(3) + ic_respond(0) + rescind + shutdown(6, 0) + ic_idle)
+# The user's other requests in IC mode (ops 16..=25): writes (any bytes, or a forged answer to
+# the host's message number i), sends (no wait, waiting), batched sends, batched reads, INFO /
+# STATS, any IOCTL (code pick, aligned, input, output length).
+ic_write = lambda data: bytes([16, 1]) + blob(data)
+ic_write_forged = lambda i: bytes([16, 0, i])
+ic_send = lambda payload: bytes([18, 0]) + blob(payload)
+ic_send_wait = lambda payload, resp: bytes([18, 2]) + blob(payload) + bytes([1, resp])
+ic_send_batch = lambda payloads: bytes([20, len(payloads) - 1]) + b''.join(blob(p) for p in payloads) + bytes([1])
+# flag pick: bit 0 hold, bit 1 wait; max packets (0: any); output for n records, or `out` bytes
+ic_read_batch = lambda flags, max_packets, n: bytes([21, flags, max_packets, 1, n - 1])
+ic_read_batch_out = lambda flags, max_packets, out: bytes([21, flags, max_packets, 0]) + struct.pack('<H', out)
+ic_info = bytes([23, 1, 1])
+ic_stats = bytes([23, 0, 1])
+ic_info_short = bytes([23, 1, 0, 10])
+ic_any = lambda sel, aligned, data, out: bytes([24, sel, aligned]) + blob(data) + struct.pack('<H', out)
+ic_any_code = lambda code, aligned, data, out: (bytes([24, 0xF0]) + struct.pack('<I', code) + bytes([aligned])
+                                                + blob(data) + struct.pack('<H', out))
+send_header = lambda flags, n: struct.pack('<HHII', 16, 1, flags, n) + b'\x00' * 4
+write('ic_path', 'user_sends_refused', bytes([5, 1 | (2 << 2), 0x53]) + negotiate(0) + ic_idle
+      + shutdown(1, 2, b'restart') + ic_idle + ic_write_forged(1) + ic_write(b'hello')
+      + ic_send(b'ping') + ic_send_wait(b'pong', 16) + ic_send_batch([b'a', b'bc']) + ic_idle
+      + ic_read_batch(1, 0, 1) + ic_respond(0) + ic_info + ic_stats
+      + ic_any(7, 1, b'\x00' * 16, 0) + ic_any(2, 0, send_header(0, 4) + b'abcd', 0)
+      + ic_any(3, 1, b'\x01' * 40, 8) + ic_any_code(0x0022_2FFC, 1, b'\x00' * 8, 64) + ic_idle)
+write('ic_path', 'read_batches', bytes([6, 2 | (2 << 2), 0x55]) + negotiate(0) + ic_idle
+      + timesync(1) + timesync(2, 2) + ic_idle + ic_read_batch(0, 0, 2)
+      + ic_read_batch(3, 1, 1) + timesync(3) + timesync(4) + ic_idle + ic_respond(0)
+      + ic_read_batch_out(1, 0, 40) + ic_read_batch_out(1, 0, 60) + ic_read_batch(1, 2, 4)
+      + ic_respond(0x8000_4005) + ic_info_short + ic_stats + ic_any(1, 0, b'\x00' * 16, 200)
+      + tick(500) + tick(1200) + ic_idle)

@@ -39,7 +39,8 @@ impl NtStatus {
     pub const INVALID_HANDLE: Self = Self(s(0xC000_0008));
     /// `STATUS_INVALID_PARAMETER`: a flag or reserved field is wrong.
     pub const INVALID_PARAMETER: Self = Self(s(0xC000_000D));
-    /// `STATUS_INVALID_DEVICE_REQUEST`: unknown IOCTL code.
+    /// `STATUS_INVALID_DEVICE_REQUEST`: unknown IOCTL code; a write or send to a device in IC
+    /// mode (`docs/ic.md`).
     pub const INVALID_DEVICE_REQUEST: Self = Self(s(0xC000_0010));
     /// `STATUS_BUFFER_TOO_SMALL`: a user buffer is shorter than its fixed header.
     /// For a batched read: the output cannot hold the oldest queued packet;
@@ -149,7 +150,9 @@ impl NtStatus {
             Self::DEVICE_BUSY => "too many sends are waiting for completions",
             Self::INVALID_HANDLE => "the VMBus handle is not valid in this process",
             Self::INVALID_PARAMETER => "a flag, reserved field or packet id is wrong",
-            Self::INVALID_DEVICE_REQUEST => "the device does not know this request",
+            Self::INVALID_DEVICE_REQUEST => {
+                "the device does not take this request (an unknown IOCTL, or a send in IC mode)"
+            }
             Self::BUFFER_TOO_SMALL => "a buffer is shorter than its header or the packet",
             Self::REVISION_MISMATCH => "a header's Size or Version is not this ABI's",
             Self::INSUFFICIENT_RESOURCES => "a bounded table of the driver is full",
