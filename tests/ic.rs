@@ -494,14 +494,11 @@ fn time_sync_is_forwarded_and_acknowledged_at_both_layouts() {
 }
 
 fn hdr(msg_type: u16, flags: u8, body: &[u8], declared: u16) -> Vec<u8> {
-    let mut m = vec![0u8; 20];
-    m[0..2].copy_from_slice(&3u16.to_le_bytes());
-    m[4..6].copy_from_slice(&msg_type.to_le_bytes());
-    m[6..8].copy_from_slice(&3u16.to_le_bytes());
-    m[10..12].copy_from_slice(&declared.to_le_bytes());
-    m[17] = flags;
-    m.extend_from_slice(body);
-    m
+    [
+        &hv_ic::host::forged_header(MsgType(msg_type), flags, declared),
+        body,
+    ]
+    .concat()
 }
 
 #[test]

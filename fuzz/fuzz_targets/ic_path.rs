@@ -48,8 +48,8 @@
 use hv_ic::Service;
 use hv_ic::heartbeat::parse_heartbeat;
 use hv_ic::host::{
-    self, HeartbeatLayout, HostError, parse_heartbeat_response, parse_negotiate_response,
-    parse_status_response,
+    self, HeartbeatLayout, HostError, forged_header, parse_heartbeat_response,
+    parse_negotiate_response, parse_status_response,
 };
 use hv_ic::negotiate::{
     FRAMEWORK_PREFERENCE, FRAMEWORK_VERSIONS, HEARTBEAT_VERSIONS, NEGOTIATE_RESPONSE_BODY,
@@ -604,14 +604,7 @@ fn mutate(m: &mut Vec<u8>, b: &mut Bytes<'_>) {
 
 /// A message with a header of the given fields and `body` (declared size `declared`).
 fn with_header(msg_type: u16, flags: u8, body: &[u8], declared: u16) -> Vec<u8> {
-    let mut m = vec![0u8; ICMSG_HDR_LEN];
-    m[0..2].copy_from_slice(&3u16.to_le_bytes());
-    m[4..6].copy_from_slice(&msg_type.to_le_bytes());
-    m[6..8].copy_from_slice(&3u16.to_le_bytes());
-    m[10..12].copy_from_slice(&declared.to_le_bytes());
-    m[17] = flags;
-    m.extend_from_slice(body);
-    m
+    [&forged_header(MsgType(msg_type), flags, declared), body].concat()
 }
 
 fn run(data: &[u8]) {

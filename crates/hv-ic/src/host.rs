@@ -18,9 +18,9 @@ use crate::response::{BuildError, write_message};
 use crate::shutdown::ShutdownParams;
 use crate::timesync::{TIMESYNC_VERSION_4, TimeSample};
 use crate::wire::{
-    ApplicationState, HeaderFlags, HeartbeatMessage, HeartbeatMsgData, IcMsgHdr, MAX_VERSION_COUNT,
-    MsgType, NegotiateMsg, SHUTDOWN_MESSAGE_LEN, ShutdownMsgHead, Status, TimeSyncMsgV1,
-    TimeSyncMsgV4, Version,
+    ApplicationState, HeaderFlags, HeartbeatMessage, HeartbeatMsgData, ICMSG_HDR_LEN, IcMsgHdr,
+    MAX_VERSION_COUNT, MsgType, NegotiateMsg, SHUTDOWN_MESSAGE_LEN, ShutdownMsgHead, Status,
+    TimeSyncMsgV1, TimeSyncMsgV4, Version,
 };
 
 /// Heartbeat body layout to send.
@@ -107,6 +107,24 @@ fn service_header(versions: NegotiatedVersions, msg_type: MsgType, transaction_i
     h.flags = HeaderFlags::HOST_REQUEST.0;
     h.transaction_id = transaction_id;
     h
+}
+
+/// The header of a host message whose fields say whatever the caller wants: type
+/// `msg_type`, flags `flags` and declared body size `msg_size` as given, versions 3.0 and
+/// 3.0, transaction id 0. For tests and fuzzers that send what a hostile host can (a size
+/// that lies, flags that make no request, a message before negotiation); on the wire the
+/// body follows it, `msg_size` bytes or not.
+#[must_use]
+pub fn forged_header(msg_type: MsgType, flags: u8, msg_size: u16) -> [u8; ICMSG_HDR_LEN] {
+    let mut h = IcMsgHdr::new_zeroed();
+    h.framework_version = Version::new(3, 0);
+    h.message_version = Version::new(3, 0);
+    h.msg_type = U16::new(msg_type.0);
+    h.msg_size = U16::new(msg_size);
+    h.flags = flags;
+    let mut out = [0u8; ICMSG_HDR_LEN];
+    out.copy_from_slice(h.as_bytes());
+    out
 }
 
 /// Writes a negotiate request offering `framework` then `message` versions (send them

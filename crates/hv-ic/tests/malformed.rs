@@ -10,7 +10,7 @@ use hv_ic::endpoint::{DropReason, Endpoint, EndpointState, Outcome, Service};
 use hv_ic::negotiate::{FRAMEWORK_VERSIONS, parse_negotiate};
 use hv_ic::parse::{Framing, ParseError, parse_message};
 use hv_ic::response::MAX_RESPONSE_LEN;
-use hv_ic::wire::{HeaderFlags, MAX_MESSAGE_SIZE, MsgType, PipePacketType, Status};
+use hv_ic::wire::{HeaderFlags, MAX_MESSAGE_SIZE, MsgType, PipePacketType, Status, Version};
 
 /// `icmsg_hdr` + body for `ty` with flags 0x03 and `icmsgsize = body.len()`.
 fn message(ty: u16, body: &[u8]) -> Vec<u8> {
@@ -364,4 +364,33 @@ fn drops_when_output_buffer_is_too_small() {
             }))
         );
     }
+}
+
+/// `host::forged_header` (what tests and fuzzers send as a hostile host) puts each field
+/// it is given where `icmsg_hdr` has it: a message built with it parses back to them, and
+/// a declared size that lies is carried as given.
+#[test]
+fn forged_header_puts_each_field_where_icmsg_hdr_has_it() {
+    let body = [7u8; 12];
+    let m = [
+        &hv_ic::host::forged_header(MsgType::SHUTDOWN, 0x03, 12),
+        &body[..],
+    ]
+    .concat();
+    let msg = parse_message(&m, Framing::Bare).expect("a well-formed message");
+    assert_eq!(msg.header.msg_type(), MsgType::SHUTDOWN);
+    assert_eq!(msg.header.flags(), HeaderFlags(0x03));
+    assert_eq!(msg.header.msg_size.get(), 12);
+    assert_eq!(msg.header.framework_version, Version::new(3, 0));
+    assert_eq!(msg.header.message_version, Version::new(3, 0));
+    assert_eq!(msg.header.transaction_id, 0);
+    assert_eq!(msg.body, &body);
+
+    let lying = [
+        &hv_ic::host::forged_header(MsgType::HEARTBEAT, 0x03, 40),
+        &body[..],
+    ]
+    .concat();
+    assert_eq!(&lying[10..12], &40u16.to_le_bytes());
+    assert!(parse_message(&lying, Framing::Bare).is_err());
 }
