@@ -116,10 +116,12 @@ fn service_header(versions: NegotiatedVersions, msg_type: MsgType, transaction_i
 /// body follows it, `msg_size` bytes or not.
 #[must_use]
 pub fn forged_header(msg_type: MsgType, flags: u8, msg_size: u16) -> [u8; ICMSG_HDR_LEN] {
-    let mut h = IcMsgHdr::new_zeroed();
-    h.framework_version = Version::new(3, 0);
-    h.message_version = Version::new(3, 0);
-    h.msg_type = U16::new(msg_type.0);
+    let v3 = Version::new(3, 0);
+    let versions = NegotiatedVersions {
+        framework: v3,
+        message: v3,
+    };
+    let mut h = service_header(versions, msg_type, 0);
     h.msg_size = U16::new(msg_size);
     h.flags = flags;
     let mut out = [0u8; ICMSG_HDR_LEN];
