@@ -900,7 +900,9 @@ impl<H: PacketHandler + StateHandler> ServerChannel<H> {
     ///
     /// # Errors
     ///
-    /// KMCL's status (the simulator requires a paused channel).
+    /// KMCL's status (the simulator requires a paused channel);
+    /// `STATUS_INSUFFICIENT_RESOURCES` for a save above 16 MiB, or when KMCL keeps
+    /// answering `STATUS_BUFFER_OVERFLOW` ("more follows") without filling anything.
     pub fn save(&self, _irql: Passive) -> Result<Vec<u8>> {
         let begin = kfn!(self.server.v1.VmbChannelSaveBegin);
         let cont = kfn!(self.server.v1.VmbChannelSaveContinue);
@@ -911,7 +913,8 @@ impl<H: PacketHandler + StateHandler> ServerChannel<H> {
         let mut out = Vec::new();
         // Chunks of `chunk` bytes; STATUS_BUFFER_TOO_SMALL asks for a bigger one
         // (`BytesRequired`), STATUS_BUFFER_OVERFLOW means more follows. Bounded, so a bogus
-        // `BytesRequired` cannot make this allocate without limit.
+        // `BytesRequired` cannot make this allocate without limit, nor an endless
+        // STATUS_BUFFER_OVERFLOW loop for ever.
         let mut chunk: u32 = SAVE_CHUNK;
         let result = loop {
             let mut filled: u32 = 0;
@@ -944,6 +947,12 @@ impl<H: PacketHandler + StateHandler> ServerChannel<H> {
             }
             if st != NtStatus::BUFFER_OVERFLOW {
                 break Err(st);
+            }
+            if filled == 0 {
+                // "More follows" with nothing filled: the next piece does not fit in
+                // `chunk`. Ask with twice the room: a KMCL that never fills anything
+                // ends at SAVE_LIMIT (above) instead of looping here for ever.
+                chunk = chunk.saturating_mul(2);
             }
         };
         // SAFETY: rule IRQL_TOO_HIGH: ends the save started above, once.

@@ -10,6 +10,7 @@ mod common;
 
 use std::ptr::NonNull;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use common::{install_irql, install_thread_ids, passive, wait_for};
@@ -158,10 +159,19 @@ struct Pair {
 
 impl Pair {
     fn new(cfg: SimConfig) -> Self {
+        Self::with_server_table(cfg, |_| {})
+    }
+
+    /// As [`Pair::new`], with the server table edited first (a KMCL that misbehaves).
+    fn with_server_table(
+        cfg: SimConfig,
+        edit: impl FnOnce(&mut kmcl_sys::KMCL_SERVER_INTERFACE_V5),
+    ) -> Self {
         install_irql();
         install_thread_ids();
         let sim = Sim::new(cfg);
         let table = Box::leak(Box::new(*sim.server_interface()));
+        edit(table);
         let server_kmcl = KmclServer::new(table).expect("the server table validates");
         let client_kmcl = Kmcl::new(Box::leak(Box::new(*sim.client_interface()))).unwrap();
         Self {
@@ -587,6 +597,73 @@ fn gpadl_mapping_outlives_a_guest_close_until_it_is_unmapped() {
     // Unmapped after the close, then the channel cleaned up: nothing reported, nothing held.
     drop(mapping);
     server.close(p);
+    pair.sim.assert_clean();
+}
+
+/// The simulator's `VmbChannelSaveContinue`, called by [`lying_save_continue`] when it
+/// does not lie.
+static REAL_SAVE_CONTINUE: std::sync::OnceLock<kmcl_sys::PFN_VMB_CHANNEL_SAVE_CONTINUE> =
+    std::sync::OnceLock::new();
+/// Whether [`lying_save_continue`] answers "more follows" with nothing filled.
+static SAVE_LIES: AtomicBool = AtomicBool::new(true);
+/// Calls of [`lying_save_continue`] while it lies.
+static SAVE_LIES_TOLD: AtomicU32 = AtomicU32::new(0);
+
+/// A `VmbChannelSaveContinue` that, while [`SAVE_LIES`] is set, answers
+/// `STATUS_BUFFER_OVERFLOW` with nothing filled and nothing required, however large the
+/// buffer; otherwise the simulator's.
+unsafe extern "system" fn lying_save_continue(
+    channel: kmcl_sys::VMBCHANNEL,
+    buffer: kmcl_sys::PVOID,
+    size: kmcl_sys::ULONG,
+    filled: kmcl_sys::PULONG,
+    required: kmcl_sys::PULONG,
+) -> kmcl_sys::NTSTATUS {
+    if SAVE_LIES.load(Ordering::SeqCst) {
+        SAVE_LIES_TOLD.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: rule OUT_PARAM: both are the caller's non-null `_Out_ PULONG`s.
+        unsafe {
+            filled.write(0);
+            required.write(0);
+        }
+        return NtStatus::BUFFER_OVERFLOW.to_raw();
+    }
+    let real = REAL_SAVE_CONTINUE
+        .get()
+        .copied()
+        .flatten()
+        .expect("the simulator's SaveContinue");
+    // SAFETY: rule BUFFER_VALID: the caller's arguments, forwarded unchanged.
+    unsafe { real(channel, buffer, size, filled, required) }
+}
+
+#[test]
+fn save_ends_when_kmcl_keeps_answering_more_follows_without_filling_anything() {
+    let pair = Pair::with_server_table(SimConfig::deterministic(13), |t| {
+        let _ = REAL_SAVE_CONTINUE.set(t.Server.V1.VmbChannelSaveContinue);
+        t.Server.V1.VmbChannelSaveContinue = Some(lying_save_continue);
+    });
+    let p = passive();
+    let server = pair
+        .server_kmcl
+        .channel(pair.host_parent(), Node::default(), p)
+        .unwrap()
+        .target_interface(IFACE, INST)
+        .unwrap()
+        .save_restore()
+        .unwrap()
+        .enable(p)
+        .unwrap();
+    server.start(p).unwrap();
+    server.pause(p).unwrap();
+    // Each empty "more follows" doubles the room asked for, so the save gives up at the
+    // 16 MiB limit after a dozen calls instead of looping for ever.
+    assert_eq!(server.save(p).err(), Some(NtStatus::INSUFFICIENT_RESOURCES));
+    let told = SAVE_LIES_TOLD.load(Ordering::SeqCst);
+    assert!((1..=13).contains(&told), "{told} calls");
+    // The failed save was ended (`VmbChannelSaveEnd`): an honest one works afterwards.
+    SAVE_LIES.store(false, Ordering::SeqCst);
+    assert!(server.save(p).is_ok());
     pair.sim.assert_clean();
 }
 
