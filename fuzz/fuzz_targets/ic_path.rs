@@ -30,8 +30,8 @@
 //! `Information` 0, an unknown code the same, a read or batched read whose input fails
 //! validation with the ABI's status; INFO and STATS exactly their size (or
 //! `STATUS_BUFFER_TOO_SMALL` below it), INFO the configuration's values, STATS no packet
-//! sent; a batched read's output a batch of at most `MaxPackets` entries, held exactly when
-//! asked, empty only without WAIT, or `STATUS_BUFFER_TOO_SMALL` with the size it needs; the
+//! sent; a read's packet held exactly when it asked to hold; a batched read's output a
+//! batch of at most `MaxPackets` entries, held exactly when asked, empty only without WAIT, or `STATUS_BUFFER_TOO_SMALL` with the size it needs; the
 //! bridge never sent a user packet; every record a read or batched read returned is a
 //! well-formed `IcRequest` of the service; every answer the host got parses as an IC
 //! response (`hv_ic::host`) of one message it sent and not answered yet (so at most one
@@ -41,7 +41,7 @@
 //! request's length, header, and body prefix or zeros); the answers counted match the IC
 //! counters exactly (at most, after a rescind); without a rescind every message sent was
 //! received and (no send failing) every HRESULT user mode answered a held request with
-//! reached the host in an answer to that transaction; and after the close nothing waits
+//! (a RESPOND of either operation that makes one) reached the host in an answer to that transaction; and after the close nothing waits
 //! (`ic.waiting`, the bridge's `queue_depth`, `held_for_response`, `pending_reads`).
 #![no_main]
 
@@ -73,7 +73,7 @@ use vmbridge::bridge::protocol::{
     IOCTL_VMBRIDGE_SEND_BATCH, VMBRIDGE_ABI_VERSION, VMBRIDGE_BATCH_HEADER,
     VMBRIDGE_COMPLETION_HEADER, VMBRIDGE_INFO, VMBRIDGE_PACKET_FLAG_RESPONSE_PENDING,
     VMBRIDGE_PACKET_HEADER, VMBRIDGE_READ_BATCH_FLAG_WAIT, VMBRIDGE_READ_BATCH_REQUEST,
-    VMBRIDGE_READ_FLAG_HOLD_FOR_RESPONSE, VMBRIDGE_READ_REQUEST,
+    VMBRIDGE_READ_FLAG_HOLD_FOR_RESPONSE, VMBRIDGE_READ_REQUEST, VMBRIDGE_RESPOND_REQUEST,
     VMBRIDGE_SEND_FLAG_WAIT_FOR_COMPLETION, VMBRIDGE_STATS, build_read, build_read_batch,
     build_respond, build_send, build_send_batch, parse_read_batch,
 };
@@ -110,8 +110,10 @@ const VERSIONS: [Version; 8] = [
 /// What a user request is, for the checks of its completion.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
-    /// A read (held or plain): its output is a packet header and an `IcRequest` record.
-    Read,
+    /// A read, held (`VMBRIDGE_READ_FLAG_HOLD_FOR_RESPONSE`) or plain (without it, or
+    /// `ReadFile`): its output is a packet header, with `RESPONSE_PENDING` exactly when
+    /// held, and an `IcRequest` record.
+    Read { hold: bool },
     /// `IOCTL_VMBRIDGE_READ_BATCH` with these `Flags` and `MaxPackets` (0: any): its
     /// output is a batch of `IcRequest` records, held with the HOLD flag; empty only
     /// without the WAIT flag.
@@ -138,7 +140,9 @@ enum Kind {
 fn kind_of(code: u32, input: &[u8]) -> Kind {
     match code {
         IOCTL_VMBRIDGE_READ => match VMBRIDGE_READ_REQUEST::parse(input) {
-            Ok(_) => Kind::Read,
+            Ok(h) => Kind::Read {
+                hold: h.Flags & VMBRIDGE_READ_FLAG_HOLD_FOR_RESPONSE != 0,
+            },
             Err(st) => Kind::Rejected(st),
         },
         IOCTL_VMBRIDGE_READ_BATCH => match VMBRIDGE_READ_BATCH_REQUEST::parse(input) {
@@ -241,14 +245,14 @@ impl Harness {
             IOCTL_VMBRIDGE_READ,
             input.as_slice(),
             out_len,
-            Kind::Read,
+            Kind::Read { hold: true },
         );
     }
 
     fn plain_read(&mut self, k: usize, out_len: usize) {
         let file = self.files[k];
         let h = self.rig.read(file, out_len);
-        self.track(h, out_len, Kind::Read, file);
+        self.track(h, out_len, Kind::Read { hold: false }, file);
     }
 
     /// `WriteFile` of `data` on handle `k`.
@@ -261,6 +265,12 @@ impl Harness {
     /// Any IOCTL: `input` copied into an 8-byte aligned buffer, or at an odd address.
     fn any_ioctl(&mut self, k: usize, code: u32, input: &[u8], out_len: usize, aligned: bool) {
         let file = self.files[k];
+        // A RESPOND made here is checked as one made by the RESPOND operation.
+        let held = if code == IOCTL_VMBRIDGE_RESPOND {
+            self.held()
+        } else {
+            Vec::new()
+        };
         let (h, kind) = if aligned {
             let kind = kind_of(code, AlignedBuf::from_slice(input).as_slice());
             (self.rig.ioctl(file, code, input, out_len), kind)
@@ -274,7 +284,30 @@ impl Harness {
             self.rig.requests.push(h.clone());
             (h, kind)
         };
+        if kind == Kind::Respond {
+            let ok = h.with_result(|c| c.is_some_and(|c| c.status == NtStatus::SUCCESS));
+            if ok {
+                let (hdr, response) = VMBRIDGE_RESPOND_REQUEST::parse(input, u32::MAX)
+                    .unwrap_or_else(|st| panic!("a RESPOND the driver took fails parsing: {st:?}"));
+                let txid = held
+                    .iter()
+                    .find(|(_, id, _)| *id == hdr.PacketId)
+                    .map(|(_, _, txid)| *txid);
+                self.responded_with(hdr.PacketId, txid, response);
+            }
+        }
         self.track(h, out_len, kind, file);
+    }
+
+    /// A RESPOND to packet `id` succeeded with `response`: the packet is answered, and
+    /// with 4 bytes or more, their HRESULT is what the host gets (`docs/ic.md`) for the
+    /// held request of host transaction `txid` (`None`: not one `held` knew).
+    fn responded_with(&mut self, id: u64, txid: Option<u8>, response: &[u8]) {
+        self.responded.push(id);
+        if let (Some(txid), Some(hr)) = (txid, response.get(..4)) {
+            let hr = u32::from_le_bytes(hr.try_into().expect("4 bytes"));
+            self.decided.push((txid, hr));
+        }
     }
 
     /// The (handle, packet id, host transaction id) of every held request a read or a
@@ -432,7 +465,7 @@ impl Harness {
 /// (`docs/user-mode.md`: one header and its payload; a batch header and `Count` entries).
 fn records(kind: Kind, output: &[u8]) -> Vec<(VMBRIDGE_PACKET_HEADER, &[u8])> {
     match kind {
-        Kind::Read => {
+        Kind::Read { .. } => {
             let hdr = VMBRIDGE_PACKET_HEADER::parse(output)
                 .unwrap_or_else(|e| panic!("a read's output has no packet header: {e:?}"));
             let payload = output
@@ -730,12 +763,7 @@ fn run(data: &[u8]) {
                     .rig
                     .ioctl(file, IOCTL_VMBRIDGE_RESPOND, input.as_slice(), 0);
                 if h.with_result(|c| c.is_some_and(|c| c.status == NtStatus::SUCCESS)) {
-                    t.responded.push(id);
-                    // User mode's HRESULT is what the host gets (`docs/ic.md`).
-                    if let (Some(txid), Some(hr)) = (txid, response.get(..4)) {
-                        let hr = u32::from_le_bytes(hr.try_into().expect("4 bytes"));
-                        t.decided.push((txid, hr));
-                    }
+                    t.responded_with(id, txid, &response);
                 }
                 t.track(h, 0, Kind::Respond, file);
             }
@@ -971,14 +999,22 @@ fn run(data: &[u8]) {
                         "batched read #{i}: {} packets, at most {max} asked",
                         recs.len()
                     );
-                    let hold = flags & VMBRIDGE_READ_FLAG_HOLD_FOR_RESPONSE != 0;
-                    for (hdr, _) in &recs {
-                        assert_eq!(
-                            hdr.Flags & VMBRIDGE_PACKET_FLAG_RESPONSE_PENDING != 0,
-                            hold,
-                            "batched read #{i}: held iff asked: {hdr:?}"
-                        );
+                }
+                // Held exactly when asked, in a read as in a batched read.
+                let hold = match r.kind {
+                    Kind::Read { hold } => hold,
+                    Kind::ReadBatch { flags, .. } => {
+                        flags & VMBRIDGE_READ_FLAG_HOLD_FOR_RESPONSE != 0
                     }
+                    _ => false,
+                };
+                for (hdr, _) in &recs {
+                    assert_eq!(
+                        hdr.Flags & VMBRIDGE_PACKET_FLAG_RESPONSE_PENDING != 0,
+                        hold,
+                        "read #{i} ({:?}): held iff asked: {hdr:?}",
+                        r.kind
+                    );
                 }
                 for (hdr, payload) in recs {
                     let rec = IcRequest::from_bytes(payload)
