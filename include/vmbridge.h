@@ -18,6 +18,7 @@
 #ifndef VMBRIDGE_H
 #define VMBRIDGE_H
 
+#include <stddef.h> /* size_t (VMBRIDGE_ALIGN8), offsetof */
 #include <stdint.h>
 
 #ifdef _WIN32
@@ -234,9 +235,20 @@ typedef struct _VMBRIDGE_CREATE_OFFER_REQUEST {
 
 #ifdef __cplusplus
 }
+#endif
+
+/* Compile-time layout checks: static_assert in C++11, _Static_assert in C11, and in
+ * older C (C99, or MSVC's C without /std:c11) an array type whose size is negative
+ * when the check fails. */
+#if defined(__cplusplus)
 #define VMBRIDGE_STATIC_ASSERT(e, m) static_assert(e, m)
-#else
+#elif defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
 #define VMBRIDGE_STATIC_ASSERT(e, m) _Static_assert(e, m)
+#else
+#define VMBRIDGE_STATIC_ASSERT_NAME(line) vmbridge_static_assert_##line
+#define VMBRIDGE_STATIC_ASSERT_LINE(e, line) \
+    typedef char VMBRIDGE_STATIC_ASSERT_NAME(line)[(e) ? 1 : -1]
+#define VMBRIDGE_STATIC_ASSERT(e, m) VMBRIDGE_STATIC_ASSERT_LINE(e, __LINE__)
 #endif
 
 VMBRIDGE_STATIC_ASSERT(sizeof(VMBRIDGE_PACKET_HEADER) == 32, "VMBRIDGE_PACKET_HEADER");

@@ -100,9 +100,7 @@ fn root() -> PathBuf {
 
 /// The C program that prints what the header says.
 fn c_program() -> String {
-    let mut p = String::from(
-        "#include <stddef.h>\n#include <stdio.h>\n#include \"vmbridge.h\"\nint main(void) {\n",
-    );
+    let mut p = String::from("#include \"vmbridge.h\"\n#include <stdio.h>\nint main(void) {\n");
     for (t, _, fields) in rust_layouts() {
         let _ = writeln!(p, "  printf(\"sizeof {t} %zu\\n\", sizeof({t}));");
         for (f, _, _) in fields {
@@ -213,10 +211,70 @@ fn header_declares_exactly_the_rust_structs_and_constants() {
         .filter(|n| {
             !matches!(
                 *n,
-                "VMBRIDGE_H" | "VMBRIDGE_ALIGN8" | "VMBRIDGE_STATIC_ASSERT"
+                "VMBRIDGE_H"
+                    | "VMBRIDGE_ALIGN8"
+                    | "VMBRIDGE_STATIC_ASSERT"
+                    | "VMBRIDGE_STATIC_ASSERT_NAME"
+                    | "VMBRIDGE_STATIC_ASSERT_LINE"
             )
         })
         .collect();
     let rust: BTreeSet<&str> = rust_constants().iter().map(|(n, _)| *n).collect();
     assert_eq!(defines, rust);
+}
+
+/// A translation unit that includes nothing but the header and uses every macro it
+/// defines (the IOCTL codes, flags, `VMBRIDGE_ALIGN8`, the GUIDs).
+fn self_contained_unit() -> String {
+    let mut p = String::from("#include \"vmbridge.h\"\nunsigned long long vmbridge_uses(void) {\n");
+    p.push_str("  unsigned long long sum = VMBRIDGE_ALIGN8(5) + sizeof(VMBRIDGE_STATS);\n");
+    for (c, _) in rust_constants() {
+        let _ = writeln!(p, "  sum += (unsigned long long)({c});");
+    }
+    for (g, _) in rust_guids() {
+        let _ = writeln!(p, "  sum += {g}.Data1;");
+    }
+    p.push_str("  return sum;\n}\n");
+    p
+}
+
+/// Compiles `src` (written to `name`) with `compiler` and `args`; panics with the
+/// compiler's messages if it fails.
+fn compile(compiler: &str, args: &[&str], name: &str, src: &str) {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("vmbridge-header");
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join(name);
+    std::fs::write(&file, src).expect("write the translation unit");
+    let out = Command::new(compiler)
+        .args(args)
+        .args([
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-pedantic",
+            "-fsyntax-only",
+            "-I",
+        ])
+        .arg(root().join("include"))
+        .arg(&file)
+        .output()
+        .unwrap_or_else(|e| panic!("running {compiler:?} (CI installs it: .ci/run): {e}"));
+    assert!(
+        out.status.success(),
+        "{compiler} {args:?}: the header does not compile on its own:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The header says it is for C and C++ programs and includes what it needs: it compiles
+/// as the first and only include, as C99 (its static checks fall back to an array
+/// type), C11, and C++11 (`$CXX`, else `c++`).
+#[test]
+fn header_compiles_on_its_own_as_c99_c11_and_cpp11() {
+    let src = self_contained_unit();
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    compile(&cc, &["-std=c99"], "alone99.c", &src);
+    compile(&cc, &["-std=c11"], "alone11.c", &src);
+    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
+    compile(&cxx, &["-std=c++11", "-x", "c++"], "alone.cpp", &src);
 }
