@@ -11,9 +11,10 @@
  * METHOD_BUFFERED. Status codes are the standard NTSTATUS values (ntstatus.h); the
  * validation table is in docs/user-mode.md.
  *
- * On Windows include <windows.h> first; in exactly one translation unit include
- * <initguid.h> before this file to define GUID_DEVINTERFACE_VMBRIDGE. Elsewhere (tests,
- * tools that only build buffers) the portable fallbacks below are used.
+ * The header includes what it needs (on Windows <windows.h> and <winioctl.h>). In
+ * exactly one translation unit include <initguid.h> before this file to define the
+ * GUIDs (after <windows.h>, as usual). Elsewhere (tests, tools that only build buffers)
+ * the portable fallbacks below are used.
  */
 #ifndef VMBRIDGE_H
 #define VMBRIDGE_H
@@ -22,6 +23,7 @@
 #include <stdint.h>
 
 #ifdef _WIN32
+#include <windows.h> /* the types winioctl.h needs */
 #include <winioctl.h>
 #else
 #ifndef CTL_CODE
