@@ -621,11 +621,10 @@ unsafe extern "system" fn lying_save_continue(
 ) -> kmcl_sys::NTSTATUS {
     if SAVE_LIES.load(Ordering::SeqCst) {
         SAVE_LIES_TOLD.fetch_add(1, Ordering::SeqCst);
-        // SAFETY: rule OUT_PARAM: both are the caller's non-null `_Out_ PULONG`s.
-        unsafe {
-            filled.write(0);
-            required.write(0);
-        }
+        // SAFETY: rule OUT_PARAM: the caller's non-null `_Out_ PULONG`.
+        unsafe { filled.write(0) };
+        // SAFETY: rule OUT_PARAM: as above.
+        unsafe { required.write(0) };
         return NtStatus::BUFFER_OVERFLOW.to_raw();
     }
     let real = REAL_SAVE_CONTINUE
