@@ -423,9 +423,11 @@ pub(crate) struct Channel {
     /// when it ends (once per batch, instead of a queue push per completion).
     pub(crate) dpc_rerun: bool,
     pub(crate) suspended: bool,
-    /// The close raised `EvtChannelSuspend`: from then on a send breaks SEND_WHILE_CLOSED.
-    /// (A close marks the channel Closing before it delivers the packets already taken for
-    /// the passive worker; sends from those deliveries come before Suspend.)
+    /// The close raised `EvtChannelSuspend`: from then on a send breaks SEND_WHILE_CLOSED,
+    /// until the next `VmbChannelEnable` (a channel the close left Disabled keeps it: the
+    /// driver was told to stop sending and was not started again). (A close marks the
+    /// channel Closing before it delivers the packets already taken for the passive worker;
+    /// sends from those deliveries come before Suspend.)
     pub(crate) suspend_raised: bool,
     pub(crate) paused: bool,
     pub(crate) stopped: bool,
@@ -650,7 +652,11 @@ pub(crate) fn enable(sim: &Arc<SimInner>, ch: u64) -> NTSTATUS {
     if !c.init.packet_cbs.has_process() {
         return STATUS_INVALID_DEVICE_STATE;
     }
-    if c.server.is_some() {
+    if let Some(c) = st.channels.get_mut(&ch) {
+        // Enabled again: the driver may send once the channel is open.
+        c.suspend_raised = false;
+    }
+    if st.channels.get(&ch).is_some_and(|c| c.server.is_some()) {
         return server_side::enable(sim, &mut st, ch);
     }
     server_side::retarget(&mut st, ch);
@@ -1016,7 +1022,12 @@ pub(crate) fn run_close(sim: &Arc<SimInner>, ch: u64) {
         };
         c.close = None;
         c.suspended = false;
-        c.suspend_raised = false;
+        // A channel left Disabled remembers its Suspend (a send now still breaks
+        // SEND_WHILE_CLOSED) until it is enabled again; one that stays offered (a server
+        // whose guest went) opens again: it may send once started.
+        if keep_offered {
+            c.suspend_raised = false;
+        }
         c.passive_q.clear();
         c.completion_queue.clear();
         for inc in c.incoming.values_mut() {
@@ -2095,7 +2106,16 @@ pub(crate) fn send(
         return STATUS_INVALID_PARAMETER_3;
     }
     match c.state {
-        ChState::Disabled => return STATUS_INVALID_DEVICE_STATE,
+        ChState::Disabled => {
+            // Closed after Suspend and not enabled again: the driver was told to stop.
+            if c.suspend_raised {
+                st.violation(
+                    Rule::SendWhileClosed,
+                    format!("{}: after EvtChannelSuspend (channel closed)", site()),
+                );
+            }
+            return STATUS_INVALID_DEVICE_STATE;
+        }
         ChState::Closing => {
             if c.suspend_raised {
                 st.violation(
@@ -2478,6 +2498,12 @@ pub(crate) fn send_sync(
             return Err(STATUS_INVALID_PARAMETER_1);
         };
         if !c.is_open() {
+            if c.state == ChState::Disabled && c.suspend_raised {
+                st.violation(
+                    Rule::SendWhileClosed,
+                    format!("{site}: after EvtChannelSuspend (channel closed)"),
+                );
+            }
             return Err(STATUS_DEVICE_REMOVED);
         }
         if c.state == ChState::Closing {
