@@ -701,6 +701,44 @@ fn completion_too_large_fires_for_a_completion_that_cannot_fit_the_ring() {
     close(&c, ch);
 }
 
+/// A completion that can never fit, made while earlier completions wait for ring space
+/// (the host reads nothing), is reported at the call. It used to be queued behind them and
+/// checked only when written, so a close that dropped the queue dropped it unreported.
+/// Found by the `driver_calls` fuzz target (three completions in one batch, the first
+/// nearly the ring's size, the second waiting for room, then Disable).
+#[test]
+fn completion_too_large_fires_for_a_completion_queued_behind_a_full_ring() {
+    let (sim, host, c, ch) = setup(0);
+    host.pause_reading(true);
+    for p in [b"first...", b"second..", b"third..."] {
+        host.send_inband(p, true).expect("send");
+    }
+    sim.run_until_idle();
+    let held: Vec<usize> = c.held.lock().map(|h| h.clone()).unwrap_or_default();
+    assert_eq!(held.len(), 3);
+    let f = c.table.VmbChannelPacketComplete.expect("slot");
+    // 4 ring pages: 3 data pages (12,288 bytes). The first fills most of it, the second
+    // waits for room, the third can never fit.
+    let mut sizes = [12 * 1024 - 128, 200, 16 * 1024].map(|n| vec![0x11u8; n]);
+    for (h, buf) in held.iter().zip(sizes.iter_mut()) {
+        // SAFETY: rule BUFFER_VALID: the buffer outlives the call (KMCL copies it); each
+        // packet is completed once. (Rule COMPLETION_TOO_LARGE is what the third breaks.)
+        unsafe {
+            f(
+                std::ptr::with_exposed_provenance_mut(*h),
+                buf.as_mut_ptr().cast(),
+                u32::try_from(buf.len()).expect("fits"),
+            );
+        }
+    }
+    sim.run_until_idle();
+    assert_eq!(rules(&sim), [Rule::CompletionTooLarge]);
+    assert!(sim.violations()[0].site.contains("transaction 0x3"));
+    // The close drops what still waits; the report stays (exactly one).
+    close(&c, ch);
+    assert_eq!(rules(&sim), [Rule::CompletionTooLarge]);
+}
+
 #[test]
 fn every_rule_has_a_name_and_a_description() {
     for r in Rule::ALL {

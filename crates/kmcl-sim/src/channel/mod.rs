@@ -1887,7 +1887,29 @@ pub(crate) fn complete_incoming(
     // The handle was retired by the table's look-up (`table::check::incoming_retiring`).
     let pipe = c.pipe();
     let same_ring = inc.generation == c.generation && c.rings.is_some();
-    if inc.completion_requested && !fail && same_ring {
+    let never_fits = inc.completion_requested
+        && !fail
+        && same_ring
+        && c.rings.as_ref().is_some_and(|r| {
+            !r.tx
+                .can_ever_fit(&OutgoingPacket::completion(inc.trans_id, &response))
+        });
+    // Checked here, not only when the completion is written: a completion queued behind
+    // others (a full ring) and dropped by a close was never reported.
+    // VmbChannelPacketComplete returns VOID: the driver cannot learn that its completion was
+    // never sent, so the verifier says it (recorded below, once `c` is no longer borrowed).
+    let too_large = never_fits.then(|| {
+        let max = c.rings.as_ref().map_or(0, |r| r.tx.maximum_packet_size());
+        format!(
+            "VmbChannelPacketComplete(transaction {:#x}, {} bytes): never fits the outgoing \
+             ring (at most {max} ring bytes)",
+            inc.trans_id,
+            response.len()
+        )
+    });
+    if never_fits {
+        host::give_buf(response);
+    } else if inc.completion_requested && !fail && same_ring {
         c.completion_queue.push_back((inc.trans_id, response));
     } else {
         host::give_buf(response);
@@ -1914,6 +1936,9 @@ pub(crate) fn complete_incoming(
         true
     };
     let running = c.state == ChState::Running;
+    if let Some(why) = too_large {
+        st.violation(Rule::CompletionTooLarge, why);
+    }
     inc.buf.fill(POISON);
     st.retired.push_back((
         crate::RetiredAt {
