@@ -59,6 +59,9 @@ pub(crate) use server_side::{
 };
 use slots::Slots;
 
+/// Threaded mode: how long a close waits for queued completions to reach the host.
+const CLOSE_FLUSH_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Channel lifecycle states (header `state_model`; `docs/simulator.md`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ChState {
@@ -988,6 +991,17 @@ pub(crate) fn run_close(sim: &Arc<SimInner>, ch: u64) {
             format!("{site}: {n} incoming packet(s) never completed"),
         );
     }
+    // Completions the driver made before the close or in Suspend still reach a host that
+    // reads (docs/simulator.md): those queued behind a full ring are written as the host
+    // frees room, before the rings go. A host that reads nothing keeps them queued: the
+    // wait ends when nothing can make progress (deterministic) or after a short time
+    // (threaded), and the close drops them. (It ended at once: a completion made in
+    // Suspend behind a completion filling the ring was dropped although the host read.)
+    sim.wait_until(Some(CLOSE_FLUSH_WAIT), |st| {
+        st.channels
+            .get(&ch)
+            .is_none_or(|c| c.rings.is_none() || c.completion_queue.is_empty())
+    });
     let cancelled = {
         let mut st = sim.lock();
         st.channels
