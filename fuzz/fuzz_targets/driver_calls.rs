@@ -1396,21 +1396,27 @@ fn op_forged(kind: u8, pick: u8) {
         }
     });
     let Some(v) = v else { return };
-    let routine = m(Model::byte) % 3;
+    let routine = m(Model::byte) % 4;
     log(|| format!("forged {k:?} {v:#x} as routine {routine}"));
     match routine {
-        // As a VMBPACKETCOMPLETION.
-        0 => {
+        // As a VMBPACKETCOMPLETION: Complete (0) or Fail (3). ("completed (or failed) a
+        // second time": PACKET_COMPLETED_TWICE either way.)
+        0 | 3 => {
             let rule = match k {
                 K::LiveIn => return, // a correct call, not a forgery
                 K::DoneIn => Rule::PacketCompletedTwice,
                 _ => Rule::InvalidPacketHandle,
             };
+            let name = if routine == 0 { "Complete" } else { "Fail" };
             m(|m| {
                 m.expect
-                    .one(rule, format!("VmbChannelPacketComplete({v:#x}) {k:?}"))
+                    .one(rule, format!("VmbChannelPacket{name}({v:#x}) {k:?}"))
             });
-            complete(v, 8);
+            if routine == 0 {
+                complete(v, 8);
+            } else {
+                fail(v);
+            }
         }
         // As a VMBPACKET.
         1 => {
