@@ -1560,6 +1560,10 @@ fn op_host_complete(w: &World) {
 
 fn run_one(data: &[u8]) {
     let seed = u64::from(data.first().copied().unwrap_or(0));
+    // The table first: its first use makes (and drops) a simulation, which would become
+    // the thread's current one, the simulation a forged handle's violation is reported to
+    // (a handle that belongs to no simulation names none). Then this input's.
+    let _ = t();
     let sim = Sim::new(SimConfig::deterministic(seed).collect());
     let offer = sim.offer(OfferConfig::default());
     let host = offer.host();

@@ -246,3 +246,6 @@ write('driver_calls', 'fail_stops_queue', bytes([13]) + opened + dc_host(True) +
 write('driver_calls', 'reenable_and_use_after_cleanup', bytes([14]) + opened + dc_host(True) + dc_idle + cb_keep
       + dc_disable + dc_kept(0, 0, 1) + dc_enable + dc_host(True) + dc_idle + cb_keep + dc_disable
       + dc_cleanup + dc_forged(3, 0, 2, 4) + dc_forged(3, 0, 2, 3))
+# A forged handle before any channel (the first KMCL call of the process, on a fresh thread:
+# the violation must reach this input's simulation).
+write('driver_calls', 'forged_before_any_channel', bytes([15]) + dc_forged(0, 0, 0) + dc_forged(1, 0, 2, 0))
