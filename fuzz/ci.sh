@@ -12,7 +12,7 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 cargo +"$nightly" fuzz build -O
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
-for t in packet_path host_mode ic_path ring_bytes user_requests; do
+for t in packet_path host_mode ic_path ring_bytes user_requests driver_calls; do
     mkdir -p "corpus/$t"
     echo "== fuzz $t for ${secs}s"
     if ! cargo +"$nightly" fuzz run -O "$t" "corpus/$t" "seeds/$t" -- \

@@ -171,3 +171,81 @@ write('ic_path', 'read_batches', bytes([6, 2 | (2 << 2), 0x55]) + negotiate(0) +
       + ic_read_batch_out(1, 0, 40) + ic_read_batch_out(1, 0, 60) + ic_read_batch(1, 2, 4)
       + ic_respond(0x8000_4005) + ic_info_short + ic_stats + ic_any(1, 0, b'\x00' * 16, 200)
       + tick(500) + tick(1200) + ic_idle)
+
+# driver_calls: seed, then ops of three bytes (op % 16, a, b) and what each op reads after
+# them; a packet callback reads its action byte (and the action's bytes) from the same
+# stream when the packet is delivered (inside an idle op, a Disable or a sync request).
+dc_alloc = bytes([0, 0, 0])
+dc_init = lambda which: bytes([1, which, 0])
+dc_enable = bytes([2, 0, 0])
+dc_disable = bytes([3, 0, 0])
+dc_cleanup = bytes([4, 0, 0])
+dc_host = lambda want, n=8: bytes([5, 0 if want else 1, n])
+dc_kept = lambda what, pick, size=None: bytes([7, what, pick]) + (bytes([size]) if size is not None else b'')
+dc_out = lambda op, pick, *extra: bytes([8, op, 0, pick]) + bytes(extra)
+dc_pkt_alloc = dc_out(0, 0)
+dc_routine = lambda pick, r: dc_out(1, pick, r)  # r: 0 default, 1 driver's, 2 driver's that frees
+dc_send = lambda pick, lensel, flagsel: dc_out(2, pick, lensel, flagsel)  # flagsel 2: WAIT
+dc_free = lambda pick: dc_out(3, pick)
+dc_forged = lambda kind, pick, routine, which=None: (bytes([9, kind, pick, routine])
+                                                      + (bytes([which]) if which is not None else b''))
+dc_sync = lambda bad: bytes([10, 1 if bad else 0, 0])
+dc_host_complete = bytes([11, 0, 0])
+dc_suspend_completes = lambda on: bytes([12, 1 if on else 0, 0])
+dc_steps = lambda n: bytes([13, n, 0])
+dc_idle = bytes([14, 0, 0])
+# Packet callback actions (read when the packet is delivered).
+cb_keep = bytes([0])
+cb_defer = bytes([2])
+cb_fail = bytes([3])
+cb_twice = lambda size: bytes([4, size])
+cb_scribble = lambda size: bytes([5, size])
+cb_dpc_misuse = lambda what: bytes([6, what])
+cb_defer_other = lambda pick: bytes([7, pick])
+cb_complete = lambda size: bytes([9, size])  # size pick: 0, 8, 13, 200, near the limit (4, 5), ring, ring + 8
+opened = dc_alloc + dc_init(0) + dc_enable
+write('driver_calls', 'correct_lifecycle', bytes([1]) + opened + dc_host(True) + dc_host(False) + dc_idle
+      + cb_complete(1) + cb_complete(3) + dc_sync(False) + dc_pkt_alloc + dc_routine(0, 2) + dc_send(0, 1, 2)
+      + dc_idle + dc_host_complete + dc_idle + dc_disable + dc_cleanup)
+write('driver_calls', 'init_after_enable_cleanup_while_enabled', bytes([2]) + opened + dc_init(1)
+      + dc_cleanup + dc_disable + dc_init(0) + dc_cleanup)
+write('driver_calls', 'complete_twice_and_scribble', bytes([3]) + opened + dc_host(True) + dc_host(True)
+      + dc_idle + cb_twice(1) + cb_scribble(2) + dc_disable + dc_cleanup)
+write('driver_calls', 'kept_outstanding_at_disable', bytes([4]) + opened + dc_host(True) + dc_host(True)
+      + dc_host(False) + dc_idle + cb_keep + cb_keep + cb_keep + dc_kept(0, 1, 1) + dc_kept(1, 0, 3)
+      + dc_suspend_completes(False) + dc_disable + dc_cleanup)
+write('driver_calls', 'kept_completed_in_suspend', bytes([5]) + opened + dc_host(True) + dc_host(True)
+      + dc_idle + cb_keep + cb_keep + dc_suspend_completes(True) + dc_disable + dc_cleanup)
+write('driver_calls', 'outgoing_misuse', bytes([6]) + opened + dc_pkt_alloc + dc_routine(0, 1)
+      + dc_send(0, 1, 2) + dc_send(0, 1, 2) + dc_free(0) + dc_idle + dc_host_complete + dc_idle
+      + dc_free(0) + dc_free(0) + dc_pkt_alloc + dc_pkt_alloc + dc_send(2, 2, 0) + dc_free(2)
+      + dc_disable + dc_cleanup)
+write('driver_calls', 'forged_handles', bytes([7]) + opened + dc_host(True) + dc_host(True) + dc_idle
+      + cb_keep + cb_complete(1) + dc_pkt_alloc + dc_free(0)
+      + dc_forged(0, 0, 0) + dc_forged(1, 0, 1) + dc_forged(2, 0, 1) + dc_forged(6, 0, 2, 0)
+      + dc_forged(5, 0, 1) + dc_forged(5, 0, 0) + dc_forged(7, 0, 0) + dc_forged(4, 0, 2, 1)
+      + dc_kept(0, 0, 1) + dc_disable + dc_cleanup + dc_forged(3, 0, 2, 1) + dc_forged(3, 0, 2, 0)
+      + dc_forged(7, 1, 1))
+write('driver_calls', 'dpc_misuse', bytes([8]) + opened + b''.join(dc_host(True) for _ in range(9)) + dc_idle
+      + b''.join(cb_dpc_misuse(i) for i in range(9)) + dc_idle + dc_disable + dc_cleanup)
+write('driver_calls', 'defer', bytes([9]) + opened + dc_host(True) + dc_host(True) + dc_host(False) + dc_idle
+      + cb_keep + cb_defer + cb_complete(1) + cb_defer_other(0) + dc_kept(2, 0) + dc_idle + dc_kept(0, 0, 1)
+      + dc_disable + dc_cleanup)
+write('driver_calls', 'sync_requests', bytes([10]) + opened + dc_sync(False) + dc_sync(True)
+      + dc_host(True) + dc_idle + cb_dpc_misuse(8) + dc_disable + dc_cleanup)
+write('driver_calls', 'completion_sizes', bytes([11]) + opened + b''.join(dc_host(True) for _ in range(5))
+      + dc_idle + cb_complete(4) + cb_complete(4 + 8 * 7) + cb_complete(6) + cb_complete(7) + cb_complete(3)
+      + dc_idle + dc_disable + dc_cleanup)
+write('driver_calls', 'send_while_closed_and_leak', bytes([12]) + opened + dc_pkt_alloc + dc_pkt_alloc
+      + dc_routine(1, 1) + dc_send(1, 1, 2) + dc_disable + dc_send(0, 1, 0) + dc_cleanup + dc_alloc
+      + dc_pkt_alloc + dc_send(0, 1, 0) + dc_cleanup)
+write('driver_calls', 'fail_stops_queue', bytes([13]) + opened + dc_host(True) + dc_host(True) + dc_idle
+      + cb_fail + dc_host(True) + dc_sync(False) + dc_pkt_alloc + dc_routine(0, 2) + dc_send(0, 1, 2)
+      + dc_idle + dc_host_complete + dc_idle + dc_disable + dc_cleanup + dc_alloc + dc_enable + dc_host(True)
+      + dc_idle + cb_complete(1) + dc_disable + dc_cleanup)
+write('driver_calls', 'reenable_and_use_after_cleanup', bytes([14]) + opened + dc_host(True) + dc_idle + cb_keep
+      + dc_disable + dc_kept(0, 0, 1) + dc_enable + dc_host(True) + dc_idle + cb_keep + dc_disable
+      + dc_cleanup + dc_forged(3, 0, 2, 4) + dc_forged(3, 0, 2, 3))
+# A forged handle before any channel (the first KMCL call of the process, on a fresh thread:
+# the violation must reach this input's simulation).
+write('driver_calls', 'forged_before_any_channel', bytes([15]) + dc_forged(0, 0, 0) + dc_forged(1, 0, 2, 0))

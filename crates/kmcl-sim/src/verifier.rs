@@ -56,7 +56,10 @@ pub enum Rule {
     Deadlock,
     /// `VmbChannelCleanup` on a channel that is not Disabled.
     CleanupWhileEnabled,
-    /// A send on a channel that is not open (the call fails with `STATUS_INVALID_DEVICE_STATE`).
+    /// A send after `EvtChannelSuspend`: while the channel closes, or once the close left
+    /// it Disabled, until the next `VmbChannelEnable` (the call fails with
+    /// `STATUS_INVALID_DEVICE_STATE`). A send on a channel never enabled also fails, but
+    /// breaks no rule.
     SendWhileClosed,
     /// A packet built with `VmbPacketInitialize` was sent without a completion routine.
     CompletionRoutineNotSet,

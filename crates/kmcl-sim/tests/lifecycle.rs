@@ -241,6 +241,62 @@ fn opened_failure_rolls_back_to_no_traffic() {
     sim.assert_clean();
 }
 
+/// Completions made in Suspend still reach the host (docs/simulator.md, Disable), also when
+/// they wait behind a completion that fills the ring: the close lets the host read and
+/// frees room before the rings go. It used to drop them (the queue was cleared as soon as
+/// no packet was outstanding). Found by the `driver_calls` fuzz target.
+#[test]
+fn completions_made_in_suspend_behind_a_full_ring_reach_the_host() {
+    completions_in_suspend_behind_a_full_ring(SimConfig::deterministic(5).collect());
+    completions_in_suspend_behind_a_full_ring(SimConfig::threaded().collect());
+}
+
+fn completions_in_suspend_behind_a_full_ring(cfg: SimConfig) {
+    let sim = Sim::new(cfg);
+    let offer = sim.offer(OfferConfig::default());
+    let host = offer.host();
+    let c = Ctx::new(&sim, COMPLETE_HELD_ON_SUSPEND);
+    let ch = open(&sim, &offer, &c).expect("opens");
+    sim.run_until_idle();
+    let ids: Vec<u64> = (0..3u8)
+        .map(|i| host.send_inband(&[i; 8], true).expect("send"))
+        .collect();
+    sim.run_until_idle();
+    // 4 ring pages: 3 data pages (12,288 bytes). In Suspend the driver completes the first
+    // packet with a completion that fills most of them, then the other two (the flag),
+    // which wait for room (16 bytes are left): the host has not read anything yet.
+    const BIG: usize = 12 * 1024 - 40;
+    c.on_state(|c, _ch, ev| {
+        if ev != "suspend" {
+            return;
+        }
+        let first = c.held.lock().map(|mut h| h.remove(0)).unwrap_or(0);
+        let mut big = vec![0x11u8; BIG];
+        // SAFETY: rule BUFFER_VALID: `big` outlives the call (KMCL copies it); the packet is
+        // completed once (it left `held`).
+        unsafe {
+            (c.table.VmbChannelPacketComplete.expect("slot"))(
+                std::ptr::with_exposed_provenance_mut(first),
+                big.as_mut_ptr().cast(),
+                u32::try_from(big.len()).expect("fits"),
+            );
+        }
+    });
+    close(&c, ch);
+    sim.run_until_idle();
+    let got: Vec<(u64, usize)> = std::iter::from_fn(|| host.take_completion())
+        .map(|(t, r)| (t, r.len()))
+        .collect();
+    assert_eq!(got.len(), 3, "every completion reached the host: {got:?}");
+    assert_eq!(got[0], (ids[0], BIG));
+    assert_eq!(
+        got[1..].iter().map(|g| g.0).collect::<Vec<_>>(),
+        ids[1..],
+        "the others, in order"
+    );
+    sim.assert_clean();
+}
+
 #[test]
 fn disable_raises_suspend_and_waits_for_outstanding_packets() {
     let sim = Sim::new(SimConfig::deterministic(5));

@@ -530,6 +530,85 @@ fn send_while_closed_spares_a_send_from_a_packet_delivered_before_suspend() {
     assert_eq!(rules(&sim), []);
 }
 
+/// After `VmbChannelDisable` returned the channel is Disabled, and the driver got
+/// `EvtChannelSuspend` ("stop sending") and was not enabled again: a send (`VmbPacketSend`
+/// or `VmbChannelSendSynchronousRequest`) breaks the rule, as one from the Suspend callback
+/// does. Before the fix a close reset the Suspend mark when it reached Disabled, so such a
+/// send failed silently (`STATUS_INVALID_DEVICE_STATE`). Found by the `driver_calls` fuzz
+/// target (seed `send_while_closed_and_leak`). A send on a channel never enabled, or after
+/// it was enabled again, breaks no rule.
+#[test]
+fn send_while_closed_fires_for_a_send_after_disable_returned() {
+    let (sim, host, c, ch) = setup(ECHO);
+    close_keeping_channel(&c, ch);
+    assert_eq!(
+        send(
+            &c,
+            ch,
+            b"late....",
+            VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION
+        ),
+        STATUS_INVALID_DEVICE_STATE
+    );
+    assert_eq!(rules(&sim), [Rule::SendWhileClosed]);
+    let mut req = *b"request.";
+    let mut resp = [0u8; 16];
+    let mut size: u32 = 16;
+    // SAFETY: rule BUFFER_VALID: the buffers live across the call; PASSIVE_LEVEL. (Rule
+    // SEND_WHILE_CLOSED is what this call breaks.)
+    let s = unsafe {
+        (c.table.VmbChannelSendSynchronousRequest.expect("slot"))(
+            ch,
+            req.as_mut_ptr().cast(),
+            8,
+            std::ptr::null_mut(),
+            VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION,
+            resp.as_mut_ptr().cast(),
+            &raw mut size,
+            std::ptr::null_mut(),
+        )
+    };
+    assert!(!NT_SUCCESS(s));
+    assert_eq!(rules(&sim), [Rule::SendWhileClosed, Rule::SendWhileClosed]);
+    // Enabled again: sends are fine once it is open.
+    // SAFETY: rule INVALID_CHANNEL_HANDLE: the live, Disabled channel; PASSIVE_LEVEL.
+    let s = unsafe { (c.table.VmbChannelEnable.expect("slot"))(ch) };
+    assert_eq!(s, STATUS_SUCCESS);
+    sim.run_until_idle();
+    assert!(host.is_open());
+    assert_eq!(send(&c, ch, b"again...", 0), STATUS_SUCCESS);
+    sim.run_until_idle();
+    close(&c, ch);
+    assert_eq!(rules(&sim), [Rule::SendWhileClosed, Rule::SendWhileClosed]);
+}
+
+/// The clean twin: a send on a channel that was never enabled fails and breaks no rule
+/// (the driver was never told to stop sending).
+#[test]
+fn send_while_closed_spares_a_send_on_a_channel_never_enabled() {
+    let sim = Sim::new(SimConfig::deterministic(1).collect());
+    let offer = sim.offer(OfferConfig::default());
+    let c = Ctx::new(&sim, ECHO);
+    use_table(&c);
+    let mut ch: VMBCHANNEL = std::ptr::null_mut();
+    // SAFETY: rule OUT_PARAM: `ch` is a valid out pointer; PASSIVE_LEVEL.
+    let s = unsafe {
+        (c.table.VmbChannelAllocate.expect("slot"))(offer.device_object(), FALSE, &raw mut ch)
+    };
+    assert_eq!(s, STATUS_SUCCESS);
+    assert_eq!(send(&c, ch, b"early...", 0), STATUS_INVALID_DEVICE_STATE);
+    sim.run_until_idle();
+    // SAFETY: rule USE_AFTER_CLEANUP: the channel is Disabled and not used afterwards.
+    unsafe { (c.table.VmbChannelCleanup.expect("slot"))(ch) };
+    assert_eq!(rules(&sim), []);
+}
+
+/// `VmbChannelDisable` alone (the channel stays allocated).
+fn close_keeping_channel(c: &Ctx, ch: VMBCHANNEL) {
+    // SAFETY: rule IRQL_TOO_HIGH: PASSIVE_LEVEL test thread; the live channel.
+    unsafe { (c.table.VmbChannelDisable.expect("slot"))(ch) };
+}
+
 #[test]
 fn completion_routine_not_set_fires_for_an_initialized_packet() {
     let (sim, _host, c, ch) = setup(ECHO);
@@ -620,6 +699,44 @@ fn completion_too_large_fires_for_a_completion_that_cannot_fit_the_ring() {
     );
     assert_eq!(host.take_completion(), None, "nothing reached the host");
     close(&c, ch);
+}
+
+/// A completion that can never fit, made while earlier completions wait for ring space
+/// (the host reads nothing), is reported at the call. It used to be queued behind them and
+/// checked only when written, so a close that dropped the queue dropped it unreported.
+/// Found by the `driver_calls` fuzz target (three completions in one batch, the first
+/// nearly the ring's size, the second waiting for room, then Disable).
+#[test]
+fn completion_too_large_fires_for_a_completion_queued_behind_a_full_ring() {
+    let (sim, host, c, ch) = setup(0);
+    host.pause_reading(true);
+    for p in [b"first...", b"second..", b"third..."] {
+        host.send_inband(p, true).expect("send");
+    }
+    sim.run_until_idle();
+    let held: Vec<usize> = c.held.lock().map(|h| h.clone()).unwrap_or_default();
+    assert_eq!(held.len(), 3);
+    let f = c.table.VmbChannelPacketComplete.expect("slot");
+    // 4 ring pages: 3 data pages (12,288 bytes). The first fills most of it, the second
+    // waits for room, the third can never fit.
+    let mut sizes = [12 * 1024 - 128, 200, 16 * 1024].map(|n| vec![0x11u8; n]);
+    for (h, buf) in held.iter().zip(sizes.iter_mut()) {
+        // SAFETY: rule BUFFER_VALID: the buffer outlives the call (KMCL copies it); each
+        // packet is completed once. (Rule COMPLETION_TOO_LARGE is what the third breaks.)
+        unsafe {
+            f(
+                std::ptr::with_exposed_provenance_mut(*h),
+                buf.as_mut_ptr().cast(),
+                u32::try_from(buf.len()).expect("fits"),
+            );
+        }
+    }
+    sim.run_until_idle();
+    assert_eq!(rules(&sim), [Rule::CompletionTooLarge]);
+    assert!(sim.violations()[0].site.contains("transaction 0x3"));
+    // The close drops what still waits; the report stays (exactly one).
+    close(&c, ch);
+    assert_eq!(rules(&sim), [Rule::CompletionTooLarge]);
 }
 
 #[test]

@@ -59,6 +59,9 @@ pub(crate) use server_side::{
 };
 use slots::Slots;
 
+/// Threaded mode: how long a close waits for queued completions to reach the host.
+const CLOSE_FLUSH_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Channel lifecycle states (header `state_model`; `docs/simulator.md`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ChState {
@@ -423,9 +426,11 @@ pub(crate) struct Channel {
     /// when it ends (once per batch, instead of a queue push per completion).
     pub(crate) dpc_rerun: bool,
     pub(crate) suspended: bool,
-    /// The close raised `EvtChannelSuspend`: from then on a send breaks SEND_WHILE_CLOSED.
-    /// (A close marks the channel Closing before it delivers the packets already taken for
-    /// the passive worker; sends from those deliveries come before Suspend.)
+    /// The close raised `EvtChannelSuspend`: from then on a send breaks SEND_WHILE_CLOSED,
+    /// until the next `VmbChannelEnable` (a channel the close left Disabled keeps it: the
+    /// driver was told to stop sending and was not started again). (A close marks the
+    /// channel Closing before it delivers the packets already taken for the passive worker;
+    /// sends from those deliveries come before Suspend.)
     pub(crate) suspend_raised: bool,
     pub(crate) paused: bool,
     pub(crate) stopped: bool,
@@ -650,7 +655,11 @@ pub(crate) fn enable(sim: &Arc<SimInner>, ch: u64) -> NTSTATUS {
     if !c.init.packet_cbs.has_process() {
         return STATUS_INVALID_DEVICE_STATE;
     }
-    if c.server.is_some() {
+    if let Some(c) = st.channels.get_mut(&ch) {
+        // Enabled again: the driver may send once the channel is open.
+        c.suspend_raised = false;
+    }
+    if st.channels.get(&ch).is_some_and(|c| c.server.is_some()) {
         return server_side::enable(sim, &mut st, ch);
     }
     server_side::retarget(&mut st, ch);
@@ -982,6 +991,17 @@ pub(crate) fn run_close(sim: &Arc<SimInner>, ch: u64) {
             format!("{site}: {n} incoming packet(s) never completed"),
         );
     }
+    // Completions the driver made before the close or in Suspend still reach a host that
+    // reads (docs/simulator.md): those queued behind a full ring are written as the host
+    // frees room, before the rings go. A host that reads nothing keeps them queued: the
+    // wait ends when nothing can make progress (deterministic) or after a short time
+    // (threaded), and the close drops them. (It ended at once: a completion made in
+    // Suspend behind a completion filling the ring was dropped although the host read.)
+    sim.wait_until(Some(CLOSE_FLUSH_WAIT), |st| {
+        st.channels
+            .get(&ch)
+            .is_none_or(|c| c.rings.is_none() || c.completion_queue.is_empty())
+    });
     let cancelled = {
         let mut st = sim.lock();
         st.channels
@@ -1016,7 +1036,12 @@ pub(crate) fn run_close(sim: &Arc<SimInner>, ch: u64) {
         };
         c.close = None;
         c.suspended = false;
-        c.suspend_raised = false;
+        // A channel left Disabled remembers its Suspend (a send now still breaks
+        // SEND_WHILE_CLOSED) until it is enabled again; one that stays offered (a server
+        // whose guest went) opens again: it may send once started.
+        if keep_offered {
+            c.suspend_raised = false;
+        }
         c.passive_q.clear();
         c.completion_queue.clear();
         for inc in c.incoming.values_mut() {
@@ -1876,7 +1901,29 @@ pub(crate) fn complete_incoming(
     // The handle was retired by the table's look-up (`table::check::incoming_retiring`).
     let pipe = c.pipe();
     let same_ring = inc.generation == c.generation && c.rings.is_some();
-    if inc.completion_requested && !fail && same_ring {
+    let never_fits = inc.completion_requested
+        && !fail
+        && same_ring
+        && c.rings.as_ref().is_some_and(|r| {
+            !r.tx
+                .can_ever_fit(&OutgoingPacket::completion(inc.trans_id, &response))
+        });
+    // Checked here, not only when the completion is written: a completion queued behind
+    // others (a full ring) and dropped by a close was never reported.
+    // VmbChannelPacketComplete returns VOID: the driver cannot learn that its completion was
+    // never sent, so the verifier says it (recorded below, once `c` is no longer borrowed).
+    let too_large = never_fits.then(|| {
+        let max = c.rings.as_ref().map_or(0, |r| r.tx.maximum_packet_size());
+        format!(
+            "VmbChannelPacketComplete(transaction {:#x}, {} bytes): never fits the outgoing \
+             ring (at most {max} ring bytes)",
+            inc.trans_id,
+            response.len()
+        )
+    });
+    if never_fits {
+        host::give_buf(response);
+    } else if inc.completion_requested && !fail && same_ring {
         c.completion_queue.push_back((inc.trans_id, response));
     } else {
         host::give_buf(response);
@@ -1903,6 +1950,9 @@ pub(crate) fn complete_incoming(
         true
     };
     let running = c.state == ChState::Running;
+    if let Some(why) = too_large {
+        st.violation(Rule::CompletionTooLarge, why);
+    }
     inc.buf.fill(POISON);
     st.retired.push_back((
         crate::RetiredAt {
@@ -2095,7 +2145,16 @@ pub(crate) fn send(
         return STATUS_INVALID_PARAMETER_3;
     }
     match c.state {
-        ChState::Disabled => return STATUS_INVALID_DEVICE_STATE,
+        ChState::Disabled => {
+            // Closed after Suspend and not enabled again: the driver was told to stop.
+            if c.suspend_raised {
+                st.violation(
+                    Rule::SendWhileClosed,
+                    format!("{}: after EvtChannelSuspend (channel closed)", site()),
+                );
+            }
+            return STATUS_INVALID_DEVICE_STATE;
+        }
         ChState::Closing => {
             if c.suspend_raised {
                 st.violation(
@@ -2478,6 +2537,12 @@ pub(crate) fn send_sync(
             return Err(STATUS_INVALID_PARAMETER_1);
         };
         if !c.is_open() {
+            if c.state == ChState::Disabled && c.suspend_raised {
+                st.violation(
+                    Rule::SendWhileClosed,
+                    format!("{site}: after EvtChannelSuspend (channel closed)"),
+                );
+            }
             return Err(STATUS_DEVICE_REMOVED);
         }
         if c.state == ChState::Closing {

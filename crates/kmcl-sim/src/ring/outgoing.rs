@@ -112,6 +112,15 @@ impl OutgoingRing {
         self.ring.dsize as usize - TRAILER_SIZE
     }
 
+    /// Whether `packet` fits this ring when it is empty (its footprint, descriptor and
+    /// trailer included, is at most [`maximum_packet_size`](Self::maximum_packet_size)):
+    /// a packet for which this is `false` can never be written.
+    pub(crate) fn can_ever_fit(&self, packet: &OutgoingPacket<'_>) -> bool {
+        let header = DESCRIPTOR_SIZE + packet.kind.extension_len();
+        let len = header + packet.payload.len().next_multiple_of(8);
+        len + TRAILER_SIZE <= self.maximum_packet_size() && u16::try_from(len / 8).is_ok()
+    }
+
     /// Free bytes usable by a packet now (`raw_free - 8`; a packet fits iff its footprint is
     /// at most this).
     ///
