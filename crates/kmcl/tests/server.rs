@@ -22,7 +22,7 @@ use kmcl::packet::{Packet, PacketHandler, PendingPacket};
 use kmcl::send::{Completion, SendFlags};
 use kmcl::server::{
     InRequestorProcess, KmclServer, PacketRestorer, SaveRestoreHandler, SavedPacket, ServerChannel,
-    ServerFlags, UserVmbusHandle,
+    ServerChannelBuilder, ServerFlags, UserVmbusHandle,
 };
 use kmcl::state::StateHandler;
 use kmcl_sim::{Offer, Rule, Sim, SimConfig};
@@ -184,6 +184,18 @@ impl Pair {
     fn host_parent(&self) -> ParentDevice {
         // SAFETY: the host device token lives as long as the simulation.
         unsafe { ParentDevice::from_raw(self.sim.host_device()) }
+    }
+
+    /// A Disabled server channel of `(IFACE, instance)` with a default `Node`, its
+    /// save/restore callbacks registered.
+    fn save_restore_builder(&self, instance: GUID) -> ServerChannelBuilder<Node> {
+        self.server_kmcl
+            .channel(self.host_parent(), Node::default(), passive())
+            .unwrap()
+            .target_interface(IFACE, instance)
+            .unwrap()
+            .save_restore()
+            .unwrap()
     }
 
     fn server(&self, node: Node, mode: ProcessingMode, pipe: bool) -> ServerChannel<Node> {
@@ -643,16 +655,7 @@ fn save_ends_when_kmcl_keeps_answering_more_follows_without_filling_anything() {
         t.Server.V1.VmbChannelSaveContinue = Some(lying_save_continue);
     });
     let p = passive();
-    let server = pair
-        .server_kmcl
-        .channel(pair.host_parent(), Node::default(), p)
-        .unwrap()
-        .target_interface(IFACE, INST)
-        .unwrap()
-        .save_restore()
-        .unwrap()
-        .enable(p)
-        .unwrap();
+    let server = pair.save_restore_builder(INST).enable(p).unwrap();
     server.start(p).unwrap();
     server.pause(p).unwrap();
     // Each empty "more follows" doubles the room asked for, so the save gives up at the
@@ -670,16 +673,7 @@ fn save_ends_when_kmcl_keeps_answering_more_follows_without_filling_anything() {
 fn paused_server_saves_in_flight_packets_and_a_new_channel_restores_them() {
     let pair = Pair::new(SimConfig::deterministic(12));
     let p = passive();
-    let server = pair
-        .server_kmcl
-        .channel(pair.host_parent(), Node::default(), p)
-        .unwrap()
-        .target_interface(IFACE, INST)
-        .unwrap()
-        .save_restore()
-        .unwrap()
-        .enable(p)
-        .unwrap();
+    let server = pair.save_restore_builder(INST).enable(p).unwrap();
     server.start(p).unwrap();
     let client = pair.client(Node::holding(), ProcessingMode::Dispatch, false);
     pair.sim.run_until_idle();
@@ -697,14 +691,7 @@ fn paused_server_saves_in_flight_packets_and_a_new_channel_restores_them() {
     assert!(saved.windows(5).any(|w| w == b"state"));
     // A second server channel (new instance) restores from the saved bytes, in chunks.
     let other = GUID::from_fields(9, 9, 9, [9; 8]);
-    let b = pair
-        .server_kmcl
-        .channel(pair.host_parent(), Node::default(), p)
-        .unwrap()
-        .target_interface(IFACE, other)
-        .unwrap()
-        .save_restore()
-        .unwrap();
+    let b = pair.save_restore_builder(other);
     let (a, rest) = saved.split_at(3);
     assert_eq!(b.restore(a, p), Ok(false));
     assert_eq!(b.restore(rest, p), Ok(true));
