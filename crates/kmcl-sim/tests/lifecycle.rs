@@ -262,6 +262,15 @@ fn completions_in_suspend_behind_a_full_ring(cfg: SimConfig) {
         .map(|i| host.send_inband(&[i; 8], true).expect("send"))
         .collect();
     sim.run_until_idle();
+    // Threaded mode: a holding driver finds packets written behind the first by polling,
+    // which may come after the simulation looked idle; the close must find all three held.
+    let held = || c.held.lock().map(|h| h.len()).unwrap_or(0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while held() < 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        sim.run_until_idle();
+    }
+    assert_eq!(held(), 3, "the three packets are held before the close");
     // 4 ring pages: 3 data pages (12,288 bytes). In Suspend the driver completes the first
     // packet with a completion that fills most of them, then the other two (the flag),
     // which wait for room (16 bytes are left): the host has not read anything yet.
