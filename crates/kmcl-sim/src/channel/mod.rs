@@ -646,7 +646,7 @@ pub(crate) fn with_channel<R>(
 /// `VmbChannelEnable`: Disabled -> Opening; KMCL's thread opens it.
 pub(crate) fn enable(sim: &Arc<SimInner>, ch: u64) -> NTSTATUS {
     let mut st = sim.lock();
-    let Some(c) = st.channels.get(&ch) else {
+    let Some(c) = st.channels.get_mut(&ch) else {
         return STATUS_INVALID_PARAMETER_1;
     };
     if c.state != ChState::Disabled || c.close.is_some() {
@@ -655,11 +655,9 @@ pub(crate) fn enable(sim: &Arc<SimInner>, ch: u64) -> NTSTATUS {
     if !c.init.packet_cbs.has_process() {
         return STATUS_INVALID_DEVICE_STATE;
     }
-    if let Some(c) = st.channels.get_mut(&ch) {
-        // Enabled again: the driver may send once the channel is open.
-        c.suspend_raised = false;
-    }
-    if st.channels.get(&ch).is_some_and(|c| c.server.is_some()) {
+    // Enabled again: the driver may send once the channel is open.
+    c.suspend_raised = false;
+    if c.server.is_some() {
         return server_side::enable(sim, &mut st, ch);
     }
     server_side::retarget(&mut st, ch);
@@ -1872,6 +1870,15 @@ pub(crate) fn response_buf(response: &[u8]) -> Vec<u8> {
     buf
 }
 
+/// The `COMPLETION_TOO_LARGE` report of the completion of transaction `trans` with a
+/// `len`-byte response that the outgoing ring refused as `e`. (VmbChannelPacketComplete
+/// returns VOID: the driver cannot learn that its completion was never sent, so the
+/// verifier says it.)
+#[cold]
+fn completion_too_large(trans: u64, len: usize, e: WriteError) -> String {
+    format!("VmbChannelPacketComplete(transaction {trans:#x}, {len} bytes): {e}")
+}
+
 /// `VmbChannelPacketComplete` / `VmbChannelPacketFail`: retires an incoming packet.
 pub(crate) fn complete_incoming(
     sim: &Arc<SimInner>,
@@ -1901,30 +1908,21 @@ pub(crate) fn complete_incoming(
     // The handle was retired by the table's look-up (`table::check::incoming_retiring`).
     let pipe = c.pipe();
     let same_ring = inc.generation == c.generation && c.rings.is_some();
-    let never_fits = inc.completion_requested
-        && !fail
-        && same_ring
-        && c.rings.as_ref().is_some_and(|r| {
-            !r.tx
-                .can_ever_fit(&OutgoingPacket::completion(inc.trans_id, &response))
+    // A completion that can never fit the ring is reported here, not only when it is
+    // written: one queued behind others (a full ring) and dropped by a close was never
+    // reported. (Recorded below, once `c` is no longer borrowed.)
+    let mut too_large = None;
+    if inc.completion_requested && !fail && same_ring {
+        let fits = c.rings.as_ref().map_or(Ok(()), |r| {
+            r.tx.check_fits(&OutgoingPacket::completion(inc.trans_id, &response))
         });
-    // Checked here, not only when the completion is written: a completion queued behind
-    // others (a full ring) and dropped by a close was never reported.
-    // VmbChannelPacketComplete returns VOID: the driver cannot learn that its completion was
-    // never sent, so the verifier says it (recorded below, once `c` is no longer borrowed).
-    let too_large = never_fits.then(|| {
-        let max = c.rings.as_ref().map_or(0, |r| r.tx.maximum_packet_size());
-        format!(
-            "VmbChannelPacketComplete(transaction {:#x}, {} bytes): never fits the outgoing \
-             ring (at most {max} ring bytes)",
-            inc.trans_id,
-            response.len()
-        )
-    });
-    if never_fits {
-        host::give_buf(response);
-    } else if inc.completion_requested && !fail && same_ring {
-        c.completion_queue.push_back((inc.trans_id, response));
+        match fits {
+            Ok(()) => c.completion_queue.push_back((inc.trans_id, response)),
+            Err(e) => {
+                too_large = Some(completion_too_large(inc.trans_id, response.len(), e));
+                host::give_buf(response);
+            }
+        }
     } else {
         host::give_buf(response);
     }
@@ -2406,16 +2404,12 @@ pub(crate) fn flush_sends(sim: &SimInner, st: &mut State, ch: u64) {
                     c.completion_queue.push_front((trans, payload));
                     return;
                 }
-                Err(WriteError::TooLarge { needed, max }) => {
-                    // VmbChannelPacketComplete returns VOID: the driver cannot learn that
-                    // its completion was never sent, so the verifier says it.
+                Err(e @ WriteError::TooLarge { .. }) => {
+                    // Not expected: `complete_incoming` keeps a completion that can
+                    // never fit out of the queue. Reported the same way if one gets here.
                     st.violation(
                         Rule::CompletionTooLarge,
-                        format!(
-                            "VmbChannelPacketComplete(transaction {trans:#x}, {} bytes): \
-                             {needed} ring bytes needed, at most {max}",
-                            payload.len()
-                        ),
+                        completion_too_large(trans, payload.len(), e),
                     );
                 }
                 Err(WriteError::Corrupt(why)) => {

@@ -112,13 +112,31 @@ impl OutgoingRing {
         self.ring.dsize as usize - TRAILER_SIZE
     }
 
-    /// Whether `packet` fits this ring when it is empty (its footprint, descriptor and
-    /// trailer included, is at most [`maximum_packet_size`](Self::maximum_packet_size)):
-    /// a packet for which this is `false` can never be written.
-    pub(crate) fn can_ever_fit(&self, packet: &OutgoingPacket<'_>) -> bool {
+    /// The header bytes of `packet` (descriptor and extension), the descriptor's `offset8`
+    /// and `len8`, and its footprint (header, padded payload and trailer).
+    ///
+    /// # Errors
+    ///
+    /// [`WriteError::TooLarge`] when a length does not fit its 16-bit field.
+    #[inline(always)]
+    fn layout(&self, packet: &OutgoingPacket<'_>) -> Result<(usize, u16, u16, usize), WriteError> {
         let header = DESCRIPTOR_SIZE + packet.kind.extension_len();
         let len = header + packet.payload.len().next_multiple_of(8);
-        len + TRAILER_SIZE <= self.maximum_packet_size() && u16::try_from(len / 8).is_ok()
+        let total = len + TRAILER_SIZE;
+        let (Ok(offset8), Ok(len8)) = (u16::try_from(header / 8), u16::try_from(len / 8)) else {
+            return Err(self.too_large(total));
+        };
+        Ok((header, offset8, len8, total))
+    }
+
+    /// Whether `packet` can ever be written: its footprint fits its descriptor and an empty
+    /// ring. `Err` is the [`WriteError::TooLarge`] that [`write`](Self::write) gives it.
+    pub(crate) fn check_fits(&self, packet: &OutgoingPacket<'_>) -> Result<(), WriteError> {
+        let (.., total) = self.layout(packet)?;
+        if total > self.maximum_packet_size() {
+            return Err(self.too_large(total));
+        }
+        Ok(())
     }
 
     /// Free bytes usable by a packet now (`raw_free - 8`; a packet fits iff its footprint is
@@ -192,12 +210,7 @@ impl OutgoingRing {
     /// [`WriteError::Full`] when `raw_free <= footprint` (nothing written);
     /// [`WriteError::TooLarge`] when it can never fit; [`WriteError::Corrupt`] on bad indices.
     pub fn write(&mut self, packet: &OutgoingPacket<'_>) -> Result<WriteOutcome, WriteError> {
-        let header = DESCRIPTOR_SIZE + packet.kind.extension_len();
-        let len = header + packet.payload.len().next_multiple_of(8);
-        let total = len + TRAILER_SIZE;
-        let (Ok(offset8), Ok(len8)) = (u16::try_from(header / 8), u16::try_from(len / 8)) else {
-            return Err(self.too_large(total));
-        };
+        let (header, offset8, len8, total) = self.layout(packet)?;
         // The control and data words once for the whole packet (reserve, copy, commit).
         let (ctl, words) = self.ring.parts();
         let start = self.reserve(ctl, total)?;
